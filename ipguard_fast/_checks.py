@@ -1,0 +1,115 @@
+"""Argument checks shared by ipguard_fast.ops and ipguard_fast.reference.
+
+They mirror csrc/checks.h: a ValueError naming the argument. Metadata checks
+are free; value checks (labels in range, i != j) read the labels, which costs a
+host sync on CUDA, so callers that validated their labels once (the search
+engine) pass check=False.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _finite(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value}")
+    return value
+
+
+def _tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _batch_major_dense(x: torch.Tensor) -> bool:
+    """Contiguous or channels_last: each sample is one contiguous block."""
+    return (x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+            or (x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d)))
+
+
+def logit_gap_args(logits, i, j, k, check_values: bool = True) -> float:
+    logits, i, j = _tensor("logits", logits), _tensor("i", i), _tensor("j", j)
+    if logits.dim() != 2:
+        raise ValueError(f"logits: expected a 2-D tensor [B, C], got {logits.dim()} dimensions")
+    B, C = logits.shape
+    if C < 2:
+        raise ValueError(f"logits: need at least 2 classes, got C = {C}")
+    if logits.dtype not in LOGIT_DTYPES:
+        raise ValueError(f"logits: expected float32, float16, bfloat16 or float64, got {logits.dtype}")
+    for name, t in (("i", i), ("j", j)):
+        if t.dim() != 1 or t.shape[0] != B:
+            raise ValueError(f"{name}: expected shape [B] = [{B}], got {list(t.shape)}")
+        if t.dtype != torch.int64:
+            raise ValueError(f"{name}: expected int64, got {t.dtype}")
+        if t.device != logits.device:
+            raise ValueError(f"{name}: on {t.device} but logits on {logits.device}")
+    k = _finite("k", k)
+    if check_values and B > 0 and not torch.compiler.is_compiling():
+        for name, t in (("i", i), ("j", j)):
+            bad = (t < 0) | (t >= C)
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                raise ValueError(f"{name}: label {int(t[row])} at row {row} is outside [0, {C})")
+        same = i == j
+        if bool(same.any()):
+            row = int(same.nonzero()[0, 0])
+            raise ValueError(f"i, j: i == j == {int(i[row])} at row {row}")
+    return k
+
+
+def adam_args(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi):
+    """Returns the scalars as floats after checking everything."""
+    x = _tensor("x", x)
+    if x.dim() < 1:
+        raise ValueError("x: expected a tensor [B, ...], got a scalar")
+    if x.dtype != torch.float32:
+        raise ValueError(f"x: expected float32, got {x.dtype}")
+    B = x.shape[0]
+    for name, t in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        t = _tensor(name, t)
+        if t.shape != x.shape:
+            raise ValueError(f"{name}: expected the shape of x {list(x.shape)}, got {list(t.shape)}")
+        if t.dtype != torch.float32:
+            raise ValueError(f"{name}: expected float32, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name}: on {t.device} but x on {x.device}")
+    if not _batch_major_dense(x):
+        raise ValueError("x: must be dense with the batch as its outermost dimension (contiguous or channels_last)")
+    for name, t in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        if t.stride() != x.stride():
+            raise ValueError(f"{name}: must have the strides of x (allocate it with torch.zeros_like(x))")
+    step, active = _tensor("step", step), _tensor("active", active)
+    if step.dim() != 1 or step.shape[0] != B:
+        raise ValueError(f"step: expected shape [B] = [{B}], got {list(step.shape)}")
+    if step.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"step: expected int64 or int32, got {step.dtype}")
+    if active.dim() != 1 or active.shape[0] != B:
+        raise ValueError(f"active: expected shape [B] = [{B}], got {list(active.shape)}")
+    if active.dtype != torch.bool:
+        raise ValueError(f"active: expected bool, got {active.dtype}")
+    for name, t in (("step", step), ("active", active)):
+        if t.device != x.device:
+            raise ValueError(f"{name}: on {t.device} but x on {x.device}")
+    lr = _finite("lr", lr)
+    if lr < 0:
+        raise ValueError(f"lr: must be >= 0, got {lr}")
+    beta1, beta2 = _finite("beta1", beta1), _finite("beta2", beta2)
+    for name, b in (("beta1", beta1), ("beta2", beta2)):
+        if not 0 <= b < 1:
+            raise ValueError(f"{name}: must be in [0, 1), got {b}")
+    eps = _finite("eps", eps)
+    if eps <= 0:
+        raise ValueError(f"eps: must be > 0, got {eps}")
+    lo, hi = float(lo), float(hi)
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise ValueError(f"lo, hi: need lo <= hi, got lo = {lo}, hi = {hi}")
+    return lr, beta1, beta2, eps, lo, hi

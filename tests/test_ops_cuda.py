@@ -1,0 +1,117 @@
+"""CUDA kernels against the reference (computed on the CPU), and CUDA-graph capture.
+
+Skipped without a GPU; benchmarks/gpu_check.sh runs them on the device."""
+import pytest
+import torch
+
+from conftest import requires_cuda, requires_extension
+from op_cases import adam_case, logits_case
+
+from ipguard_fast import ops, reference
+
+pytestmark = [requires_extension, requires_cuda]
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "nan_rows", "transposed", "strided"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [2, 3, 10, 100, 1000])
+@pytest.mark.parametrize("B", [1, 7, 4096])
+def test_loss_parity_cuda(B, C, dtype, kind):
+    logits, i, j = logits_case(B, C, dtype, kind, seed=B + C)
+    ref_loss, ref_grad = reference.logit_gap_loss(logits, i, j, 1.5)
+    loss, grad = ops.logit_gap_loss(logits.cuda(), i.cuda(), j.cuda(), 1.5)
+    torch.testing.assert_close(loss.cpu(), ref_loss, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(grad.cpu(), ref_grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("step_dtype", [torch.int64, torch.int32])
+@pytest.mark.parametrize("shape", [(5, 3, 7, 9), (16, 3, 224, 224), (3, 1, 8, 8), (2, 5)])
+def test_step_parity_cuda(shape, channels_last, step_dtype):
+    if channels_last and len(shape) != 4:
+        pytest.skip("channels_last needs 4-D")
+    state, gen = adam_case(shape, seed=7, channels_last=channels_last)
+    state["step"] = state["step"].to(step_dtype)
+    gpu = {k: v.cuda() for k, v in state.items()}
+    for t in range(4):
+        grad = torch.randn(shape, generator=gen)
+        active = torch.rand(shape[0], generator=gen) < 0.6
+        before = {k: v.clone() for k, v in gpu.items()}
+        kw = dict(lr=0.02, beta1=0.85, beta2=0.99, eps=1e-7, lo=0.05, hi=0.95)
+        reference.boundary_adam_step_(state["x"], grad, state["exp_avg"], state["exp_avg_sq"], state["step"], active, **kw)
+        g = grad.cuda()
+        if t % 2 and len(shape) == 4:
+            g = g.contiguous(memory_format=torch.channels_last if not channels_last else torch.contiguous_format)
+        ops.boundary_adam_step_(gpu["x"], g, gpu["exp_avg"], gpu["exp_avg_sq"], gpu["step"], active.cuda(), **kw)
+        for k in state:
+            torch.testing.assert_close(gpu[k].cpu(), state[k], rtol=2e-6, atol=1e-7)
+            inactive = ~active.cuda()
+            assert torch.equal(gpu[k][inactive], before[k][inactive]), k
+
+
+def test_unaligned_step_uses_scalar_path():
+    # An offset view breaks 16-byte alignment: the kernel must fall back, not fault.
+    base = torch.rand(1, 3 * 10 * 10 + 1, device="cuda")
+    x = base[:, 1:].view(1, 3, 10, 10)
+    cpu = x.cpu().clone()
+    m, v = torch.zeros_like(x), torch.zeros_like(x)
+    mc, vc = m.cpu().clone(), v.cpu().clone()
+    step, active = torch.zeros(1, dtype=torch.long, device="cuda"), torch.ones(1, dtype=torch.bool, device="cuda")
+    grad = torch.randn_like(x)
+    ops.boundary_adam_step_(x, grad, m, v, step, active, 0.1)
+    reference.boundary_adam_step_(cpu, grad.cpu(), mc, vc, step.cpu() * 0, active.cpu(), 0.1)
+    torch.testing.assert_close(x.cpu(), cpu, rtol=2e-6, atol=1e-7)
+
+
+def test_cuda_graph_capture_equals_eager():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10)).cuda().eval().requires_grad_(False)
+    B = 32
+    x0 = torch.rand(B, 3, 8, 8, device="cuda")
+    i = torch.randint(0, 10, (B,), device="cuda")
+    j = (i + 1) % 10
+    active0 = torch.rand(B, device="cuda") < 0.8
+
+    def make_state():
+        return dict(x=x0.clone(), m=torch.zeros_like(x0), v=torch.zeros_like(x0),
+                    step=torch.zeros(B, dtype=torch.long, device="cuda"), active=active0.clone())
+
+    def search_step(s):
+        x = s["x"].detach().requires_grad_()
+        logits = model(x)
+        loss, g_logits = ops.logit_gap_loss(logits, i, j, 1.0, check=False)
+        (g_x,) = torch.autograd.grad(logits, x, g_logits)
+        ops.boundary_adam_step_(s["x"], g_x, s["m"], s["v"], s["step"], s["active"], 0.01)
+        s["active"] &= loss > 0
+
+    eager, graphed = make_state(), make_state()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        warm = make_state()
+        for _ in range(3):
+            search_step(warm)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        search_step(graphed)
+    for _ in range(20):
+        search_step(eager)
+        graph.replay()
+    torch.cuda.synchronize()
+    for k in ("x", "m", "v", "step", "active"):
+        torch.testing.assert_close(graphed[k], eager[k], rtol=0, atol=0)
+
+
+def test_unchecked_bad_labels_give_nan_rows_not_faults():
+    # check=False skips the host-syncing label check; the kernel must still
+    # never read out of bounds: a bad row comes back NaN with a zero gradient.
+    logits = torch.randn(3, 4, device="cuda")
+    i = torch.tensor([0, 9, 2], device="cuda")
+    j = torch.tensor([1, 2, 2], device="cuda")
+    loss, grad = ops.logit_gap_loss(logits, i, j, 1.0, check=False)
+    torch.cuda.synchronize()
+    assert torch.isfinite(loss[0]) and torch.isnan(loss[1:]).all() and not grad[1:].any()
