@@ -1,0 +1,289 @@
+"""Writing an evaluation result to a folder: JSON, a Markdown summary and two plots.
+
+The result is the plain dict the evaluation code produces::
+
+    {"owner": {"name": str, "accuracy": float},
+     "settings": {...any JSON...},
+     "runs": [   # one per k
+        {"k": float, "n_fingerprints": int, "extract_seconds": float,
+         "suspects": [{"name": str, "family": str, "role": "positive" | "negative",
+                       "accuracy": float, "matching_rate": float}, ...],
+         "aruc": float, "roc_auc": float}, ...]}
+
+Plots are drawn on matplotlib ``Figure`` objects with the Agg canvas directly, never through
+pyplot, so writing a report neither needs a display nor changes the process's global backend.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import numbers
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .metrics import ru_curve
+
+__all__ = ["summary_table", "write_report"]
+
+ROLES = ("positive", "negative")
+_ROLE_STYLE = {  # how each role is drawn in matching_rates.png
+    "positive": {"marker": "o", "color": "tab:red", "label": "positive (copy)"},
+    "negative": {"marker": "x", "color": "tab:blue", "label": "negative (independent)"},
+}
+
+
+def summary_table(result: Mapping[str, Any]) -> str:
+    """Markdown summary: per family and role, mean [min, max] matching rate per k; ARUC / ROC AUC per k."""
+    _check_result(result)
+    runs = result["runs"]
+    owner = result.get("owner", {})
+    lines = [f"# IPGuard evaluation: {owner.get('name', 'owner model')}", ""]
+    if _is_number(owner.get("accuracy")):
+        lines += [f"Owner accuracy: {owner['accuracy']:.4f}", ""]
+
+    lines += [
+        "Cells give the mean matching rate over the family's suspects, with [min, max].",
+        "",
+        "| Family | Role | Suspects | " + " | ".join(f"k={_fmt_k(run['k'])}" for run in runs) + " |",
+        "|---|---|---:|" + "---:|" * len(runs),
+    ]
+    for family, role in _family_roles(runs):
+        cells = []
+        count = 0
+        for run in runs:
+            rates = [s["matching_rate"] for s in run["suspects"] if s["family"] == family and s["role"] == role]
+            count = max(count, len(rates))
+            cells.append(f"{np.mean(rates):.3f} [{min(rates):.3f}, {max(rates):.3f}]" if rates else "–")
+        lines.append(f"| {_md_cell(family)} | {role} | {count} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| **ARUC / ROC AUC** | | | "
+        + " | ".join(f"{_fmt(run['aruc'])} / {_fmt(run['roc_auc'])}" for run in runs)
+        + " |"
+    )
+
+    lines.append("")
+    for run in runs:
+        lines.append(
+            f"- k={_fmt_k(run['k'])}: {run['n_fingerprints']} fingerprints extracted in "
+            f"{run['extract_seconds']:.1f} s; positives {_role_mean(run, 'positive')}, "
+            f"negatives {_role_mean(run, 'negative')} mean matching rate; "
+            f"ARUC {_fmt(run['aruc'])}, ROC AUC {_fmt(run['roc_auc'])}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``results.json``, ``results.md``, ``ru_curves.png`` and ``matching_rates.png`` to ``out_dir``.
+
+    Every file is written atomically (temp file + rename). Non-finite floats become JSON
+    ``null`` because strict JSON has no NaN. Returns the written paths under the keys
+    ``"json"``, ``"markdown"``, ``"ru_curves"`` and ``"matching_rates"``.
+    """
+    _check_result(result)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "results.json",
+        "markdown": out / "results.md",
+        "ru_curves": out / "ru_curves.png",
+        "matching_rates": out / "matching_rates.png",
+    }
+    json_text = json.dumps(_jsonable(result, "result"), indent=2, allow_nan=False) + "\n"
+    _atomic_write(paths["json"], json_text.encode("utf-8"))
+    _atomic_write(paths["markdown"], summary_table(result).encode("utf-8"))
+    _atomic_write(paths["ru_curves"], _png_bytes(_ru_curves_figure(result)))
+    _atomic_write(paths["matching_rates"], _png_bytes(_matching_rates_figure(result)))
+    return paths
+
+
+# ---------------------------------------------------------------------- figures
+
+
+def _ru_curves_figure(result: Mapping[str, Any]) -> Figure:
+    """R(t) (solid) and U(t) (dashed) for every k, one colour per k."""
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.add_subplot()
+    for index, run in enumerate(result["runs"]):
+        positives = _role_rates(run, "positive")
+        negatives = _role_rates(run, "negative")
+        if not positives or not negatives:
+            continue  # a curve needs both roles; the JSON and table still hold this run
+        t, r, u = ru_curve(positives, negatives)
+        colour = f"C{index % 10}"
+        ax.plot(t, r, color=colour, linestyle="-",
+                label=f"R(t), k={_fmt_k(run['k'])} (ARUC {_fmt(run['aruc'])})")
+        ax.plot(t, u, color=colour, linestyle="--", label=f"U(t), k={_fmt_k(run['k'])}")
+    ax.set_title(f"Robustness R(t) and uniqueness U(t): {result.get('owner', {}).get('name', 'owner model')}")
+    ax.set_xlabel("threshold t on the matching rate")
+    ax.set_ylabel("share of suspects")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small", loc="lower left")
+    return fig
+
+
+def _matching_rates_figure(result: Mapping[str, Any]) -> Figure:
+    """One panel per k: each suspect's matching rate, grouped by family along x, marker by role."""
+    runs = result["runs"]
+    families = list(dict.fromkeys(family for family, _ in _family_roles(runs)))
+    ncols = min(len(runs), 3)
+    nrows = math.ceil(len(runs) / ncols)
+    fig = Figure(figsize=(max(5.0, 0.9 * len(families) + 2) * ncols, 4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    labelled: set[str] = set()
+    for ax, run in zip(axes, runs):
+        for family_index, family in enumerate(families):
+            members = [s for s in run["suspects"] if s["family"] == family]
+            for member_index, suspect in enumerate(members):
+                # Spread a family's suspects over a 0.8-wide slot centred on the family's tick.
+                x = family_index + (member_index - (len(members) - 1) / 2) * 0.8 / max(len(members), 1)
+                style = dict(_ROLE_STYLE[suspect["role"]])
+                if suspect["role"] in labelled:
+                    style.pop("label")
+                labelled.add(suspect["role"])
+                ax.scatter([x], [suspect["matching_rate"]], s=36, **style)
+        threshold = run.get("threshold", result.get("settings", {}).get("threshold"))
+        if _is_number(threshold):
+            ax.axhline(threshold, color="grey", linestyle=":", label=None if "t" in labelled else "threshold")
+            labelled.add("t")
+        ax.set_title(f"k={_fmt_k(run['k'])} ({run['n_fingerprints']} fingerprints)")
+        ax.set_xticks(range(len(families)), families, rotation=30, ha="right")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(runs):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("matching rate")
+    fig.suptitle("Matching rate per suspect")
+    if labelled:
+        fig.legend(loc="outside lower center", ncols=3, fontsize="small")
+    return fig
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)  # attach the Agg canvas explicitly: no pyplot, no global backend
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _check_result(result: Any) -> None:
+    """Check the parts of the result this module reads; errors name the offending entry."""
+    if not isinstance(result, Mapping):
+        raise ValueError(f"result must be a dict, got {type(result).__name__}")
+    owner = result.get("owner", {})
+    if not isinstance(owner, Mapping):
+        raise ValueError("result['owner'] must be a dict")
+    runs = result.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise ValueError("result['runs'] must be a non-empty list (one entry per k)")
+    for i, run in enumerate(runs):
+        where = f"result['runs'][{i}]"
+        if not isinstance(run, Mapping):
+            raise ValueError(f"{where} must be a dict")
+        for key in ("k", "n_fingerprints", "extract_seconds", "suspects", "aruc", "roc_auc"):
+            if key not in run:
+                raise ValueError(f"{where} is missing {key!r}")
+        for key in ("k", "n_fingerprints", "extract_seconds"):
+            if not _is_number(run[key]):
+                raise ValueError(f"{where}[{key!r}] must be a number, got {run[key]!r}")
+        for key in ("aruc", "roc_auc"):  # None/NaN allowed: a run may lack one role
+            if run[key] is not None and not _is_number(run[key]):
+                raise ValueError(f"{where}[{key!r}] must be a number or None, got {run[key]!r}")
+        if not isinstance(run["suspects"], list):
+            raise ValueError(f"{where}['suspects'] must be a list")
+        for j, suspect in enumerate(run["suspects"]):
+            _check_suspect(suspect, f"{where}['suspects'][{j}]")
+
+
+def _check_suspect(suspect: Any, where: str) -> None:
+    if not isinstance(suspect, Mapping):
+        raise ValueError(f"{where} must be a dict")
+    for key in ("name", "family"):
+        if not isinstance(suspect.get(key), str):
+            raise ValueError(f"{where}[{key!r}] must be a string, got {suspect.get(key)!r}")
+    if suspect.get("role") not in ROLES:
+        raise ValueError(f"{where}['role'] must be 'positive' or 'negative', got {suspect.get('role')!r}")
+    rate = suspect.get("matching_rate")
+    if not _is_number(rate) or not 0 <= rate <= 1:
+        raise ValueError(f"{where}['matching_rate'] must be a number in [0, 1], got {rate!r}")
+
+
+# ---------------------------------------------------------------------- small helpers
+
+
+def _family_roles(runs: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(family, role) pairs in order of first appearance across all runs."""
+    return list(dict.fromkeys((s["family"], s["role"]) for run in runs for s in run["suspects"]))
+
+
+def _role_rates(run: Mapping[str, Any], role: str) -> list[float]:
+    return [s["matching_rate"] for s in run["suspects"] if s["role"] == role]
+
+
+def _role_mean(run: Mapping[str, Any], role: str) -> str:
+    rates = _role_rates(run, role)
+    return f"{np.mean(rates):.3f}" if rates else "n/a"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if _is_number(value) and math.isfinite(value) else "n/a"
+
+
+def _md_cell(text: str) -> str:
+    """Escape the one character that would split a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def _fmt_k(k: Any) -> str:
+    return f"{k:g}"
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """A copy of ``value`` that strict JSON can hold: numpy scalars/arrays unwrapped, NaN/inf -> None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise ValueError(f"{where} is a {type(value).__name__}, which cannot be written to JSON")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``path`` and rename it into place."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise

@@ -1,0 +1,300 @@
+"""The fingerprint set: data points near the owner's decision boundary, and their file format.
+
+IPGuard (Cao, Jia, Gong, AsiaCCS 2021) fingerprints a classifier with images x that
+the owner model labels j while sitting close to the boundary with some other class i.
+A :class:`FingerprintSet` holds those images with their owner labels, plus what the
+search recorded about them (source label i, logit margin, steps used) and a ``meta``
+dict describing how they were made.
+
+File format (one safetensors file, never pickle):
+
+* tensors ``images``, ``labels``, ``source_labels``, ``margins``, ``steps``;
+* string metadata ``format`` = ``"ipguard_fast.fingerprints"``, ``format_version`` = ``"1"``,
+  ``ipguard_meta`` = JSON of ``meta`` and ``content_sha256`` = SHA-256 over a canonical
+  serialisation of the tensors and the meta (see :func:`_content_sha256`).
+
+The hash catches truncation, bit rot and naive edits (someone changing a label or the
+meta by hand). It is not a signature: anyone who can write the file can recompute it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import safetensors.torch
+import torch
+from safetensors import safe_open
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "FingerprintFileError",
+    "FingerprintSet",
+    "state_dict_sha256",
+]
+
+FORMAT_NAME = "ipguard_fast.fingerprints"
+FORMAT_VERSION = "1"
+
+# Tensor fields in the fixed order used by the content hash, with their required dtype.
+# `None` for the rank means "at least 2" (images: [n, *input_shape]); 1 means [n].
+_TENSOR_FIELDS: tuple[tuple[str, torch.dtype, int | None], ...] = (
+    ("images", torch.float32, None),
+    ("labels", torch.int64, 1),
+    ("source_labels", torch.int64, 1),
+    ("margins", torch.float32, 1),
+    ("steps", torch.int64, 1),
+)
+
+
+class FingerprintFileError(ValueError):
+    """A fingerprint file is truncated, corrupted, tampered with or not a fingerprint file."""
+
+
+@dataclass
+class FingerprintSet:
+    """Fingerprints of one owner model.
+
+    Attributes:
+        images: float32 CPU tensor ``[n, *input_shape]``, the fingerprint inputs.
+        labels: int64 ``[n]``, the owner's label j for each image (what a copy must predict).
+        source_labels: int64 ``[n]``, the label i of the natural image the search started from.
+        margins: float32 ``[n]``, the owner's logit margin ``g_j - max_{t != j} g_t`` at the image.
+        steps: int64 ``[n]``, optimisation steps the search used for each image.
+        meta: JSON-serialisable dict describing the run (k, lr, seed, num_classes, ...).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source_labels: torch.Tensor
+    margins: torch.Tensor
+    steps: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = None
+        for name, dtype, rank in _TENSOR_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"FingerprintSet.{name} must be a torch.Tensor, got {type(value).__name__}")
+            if value.dtype != dtype:
+                raise ValueError(f"FingerprintSet.{name} must have dtype {dtype}, got {value.dtype}")
+            if value.device.type != "cpu":
+                raise ValueError(f"FingerprintSet.{name} must be on the CPU (call .cpu()), got {value.device}")
+            if rank is None and value.dim() < 2:
+                raise ValueError(
+                    f"FingerprintSet.{name} must have shape [n, *input_shape] (rank >= 2), got {tuple(value.shape)}"
+                )
+            if rank is not None and value.dim() != rank:
+                raise ValueError(f"FingerprintSet.{name} must have shape [n], got {tuple(value.shape)}")
+            if n is None:
+                n = value.shape[0]
+            elif value.shape[0] != n:
+                raise ValueError(
+                    f"FingerprintSet.{name} has {value.shape[0]} entries but images has {n}; all fields need the same n"
+                )
+
+        if not isinstance(self.meta, dict):
+            raise ValueError(f"FingerprintSet.meta must be a dict, got {type(self.meta).__name__}")
+        try:
+            # Keep meta as its JSON round-trip (tuples become lists, keys strings) so the
+            # in-memory set equals what load() returns and the hash sees the same meta.
+            self.meta = json.loads(_meta_json(self.meta))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"FingerprintSet.meta must be JSON-serialisable (no NaN, string keys): {exc}") from exc
+
+        if not torch.isfinite(self.images).all():
+            raise ValueError("FingerprintSet.images contains NaN or infinite values")
+        num_classes = self.num_classes
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
+            raise ValueError(f"FingerprintSet.meta['num_classes'] must be an int >= 2, got {num_classes!r}")
+        for name in ("labels", "source_labels"):
+            _check_label_range(name, getattr(self, name), num_classes)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one fingerprint image, e.g. ``(3, 32, 32)``."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of the owner model (``meta["num_classes"]``), or None when not recorded."""
+        return self.meta.get("num_classes")
+
+    @property
+    def requested(self) -> int:
+        """How many fingerprints the run asked for (defaults to how many there are)."""
+        return int(self.meta.get("requested", len(self)))
+
+    @property
+    def complete(self) -> bool:
+        """True when the search produced at least as many fingerprints as requested."""
+        return len(self) >= self.requested
+
+    # ------------------------------------------------------------------ file I/O
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the set to one safetensors file at ``path``, atomically.
+
+        The data goes to a temporary file in the same folder, which then replaces
+        ``path`` in one ``os.replace``: an interrupted save leaves either the old file
+        or the new one, never half a file.
+        """
+        path = Path(path)
+        tensors = {name: getattr(self, name).contiguous() for name, _, _ in _TENSOR_FIELDS}
+        metadata = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "ipguard_meta": _meta_json(self.meta),
+            "content_sha256": _content_sha256(tensors, self.meta),
+        }
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            safetensors.torch.save_file(tensors, tmp_name, metadata=metadata)
+            with open(tmp_name, "rb") as tmp_file:  # make the bytes durable before the rename
+                os.fsync(tmp_file.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.remove(tmp_name)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "FingerprintSet":
+        """Read a file written by :meth:`save`, checking format and content hash.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            FingerprintFileError: the file is not a safetensors file, is truncated,
+                corrupted or tampered with (hash mismatch, missing or extra tensors),
+                or has an unknown format/version.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"fingerprint file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as reader:
+                metadata = reader.metadata() or {}
+                tensors = {name: reader.get_tensor(name) for name in reader.keys()}
+        except Exception as exc:  # safetensors raises its own error type for every header problem
+            raise FingerprintFileError(
+                f"{path} is not a readable fingerprint file (truncated, corrupted or not safetensors): {exc}"
+            ) from exc
+
+        if metadata.get("format") != FORMAT_NAME:
+            raise FingerprintFileError(
+                f"{path} is not an ipguard_fast fingerprint file (format={metadata.get('format')!r}); "
+                "it may be corrupted or tampered with"
+            )
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise FingerprintFileError(
+                f"{path} has fingerprint format version {metadata.get('format_version')!r}; "
+                f"this library reads version {FORMAT_VERSION}"
+            )
+
+        expected_names = {name for name, _, _ in _TENSOR_FIELDS}
+        if set(tensors) != expected_names:
+            missing = sorted(expected_names - set(tensors))
+            extra = sorted(set(tensors) - expected_names)
+            raise FingerprintFileError(
+                f"{path} is corrupted or tampered with: missing tensors {missing}, unexpected tensors {extra}"
+            )
+        try:
+            meta = json.loads(metadata["ipguard_meta"])
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise FingerprintFileError(f"{path} is corrupted or tampered with: unreadable ipguard_meta ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise FingerprintFileError(f"{path} is corrupted or tampered with: ipguard_meta is not a JSON object")
+
+        stored_hash = metadata.get("content_sha256", "")
+        actual_hash = _content_sha256(tensors, meta)
+        if not hmac.compare_digest(stored_hash.encode("utf-8"), actual_hash.encode("utf-8")):
+            raise FingerprintFileError(
+                f"{path} is corrupted or tampered with: content SHA-256 is {actual_hash}, "
+                f"the file records {stored_hash or 'none'}"
+            )
+        try:
+            return cls(**tensors, meta=meta)
+        except ValueError as exc:
+            raise FingerprintFileError(f"{path} holds an invalid fingerprint set: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- hashing
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights: every state_dict entry's name, dtype, shape and bytes, sorted by name.
+
+    Two models with identical weights hash the same whatever their Python class; the
+    engine records this hash of the owner model in the fingerprints' meta.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    state = model.state_dict()
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            # Non-tensor "extra state" has no canonical byte form; refuse rather than hash something unstable.
+            raise ValueError(f"model state_dict entry {name!r} is a {type(value).__name__}, not a tensor; cannot hash it")
+    return _hash_tensors(sorted(state.items())).hexdigest()
+
+
+def _content_sha256(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """Hash of a fingerprint file's content: the tensors in the fixed field order, then the meta JSON."""
+    ordered = [(name, tensors[name]) for name, _, _ in _TENSOR_FIELDS]
+    digest = _hash_tensors(ordered)
+    _update_framed(digest, b"meta")
+    _update_framed(digest, _meta_json(meta).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _hash_tensors(items: Iterable[tuple[str, torch.Tensor]]) -> "hashlib._Hash":
+    """SHA-256 over (name, dtype, shape, raw bytes) of each tensor, every piece length-framed.
+
+    Framing each piece with its length makes the serialisation unambiguous: moving bytes
+    from one tensor into the next, or renaming, always changes the hash.
+    """
+    digest = hashlib.sha256(b"ipguard_fast-tensors-v1")
+    for name, tensor in items:
+        _update_framed(digest, name.encode("utf-8"))
+        _update_framed(digest, str(tensor.dtype).encode("ascii"))
+        _update_framed(digest, json.dumps(list(tensor.shape)).encode("ascii"))
+        _update_framed(digest, _tensor_bytes(tensor))
+    return digest
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """Raw little-endian bytes of a tensor; works for dtypes numpy lacks (bfloat16) via a uint8 view."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
+def _update_framed(digest: "hashlib._Hash", data: bytes) -> None:
+    digest.update(len(data).to_bytes(8, "little"))
+    digest.update(data)
+
+
+def _meta_json(meta: dict[str, Any]) -> str:
+    """Canonical JSON of meta: sorted keys, no whitespace, strict (no NaN), so the hash is stable."""
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _check_label_range(name: str, labels: torch.Tensor, num_classes: int | None) -> None:
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0:
+        raise ValueError(f"FingerprintSet.{name} has negative label {low}")
+    if num_classes is not None and high >= num_classes:
+        raise ValueError(f"FingerprintSet.{name} has label {high} but meta['num_classes'] is {num_classes}")

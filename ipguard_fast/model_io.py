@@ -1,0 +1,247 @@
+"""Loading models from command-line specs, without ever unpickling arbitrary objects.
+
+A model spec is one of:
+
+* ``path/to/model.pt2`` -- a ``torch.export`` archive (``torch.export.load(path).module()``);
+* ``path/to/model.pt`` (any other existing file) -- a TorchScript archive (``torch.jit.load``);
+* ``package.module:factory`` -- import ``package.module``, call ``factory()`` to build the
+  architecture, then optionally load weights from ``weights`` (a ``.safetensors`` file, or a
+  ``torch.save``'d state dict read with ``weights_only=True``).
+
+All loaders here are safe on untrusted files in the sense that matters most: none runs
+``pickle`` with arbitrary globals. (A TorchScript or exported model still runs the graph it
+contains when called, which is the point of loading it.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["ModelLoadError", "load_model", "save_torchscript", "save_exported"]
+
+# `package.module:factory`, the attribute part may be dotted (e.g. `pkg.mod:Class.build`).
+_FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)$")
+
+
+# Suffixes that mark a spec as a file path (so a missing one is "file not found", not "bad spec").
+_MODEL_FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".jit", ".zip"}
+
+
+class ModelLoadError(ValueError):
+    """A model spec or weights file could not be turned into a model."""
+
+
+def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
+               device: str | torch.device = "cpu") -> nn.Module:
+    """Load the model named by ``spec`` (see module docstring) on ``device``, in eval mode.
+
+    Args:
+        spec: ``.pt2`` path, TorchScript path, or ``package.module:factory``.
+        weights: state dict file for a factory spec (``.safetensors`` or a ``torch.save``
+            file holding a dict of tensors, optionally under a ``"state_dict"`` key).
+            Not allowed with file specs, which carry their own weights.
+        device: where to put the model.
+
+    Raises:
+        FileNotFoundError: a model or weights file does not exist.
+        ModelLoadError: anything else wrong with the spec, the file or the weights.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ModelLoadError(f"model spec must be a path or 'package.module:factory' string, got {type(spec).__name__}")
+    spec_str = os.fspath(spec)
+    path = Path(spec_str)
+
+    if spec_str.endswith(".pt2") or path.is_file():
+        if weights is not None:
+            raise ModelLoadError(
+                f"weights={os.fspath(weights)!r} only applies to 'package.module:factory' specs; "
+                f"the model file {spec_str!r} already contains its weights"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {spec_str}")
+        model = _load_exported(path) if spec_str.endswith(".pt2") else _load_torchscript(path, device)
+    else:
+        match = _FACTORY_SPEC.match(spec_str)
+        if match is None:
+            if os.sep in spec_str or path.suffix in _MODEL_FILE_SUFFIXES:
+                raise FileNotFoundError(f"model file not found: {spec_str}")
+            raise ModelLoadError(
+                f"model spec {spec_str!r} is neither an existing file nor of the form 'package.module:factory'"
+            )
+        model = _build_from_factory(match["module"], match["attr"], spec_str)
+        if weights is not None:
+            _load_weights(model, weights)
+
+    model = model.to(device)
+    _set_eval(model)
+    return model
+
+
+def save_torchscript(model: nn.Module, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
+    """Trace ``model`` on ``example`` (in eval mode, no grad) and save it as TorchScript, atomically.
+
+    The model's training flag is restored afterwards. Returns the path written.
+    """
+    path = Path(path)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _quiet_jit_deprecation():
+            traced = torch.jit.trace(model, example)
+            _atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
+    finally:
+        model.train(was_training)
+    return path
+
+
+def save_exported(model: nn.Module, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
+    """Export ``model`` with ``torch.export`` (batch dimension dynamic) and save a ``.pt2`` file, atomically.
+
+    The export is taken in eval mode (exported graphs freeze dropout/batch-norm behaviour);
+    the model's training flag is restored afterwards. Returns the path written.
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ValueError(f"path must end in .pt2 so load_model recognises it, got {path.name!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        batch = torch.export.Dim("batch")
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        _atomic_save(path, lambda tmp: torch.export.save(program, tmp))
+    finally:
+        model.train(was_training)
+    return path
+
+
+# ---------------------------------------------------------------------- loaders
+
+
+def _load_exported(path: Path) -> nn.Module:
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a loadable torch.export (.pt2) archive: {exc}") from exc
+
+
+def _load_torchscript(path: Path, device: str | torch.device) -> nn.Module:
+    try:
+        with _quiet_jit_deprecation():
+            return torch.jit.load(str(path), map_location=device)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path} is not a TorchScript archive ({exc}); save models with torch.jit.save or "
+            "torch.export.save (.pt2), or pass 'package.module:factory' with --weights"
+        ) from exc
+
+
+def _build_from_factory(module_name: str, attr_path: str, spec: str) -> nn.Module:
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"cannot import module {module_name!r} from model spec {spec!r}: {exc} "
+            "(is it installed or on PYTHONPATH?)"
+        ) from exc
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            raise ModelLoadError(f"model spec {spec!r}: {getattr(obj, '__name__', obj)!r} has no attribute {part!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelLoadError(f"model spec {spec!r}: {attr_path!r} is not callable")
+    try:
+        model = obj()
+    except Exception as exc:
+        raise ModelLoadError(f"model spec {spec!r}: calling {attr_path}() with no arguments failed: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"model spec {spec!r}: factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _load_weights(model: nn.Module, weights: str | os.PathLike[str]) -> None:
+    """Load a state dict into ``model``, reporting missing/unexpected keys and shape mismatches."""
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            import safetensors.torch
+
+            state = safetensors.torch.load_file(str(path), device="cpu")
+        else:
+            # weights_only=True refuses arbitrary pickled objects: only tensors and plain containers.
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot read weights from {path}: {exc} (expected .safetensors or a torch.save'd state dict)"
+        ) from exc
+
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ModelLoadError(f"weights file {path} does not hold a state dict (a mapping of names to tensors)")
+
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"weights in {path} do not match the model: missing keys {_short_list(missing)}, "
+            f"unexpected keys {_short_list(unexpected)}"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModelLoadError(f"weights in {path} do not match the model: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _set_eval(model: nn.Module) -> None:
+    try:
+        model.eval()
+    except NotImplementedError:
+        # Exported (.pt2) modules refuse train()/eval(): their mode was frozen at export time.
+        pass
+
+
+def _short_list(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def _atomic_save(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file next to ``path``, then move it into place."""
+    # Keep the real suffix last: torch.export.save warns about names not ending in .pt2.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise
+
+
+@contextmanager
+def _quiet_jit_deprecation() -> Iterator[None]:
+    """Hide torch's FutureWarning that torch.jit is deprecated: TorchScript input is a supported format here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+        yield

@@ -1,0 +1,241 @@
+"""Suspect adapters, matching rate, verdicts and threshold calibration."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ipguard_fast.fingerprints import FingerprintSet
+from ipguard_fast.model_io import save_torchscript
+from ipguard_fast.verify import (
+    DEFAULT_THRESHOLD,
+    Verdict,
+    as_label_fn,
+    calibrate_threshold,
+    matching_rate,
+    verify,
+)
+
+N = 10
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+def fingerprints_for(labels, **meta):
+    """A set of len(labels) random images whose owner labels are `labels`."""
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    n = len(labels)
+    return FingerprintSet(
+        images=torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(2)),
+        labels=labels,
+        source_labels=torch.zeros(n, dtype=torch.int64),
+        margins=torch.zeros(n),
+        steps=torch.zeros(n, dtype=torch.int64),
+        meta={"num_classes": 10, **meta},
+    )
+
+
+@pytest.fixture
+def owner():
+    return tiny_model().eval()
+
+
+@pytest.fixture
+def owner_fps(owner):
+    """Fingerprints labelled with the owner's own predictions: the owner matches all of them."""
+    images = torch.randn(N, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        labels = owner(images).argmax(1)
+    return fingerprints_for(labels)
+
+
+def copier(n_matching, labels):
+    """A suspect callable that agrees with `labels` on exactly the first `n_matching` images."""
+    def suspect(images):
+        assert len(images) == len(labels), "tests use one batch"
+        out = labels.clone()
+        out[n_matching:] = (out[n_matching:] + 1) % 10
+        return out
+    return suspect
+
+
+# ---------------------------------------------------------------- suspects
+
+
+def test_owner_matches_everything_and_an_independent_model_does_not(owner, owner_fps):
+    assert matching_rate(owner, owner_fps) == 1.0
+    assert matching_rate(tiny_model(seed=123), owner_fps) < 1.0
+
+
+def test_batches_cover_every_fingerprint(owner_fps):
+    sizes = []
+
+    def suspect(images):
+        sizes.append(len(images))
+        return torch.zeros(len(images), dtype=torch.int64)
+
+    rate = matching_rate(suspect, owner_fps, batch_size=4)
+    assert sizes == [4, 4, 2]
+    assert rate == pytest.approx(float((owner_fps.labels == 0).float().mean()))
+
+
+def test_module_runs_in_eval_mode_and_mode_is_restored(owner, owner_fps):
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(64, 10))
+    model[2].load_state_dict(owner[1].state_dict())
+    model.train()
+    assert matching_rate(model, owner_fps) == 1.0  # dropout off, else rate would drop
+    assert model.training
+
+
+def test_module_dtype_is_used(owner, owner_fps):
+    assert matching_rate(owner.double(), owner_fps) == 1.0
+
+
+def test_torchscript_path_and_module(owner, owner_fps, tmp_path):
+    path = save_torchscript(owner, owner_fps.images[:2], tmp_path / "owner.pt")
+    assert matching_rate(str(path), owner_fps) == 1.0
+    assert matching_rate(path, owner_fps) == 1.0
+
+
+def test_exported_program_with_fixed_batch(owner, owner_fps):
+    program = torch.export.export(owner, (owner_fps.images[:3],))  # batch fixed to 3
+    assert verify(program, owner_fps, batch_size=4).matches == N
+
+
+@pytest.mark.parametrize("kind", ["numpy", "list", "int32"])
+def test_callables_returning_labels(owner_fps, kind):
+    def suspect(images):
+        labels = owner_fps.labels[: len(images)]
+        return {"numpy": labels.numpy(), "list": labels.tolist(), "int32": labels.int()}[kind]
+
+    assert matching_rate(suspect, owner_fps, batch_size=N) == 1.0
+
+
+def test_callable_returning_numpy_logits(owner, owner_fps):
+    assert matching_rate(lambda x: owner(x).detach().numpy(), owner_fps) == 1.0
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        (torch.zeros(3, 10), "suspect returned 3 outputs for a batch of 4 images"),
+        (torch.zeros(4, 10, 1), "got shape \\(4, 10, 1\\)"),
+        (torch.zeros(4, 7), "suspect returns 7 classes, the fingerprints have 10"),
+        (torch.tensor([0, 1, 2, 10]), "suspect returned label 10, labels must be \\[0, 10\\)"),
+        (torch.tensor([0, -1, 2, 3]), "suspect returned label -1"),
+        (torch.tensor([[0.0] * 10, [float("nan")] * 10, [0.0] * 10, [0.0] * 10]), "non-finite logits"),
+        (torch.zeros(4), "1-D suspect output must be integer labels"),
+        (torch.zeros(4, 10, dtype=torch.int64), "2-D suspect output must be floating logits"),
+        ("not an array", "suspect output must be a tensor, numpy array or list"),
+        (7, "got shape \\(\\)"),
+    ],
+)
+def test_bad_outputs(output, message):
+    label_fn = as_label_fn(lambda images: output, num_classes=10)
+    with pytest.raises(ValueError, match=message):
+        label_fn(torch.zeros(4, 1, 8, 8))
+
+
+def test_unknown_num_classes_accepts_any_width():
+    label_fn = as_label_fn(lambda images: torch.eye(4, 7)[:, [6, 1, 2, 3, 4, 5, 0]])
+    assert label_fn(torch.zeros(4, 1, 8, 8)).tolist() == [6, 1, 2, 3]
+
+
+def test_not_a_suspect():
+    with pytest.raises(ValueError, match="suspect must be"):
+        as_label_fn(42)
+
+
+# ---------------------------------------------------------------- matching rate / verify
+
+
+def test_matching_rate_argument_checks(owner, owner_fps):
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        matching_rate(owner, owner_fps, batch_size=0)
+    empty = FingerprintSet(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.int64),
+                           torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(ValueError, match="fingerprints is empty"):
+        matching_rate(owner, empty)
+
+
+def test_verdict_at_and_below_threshold():
+    fps = fingerprints_for(torch.arange(N) % 10)
+    at = verify(copier(5, fps.labels), fps, threshold=0.5, batch_size=N)
+    assert at == Verdict(matching_rate=0.5, pirated=True, threshold=0.5, matches=5, total=N)
+    below = verify(copier(4, fps.labels), fps, threshold=0.5, batch_size=N)
+    assert not below.pirated and below.matches == 4
+    assert below.to_dict() == {"matching_rate": 0.4, "pirated": False, "threshold": 0.5, "matches": 4, "total": N}
+
+
+def test_threshold_defaults(owner_fps):
+    fps = fingerprints_for(owner_fps.labels)
+    suspect = copier(3, fps.labels)
+    assert verify(suspect, fps, batch_size=N).threshold == DEFAULT_THRESHOLD
+    calibrated = fingerprints_for(owner_fps.labels, threshold=0.25)
+    verdict = verify(suspect, calibrated, batch_size=N)
+    assert verdict.threshold == 0.25 and verdict.pirated
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan"), True, "0.5"])
+def test_threshold_must_be_in_unit_interval(owner, owner_fps, threshold):
+    with pytest.raises(ValueError, match="threshold must be a number in \\[0, 1\\]"):
+        verify(owner, owner_fps, threshold=threshold)
+
+
+def test_bad_threshold_in_meta_is_named(owner, owner_fps):
+    fps = fingerprints_for(owner_fps.labels, threshold=2)
+    with pytest.raises(ValueError, match="fingerprints.meta\\['threshold'\\]"):
+        verify(owner, fps)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+@pytest.fixture
+def calibration_fps():
+    return fingerprints_for(torch.arange(N) % 10)
+
+
+def test_calibrate_few_negatives_is_one_step_above_the_largest(calibration_fps):
+    negatives = [copier(c, calibration_fps.labels) for c in (1, 3, 2)]
+    threshold = calibrate_threshold(negatives, calibration_fps, batch_size=N)
+    assert threshold == pytest.approx(0.4)
+    # No negative passes the threshold, and it is the smallest one with that property.
+    assert not any(verify(s, calibration_fps, threshold, batch_size=N).pirated for s in negatives)
+    assert verify(negatives[1], calibration_fps, 0.3, batch_size=N).pirated
+
+
+def test_calibrate_allows_the_requested_share_of_false_positives(calibration_fps):
+    negatives = [copier(c, calibration_fps.labels) for c in (1, 3, 2)]
+    # fpr * 3 = 1.02: one negative may pass, so t sits just above the second largest (0.2).
+    assert calibrate_threshold(negatives, calibration_fps, 0.34, batch_size=N) == pytest.approx(0.3)
+
+
+def test_calibrate_caps_at_one_and_warns(calibration_fps):
+    negatives = [copier(N, calibration_fps.labels)]
+    with pytest.warns(UserWarning, match="matches every fingerprint"):
+        assert calibrate_threshold(negatives, calibration_fps, batch_size=N) == 1.0
+
+
+@pytest.mark.parametrize("fpr", [-0.1, 1.0, float("nan")])
+def test_calibrate_rejects_bad_fpr(calibration_fps, fpr):
+    with pytest.raises(ValueError, match="false_positive_rate must be in \\[0, 1\\)"):
+        calibrate_threshold([copier(1, calibration_fps.labels)], calibration_fps, fpr)
+
+
+def test_calibrate_rejects_empty_negatives(calibration_fps):
+    with pytest.raises(ValueError, match="negative_suspects is empty"):
+        calibrate_threshold([], calibration_fps)
+    with pytest.raises(ValueError, match="negative_suspects must be a list"):
+        calibrate_threshold("model.pt", calibration_fps)
+
+
+def test_calibrated_threshold_is_exact_in_binary(calibration_fps):
+    """(c+1)/n must compare equal to a rate of c+1 matches even where floats round (e.g. 0.7)."""
+    negatives = [copier(6, calibration_fps.labels)]
+    threshold = calibrate_threshold(negatives, calibration_fps, batch_size=N)
+    assert verify(copier(7, calibration_fps.labels), calibration_fps, threshold, batch_size=N).pirated
+    assert np.float64(threshold) == 7 / 10
