@@ -1,0 +1,204 @@
+"""Tests for ipguard_fast.evaluate.variants: positive and negative suspects."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from ipguard_fast.evaluate.variants import (
+    DIGITS_FACTORIES,
+    FAMILIES,
+    HalfPrecision,
+    Suspect,
+    negative_suspects,
+    positive_suspects,
+    prune_model,
+    quantize_int8,
+    weight_sparsity,
+)
+from ipguard_fast.train import accuracy, predict, train_classifier
+from ipguard_fast.zoo import DigitsCNN, DigitsMLP, load_digits, seeded
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_digits("train"), load_digits("test")
+
+
+@pytest.fixture(scope="module")
+def owner(data):
+    # Width 16 rather than the default 32: same architecture, and measured to
+    # slow down far less than width 32 when other processes compete for the
+    # 2 CPU cores, which keeps this file fast on a busy machine.
+    model = seeded(lambda: DigitsCNN(width=16), 0)
+    return train_classifier(model, data[0], epochs=4, lr=3e-3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def owner_state(owner):
+    return {k: v.clone() for k, v in owner.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def positives(owner, owner_state, data):
+    # owner_state is requested first so it is a snapshot from before the attacks.
+    return positive_suspects(owner, data[0], seed=0, quick=True, small_factory=lambda: DigitsMLP(hidden=64))
+
+
+@pytest.fixture(scope="module")
+def by_name(positives):
+    return {s.name: s for s in positives}
+
+
+def _family(positives, family):
+    return [s for s in positives if s.family == family]
+
+
+def test_owner_is_not_modified(owner, owner_state, positives):
+    state = owner.state_dict()
+    assert state.keys() == owner_state.keys()
+    assert all(torch.equal(state[k], owner_state[k]) for k in owner_state)
+    assert all(p.requires_grad for p in owner.parameters())
+    assert all(s.model is not owner for s in positives)
+
+
+def test_all_families_present_and_well_formed(positives):
+    assert {s.family for s in positives} == set(FAMILIES)
+    assert all(s.role == "positive" for s in positives)
+    assert len({s.name for s in positives}) == len(positives)
+    assert all(not s.model.training for s in positives)
+    assert {s.name for s in _family(positives, "prune")} == {"prune-20", "prune-40", "prune-60", "prune-80"}
+
+
+def test_positives_keep_high_accuracy_and_agree_with_owner(owner, positives, data):
+    test = data[1]
+    owner_acc = accuracy(owner, test)
+    owner_labels = predict(owner, test.tensors[0])
+    for s in positives:
+        # The small MLP student is allowed to be weaker; the rest stay close to the owner.
+        floor = 0.8 if s.family == "distill-small" else owner_acc - 0.06
+        assert accuracy(s.model, test) >= floor, s.name
+        agreement = float((predict(s.model, test.tensors[0]) == owner_labels).float().mean())
+        assert agreement >= floor, s.name
+
+
+def test_ftll_changes_only_the_last_layer(owner_state, positives):
+    for s in _family(positives, "FTLL"):
+        state = s.model.state_dict()
+        for key, value in owner_state.items():
+            same = torch.equal(state[key], value)
+            assert same != key.startswith("fc."), (s.name, key)
+
+
+def test_ftal_changes_inner_layers(owner_state, positives):
+    for s in _family(positives, "FTAL"):
+        assert not torch.equal(s.model.state_dict()["features.0.weight"], owner_state["features.0.weight"])
+
+
+def test_retrained_last_layer_differs_from_owner(owner_state, positives):
+    rtll = _family(positives, "RTLL")
+    assert rtll
+    for s in rtll + _family(positives, "RTAL"):
+        new = s.model.fc.weight
+        # Re-initialised, not fine-tuned: far from the owner's layer.
+        assert (new - owner_state["fc.weight"]).norm() > 0.5 * owner_state["fc.weight"].norm(), s.name
+    for s in rtll:
+        state = s.model.state_dict()
+        assert torch.equal(state["hidden.1.weight"], owner_state["hidden.1.weight"])
+
+
+def test_pruning_reaches_requested_sparsity(by_name):
+    for rate in (20, 40, 60, 80):
+        model = by_name[f"prune-{rate}"].model
+        assert weight_sparsity(model) == pytest.approx(rate / 100, abs=1e-3)
+        # A plain module: no pruning masks or hooks left behind.
+        names = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_buffers()]
+        assert not any(name.endswith(("_mask", "_orig")) for name in names)
+
+
+def test_prune_model_with_finetune_keeps_zeros(owner, data):
+    model = prune_model(copy.deepcopy(owner), 0.5, finetune_set=data[0], finetune_epochs=1, lr=1e-3)
+    assert weight_sparsity(model) == pytest.approx(0.5, abs=1e-3)
+    with pytest.raises(ValueError, match="amount"):
+        prune_model(copy.deepcopy(owner), 1.0)
+
+
+def test_quantized_model_runs_with_int8_weight_levels(owner, by_name, data):
+    model = by_name["quant-int8"].model
+    x = data[1].tensors[0][:16]
+    assert model(x).shape == (16, 10)
+    for layer in (model.features[0], model.hidden[1], model.fc):
+        w = layer.weight.detach().flatten(1)
+        scale = w.abs().amax(1, keepdim=True) / 127
+        levels = w / scale
+        assert torch.allclose(levels, levels.round(), atol=1e-3)
+    assert not torch.equal(model.fc.weight, owner.fc.weight)
+    with pytest.raises(ValueError, match="layer_types"):
+        quantize_int8(nn.Sequential(nn.ReLU()))
+
+
+def test_fp16_wrapper_runs_in_half_and_returns_float(owner, by_name, data):
+    model = by_name["fp16"].model
+    assert isinstance(model, HalfPrecision)
+    assert all(p.dtype == torch.float16 for p in model.parameters())
+    assert owner.fc.weight.dtype == torch.float32
+    out = model(data[1].tensors[0][:8])
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, owner(data[1].tensors[0][:8]), atol=0.05)
+
+
+def test_distill_students(by_name):
+    assert type(by_name["distill"].model).__name__ == "DigitsCNN"
+    assert isinstance(by_name["distill-small"].model, DigitsMLP)
+
+
+def test_positive_suspects_is_reproducible_and_filterable(owner, data, by_name):
+    again = positive_suspects(owner, data[0], seed=0, families=["RTLL"])
+    assert [s.family for s in again] == ["RTLL"]
+    original = by_name[again[0].name].model
+    assert torch.equal(again[0].model.fc.weight, original.fc.weight)
+    other_seed = positive_suspects(owner, data[0], seed=1, families=["RTLL"])
+    assert not torch.equal(other_seed[0].model.fc.weight, original.fc.weight)
+
+
+def test_distill_small_skipped_without_factory(owner, data):
+    out = positive_suspects(owner, data[0], families=["distill-small", "fp16"])
+    assert [s.family for s in out] == ["fp16"]
+
+
+def test_positive_suspects_rejects_bad_arguments(owner, data):
+    with pytest.raises(ValueError, match="families"):
+        positive_suspects(owner, data[0], families=["FTXX"])
+    with pytest.raises(ValueError, match="owner"):
+        positive_suspects("model", data[0])
+
+
+def test_negative_suspects_are_independent(owner, data):
+    negatives = negative_suspects(data[0], DIGITS_FACTORIES, seeds=(1, 2), epochs=2, lr=3e-3)
+    assert [s.name for s in negatives] == [
+        "independent-cnn-seed1",
+        "independent-cnn-seed2",
+        "independent-mlp-seed1",
+        "independent-mlp-seed2",
+    ]
+    assert {s.family for s in negatives} == {"independent-cnn", "independent-mlp"}
+    assert all(s.role == "negative" and not s.model.training for s in negatives)
+    cnn1, cnn2 = negatives[0].model, negatives[1].model
+    assert not torch.equal(cnn1.fc.weight, cnn2.fc.weight)
+    assert not torch.equal(cnn1.fc.weight, owner.fc.weight)
+    assert all(accuracy(s.model, data[1]) > 0.8 for s in negatives)
+
+
+def test_negative_suspects_rejects_bad_arguments(data):
+    with pytest.raises(ValueError, match="factories"):
+        negative_suspects(data[0], {}, epochs=1)
+    with pytest.raises(ValueError, match="seeds"):
+        negative_suspects(data[0], DIGITS_FACTORIES, seeds=(1, 1), epochs=1)
+    with pytest.raises(ValueError, match="seeds"):
+        negative_suspects(data[0], DIGITS_FACTORIES, seeds=(), epochs=1)
+
+
+def test_suspect_validates_role():
+    with pytest.raises(ValueError, match="role"):
+        Suspect("x", "FTLL", "maybe", nn.Linear(1, 1))
