@@ -1,0 +1,145 @@
+"""The batched boundary-search engine: continuous batching over fixed slots.
+
+Candidates are launched in index order into free slots, stepped together, and
+harvested every `check_every` steps (the only host sync): converged ones go to
+float32 acceptance, exhausted ones fail, and the freed slots take new
+candidates. When nothing is left to launch, the batch shrinks to a bucket size
+just above the live count, so finished slots cost nothing.
+
+The result is the first n accepted candidates *by candidate index*, and each
+candidate depends only on (seed, index): the fingerprints do not depend on
+batch_size or on how candidates were scheduled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .acceptance import accept
+from .candidates import CandidateSource
+from .slots import Slots
+from .step import SearchStep
+
+
+@dataclass
+class Outcome:
+    accepted: bool
+    image: torch.Tensor | None = None
+    i: int = -1
+    j: int = -1
+    margin: float = float("nan")
+    steps: int = 0
+
+
+@dataclass
+class SearchStats:
+    tried: int = 0
+    accepted: int = 0
+    rejected: int = 0        # converged in the search precision, failed float32 acceptance
+    exhausted: int = 0       # hit max_steps (or non-finite logits) without converging
+    steps_run: int = 0       # batched steps executed
+    slot_steps: int = 0      # sum over steps of the batch size run
+    harvests: int = 0
+    batch_sizes: dict = field(default_factory=dict)
+
+
+class SearchEngine:
+    def __init__(self, model, source: CandidateSource, *, n: int, k: float, lr: float,
+                 max_steps: int, max_candidates: int, batch_size: int, check_every: int,
+                 lo: float, hi: float, device: torch.device, amp_dtype=None,
+                 cuda_graph: bool = False, channels_last: bool = False, progress=None):
+        self.model, self.source = model, source
+        self.n, self.k, self.max_candidates = n, k, max_candidates
+        self.check_every = check_every
+        self.slots = Slots(batch_size, source.input_shape, device, channels_last=channels_last)
+        self.step = SearchStep(model, self.slots, k=k, lr=lr, max_steps=max_steps, lo=lo, hi=hi,
+                               amp_dtype=amp_dtype, cuda_graph=cuda_graph)
+        self.outcomes: dict[int, Outcome] = {}
+        self.next_index = 0
+        self.stats = SearchStats()
+        self.progress = progress
+
+    # -- scheduling ---------------------------------------------------------
+    def _successes_in_order(self) -> list[int]:
+        return sorted(c for c, o in self.outcomes.items() if o.accepted)
+
+    def _determined(self) -> bool:
+        """True when the first n accepted candidates by index are known."""
+        wins = self._successes_in_order()
+        pending = [c for c in self.slots.candidate if c >= 0]
+        if len(wins) >= self.n:
+            last = wins[self.n - 1]
+            return all(c > last for c in pending)
+        return not pending and self.next_index >= self.max_candidates
+
+    def _launch_count(self, free: int) -> int:
+        in_flight = sum(1 for c in self.slots.candidate if c >= 0)
+        finished = len(self.outcomes)
+        fails = finished - self.stats.accepted
+        # Launch what could still be needed, with a margin for the failure rate seen so far.
+        spare = math.ceil(in_flight * fails / finished) if finished else 0
+        wanted = self.n - self.stats.accepted - in_flight + spare
+        return max(0, min(free, wanted, self.max_candidates - self.next_index))
+
+    def _refill(self) -> None:
+        in_flight = sum(1 for c in self.slots.candidate if c >= 0)
+        count = self._launch_count(self.slots.capacity - in_flight)
+        self.slots.resize_for(max(1, in_flight + count))
+        if count == 0:
+            return
+        positions = self.slots.free_positions()[:count]
+        indices = list(range(self.next_index, self.next_index + count))
+        self.next_index += count
+        self.stats.tried += count
+        x0, i, j = self.source.make(indices)
+        self.slots.load(positions, indices, x0, i, j)
+
+    # -- harvesting ---------------------------------------------------------
+    def _harvest(self) -> None:
+        self.stats.harvests += 1
+        s = self.slots
+        active = s.active[: s.size].tolist()           # the host sync
+        converged = s.converged[: s.size].tolist()
+        finished = [p for p in range(s.size) if s.candidate[p] >= 0 and not active[p]]
+        if not finished:
+            return
+        done = [p for p in finished if converged[p]]
+        if done:
+            pos = torch.tensor(done, device=s.x.device)
+            x, i, j = s.x.index_select(0, pos), s.i.index_select(0, pos), s.j.index_select(0, pos)
+            ok, margins = accept(self.model, x, i, j, self.k)
+            steps = s.step.index_select(0, pos).tolist()
+            x_cpu, i_l, j_l = x.float().cpu().contiguous(), i.tolist(), j.tolist()
+            for n, p in enumerate(done):
+                if bool(ok[n]):
+                    self.outcomes[s.candidate[p]] = Outcome(True, x_cpu[n], i_l[n], j_l[n],
+                                                            float(margins[n]), steps[n])
+                    self.stats.accepted += 1
+                    if self.progress is not None:
+                        self.progress.update(1)
+                else:
+                    self.outcomes[s.candidate[p]] = Outcome(False)
+                    self.stats.rejected += 1
+        for p in finished:
+            if not converged[p]:
+                self.outcomes[s.candidate[p]] = Outcome(False)
+                self.stats.exhausted += 1
+        s.release(finished)
+
+    def run(self) -> list[Outcome]:
+        self._refill()
+        while not self._determined():
+            for _ in range(self.check_every):
+                self.step()
+                self.stats.steps_run += 1
+                self.stats.slot_steps += self.slots.size
+            self.stats.batch_sizes[self.slots.size] = self.stats.batch_sizes.get(self.slots.size, 0) + 1
+            self._harvest()
+            if self.progress is not None:
+                self.progress.set_postfix(tried=self.stats.tried, batch=self.slots.size, refresh=False)
+            if not self._determined():
+                self._refill()
+        wins = self._successes_in_order()[: self.n]
+        return [self.outcomes[c] for c in wins]

@@ -1,0 +1,83 @@
+"""One search step on the slots, eager or replayed from a CUDA graph.
+
+    logits = model(x)                    (optionally under bf16/fp16 autocast)
+    loss, g = logit_gap_loss(logits, i, j, k)            fused op 1
+    gx = d<logits, g>/dx                  input gradient only: weights are frozen
+    converged |= active & loss == 0;  active &= loss > 0 and step < max_steps
+    boundary_adam_step_(x, gx, m, v, step, active, ...)  fused op 2
+
+A candidate is frozen (active False) at the point where its loss was 0, before
+Adam's momentum could move it on. Nothing here reads a value back to the host,
+so a step can be queued without waiting and captured in a CUDA graph.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .. import ops
+
+
+class SearchStep:
+    def __init__(self, model, slots, *, k: float, lr: float, max_steps: int, lo: float, hi: float,
+                 amp_dtype: torch.dtype | None = None, cuda_graph: bool = False,
+                 betas=(0.9, 0.999), eps: float = 1e-8):
+        self.model = model
+        self.slots = slots
+        self.k, self.lr, self.max_steps, self.lo, self.hi = k, lr, max_steps, lo, hi
+        self.betas, self.eps = betas, eps
+        self.amp_dtype = amp_dtype
+        self.device = slots.x.device
+        self.cuda_graph = cuda_graph and self.device.type == "cuda"
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        # One memory pool for every bucket's graph: they never replay concurrently.
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False)
+
+    def _eager(self) -> None:
+        x, m, v, step, i, j, active, converged = self.slots.views()
+        x_leaf = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            with self._autocast():
+                logits = self.model(x_leaf)
+            loss, g_logits = ops.logit_gap_loss(logits, i, j, self.k, check=False)
+            (g_x,) = torch.autograd.grad(logits, x_leaf, g_logits)
+        done = loss == 0
+        converged |= active & done
+        # NaN loss (non-finite logits) fails the comparison and stops the candidate too.
+        active &= (loss > 0) & (step < self.max_steps)
+        ops.boundary_adam_step_(x, g_x, m, v, step, active, self.lr, self.betas[0], self.betas[1],
+                                self.eps, self.lo, self.hi)
+
+    def __call__(self) -> None:
+        if not self.cuda_graph:
+            self._eager()
+            return
+        size = self.slots.size
+        graph = self.graphs.get(size)
+        if graph is None:
+            graph = self._capture()
+            self.graphs[size] = graph
+        graph.replay()
+
+    def _capture(self) -> "torch.cuda.CUDAGraph":
+        # Warm up on a side stream (cuDNN/cuBLAS pick algorithms, autograd allocates),
+        # on a copy of the state so the real candidates take no extra step.
+        saved = [t.clone() for t in self.slots.views()]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._eager()
+        torch.cuda.current_stream().wait_stream(side)
+        for buf, old in zip(self.slots.views(), saved):
+            buf.copy_(old)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._eager()
+        return graph

@@ -1,0 +1,158 @@
+"""The boundary-search engine: acceptance, freezing, refill, determinism, bad input."""
+import warnings
+
+import pytest
+import torch
+
+from ipguard_fast import reference
+from ipguard_fast.search import IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
+from ipguard_fast.search.slots import Slots, bucket_sizes
+from ipguard_fast.search.step import SearchStep
+from ipguard_fast.train import train_digits_model
+from ipguard_fast.zoo import load_digits
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def owner():
+    return train_digits_model("cnn", seed=0)
+
+
+def extract(model, n=24, **kw):
+    opts = dict(k=3.0, input_shape=SHAPE, batch_size=16, seed=0, progress=False, max_steps=300)
+    opts.update(kw)
+    return extract_fingerprints(model, n, **opts)
+
+
+def test_every_fingerprint_passes_float32_acceptance(owner):
+    fps = extract(owner, n=24)
+    assert len(fps) == 24 and fps.complete
+    with torch.no_grad():
+        logits = owner(fps.images)
+    loss, _ = reference.logit_gap_loss(logits, fps.source_labels, fps.labels, 3.0)
+    assert (loss == 0).all()
+    assert torch.equal(logits.argmax(1), fps.labels)
+    assert (fps.margins >= 3.0 - 1e-4).all()
+    assert fps.images.min() >= 0 and fps.images.max() <= 1
+    assert (fps.steps > 0).all()
+    assert fps.meta["k"] == 3.0 and fps.meta["num_classes"] == 10 and fps.meta["requested"] == 24
+
+
+def test_n_above_batch_size_refills(owner):
+    fps = extract(owner, n=40, batch_size=8)
+    assert len(fps) == 40
+    assert fps.stats.tried >= 40
+    assert max(fps.stats.batch_sizes) == 8
+
+
+def test_deterministic_for_a_seed(owner):
+    a, b = extract(owner, n=12), extract(owner, n=12)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    c = extract(owner, n=12, seed=1)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_same_candidates_whatever_the_batch_size(owner):
+    a = extract(owner, n=20, batch_size=32)
+    b = extract(owner, n=20, batch_size=5)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.source_labels, b.source_labels)
+    assert torch.equal(a.steps, b.steps)
+    # Convolutions may round differently at another batch size: images agree to float noise.
+    torch.testing.assert_close(a.images, b.images, rtol=0, atol=1e-4)
+
+
+def test_compiled_and_reference_ops_give_the_same_fingerprints(owner, monkeypatch):
+    compiled = extract(owner, n=12)
+    monkeypatch.setenv("IPGUARD_FAST_FORCE_REFERENCE", "1")
+    ref = extract(owner, n=12)
+    assert torch.equal(compiled.labels, ref.labels) and torch.equal(compiled.steps, ref.steps)
+    torch.testing.assert_close(compiled.images, ref.images, rtol=0, atol=1e-5)
+
+
+def test_converged_samples_never_move(owner):
+    torch.manual_seed(0)
+    slots = Slots(8, SHAPE, torch.device("cpu"))
+    x0 = torch.rand(8, *SHAPE)
+    i = torch.randint(0, 10, (8,))
+    slots.load(list(range(8)), list(range(8)), x0, i, (i + 1) % 10)
+    step = SearchStep(owner, slots, k=1.0, lr=0.05, max_steps=500, lo=0.0, hi=1.0)
+    frozen_at = {}
+    for t in range(200):
+        step()
+        for p in range(8):
+            if slots.converged[p] and p not in frozen_at:
+                frozen_at[p] = (slots.x[p].clone(), slots.step[p].item(), slots.exp_avg[p].clone())
+    assert len(frozen_at) >= 4, "too few candidates converged to test freezing"
+    for p, (x, s, m) in frozen_at.items():
+        assert torch.equal(slots.x[p], x) and slots.step[p].item() == s and torch.equal(slots.exp_avg[p], m)
+        assert not slots.active[p]
+
+
+def test_model_is_restored_and_gets_no_parameter_grads(owner):
+    owner.train()
+    for p in owner.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+    extract(owner, n=4)
+    assert owner.training
+    assert all(p.requires_grad and p.grad is None for p in owner.parameters())
+    owner.eval()
+
+
+def test_incomplete_is_reported(owner):
+    with pytest.warns(IncompleteFingerprintsWarning):
+        fps = extract(owner, n=5, k=1e4, max_steps=3, max_candidates=7)
+    assert len(fps) == 0 and not fps.complete and fps.requested == 5
+    assert fps.meta["candidates_tried"] == 7
+
+
+def test_seed_images_with_predicted_and_least_likely_labels(owner):
+    data = load_digits("test")
+    images = data.tensors[0][:16]
+    with torch.no_grad():
+        predicted = owner(images).argmax(1)
+    fps = extract(owner, n=10, init=images, labels="predicted", max_candidates=16)
+    assert len(fps) == 10
+    loader = torch.utils.data.DataLoader(data, batch_size=5)
+    ll = extract(owner, n=6, init=loader, labels="least_likely", max_candidates=16)
+    assert len(ll) == 6
+    # IPGuard class: one search per image, i = the model's label of it.
+    out = IPGuard(owner, k=2.0, steps=300, lr=0.01)(images)
+    assert len(out) >= 12
+    assert set(out.source_labels.tolist()) <= set(predicted.tolist())
+
+
+def test_bucket_sizes():
+    assert bucket_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256]
+    assert bucket_sizes(1) == [1]
+
+
+class WrongShape(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :3].unsqueeze(1)
+
+
+class NaNModel(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :4] * float("nan")
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(n=0), "n"), (dict(n=-3), "n"), (dict(k=-1.0), "k"), (dict(k=float("nan")), "k"),
+    (dict(input_shape=(3, 32, 32)), "input_shape"), (dict(num_classes=7), "num_classes"),
+    (dict(labels="nope"), "labels"), (dict(init="gauss"), "init"), (dict(lr=0.0), "lr"),
+    (dict(batch_size=0), "batch_size"), (dict(max_steps=0), "max_steps"), (dict(amp="int4"), "amp"),
+])
+def test_bad_arguments(owner, kwargs, name):
+    args = dict(n=4)
+    args.update(kwargs)
+    n = args.pop("n")
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        extract(owner, n=n, **args)
+
+
+@pytest.mark.parametrize("model,name", [(WrongShape(), "model"), (NaNModel(), "model")])
+def test_bad_models(model, name):
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        extract(model, n=2)
