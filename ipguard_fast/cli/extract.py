@@ -1,0 +1,35 @@
+"""ipguard extract: fingerprints of a model, written as a safetensors file."""
+from __future__ import annotations
+
+from ..search import extract_fingerprints
+from .common import add_model_arguments, model_from_args, shape_arg
+
+
+def add_arguments(p) -> None:
+    add_model_arguments(p)
+    p.add_argument("--input-shape", type=shape_arg, required=True, help="e.g. 1,8,8 or 3,224,224")
+    p.add_argument("--n", type=int, default=100, help="fingerprints to extract (default 100)")
+    p.add_argument("--k", type=float, required=True, help="logit margin of the search (e.g. 5 for digits, 10 for CIFAR)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--max-candidates", type=int, default=None, help="default 10 n")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--labels", choices=["random", "least_likely", "predicted"], default="random")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the model's)")
+    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="mixed-precision search (float32 acceptance)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+
+
+def run(args) -> int:
+    model = model_from_args(args, device=args.device or "cpu")
+    fps = extract_fingerprints(model, args.n, k=args.k, input_shape=args.input_shape, seed=args.seed,
+                               lr=args.lr, max_steps=args.max_steps, max_candidates=args.max_candidates,
+                               batch_size=args.batch_size, labels=args.labels, device=args.device,
+                               amp=args.amp, channels_last=args.channels_last, progress=not args.no_progress)
+    path = fps.save(args.out)
+    print(f"wrote {len(fps)} fingerprints (of {args.n} requested, {fps.meta['candidates_tried']} candidates "
+          f"tried) to {path}")
+    return 0 if fps.complete else 1

@@ -1,0 +1,92 @@
+"""`ipguard` command line: extract -> verify round trip, demo smoke, errors and exit codes."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ipguard_fast.cli import main
+from ipguard_fast.fingerprints import FingerprintSet
+from ipguard_fast.model_io import save_torchscript
+from ipguard_fast.train import train_digits_model
+
+
+@pytest.fixture(scope="module")
+def owner_file(tmp_path_factory):
+    model = train_digits_model("cnn", seed=0, epochs=3)
+    path = tmp_path_factory.mktemp("models") / "owner.pt"
+    save_torchscript(model, torch.rand(2, 1, 8, 8), path)
+    return path
+
+
+def test_extract_then_verify(owner_file, tmp_path, capsys):
+    out = tmp_path / "fp.safetensors"
+    code = main(["extract", "--model", str(owner_file), "--input-shape", "1,8,8", "--n", "10", "--k", "2",
+                 "--seed", "3", "--max-steps", "300", "--no-progress", "--out", str(out)])
+    assert code == 0
+    fps = FingerprintSet.load(out)
+    assert len(fps) == 10 and fps.meta["k"] == 2.0 and fps.meta["seed"] == 3
+    capsys.readouterr()
+    assert main(["verify", "--fingerprints", str(out), "--model", str(owner_file), "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["matching_rate"] == 1.0 and verdict["pirated"] is True and verdict["total"] == 10
+
+
+def test_factory_model_with_weights(tmp_path, capsys):
+    from safetensors.torch import save_file
+    model = train_digits_model("mlp", seed=1, epochs=2)
+    weights = tmp_path / "w.safetensors"
+    save_file(model.state_dict(), weights)
+    out = tmp_path / "fp.safetensors"
+    assert main(["extract", "--model", "ipguard_fast.zoo:DigitsMLP", "--weights", str(weights),
+                 "--input-shape", "1,8,8", "--n", "4", "--k", "1", "--no-progress", "--out", str(out)]) == 0
+    assert len(FingerprintSet.load(out)) == 4
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["extract", "--model", "missing.pt", "--input-shape", "1,8,8", "--k", "1", "--out", "x"], "missing.pt"),
+    (["verify", "--fingerprints", "nope.safetensors", "--model", "m.pt"], "nope.safetensors"),
+])
+def test_errors_are_one_line_with_exit_code_2(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_bad_input_shape_is_a_usage_error(owner_file, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["extract", "--model", str(owner_file), "--input-shape", "1,x", "--k", "1", "--out", "o"])
+    assert exc.value.code == 2
+
+
+def test_wrong_input_shape_for_the_model(owner_file, tmp_path, capsys):
+    code = main(["extract", "--model", str(owner_file), "--input-shape", "3,32,32", "--k", "1",
+                 "--no-progress", "--out", str(tmp_path / "o.safetensors")])
+    assert code == 2 and "input_shape" in capsys.readouterr().err
+
+
+def test_tampered_file_is_refused(owner_file, tmp_path, capsys):
+    out = tmp_path / "fp.safetensors"
+    main(["extract", "--model", str(owner_file), "--input-shape", "1,8,8", "--n", "3", "--k", "1",
+          "--no-progress", "--out", str(out)])
+    data = bytearray(out.read_bytes())
+    data[-5] ^= 0xFF
+    out.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["verify", "--fingerprints", str(out), "--model", str(owner_file)]) == 2
+    err = capsys.readouterr().err.lower()
+    assert "tamper" in err or "corrupt" in err
+
+
+def test_demo_smoke(tmp_path):
+    # The real entry point, in a subprocess, on tiny settings.
+    proc = subprocess.run([sys.executable, "-m", "ipguard_fast", "demo", "--out", str(tmp_path), "--n", "20",
+                           "--k", "1,5"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "ARUC" in proc.stdout and "| FTAL | positive |" in proc.stdout
+    for name in ("results.json", "results.md", "ru_curves.png", "matching_rates.png", "owner.pt"):
+        assert (tmp_path / name).stat().st_size > 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert [r["k"] for r in result["runs"]] == [1.0, 5.0]
+    assert all(0.0 <= r["aruc"] <= 1.0 for r in result["runs"])
