@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from ipguard_fast.evaluate.report import summary_table, write_report
+from ipguard_fast.evaluation.report import summary_table, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

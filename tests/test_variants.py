@@ -1,4 +1,4 @@
-"""Tests for ipguard_fast.evaluate.variants: positive and negative suspects."""
+"""Tests for ipguard_fast.evaluation.variants: positive and negative suspects."""
 
 import copy
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ipguard_fast.evaluate.variants import (
+from ipguard_fast.evaluation.variants import (
     DIGITS_FACTORIES,
     FAMILIES,
     HalfPrecision,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..evaluate import build_suspects, evaluate, write_report
-from ..evaluate.report import summary_table
-from ..evaluate.variants import DIGITS_FACTORIES
+from ..evaluation import build_suspects, evaluate, write_report
+from ..evaluation.report import summary_table
+from ..evaluation.variants import DIGITS_FACTORIES
 from ..model_io import save_torchscript
 from ..search import extract_fingerprints
 from ..train import accuracy, train_digits_model

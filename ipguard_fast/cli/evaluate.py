@@ -1,9 +1,9 @@
 """ipguard evaluate: robustness/uniqueness of an owner's fingerprints, with ARUC and plots."""
 from __future__ import annotations
 
-from ..evaluate import evaluate, write_report
-from ..evaluate.report import summary_table
-from ..evaluate.variants import Suspect
+from ..evaluation import evaluate, write_report
+from ..evaluation.report import summary_table
+from ..evaluation.variants import Suspect
 from ..model_io import load_model
 from ..zoo import build_model, load_cifar, load_digits, load_imagefolder
 from .common import add_model_arguments, floats_arg, model_from_args
@@ -60,7 +60,7 @@ def run(args) -> int:
 
 
 def _with_given_negatives(owner, train_set, factories, args):
-    from ..evaluate import build_suspects
+    from ..evaluation import build_suspects
     suspects = build_suspects(owner, train_set, negative_factories=factories, negative_epochs=args.negative_epochs,
                               seed=args.seed, quick=not args.full) if factories else []
     for path in args.negatives:

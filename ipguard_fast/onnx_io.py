@@ -1,0 +1,321 @@
+"""ONNX export of a model, and ONNX models as suspects; plus ``ipguard export``.
+
+* :func:`export_onnx` writes an ONNX file with a dynamic batch axis (input ``images``
+  ``[batch, *input_shape]``, output ``logits`` ``[batch, C]``). It uses torch's
+  TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), which needs only the
+  ``onnx`` package; the dynamo exporter would also need ``onnxscript`` and is used only as a
+  fallback if a future torch drops the TorchScript path.
+* :class:`OnnxSuspect` runs an ONNX file with ``onnxruntime`` on the CPU; it is a callable
+  from images to logits, so it is a suspect for :mod:`ipguard_fast.verify`.
+
+Optional dependencies: ``pip install onnx`` (export) and ``pip install onnxruntime``
+(:class:`OnnxSuspect`). Importing this module needs neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["DEFAULT_OPSET", "OnnxSuspect", "add_arguments", "export_model", "export_onnx", "run"]
+
+DEFAULT_OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+# Example batch used for tracing/exporting: 2, not 1, so no exporter specialises the batch axis to 1.
+_EXAMPLE_BATCH = 2
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _require(package: str, purpose: str) -> Any:
+    try:
+        return __import__(package)
+    except ImportError as exc:
+        raise ImportError(f"{purpose} needs the '{package}' package: pip install {package}") from exc
+
+
+def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Sequence[int],
+                path: str | os.PathLike[str], opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis; returns the path.
+
+    Args:
+        model: an ``nn.Module`` (eager, TorchScript, or the module of a loaded ``.pt2``) or an
+            ``ExportedProgram``. Exported in eval mode under ``no_grad``; an eager module's
+            training flag is restored afterwards.
+        input_shape: shape of one image, e.g. ``(3, 32, 32)``.
+        path: output file (conventionally ``.onnx``).
+        opset: ONNX opset version (default 17).
+
+    Raises:
+        ImportError: the ``onnx`` package is missing (``pip install onnx``).
+        ValueError: bad ``input_shape`` / ``opset``, or the model cannot be exported.
+    """
+    onnx = _require("onnx", "ONNX export")
+    input_shape = _check_shape(input_shape)
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 7:
+        raise ValueError(f"opset must be an int >= 7, got {opset!r}")
+    if isinstance(model, torch.export.ExportedProgram):
+        model = model.module()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module or ExportedProgram, got {type(model).__name__}")
+    path = Path(path)
+
+    device, dtype = _device_and_dtype(model)
+    example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
+    was_training = model.training
+    trainable = _try_set_training(model, False)
+    try:
+        with torch.no_grad():
+            # Exported (.pt2) modules refuse train()/eval(), which the ONNX exporter calls:
+            # export a TorchScript trace of them instead (same graph, batch axis stays dynamic).
+            target = model if trainable else _trace(model, example)
+
+            def write(tmp: str) -> None:
+                _onnx_export(target, example, tmp, opset)
+
+            _atomic_write(path, write)
+    finally:
+        if trainable:
+            _try_set_training(model, was_training)
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # keep the file for inspection, but say it is invalid
+        raise ValueError(f"exported ONNX model at {path} does not pass onnx.checker: {exc}") from exc
+    return path
+
+
+def _onnx_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+    common = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+    try:
+        with warnings.catch_warnings():
+            # torch >= 2.9 warns that the TorchScript-based exporter is the legacy one; it is the
+            # one that needs no onnxscript, so it is the one we want.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*legacy TorchScript-based ONNX")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"The feature will be removed")
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+            warnings.filterwarnings("ignore", category=UserWarning, message=r"no signature found for <torch\.ScriptMethod")
+            torch.onnx.export(model, (example,), path, dynamo=False, do_constant_folding=True,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **common)
+        return
+    except (ImportError, TypeError) as exc:
+        # Only a torch without the TorchScript exporter (the module or the dynamo= flag gone)
+        # falls through to the dynamo exporter; any other failure is the model's and is raised.
+        missing_module = isinstance(exc, ImportError) and (exc.name or "").startswith("torch")
+        if not (missing_module or (isinstance(exc, TypeError) and "dynamo" in str(exc))):
+            raise
+        legacy_error = exc
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"this torch's TorchScript ONNX exporter failed ({legacy_error}); the dynamo exporter "
+                          "needs onnxscript: pip install onnxscript") from exc
+    batch = torch.export.Dim("batch")
+    torch.onnx.export(model, (example,), path, dynamo=True, dynamic_shapes=({0: batch},), **common)
+
+
+def _trace(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """TorchScript trace of an exported (.pt2) module.
+
+    Its runtime input checks (``torch._check`` on the shapes) hold for the example and are
+    dropped from the trace, with a TracerWarning each: those warnings are expected and hidden.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
+                                message=r"Converting a tensor to a Python boolean")
+        return torch.jit.trace(model, example, check_trace=False)
+
+
+class OnnxSuspect:
+    """An ONNX model run by onnxruntime on the CPU: a callable from images to logits.
+
+    ``OnnxSuspect(path)(images)`` takes a floating tensor ``[B, *input_shape]`` and returns the
+    model's first output as a torch tensor (logits ``[B, C]``), so it can be passed as a suspect
+    to :func:`ipguard_fast.verify.verify` / ``matching_rate``. Models with a fixed batch size are
+    fed chunks of exactly that size (the last one padded).
+
+    Attributes:
+        input_name: name of the model's (first) input.
+        input_shape: its per-image shape, with None for symbolic dimensions.
+        batch_size: fixed batch size of the model, or None when the batch axis is dynamic.
+
+    Raises:
+        ImportError: onnxruntime is not installed (``pip install onnxruntime``).
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a loadable ONNX model.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        ort = _require("onnxruntime", "OnnxSuspect")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ValueError(f"{self.path} is not a loadable ONNX model: {exc}") from exc
+        first = self.session.get_inputs()[0]
+        self.input_name: str = first.name
+        dims = [d if isinstance(d, int) and d > 0 else None for d in first.shape]
+        self.batch_size: int | None = dims[0] if dims else None
+        self.input_shape: tuple[int | None, ...] = tuple(dims[1:])
+        self._dtype = _ORT_TYPES.get(first.type)
+        if self._dtype is None:
+            raise ValueError(f"{self.path}: input {first.name!r} has type {first.type}; only float inputs are supported")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
+            raise ValueError("images must be a floating tensor of shape [B, *input_shape]")
+        if images.dim() - 1 != len(self.input_shape) or any(
+                want is not None and want != got for want, got in zip(self.input_shape, images.shape[1:])):
+            shown = ", ".join("?" if d is None else str(d) for d in self.input_shape)
+            raise ValueError(f"{self.path.name} takes images [B, {shown}], got {list(images.shape)}")
+        array = np.ascontiguousarray(images.detach().cpu().numpy().astype(self._dtype, copy=False))
+        if self.batch_size is None:
+            return torch.from_numpy(np.asarray(self._run(array)))
+        outputs = []
+        for start in range(0, array.shape[0], self.batch_size):
+            chunk = array[start:start + self.batch_size]
+            real = chunk.shape[0]
+            if real < self.batch_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, axis=0)])
+            outputs.append(np.asarray(self._run(chunk))[:real])
+        return torch.from_numpy(np.concatenate(outputs))
+
+    def _run(self, array: np.ndarray) -> Any:
+        return self.session.run(None, {self.input_name: array})[0]
+
+    def __repr__(self) -> str:
+        return f"OnnxSuspect({str(self.path)!r})"
+
+
+# ---------------------------------------------------------------------- export in any format
+
+
+def export_model(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str],
+                 format: str = "onnx", opset: int = DEFAULT_OPSET) -> Path:  # noqa: A002 - CLI name
+    """Save ``model`` as ``onnx``, ``torchscript`` or ``pt2`` (batch axis dynamic where the format allows)."""
+    from .model_io import save_exported, save_torchscript
+
+    input_shape = _check_shape(input_shape)
+    if format == "onnx":
+        return export_onnx(model, input_shape, path, opset=opset)
+    device, dtype = _device_and_dtype(model)
+    example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
+    trainable = _try_set_training(model, model.training)
+    if format == "torchscript":
+        if trainable:
+            return save_torchscript(model, example, path)
+        path = Path(path)  # a loaded .pt2 module: trace it ourselves (save_torchscript calls eval())
+        with torch.no_grad():
+            traced = _trace(model, example)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+            _atomic_write(path, lambda tmp: torch.jit.save(traced, tmp))
+        return path
+    if format == "pt2":
+        if isinstance(model, torch.jit.ScriptModule):
+            raise ValueError("a TorchScript model cannot be re-exported as .pt2; give a package.module:factory "
+                             "model spec with --weights instead")
+        if not trainable:
+            raise ValueError("the model is already a .pt2 export; copy the file instead")
+        return save_exported(model, example, path)
+    raise ValueError(f"format must be 'onnx', 'torchscript' or 'pt2', got {format!r}")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = ()
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ValueError(f"input_shape must be a non-empty sequence of positive ints (no batch axis), got {input_shape!r}")
+    return shape
+
+
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    tensors = list(model.parameters()) + list(model.buffers())
+    device = tensors[0].device if tensors else torch.device("cpu")
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+    return device, dtype
+
+
+def _try_set_training(model: nn.Module, mode: bool) -> bool:
+    """``model.train(mode)``; False when the module refuses (exported .pt2 modules)."""
+    try:
+        model.train(mode)
+        return True
+    except NotImplementedError:
+        return False
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file next to ``path``, then move it into place."""
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=directory)
+    os.close(fd)
+    try:
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise
+
+
+# ---------------------------------------------------------------------- CLI: ipguard export
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ipguard export``."""
+    parser.add_argument("--model", required=True,
+                        help="model spec: TorchScript file, .pt2 archive, or package.module:factory")
+    parser.add_argument("--weights", help="weights (.safetensors or state dict) for a package.module:factory spec")
+    parser.add_argument("--input-shape", required=True, help="shape of one image without the batch axis, e.g. 1,8,8")
+    parser.add_argument("--format", choices=("onnx", "torchscript", "pt2"), default="onnx",
+                        help="output format (default onnx)")
+    parser.add_argument("--out", required=True, help="output file")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ipguard export``. Exit 0 on success, 1 when the export failed, 2 on bad input."""
+    from .model_io import load_model
+    from .remote.protocol import parse_shape
+
+    try:
+        input_shape = parse_shape(args.input_shape)
+        model = load_model(args.model, args.weights)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"ipguard export: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        path = export_model(model, input_shape, args.out, format=args.format, opset=args.opset)
+    except ImportError as exc:
+        print(f"ipguard export: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # exporters raise many types; report them in one line
+        print(f"ipguard export: error: cannot export {args.model} as {args.format}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0

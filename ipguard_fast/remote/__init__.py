@@ -1,0 +1,26 @@
+"""Label-only HTTP API: serve a model's labels, and verify a suspect that is only reachable over HTTP.
+
+IPGuard needs nothing but the suspect's predicted labels on the fingerprints, so a suspect
+behind an API can be checked. ``serve`` (server side) exposes a model as
+
+* ``POST /v1/labels``: ``{"shape": [B, ...], "dtype": "float32", "data": "<base64>"}`` -> ``{"labels": [...]}``
+* ``GET /v1/health``: ``{"status": "ok", "num_classes": C, "input_shape": [...], ...}``
+
+and ``RemoteLabelModel`` / ``verify_remote`` (client side) query it, with retries and a
+resumable progress file. See docs/http_api.md and :mod:`ipguard_fast.remote.protocol`.
+"""
+
+from .client import ProgressFileError, RemoteError, RemoteLabelModel, fingerprints_digest, verify_remote
+from .protocol import ProtocolError
+from .server import RunningServer, serve
+
+__all__ = [
+    "ProgressFileError",
+    "ProtocolError",
+    "RemoteError",
+    "RemoteLabelModel",
+    "RunningServer",
+    "fingerprints_digest",
+    "serve",
+    "verify_remote",
+]
