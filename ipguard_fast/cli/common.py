@@ -33,3 +33,38 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, 
 
 def model_from_args(args, device: str = "cpu"):
     return load_model(args.model, weights=args.weights, device=device)
+
+
+class DistributedRun:
+    """Under torchrun (WORLD_SIZE > 1): joins the process group for the command's
+    duration (gloo on CPU, nccl on GPU) and picks this rank's device. A rank that
+    fails exits non-zero, and torchrun then stops the others, so a run never
+    leaves a partial file (files are written by rank 0, atomically)."""
+
+    def __init__(self, device: str | None):
+        import os
+
+        import torch
+        import torch.distributed as dist
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = device
+        self.started = False
+        if self.world > 1 and not dist.is_initialized():
+            use_cuda = (device is None or device.startswith("cuda")) and torch.cuda.is_available()
+            if use_cuda:
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+                self.device = f"cuda:{local}"
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+            self.started = True
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def close(self) -> None:
+        if self.started:
+            import torch.distributed as dist
+            dist.destroy_process_group()

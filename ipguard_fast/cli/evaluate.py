@@ -1,12 +1,18 @@
-"""ipguard evaluate: robustness/uniqueness of an owner's fingerprints, with ARUC and plots."""
+"""ipguard evaluate: robustness/uniqueness of an owner's fingerprints, with ARUC and plots.
+
+Under torchrun the ranks share the extraction and the suspects' scoring; every
+rank builds the same (seeded) suspects, and rank 0 writes the report.
+"""
 from __future__ import annotations
+
+import torch
 
 from ..evaluation import evaluate, write_report
 from ..evaluation.report import summary_table
 from ..evaluation.variants import Suspect
 from ..model_io import load_model
 from ..zoo import build_model, load_cifar, load_digits, load_imagefolder
-from .common import add_model_arguments, floats_arg, model_from_args
+from .common import DistributedRun, add_model_arguments, floats_arg, model_from_args
 
 
 def add_arguments(p) -> None:
@@ -22,7 +28,7 @@ def add_arguments(p) -> None:
                    help="already trained independent models (TorchScript/.pt2 files), used as negatives too")
     p.add_argument("--negative-epochs", type=int, default=5)
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 10.0])
-    p.add_argument("--n", type=int, default=100)
+    p.add_argument("-n", "--n", dest="n", type=int, default=100, help="fingerprints per k (-n under torchrun)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks")
     p.add_argument("--out", required=True, help="output folder for results.json/.md and plots")
@@ -40,11 +46,22 @@ def load_data(spec: str, split: str):
 
 
 def run(args) -> int:
+    ranks = DistributedRun("cpu")
+    try:
+        return _run(args, ranks)
+    finally:
+        ranks.close()
+
+
+def _run(args, ranks) -> int:
     owner = model_from_args(args)
+    if isinstance(owner, torch.jit.ScriptModule) or args.model.endswith(".pt2"):
+        raise ValueError("--model: evaluate fine-tunes and prunes copies of the owner, so it needs a trainable "
+                         "model: give package.module:factory with --weights, not a TorchScript/.pt2 file")
     train_set = load_data(args.data, "train")
     test_set = load_data(args.test_data or args.data, "test") if (args.test_data or args.data == "digits") else None
     shape = tuple(train_set[0][0].shape)
-    with __import__("torch").no_grad():
+    with torch.no_grad():
         num_classes = owner(train_set[0][0][None]).shape[1]
     factories = {name: (lambda name=name: build_model(name, num_classes, shape))
                  for name in filter(None, args.negative_arch.split(","))}
@@ -53,6 +70,8 @@ def run(args) -> int:
                       test_set=test_set, owner_name=args.model, seed=args.seed,
                       suspects=_with_given_negatives(owner, train_set, factories, args) if args.negatives else None)
     result["settings"]["command"] = "ipguard evaluate"
+    if not ranks.is_main:
+        return 0
     paths = write_report(result, args.out)
     print(summary_table(result))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -1,14 +1,20 @@
-"""ipguard extract: fingerprints of a model, written as a safetensors file."""
+"""ipguard extract: fingerprints of a model, written as a safetensors file.
+
+Under `torchrun --nproc_per_node=N -m ipguard_fast extract ...` the ranks share
+the candidate stream and rank 0 writes the one file.
+"""
 from __future__ import annotations
 
 from ..search import extract_fingerprints
-from .common import add_model_arguments, model_from_args, shape_arg
+from .common import DistributedRun, add_model_arguments, model_from_args, shape_arg
 
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
     p.add_argument("--input-shape", type=shape_arg, required=True, help="e.g. 1,8,8 or 3,224,224")
-    p.add_argument("--n", type=int, default=100, help="fingerprints to extract (default 100)")
+    # -n also works under torchrun, whose own parser takes "--n" for an abbreviation of --nnodes.
+    p.add_argument("-n", "--n", "--num-fingerprints", dest="n", type=int, default=100,
+                   help="fingerprints to extract (default 100)")
     p.add_argument("--k", type=float, required=True, help="logit margin of the search (e.g. 5 for digits, 10 for CIFAR)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.01)
@@ -24,12 +30,18 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    model = model_from_args(args, device=args.device or "cpu")
-    fps = extract_fingerprints(model, args.n, k=args.k, input_shape=args.input_shape, seed=args.seed,
-                               lr=args.lr, max_steps=args.max_steps, max_candidates=args.max_candidates,
-                               batch_size=args.batch_size, labels=args.labels, device=args.device,
-                               amp=args.amp, channels_last=args.channels_last, progress=not args.no_progress)
-    path = fps.save(args.out)
-    print(f"wrote {len(fps)} fingerprints (of {args.n} requested, {fps.meta['candidates_tried']} candidates "
-          f"tried) to {path}")
+    ranks = DistributedRun(args.device)
+    try:
+        model = model_from_args(args, device=ranks.device or "cpu")
+        fps = extract_fingerprints(model, args.n, k=args.k, input_shape=args.input_shape, seed=args.seed,
+                                   lr=args.lr, max_steps=args.max_steps, max_candidates=args.max_candidates,
+                                   batch_size=args.batch_size, labels=args.labels, device=ranks.device,
+                                   amp=args.amp, channels_last=args.channels_last,
+                                   progress=not args.no_progress)
+        if ranks.is_main:
+            path = fps.save(args.out)
+            print(f"wrote {len(fps)} fingerprints (of {args.n} requested, {fps.meta['candidates_tried']} "
+                  f"candidates tried on {fps.meta['world_size']} rank(s)) to {path}")
+    finally:
+        ranks.close()
     return 0 if fps.complete else 1

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..search import extract_fingerprints
+from ..search.distributed import communicator
 from ..train import accuracy
 from ..verify import matching_rate
 from . import metrics
@@ -64,14 +65,20 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
         raise ValueError("ks: need at least one k")
     options = dict(progress=False)
     options.update(extract_options or {})
-    accuracies = {s.name: (accuracy(s.model, test_set) if test_set is not None else None) for s in suspects}
+    # Under torchrun each rank scores its share of the suspects (extraction is shared
+    # by extract_fingerprints itself); every rank ends with the whole table.
+    comm = communicator()
+    mine = list(suspects)[comm.rank::comm.world]
+    accuracies = _merge(comm.exchange({s.name: (accuracy(s.model, test_set) if test_set is not None else None)
+                                       for s in mine}))
     runs = []
     for k in ks:
         start = time.perf_counter()
         fps = extract_fingerprints(owner, n, k=float(k), input_shape=input_shape, seed=seed, **options)
         seconds = time.perf_counter() - start
+        rates = _merge(comm.exchange({s.name: matching_rate(s.model, fps) for s in mine}))
         rows = [{"name": s.name, "family": s.family, "role": s.role, "accuracy": accuracies[s.name],
-                 "matching_rate": matching_rate(s.model, fps)} for s in suspects]
+                 "matching_rate": rates[s.name]} for s in suspects]
         pos = [r["matching_rate"] for r in rows if r["role"] == "positive"]
         neg = [r["matching_rate"] for r in rows if r["role"] == "negative"]
         run = {"k": float(k), "n_fingerprints": len(fps), "extract_seconds": seconds,
@@ -85,3 +92,10 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
             "settings": {"ks": [float(k) for k in ks], "n": n, "seed": seed,
                          "extract_options": {k: str(v) for k, v in (extract_options or {}).items()}},
             "runs": runs}
+
+
+def _merge(parts: list[dict]) -> dict:
+    merged = {}
+    for part in parts:
+        merged.update(part)
+    return merged

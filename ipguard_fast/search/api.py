@@ -11,6 +11,7 @@ import torch
 
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from .candidates import LABEL_MODES, CandidateSource
+from .distributed import communicator
 from .engine import SearchEngine
 
 AMP_DTYPES = {None: None, "none": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -109,6 +110,10 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     tried; then the set holds what was accepted, `.complete` is False and an
     IncompleteFingerprintsWarning is raised.
 
+    Under torchrun (an initialised process group with several ranks) the ranks
+    share the candidate stream and every rank returns the same set: the one a
+    single process finds, whatever the number of ranks.
+
     Performance options: check_every (steps between harvests, the only host
     syncs; default 1 on CPU, where nothing waits, and 8 on CUDA), amp ("bf16" or
     "fp16" autocast for the search; acceptance stays float32), cuda_graph
@@ -158,12 +163,13 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
         C = _probe(model, input_shape, device, num_classes)
         source = CandidateSource(model, input_shape, C, "uniform" if seeds is None else seeds,
                                  labels, seed, lo, hi, device)
-        bar = _progress_bar(n, progress)
+        comm = communicator()
+        bar = _progress_bar(n, progress and comm.rank == 0)
         engine = SearchEngine(model, source, n=n, k=k, lr=lr, max_steps=max_steps,
                               max_candidates=max_candidates, batch_size=min(batch_size, max_candidates),
                               check_every=check_every, lo=lo, hi=hi, device=device,
                               amp_dtype=AMP_DTYPES[amp], cuda_graph=cuda_graph,
-                              channels_last=channels_last, progress=bar)
+                              channels_last=channels_last, progress=bar, comm=comm)
         try:
             wins = engine.run()
         finally:
@@ -181,6 +187,7 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "requested": n, "candidates_tried": stats.tried, "rejected_float32": stats.rejected,
         "exhausted": stats.exhausted, "amp": amp or "none", "batch_size": batch_size,
+        "world_size": comm.world,
     }
     fps = _to_set(wins, input_shape, meta)
     if len(fps) < n:

@@ -8,7 +8,8 @@ just above the live count, so finished slots cost nothing.
 
 The result is the first n accepted candidates *by candidate index*, and each
 candidate depends only on (seed, index): the fingerprints do not depend on
-batch_size or on how candidates were scheduled.
+batch_size, on how candidates were scheduled, or on how many torch.distributed
+ranks share the stream (distributed.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 
 from .acceptance import accept
 from .candidates import CandidateSource
+from .distributed import SingleProcess
 from .slots import Slots
 from .step import SearchStep
 
@@ -49,52 +51,76 @@ class SearchEngine:
     def __init__(self, model, source: CandidateSource, *, n: int, k: float, lr: float,
                  max_steps: int, max_candidates: int, batch_size: int, check_every: int,
                  lo: float, hi: float, device: torch.device, amp_dtype=None,
-                 cuda_graph: bool = False, channels_last: bool = False, progress=None):
+                 cuda_graph: bool = False, channels_last: bool = False, progress=None, comm=None):
         self.model, self.source = model, source
         self.n, self.k, self.max_candidates = n, k, max_candidates
         self.check_every = check_every
         self.slots = Slots(batch_size, source.input_shape, device, channels_last=channels_last)
         self.step = SearchStep(model, self.slots, k=k, lr=lr, max_steps=max_steps, lo=lo, hi=hi,
                                amp_dtype=amp_dtype, cuda_graph=cuda_graph)
+        self.comm = comm or SingleProcess()
+        # Global view, identical on every rank: index -> accepted, and what runs where.
+        self.finished: dict[int, bool] = {}
+        self.pending: list[int] = []
+        self.global_accepted = 0
+        self.streams_done = False
+        # This rank's own results (with images) and its next candidate index.
         self.outcomes: dict[int, Outcome] = {}
-        self.next_index = 0
+        self.new_outcomes: list[tuple[int, bool]] = []
+        self.next_index = self.comm.rank
         self.stats = SearchStats()
         self.progress = progress
 
     # -- scheduling ---------------------------------------------------------
     def _successes_in_order(self) -> list[int]:
-        return sorted(c for c, o in self.outcomes.items() if o.accepted)
+        return sorted(c for c, ok in self.finished.items() if ok)
 
     def _determined(self) -> bool:
-        """True when the first n accepted candidates by index are known."""
+        """True when the first n accepted candidates by index are known (same on every rank)."""
         wins = self._successes_in_order()
-        pending = [c for c in self.slots.candidate if c >= 0]
         if len(wins) >= self.n:
             last = wins[self.n - 1]
-            return all(c > last for c in pending)
-        return not pending and self.next_index >= self.max_candidates
+            return all(c > last for c in self.pending)
+        return not self.pending and self.streams_done
 
     def _launch_count(self, free: int) -> int:
-        in_flight = sum(1 for c in self.slots.candidate if c >= 0)
-        finished = len(self.outcomes)
-        fails = finished - self.stats.accepted
-        # Launch what could still be needed, with a margin for the failure rate seen so far.
+        in_flight = len(self.pending)
+        finished = len(self.finished)
+        fails = finished - self.global_accepted
+        # Launch what could still be needed, with a margin for the failure rate seen
+        # so far, shared evenly between the ranks.
         spare = math.ceil(in_flight * fails / finished) if finished else 0
-        wanted = self.n - self.stats.accepted - in_flight + spare
-        return max(0, min(free, wanted, self.max_candidates - self.next_index))
+        wanted = math.ceil((self.n - self.global_accepted - in_flight + spare) / self.comm.world)
+        left = len(range(self.next_index, self.max_candidates, self.comm.world))
+        return max(0, min(free, wanted, left))
 
     def _refill(self) -> None:
         in_flight = sum(1 for c in self.slots.candidate if c >= 0)
         count = self._launch_count(self.slots.capacity - in_flight)
         self.slots.resize_for(max(1, in_flight + count))
-        if count == 0:
-            return
-        positions = self.slots.free_positions()[:count]
-        indices = list(range(self.next_index, self.next_index + count))
-        self.next_index += count
-        self.stats.tried += count
-        x0, i, j = self.source.make(indices)
-        self.slots.load(positions, indices, x0, i, j)
+        if count > 0:
+            positions = self.slots.free_positions()[:count]
+            stride = self.comm.world
+            indices = list(range(self.next_index, self.next_index + count * stride, stride))
+            self.next_index += count * stride
+            self.stats.tried += count
+            x0, i, j = self.source.make(indices)
+            self.slots.load(positions, indices, x0, i, j)
+        self._sync_view()
+
+    def _sync_view(self) -> None:
+        """Share what finished and what runs with the other ranks (a no-op alone)."""
+        payload = (self.new_outcomes, [c for c in self.slots.candidate if c >= 0],
+                   self.next_index >= self.max_candidates)
+        self.new_outcomes = []
+        views = self.comm.exchange(payload)
+        self.pending = []
+        for outcomes, pending, done in views:
+            for index, ok in outcomes:
+                self.finished[index] = ok
+                self.global_accepted += ok
+            self.pending.extend(pending)
+        self.streams_done = all(done for _, _, done in views)
 
     # -- harvesting ---------------------------------------------------------
     def _harvest(self) -> None:
@@ -114,32 +140,48 @@ class SearchEngine:
             x_cpu, i_l, j_l = x.float().cpu().contiguous(), i.tolist(), j.tolist()
             for n, p in enumerate(done):
                 if bool(ok[n]):
-                    self.outcomes[s.candidate[p]] = Outcome(True, x_cpu[n], i_l[n], j_l[n],
-                                                            float(margins[n]), steps[n])
+                    self._record(s.candidate[p], Outcome(True, x_cpu[n], i_l[n], j_l[n],
+                                                         float(margins[n]), steps[n]))
                     self.stats.accepted += 1
                     if self.progress is not None:
                         self.progress.update(1)
                 else:
-                    self.outcomes[s.candidate[p]] = Outcome(False)
+                    self._record(s.candidate[p], Outcome(False))
                     self.stats.rejected += 1
         for p in finished:
             if not converged[p]:
-                self.outcomes[s.candidate[p]] = Outcome(False)
+                self._record(s.candidate[p], Outcome(False))
                 self.stats.exhausted += 1
         s.release(finished)
+
+    def _record(self, index: int, outcome: Outcome) -> None:
+        if outcome.accepted:
+            self.outcomes[index] = outcome
+        self.new_outcomes.append((index, outcome.accepted))
 
     def run(self) -> list[Outcome]:
         self._refill()
         while not self._determined():
-            for _ in range(self.check_every):
-                self.step()
-                self.stats.steps_run += 1
-                self.stats.slot_steps += self.slots.size
-            self.stats.batch_sizes[self.slots.size] = self.stats.batch_sizes.get(self.slots.size, 0) + 1
-            self._harvest()
+            if any(c >= 0 for c in self.slots.candidate):
+                for _ in range(self.check_every):
+                    self.step()
+                    self.stats.steps_run += 1
+                    self.stats.slot_steps += self.slots.size
+                self.stats.batch_sizes[self.slots.size] = self.stats.batch_sizes.get(self.slots.size, 0) + 1
+                self._harvest()
             if self.progress is not None:
                 self.progress.set_postfix(tried=self.stats.tried, batch=self.slots.size, refresh=False)
-            if not self._determined():
-                self._refill()
+            self._refill()  # also exchanges the harvest with the other ranks
         wins = self._successes_in_order()[: self.n]
-        return [self.outcomes[c] for c in wins]
+        mine = {c: self.outcomes[c] for c in wins if c in self.outcomes}
+        everything = self.comm.gather_outcomes(mine)
+        self._sum_stats_over_ranks()
+        return [everything[c] for c in wins]
+
+    def _sum_stats_over_ranks(self) -> None:
+        if self.comm.world == 1:
+            return
+        counts = ("tried", "accepted", "rejected", "exhausted", "steps_run", "slot_steps", "harvests")
+        views = self.comm.exchange({name: getattr(self.stats, name) for name in counts})
+        for name in counts:
+            setattr(self.stats, name, sum(v[name] for v in views))

@@ -1,0 +1,51 @@
+"""Sharing one search between torch.distributed ranks (torchrun), or none.
+
+Rank r owns the candidate indices r, r + W, r + 2W, ... (W ranks). After every
+harvest the ranks exchange what finished (index, accepted) and what is still
+running, so each holds the same global view and takes the same decisions: when
+the first n accepted candidates by index are known, every rank stops at the
+same harvest. Since a candidate depends only on (seed, index), the accepted set
+is the one a single process finds, whatever W is (up to floating-point noise).
+Payloads are small Python lists of our own ranks (all_gather_object); the
+fingerprint images travel once, at the end.
+"""
+from __future__ import annotations
+
+import torch.distributed as dist
+
+
+class SingleProcess:
+    rank, world = 0, 1
+
+    def exchange(self, payload):
+        return [payload]
+
+    def gather_outcomes(self, local: dict) -> dict:
+        return local
+
+
+class TorchDistributed:
+    """The default process group (gloo on CPU, nccl on GPU), as torchrun sets it up."""
+
+    def __init__(self):
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    def exchange(self, payload):
+        out = [None] * self.world
+        dist.all_gather_object(out, payload)
+        return out
+
+    def gather_outcomes(self, local: dict) -> dict:
+        parts = [None] * self.world
+        dist.all_gather_object(parts, local)
+        merged = {}
+        for part in parts:
+            merged.update(part)
+        return merged
+
+
+def communicator():
+    """The process group when one is initialised with several ranks, else a no-op."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return TorchDistributed()
+    return SingleProcess()

@@ -1,0 +1,69 @@
+"""torchrun with 2 gloo ranks on the CPU finds the same fingerprints as one process."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ipguard_fast.cli import main
+from ipguard_fast.fingerprints import FingerprintSet
+from ipguard_fast.model_io import save_torchscript
+from ipguard_fast.train import train_digits_model
+
+
+@pytest.fixture(scope="module")
+def owner_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dist") / "owner.pt"
+    save_torchscript(train_digits_model("cnn", seed=0, epochs=3), torch.rand(2, 1, 8, 8), path)
+    return path
+
+
+def extract_args(model, out, n=16):
+    return ["extract", "--model", str(model), "--input-shape", "1,8,8", "-n", str(n), "--k", "2", "--seed", "7",
+            "--batch-size", "8", "--max-steps", "300", "--no-progress", "--out", str(out)]
+
+
+def test_two_ranks_equal_one(owner_file, tmp_path):
+    single = tmp_path / "single.safetensors"
+    assert main(extract_args(owner_file, single)) == 0
+    double = tmp_path / "double.safetensors"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ipguard_fast", *extract_args(owner_file, double)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = FingerprintSet.load(single), FingerprintSet.load(double)
+    assert b.meta["world_size"] == 2 and a.meta["world_size"] == 1
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.source_labels, b.source_labels)
+    assert torch.equal(a.steps, b.steps)
+    torch.testing.assert_close(a.images, b.images, rtol=0, atol=1e-4)
+
+
+def test_a_failing_rank_fails_the_run_without_a_file(tmp_path):
+    out = tmp_path / "never.safetensors"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ipguard_fast", *extract_args("does_not_exist.pt", out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0
+    assert not out.exists()
+
+
+def test_evaluate_under_two_ranks(tmp_path):
+    from safetensors.torch import save_file
+    weights = tmp_path / "owner.safetensors"
+    save_file(train_digits_model("cnn", seed=0, epochs=3).state_dict(), weights)
+    out = tmp_path / "eval"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ipguard_fast", "evaluate", "--model", "ipguard_fast.zoo:DigitsCNN", "--weights",
+                           str(weights), "--data", "digits",
+                           "--negative-arch", "digits_mlp", "--negative-epochs", "2", "--k", "2", "-n", "12",
+                           "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+    result = json.loads((out / "results.json").read_text())
+    roles = {s["role"] for s in result["runs"][0]["suspects"]}
+    assert roles == {"positive", "negative"} and result["runs"][0]["n_fingerprints"] == 12
