@@ -54,7 +54,11 @@ setup(
     packages=find_packages(include=["ipguard_fast", "ipguard_fast.*"]),
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "safetensors", "scikit-learn", "matplotlib", "tqdm"],
-    extras_require={"test": ["pytest", "pytest-benchmark", "expecttest", "cmake>=3.30"], "bench": ["torchattacks"]},
+    extras_require={
+        "test": ["pytest", "pytest-benchmark", "expecttest", "cmake>=3.30", "onnx", "onnxruntime"],
+        "onnx": ["onnx", "onnxruntime"],
+        "bench": ["torchattacks"],
+    },
     entry_points={"console_scripts": ["ipguard=ipguard_fast.cli:main"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension},

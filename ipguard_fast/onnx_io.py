@@ -61,7 +61,6 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
         ImportError: the ``onnx`` package is missing (``pip install onnx``).
         ValueError: bad ``input_shape`` / ``opset``, or the model cannot be exported.
     """
-    onnx = _require("onnx", "ONNX export")
     input_shape = _check_shape(input_shape)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 7:
         raise ValueError(f"opset must be an int >= 7, got {opset!r}")
@@ -69,6 +68,7 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
         model = model.module()
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module or ExportedProgram, got {type(model).__name__}")
+    onnx = _require("onnx", "ONNX export")
     path = Path(path)
 
     device, dtype = _device_and_dtype(model)
@@ -221,11 +221,14 @@ def export_model(model: nn.Module, input_shape: Sequence[int], path: str | os.Pa
     example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
     trainable = _try_set_training(model, model.training)
     if format == "torchscript":
-        if trainable:
+        if trainable and not isinstance(model, torch.jit.ScriptModule):
             return save_torchscript(model, example, path)
-        path = Path(path)  # a loaded .pt2 module: trace it ourselves (save_torchscript calls eval())
-        with torch.no_grad():
-            traced = _trace(model, example)
+        path = Path(path)
+        if isinstance(model, torch.jit.ScriptModule):
+            traced = model  # already TorchScript: save as is
+        else:  # a loaded .pt2 module: trace it ourselves (save_torchscript calls eval(), which it refuses)
+            with torch.no_grad():
+                traced = _trace(model, example)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
             _atomic_write(path, lambda tmp: torch.jit.save(traced, tmp))
@@ -305,17 +308,20 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         input_shape = parse_shape(args.input_shape)
-        model = load_model(args.model, args.weights)
+        model = load_model(args.model, getattr(args, "weights", None))
     except (ValueError, FileNotFoundError) as exc:
         print(f"ipguard export: error: {exc}", file=sys.stderr)
         return 2
     try:
-        path = export_model(model, input_shape, args.out, format=args.format, opset=args.opset)
+        path = export_model(model, input_shape, args.out, format=getattr(args, "format", "onnx"),
+                            opset=getattr(args, "opset", DEFAULT_OPSET))
     except ImportError as exc:
         print(f"ipguard export: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # exporters raise many types; report them in one line
-        print(f"ipguard export: error: cannot export {args.model} as {args.format}: {exc}", file=sys.stderr)
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__  # TorchScript errors end with the real message
+        print(f"ipguard export: error: cannot export {args.model} as {args.format}: {reason}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
     return 0

@@ -550,28 +550,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``ipguard verify --endpoint``. Exit 0 with a verdict, 1 when the remote run failed, 2 on bad input."""
+    """``ipguard verify --endpoint``. Exit 0 with a verdict, 1 when the remote run failed, 2 on bad input.
+
+    Needs ``args.fingerprints`` and ``args.endpoint``; ``token_env``, ``progress``, ``threshold``,
+    ``batch_size`` (64), ``timeout`` (30), ``retries`` (5) and ``json`` are optional attributes.
+    """
     from ..fingerprints import FingerprintFileError
 
+    # Optional arguments are read with defaults, so a CLI that declares only some of them works.
+    token_env = getattr(args, "token_env", None)
+    as_json = bool(getattr(args, "json", False))
     try:
         token = None
-        if args.token_env:
-            token = os.environ.get(args.token_env, "").strip()
+        if token_env:
+            token = os.environ.get(token_env, "").strip()
             if not token:
-                raise ValueError(f"environment variable {args.token_env} (from --token-env) is unset or empty")
+                raise ValueError(f"environment variable {token_env} (from --token-env) is unset or empty")
         fingerprints = FingerprintSet.load(args.fingerprints)
     except (ValueError, FileNotFoundError, FingerprintFileError) as exc:
         print(f"ipguard verify: error: {exc}", file=sys.stderr)
         return 2
 
     def report(index: int, done: int, total: int) -> None:
-        if not args.json:
+        if not as_json:
             print(f"\rqueried {done}/{total} batches", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     try:
-        verdict = verify_remote(args.endpoint, fingerprints, batch_size=args.batch_size, token=token,
-                                progress_file=args.progress, threshold=args.threshold, timeout=args.timeout,
-                                retries=args.retries, on_batch=report)
+        verdict = verify_remote(args.endpoint, fingerprints, batch_size=getattr(args, "batch_size", 64),
+                                token=token, progress_file=getattr(args, "progress", None),
+                                threshold=getattr(args, "threshold", None), timeout=getattr(args, "timeout", 30.0),
+                                retries=getattr(args, "retries", 5), on_batch=report)
     except (ProgressFileError, ValueError) as exc:
         print(f"ipguard verify: error: {exc}", file=sys.stderr)
         return 2
@@ -579,7 +587,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ipguard verify: error: {exc}", file=sys.stderr)
         return 1
 
-    if args.json:
+    if as_json:
         print(json.dumps(verdict.to_dict()))
     else:
         outcome = "PIRATED (matches the fingerprinted model)" if verdict.pirated else "not pirated"

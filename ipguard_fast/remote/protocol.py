@@ -27,6 +27,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -281,11 +282,8 @@ def _clip(value: Any, limit: int = 200) -> str:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """Parse a command-line image shape such as ``"1,8,8"`` or ``"3x32x32"`` (no batch axis)."""
-    parts = [p.strip() for p in str(text).replace("x", ",").split(",") if p.strip()]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
+    parts = re.split(r"[,x]", str(text).strip().lower())
+    shape = tuple(int(p) for p in parts) if all(p.strip().isdigit() for p in parts) else ()
     if not shape or len(shape) >= MAX_RANK or any(d <= 0 for d in shape):
         raise ValueError(f"input shape must be positive integers separated by commas, e.g. 1,8,8; got {text!r}")
     return shape

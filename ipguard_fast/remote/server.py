@@ -501,16 +501,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         token = resolve_token(getattr(args, "token", None), getattr(args, "token_env", None))
-        input_shape = parse_shape(args.input_shape) if args.input_shape else None
-        model = load_model(args.model, args.weights)
-        server = serve(model, host=args.host, port=args.port, token=token,
-                       max_request_bytes=args.max_request_bytes, max_batch=args.max_batch,
-                       input_shape=input_shape, max_concurrent=args.max_concurrent)
+        shape_text = getattr(args, "input_shape", None)
+        input_shape = parse_shape(shape_text) if shape_text else None
+        model = load_model(args.model, getattr(args, "weights", None))
+        server = serve(model, host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8080),
+                       token=token,
+                       max_request_bytes=getattr(args, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
+                       max_batch=getattr(args, "max_batch", DEFAULT_MAX_BATCH), input_shape=input_shape,
+                       max_concurrent=getattr(args, "max_concurrent", DEFAULT_MAX_CONCURRENT))
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"ipguard serve: error: {exc}", file=sys.stderr)
         return 2
-    if token is None and not _is_loopback(args.host):
-        print(f"ipguard serve: warning: listening on {args.host} without a token; anyone who can reach it "
+    if token is None and not _is_loopback(server.host):
+        print(f"ipguard serve: warning: listening on {server.host} without a token; anyone who can reach it "
               "can query the model", file=sys.stderr)
     print(f"ipguard serve: serving labels on {server.url} (Ctrl-C to stop)", flush=True)
 

@@ -1,0 +1,230 @@
+"""ONNX export and ONNX suspects (skipped where onnx / onnxruntime are not installed)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from ipguard_fast import onnx_io
+from ipguard_fast.fingerprints import FingerprintSet
+from ipguard_fast.model_io import load_model, save_exported, save_torchscript
+from ipguard_fast.verify import as_label_fn, matching_rate, verify
+
+SHAPE = (1, 8, 8)
+NUM_CLASSES = 10
+
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+        return True
+    except ImportError:
+        return False
+
+
+HAVE_ONNX = _installed("onnx")
+HAVE_ORT = _installed("onnxruntime")
+needs_onnx = pytest.mark.skipif(
+    not (HAVE_ONNX and HAVE_ORT),
+    reason="needs the optional ONNX packages: pip install onnx onnxruntime",
+)
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, NUM_CLASSES)).eval()
+
+
+def make_conv_model(seed: int = 0) -> nn.Module:
+    """A model with batch norm and dropout, whose eval and train outputs differ."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Flatten(), nn.Linear(256, NUM_CLASSES))
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    model[1].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def make_fingerprints(model: nn.Module, n: int = 40, seed: int = 1) -> FingerprintSet:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, *SHAPE, generator=generator)
+    with torch.no_grad():
+        own = model(images).argmax(1)
+    labels = own.clone()
+    labels[n // 2:] = (own[n // 2:] + 1) % NUM_CLASSES
+    return FingerprintSet(images=images, labels=labels, source_labels=(labels + 2) % NUM_CLASSES,
+                          margins=torch.ones(n), steps=torch.zeros(n, dtype=torch.int64),
+                          meta={"num_classes": NUM_CLASSES})
+
+
+def labels_of(suspect, images):
+    return as_label_fn(suspect, num_classes=NUM_CLASSES)(images)
+
+
+@needs_onnx
+def test_onnx_suspect_matches_pytorch_on_fingerprints(tmp_path):
+    model = make_model()
+    fingerprints = make_fingerprints(model)
+    path = onnx_io.export_onnx(model, SHAPE, tmp_path / "model.onnx")
+    suspect = onnx_io.OnnxSuspect(path)
+    assert suspect.batch_size is None and suspect.input_shape == SHAPE  # dynamic batch axis
+
+    assert torch.equal(labels_of(suspect, fingerprints.images), labels_of(model, fingerprints.images))
+    assert matching_rate(suspect, fingerprints) == matching_rate(model, fingerprints) == 0.5
+    assert verify(suspect, fingerprints, batch_size=7) == verify(model, fingerprints)
+    for batch in (1, 3, 40):
+        logits = suspect(fingerprints.images[:batch])
+        assert logits.shape == (batch, NUM_CLASSES) and logits.dtype == torch.float32
+        torch.testing.assert_close(logits, model(fingerprints.images[:batch]).detach(), atol=1e-5, rtol=1e-5)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # written atomically, no leftovers
+
+
+@needs_onnx
+def test_export_uses_eval_mode_and_restores_training(tmp_path):
+    model = make_conv_model().train()
+    images = make_fingerprints(make_conv_model()).images
+    onnx_io.export_onnx(model, SHAPE, tmp_path / "conv.onnx")
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    suspect = onnx_io.OnnxSuspect(tmp_path / "conv.onnx")
+    torch.testing.assert_close(suspect(images), model(images).detach(), atol=1e-5, rtol=1e-4)
+
+
+@needs_onnx
+@pytest.mark.parametrize("kind", ["torchscript", "pt2"])
+def test_export_from_saved_models(tmp_path, kind):
+    model = make_conv_model()
+    example = torch.zeros(2, *SHAPE)
+    source = tmp_path / ("model.pt" if kind == "torchscript" else "model.pt2")
+    (save_torchscript if kind == "torchscript" else save_exported)(model, example, source)
+    loaded = load_model(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the export itself stays quiet
+        onnx_io.export_onnx(loaded, SHAPE, tmp_path / "out.onnx")
+    images = make_fingerprints(model).images
+    suspect = onnx_io.OnnxSuspect(tmp_path / "out.onnx")
+    assert torch.equal(labels_of(suspect, images), labels_of(model, images))
+    assert suspect(images[:5]).shape == (5, NUM_CLASSES)
+
+
+@needs_onnx
+def test_fixed_batch_onnx_model_is_fed_padded_chunks(tmp_path):
+    model = make_model()
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(4, *SHAPE),), str(path), dynamo=False, input_names=["x"],
+                          opset_version=17)
+    suspect = onnx_io.OnnxSuspect(path)
+    assert suspect.batch_size == 4
+    images = make_fingerprints(model, n=10).images
+    assert torch.equal(labels_of(suspect, images), labels_of(model, images))
+
+
+@needs_onnx
+def test_onnx_suspect_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        onnx_io.OnnxSuspect(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        onnx_io.OnnxSuspect(bad)
+    onnx_io.export_onnx(make_model(), SHAPE, tmp_path / "m.onnx")
+    suspect = onnx_io.OnnxSuspect(tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="takes images"):
+        suspect(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError):
+        suspect(torch.zeros(2, 64, dtype=torch.int64))
+
+
+def test_export_argument_errors(tmp_path):
+    model = make_model()
+    for shape in ((), (0, 8, 8), (1.5, 8), "1,8,8"):
+        with pytest.raises(ValueError, match="input_shape"):
+            onnx_io.export_onnx(model, shape, tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="opset"):
+        onnx_io.export_onnx(model, SHAPE, tmp_path / "x.onnx", opset=0)
+    with pytest.raises(ValueError, match="format"):
+        onnx_io.export_model(model, SHAPE, tmp_path / "x.bin", format="tflite")
+
+
+def test_missing_onnxruntime_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(ImportError, match="pip install onnxruntime"):
+        onnx_io.OnnxSuspect(tmp_path / "m.onnx")
+
+
+def test_missing_onnx_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ImportError, match="pip install onnx"):
+        onnx_io.export_onnx(make_model(), SHAPE, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@needs_onnx
+def test_onnx_suspect_served_over_http(tmp_path, monkeypatch):
+    """An ONNX model behind the label API verifies like its PyTorch original."""
+    from ipguard_fast.remote import serve, verify_remote
+
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    model = make_model()
+    fingerprints = make_fingerprints(model)
+    onnx_io.export_onnx(model, SHAPE, tmp_path / "m.onnx")
+    with serve(onnx_io.OnnxSuspect(tmp_path / "m.onnx"), input_shape=SHAPE) as running:
+        assert verify_remote(running.url, fingerprints, batch_size=16, timeout=10) == verify(model, fingerprints)
+
+
+# ---------------------------------------------------------------------- ipguard export
+
+
+def _run_export(argv):
+    parser = argparse.ArgumentParser()
+    onnx_io.add_arguments(parser)
+    return onnx_io.run(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("fmt, suffix", [
+    pytest.param("onnx", ".onnx", marks=needs_onnx),
+    ("torchscript", ".pt"),
+    ("pt2", ".pt2"),
+])
+def test_export_cli_formats(tmp_path, capsys, fmt, suffix):
+    model = make_conv_model()
+    source = tmp_path / "source.pt"
+    save_torchscript(model, torch.zeros(2, *SHAPE), source) if fmt != "pt2" else None
+    spec = str(source)
+    if fmt == "pt2":  # a .pt2 needs an eager model: use a factory spec with weights
+        from safetensors.torch import save_file
+
+        linear = make_model()
+        save_file(linear.state_dict(), str(tmp_path / "w.safetensors"))
+        spec = f"{__name__}:make_model"  # this module, as pytest imported it
+        model = linear
+    out = tmp_path / f"out{suffix}"
+    argv = ["--model", spec, "--input-shape", "1,8,8", "--format", fmt, "--out", str(out)]
+    if fmt == "pt2":
+        argv += ["--weights", str(tmp_path / "w.safetensors")]
+    assert _run_export(argv) == 0, capsys.readouterr().err
+    assert str(out) in capsys.readouterr().out
+    images = make_fingerprints(model).images
+    exported = onnx_io.OnnxSuspect(out) if fmt == "onnx" else load_model(out)
+    assert torch.equal(labels_of(exported, images), labels_of(model, images))
+
+
+def test_export_cli_errors(tmp_path, capsys):
+    assert _run_export(["--model", str(tmp_path / "none.pt"), "--input-shape", "1,8,8", "--out",
+                        str(tmp_path / "o.onnx")]) == 2
+    source = tmp_path / "m.pt"
+    save_torchscript(make_model(), torch.zeros(2, *SHAPE), source)
+    assert _run_export(["--model", str(source), "--input-shape", "1,x", "--out", str(tmp_path / "o.onnx")]) == 2
+    assert _run_export(["--model", str(source), "--input-shape", "1,8,8", "--format", "pt2",
+                        "--out", str(tmp_path / "o.pt2")]) == 1
+    assert "TorchScript" in capsys.readouterr().err
