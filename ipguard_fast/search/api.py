@@ -14,6 +14,8 @@ from .candidates import LABEL_MODES, CandidateSource
 from .distributed import communicator
 from .engine import SearchEngine
 
+# batch_size="auto": start here and halve on out-of-memory (nothing is lost).
+AUTO_BATCH = {False: 256, True: 4096}
 AMP_DTYPES = {None: None, "none": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
               "fp16": torch.float16, "float16": torch.float16}
 
@@ -90,9 +92,10 @@ def _seed_images(init, input_shape, limit: int) -> torch.Tensor:
 def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shape: Sequence[int],
                          num_classes: int | None = None, init="uniform", labels: str = "random",
                          lr: float = 0.01, max_steps: int = 1000, max_candidates: int | None = None,
-                         batch_size: int = 256, seed: int = 0, device=None, progress: bool = True,
+                         batch_size: int | str = 256, seed: int = 0, device=None, progress: bool = True,
                          check_every: int | None = None, amp: str | None = None,
                          cuda_graph: bool | None = None, channels_last: bool = False,
+                         compile_model: bool = False,
                          lo: float = 0.0, hi: float = 1.0) -> FingerprintSet:
     """Find n fingerprints of `model`: inputs it labels j with margin >= k over i, i the runner-up.
 
@@ -117,7 +120,9 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     Performance options: check_every (steps between harvests, the only host
     syncs; default 1 on CPU, where nothing waits, and 8 on CUDA), amp ("bf16" or
     "fp16" autocast for the search; acceptance stays float32), cuda_graph
-    (default: on for CUDA), channels_last.
+    (default: on for CUDA), channels_last, compile_model (torch.compile the
+    model for the search), batch_size="auto" (start large, halve on
+    out-of-memory, continuing every candidate where it was).
     """
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -139,8 +144,8 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     max_candidates = 10 * n if max_candidates is None else max_candidates
     if not isinstance(max_candidates, int) or max_candidates < 1:
         raise ValueError(f"max_candidates: must be a positive int, got {max_candidates!r}")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size <= 0):
+        raise ValueError(f"batch_size: must be a positive int or 'auto', got {batch_size!r}")
     if labels not in LABEL_MODES:
         raise ValueError(f"labels: expected one of {LABEL_MODES}, got {labels!r}")
     if isinstance(init, str) and init != "uniform":
@@ -154,6 +159,7 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     if not isinstance(check_every, int) or check_every <= 0:
         raise ValueError(f"check_every: must be a positive int, got {check_every!r}")
     cuda_graph = (device.type == "cuda") if cuda_graph is None else bool(cuda_graph)
+    slots = AUTO_BATCH[device.type == "cuda"] if batch_size == "auto" else batch_size
 
     seeds = None if isinstance(init, str) else _seed_images(init, input_shape, max_candidates)
     with frozen(model):
@@ -165,8 +171,9 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
                                  labels, seed, lo, hi, device)
         comm = communicator()
         bar = _progress_bar(n, progress and comm.rank == 0)
-        engine = SearchEngine(model, source, n=n, k=k, lr=lr, max_steps=max_steps,
-                              max_candidates=max_candidates, batch_size=min(batch_size, max_candidates),
+        search_model = torch.compile(model, dynamic=False) if compile_model else model
+        engine = SearchEngine(search_model, source, n=n, k=k, lr=lr, max_steps=max_steps,
+                              max_candidates=max_candidates, batch_size=min(slots, max_candidates),
                               check_every=check_every, lo=lo, hi=hi, device=device,
                               amp_dtype=AMP_DTYPES[amp], cuda_graph=cuda_graph,
                               channels_last=channels_last, progress=bar, comm=comm)
@@ -187,7 +194,7 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "requested": n, "candidates_tried": stats.tried, "rejected_float32": stats.rejected,
         "exhausted": stats.exhausted, "amp": amp or "none", "batch_size": batch_size,
-        "world_size": comm.world,
+        "world_size": comm.world, "oom_halvings": stats.oom_halvings,
     }
     fps = _to_set(wins, input_shape, meta)
     if len(fps) < n:

@@ -44,6 +44,7 @@ class SearchStats:
     steps_run: int = 0       # batched steps executed
     slot_steps: int = 0      # sum over steps of the batch size run
     harvests: int = 0
+    oom_halvings: int = 0    # out-of-memory errors answered by halving the batch
     batch_sizes: dict = field(default_factory=dict)
 
 
@@ -68,6 +69,7 @@ class SearchEngine:
         self.outcomes: dict[int, Outcome] = {}
         self.new_outcomes: list[tuple[int, bool]] = []
         self.next_index = self.comm.rank
+        self.parked: list[dict] = []   # candidates taken out after an out-of-memory, state kept
         self.stats = SearchStats()
         self.progress = progress
 
@@ -96,7 +98,13 @@ class SearchEngine:
 
     def _refill(self) -> None:
         in_flight = sum(1 for c in self.slots.candidate if c >= 0)
-        count = self._launch_count(self.slots.capacity - in_flight)
+        if self.parked:  # back from an out-of-memory: they go first, as they were
+            back = self.parked[: self.slots.capacity - in_flight]
+            self.parked = self.parked[len(back):]
+            self.slots.resize_for(in_flight + len(back))
+            self.slots.restore(self.slots.free_positions()[: len(back)], back)
+            in_flight += len(back)
+        count = self._launch_count(self.slots.capacity - in_flight) if not self.parked else 0
         self.slots.resize_for(max(1, in_flight + count))
         if count > 0:
             positions = self.slots.free_positions()[:count]
@@ -110,8 +118,8 @@ class SearchEngine:
 
     def _sync_view(self) -> None:
         """Share what finished and what runs with the other ranks (a no-op alone)."""
-        payload = (self.new_outcomes, [c for c in self.slots.candidate if c >= 0],
-                   self.next_index >= self.max_candidates)
+        running = [c for c in self.slots.candidate if c >= 0] + [p["candidate"] for p in self.parked]
+        payload = (self.new_outcomes, running, self.next_index >= self.max_candidates)
         self.new_outcomes = []
         views = self.comm.exchange(payload)
         self.pending = []
@@ -154,6 +162,19 @@ class SearchEngine:
                 self.stats.exhausted += 1
         s.release(finished)
 
+    def _halve_batch(self) -> None:
+        """Out of memory: continue on half the slots. A failed step is harmless to
+        repeat (its only writes before the fused update, the active/converged
+        flags, are idempotent, and the update itself allocates nothing), so every
+        candidate keeps its exact state, in the smaller slots or parked until one
+        frees up."""
+        self.slots, spilled = self.slots.halved()
+        self.parked = spilled + self.parked
+        self.step.rebind(self.slots)
+        self.stats.oom_halvings += 1
+        if self.slots.x.is_cuda:
+            torch.cuda.empty_cache()
+
     def _record(self, index: int, outcome: Outcome) -> None:
         if outcome.accepted:
             self.outcomes[index] = outcome
@@ -164,7 +185,11 @@ class SearchEngine:
         while not self._determined():
             if any(c >= 0 for c in self.slots.candidate):
                 for _ in range(self.check_every):
-                    self.step()
+                    try:
+                        self.step()
+                    except torch.OutOfMemoryError:
+                        self._halve_batch()
+                        break
                     self.stats.steps_run += 1
                     self.stats.slot_steps += self.slots.size
                 self.stats.batch_sizes[self.slots.size] = self.stats.batch_sizes.get(self.slots.size, 0) + 1

@@ -27,8 +27,11 @@ def bucket_sizes(capacity: int) -> list[int]:
 
 
 class Slots:
+    STATE = ("x", "exp_avg", "exp_avg_sq", "step", "i", "j", "active", "converged")
+
     def __init__(self, capacity: int, input_shape: Sequence[int], device: torch.device,
                  channels_last: bool = False):
+        self.input_shape, self.channels_last = tuple(input_shape), channels_last
         self.capacity = capacity
         self.buckets = bucket_sizes(capacity)
         self.size = capacity
@@ -88,8 +91,8 @@ class Slots:
             live = self.occupied()
             if any(p >= target for p in live):
                 src = torch.tensor(live, dtype=torch.int64, device=self.x.device)
-                for buf in (self.x, self.exp_avg, self.exp_avg_sq, self.step, self.i, self.j,
-                            self.active, self.converged):
+                for name in self.STATE:
+                    buf = getattr(self, name)
                     buf[: len(live)] = buf.index_select(0, src)
                 moved = [self.candidate[p] for p in live]
                 self.candidate = moved + [-1] * (self.capacity - len(moved))
@@ -97,3 +100,38 @@ class Slots:
         else:
             self.active[self.size:target].fill_(False)
         self.size = target
+
+    # -- out of memory: fewer slots, nothing lost -------------------------------
+    def park(self, positions: Sequence[int]) -> list[dict]:
+        """Take candidates out with their whole search state (on the CPU), freeing the slots."""
+        if not positions:
+            return []
+        pos = torch.tensor(positions, dtype=torch.int64, device=self.x.device)
+        states = {name: getattr(self, name).index_select(0, pos).cpu() for name in self.STATE}
+        parked = [{"candidate": self.candidate[p], **{name: states[name][n] for name in self.STATE}}
+                  for n, p in enumerate(positions)]
+        self.release(positions)
+        return parked
+
+    def restore(self, positions: Sequence[int], parked: Sequence[dict]) -> None:
+        """Put parked candidates back, exactly as they were."""
+        pos = torch.tensor(positions, dtype=torch.int64, device=self.x.device)
+        for name in self.STATE:
+            buf = getattr(self, name)
+            buf.index_copy_(0, pos, torch.stack([p[name] for p in parked]).to(buf.device))
+        for p, state in zip(positions, parked):
+            self.candidate[p] = state["candidate"]
+
+    def halved(self) -> tuple["Slots", list[dict]]:
+        """New slots with half the capacity; live candidates that do not fit come back parked."""
+        if self.capacity == 1:
+            raise torch.OutOfMemoryError("out of memory with a single slot: the model does not fit")
+        live = self.occupied()
+        smaller = Slots(self.capacity // 2, self.input_shape, self.x.device, self.channels_last)
+        keep, spill = live[: smaller.capacity], live[smaller.capacity:]
+        spilled = self.park(spill)
+        kept = self.park(keep)
+        if kept:
+            smaller.restore(list(range(len(kept))), kept)
+        smaller.resize_for(max(1, len(kept)))
+        return smaller, spilled

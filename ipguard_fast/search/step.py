@@ -34,6 +34,11 @@ class SearchStep:
         # One memory pool for every bucket's graph: they never replay concurrently.
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
 
+    def rebind(self, slots) -> None:
+        """Run on other slots from now on (after an out-of-memory halving)."""
+        self.slots = slots
+        self.graphs.clear()
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
