@@ -156,3 +156,44 @@ def test_bad_arguments(owner, kwargs, name):
 def test_bad_models(model, name):
     with pytest.raises(ValueError, match=f"^{name}:"):
         extract(model, n=2)
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """Raises torch.OutOfMemoryError on batches larger than `limit`, like a GPU would."""
+
+    def __init__(self, model, limit):
+        super().__init__()
+        self.model, self.limit = model, limit
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"simulated: batch {x.shape[0]} > {self.limit}")
+        return self.model(x)
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(owner):
+    small = extract(owner, n=20, batch_size=8)
+    fps = extract(OutOfMemoryAbove(owner, 8), n=20, batch_size=32)
+    assert fps.stats.oom_halvings == 2 and fps.meta["oom_halvings"] == 2
+    assert torch.equal(fps.labels, small.labels) and torch.equal(fps.steps, small.steps)
+    torch.testing.assert_close(fps.images, small.images, rtol=0, atol=1e-4)
+
+
+def test_out_of_memory_mid_run_keeps_candidate_state(owner):
+    # The limit drops after the search started: live candidates are parked, not restarted.
+    model = OutOfMemoryAbove(owner, 64)
+    reference_run = extract(owner, n=30, batch_size=16)
+    calls = {"n": 0}
+    original = model.forward
+
+    def forward(x):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            model.limit = 4
+        return original(x)
+
+    model.forward = forward
+    fps = extract(model, n=30, batch_size=16)
+    assert fps.stats.oom_halvings == 2
+    assert torch.equal(fps.labels, reference_run.labels) and torch.equal(fps.steps, reference_run.steps)
+    torch.testing.assert_close(fps.images, reference_run.images, rtol=0, atol=1e-4)

@@ -98,8 +98,8 @@ class SearchEngine:
 
     def _refill(self) -> None:
         in_flight = sum(1 for c in self.slots.candidate if c >= 0)
-        if self.parked:  # back from an out-of-memory: they go first, as they were
-            back = self.parked[: self.slots.capacity - in_flight]
+        back = self.parked[: self.slots.capacity - in_flight]
+        if back:  # back from an out-of-memory: they go first, as they were
             self.parked = self.parked[len(back):]
             self.slots.resize_for(in_flight + len(back))
             self.slots.restore(self.slots.free_positions()[: len(back)], back)
