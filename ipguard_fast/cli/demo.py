@@ -26,7 +26,7 @@ from .common import floats_arg
 def add_arguments(p) -> None:
     p.add_argument("--out", default="ipguard-demo", help="output folder (default ./ipguard-demo)")
     p.add_argument("--n", type=int, default=100, help="fingerprints per k (default 100)")
-    p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 10.0], help="margins to sweep (default 1,3,10)")
+    p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 5.0, 10.0], help="margins to sweep (default 1,3,5,10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
 

@@ -176,7 +176,8 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
                               max_candidates=max_candidates, batch_size=min(slots, max_candidates),
                               check_every=check_every, lo=lo, hi=hi, device=device,
                               amp_dtype=AMP_DTYPES[amp], cuda_graph=cuda_graph,
-                              channels_last=channels_last, progress=bar, comm=comm)
+                              channels_last=channels_last, progress=bar, comm=comm,
+                              acceptance_model=model)
         try:
             wins = engine.run()
         finally:

@@ -52,8 +52,12 @@ class SearchEngine:
     def __init__(self, model, source: CandidateSource, *, n: int, k: float, lr: float,
                  max_steps: int, max_candidates: int, batch_size: int, check_every: int,
                  lo: float, hi: float, device: torch.device, amp_dtype=None,
-                 cuda_graph: bool = False, channels_last: bool = False, progress=None, comm=None):
+                 cuda_graph: bool = False, channels_last: bool = False, progress=None, comm=None,
+                 acceptance_model=None):
         self.model, self.source = model, source
+        # Acceptance runs the plain eager model in float32, even when the search runs
+        # a torch.compile'd one.
+        self.acceptance_model = acceptance_model or model
         self.n, self.k, self.max_candidates = n, k, max_candidates
         self.check_every = check_every
         self.slots = Slots(batch_size, source.input_shape, device, channels_last=channels_last)
@@ -143,7 +147,7 @@ class SearchEngine:
         if done:
             pos = torch.tensor(done, device=s.x.device)
             x, i, j = s.x.index_select(0, pos), s.i.index_select(0, pos), s.j.index_select(0, pos)
-            ok, margins = accept(self.model, x, i, j, self.k)
+            ok, margins = accept(self.acceptance_model, x, i, j, self.k)
             steps = s.step.index_select(0, pos).tolist()
             x_cpu, i_l, j_l = x.float().cpu().contiguous(), i.tolist(), j.tolist()
             for n, p in enumerate(done):
