@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,6 +30,8 @@ from typing import Any, Iterable
 import safetensors.torch
 import torch
 from safetensors import safe_open
+
+from ._atomic import atomic_save
 
 __all__ = [
     "FORMAT_NAME",
@@ -158,18 +159,7 @@ class FingerprintSet:
             "ipguard_meta": _meta_json(self.meta),
             "content_sha256": _content_sha256(tensors, self.meta),
         }
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            safetensors.torch.save_file(tensors, tmp_name, metadata=metadata)
-            with open(tmp_name, "rb") as tmp_file:  # make the bytes durable before the rename
-                os.fsync(tmp_file.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            if os.path.exists(tmp_name):
-                os.remove(tmp_name)
-            raise
-        return path
+        return atomic_save(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "FingerprintSet":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from typing import Iterator
 
 import torch
 from torch import nn
+
+from ._atomic import atomic_save
 
 __all__ = ["ModelLoadError", "load_model", "save_torchscript", "save_exported"]
 
@@ -99,7 +100,7 @@ def save_torchscript(model: nn.Module, example: torch.Tensor, path: str | os.Pat
     try:
         with torch.no_grad(), _quiet_jit_deprecation():
             traced = torch.jit.trace(model, example)
-            _atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
+            atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
     finally:
         model.train(was_training)
     return path
@@ -119,7 +120,7 @@ def save_exported(model: nn.Module, example: torch.Tensor, path: str | os.PathLi
     try:
         batch = torch.export.Dim("batch")
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        _atomic_save(path, lambda tmp: torch.export.save(program, tmp))
+        atomic_save(path, lambda tmp: torch.export.save(program, tmp))
     finally:
         model.train(was_training)
     return path
@@ -223,20 +224,6 @@ def _short_list(names: list[str], limit: int = 10) -> str:
     shown = ", ".join(names[:limit])
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return f"[{shown}{more}]"
-
-
-def _atomic_save(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, then move it into place."""
-    # Keep the real suffix last: torch.export.save warns about names not ending in .pt2.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
 
 
 @contextmanager

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from ._atomic import atomic_save
 
 __all__ = ["DEFAULT_OPSET", "OnnxSuspect", "add_arguments", "export_model", "export_onnx", "run"]
 
@@ -84,7 +85,7 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
             def write(tmp: str) -> None:
                 _onnx_export(target, example, tmp, opset)
 
-            _atomic_write(path, write)
+            atomic_save(path, write)
     finally:
         if trainable:
             _try_set_training(model, was_training)
@@ -231,7 +232,7 @@ def export_model(model: nn.Module, input_shape: Sequence[int], path: str | os.Pa
                 traced = _trace(model, example)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
-            _atomic_write(path, lambda tmp: torch.jit.save(traced, tmp))
+            atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
         return path
     if format == "pt2":
         if isinstance(model, torch.jit.ScriptModule):
@@ -270,20 +271,6 @@ def _try_set_training(model: nn.Module, mode: bool) -> bool:
         return True
     except NotImplementedError:
         return False
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, then move it into place."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
 
 
 # ---------------------------------------------------------------------- CLI: ipguard export

@@ -51,7 +51,6 @@ def run_against_torch_adam(step_fn, device="cpu", steps=100, shape=(6, 3, 4, 4),
     xb = x.clone().to(device)
     m, v = torch.zeros_like(xb), torch.zeros_like(xb)
     step = torch.zeros(B, dtype=torch.long, device=device)
-    frozen = []
     for t in range(steps):
         grads = torch.randn(shape, generator=gen)
         active = torch.rand(B, generator=gen) < 0.7

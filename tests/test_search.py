@@ -1,5 +1,4 @@
 """The boundary-search engine: acceptance, freezing, refill, determinism, bad input."""
-import warnings
 
 import pytest
 import torch

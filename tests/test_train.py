@@ -6,7 +6,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from ipguard_fast.train import accuracy, predict, train_classifier, train_digits_model
-from ipguard_fast.zoo import DigitsCNN, DigitsMLP, load_digits, seeded
+from ipguard_fast.zoo import DigitsMLP, load_digits, seeded
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 
 from ..evaluation import build_suspects, evaluate, write_report
 from ..evaluation.report import summary_table

@@ -21,7 +21,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,6 +28,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .._atomic import atomic_write_bytes
 from .metrics import ru_curve
 
 __all__ = ["summary_table", "write_report"]
@@ -97,10 +97,10 @@ def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
         "matching_rates": out / "matching_rates.png",
     }
     json_text = json.dumps(_jsonable(result, "result"), indent=2, allow_nan=False) + "\n"
-    _atomic_write(paths["json"], json_text.encode("utf-8"))
-    _atomic_write(paths["markdown"], summary_table(result).encode("utf-8"))
-    _atomic_write(paths["ru_curves"], _png_bytes(_ru_curves_figure(result)))
-    _atomic_write(paths["matching_rates"], _png_bytes(_matching_rates_figure(result)))
+    atomic_write_bytes(paths["json"], json_text.encode("utf-8"))
+    atomic_write_bytes(paths["markdown"], summary_table(result).encode("utf-8"))
+    atomic_write_bytes(paths["ru_curves"], _png_bytes(_ru_curves_figure(result)))
+    atomic_write_bytes(paths["matching_rates"], _png_bytes(_matching_rates_figure(result)))
     return paths
 
 
@@ -272,18 +272,3 @@ def _jsonable(value: Any, where: str) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
     raise ValueError(f"{where} is a {type(value).__name__}, which cannot be written to JSON")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file next to ``path`` and rename it into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise

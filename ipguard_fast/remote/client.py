@@ -22,7 +22,6 @@ import numbers
 import os
 import ssl
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import torch
 
+from .._atomic import atomic_write_bytes
 from ..fingerprints import FingerprintSet
 from ..verify import DEFAULT_THRESHOLD, Verdict, verify
 from .protocol import (
@@ -517,18 +517,7 @@ def _save_progress(path: Path, digest: str, n: int, batch_size: int, num_batches
         "batches": {str(index): done[index] for index in sorted(done)},
     }
     data = json.dumps(state, separators=(",", ":")).encode("utf-8")
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
+    atomic_write_bytes(path, data)
 
 
 # ---------------------------------------------------------------------- CLI: ipguard verify --endpoint

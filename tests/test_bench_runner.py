@@ -1,0 +1,76 @@
+"""benchmarks/run.py: a --quick smoke run writes the JSON, Markdown and PNG with every method."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repo root
+
+from benchmarks import run as bench  # noqa: E402
+from benchmarks.peers import torchattacks_cw  # noqa: E402
+
+CPU_METHODS = ["engine", "engine-reference-ops", "per_sample", "eager_batched", "torchattacks_cw"]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--quick", "--models", "digits_cnn", "--device", "cpu", "--out", str(out),
+            "--cache-dir", str(out / "cache"), "--name", "smoke"]
+    assert bench.main(argv) == 0
+    return out, json.loads((out / "smoke.json").read_text())
+
+
+def test_quick_run_writes_json_markdown_and_png(quick):
+    out, results = quick
+    assert results["command"].endswith("--name smoke") and "--quick" in results["argv"]
+    for key in ("cpu", "torch", "threads", "device", "compiled_ops"):
+        assert key in results["machine"]
+    md = (out / "smoke.md").read_text()
+    assert (out / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = results["models"]["digits_cnn"]
+    assert model["model"]["weights"] in ("trained", "cache") and model["model"]["test_accuracy"] > 0.5
+    assert list(model["methods"]) == CPU_METHODS  # the CUDA-only engine modes are left out on CPU
+    for method in CPU_METHODS:
+        assert f"| {method} |" in md
+
+
+def test_every_method_is_measured_the_same_way(quick):
+    _, results = quick
+    for method, r in results["models"]["digits_cnn"]["methods"].items():
+        if method == "torchattacks_cw" and not torchattacks_cw.available():
+            assert r["status"] == "skipped" and "torchattacks" in r["note"]
+            continue
+        assert r["status"] == "ok", method
+        assert 0 <= r["accepted"] <= r["candidates"]
+        assert r["seconds"] > 0 and r["fps_per_s"] == pytest.approx(r["accepted"] / r["seconds"])
+        assert r["step"]["median_s"] > 0 and r["floor"]["median_s"] > 0
+        assert r["step_over_floor"] == pytest.approx(r["step"]["median_s"] / r["floor"]["median_s"])
+        assert r["peak_memory"]["kind"]
+    methods = results["models"]["digits_cnn"]["methods"]
+    assert methods["engine"]["accepted"] > 0 and methods["engine"]["step"]["batch"] == 8
+    assert methods["per_sample"]["step"]["batch"] == 1 and methods["per_sample"]["candidates"] == 4
+    assert methods["eager_batched"]["candidates"] == 8
+    ratios = results["models"]["digits_cnn"]["ratios"]
+    assert set(ratios) == {"engine", "engine-reference-ops"} and "per_sample" in ratios["engine"]
+
+
+def test_quick_defaults_yield_to_explicit_options():
+    args = bench.parse_args(["--quick", "--n", "5", "--k", "1.5"])
+    assert (args.n, args.k, args.peer_n, args.batched_peer_n, args.max_steps) == (5, 1.5, 4, 5, 100)
+    full = bench.parse_args([])
+    assert (full.n, full.peer_n, full.batch_size, full.k) == (256, 64, 256, 10.0)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--n", "0"])
+
+
+def test_targets_are_checked():
+    def rec(kind, fps, ratio=None):
+        return {"kind": kind, "status": "ok", "fps_per_s": fps, "step_over_floor": ratio, "step": {"batch": 256}}
+
+    methods = {"engine": rec("engine", 10.0, 1.05), "per_sample": rec("peer", 1.0), "eager_batched": rec("peer", 8.0),
+               "torchattacks_cw": rec("peer", 0.0)}
+    ratios, targets = bench.ratios_and_targets(methods)
+    assert ratios["engine"]["per_sample"] == 10.0 and ratios["engine"]["torchattacks_cw"] == float("inf")
+    assert [t["met"] for t in targets] == [True, False, True]
