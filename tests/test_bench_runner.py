@@ -49,6 +49,8 @@ def test_every_method_is_measured_the_same_way(quick):
         assert r["step_over_floor"] == pytest.approx(r["step"]["median_s"] / r["floor"]["median_s"])
         assert r["peak_memory"]["kind"]
     methods = results["models"]["digits_cnn"]["methods"]
+    for peer in ("per_sample", "eager_batched"):  # the model labels j whatever it accepts, and more
+        assert methods[peer]["labelled_j_share"] >= methods[peer]["acceptance_share"]
     assert methods["engine"]["accepted"] > 0 and methods["engine"]["step"]["batch"] == 8
     assert methods["per_sample"]["step"]["batch"] == 1 and methods["per_sample"]["candidates"] == 4
     assert methods["eager_batched"]["candidates"] == 8
@@ -74,3 +76,12 @@ def test_targets_are_checked():
     ratios, targets = bench.ratios_and_targets(methods)
     assert ratios["engine"]["per_sample"] == 10.0 and ratios["engine"]["torchattacks_cw"] == float("inf")
     assert [t["met"] for t in targets] == [True, False, True]
+
+
+def test_random_weights_time_the_engine_step_only(tmp_path):
+    argv = ["--", "--quick", "--random-weights", "--models", "digits_cnn", "--device", "cpu", "--out", str(tmp_path),
+            "--name", "rw"]  # a leading "--" (from `ipguard bench -- ...`) is dropped
+    assert bench.main(argv) == 0
+    methods = json.loads((tmp_path / "rw.json").read_text())["models"]["digits_cnn"]["methods"]
+    assert list(methods) == ["engine", "engine-reference-ops"]
+    assert all(r["step_over_floor"] > 0 and r["candidates"] == 0 for r in methods.values())
