@@ -90,3 +90,9 @@ def test_demo_smoke(tmp_path):
     result = json.loads((tmp_path / "results.json").read_text())
     assert [r["k"] for r in result["runs"]] == [1.0, 5.0]
     assert all(0.0 <= r["aruc"] <= 1.0 for r in result["runs"])
+
+
+def test_bench_passes_its_flags_through(tmp_path, capsys):
+    code = main(["bench", "--quick", "--models", "digits_cnn", "--methods", "engine", "eager_batched",
+                 "--out", str(tmp_path), "--name", "smoke", "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0 and (tmp_path / "smoke.json").exists()

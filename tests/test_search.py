@@ -196,3 +196,11 @@ def test_out_of_memory_mid_run_keeps_candidate_state(owner):
     assert fps.stats.oom_halvings == 2
     assert torch.equal(fps.labels, reference_run.labels) and torch.equal(fps.steps, reference_run.steps)
     torch.testing.assert_close(fps.images, reference_run.images, rtol=0, atol=1e-4)
+
+
+def test_channels_last_search_leaves_the_model_layout_alone(owner):
+    fps = extract(owner, n=6, channels_last=True)
+    assert len(fps) == 6
+    convs = [p for p in owner.parameters() if p.dim() == 4]
+    assert any(p.shape[1] > 1 for p in convs)  # a layout change would show on these
+    assert all(p.is_contiguous() for p in convs)

@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # everything after `bench` belongs to benchmarks/run.py, flags included
+        from .bench import run_argv
+        return run_argv(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)

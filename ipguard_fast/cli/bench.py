@@ -13,9 +13,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    return run_argv(args.bench_args)
+
+
+def run_argv(argv: list[str]) -> int:
     if not RUNNER.exists():
         raise FileNotFoundError(f"{RUNNER} not found: `ipguard bench` runs from a source checkout")
     spec = importlib.util.spec_from_file_location("ipguard_bench_run", RUNNER)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return int(module.main(args.bench_args) or 0)
+    return int(module.main(argv) or 0)

@@ -40,6 +40,23 @@ def frozen(model: torch.nn.Module):
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def _memory_format(model: torch.nn.Module, channels_last: bool):
+    """channels_last weights for the search; the model's own layout back afterwards."""
+    if not channels_last:
+        yield
+        return
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    was = weights and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                          for p in weights)
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if not was:
+            model.to(memory_format=torch.contiguous_format)
+
+
 def _model_device(model) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
@@ -162,10 +179,9 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     slots = AUTO_BATCH[device.type == "cuda"] if batch_size == "auto" else batch_size
 
     seeds = None if isinstance(init, str) else _seed_images(init, input_shape, max_candidates)
-    with frozen(model):
+    to_channels_last = channels_last and len(input_shape) == 3
+    with frozen(model), _memory_format(model, to_channels_last):
         model.to(device)
-        if channels_last and len(input_shape) == 3:
-            model.to(memory_format=torch.channels_last)
         C = _probe(model, input_shape, device, num_classes)
         source = CandidateSource(model, input_shape, C, "uniform" if seeds is None else seeds,
                                  labels, seed, lo, hi, device)
