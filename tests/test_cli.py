@@ -27,6 +27,7 @@ def test_extract_then_verify(owner_file, tmp_path, capsys):
     assert code == 0
     fps = FingerprintSet.load(out)
     assert len(fps) == 10 and fps.meta["k"] == 2.0 and fps.meta["seed"] == 3
+    assert not (tmp_path / "fp.safetensors.checkpoint").exists()  # the resume file goes on success
     capsys.readouterr()
     assert main(["verify", "--fingerprints", str(out), "--model", str(owner_file), "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)

@@ -204,3 +204,32 @@ def test_channels_last_search_leaves_the_model_layout_alone(owner):
     convs = [p for p in owner.parameters() if p.dim() == 4]
     assert any(p.shape[1] > 1 for p in convs)  # a layout change would show on these
     assert all(p.is_contiguous() for p in convs)
+
+
+class InterruptAfter(torch.nn.Module):
+    """Raises KeyboardInterrupt (Ctrl-C) at the n-th forward, like a user would."""
+
+    def __init__(self, model, calls):
+        super().__init__()
+        self.model, self.calls = model, calls
+
+    def forward(self, x):
+        self.calls -= 1
+        if self.calls == 0:
+            raise KeyboardInterrupt
+        return self.model(x)
+
+
+def test_interrupted_extraction_resumes_to_the_same_result(owner, tmp_path):
+    whole = extract(owner, n=30, batch_size=8)
+    ckpt = tmp_path / "run.checkpoint"
+    with pytest.raises(KeyboardInterrupt):
+        extract(InterruptAfter(owner, 60), n=30, batch_size=8, checkpoint=ckpt)
+    assert ckpt.exists()
+    # The same model (the wrapper's state_dict, hashed into the checkpoint, names it "model.*").
+    resumed = extract(InterruptAfter(owner, -1), n=30, batch_size=8, checkpoint=ckpt)
+    assert resumed.stats.tried < whole.stats.tried  # finished candidates were not searched again
+    assert torch.equal(resumed.labels, whole.labels) and torch.equal(resumed.steps, whole.steps)
+    torch.testing.assert_close(resumed.images, whole.images, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="^checkpoint:.*other settings.*k"):
+        extract(InterruptAfter(owner, -1), n=30, batch_size=8, k=4.0, checkpoint=ckpt)

@@ -6,6 +6,7 @@ the candidate stream and rank 0 writes the one file.
 from __future__ import annotations
 
 from ..search import extract_fingerprints
+from ..search.checkpoint import remove_checkpoint
 from .common import DistributedRun, add_model_arguments, model_from_args, shape_arg
 
 
@@ -27,19 +28,24 @@ def add_arguments(p) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--checkpoint", default=None,
+                   help="resume file (default OUT.checkpoint): finished candidates are saved there every "
+                        "30 s and on Ctrl-C; rerunning the same command resumes; removed on success")
 
 
 def run(args) -> int:
     ranks = DistributedRun(args.device)
     try:
         model = model_from_args(args, device=ranks.device or "cpu")
+        checkpoint = None if ranks.world > 1 else (args.checkpoint or f"{args.out}.checkpoint")
         fps = extract_fingerprints(model, args.n, k=args.k, input_shape=args.input_shape, seed=args.seed,
                                    lr=args.lr, max_steps=args.max_steps, max_candidates=args.max_candidates,
                                    batch_size=args.batch_size, labels=args.labels, device=ranks.device,
                                    amp=args.amp, channels_last=args.channels_last,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, checkpoint=checkpoint)
         if ranks.is_main:
             path = fps.save(args.out)
+            remove_checkpoint(checkpoint)
             print(f"wrote {len(fps)} fingerprints (of {args.n} requested, {fps.meta['candidates_tried']} "
                   f"candidates tried on {fps.meta['world_size']} rank(s)) to {path}")
     finally:

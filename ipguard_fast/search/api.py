@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
+import os
 import math
 import warnings
 from typing import Sequence
@@ -11,8 +13,9 @@ import torch
 
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from .candidates import LABEL_MODES, CandidateSource
+from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import communicator
-from .engine import SearchEngine
+from .engine import Outcome, SearchEngine
 
 # batch_size="auto": start here and halve on out-of-memory (nothing is lost).
 AUTO_BATCH = {False: 256, True: 4096}
@@ -112,7 +115,7 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
                          batch_size: int | str = 256, seed: int = 0, device=None, progress: bool = True,
                          check_every: int | None = None, amp: str | None = None,
                          cuda_graph: bool | None = None, channels_last: bool = False,
-                         compile_model: bool = False,
+                         compile_model: bool = False, checkpoint=None, checkpoint_every: float = 30.0,
                          lo: float = 0.0, hi: float = 1.0) -> FingerprintSet:
     """Find n fingerprints of `model`: inputs it labels j with margin >= k over i, i the runner-up.
 
@@ -129,6 +132,11 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     are replaced until n are accepted or max_candidates (default 10 n) were
     tried; then the set holds what was accepted, `.complete` is False and an
     IncompleteFingerprintsWarning is raised.
+
+    checkpoint: a file path; finished candidates are saved there every
+    checkpoint_every seconds and on Ctrl-C, and a later call with the same
+    settings resumes from it (the result is the same as an uninterrupted run).
+    The caller removes it when done (the CLI does).
 
     Under torchrun (an initialised process group with several ranks) the ranks
     share the candidate stream and every rank returns the same set: the one a
@@ -179,27 +187,38 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     slots = AUTO_BATCH[device.type == "cuda"] if batch_size == "auto" else batch_size
 
     seeds = None if isinstance(init, str) else _seed_images(init, input_shape, max_candidates)
+    comm = communicator()
+    if checkpoint is not None and comm.world > 1:
+        raise ValueError("checkpoint: resumable extraction runs in one process (not under torchrun) for now")
     to_channels_last = channels_last and len(input_shape) == 3
     with frozen(model), _memory_format(model, to_channels_last):
         model.to(device)
         C = _probe(model, input_shape, device, num_classes)
         source = CandidateSource(model, input_shape, C, "uniform" if seeds is None else seeds,
                                  labels, seed, lo, hi, device)
-        comm = communicator()
         bar = _progress_bar(n, progress and comm.rank == 0)
+        settings = {"n": n, "k": k, "lr": float(lr), "max_steps": max_steps, "max_candidates": max_candidates,
+                    "seed": int(seed), "labels": labels, "input_shape": list(input_shape), "lo": lo, "hi": hi,
+                    "init": "uniform" if seeds is None else hashlib.sha256(seeds.numpy().tobytes()).hexdigest(),
+                    "model_sha256": state_dict_sha256(model), "amp": amp or "none"}
+        resume = None
+        if checkpoint is not None and os.path.exists(checkpoint):
+            resume = load_checkpoint(checkpoint, settings, Outcome)
         search_model = torch.compile(model, dynamic=False) if compile_model else model
         engine = SearchEngine(search_model, source, n=n, k=k, lr=lr, max_steps=max_steps,
                               max_candidates=max_candidates, batch_size=min(slots, max_candidates),
                               check_every=check_every, lo=lo, hi=hi, device=device,
                               amp_dtype=AMP_DTYPES[amp], cuda_graph=cuda_graph,
                               channels_last=channels_last, progress=bar, comm=comm,
-                              acceptance_model=model)
+                              acceptance_model=model, resume=resume, checkpoint_every=checkpoint_every,
+                              on_checkpoint=None if checkpoint is None else
+                              (lambda finished, outcomes: save_checkpoint(checkpoint, settings, finished, outcomes)))
         try:
             wins = engine.run()
         finally:
             if bar is not None:
                 bar.close()
-        model_hash = state_dict_sha256(model)
+        model_hash = settings["model_sha256"]
 
     from .. import __version__
     stats = engine.stats

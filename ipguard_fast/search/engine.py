@@ -14,6 +14,7 @@ ranks share the stream (distributed.py).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -53,7 +54,7 @@ class SearchEngine:
                  max_steps: int, max_candidates: int, batch_size: int, check_every: int,
                  lo: float, hi: float, device: torch.device, amp_dtype=None,
                  cuda_graph: bool = False, channels_last: bool = False, progress=None, comm=None,
-                 acceptance_model=None):
+                 acceptance_model=None, resume=None, on_checkpoint=None, checkpoint_every: float = 30.0):
         self.model, self.source = model, source
         # Acceptance runs the plain eager model in float32, even when the search runs
         # a torch.compile'd one.
@@ -76,6 +77,17 @@ class SearchEngine:
         self.parked: list[dict] = []   # candidates taken out after an out-of-memory, state kept
         self.stats = SearchStats()
         self.progress = progress
+        # Resuming: finished candidates are known and skipped; on_checkpoint(finished,
+        # outcomes) is called at most every checkpoint_every seconds, and on interrupt.
+        self.skip: set[int] = set()   # this rank's indices finished before a resume
+        if resume is not None:
+            self.finished, self.outcomes = dict(resume[0]), dict(resume[1])
+            self.skip = {c for c in self.finished if c % self.comm.world == self.comm.rank}
+            self.global_accepted = sum(self.finished.values())
+            if self.progress is not None:
+                self.progress.update(min(self.n, self.global_accepted))
+        self.on_checkpoint, self.checkpoint_every = on_checkpoint, checkpoint_every
+        self.last_checkpoint = time.monotonic()
 
     # -- scheduling ---------------------------------------------------------
     def _successes_in_order(self) -> list[int]:
@@ -97,8 +109,23 @@ class SearchEngine:
         # so far, shared evenly between the ranks.
         spare = math.ceil(in_flight * fails / finished) if finished else 0
         wanted = math.ceil((self.n - self.global_accepted - in_flight + spare) / self.comm.world)
-        left = len(range(self.next_index, self.max_candidates, self.comm.world))
-        return max(0, min(free, wanted, left))
+        return max(0, min(free, wanted, self._stream_left()))
+
+    def _stream_left(self) -> int:
+        """How many of this rank's candidate indices are still to launch."""
+        ahead = sum(1 for c in self.skip if self.next_index <= c < self.max_candidates)
+        return len(range(self.next_index, self.max_candidates, self.comm.world)) - ahead
+
+    def _take_indices(self, count: int) -> list[int]:
+        """This rank's next `count` candidate indices, skipping any finished before a resume."""
+        indices = []
+        while len(indices) < count:
+            if self.next_index in self.skip:
+                self.skip.discard(self.next_index)
+            else:
+                indices.append(self.next_index)
+            self.next_index += self.comm.world
+        return indices
 
     def _refill(self) -> None:
         in_flight = sum(1 for c in self.slots.candidate if c >= 0)
@@ -112,9 +139,7 @@ class SearchEngine:
         self.slots.resize_for(max(1, in_flight + count))
         if count > 0:
             positions = self.slots.free_positions()[:count]
-            stride = self.comm.world
-            indices = list(range(self.next_index, self.next_index + count * stride, stride))
-            self.next_index += count * stride
+            indices = self._take_indices(count)
             self.stats.tried += count
             x0, i, j = self.source.make(indices)
             self.slots.load(positions, indices, x0, i, j)
@@ -123,7 +148,7 @@ class SearchEngine:
     def _sync_view(self) -> None:
         """Share what finished and what runs with the other ranks (a no-op alone)."""
         running = [c for c in self.slots.candidate if c >= 0] + [p["candidate"] for p in self.parked]
-        payload = (self.new_outcomes, running, self.next_index >= self.max_candidates)
+        payload = (self.new_outcomes, running, self._stream_left() == 0)
         self.new_outcomes = []
         views = self.comm.exchange(payload)
         self.pending = []
@@ -184,7 +209,21 @@ class SearchEngine:
             self.outcomes[index] = outcome
         self.new_outcomes.append((index, outcome.accepted))
 
+    def _maybe_checkpoint(self, force: bool = False) -> None:
+        if self.on_checkpoint is None:
+            return
+        if force or time.monotonic() - self.last_checkpoint >= self.checkpoint_every:
+            self.on_checkpoint(self.finished, self.outcomes)
+            self.last_checkpoint = time.monotonic()
+
     def run(self) -> list[Outcome]:
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            self._maybe_checkpoint(force=True)  # keep what finished, then stop as asked
+            raise
+
+    def _run(self) -> list[Outcome]:
         self._refill()
         while not self._determined():
             if any(c >= 0 for c in self.slots.candidate):
@@ -201,6 +240,7 @@ class SearchEngine:
             if self.progress is not None:
                 self.progress.set_postfix(tried=self.stats.tried, batch=self.slots.size, refresh=False)
             self._refill()  # also exchanges the harvest with the other ranks
+            self._maybe_checkpoint()
         wins = self._successes_in_order()[: self.n]
         mine = {c: self.outcomes[c] for c in wins if c in self.outcomes}
         everything = self.comm.gather_outcomes(mine)
