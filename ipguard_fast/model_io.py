@@ -29,7 +29,7 @@ from torch import nn
 
 from ._atomic import atomic_save
 
-__all__ = ["ModelLoadError", "load_model", "save_torchscript", "save_exported"]
+__all__ = ["ModelLoadError", "load_model", "load_suspect", "save_torchscript", "save_exported"]
 
 # `package.module:factory`, the attribute part may be dotted (e.g. `pkg.mod:Class.build`).
 _FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)$")
@@ -62,6 +62,10 @@ def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | N
         raise ModelLoadError(f"model spec must be a path or 'package.module:factory' string, got {type(spec).__name__}")
     spec_str = os.fspath(spec)
     path = Path(spec_str)
+    if spec_str.endswith(".onnx"):
+        raise ModelLoadError(f"{spec_str}: an ONNX model can be verified and served (load_suspect), but the "
+                             "search and the evaluation need gradients and trainable weights: give the "
+                             "PyTorch model (TorchScript, .pt2 or package.module:factory)")
 
     if spec_str.endswith(".pt2") or path.is_file():
         if weights is not None:
@@ -87,6 +91,19 @@ def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | N
     model = model.to(device)
     _set_eval(model)
     return model
+
+
+def load_suspect(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
+                 device: str | torch.device = "cpu"):
+    """A suspect for verification or serving: an ONNX file (run by onnxruntime) or any load_model spec."""
+    if os.fspath(spec).endswith(".onnx"):
+        if weights is not None:
+            raise ModelLoadError("--weights does not apply to an ONNX file, which carries its own weights")
+        from .onnx_io import OnnxSuspect
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"model file not found: {os.fspath(spec)}")
+        return OnnxSuspect(spec)
+    return load_model(spec, weights=weights, device=device)
 
 
 def save_torchscript(model: nn.Module, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:

@@ -228,3 +228,29 @@ def test_export_cli_errors(tmp_path, capsys):
     assert _run_export(["--model", str(source), "--input-shape", "1,8,8", "--format", "pt2",
                         "--out", str(tmp_path / "o.pt2")]) == 1
     assert "TorchScript" in capsys.readouterr().err
+
+
+def test_onnx_suspect_through_the_cli(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from ipguard_fast.cli import main
+    from ipguard_fast.fingerprints import FingerprintSet
+    from ipguard_fast.model_io import ModelLoadError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    ts = tmp_path / "m.pt"
+    save_torchscript(model, torch.rand(2, 1, 8, 8), ts)
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(ts), "--input-shape", "1,8,8", "--format", "onnx", "--out", str(onnx_path)]) == 0
+    images = torch.rand(20, 1, 8, 8)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    labels[::2] = (labels[::2] + 1) % 10  # half of them disagree with the model
+    fps = FingerprintSet(images=images, labels=labels, source_labels=(labels + 1) % 10,
+                         margins=torch.ones(20), steps=torch.ones(20, dtype=torch.int64), meta={"num_classes": 10})
+    fp_path = fps.save(tmp_path / "fp.safetensors")
+    capsys.readouterr()
+    assert main(["verify", "--fingerprints", str(fp_path), "--model", str(onnx_path), "--json"]) == 0
+    assert '"matching_rate": 0.5' in capsys.readouterr().out
+    with pytest.raises(ModelLoadError, match="ONNX"):
+        load_model(onnx_path)

@@ -25,7 +25,8 @@ def floats_arg(text: str) -> list[float]:
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, flag: str = "--model") -> None:
     parser.add_argument(flag, required=required, metavar="M",
-                        help="TorchScript file, torch.export .pt2 file, or package.module:factory")
+                        help="TorchScript file, torch.export .pt2 file, package.module:factory, or (for "
+                             "verify and serve) an .onnx file")
     parser.add_argument("--weights", metavar="FILE",
                         help="state_dict (.safetensors, or a torch file loaded with weights_only) "
                              "for a package.module:factory model")

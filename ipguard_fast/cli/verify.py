@@ -5,7 +5,8 @@ import json
 
 from ..fingerprints import FingerprintSet
 from ..verify import DEFAULT_THRESHOLD, verify
-from .common import add_model_arguments, model_from_args
+from ..model_io import load_suspect
+from .common import add_model_arguments
 
 
 def add_arguments(p) -> None:
@@ -28,7 +29,7 @@ def run(args) -> int:
         from ..remote import client
         return client.run(args)
     fingerprints = FingerprintSet.load(args.fingerprints)
-    suspect = model_from_args(args, device=args.device)
+    suspect = load_suspect(args.model, weights=args.weights, device=args.device)
     verdict = verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
     print_verdict(verdict, args.json)
     return 0

@@ -497,13 +497,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``ipguard serve``: serve until SIGINT/SIGTERM. Returns 0, or 2 on a usage/model error."""
-    from ..model_io import load_model
+    from ..model_io import load_suspect
 
     try:
         token = resolve_token(getattr(args, "token", None), getattr(args, "token_env", None))
         shape_text = getattr(args, "input_shape", None)
         input_shape = parse_shape(shape_text) if shape_text else None
-        model = load_model(args.model, getattr(args, "weights", None))
+        model = load_suspect(args.model, getattr(args, "weights", None))
         server = serve(model, host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8080),
                        token=token,
                        max_request_bytes=getattr(args, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
