@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ._atomic import atomic_save
+from .verify import device_and_dtype
 
 __all__ = ["DEFAULT_OPSET", "OnnxSuspect", "add_arguments", "export_model", "export_onnx", "run"]
 
@@ -72,7 +73,7 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
     onnx = _require("onnx", "ONNX export")
     path = Path(path)
 
-    device, dtype = _device_and_dtype(model)
+    device, dtype = device_and_dtype(model)
     example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
     was_training = model.training
     trainable = _try_set_training(model, False)
@@ -218,7 +219,7 @@ def export_model(model: nn.Module, input_shape: Sequence[int], path: str | os.Pa
     input_shape = _check_shape(input_shape)
     if format == "onnx":
         return export_onnx(model, input_shape, path, opset=opset)
-    device, dtype = _device_and_dtype(model)
+    device, dtype = device_and_dtype(model)
     example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
     trainable = _try_set_training(model, model.training)
     if format == "torchscript":
@@ -255,13 +256,6 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise ValueError(f"input_shape must be a non-empty sequence of positive ints (no batch axis), got {input_shape!r}")
     return shape
-
-
-def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    tensors = list(model.parameters()) + list(model.buffers())
-    device = tensors[0].device if tensors else torch.device("cpu")
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-    return device, dtype
 
 
 def _try_set_training(model: nn.Module, mode: bool) -> bool:

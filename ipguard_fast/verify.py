@@ -106,8 +106,8 @@ def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
 
 def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
     """Wrap a module: move inputs to its device/dtype, run it in eval mode, restore its mode."""
-    device, dtype = _device_and_dtype(module)
-    fixed_batch = _static_batch_size(module)
+    device, dtype = device_and_dtype(module)
+    fixed_batch = static_batch_size(module)
 
     def forward(images: torch.Tensor) -> Any:
         was_training = module.training
@@ -123,7 +123,7 @@ def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
     return forward
 
 
-def _device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+def device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Device of the first parameter/buffer and dtype of the first floating one (CPU/float32 if none)."""
     tensors = list(module.parameters()) + list(module.buffers())
     device = tensors[0].device if tensors else torch.device("cpu")
@@ -139,7 +139,7 @@ def _set_training(module: nn.Module, mode: bool) -> None:
         pass
 
 
-def _static_batch_size(module: nn.Module) -> int | None:
+def static_batch_size(module: nn.Module) -> int | None:
     """Batch size baked into an exported graph's first input, or None when the batch is dynamic.
 
     ``torch.export`` specialises the batch dimension to the example's size unless it was

@@ -18,11 +18,12 @@ the same float32 rule the engine uses.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 
 import torch
+
+from ipguard_fast.search import frozen
 
 PEERS = ("per_sample", "eager_batched", "torchattacks_cw")
 
@@ -61,20 +62,9 @@ def clock(device) -> float:
     return time.perf_counter()
 
 
-@contextlib.contextmanager
-def input_gradients_only(model: torch.nn.Module):
-    """eval() and requires_grad False on the parameters; both restored afterwards."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
+# eval() and requires_grad False on the parameters, restored afterwards: the same
+# freezing the engine uses.
+input_gradients_only = frozen
 
 
 def get(name: str):

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..verify import as_label_fn
+from ..verify import as_label_fn, static_batch_size
 from .protocol import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -437,7 +437,7 @@ def _probe_num_classes(model: Any, input_shape: tuple[int, ...]) -> int | None:
     else:
         forward = model
     sizes = [2, 1]
-    static = _static_batch(model)
+    static = static_batch_size(model)
     if static is not None:
         sizes = [static]
     error: Exception | None = None
@@ -455,18 +455,6 @@ def _probe_num_classes(model: Any, input_shape: tuple[int, ...]) -> int | None:
         out = torch.as_tensor(np.asarray(out))
     if out.dim() == 2 and out.is_floating_point():
         return int(out.shape[1])
-    return None
-
-
-def _static_batch(model: Any) -> int | None:
-    if not isinstance(model, torch.fx.GraphModule):
-        return None
-    for node in model.graph.nodes:
-        if node.op == "placeholder":
-            value = node.meta.get("val")
-            if isinstance(value, torch.Tensor) and value.dim() >= 1 and isinstance(value.shape[0], int):
-                return int(value.shape[0])
-            return None
     return None
 
 
