@@ -12,3 +12,19 @@ def distinct_labels(B: int, C: int, generator: torch.Generator, device="cpu"):
     i = torch.randint(0, C, (B,), generator=generator)
     j = (i + 1 + torch.randint(0, C - 1, (B,), generator=generator)) % C
     return i.to(device), j.to(device)
+
+
+def half_matching_fingerprints(model, n: int = 40, seed: int = 1, shape=(1, 8, 8), num_classes: int = 10):
+    """Random images as fingerprints: the owner labels are the model's own for the first
+    half and wrong for the rest, so the model's matching rate is exactly 0.5."""
+    from ipguard_fast.fingerprints import FingerprintSet
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, *shape, generator=generator)
+    with torch.no_grad():
+        own = model(images).argmax(1)
+    labels = own.clone()
+    labels[n // 2:] = (own[n // 2:] + 1) % num_classes
+    return FingerprintSet(images=images, labels=labels, source_labels=(labels + 2) % num_classes,
+                          margins=torch.ones(n), steps=torch.zeros(n, dtype=torch.int64),
+                          meta={"num_classes": num_classes})

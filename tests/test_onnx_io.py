@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import half_matching_fingerprints
 from torch import nn
 
 from ipguard_fast import onnx_io
@@ -53,15 +54,7 @@ def make_conv_model(seed: int = 0) -> nn.Module:
 
 
 def make_fingerprints(model: nn.Module, n: int = 40, seed: int = 1) -> FingerprintSet:
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, *SHAPE, generator=generator)
-    with torch.no_grad():
-        own = model(images).argmax(1)
-    labels = own.clone()
-    labels[n // 2:] = (own[n // 2:] + 1) % NUM_CLASSES
-    return FingerprintSet(images=images, labels=labels, source_labels=(labels + 2) % NUM_CLASSES,
-                          margins=torch.ones(n), steps=torch.zeros(n, dtype=torch.int64),
-                          meta={"num_classes": NUM_CLASSES})
+    return half_matching_fingerprints(model, n, seed, SHAPE, NUM_CLASSES)
 
 
 def labels_of(suspect, images):
@@ -233,7 +226,6 @@ def test_export_cli_errors(tmp_path, capsys):
 def test_onnx_suspect_through_the_cli(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from ipguard_fast.cli import main
-    from ipguard_fast.fingerprints import FingerprintSet
     from ipguard_fast.model_io import ModelLoadError
 
     torch.manual_seed(0)
@@ -242,13 +234,7 @@ def test_onnx_suspect_through_the_cli(tmp_path, capsys):
     save_torchscript(model, torch.rand(2, 1, 8, 8), ts)
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", "--model", str(ts), "--input-shape", "1,8,8", "--format", "onnx", "--out", str(onnx_path)]) == 0
-    images = torch.rand(20, 1, 8, 8)
-    with torch.no_grad():
-        labels = model(images).argmax(1)
-    labels[::2] = (labels[::2] + 1) % 10  # half of them disagree with the model
-    fps = FingerprintSet(images=images, labels=labels, source_labels=(labels + 1) % 10,
-                         margins=torch.ones(20), steps=torch.ones(20, dtype=torch.int64), meta={"num_classes": 10})
-    fp_path = fps.save(tmp_path / "fp.safetensors")
+    fp_path = make_fingerprints(model, n=20).save(tmp_path / "fp.safetensors")
     capsys.readouterr()
     assert main(["verify", "--fingerprints", str(fp_path), "--model", str(onnx_path), "--json"]) == 0
     assert '"matching_rate": 0.5' in capsys.readouterr().out

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from conftest import half_matching_fingerprints
 from torch import nn
 
 from ipguard_fast.fingerprints import FingerprintSet
@@ -54,16 +55,7 @@ def make_model(seed: int = 0) -> nn.Module:
 
 
 def make_fingerprints(model: nn.Module, n: int = 40, seed: int = 1) -> FingerprintSet:
-    """Random images; the owner labels are the model's own for the first half, wrong for the rest."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, *SHAPE, generator=generator)
-    with torch.no_grad():
-        own = model(images).argmax(1)
-    labels = own.clone()
-    labels[n // 2:] = (own[n // 2:] + 1) % NUM_CLASSES
-    return FingerprintSet(images=images, labels=labels, source_labels=(labels + 2) % NUM_CLASSES,
-                          margins=torch.ones(n), steps=torch.zeros(n, dtype=torch.int64),
-                          meta={"num_classes": NUM_CLASSES})
+    return half_matching_fingerprints(model, n, seed, SHAPE, NUM_CLASSES)
 
 
 @pytest.fixture
