@@ -163,8 +163,8 @@ class SearchEngine:
     def _harvest(self) -> None:
         self.stats.harvests += 1
         s = self.slots
-        active = s.active[: s.size].tolist()           # the host sync
-        converged = s.converged[: s.size].tolist()
+        # The host sync: both flag vectors in one transfer.
+        active, converged = torch.stack((s.active[: s.size], s.converged[: s.size])).tolist()
         finished = [p for p in range(s.size) if s.candidate[p] >= 0 and not active[p]]
         if not finished:
             return
