@@ -52,18 +52,32 @@ def _extension():
     )
 
 
+def _extras():
+    eval_ = ["scikit-learn", "matplotlib"]        # the evaluation, its plots, the digits demo
+    onnx = ["onnx", "onnxruntime"]                # ONNX export and ONNX suspects
+    bench = ["torchattacks"] + eval_              # the benchmark's CW peer, digits-trained models, charts
+    timm = ["timm"]                               # timm architectures by name
+    test = ["pytest", "pytest-benchmark", "expecttest", "cmake>=3.30"]
+    return {"eval": eval_, "onnx": onnx, "bench": bench, "timm": timm,
+            "all": sorted(set(eval_ + onnx + bench + timm)),
+            "test": sorted(set(test + eval_ + onnx + bench))}
+
+
+def _version():
+    scope = {}
+    exec(open(os.path.join(ROOT, "ipguard_fast", "_version.py")).read(), scope)
+    return scope["__version__"]
+
+
 setup(
     name="ipguard_fast",
-    version="0.1.0",
+    version=_version(),
     description="Fast IPGuard fingerprinting of image classifiers: fused C++/CUDA boundary search",
     packages=find_packages(include=["ipguard_fast", "ipguard_fast.*"]),
     python_requires=">=3.10",
-    install_requires=["torch", "numpy", "safetensors", "scikit-learn", "matplotlib", "tqdm"],
-    extras_require={
-        "test": ["pytest", "pytest-benchmark", "expecttest", "cmake>=3.30", "onnx", "onnxruntime"],
-        "onnx": ["onnx", "onnxruntime"],
-        "bench": ["torchattacks"],
-    },
+    # The core (ops, search, fingerprints, verification, model I/O) needs only these.
+    install_requires=["torch", "numpy", "safetensors", "tqdm"],
+    extras_require=_extras(),
     entry_points={"console_scripts": ["ipguard=ipguard_fast.cli:main"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension},

@@ -42,7 +42,7 @@ timeout 180 python3 -m pytest -q -p no:cacheprovider benchmarks/test_bench_ops.p
 # One benchmark invocation per "model:extra args" spec (';'-separated), each with its own
 # time limit, so one slow model cannot take the others' results with it.
 # n > batch_size lets continuous batching amortise the long tail of slow candidates.
-BENCH_SPECS="${BENCH_SPECS:-resnet20:--batch-size 512;resnet50:--n 1024 --batch-size 256 --batched-peer-n 256 --peer-n 16;vit_b_16:--n 128 --batch-size 128 --max-steps 500 --peer-n 4 --batched-peer-n 64}"
+BENCH_SPECS="${BENCH_SPECS:-resnet20:--batch-size 512;resnet50:-n 1024 --batch-size 256 --batched-peer-n 256 --peer-n 16;vit_b_16:-n 128 --batch-size 128 --max-steps 500 --peer-n 4 --batched-peer-n 64}"
 if [ "$QUICK" != "quick" ]; then
   IFS=';' read -ra specs <<< "$BENCH_SPECS"
   for spec in "${specs[@]}"; do

@@ -3,22 +3,43 @@
     fps = ipguard_fast.extract_fingerprints(model, 100, k=10, input_shape=(3, 32, 32))
     fps.save("owner.fingerprints.safetensors")
     verdict = ipguard_fast.verify(suspect, ipguard_fast.FingerprintSet.load("owner.fingerprints.safetensors"))
+
+Importing the package loads the core only (ops, search, fingerprints, verification and
+model I/O; torch, numpy and safetensors). The evaluation -- ``evaluate`` and its plots,
+which need the ``eval`` extra (scikit-learn, matplotlib) -- loads on first use.
 """
 
-__version__ = "0.1.0"
-
 from . import ops, reference
+from ._version import __version__
 from ._extension import has_extension
-from .evaluation.pipeline import evaluate
 from .fingerprints import FingerprintFileError, FingerprintSet
-from .search import IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
-from .verify import Verdict, calibrate_threshold, matching_rate, verify
-from .zoo import Normalized
+from .io import calibrate_threshold, load_model, load_suspect, matching_rate, verify
+from .nn import Normalized
+from .search import ExtractConfig, IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
+from .verify import Verdict
 
 __all__ = [
     "__version__", "has_extension", "ops", "reference",
-    "extract_fingerprints", "IPGuard", "IncompleteFingerprintsWarning",
+    "extract_fingerprints", "ExtractConfig", "IPGuard", "IncompleteFingerprintsWarning",
     "FingerprintSet", "FingerprintFileError",
-    "matching_rate", "verify", "Verdict", "calibrate_threshold",
+    "matching_rate", "verify", "Verdict", "calibrate_threshold", "load_model", "load_suspect",
     "evaluate", "Normalized",
 ]
+
+# name -> (module, attribute), imported on first use so `import ipguard_fast` stays light.
+_LAZY = {"evaluate": ("ipguard_fast.evaluation.pipeline", "evaluate")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ipguard_fast' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -19,19 +19,19 @@ meta by hand). It is not a signature: anyone who can write the file can recomput
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import safetensors.torch
 import torch
 from safetensors import safe_open
 
 from ._atomic import atomic_save
+from ._hashing import tensors_sha256, update_framed
 
 __all__ = [
     "FORMAT_NAME",
@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "ipguard_fast.fingerprints"
+# Domain string of the tensor hashes (content and weights); changing it invalidates every file.
+_TENSORS_DOMAIN = b"ipguard_fast-tensors-v1"
 FORMAT_VERSION = "1"
 
 # Tensor fields in the fixed order used by the content hash, with their required dtype.
@@ -84,38 +86,38 @@ class FingerprintSet:
         for name, dtype, rank in _TENSOR_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, torch.Tensor):
-                raise ValueError(f"FingerprintSet.{name} must be a torch.Tensor, got {type(value).__name__}")
+                raise ValueError(f"FingerprintSet.{name}: must be a torch.Tensor, got {type(value).__name__}")
             if value.dtype != dtype:
-                raise ValueError(f"FingerprintSet.{name} must have dtype {dtype}, got {value.dtype}")
+                raise ValueError(f"FingerprintSet.{name}: must have dtype {dtype}, got {value.dtype}")
             if value.device.type != "cpu":
-                raise ValueError(f"FingerprintSet.{name} must be on the CPU (call .cpu()), got {value.device}")
+                raise ValueError(f"FingerprintSet.{name}: must be on the CPU (call .cpu()), got {value.device}")
             if rank is None and value.dim() < 2:
                 raise ValueError(
-                    f"FingerprintSet.{name} must have shape [n, *input_shape] (rank >= 2), got {tuple(value.shape)}"
+                    f"FingerprintSet.{name}: must have shape [n, *input_shape] (rank >= 2), got {tuple(value.shape)}"
                 )
             if rank is not None and value.dim() != rank:
-                raise ValueError(f"FingerprintSet.{name} must have shape [n], got {tuple(value.shape)}")
+                raise ValueError(f"FingerprintSet.{name}: must have shape [n], got {tuple(value.shape)}")
             if n is None:
                 n = value.shape[0]
             elif value.shape[0] != n:
                 raise ValueError(
-                    f"FingerprintSet.{name} has {value.shape[0]} entries but images has {n}; all fields need the same n"
+                    f"FingerprintSet.{name}: has {value.shape[0]} entries but images has {n}; all fields need the same n"
                 )
 
         if not isinstance(self.meta, dict):
-            raise ValueError(f"FingerprintSet.meta must be a dict, got {type(self.meta).__name__}")
+            raise ValueError(f"FingerprintSet.meta: must be a dict, got {type(self.meta).__name__}")
         try:
             # Keep meta as its JSON round-trip (tuples become lists, keys strings) so the
             # in-memory set equals what load() returns and the hash sees the same meta.
             self.meta = json.loads(_meta_json(self.meta))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"FingerprintSet.meta must be JSON-serialisable (no NaN, string keys): {exc}") from exc
+            raise ValueError(f"FingerprintSet.meta: must be JSON-serialisable (no NaN, string keys): {exc}") from exc
 
         if not torch.isfinite(self.images).all():
-            raise ValueError("FingerprintSet.images contains NaN or infinite values")
+            raise ValueError("FingerprintSet.images: contains NaN or infinite values")
         num_classes = self.num_classes
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-            raise ValueError(f"FingerprintSet.meta['num_classes'] must be an int >= 2, got {num_classes!r}")
+            raise ValueError(f"FingerprintSet.meta['num_classes']: must be an int >= 2, got {num_classes!r}")
         for name in ("labels", "source_labels"):
             _check_label_range(name, getattr(self, name), num_classes)
 
@@ -231,48 +233,22 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
     engine records this hash of the owner model in the fingerprints' meta.
     """
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise ValueError(f"model: must be a torch.nn.Module, got {type(model).__name__}")
     state = model.state_dict()
     for name, value in state.items():
         if not isinstance(value, torch.Tensor):
             # Non-tensor "extra state" has no canonical byte form; refuse rather than hash something unstable.
-            raise ValueError(f"model state_dict entry {name!r} is a {type(value).__name__}, not a tensor; cannot hash it")
-    return _hash_tensors(sorted(state.items())).hexdigest()
+            raise ValueError(f"model: state_dict entry {name!r} is a {type(value).__name__}, not a tensor; cannot hash it")
+    return tensors_sha256(sorted(state.items()), _TENSORS_DOMAIN).hexdigest()
 
 
 def _content_sha256(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
     """Hash of a fingerprint file's content: the tensors in the fixed field order, then the meta JSON."""
     ordered = [(name, tensors[name]) for name, _, _ in _TENSOR_FIELDS]
-    digest = _hash_tensors(ordered)
-    _update_framed(digest, b"meta")
-    _update_framed(digest, _meta_json(meta).encode("utf-8"))
+    digest = tensors_sha256(ordered, _TENSORS_DOMAIN)
+    update_framed(digest, b"meta")
+    update_framed(digest, _meta_json(meta).encode("utf-8"))
     return digest.hexdigest()
-
-
-def _hash_tensors(items: Iterable[tuple[str, torch.Tensor]]) -> "hashlib._Hash":
-    """SHA-256 over (name, dtype, shape, raw bytes) of each tensor, every piece length-framed.
-
-    Framing each piece with its length makes the serialisation unambiguous: moving bytes
-    from one tensor into the next, or renaming, always changes the hash.
-    """
-    digest = hashlib.sha256(b"ipguard_fast-tensors-v1")
-    for name, tensor in items:
-        _update_framed(digest, name.encode("utf-8"))
-        _update_framed(digest, str(tensor.dtype).encode("ascii"))
-        _update_framed(digest, json.dumps(list(tensor.shape)).encode("ascii"))
-        _update_framed(digest, _tensor_bytes(tensor))
-    return digest
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    """Raw little-endian bytes of a tensor; works for dtypes numpy lacks (bfloat16) via a uint8 view."""
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
-
-
-def _update_framed(digest: "hashlib._Hash", data: bytes) -> None:
-    digest.update(len(data).to_bytes(8, "little"))
-    digest.update(data)
 
 
 def _meta_json(meta: dict[str, Any]) -> str:
@@ -285,6 +261,6 @@ def _check_label_range(name: str, labels: torch.Tensor, num_classes: int | None)
         return
     low, high = int(labels.min()), int(labels.max())
     if low < 0:
-        raise ValueError(f"FingerprintSet.{name} has negative label {low}")
+        raise ValueError(f"FingerprintSet.{name}: has negative label {low}")
     if num_classes is not None and high >= num_classes:
-        raise ValueError(f"FingerprintSet.{name} has label {high} but meta['num_classes'] is {num_classes}")
+        raise ValueError(f"FingerprintSet.{name}: has label {high} but meta['num_classes'] is {num_classes}")

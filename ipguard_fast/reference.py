@@ -3,7 +3,7 @@
 Both the fallback when the compiled library is missing and the oracle the
 compiled kernels are tested against. Written the way a careful PyTorch user
 would: batched, no Python loops over samples, no host synchronisation.
-The contracts are in ops.py (and ../shared/DESIGN.md).
+The contracts are in ops.py; the compiled kernels' arithmetic is csrc/boundary_math.h.
 """
 from __future__ import annotations
 

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validate import positive_int, probability
 from .fingerprints import FingerprintSet
-from .model_io import load_model
+from .modules import call_in_fixed_batches, device_and_dtype, eval_mode, static_batch_size
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -30,6 +31,7 @@ __all__ = [
     "as_label_fn",
     "calibrate_threshold",
     "matching_rate",
+    "resolve_threshold",
     "verify",
 ]
 
@@ -66,10 +68,9 @@ def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
 
     Supported suspects:
       * ``nn.Module`` (including TorchScript modules): run in eval mode under ``no_grad`` on
-        the module's device and floating dtype; its training flag is restored after each call;
+        the module's device and floating dtype; every submodule's mode is restored after each call;
       * ``torch.export.ExportedProgram`` (its ``.module()`` is used); exported modules with a
         fixed batch size are fed padded batches of exactly that size;
-      * ``str`` / ``Path``: a TorchScript or ``.pt2`` file, loaded with :func:`model_io.load_model`;
       * any other callable from images to logits ``[B, C]`` (floating) or labels ``[B]``
         (integer tensor, numpy array or list).
 
@@ -77,11 +78,11 @@ def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
     length or rank, a class count different from ``num_classes`` (when given), integer
     labels outside ``[0, num_classes)`` or non-finite logits.
     """
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                    or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+    if num_classes is not None:
+        positive_int("num_classes", num_classes)
     if isinstance(suspect, (str, os.PathLike)):
-        suspect = load_model(suspect)
+        raise ValueError(f"suspect: {os.fspath(suspect)!r} is a path; this layer takes objects: load it with "
+                         "ipguard_fast.load_suspect, or call ipguard_fast.matching_rate / verify, which accept paths")
     if isinstance(suspect, torch.export.ExportedProgram):
         suspect = suspect.module()
 
@@ -91,12 +92,12 @@ def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
         forward = suspect
     else:
         raise ValueError(
-            f"suspect must be an nn.Module, ExportedProgram, model path or callable, got {type(suspect).__name__}"
+            f"suspect: must be an nn.Module, ExportedProgram, model path or callable, got {type(suspect).__name__}"
         )
 
     def label_fn(images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
-            raise ValueError("images must be a floating tensor of shape [B, *input_shape]")
+            raise ValueError("images: must be a floating tensor of shape [B, *input_shape]")
         with torch.no_grad():
             output = forward(images)
         return _output_to_labels(output, batch=images.shape[0], num_classes=num_classes)
@@ -105,67 +106,18 @@ def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
 
 
 def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
-    """Wrap a module: move inputs to its device/dtype, run it in eval mode, restore its mode."""
+    """Wrap a module: inputs moved to its device and dtype, run in eval mode, its modes restored."""
     device, dtype = device_and_dtype(module)
     fixed_batch = static_batch_size(module)
 
     def forward(images: torch.Tensor) -> Any:
-        was_training = module.training
-        _set_training(module, False)
-        try:
+        with eval_mode(module):
             x = images.to(device=device, dtype=dtype)
             if fixed_batch is None:
                 return module(x)
-            return _call_with_fixed_batch(module, x, fixed_batch)
-        finally:
-            _set_training(module, was_training)
+            return call_in_fixed_batches(lambda chunk: _as_tensor(module(chunk)), x, fixed_batch)
 
     return forward
-
-
-def device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device of the first parameter/buffer and dtype of the first floating one (CPU/float32 if none)."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    device = tensors[0].device if tensors else torch.device("cpu")
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-    return device, dtype
-
-
-def _set_training(module: nn.Module, mode: bool) -> None:
-    try:
-        module.train(mode)
-    except NotImplementedError:
-        # Exported (.pt2) modules refuse train()/eval(): their mode was frozen at export time.
-        pass
-
-
-def static_batch_size(module: nn.Module) -> int | None:
-    """Batch size baked into an exported graph's first input, or None when the batch is dynamic.
-
-    ``torch.export`` specialises the batch dimension to the example's size unless it was
-    marked dynamic, and the resulting module rejects any other batch size.
-    """
-    if not isinstance(module, torch.fx.GraphModule):
-        return None
-    for node in module.graph.nodes:
-        if node.op == "placeholder":
-            value = node.meta.get("val")
-            if isinstance(value, torch.Tensor) and value.dim() >= 1 and isinstance(value.shape[0], int):
-                return int(value.shape[0])
-            return None
-    return None
-
-
-def _call_with_fixed_batch(module: nn.Module, x: torch.Tensor, size: int) -> torch.Tensor:
-    """Run ``module`` on chunks of exactly ``size`` images, padding the last chunk by repeating its last image."""
-    outputs = []
-    for start in range(0, x.shape[0], size):
-        chunk = x[start:start + size]
-        real = chunk.shape[0]
-        if real < size:
-            chunk = torch.cat([chunk, chunk[-1:].expand(size - real, *chunk.shape[1:])])
-        outputs.append(_as_tensor(module(chunk))[:real])
-    return torch.cat(outputs)
 
 
 def _as_tensor(output: Any) -> torch.Tensor:
@@ -175,7 +127,7 @@ def _as_tensor(output: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(output))
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(
-            f"suspect output must be a tensor, numpy array or list of logits/labels, got {type(output).__name__}"
+            f"suspect: output must be a tensor, numpy array or list of logits/labels, got {type(output).__name__}"
         ) from exc
 
 
@@ -184,28 +136,28 @@ def _output_to_labels(output: Any, batch: int, num_classes: int | None) -> torch
     out = _as_tensor(output).detach().cpu()
     if out.dim() not in (1, 2):
         raise ValueError(
-            f"suspect output must be logits [B, C] or labels [B], got shape {tuple(out.shape)}"
+            f"suspect: output must be logits [B, C] or labels [B], got shape {tuple(out.shape)}"
         )
     if out.shape[0] != batch:
-        raise ValueError(f"suspect returned {out.shape[0]} outputs for a batch of {batch} images")
+        raise ValueError(f"suspect: returned {out.shape[0]} outputs for a batch of {batch} images")
 
     if out.dim() == 2:
         if not out.is_floating_point():
-            raise ValueError(f"2-D suspect output must be floating logits [B, C], got dtype {out.dtype}")
+            raise ValueError(f"suspect: 2-D output must be floating logits [B, C], got dtype {out.dtype}")
         if num_classes is not None and out.shape[1] != num_classes:
-            raise ValueError(f"suspect returns {out.shape[1]} classes, the fingerprints have {num_classes}")
+            raise ValueError(f"suspect: returns {out.shape[1]} classes, the fingerprints have {num_classes}")
         if not torch.isfinite(out).all():
-            raise ValueError("suspect returned non-finite logits (NaN or inf)")
+            raise ValueError("suspect: returned non-finite logits (NaN or inf)")
         return out.argmax(dim=1).to(torch.int64)
 
     if out.is_floating_point() or out.is_complex() or out.dtype == torch.bool:
-        raise ValueError(f"1-D suspect output must be integer labels [B], got dtype {out.dtype}")
+        raise ValueError(f"suspect: 1-D output must be integer labels [B], got dtype {out.dtype}")
     labels = out.to(torch.int64)
     if labels.numel():
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or (num_classes is not None and high >= num_classes):
             bound = f"[0, {num_classes})" if num_classes is not None else "non-negative"
-            raise ValueError(f"suspect returned label {low if low < 0 else high}, labels must be {bound}")
+            raise ValueError(f"suspect: returned label {low if low < 0 else high}, labels must be {bound}")
     return labels
 
 
@@ -227,11 +179,7 @@ def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None =
     matching rate is at least the threshold.
     """
     _check_fingerprints(fingerprints)
-    if threshold is None:
-        threshold = _check_threshold(fingerprints.meta.get("threshold", DEFAULT_THRESHOLD),
-                                     "fingerprints.meta['threshold']")
-    else:
-        threshold = _check_threshold(threshold, "threshold")
+    threshold = resolve_threshold(threshold, fingerprints)
     matches = _count_matches(suspect, fingerprints, batch_size)
     total = len(fingerprints)
     rate = matches / total
@@ -257,12 +205,12 @@ def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: Fingerpr
     """
     if isinstance(false_positive_rate, bool) or not isinstance(false_positive_rate, numbers.Real) \
             or not 0 <= false_positive_rate < 1:
-        raise ValueError(f"false_positive_rate must be in [0, 1), got {false_positive_rate!r}")
+        raise ValueError(f"false_positive_rate: must be in [0, 1), got {false_positive_rate!r}")
     if isinstance(negative_suspects, (str, os.PathLike)) or not hasattr(negative_suspects, "__iter__"):
-        raise ValueError("negative_suspects must be a list of suspects (models, paths or callables)")
+        raise ValueError("negative_suspects: must be a list of suspects (models, paths or callables)")
     negatives = list(negative_suspects)
     if not negatives:
-        raise ValueError("negative_suspects is empty; calibration needs at least one independent model")
+        raise ValueError("negative_suspects: is empty; calibration needs at least one independent model")
 
     n = _check_fingerprints(fingerprints)
     counts = sorted((_count_matches(s, fingerprints, batch_size) for s in negatives), reverse=True)
@@ -285,8 +233,7 @@ def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: Fingerpr
 def _count_matches(suspect: Any, fingerprints: FingerprintSet, batch_size: int) -> int:
     """Number of fingerprints on which the suspect predicts ``fingerprints.labels``, in batches."""
     n = _check_fingerprints(fingerprints)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     label_fn = as_label_fn(suspect, num_classes=fingerprints.num_classes)
     matches = 0
     for start in range(0, n, batch_size):
@@ -297,13 +244,14 @@ def _count_matches(suspect: Any, fingerprints: FingerprintSet, batch_size: int) 
 
 def _check_fingerprints(fingerprints: FingerprintSet) -> int:
     if not isinstance(fingerprints, FingerprintSet):
-        raise ValueError(f"fingerprints must be a FingerprintSet, got {type(fingerprints).__name__}")
+        raise ValueError(f"fingerprints: must be a FingerprintSet, got {type(fingerprints).__name__}")
     if len(fingerprints) == 0:
-        raise ValueError("fingerprints is empty; a matching rate needs at least one fingerprint")
+        raise ValueError("fingerprints: is empty; a matching rate needs at least one fingerprint")
     return len(fingerprints)
 
 
-def _check_threshold(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
+def resolve_threshold(threshold: Any, fingerprints: FingerprintSet) -> float:
+    """The threshold a verdict uses: ``threshold``, else the file's calibrated one, else the default."""
+    if threshold is not None:
+        return probability("threshold", threshold)
+    return probability("fingerprints.meta['threshold']", fingerprints.meta.get("threshold", DEFAULT_THRESHOLD))

@@ -1,19 +1,17 @@
-"""The benchmark peers (benchmarks/peers/) on a tiny trained linear model."""
+"""The benchmark peers (ipguard_fast/bench/peers/) on a tiny trained linear model."""
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repo root
-
-from benchmarks import peers  # noqa: E402
-from benchmarks.peers import torchattacks_cw  # noqa: E402
-from ipguard_fast.search.acceptance import accept  # noqa: E402
-from ipguard_fast.search.candidates import CandidateSource  # noqa: E402
-from ipguard_fast.train import train_classifier  # noqa: E402
-from ipguard_fast.zoo import load_digits, seeded  # noqa: E402
+from ipguard_fast.bench import peers
+from ipguard_fast.bench.peers import torchattacks_cw
+from ipguard_fast.data import load_digits
+from ipguard_fast.nn import seeded
+from ipguard_fast.search import accept
+from ipguard_fast.search.instruments import candidate_batch
+from ipguard_fast.train import train_classifier
 
 SHAPE = (1, 8, 8)
 OPTS = dict(k=2.0, lr=0.05, max_steps=100, device="cpu")
@@ -27,8 +25,7 @@ def model():
 
 
 def candidates(model, m, labels="random"):
-    source = CandidateSource(model, SHAPE, 10, "uniform", labels, 0, 0.0, 1.0, torch.device("cpu"))
-    return source.make(list(range(m)))
+    return candidate_batch(model, SHAPE, 10, range(m), device=torch.device("cpu"), labels=labels)
 
 
 @pytest.mark.parametrize("name", ["per_sample", "eager_batched"])

@@ -1,14 +1,11 @@
-"""benchmarks/run.py: a --quick smoke run writes the JSON, Markdown and PNG with every method."""
+"""ipguard bench (ipguard_fast/bench/): a --quick smoke run writes the JSON, Markdown and PNG with every method."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repo root
-
-from benchmarks import run as bench  # noqa: E402
-from benchmarks.peers import torchattacks_cw  # noqa: E402
+from ipguard_fast.bench import runner as bench
+from ipguard_fast.bench.methods import ratios_and_targets
+from ipguard_fast.bench.peers import torchattacks_cw
 
 CPU_METHODS = ["engine", "engine-reference-ops", "per_sample", "eager_batched", "torchattacks_cw"]
 
@@ -44,7 +41,7 @@ def test_every_method_is_measured_the_same_way(quick):
             continue
         assert r["status"] == "ok", method
         assert 0 <= r["accepted"] <= r["candidates"]
-        assert r["seconds"] > 0 and r["fps_per_s"] == pytest.approx(r["accepted"] / r["seconds"])
+        assert r["seconds"] > 0 and r["fingerprints_per_s"] == pytest.approx(r["accepted"] / r["seconds"])
         assert r["step"]["median_s"] > 0 and r["floor"]["median_s"] > 0
         assert r["step_over_floor"] == pytest.approx(r["step"]["median_s"] / r["floor"]["median_s"])
         assert r["peak_memory"]["kind"]
@@ -69,11 +66,11 @@ def test_quick_defaults_yield_to_explicit_options():
 
 def test_targets_are_checked():
     def rec(kind, fps, ratio=None):
-        return {"kind": kind, "status": "ok", "fps_per_s": fps, "step_over_floor": ratio, "step": {"batch": 256}}
+        return {"kind": kind, "status": "ok", "fingerprints_per_s": fps, "step_over_floor": ratio, "step": {"batch": 256}}
 
     methods = {"engine": rec("engine", 10.0, 1.05), "per_sample": rec("peer", 1.0), "eager_batched": rec("peer", 8.0),
                "torchattacks_cw": rec("peer", 0.0)}
-    ratios, targets = bench.ratios_and_targets(methods)
+    ratios, targets = ratios_and_targets(methods)
     assert ratios["engine"]["per_sample"] == 10.0 and ratios["engine"]["torchattacks_cw"] == float("inf")
     assert [t["met"] for t in targets] == [True, False, True]
 

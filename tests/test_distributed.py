@@ -8,8 +8,8 @@ import torch
 
 from ipguard_fast.cli import main
 from ipguard_fast.fingerprints import FingerprintSet
-from ipguard_fast.model_io import save_torchscript
-from ipguard_fast.train import train_digits_model
+from ipguard_fast.io import save_torchscript
+from ipguard_fast.models import train_digits_model
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,9 @@ def owner_file(tmp_path_factory):
 
 
 def extract_args(model, out, n=16):
-    return ["extract", "--model", str(model), "--input-shape", "1,8,8", "-n", str(n), "--k", "2", "--seed", "7",
+    # The documented spelling, --num-fingerprints: torchrun's own parser would take "--n" for --nnodes.
+    return ["extract", "--model", str(model), "--input-shape", "1,8,8", "--num-fingerprints", str(n), "--k", "2",
+            "--seed", "7",
             "--batch-size", "8", "--max-steps", "300", "--no-progress", "--out", str(out)]
 
 
@@ -57,9 +59,9 @@ def test_evaluate_under_two_ranks(tmp_path):
     out = tmp_path / "eval"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "ipguard_fast", "evaluate", "--model", "ipguard_fast.zoo:DigitsCNN", "--weights",
+                           "-m", "ipguard_fast", "evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--weights",
                            str(weights), "--data", "digits",
-                           "--negative-arch", "digits_mlp", "--negative-epochs", "2", "--k", "2", "-n", "12",
+                           "--negative-arch", "digits_mlp", "--negative-epochs", "2", "--k", "2", "--num-fingerprints", "12",
                            "--out", str(out)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -67,15 +67,15 @@ def test_meta_is_normalised_to_json():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("labels", torch.zeros(6, dtype=torch.int32), "labels must have dtype torch.int64"),
-        ("images", torch.zeros(6, 1, 8, 8, dtype=torch.float64), "images must have dtype torch.float32"),
-        ("images", torch.zeros(6), "images must have shape"),
-        ("margins", torch.zeros(6, 1), "margins must have shape"),
-        ("steps", torch.zeros(5, dtype=torch.int64), "steps has 5 entries"),
-        ("source_labels", [0] * 6, "source_labels must be a torch.Tensor"),
-        ("labels", torch.full((6,), 10, dtype=torch.int64), "labels has label 10"),
-        ("labels", torch.full((6,), -1, dtype=torch.int64), "labels has negative label"),
-        ("images", torch.full((6, 1, 8, 8), float("nan")), "images contains NaN"),
+        ("labels", torch.zeros(6, dtype=torch.int32), "labels: must have dtype torch.int64"),
+        ("images", torch.zeros(6, 1, 8, 8, dtype=torch.float64), "images: must have dtype torch.float32"),
+        ("images", torch.zeros(6), "images: must have shape"),
+        ("margins", torch.zeros(6, 1), "margins: must have shape"),
+        ("steps", torch.zeros(5, dtype=torch.int64), "steps: has 5 entries"),
+        ("source_labels", [0] * 6, "source_labels: must be a torch.Tensor"),
+        ("labels", torch.full((6,), 10, dtype=torch.int64), "labels: has label 10"),
+        ("labels", torch.full((6,), -1, dtype=torch.int64), "labels: has negative label"),
+        ("images", torch.full((6, 1, 8, 8), float("nan")), "images: contains NaN"),
     ],
 )
 def test_validation_names_the_field(field, value, message):
@@ -87,9 +87,9 @@ def test_validation_names_the_field(field, value, message):
 
 def test_meta_must_be_json():
     base = make_set()
-    with pytest.raises(ValueError, match="meta must be JSON-serialisable"):
+    with pytest.raises(ValueError, match="meta: must be JSON-serialisable"):
         FingerprintSet(base.images, base.labels, base.source_labels, base.margins, base.steps, meta={"x": object()})
-    with pytest.raises(ValueError, match="meta must be JSON-serialisable"):
+    with pytest.raises(ValueError, match="meta: must be JSON-serialisable"):
         FingerprintSet(base.images, base.labels, base.source_labels, base.margins, base.steps,
                        meta={"x": float("nan")})
 
@@ -234,5 +234,5 @@ def test_state_dict_sha256():
 
 
 def test_state_dict_sha256_rejects_non_modules():
-    with pytest.raises(ValueError, match="model must be a torch.nn.Module"):
+    with pytest.raises(ValueError, match="model: must be a torch.nn.Module"):
         state_dict_sha256({"w": torch.zeros(1)})

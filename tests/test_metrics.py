@@ -88,13 +88,13 @@ def test_roc_auc_agrees_with_sklearn():
 @pytest.mark.parametrize(
     "positives, negatives, message",
     [
-        ([], [0.1], "positive_rates is empty"),
-        ([0.5], [], "negative_rates is empty"),
-        ([0.5, float("nan")], [0.1], "positive_rates contains NaN"),
-        ([0.5], [1.2], "negative_rates must lie in \\[0, 1\\]"),
-        ([-0.1], [0.2], "positive_rates must lie in \\[0, 1\\]"),
-        ([[0.5]], [0.2], "positive_rates must be a list or 1-D array"),
-        (["high"], [0.2], "positive_rates must be a list"),
+        ([], [0.1], "positive_rates: is empty"),
+        ([0.5], [], "negative_rates: is empty"),
+        ([0.5, float("nan")], [0.1], "positive_rates: contains NaN"),
+        ([0.5], [1.2], "negative_rates: must lie in \\[0, 1\\]"),
+        ([-0.1], [0.2], "positive_rates: must lie in \\[0, 1\\]"),
+        ([[0.5]], [0.2], "positive_rates: must be a list or 1-D array"),
+        (["high"], [0.2], "positive_rates: must be a list"),
     ],
 )
 @pytest.mark.parametrize("metric", [aruc, roc_auc])
@@ -104,7 +104,7 @@ def test_validation_names_the_argument(metric, positives, negatives, message):
 
 
 def test_threshold_and_grid_validation():
-    with pytest.raises(ValueError, match="t contains NaN"):
+    with pytest.raises(ValueError, match="t: contains NaN"):
         robustness([0.5], float("nan"))
-    with pytest.raises(ValueError, match="num must be an int >= 2"):
+    with pytest.raises(ValueError, match="num: must be an int >= 2"):
         ru_curve([0.5], [0.5], num=1)

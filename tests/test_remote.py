@@ -32,9 +32,9 @@ from ipguard_fast.remote import (
     serve,
     verify_remote,
 )
-from ipguard_fast.remote import client as client_mod
+from ipguard_fast.cli import main
+from ipguard_fast.cli.common import shape_arg
 from ipguard_fast.remote import protocol
-from ipguard_fast.remote import server as server_mod
 from ipguard_fast.verify import matching_rate, verify
 
 TIMEOUT = 10.0
@@ -302,7 +302,7 @@ def test_a_failing_model_gets_500_without_details(model):
         status, _, payload = raw_request(running.url, "POST", "/v1/labels", labels_body(torch.rand(1, *SHAPE)))
         assert status == 400 and "secret" not in json.dumps(payload)
     with serve(model, input_shape=SHAPE) as running:
-        running._httpd.app.label_fn = broken
+        running._httpd.service.label_fn = broken
         client = fast_client(running.url, retries=2)
         with pytest.raises(RemoteError, match="500") as info:
             client(torch.rand(1, *SHAPE))
@@ -579,10 +579,8 @@ def test_verify_remote_accepts_a_configured_client(server, model, fingerprints):
 # ---------------------------------------------------------------------- CLI entry points
 
 
-def _parse(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
+def _verify(argv):
+    return main(["verify", *argv])
 
 
 def test_verify_cli_json_and_text(server, model, fingerprints, tmp_path, capsys, monkeypatch):
@@ -590,23 +588,19 @@ def test_verify_cli_json_and_text(server, model, fingerprints, tmp_path, capsys,
     fingerprints.save(path)
     expected = verify(model, fingerprints).to_dict()
 
-    args = _parse(client_mod, ["--fingerprints", str(path), "--endpoint", server.url, "--json",
-                               "--progress", str(tmp_path / "p.json"), "--batch-size", "16"])
-    assert client_mod.run(args) == 0
+    assert _verify(["--fingerprints", str(path), "--endpoint", server.url, "--json",
+                    "--progress", str(tmp_path / "p.json"), "--batch-size", "16"]) == 0
     assert json.loads(capsys.readouterr().out) == expected
 
-    args = _parse(client_mod, ["--fingerprints", str(path), "--endpoint", server.url, "--threshold", "0.9"])
-    assert client_mod.run(args) == 0
+    assert _verify(["--fingerprints", str(path), "--endpoint", server.url, "--threshold", "0.9"]) == 0
     assert "not pirated" in capsys.readouterr().out
 
     monkeypatch.delenv("IPGUARD_TEST_TOKEN", raising=False)
-    args = _parse(client_mod, ["--fingerprints", str(path), "--endpoint", server.url, "--token-env",
-                               "IPGUARD_TEST_TOKEN"])
-    assert client_mod.run(args) == 2
+    assert _verify(["--fingerprints", str(path), "--endpoint", server.url, "--token-env",
+                    "IPGUARD_TEST_TOKEN"]) == 2
     assert "IPGUARD_TEST_TOKEN" in capsys.readouterr().err
 
-    args = _parse(client_mod, ["--fingerprints", str(tmp_path / "missing.safetensors"), "--endpoint", server.url])
-    assert client_mod.run(args) == 2
+    assert _verify(["--fingerprints", str(tmp_path / "missing.safetensors"), "--endpoint", server.url]) == 2
 
 
 def test_verify_cli_token_env_and_remote_failure(model, fingerprints, tmp_path, capsys, monkeypatch):
@@ -614,32 +608,26 @@ def test_verify_cli_token_env_and_remote_failure(model, fingerprints, tmp_path, 
     fingerprints.save(path)
     monkeypatch.setenv("IPGUARD_TEST_TOKEN", "tok")
     with serve(model, input_shape=SHAPE, token="tok") as running:
-        args = _parse(client_mod, ["--fingerprints", str(path), "--endpoint", running.url,
-                                   "--token-env", "IPGUARD_TEST_TOKEN", "--json"])
-        assert client_mod.run(args) == 0
+        assert _verify(["--fingerprints", str(path), "--endpoint", running.url,
+                        "--token-env", "IPGUARD_TEST_TOKEN", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["matching_rate"] == 0.5
-        args = _parse(client_mod, ["--fingerprints", str(path), "--endpoint", running.url])
-        assert client_mod.run(args) == 1
+        assert _verify(["--fingerprints", str(path), "--endpoint", running.url]) == 1
         assert "401" in capsys.readouterr().err
 
 
 def test_serve_cli_arguments_and_errors(capsys, monkeypatch):
-    args = _parse(server_mod, ["--model", "no/such/model.pt", "--port", "0"])
-    assert server_mod.run(args) == 2
+    assert main(["serve", "--model", "no/such/model.pt", "--port", "0"]) == 2
     assert "not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        _parse(server_mod, ["--model", "m.pt", "--token", "a", "--token-env", "B"])
+    assert main(["serve", "--model", "m.pt", "--token", "a", "--token-env", "B"]) == 2
     monkeypatch.delenv("IPGUARD_TEST_TOKEN", raising=False)
-    args = _parse(server_mod, ["--model", "torch.nn:Flatten", "--token-env", "IPGUARD_TEST_TOKEN"])
-    assert server_mod.run(args) == 2
+    assert main(["serve", "--model", "torch.nn:Flatten", "--token-env", "IPGUARD_TEST_TOKEN"]) == 2
 
 
 def test_serve_cli_serves_until_sigterm(tmp_path):
     """`ipguard serve` in a subprocess: prints its URL, answers, stops cleanly on SIGTERM."""
-    script = ("import argparse, sys\n"
-              "from ipguard_fast.remote import server\n"
-              "p = argparse.ArgumentParser(); server.add_arguments(p)\n"
-              "sys.exit(server.run(p.parse_args(sys.argv[1:])))\n")
+    script = ("import sys\n"
+              "from ipguard_fast.cli import main\n"
+              "sys.exit(main(['serve', *sys.argv[1:]]))\n")
     env = {**os.environ, "IPGUARD_TEST_TOKEN": "tok"}
     # torch.nn:Flatten as a factory: a "model" whose 64 logits are the pixels.
     proc = subprocess.Popen([sys.executable, "-c", script, "--model", "torch.nn:Flatten", "--port", "0",
@@ -682,14 +670,14 @@ def test_protocol_round_trip_and_limits():
         protocol.decode_images(payload, max_batch=2)
     assert info.value.status == 413
     assert protocol.decode_labels({"labels": [0, 9]}, 2, 10).tolist() == [0, 9]
-    assert protocol.parse_shape("3,32,32") == (3, 32, 32) == protocol.parse_shape("3x32x32")
+    assert shape_arg("3,32,32") == (3, 32, 32) == shape_arg("3x32x32")
     for bad in ("", "a,b", "0,8,8", "-1"):
-        with pytest.raises(ValueError):
-            protocol.parse_shape(bad)
+        with pytest.raises(argparse.ArgumentTypeError):
+            shape_arg(bad)
 
 
 def test_ipguard_cli_verify_endpoint(server, model, fingerprints, tmp_path, capsys):
-    """The `ipguard verify --endpoint` wiring: the main CLI hands its own namespace to client.run."""
+    """The `ipguard verify --endpoint` wiring, through the main CLI."""
     cli = pytest.importorskip("ipguard_fast.cli", reason="the ipguard CLI package is not present")
     path = tmp_path / "fp.safetensors"
     fingerprints.save(path)

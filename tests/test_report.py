@@ -109,12 +109,12 @@ def test_run_with_one_role_still_plots(result, tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda r: r.pop("runs"), "result\\['runs'\\] must be a non-empty list"),
-        (lambda r: r["runs"][1].pop("aruc"), "result\\['runs'\\]\\[1\\] is missing 'aruc'"),
+        (lambda r: r.pop("runs"), "result\\['runs'\\]: must be a non-empty list"),
+        (lambda r: r["runs"][1].pop("aruc"), "result\\['runs'\\]\\[1\\]: is missing 'aruc'"),
         (lambda r: r["runs"][0]["suspects"][2].update(role="copy"),
-         "result\\['runs'\\]\\[0\\]\\['suspects'\\]\\[2\\]\\['role'\\] must be 'positive' or 'negative'"),
-        (lambda r: r["runs"][0]["suspects"][0].update(matching_rate=1.5), "\\['matching_rate'\\] must be a number in"),
-        (lambda r: r["runs"][0].update(k="one"), "\\['k'\\] must be a number"),
+         "result\\['runs'\\]\\[0\\]\\['suspects'\\]\\[2\\]\\['role'\\]: must be 'positive' or 'negative'"),
+        (lambda r: r["runs"][0]["suspects"][0].update(matching_rate=1.5), "\\['matching_rate'\\]: must be a number in"),
+        (lambda r: r["runs"][0].update(k="one"), "\\['k'\\]: must be a number"),
     ],
 )
 def test_bad_result_is_rejected_before_writing(result, tmp_path, mutate, message):

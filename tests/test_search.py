@@ -7,8 +7,8 @@ from ipguard_fast import reference
 from ipguard_fast.search import IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
 from ipguard_fast.search.slots import Slots, bucket_sizes
 from ipguard_fast.search.step import SearchStep
-from ipguard_fast.train import train_digits_model
-from ipguard_fast.zoo import load_digits
+from ipguard_fast.models import train_digits_model
+from ipguard_fast.data import load_digits
 
 SHAPE = (1, 8, 8)
 

@@ -6,8 +6,8 @@ import torch
 
 from conftest import requires_cuda, requires_extension
 from ipguard_fast import reference
+from ipguard_fast.models import train_digits_model
 from ipguard_fast.search import extract_fingerprints
-from ipguard_fast.train import train_digits_model
 
 pytestmark = [requires_extension, requires_cuda]
 
@@ -49,9 +49,18 @@ def test_mixed_precision_search_is_accepted_in_float32(owner, amp):
     assert (loss == 0).all() and torch.equal(logits.argmax(1), fps.labels)
 
 
-def test_gpu_candidates_match_cpu_candidates(owner):
-    from ipguard_fast.search.candidates import CandidateSource
-    make = lambda dev: CandidateSource(owner, (1, 8, 8), 10, "uniform", "random", 5, 0.0, 1.0, torch.device(dev))
-    x_gpu, i_gpu, j_gpu = make("cuda").make(list(range(20)))
-    x_cpu, i_cpu, j_cpu = make("cpu").make(list(range(20)))
-    assert torch.equal(x_gpu.cpu(), x_cpu) and torch.equal(i_gpu.cpu(), i_cpu) and torch.equal(j_gpu.cpu(), j_cpu)
+@pytest.mark.parametrize("labels", ["predicted", "least_likely"])
+def test_gpu_candidates_match_cpu_candidates(owner, labels):
+    """Label modes that run the model on the start points pick the same (i, j) on either device.
+
+    (With labels="random" everything is drawn on the CPU and only moved, so that mode cannot differ.)"""
+    import copy
+
+    from ipguard_fast.search.instruments import candidate_batch
+    cpu_owner = copy.deepcopy(owner).cpu()
+    x_gpu, i_gpu, j_gpu = candidate_batch(owner, (1, 8, 8), 10, range(64), device=torch.device("cuda"), seed=5,
+                                          labels=labels)
+    x_cpu, i_cpu, j_cpu = candidate_batch(cpu_owner, (1, 8, 8), 10, range(64), device=torch.device("cpu"), seed=5,
+                                          labels=labels)
+    assert torch.equal(x_gpu.cpu(), x_cpu)
+    assert torch.equal(i_gpu.cpu(), i_cpu) and torch.equal(j_gpu.cpu(), j_cpu)

@@ -5,8 +5,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ipguard_fast.train import accuracy, predict, train_classifier, train_digits_model
-from ipguard_fast.zoo import DigitsMLP, load_digits, seeded
+from ipguard_fast.models import train_digits_model
+from ipguard_fast.train import accuracy, predict, train_classifier
+from ipguard_fast.data import load_digits
+from ipguard_fast.models import DigitsMLP
+from ipguard_fast.nn import seeded
 
 
 @pytest.fixture(scope="module")

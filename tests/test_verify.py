@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
+import ipguard_fast
 from ipguard_fast.fingerprints import FingerprintSet
-from ipguard_fast.model_io import save_torchscript
+from ipguard_fast.io import save_torchscript
 from ipguard_fast.verify import (
     DEFAULT_THRESHOLD,
     Verdict,
@@ -96,8 +97,13 @@ def test_module_dtype_is_used(owner, owner_fps):
 
 def test_torchscript_path_and_module(owner, owner_fps, tmp_path):
     path = save_torchscript(owner, owner_fps.images[:2], tmp_path / "owner.pt")
-    assert matching_rate(str(path), owner_fps) == 1.0
-    assert matching_rate(path, owner_fps) == 1.0
+    # The package's entry points take files; the verify layer itself takes objects only.
+    assert ipguard_fast.matching_rate(str(path), owner_fps) == 1.0
+    assert ipguard_fast.matching_rate(path, owner_fps) == 1.0
+    assert ipguard_fast.verify(path, owner_fps).matches == N
+    assert ipguard_fast.calibrate_threshold([path], owner_fps) == 1.0
+    with pytest.raises(ValueError, match="load_suspect"):
+        matching_rate(path, owner_fps)
 
 
 def test_exported_program_with_fixed_batch(owner, owner_fps):
@@ -121,15 +127,15 @@ def test_callable_returning_numpy_logits(owner, owner_fps):
 @pytest.mark.parametrize(
     "output, message",
     [
-        (torch.zeros(3, 10), "suspect returned 3 outputs for a batch of 4 images"),
+        (torch.zeros(3, 10), "suspect: returned 3 outputs for a batch of 4 images"),
         (torch.zeros(4, 10, 1), "got shape \\(4, 10, 1\\)"),
-        (torch.zeros(4, 7), "suspect returns 7 classes, the fingerprints have 10"),
-        (torch.tensor([0, 1, 2, 10]), "suspect returned label 10, labels must be \\[0, 10\\)"),
-        (torch.tensor([0, -1, 2, 3]), "suspect returned label -1"),
+        (torch.zeros(4, 7), "suspect: returns 7 classes, the fingerprints have 10"),
+        (torch.tensor([0, 1, 2, 10]), "suspect: returned label 10, labels must be \\[0, 10\\)"),
+        (torch.tensor([0, -1, 2, 3]), "suspect: returned label -1"),
         (torch.tensor([[0.0] * 10, [float("nan")] * 10, [0.0] * 10, [0.0] * 10]), "non-finite logits"),
-        (torch.zeros(4), "1-D suspect output must be integer labels"),
-        (torch.zeros(4, 10, dtype=torch.int64), "2-D suspect output must be floating logits"),
-        ("not an array", "suspect output must be a tensor, numpy array or list"),
+        (torch.zeros(4), "suspect: 1-D output must be integer labels"),
+        (torch.zeros(4, 10, dtype=torch.int64), "suspect: 2-D output must be floating logits"),
+        ("not an array", "suspect: output must be a tensor, numpy array or list"),
         (7, "got shape \\(\\)"),
     ],
 )
@@ -145,7 +151,7 @@ def test_unknown_num_classes_accepts_any_width():
 
 
 def test_not_a_suspect():
-    with pytest.raises(ValueError, match="suspect must be"):
+    with pytest.raises(ValueError, match="suspect: must be"):
         as_label_fn(42)
 
 
@@ -153,11 +159,11 @@ def test_not_a_suspect():
 
 
 def test_matching_rate_argument_checks(owner, owner_fps):
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size: must be a positive int"):
         matching_rate(owner, owner_fps, batch_size=0)
     empty = FingerprintSet(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.int64),
                            torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
-    with pytest.raises(ValueError, match="fingerprints is empty"):
+    with pytest.raises(ValueError, match="fingerprints: is empty"):
         matching_rate(owner, empty)
 
 
@@ -181,7 +187,7 @@ def test_threshold_defaults(owner_fps):
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan"), True, "0.5"])
 def test_threshold_must_be_in_unit_interval(owner, owner_fps, threshold):
-    with pytest.raises(ValueError, match="threshold must be a number in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="threshold: must be a number in \\[0, 1\\]"):
         verify(owner, owner_fps, threshold=threshold)
 
 
@@ -222,14 +228,14 @@ def test_calibrate_caps_at_one_and_warns(calibration_fps):
 
 @pytest.mark.parametrize("fpr", [-0.1, 1.0, float("nan")])
 def test_calibrate_rejects_bad_fpr(calibration_fps, fpr):
-    with pytest.raises(ValueError, match="false_positive_rate must be in \\[0, 1\\)"):
+    with pytest.raises(ValueError, match="false_positive_rate: must be in \\[0, 1\\)"):
         calibrate_threshold([copier(1, calibration_fps.labels)], calibration_fps, fpr)
 
 
 def test_calibrate_rejects_empty_negatives(calibration_fps):
-    with pytest.raises(ValueError, match="negative_suspects is empty"):
+    with pytest.raises(ValueError, match="negative_suspects: is empty"):
         calibrate_threshold([], calibration_fps)
-    with pytest.raises(ValueError, match="negative_suspects must be a list"):
+    with pytest.raises(ValueError, match="negative_suspects: must be a list"):
         calibrate_threshold("model.pt", calibration_fps)
 
 

@@ -1,36 +1,37 @@
-"""The `ipguard` command line: demo, extract, verify, evaluate (and serve, export, bench).
+"""The `ipguard` command line: every subcommand, one parser, one error contract.
 
 Each subcommand lives in its own module with `add_arguments(parser)` and
-`run(args) -> int`. Exit codes: 0 done, 2 bad input (usage, invalid arguments or
-files, with a one-line message), 1 any other failure, 130 interrupted.
+`run(args) -> int`; the modules import the library lazily inside `run`, so `ipguard
+--help` is fast and an optional part that is missing fails its own command with a
+message naming the extra to install. Exit codes: 0 done, 2 bad input (usage, invalid
+arguments or files, a missing extra: one line), 1 any other failure (one line, or the
+traceback with --debug), 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+import traceback
 
-# name -> (module, help). A module that cannot be imported (an optional part
-# missing from this install) leaves its command out.
+from . import bench, demo, evaluate, export, extract, serve, verify
+
+# name -> (module, help)
 COMMANDS = {
-    "demo": ("ipguard_fast.cli.demo", "train a digits owner and suspects, extract, verify, report ARUC"),
-    "extract": ("ipguard_fast.cli.extract", "extract fingerprints from a model"),
-    "verify": ("ipguard_fast.cli.verify", "verify a suspect model (local or HTTP endpoint) against fingerprints"),
-    "evaluate": ("ipguard_fast.cli.evaluate", "robustness/uniqueness evaluation with post-processed suspects"),
-    "serve": ("ipguard_fast.remote.server", "serve a model behind a label-only HTTP API"),
-    "export": ("ipguard_fast.onnx_io", "export a model to ONNX, TorchScript or torch.export"),
-    "bench": ("ipguard_fast.cli.bench", "run the side-by-side extraction benchmark"),
+    "demo": (demo, "train a digits owner and suspects, extract, verify, report ARUC"),
+    "extract": (extract, "extract fingerprints from a model"),
+    "verify": (verify, "verify a suspect model (local or HTTP endpoint) against fingerprints"),
+    "evaluate": (evaluate, "robustness/uniqueness evaluation with post-processed suspects"),
+    "serve": (serve, "serve a model behind a label-only HTTP API"),
+    "export": (export, "export a model to ONNX, TorchScript or torch.export"),
+    "bench": (bench, "run the side-by-side extraction benchmark"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipguard", description="IPGuard fingerprinting of image classifiers.")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:  # an optional part that is not available in this install
-            continue
+    for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -38,19 +39,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `ipguard ARGV`; returns the exit code (never raises SystemExit)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # everything after `bench` belongs to benchmarks/run.py, flags included
-        from .bench import run_argv
-        return run_argv(argv[1:])
-    args = build_parser().parse_args(argv)
+    debug = argv[:1] == ["--debug"]
+    command = argv[1:] if debug else argv
+    if command[:1] == ["bench"]:  # everything after `bench` belongs to the benchmark's own parser
+        return _guarded("bench", lambda: bench.run_argv(command[1:]), debug)
     try:
-        return int(args._run(args) or 0)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (2) and --help (0): a code, like every other outcome
+        return exc.code if isinstance(exc.code, int) else 2
+    return _guarded(args.command, lambda: args._run(args), args.debug)
+
+
+def _guarded(command: str, call, debug: bool) -> int:
+    from ..remote.client import RemoteError
+
+    try:
+        return int(call() or 0)
     except KeyboardInterrupt:
         print("ipguard: interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"ipguard {args.command}: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"ipguard {command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
-        print(f"ipguard {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except RemoteError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"ipguard {command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
+        if debug:
+            traceback.print_exc()
+        print(f"ipguard {command}: failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException, limit: int = 2000) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."

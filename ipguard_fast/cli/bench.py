@@ -1,15 +1,11 @@
-"""ipguard bench: the side-by-side extraction benchmark (benchmarks/run.py)."""
+"""ipguard bench: the side-by-side extraction benchmark (ipguard_fast.bench)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
-
-RUNNER = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for benchmarks/run.py (see its --help)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of the benchmark (ipguard bench --help)")
 
 
 def run(args) -> int:
@@ -17,9 +13,6 @@ def run(args) -> int:
 
 
 def run_argv(argv: list[str]) -> int:
-    if not RUNNER.exists():
-        raise FileNotFoundError(f"{RUNNER} not found: `ipguard bench` runs from a source checkout")
-    spec = importlib.util.spec_from_file_location("ipguard_bench_run", RUNNER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return int(module.main(argv) or 0)
+    from ..bench.runner import main
+
+    return int(main(argv) or 0)

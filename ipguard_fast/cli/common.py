@@ -1,19 +1,22 @@
-"""Argument helpers shared by the subcommands."""
+"""What the subcommands share: argument types, the model and fingerprint-count options, the
+token resolver, the verdict printer, and the torchrun process group."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 
-from ..model_io import load_model
+__all__ = ["DistributedRun", "add_count_argument", "add_model_arguments", "add_token_arguments", "floats_arg",
+           "print_verdict", "resolve_token", "shape_arg"]
 
 
 def shape_arg(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 1,8,8, got {text!r}") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return shape
+    """An image shape without the batch axis: ``1,8,8`` or ``3x32x32``."""
+    parts = re.split(r"[,x]", str(text).strip().lower())
+    if not all(p.strip().isdigit() for p in parts) or not 1 <= len(parts) <= 7 or any(int(p) <= 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected positive sizes separated by commas, like 1,8,8, got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def floats_arg(text: str) -> list[float]:
@@ -23,17 +26,54 @@ def floats_arg(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, flag: str = "--model") -> None:
-    parser.add_argument(flag, required=required, metavar="M",
-                        help="TorchScript file, torch.export .pt2 file, package.module:factory, or (for "
-                             "verify and serve) an .onnx file")
+def add_count_argument(parser: argparse.ArgumentParser, default: int | None, help_text: str) -> None:
+    """-n/--num-fingerprints, with --n kept as a hidden alias.
+
+    Documented spellings never start with "--n": under torchrun, torchrun's own parser
+    takes "--n" for an abbreviation of its --nnodes.
+    """
+    shown = f" (default {default})" if default is not None else ""
+    parser.add_argument("-n", "--num-fingerprints", dest="n", type=int, default=default, metavar="N",
+                        help=help_text + shown)
+    parser.add_argument("--n", dest="n", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, onnx: bool = False) -> None:
+    also = ", or an .onnx file" if onnx else ""
+    parser.add_argument("--model", required=required, metavar="M",
+                        help=f"TorchScript file, torch.export .pt2 file, package.module:factory{also}")
     parser.add_argument("--weights", metavar="FILE",
                         help="state_dict (.safetensors, or a torch file loaded with weights_only) "
                              "for a package.module:factory model")
 
 
-def model_from_args(args, device: str = "cpu"):
-    return load_model(args.model, weights=args.weights, device=device)
+def add_token_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--token-env", metavar="VAR", help=f"environment variable holding the bearer token {purpose}")
+    group.add_argument("--token", help=f"the bearer token {purpose} (visible in the process list: prefer --token-env)")
+
+
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """The bearer token from --token or the environment variable named by --token-env."""
+    token, token_env = getattr(args, "token", None), getattr(args, "token_env", None)
+    if token_env is not None:
+        value = os.environ.get(token_env, "").strip()
+        if not value:
+            raise ValueError(f"--token-env: environment variable {token_env} is unset or empty")
+        return value
+    if token is not None and not token.strip():
+        raise ValueError("--token: is empty")
+    return token.strip() if token is not None else None
+
+
+def print_verdict(verdict, as_json: bool) -> None:
+    """The one way the CLI prints a verdict: JSON with the Python field names, or one line."""
+    if as_json:
+        print(json.dumps(verdict.to_dict()))
+        return
+    word = "PIRATED" if verdict.pirated else "not pirated"
+    print(f"matching rate {verdict.matching_rate:.4f} ({verdict.matches}/{verdict.total}) vs threshold "
+          f"{verdict.threshold:.4f}: {word}")
 
 
 class DistributedRun:
@@ -43,8 +83,6 @@ class DistributedRun:
     leaves a partial file (files are written by rank 0, atomically)."""
 
     def __init__(self, device: str | None):
-        import os
-
         import torch
         import torch.distributed as dist
 
@@ -65,7 +103,10 @@ class DistributedRun:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def close(self) -> None:
+    def __enter__(self) -> "DistributedRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
         if self.started:
             import torch.distributed as dist
             dist.destroy_process_group()

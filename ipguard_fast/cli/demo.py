@@ -10,27 +10,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-
-from ..evaluation import build_suspects, evaluate, write_report
-from ..evaluation.report import summary_table
-from ..evaluation.variants import DIGITS_FACTORIES
-from ..model_io import save_torchscript
-from ..search import extract_fingerprints
-from ..train import accuracy, train_digits_model
-from ..verify import calibrate_threshold, verify
-from ..zoo import DigitsMLP, digits_input_shape, load_digits
-from .common import floats_arg
+from .common import add_count_argument, floats_arg
 
 
 def add_arguments(p) -> None:
     p.add_argument("--out", default="ipguard-demo", help="output folder (default ./ipguard-demo)")
-    p.add_argument("--n", type=int, default=100, help="fingerprints per k (default 100)")
+    add_count_argument(p, 100, "fingerprints per k")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 5.0, 10.0], help="margins to sweep (default 1,3,5,10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
 
 
 def run(args) -> int:
+    from ..data import digits_input_shape, load_digits
+    from ..evaluation import build_suspects, evaluate, summary_table, write_report
+    from ..io import save_torchscript
+    from ..models import DIGITS_ARCHITECTURES, DigitsMLP, train_digits_model
+    from ..search import extract_fingerprints
+    from ..train import accuracy
+    from ..verify import calibrate_threshold, verify
+
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,7 +39,7 @@ def run(args) -> int:
     print(f"owner DigitsCNN: test accuracy {accuracy(owner, test_set):.4f}")
     save_torchscript(owner, train_set.tensors[0][:2], out / "owner.pt")
 
-    suspects = build_suspects(owner, train_set, negative_factories=DIGITS_FACTORIES, negative_epochs=5,
+    suspects = build_suspects(owner, train_set, negative_factories=DIGITS_ARCHITECTURES, negative_epochs=5,
                               small_factory=DigitsMLP, seed=args.seed, quick=not args.full)
     result = evaluate(owner, suspects=suspects, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
                       owner_name="DigitsCNN (digits, seed 0)", seed=args.seed)

@@ -5,17 +5,13 @@ the candidate stream and rank 0 writes the one file.
 """
 from __future__ import annotations
 
-from ..search import extract_fingerprints
-from ..search.checkpoint import remove_checkpoint
-from .common import DistributedRun, add_model_arguments, model_from_args, shape_arg
+from .common import DistributedRun, add_count_argument, add_model_arguments, shape_arg
 
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
     p.add_argument("--input-shape", type=shape_arg, required=True, help="e.g. 1,8,8 or 3,224,224")
-    # -n also works under torchrun, whose own parser takes "--n" for an abbreviation of --nnodes.
-    p.add_argument("-n", "--n", "--num-fingerprints", dest="n", type=int, default=100,
-                   help="fingerprints to extract (default 100)")
+    add_count_argument(p, 100, "fingerprints to extract")
     p.add_argument("--k", type=float, required=True, help="logit margin of the search (e.g. 5 for digits, 10 for CIFAR)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.01)
@@ -33,21 +29,28 @@ def add_arguments(p) -> None:
                         "30 s and on Ctrl-C; rerunning the same command resumes; removed on success")
 
 
+def config_from_args(args):
+    from ..search import ExtractConfig
+
+    return ExtractConfig(n=args.n, k=args.k, input_shape=args.input_shape, seed=args.seed, lr=args.lr,
+                         max_steps=args.max_steps, max_candidates=args.max_candidates, batch_size=args.batch_size,
+                         labels=args.labels, amp=args.amp, channels_last=args.channels_last)
+
+
 def run(args) -> int:
-    ranks = DistributedRun(args.device)
-    try:
-        model = model_from_args(args, device=ranks.device or "cpu")
+    from ..io import load_model
+    from ..search import run_extraction
+    from ..search.checkpoint import remove_checkpoint
+
+    config = config_from_args(args)  # every setting checked before the model is loaded
+    with DistributedRun(args.device) as ranks:
+        model = load_model(args.model, args.weights, device=ranks.device or "cpu")
         checkpoint = None if ranks.world > 1 else (args.checkpoint or f"{args.out}.checkpoint")
-        fps = extract_fingerprints(model, args.n, k=args.k, input_shape=args.input_shape, seed=args.seed,
-                                   lr=args.lr, max_steps=args.max_steps, max_candidates=args.max_candidates,
-                                   batch_size=args.batch_size, labels=args.labels, device=ranks.device,
-                                   amp=args.amp, channels_last=args.channels_last,
-                                   progress=not args.no_progress, checkpoint=checkpoint)
+        fps = run_extraction(model, config, device=ranks.device, progress=not args.no_progress,
+                             checkpoint=checkpoint)
         if ranks.is_main:
             path = fps.save(args.out)
             remove_checkpoint(checkpoint)
             print(f"wrote {len(fps)} fingerprints (of {args.n} requested, {fps.meta['candidates_tried']} "
                   f"candidates tried on {fps.meta['world_size']} rank(s)) to {path}")
-    finally:
-        ranks.close()
     return 0 if fps.complete else 1

@@ -1,44 +1,59 @@
-"""ipguard verify: does a suspect match the owner's fingerprints?"""
+"""ipguard verify: does a suspect match the owner's fingerprints? A local model file, or a
+label-only HTTP endpoint (resumable with --progress)."""
 from __future__ import annotations
 
-import json
+import sys
 
-from ..fingerprints import FingerprintSet
-from ..verify import DEFAULT_THRESHOLD, verify
-from ..model_io import load_suspect
-from .common import add_model_arguments
+from .common import add_model_arguments, add_token_arguments, print_verdict, resolve_token
+
+DEFAULT_BATCH_SIZE = 256
 
 
 def add_arguments(p) -> None:
     p.add_argument("--fingerprints", required=True, help="fingerprint file from `ipguard extract`")
-    add_model_arguments(p, required=False)
+    add_model_arguments(p, required=False, onnx=True)
     p.add_argument("--endpoint", metavar="URL", help="a label-only HTTP endpoint (see `ipguard serve`) instead of --model")
-    p.add_argument("--token-env", metavar="VAR", help="environment variable holding the endpoint's bearer token")
-    p.add_argument("--progress", metavar="FILE", help="resumable progress file for --endpoint")
+    add_token_arguments(p, "of the endpoint")
+    p.add_argument("--progress", metavar="FILE",
+                   help="with --endpoint: saves each answered batch; rerun with it to resume an interrupted run")
+    p.add_argument("--timeout", type=float, default=30.0, help="with --endpoint: seconds per HTTP attempt (default 30)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="with --endpoint: retries on 5xx/429/connection errors (default 5)")
     p.add_argument("--threshold", type=float, default=None,
-                   help=f"matching-rate threshold (default: the file's calibrated one, else {DEFAULT_THRESHOLD})")
-    p.add_argument("--batch-size", type=int, default=256)
+                   help="matching-rate threshold (default: the file's calibrated one, else 0.5)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"fingerprints per batch (per request with --endpoint; default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
 def run(args) -> int:
+    from ..fingerprints import FingerprintSet
+
     if (args.model is None) == (args.endpoint is None):
-        raise ValueError("give exactly one of --model and --endpoint")
-    if args.endpoint is not None:
-        from ..remote import client
-        return client.run(args)
+        raise ValueError("--model, --endpoint: give exactly one of them")
     fingerprints = FingerprintSet.load(args.fingerprints)
-    suspect = load_suspect(args.model, weights=args.weights, device=args.device)
-    verdict = verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
+    if args.endpoint is None:
+        from ..io import load_suspect
+        from ..verify import verify
+
+        suspect = load_suspect(args.model, weights=args.weights, device=args.device)
+        verdict = verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
+    else:
+        verdict = _verify_endpoint(args, fingerprints)
     print_verdict(verdict, args.json)
     return 0
 
 
-def print_verdict(verdict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(verdict.to_dict()))
-        return
-    word = "PIRATED" if verdict.pirated else "not pirated"
-    print(f"matching rate {verdict.matching_rate:.4f} ({verdict.matches}/{verdict.total}) vs threshold "
-          f"{verdict.threshold:.4f}: {word}")
+def _verify_endpoint(args, fingerprints):
+    from ..remote import verify_remote
+
+    token = resolve_token(args)
+
+    def report(index: int, done: int, total: int) -> None:
+        if not args.json:
+            print(f"\rqueried {done}/{total} batches", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    return verify_remote(args.endpoint, fingerprints, batch_size=args.batch_size, token=token,
+                         progress_file=args.progress, threshold=args.threshold, timeout=args.timeout,
+                         retries=args.retries, on_batch=report)

@@ -1,8 +1,11 @@
-"""Evaluating fingerprints: suspects, matching rates, robustness/uniqueness, ARUC, reports."""
+"""Evaluating fingerprints: suspects, matching rates, robustness/uniqueness, ARUC, reports.
+
+matplotlib (extra ``eval``) is imported only when a report's plots are drawn.
+"""
 from .metrics import aruc, robustness, roc_auc, ru_curve, uniqueness
 from .pipeline import build_suspects, evaluate
 from .report import summary_table, write_report
-from .variants import Suspect, negative_suspects, positive_suspects
+from .suspects import FAMILIES, Suspect, negative_suspects, positive_suspects
 
-__all__ = ["evaluate", "build_suspects", "aruc", "roc_auc", "robustness", "uniqueness", "ru_curve",
-           "summary_table", "write_report", "Suspect", "positive_suspects", "negative_suspects"]
+__all__ = ["FAMILIES", "Suspect", "aruc", "build_suspects", "evaluate", "negative_suspects", "positive_suspects",
+           "robustness", "roc_auc", "ru_curve", "summary_table", "uniqueness", "write_report"]

@@ -44,7 +44,7 @@ def uniqueness(negative_rates: Any, t: Any) -> float | np.ndarray:
 def ru_curve(positive_rates: Any, negative_rates: Any, num: int = 1001) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(t, R(t), U(t)) on ``num`` uniformly spaced thresholds from 0 to 1 inclusive, for plotting."""
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 2:
-        raise ValueError(f"num must be an int >= 2, got {num!r}")
+        raise ValueError(f"num: must be an int >= 2, got {num!r}")
     t = np.linspace(0.0, 1.0, int(num))
     return t, robustness(positive_rates, t), uniqueness(negative_rates, t)
 
@@ -80,15 +80,15 @@ def _check_rates(values: Any, name: str) -> np.ndarray:
     try:
         rates = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a list or 1-D array of numbers in [0, 1]: {exc}") from exc
+        raise ValueError(f"{name}: must be a list or 1-D array of numbers in [0, 1]: {exc}") from exc
     if rates.ndim != 1:
-        raise ValueError(f"{name} must be a list or 1-D array, got shape {rates.shape}")
+        raise ValueError(f"{name}: must be a list or 1-D array, got shape {rates.shape}")
     if rates.size == 0:
-        raise ValueError(f"{name} is empty; need at least one matching rate")
+        raise ValueError(f"{name}: is empty; need at least one matching rate")
     if np.isnan(rates).any():
-        raise ValueError(f"{name} contains NaN")
+        raise ValueError(f"{name}: contains NaN")
     if (rates < 0).any() or (rates > 1).any():
-        raise ValueError(f"{name} must lie in [0, 1], got values from {rates.min()} to {rates.max()}")
+        raise ValueError(f"{name}: must lie in [0, 1], got values from {rates.min()} to {rates.max()}")
     return np.sort(rates)
 
 
@@ -97,7 +97,7 @@ def _check_thresholds(t: Any) -> tuple[np.ndarray, bool]:
     try:
         thresholds = np.asarray(t, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"t must be a number or an array of numbers: {exc}") from exc
+        raise ValueError(f"t: must be a number or an array of numbers: {exc}") from exc
     if np.isnan(thresholds).any():
-        raise ValueError("t contains NaN")
+        raise ValueError("t: contains NaN")
     return thresholds, thresholds.ndim == 0

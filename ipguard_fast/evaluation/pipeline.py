@@ -18,7 +18,7 @@ from ..search.distributed import communicator
 from ..train import accuracy
 from ..verify import matching_rate
 from . import metrics
-from .variants import Suspect, negative_suspects, positive_suspects
+from .suspects import Suspect, negative_suspects, positive_suspects
 
 
 def build_suspects(owner: nn.Module, train_set: Dataset, *,
@@ -68,15 +68,15 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
     # Under torchrun each rank scores its share of the suspects (extraction is shared
     # by extract_fingerprints itself); every rank ends with the whole table.
     comm = communicator()
-    mine = list(suspects)[comm.rank::comm.world]
+    this_rank = list(suspects)[comm.rank::comm.world]
     accuracies = _merge(comm.exchange({s.name: (accuracy(s.model, test_set) if test_set is not None else None)
-                                       for s in mine}))
+                                       for s in this_rank}))
     runs = []
     for k in ks:
         start = time.perf_counter()
         fps = extract_fingerprints(owner, n, k=float(k), input_shape=input_shape, seed=seed, **options)
         seconds = time.perf_counter() - start
-        rates = _merge(comm.exchange({s.name: matching_rate(s.model, fps) for s in mine}))
+        rates = _merge(comm.exchange({s.name: matching_rate(s.model, fps) for s in this_rank}))
         rows = [{"name": s.name, "family": s.family, "role": s.role, "accuracy": accuracies[s.name],
                  "matching_rate": rates[s.name]} for s in suspects]
         pos = [r["matching_rate"] for r in rows if r["role"] == "positive"]

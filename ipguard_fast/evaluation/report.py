@@ -10,13 +10,11 @@ The result is the plain dict the evaluation code produces::
                        "accuracy": float, "matching_rate": float}, ...],
          "aruc": float, "roc_auc": float}, ...]}
 
-Plots are drawn on matplotlib ``Figure`` objects with the Agg canvas directly, never through
-pyplot, so writing a report neither needs a display nor changes the process's global backend.
+The plots are drawn in plots.py, which alone imports matplotlib.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import numbers
@@ -25,19 +23,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from .._atomic import atomic_write_bytes
-from .metrics import ru_curve
 
 __all__ = ["summary_table", "write_report"]
 
 ROLES = ("positive", "negative")
-_ROLE_STYLE = {  # how each role is drawn in matching_rates.png
-    "positive": {"marker": "o", "color": "tab:red", "label": "positive (copy)"},
-    "negative": {"marker": "x", "color": "tab:blue", "label": "negative (independent)"},
-}
 
 
 def summary_table(result: Mapping[str, Any]) -> str:
@@ -99,81 +89,11 @@ def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     json_text = json.dumps(_jsonable(result, "result"), indent=2, allow_nan=False) + "\n"
     atomic_write_bytes(paths["json"], json_text.encode("utf-8"))
     atomic_write_bytes(paths["markdown"], summary_table(result).encode("utf-8"))
-    atomic_write_bytes(paths["ru_curves"], _png_bytes(_ru_curves_figure(result)))
-    atomic_write_bytes(paths["matching_rates"], _png_bytes(_matching_rates_figure(result)))
+    from .plots import matching_rates_png, ru_curves_png  # matplotlib, only when a report is written
+
+    atomic_write_bytes(paths["ru_curves"], ru_curves_png(result))
+    atomic_write_bytes(paths["matching_rates"], matching_rates_png(result))
     return paths
-
-
-# ---------------------------------------------------------------------- figures
-
-
-def _ru_curves_figure(result: Mapping[str, Any]) -> Figure:
-    """R(t) (solid) and U(t) (dashed) for every k, one colour per k."""
-    fig = Figure(figsize=(7, 5), layout="constrained")
-    ax = fig.add_subplot()
-    for index, run in enumerate(result["runs"]):
-        positives = _role_rates(run, "positive")
-        negatives = _role_rates(run, "negative")
-        if not positives or not negatives:
-            continue  # a curve needs both roles; the JSON and table still hold this run
-        t, r, u = ru_curve(positives, negatives)
-        colour = f"C{index % 10}"
-        ax.plot(t, r, color=colour, linestyle="-",
-                label=f"R(t), k={_fmt_k(run['k'])} (ARUC {_fmt(run['aruc'])})")
-        ax.plot(t, u, color=colour, linestyle="--", label=f"U(t), k={_fmt_k(run['k'])}")
-    ax.set_title(f"Robustness R(t) and uniqueness U(t): {result.get('owner', {}).get('name', 'owner model')}")
-    ax.set_xlabel("threshold t on the matching rate")
-    ax.set_ylabel("share of suspects")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize="small", loc="lower left")
-    return fig
-
-
-def _matching_rates_figure(result: Mapping[str, Any]) -> Figure:
-    """One panel per k: each suspect's matching rate, grouped by family along x, marker by role."""
-    runs = result["runs"]
-    families = list(dict.fromkeys(family for family, _ in _family_roles(runs)))
-    ncols = min(len(runs), 3)
-    nrows = math.ceil(len(runs) / ncols)
-    fig = Figure(figsize=(max(5.0, 0.9 * len(families) + 2) * ncols, 4 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
-    labelled: set[str] = set()
-    for ax, run in zip(axes, runs):
-        for family_index, family in enumerate(families):
-            members = [s for s in run["suspects"] if s["family"] == family]
-            for member_index, suspect in enumerate(members):
-                # Spread a family's suspects over a 0.8-wide slot centred on the family's tick.
-                x = family_index + (member_index - (len(members) - 1) / 2) * 0.8 / max(len(members), 1)
-                style = dict(_ROLE_STYLE[suspect["role"]])
-                if suspect["role"] in labelled:
-                    style.pop("label")
-                labelled.add(suspect["role"])
-                ax.scatter([x], [suspect["matching_rate"]], s=36, **style)
-        threshold = run.get("threshold", result.get("settings", {}).get("threshold"))
-        if _is_number(threshold):
-            ax.axhline(threshold, color="grey", linestyle=":", label=None if "t" in labelled else "threshold")
-            labelled.add("t")
-        ax.set_title(f"k={_fmt_k(run['k'])} ({run['n_fingerprints']} fingerprints)")
-        ax.set_xticks(range(len(families)), families, rotation=30, ha="right")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(runs):]:
-        ax.set_visible(False)
-    axes[0].set_ylabel("matching rate")
-    fig.suptitle("Matching rate per suspect")
-    if labelled:
-        fig.legend(loc="outside lower center", ncols=3, fontsize="small")
-    return fig
-
-
-def _png_bytes(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)  # attach the Agg canvas explicitly: no pyplot, no global backend
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------- validation
@@ -182,43 +102,43 @@ def _png_bytes(fig: Figure) -> bytes:
 def _check_result(result: Any) -> None:
     """Check the parts of the result this module reads; errors name the offending entry."""
     if not isinstance(result, Mapping):
-        raise ValueError(f"result must be a dict, got {type(result).__name__}")
+        raise ValueError(f"result: must be a dict, got {type(result).__name__}")
     owner = result.get("owner", {})
     if not isinstance(owner, Mapping):
-        raise ValueError("result['owner'] must be a dict")
+        raise ValueError("result['owner']: must be a dict")
     runs = result.get("runs")
     if not isinstance(runs, list) or not runs:
-        raise ValueError("result['runs'] must be a non-empty list (one entry per k)")
+        raise ValueError("result['runs']: must be a non-empty list (one entry per k)")
     for i, run in enumerate(runs):
         where = f"result['runs'][{i}]"
         if not isinstance(run, Mapping):
-            raise ValueError(f"{where} must be a dict")
+            raise ValueError(f"{where}: must be a dict")
         for key in ("k", "n_fingerprints", "extract_seconds", "suspects", "aruc", "roc_auc"):
             if key not in run:
-                raise ValueError(f"{where} is missing {key!r}")
+                raise ValueError(f"{where}: is missing {key!r}")
         for key in ("k", "n_fingerprints", "extract_seconds"):
             if not _is_number(run[key]):
-                raise ValueError(f"{where}[{key!r}] must be a number, got {run[key]!r}")
+                raise ValueError(f"{where}[{key!r}]: must be a number, got {run[key]!r}")
         for key in ("aruc", "roc_auc"):  # None/NaN allowed: a run may lack one role
             if run[key] is not None and not _is_number(run[key]):
-                raise ValueError(f"{where}[{key!r}] must be a number or None, got {run[key]!r}")
+                raise ValueError(f"{where}[{key!r}]: must be a number or None, got {run[key]!r}")
         if not isinstance(run["suspects"], list):
-            raise ValueError(f"{where}['suspects'] must be a list")
+            raise ValueError(f"{where}['suspects']: must be a list")
         for j, suspect in enumerate(run["suspects"]):
             _check_suspect(suspect, f"{where}['suspects'][{j}]")
 
 
 def _check_suspect(suspect: Any, where: str) -> None:
     if not isinstance(suspect, Mapping):
-        raise ValueError(f"{where} must be a dict")
+        raise ValueError(f"{where}: must be a dict")
     for key in ("name", "family"):
         if not isinstance(suspect.get(key), str):
-            raise ValueError(f"{where}[{key!r}] must be a string, got {suspect.get(key)!r}")
+            raise ValueError(f"{where}[{key!r}]: must be a string, got {suspect.get(key)!r}")
     if suspect.get("role") not in ROLES:
-        raise ValueError(f"{where}['role'] must be 'positive' or 'negative', got {suspect.get('role')!r}")
+        raise ValueError(f"{where}['role']: must be 'positive' or 'negative', got {suspect.get('role')!r}")
     rate = suspect.get("matching_rate")
     if not _is_number(rate) or not 0 <= rate <= 1:
-        raise ValueError(f"{where}['matching_rate'] must be a number in [0, 1], got {rate!r}")
+        raise ValueError(f"{where}['matching_rate']: must be a number in [0, 1], got {rate!r}")
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -271,4 +191,4 @@ def _jsonable(value: Any, where: str) -> Any:
         return {str(k): _jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise ValueError(f"{where} is a {type(value).__name__}, which cannot be written to JSON")
+    raise ValueError(f"{where}: is a {type(value).__name__}, which cannot be written to JSON")

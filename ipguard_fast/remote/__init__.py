@@ -8,11 +8,14 @@ behind an API can be checked. ``serve`` (server side) exposes a model as
 
 and ``RemoteLabelModel`` / ``verify_remote`` (client side) query it, with retries and a
 resumable progress file. See docs/http_api.md and :mod:`ipguard_fast.remote.protocol`.
+Functions and classes only: the command line is in ipguard_fast.cli (serve, verify --endpoint).
 """
 
-from .client import ProgressFileError, RemoteError, RemoteLabelModel, fingerprints_digest, verify_remote
+from .client import RemoteError, RemoteLabelModel
+from .progress import ProgressFileError, fingerprints_digest
 from .protocol import ProtocolError
 from .server import RunningServer, serve
+from .verification import verify_remote
 
 __all__ = [
     "ProgressFileError",

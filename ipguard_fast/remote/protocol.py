@@ -27,7 +27,6 @@ import base64
 import binascii
 import json
 import math
-import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,7 +51,6 @@ __all__ = [
     "encode_images",
     "encode_labels",
     "encoded_request_bytes",
-    "parse_shape",
 ]
 
 API_VERSION = "v1"
@@ -103,9 +101,9 @@ class ProtocolError(ValueError):
 def encode_images(images: torch.Tensor) -> dict[str, Any]:
     """The request body (as a dict) for ``images``, a floating tensor ``[B, *input_shape]``."""
     if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
-        raise ValueError("images must be a floating tensor of shape [B, *input_shape]")
+        raise ValueError("images: must be a floating tensor of shape [B, *input_shape]")
     if images.dim() > MAX_RANK:
-        raise ValueError(f"images has rank {images.dim()}; the wire format allows at most {MAX_RANK}")
+        raise ValueError(f"images: has rank {images.dim()}; the wire format allows at most {MAX_RANK}")
     array = images.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
     data = np.ascontiguousarray(array, dtype="<f4").tobytes()
     return {"shape": list(images.shape), "dtype": DTYPE, "data": base64.b64encode(data).decode("ascii")}
@@ -278,12 +276,3 @@ def dumps(payload: Any) -> bytes:
 def _clip(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """Parse a command-line image shape such as ``"1,8,8"`` or ``"3x32x32"`` (no batch axis)."""
-    parts = re.split(r"[,x]", str(text).strip().lower())
-    shape = tuple(int(p) for p in parts) if all(p.strip().isdigit() for p in parts) else ()
-    if not shape or len(shape) >= MAX_RANK or any(d <= 0 for d in shape):
-        raise ValueError(f"input shape must be positive integers separated by commas, e.g. 1,8,8; got {text!r}")
-    return shape

@@ -19,11 +19,12 @@ import torch
 from safetensors import safe_open
 
 from .._atomic import atomic_save
+from .ledger import Outcome
 
 FORMAT = "ipguard_fast.extract_checkpoint/1"
 
 
-def save_checkpoint(path, settings: dict, finished: dict, outcomes: dict) -> None:
+def save_checkpoint(path, settings: dict, finished: dict[int, bool], outcomes: dict[int, Outcome]) -> None:
     wins = sorted(c for c, ok in finished.items() if ok and c in outcomes)
     if wins:
         tensors = {
@@ -42,7 +43,7 @@ def save_checkpoint(path, settings: dict, finished: dict, outcomes: dict) -> Non
     atomic_save(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
 
 
-def load_checkpoint(path, settings: dict, outcome_type):
+def load_checkpoint(path, settings: dict) -> tuple[dict[int, bool], dict[int, Outcome]]:
     """-> (finished {index: accepted}, outcomes {index: Outcome}); ValueError if it does not fit."""
     path = Path(path)
     try:
@@ -61,7 +62,7 @@ def load_checkpoint(path, settings: dict, outcome_type):
     finished = {int(c): bool(ok) for c, ok in json.loads(meta["finished"])}
     outcomes = {}
     for n, c in enumerate(tensors["index"].tolist()):
-        outcomes[c] = outcome_type(True, tensors["images"][n], int(tensors["i"][n]), int(tensors["j"][n]),
+        outcomes[c] = Outcome(True, tensors["images"][n], int(tensors["i"][n]), int(tensors["j"][n]),
                                    float(tensors["margins"][n]), int(tensors["steps"][n]))
     return finished, outcomes
 

@@ -6,14 +6,13 @@ float32 acceptance, exhausted ones fail, and the freed slots take new
 candidates. When nothing is left to launch, the batch shrinks to a bucket size
 just above the live count, so finished slots cost nothing.
 
-The result is the first n accepted candidates *by candidate index*, and each
-candidate depends only on (seed, index): the fingerprints do not depend on
+The result is the first n accepted candidates *by candidate index* (ledger.py),
+and each candidate depends only on (seed, index): the fingerprints do not depend on
 batch_size, on how candidates were scheduled, or on how many torch.distributed
 ranks share the stream (distributed.py).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,19 +20,13 @@ import torch
 
 from .acceptance import accept
 from .candidates import CandidateSource
+from .config import ExtractConfig
 from .distributed import SingleProcess
+from .ledger import CandidateLedger, Outcome
 from .slots import Slots
 from .step import SearchStep
 
-
-@dataclass
-class Outcome:
-    accepted: bool
-    image: torch.Tensor | None = None
-    i: int = -1
-    j: int = -1
-    margin: float = float("nan")
-    steps: int = 0
+__all__ = ["Outcome", "SearchEngine", "SearchStats"]
 
 
 @dataclass
@@ -50,83 +43,33 @@ class SearchStats:
 
 
 class SearchEngine:
-    def __init__(self, model, source: CandidateSource, *, n: int, k: float, lr: float,
-                 max_steps: int, max_candidates: int, batch_size: int, check_every: int,
-                 lo: float, hi: float, device: torch.device, amp_dtype=None,
-                 cuda_graph: bool = False, channels_last: bool = False, progress=None, comm=None,
-                 acceptance_model=None, resume=None, on_checkpoint=None, checkpoint_every: float = 30.0):
-        self.model, self.source = model, source
-        # Acceptance runs the plain eager model in float32, even when the search runs
-        # a torch.compile'd one.
+    """Runs one extraction. `config` must be fixed for the device (ExtractConfig.on_device).
+
+    model: what the search steps run (possibly torch.compile'd); acceptance_model: the
+    plain eager model acceptance runs in float32 (default: model). resume: (finished,
+    outcomes) from a checkpoint; on_checkpoint(finished, outcomes) is called at most every
+    config.checkpoint_every seconds, and on interrupt.
+    """
+
+    def __init__(self, model, source: CandidateSource, config: ExtractConfig, device: torch.device, *,
+                 comm=None, progress=None, acceptance_model=None, resume=None, on_checkpoint=None):
+        self.model, self.source, self.config = model, source, config
         self.acceptance_model = acceptance_model or model
-        self.n, self.k, self.max_candidates = n, k, max_candidates
-        self.check_every = check_every
-        self.slots = Slots(batch_size, source.input_shape, device, channels_last=channels_last)
-        self.step = SearchStep(model, self.slots, k=k, lr=lr, max_steps=max_steps, lo=lo, hi=hi,
-                               amp_dtype=amp_dtype, cuda_graph=cuda_graph)
         self.comm = comm or SingleProcess()
-        # Global view, identical on every rank: index -> accepted, and what runs where.
-        self.finished: dict[int, bool] = {}
-        self.pending: list[int] = []
-        self.global_accepted = 0
-        self.streams_done = False
-        # This rank's own results (with images) and its next candidate index.
-        self.outcomes: dict[int, Outcome] = {}
-        self.new_outcomes: list[tuple[int, bool]] = []
-        self.next_index = self.comm.rank
+        self.slots = Slots(config.slots(device), source.input_shape, device, channels_last=config.channels_last)
+        self.step = SearchStep(model, self.slots, k=config.k, lr=config.lr, max_steps=config.max_steps,
+                               lo=config.lo, hi=config.hi, amp_dtype=config.amp_dtype,
+                               cuda_graph=config.cuda_graph)
+        self.ledger = CandidateLedger(config.n, config.max_candidates, self.comm.rank, self.comm.world, resume)
         self.parked: list[dict] = []   # candidates taken out after an out-of-memory, state kept
         self.stats = SearchStats()
         self.progress = progress
-        # Resuming: finished candidates are known and skipped; on_checkpoint(finished,
-        # outcomes) is called at most every checkpoint_every seconds, and on interrupt.
-        self.skip: set[int] = set()   # this rank's indices finished before a resume
-        if resume is not None:
-            self.finished, self.outcomes = dict(resume[0]), dict(resume[1])
-            self.skip = {c for c in self.finished if c % self.comm.world == self.comm.rank}
-            self.global_accepted = sum(self.finished.values())
-            if self.progress is not None:
-                self.progress.update(min(self.n, self.global_accepted))
-        self.on_checkpoint, self.checkpoint_every = on_checkpoint, checkpoint_every
+        if resume is not None and progress is not None:
+            progress.update(min(config.n, self.ledger.accepted_count))
+        self.on_checkpoint = on_checkpoint
         self.last_checkpoint = time.monotonic()
 
     # -- scheduling ---------------------------------------------------------
-    def _successes_in_order(self) -> list[int]:
-        return sorted(c for c, ok in self.finished.items() if ok)
-
-    def _determined(self) -> bool:
-        """True when the first n accepted candidates by index are known (same on every rank)."""
-        wins = self._successes_in_order()
-        if len(wins) >= self.n:
-            last = wins[self.n - 1]
-            return all(c > last for c in self.pending)
-        return not self.pending and self.streams_done
-
-    def _launch_count(self, free: int) -> int:
-        in_flight = len(self.pending)
-        finished = len(self.finished)
-        fails = finished - self.global_accepted
-        # Launch what could still be needed, with a margin for the failure rate seen
-        # so far, shared evenly between the ranks.
-        spare = math.ceil(in_flight * fails / finished) if finished else 0
-        wanted = math.ceil((self.n - self.global_accepted - in_flight + spare) / self.comm.world)
-        return max(0, min(free, wanted, self._stream_left()))
-
-    def _stream_left(self) -> int:
-        """How many of this rank's candidate indices are still to launch."""
-        ahead = sum(1 for c in self.skip if self.next_index <= c < self.max_candidates)
-        return len(range(self.next_index, self.max_candidates, self.comm.world)) - ahead
-
-    def _take_indices(self, count: int) -> list[int]:
-        """This rank's next `count` candidate indices, skipping any finished before a resume."""
-        indices = []
-        while len(indices) < count:
-            if self.next_index in self.skip:
-                self.skip.discard(self.next_index)
-            else:
-                indices.append(self.next_index)
-            self.next_index += self.comm.world
-        return indices
-
     def _refill(self) -> None:
         in_flight = sum(1 for c in self.slots.candidate if c >= 0)
         back = self.parked[: self.slots.capacity - in_flight]
@@ -135,29 +78,20 @@ class SearchEngine:
             self.slots.resize_for(in_flight + len(back))
             self.slots.restore(self.slots.free_positions()[: len(back)], back)
             in_flight += len(back)
-        count = self._launch_count(self.slots.capacity - in_flight) if not self.parked else 0
+        count = self.ledger.launch_count(self.slots.capacity - in_flight) if not self.parked else 0
         self.slots.resize_for(max(1, in_flight + count))
         if count > 0:
             positions = self.slots.free_positions()[:count]
-            indices = self._take_indices(count)
+            indices = self.ledger.take(count)
             self.stats.tried += count
             x0, i, j = self.source.make(indices)
             self.slots.load(positions, indices, x0, i, j)
-        self._sync_view()
+        self._exchange()
 
-    def _sync_view(self) -> None:
+    def _exchange(self) -> None:
         """Share what finished and what runs with the other ranks (a no-op alone)."""
         running = [c for c in self.slots.candidate if c >= 0] + [p["candidate"] for p in self.parked]
-        payload = (self.new_outcomes, running, self._stream_left() == 0)
-        self.new_outcomes = []
-        views = self.comm.exchange(payload)
-        self.pending = []
-        for outcomes, pending, done in views:
-            for index, ok in outcomes:
-                self.finished[index] = ok
-                self.global_accepted += ok
-            self.pending.extend(pending)
-        self.streams_done = all(done for _, _, done in views)
+        self.ledger.merge(self.comm.exchange(self.ledger.share(running)))
 
     # -- harvesting ---------------------------------------------------------
     def _harvest(self) -> None:
@@ -170,26 +104,31 @@ class SearchEngine:
             return
         done = [p for p in finished if converged[p]]
         if done:
-            pos = torch.tensor(done, device=s.x.device)
-            x, i, j = s.x.index_select(0, pos), s.i.index_select(0, pos), s.j.index_select(0, pos)
-            ok, margins = accept(self.acceptance_model, x, i, j, self.k)
-            steps = s.step.index_select(0, pos).tolist()
-            x_cpu, i_l, j_l = x.float().cpu().contiguous(), i.tolist(), j.tolist()
-            for n, p in enumerate(done):
-                if bool(ok[n]):
-                    self._record(s.candidate[p], Outcome(True, x_cpu[n], i_l[n], j_l[n],
-                                                         float(margins[n]), steps[n]))
-                    self.stats.accepted += 1
-                    if self.progress is not None:
-                        self.progress.update(1)
-                else:
-                    self._record(s.candidate[p], Outcome(False))
-                    self.stats.rejected += 1
+            self._accept(done)
         for p in finished:
             if not converged[p]:
-                self._record(s.candidate[p], Outcome(False))
+                self.ledger.record(s.candidate[p], Outcome(False))
                 self.stats.exhausted += 1
         s.release(finished)
+
+    def _accept(self, positions: list[int]) -> None:
+        """Float32 acceptance of the converged candidates in `positions`."""
+        s = self.slots
+        pos = torch.tensor(positions, device=s.x.device)
+        x, i, j = s.x.index_select(0, pos), s.i.index_select(0, pos), s.j.index_select(0, pos)
+        ok, margins = accept(self.acceptance_model, x, i, j, self.config.k)
+        steps = s.step.index_select(0, pos).tolist()
+        x_cpu, i_l, j_l = x.float().cpu().contiguous(), i.tolist(), j.tolist()
+        for n, p in enumerate(positions):
+            if bool(ok[n]):
+                self.ledger.record(s.candidate[p], Outcome(True, x_cpu[n], i_l[n], j_l[n], float(margins[n]),
+                                                           steps[n]))
+                self.stats.accepted += 1
+                if self.progress is not None:
+                    self.progress.update(1)
+            else:
+                self.ledger.record(s.candidate[p], Outcome(False))
+                self.stats.rejected += 1
 
     def _halve_batch(self) -> None:
         """Out of memory: continue on half the slots. A failed step is harmless to
@@ -204,18 +143,14 @@ class SearchEngine:
         if self.slots.x.is_cuda:
             torch.cuda.empty_cache()
 
-    def _record(self, index: int, outcome: Outcome) -> None:
-        if outcome.accepted:
-            self.outcomes[index] = outcome
-        self.new_outcomes.append((index, outcome.accepted))
-
     def _maybe_checkpoint(self, force: bool = False) -> None:
         if self.on_checkpoint is None:
             return
-        if force or time.monotonic() - self.last_checkpoint >= self.checkpoint_every:
-            self.on_checkpoint(self.finished, self.outcomes)
+        if force or time.monotonic() - self.last_checkpoint >= self.config.checkpoint_every:
+            self.on_checkpoint(self.ledger.finished, self.ledger.outcomes)
             self.last_checkpoint = time.monotonic()
 
+    # -- the loop -----------------------------------------------------------
     def run(self) -> list[Outcome]:
         try:
             return self._run()
@@ -225,27 +160,31 @@ class SearchEngine:
 
     def _run(self) -> list[Outcome]:
         self._refill()
-        while not self._determined():
+        while not self.ledger.determined():
             if any(c >= 0 for c in self.slots.candidate):
-                for _ in range(self.check_every):
-                    try:
-                        self.step()
-                    except torch.OutOfMemoryError:
-                        self._halve_batch()
-                        break
-                    self.stats.steps_run += 1
-                    self.stats.slot_steps += self.slots.size
-                self.stats.batch_sizes[self.slots.size] = self.stats.batch_sizes.get(self.slots.size, 0) + 1
+                self._steps()
                 self._harvest()
             if self.progress is not None:
                 self.progress.set_postfix(tried=self.stats.tried, batch=self.slots.size, refresh=False)
             self._refill()  # also exchanges the harvest with the other ranks
             self._maybe_checkpoint()
-        wins = self._successes_in_order()[: self.n]
-        mine = {c: self.outcomes[c] for c in wins if c in self.outcomes}
-        everything = self.comm.gather_outcomes(mine)
+        result = self.ledger.result()
+        own = {c: self.ledger.outcomes[c] for c in result if c in self.ledger.outcomes}
+        every_rank = self.comm.gather_outcomes(own)
         self._sum_stats_over_ranks()
-        return [everything[c] for c in wins]
+        return [every_rank[c] for c in result]
+
+    def _steps(self) -> None:
+        """check_every steps on the live slots (fewer after an out-of-memory halving)."""
+        for _ in range(self.config.check_every):
+            try:
+                self.step()
+            except torch.OutOfMemoryError:
+                self._halve_batch()
+                break
+            self.stats.steps_run += 1
+            self.stats.slot_steps += self.slots.size
+        self.stats.batch_sizes[self.slots.size] = self.stats.batch_sizes.get(self.slots.size, 0) + 1
 
     def _sum_stats_over_ranks(self) -> None:
         if self.comm.world == 1:

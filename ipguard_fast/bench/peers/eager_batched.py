@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from . import PeerResult, clock, input_gradients_only, ipguard_loss
+from ...modules import frozen
+from . import PeerResult, clock, ipguard_loss
 
 
 def run(model, x0, i, j, *, k, lr, max_steps, device, batch_size: int | None = None) -> PeerResult:
@@ -23,7 +24,7 @@ def run(model, x0, i, j, *, k, lr, max_steps, device, batch_size: int | None = N
     m = x0.shape[0]
     chunk = m if not batch_size else min(batch_size, m)
     parts, step_seconds, steps_run = [], [], 0
-    with input_gradients_only(model.to(device)):
+    with frozen(model.to(device)):  # eval, no parameter gradients: the engine's own freezing
         start = clock(device)
         for s in range(0, m, chunk):
             out = _search(model, x0[s : s + chunk], i[s : s + chunk], j[s : s + chunk], k, lr, max_steps,

@@ -9,7 +9,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from ipguard_fast.model_io import ModelLoadError, load_model, save_exported, save_torchscript
+from ipguard_fast.io import ModelLoadError, load_model, save_exported, save_torchscript
 
 
 def tiny_model(seed=0):
@@ -160,7 +160,7 @@ def test_missing_files(tmp_path, spec):
 
 
 def test_missing_weights_file(factory_module, tmp_path):
-    with pytest.raises(FileNotFoundError, match="weights file not found"):
+    with pytest.raises(FileNotFoundError, match="weights: file not found"):
         load_model(f"{factory_module}:make", weights=tmp_path / "nope.safetensors")
 
 

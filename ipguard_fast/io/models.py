@@ -1,4 +1,4 @@
-"""Loading models from command-line specs, without ever unpickling arbitrary objects.
+"""Loading models from files and specs, and saving them as TorchScript or .pt2; never unpickling.
 
 A model spec is one of:
 
@@ -19,7 +19,6 @@ import importlib
 import os
 import re
 import warnings
-from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -27,9 +26,11 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ._atomic import atomic_save
+from .._atomic import atomic_save
+from ..modules import eval_mode, set_training
+from .weights import ModelLoadError, load_weights
 
-__all__ = ["ModelLoadError", "load_model", "load_suspect", "save_torchscript", "save_exported"]
+__all__ = ["ModelLoadError", "load_model", "save_exported", "save_torchscript"]
 
 # `package.module:factory`, the attribute part may be dotted (e.g. `pkg.mod:Class.build`).
 _FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)$")
@@ -37,10 +38,6 @@ _FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.
 
 # Suffixes that mark a spec as a file path (so a missing one is "file not found", not "bad spec").
 _MODEL_FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".jit", ".zip"}
-
-
-class ModelLoadError(ValueError):
-    """A model spec or weights file could not be turned into a model."""
 
 
 def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
@@ -86,40 +83,22 @@ def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | N
             )
         model = _build_from_factory(match["module"], match["attr"], spec_str)
         if weights is not None:
-            _load_weights(model, weights)
+            load_weights(model, weights)
 
     model = model.to(device)
-    _set_eval(model)
+    set_training(model, False)
     return model
-
-
-def load_suspect(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
-                 device: str | torch.device = "cpu"):
-    """A suspect for verification or serving: an ONNX file (run by onnxruntime) or any load_model spec."""
-    if os.fspath(spec).endswith(".onnx"):
-        if weights is not None:
-            raise ModelLoadError("--weights does not apply to an ONNX file, which carries its own weights")
-        from .onnx_io import OnnxSuspect
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"model file not found: {os.fspath(spec)}")
-        return OnnxSuspect(spec)
-    return load_model(spec, weights=weights, device=device)
 
 
 def save_torchscript(model: nn.Module, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     """Trace ``model`` on ``example`` (in eval mode, no grad) and save it as TorchScript, atomically.
 
-    The model's training flag is restored afterwards. Returns the path written.
+    Every submodule's train/eval mode is restored afterwards. Returns the path written.
     """
     path = Path(path)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _quiet_jit_deprecation():
-            traced = torch.jit.trace(model, example)
-            atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), _quiet_jit_deprecation():
+        traced = torch.jit.trace(model, example)
+        atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
     return path
 
 
@@ -127,19 +106,15 @@ def save_exported(model: nn.Module, example: torch.Tensor, path: str | os.PathLi
     """Export ``model`` with ``torch.export`` (batch dimension dynamic) and save a ``.pt2`` file, atomically.
 
     The export is taken in eval mode (exported graphs freeze dropout/batch-norm behaviour);
-    the model's training flag is restored afterwards. Returns the path written.
+    every submodule's mode is restored afterwards. Returns the path written.
     """
     path = Path(path)
     if path.suffix != ".pt2":
-        raise ValueError(f"path must end in .pt2 so load_model recognises it, got {path.name!r}")
-    was_training = model.training
-    model.eval()
-    try:
+        raise ValueError(f"path: must end in .pt2 so load_model recognises it, got {path.name!r}")
+    with eval_mode(model):
         batch = torch.export.Dim("batch")
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         atomic_save(path, lambda tmp: torch.export.save(program, tmp))
-    finally:
-        model.train(was_training)
     return path
 
 
@@ -187,60 +162,7 @@ def _build_from_factory(module_name: str, attr_path: str, spec: str) -> nn.Modul
     return model
 
 
-def _load_weights(model: nn.Module, weights: str | os.PathLike[str]) -> None:
-    """Load a state dict into ``model``, reporting missing/unexpected keys and shape mismatches."""
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            import safetensors.torch
-
-            state = safetensors.torch.load_file(str(path), device="cpu")
-        else:
-            # weights_only=True refuses arbitrary pickled objects: only tensors and plain containers.
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"cannot read weights from {path}: {exc} (expected .safetensors or a torch.save'd state dict)"
-        ) from exc
-
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise ModelLoadError(f"weights file {path} does not hold a state dict (a mapping of names to tensors)")
-
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"weights in {path} do not match the model: missing keys {_short_list(missing)}, "
-            f"unexpected keys {_short_list(unexpected)}"
-        )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # shape mismatches
-        raise ModelLoadError(f"weights in {path} do not match the model: {exc}") from exc
-
-
 # ---------------------------------------------------------------------- helpers
-
-
-def _set_eval(model: nn.Module) -> None:
-    try:
-        model.eval()
-    except NotImplementedError:
-        # Exported (.pt2) modules refuse train()/eval(): their mode was frozen at export time.
-        pass
-
-
-def _short_list(names: list[str], limit: int = 10) -> str:
-    shown = ", ".join(names[:limit])
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return f"[{shown}{more}]"
 
 
 @contextmanager

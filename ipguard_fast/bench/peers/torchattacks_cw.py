@@ -18,18 +18,14 @@ import time
 
 import torch
 
+from ..._optional import require
 from . import PeerResult, clock
 
 DEFAULT_C = 1.0  # torchattacks' doc: "With default c, you can't easily get adversarial images. Set higher c like 1."
 
 
 def _import():
-    try:
-        import torchattacks
-    except ImportError as exc:
-        raise ImportError("the torchattacks_cw peer needs torchattacks: pip install torchattacks "
-                          "(or pip install -e '.[bench]')") from exc
-    return torchattacks
+    return require("torchattacks", "bench", "the torchattacks_cw peer")
 
 
 def available() -> bool:
@@ -44,7 +40,7 @@ def run(model, x0, i, j, *, k, lr, max_steps, device, c: float = DEFAULT_C,
         batch_size: int | None = None) -> PeerResult:
     """batch_size: chunks of candidates attacked one after the other (default: all at once)."""
     torchattacks = _import()
-    from ipguard_fast.search.acceptance import accept
+    from ...search import accept
 
     device = torch.device(device)
     model.to(device).eval()

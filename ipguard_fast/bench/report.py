@@ -1,6 +1,6 @@
-"""Markdown table and PNG chart for the end-to-end benchmark results (benchmarks/run.py).
+"""Markdown table and PNG chart for the end-to-end benchmark results (runner.py).
 
-    python benchmarks/report.py benchmarks/results/<machine>-<date>.json   # rewrites .md and .png
+    python -m ipguard_fast.bench.report benchmarks/results/<machine>-<date>.json   # rewrites .md and .png
 """
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ import sys
 from pathlib import Path
 
 MiB = 1024 * 1024
+
+
+def fingerprints_per_s(r: dict):
+    """Accepted fingerprints per second of a method (files before 0.2 spelled it fps_per_s)."""
+    return r.get("fingerprints_per_s", r.get("fps_per_s"))
 
 
 def _num(v, fmt="{:.3g}", none="–"):
@@ -31,7 +36,7 @@ def method_row(name: str, r: dict, engine_fps: float | None) -> str:
         return f"| {name} | {r.get('status', '?')}: {r.get('note', '')} |" + " |" * 13
     steps = r.get("steps_per_accepted") or {}
     step, floor = r.get("step") or {}, r.get("floor") or {}
-    fps = r.get("fps_per_s")
+    fps = fingerprints_per_s(r)
     speedup = engine_fps / fps if engine_fps and fps else None
     mem = (r.get("peak_memory") or {}).get("bytes")
     cells = [
@@ -54,7 +59,7 @@ def method_row(name: str, r: dict, engine_fps: float | None) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-HEADER = ("| method | candidates | accepted | accepted share | converged, failed f32 | accepted fps/s "
+HEADER = ("| method | candidates | accepted | accepted share | converged, failed f32 | accepted fingerprints/s "
           "| engine ÷ method | steps/fp mean | median | p95 | max | step ms | floor ms | step/floor | peak MiB |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
@@ -94,7 +99,7 @@ def markdown(results: dict) -> str:
             HEADER,
         ]
         methods = model["methods"]
-        engine_fps = (methods.get("engine") or {}).get("fps_per_s")
+        engine_fps = fingerprints_per_s(methods.get("engine") or {})
         for method, r in methods.items():
             lines.append(method_row(method, r, engine_fps))
         if model.get("ratios"):
@@ -112,26 +117,26 @@ def markdown(results: dict) -> str:
 
 
 def chart(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from matplotlib import ticker
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     models = list(results["models"].items())
-    fig, axes = plt.subplots(2, len(models), figsize=(5.5 * len(models), 7), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(models), 7))
+    FigureCanvasAgg(fig)  # no pyplot: the process's global backend is left alone
+    axes = fig.subplots(2, len(models), squeeze=False)
     for col, (name, model) in enumerate(models):
         ok = [(m, r) for m, r in model["methods"].items() if r.get("status") == "ok"]
         labels = [m for m, _ in ok]
         colours = ["tab:blue" if r["kind"] == "engine" else "tab:orange" for _, r in ok]
         ax = axes[0][col]
-        fps = [r.get("fps_per_s") or 0.0 for _, r in ok]
+        fps = [fingerprints_per_s(r) or 0.0 for _, r in ok]
         ax.barh(labels, fps, color=colours)
         positive = [f for f in fps if f > 0]
         if positive:
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         for y, f in enumerate(fps):
             x = f if f > 0 else (min(positive) if positive else 0)
             ax.text(x, y, f" {f:.3g}" if f > 0 else " 0 (none accepted)", va="center", fontsize=8)
@@ -150,7 +155,6 @@ def chart(results: dict, path: Path) -> None:
     fig.suptitle(f"ipguard_fast benchmark, {results['machine_slug']} {results['date']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write(results: dict, out_dir: Path, stem: str, png: bool = True) -> dict[str, Path]:

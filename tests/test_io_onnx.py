@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 import warnings
@@ -12,9 +11,10 @@ import torch
 from conftest import half_matching_fingerprints
 from torch import nn
 
-from ipguard_fast import onnx_io
+from ipguard_fast.cli import main
 from ipguard_fast.fingerprints import FingerprintSet
-from ipguard_fast.model_io import load_model, save_exported, save_torchscript
+from ipguard_fast.io import load_model, save_exported, save_torchscript
+from ipguard_fast.io import onnx as onnx_io
 from ipguard_fast.verify import as_label_fn, matching_rate, verify
 
 SHAPE = (1, 8, 8)
@@ -179,9 +179,7 @@ def test_onnx_suspect_served_over_http(tmp_path, monkeypatch):
 
 
 def _run_export(argv):
-    parser = argparse.ArgumentParser()
-    onnx_io.add_arguments(parser)
-    return onnx_io.run(parser.parse_args(argv))
+    return main(["export", *argv])
 
 
 @pytest.mark.parametrize("fmt, suffix", [
@@ -225,8 +223,7 @@ def test_export_cli_errors(tmp_path, capsys):
 
 def test_onnx_suspect_through_the_cli(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from ipguard_fast.cli import main
-    from ipguard_fast.model_io import ModelLoadError
+    from ipguard_fast.io import ModelLoadError
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()

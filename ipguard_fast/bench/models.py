@@ -1,4 +1,5 @@
-"""The benchmark model zoo, and a cache of briefly trained weights.
+"""The benchmark's models (package registry names with a training recipe), and a cache of
+briefly trained weights.
 
 Random weights give nearly flat logits, on which the boundary search rarely
 converges, so end-to-end rates need trained models. `trained_model(name)`
@@ -7,7 +8,7 @@ model's input size (8x8 single-channel for digits_cnn, 3-channel upsampled
 digits for the others), and caches the state dict as safetensors, keyed by the
 training recipe. Per-step timings may use `random_model(name)`.
 
-    from benchmarks.models import trained_model
+    from ipguard_fast.bench.models import trained_model
     bm = trained_model("resnet20", "cpu")      # bm.model, bm.test_accuracy, bm.input_shape
 """
 from __future__ import annotations
@@ -18,13 +19,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from ipguard_fast.train import accuracy, train_classifier
-from ipguard_fast.zoo import DigitsCNN, load_digits, resnet20, seeded, torchvision_model
+from ..data import load_digits
+from ..models import build_model
+from ..nn import seeded
+from ..train import accuracy, train_classifier
 
 NUM_CLASSES = 10
 DEFAULT_CACHE = Path(os.environ.get("IPGUARD_BENCH_CACHE", Path.home() / ".cache" / "ipguard_fast" / "bench"))
@@ -34,25 +35,24 @@ DEFAULT_CACHE = Path(os.environ.get("IPGUARD_BENCH_CACHE", Path.home() / ".cache
 class ModelSpec:
     name: str
     input_shape: tuple[int, int, int]
-    build: Callable[[], nn.Module]
+    registry_name: str                   # ipguard_fast.models.build_model's name for the architecture
     # Training recipe on digits at the input size (part of the cache key).
     epochs: int
     lr: float
     batch_size: int = 64
     optimizer: str = "adam"
 
-
-def _tv(name: str, **kw) -> Callable[[], nn.Module]:
-    return lambda: torchvision_model(name, num_classes=NUM_CLASSES, **kw)
+    def build(self) -> nn.Module:
+        return build_model(self.registry_name, NUM_CLASSES, self.input_shape)
 
 
 SPECS: dict[str, ModelSpec] = {
     s.name: s
     for s in (
-        ModelSpec("digits_cnn", (1, 8, 8), lambda: DigitsCNN(NUM_CLASSES, in_channels=1), epochs=5, lr=3e-3),
-        ModelSpec("resnet20", (3, 32, 32), lambda: resnet20(NUM_CLASSES, in_channels=3), epochs=4, lr=3e-3),
-        ModelSpec("resnet50", (3, 224, 224), _tv("resnet50"), epochs=3, lr=1e-3, batch_size=32),
-        ModelSpec("vit_b_16", (3, 224, 224), _tv("vit_b_16"), epochs=5, lr=1e-4, batch_size=32),
+        ModelSpec("digits_cnn", (1, 8, 8), "digits_cnn", epochs=5, lr=3e-3),
+        ModelSpec("resnet20", (3, 32, 32), "resnet20", epochs=4, lr=3e-3),
+        ModelSpec("resnet50", (3, 224, 224), "tv:resnet50", epochs=3, lr=1e-3, batch_size=32),
+        ModelSpec("vit_b_16", (3, 224, 224), "tv:vit_b_16", epochs=5, lr=1e-4, batch_size=32),
     )
 }
 MODEL_NAMES = tuple(SPECS)
@@ -81,7 +81,7 @@ class BenchModel:
 
 def spec(name: str) -> ModelSpec:
     if name not in SPECS:
-        raise ValueError(f"unknown benchmark model {name!r}; known: {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"name: unknown benchmark model {name!r}; known: {', '.join(MODEL_NAMES)}")
     return SPECS[name]
 
 

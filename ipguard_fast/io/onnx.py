@@ -7,28 +7,30 @@
   fallback if a future torch drops the TorchScript path.
 * :class:`OnnxSuspect` runs an ONNX file with ``onnxruntime`` on the CPU; it is a callable
   from images to logits, so it is a suspect for :mod:`ipguard_fast.verify`.
+* :func:`export_model` writes any of the three formats (``ipguard export`` calls it).
 
-Optional dependencies: ``pip install onnx`` (export) and ``pip install onnxruntime``
+Optional dependencies (extra ``onnx``): ``onnx`` (export) and ``onnxruntime``
 (:class:`OnnxSuspect`). Importing this module needs neither.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._atomic import atomic_save
-from .verify import device_and_dtype
+from .._atomic import atomic_save
+from .._optional import require
+from .._validate import image_shape
+from ..modules import call_in_fixed_batches, device_and_dtype, eval_mode, refuses_train_mode
+from .models import save_exported, save_torchscript
 
-__all__ = ["DEFAULT_OPSET", "OnnxSuspect", "add_arguments", "export_model", "export_onnx", "run"]
+__all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "OnnxSuspect", "export_model", "export_onnx"]
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "images"
@@ -38,13 +40,6 @@ OUTPUT_NAME = "logits"
 _EXAMPLE_BATCH = 2
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-def _require(package: str, purpose: str) -> Any:
-    try:
-        return __import__(package)
-    except ImportError as exc:
-        raise ImportError(f"{purpose} needs the '{package}' package: pip install {package}") from exc
 
 
 def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Sequence[int],
@@ -63,33 +58,27 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
         ImportError: the ``onnx`` package is missing (``pip install onnx``).
         ValueError: bad ``input_shape`` / ``opset``, or the model cannot be exported.
     """
-    input_shape = _check_shape(input_shape)
+    input_shape = image_shape("input_shape", input_shape)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 7:
-        raise ValueError(f"opset must be an int >= 7, got {opset!r}")
+        raise ValueError(f"opset: must be an int >= 7, got {opset!r}")
     if isinstance(model, torch.export.ExportedProgram):
         model = model.module()
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module or ExportedProgram, got {type(model).__name__}")
-    onnx = _require("onnx", "ONNX export")
+        raise ValueError(f"model: must be an nn.Module or ExportedProgram, got {type(model).__name__}")
+    onnx = require("onnx", "onnx", "ONNX export")
     path = Path(path)
 
     device, dtype = device_and_dtype(model)
     example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
-    was_training = model.training
-    trainable = _try_set_training(model, False)
-    try:
-        with torch.no_grad():
-            # Exported (.pt2) modules refuse train()/eval(), which the ONNX exporter calls:
-            # export a TorchScript trace of them instead (same graph, batch axis stays dynamic).
-            target = model if trainable else _trace(model, example)
+    with eval_mode(model), torch.no_grad():
+        # Exported (.pt2) modules refuse train()/eval(), which the ONNX exporter calls:
+        # export a TorchScript trace of them instead (same graph, batch axis stays dynamic).
+        target = _trace(model, example) if refuses_train_mode(model) else model
 
-            def write(tmp: str) -> None:
-                _onnx_export(target, example, tmp, opset)
+        def write(tmp: str) -> None:
+            _onnx_export(target, example, tmp, opset)
 
-            atomic_save(path, write)
-    finally:
-        if trainable:
-            _try_set_training(model, was_training)
+        atomic_save(path, write)
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # keep the file for inspection, but say it is invalid
@@ -159,7 +148,7 @@ class OnnxSuspect:
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
-        ort = _require("onnxruntime", "OnnxSuspect")
+        ort = require("onnxruntime", "onnx", "OnnxSuspect")
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
@@ -184,25 +173,19 @@ class OnnxSuspect:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
-            raise ValueError("images must be a floating tensor of shape [B, *input_shape]")
+            raise ValueError("images: must be a floating tensor of shape [B, *input_shape]")
         if images.dim() - 1 != len(self.input_shape) or any(
                 want is not None and want != got for want, got in zip(self.input_shape, images.shape[1:])):
             shown = ", ".join("?" if d is None else str(d) for d in self.input_shape)
-            raise ValueError(f"{self.path.name} takes images [B, {shown}], got {list(images.shape)}")
-        array = np.ascontiguousarray(images.detach().cpu().numpy().astype(self._dtype, copy=False))
+            raise ValueError(f"images: {self.path.name} takes images [B, {shown}], got {list(images.shape)}")
+        images = images.detach().cpu()
         if self.batch_size is None:
-            return torch.from_numpy(np.asarray(self._run(array)))
-        outputs = []
-        for start in range(0, array.shape[0], self.batch_size):
-            chunk = array[start:start + self.batch_size]
-            real = chunk.shape[0]
-            if real < self.batch_size:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, axis=0)])
-            outputs.append(np.asarray(self._run(chunk))[:real])
-        return torch.from_numpy(np.concatenate(outputs))
+            return self._run(images)
+        return call_in_fixed_batches(self._run, images, self.batch_size)
 
-    def _run(self, array: np.ndarray) -> Any:
-        return self.session.run(None, {self.input_name: array})[0]
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.numpy().astype(self._dtype, copy=False))
+        return torch.from_numpy(np.asarray(self.session.run(None, {self.input_name: array})[0]))
 
     def __repr__(self) -> str:
         return f"OnnxSuspect({str(self.path)!r})"
@@ -211,17 +194,18 @@ class OnnxSuspect:
 # ---------------------------------------------------------------------- export in any format
 
 
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
+
+
 def export_model(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str],
                  format: str = "onnx", opset: int = DEFAULT_OPSET) -> Path:  # noqa: A002 - CLI name
     """Save ``model`` as ``onnx``, ``torchscript`` or ``pt2`` (batch axis dynamic where the format allows)."""
-    from .model_io import save_exported, save_torchscript
-
-    input_shape = _check_shape(input_shape)
+    input_shape = image_shape("input_shape", input_shape)
     if format == "onnx":
         return export_onnx(model, input_shape, path, opset=opset)
     device, dtype = device_and_dtype(model)
     example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
-    trainable = _try_set_training(model, model.training)
+    trainable = not refuses_train_mode(model)
     if format == "torchscript":
         if trainable and not isinstance(model, torch.jit.ScriptModule):
             return save_torchscript(model, example, path)
@@ -237,72 +221,9 @@ def export_model(model: nn.Module, input_shape: Sequence[int], path: str | os.Pa
         return path
     if format == "pt2":
         if isinstance(model, torch.jit.ScriptModule):
-            raise ValueError("a TorchScript model cannot be re-exported as .pt2; give a package.module:factory "
+            raise ValueError("model: a TorchScript model cannot be re-exported as .pt2; give a package.module:factory "
                              "model spec with --weights instead")
         if not trainable:
-            raise ValueError("the model is already a .pt2 export; copy the file instead")
+            raise ValueError("model: it is already a .pt2 export; copy the file instead")
         return save_exported(model, example, path)
-    raise ValueError(f"format must be 'onnx', 'torchscript' or 'pt2', got {format!r}")
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = ()
-    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise ValueError(f"input_shape must be a non-empty sequence of positive ints (no batch axis), got {input_shape!r}")
-    return shape
-
-
-def _try_set_training(model: nn.Module, mode: bool) -> bool:
-    """``model.train(mode)``; False when the module refuses (exported .pt2 modules)."""
-    try:
-        model.train(mode)
-        return True
-    except NotImplementedError:
-        return False
-
-
-# ---------------------------------------------------------------------- CLI: ipguard export
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``ipguard export``."""
-    parser.add_argument("--model", required=True,
-                        help="model spec: TorchScript file, .pt2 archive, or package.module:factory")
-    parser.add_argument("--weights", help="weights (.safetensors or state dict) for a package.module:factory spec")
-    parser.add_argument("--input-shape", required=True, help="shape of one image without the batch axis, e.g. 1,8,8")
-    parser.add_argument("--format", choices=("onnx", "torchscript", "pt2"), default="onnx",
-                        help="output format (default onnx)")
-    parser.add_argument("--out", required=True, help="output file")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``ipguard export``. Exit 0 on success, 1 when the export failed, 2 on bad input."""
-    from .model_io import load_model
-    from .remote.protocol import parse_shape
-
-    try:
-        input_shape = parse_shape(args.input_shape)
-        model = load_model(args.model, getattr(args, "weights", None))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"ipguard export: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        path = export_model(model, input_shape, args.out, format=getattr(args, "format", "onnx"),
-                            opset=getattr(args, "opset", DEFAULT_OPSET))
-    except ImportError as exc:
-        print(f"ipguard export: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # exporters raise many types; report them in one line
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(exc).__name__  # TorchScript errors end with the real message
-        print(f"ipguard export: error: cannot export {args.model} as {args.format}: {reason}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+    raise ValueError(f"format: must be 'onnx', 'torchscript' or 'pt2', got {format!r}")

@@ -1,4 +1,4 @@
-"""Tests for ipguard_fast.evaluation.variants: positive and negative suspects."""
+"""Tests for ipguard_fast.evaluation.suspects and .attacks: positive and negative suspects."""
 
 import copy
 
@@ -6,19 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from ipguard_fast.evaluation.variants import (
-    DIGITS_FACTORIES,
-    FAMILIES,
-    HalfPrecision,
-    Suspect,
-    negative_suspects,
-    positive_suspects,
-    prune_model,
-    quantize_int8,
-    weight_sparsity,
-)
+from ipguard_fast.data import load_digits
+from ipguard_fast.evaluation.attacks import HalfPrecision, prune_model, quantize_int8, weight_sparsity
+from ipguard_fast.evaluation.suspects import FAMILIES, Suspect, negative_suspects, positive_suspects
+from ipguard_fast.models import DIGITS_ARCHITECTURES, DigitsCNN, DigitsMLP
+from ipguard_fast.nn import seeded
 from ipguard_fast.train import accuracy, predict, train_classifier
-from ipguard_fast.zoo import DigitsCNN, DigitsMLP, load_digits, seeded
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +168,7 @@ def test_positive_suspects_rejects_bad_arguments(owner, data):
 
 
 def test_negative_suspects_are_independent(owner, data):
-    negatives = negative_suspects(data[0], DIGITS_FACTORIES, seeds=(1, 2), epochs=2, lr=3e-3)
+    negatives = negative_suspects(data[0], DIGITS_ARCHITECTURES, seeds=(1, 2), epochs=2, lr=3e-3)
     assert [s.name for s in negatives] == [
         "independent-cnn-seed1",
         "independent-cnn-seed2",
@@ -194,9 +187,9 @@ def test_negative_suspects_rejects_bad_arguments(data):
     with pytest.raises(ValueError, match="factories"):
         negative_suspects(data[0], {}, epochs=1)
     with pytest.raises(ValueError, match="seeds"):
-        negative_suspects(data[0], DIGITS_FACTORIES, seeds=(1, 1), epochs=1)
+        negative_suspects(data[0], DIGITS_ARCHITECTURES, seeds=(1, 1), epochs=1)
     with pytest.raises(ValueError, match="seeds"):
-        negative_suspects(data[0], DIGITS_FACTORIES, seeds=(), epochs=1)
+        negative_suspects(data[0], DIGITS_ARCHITECTURES, seeds=(), epochs=1)
 
 
 def test_suspect_validates_role():

@@ -6,8 +6,8 @@ Every peer has the same signature:
 
 and solves the same candidates (x0, i, j) as the engine (the runner takes them from
 the engine's CandidateSource). What a peer reports as converged is its own view;
-the runner counts accepted fingerprints with ipguard_fast.search.acceptance.accept,
-the same float32 rule the engine uses.
+the runner counts accepted fingerprints with ipguard_fast.search.accept, the same
+float32 rule the engine uses.
 
 - per_sample:      the loop of the public IPGuard reimplementations: one candidate at a
                    time, torch.optim.Adam on a batch of 1, loss.backward() with the
@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-
-from ipguard_fast.search import frozen
 
 PEERS = ("per_sample", "eager_batched", "torchattacks_cw")
 
@@ -62,11 +60,6 @@ def clock(device) -> float:
     return time.perf_counter()
 
 
-# eval() and requires_grad False on the parameters, restored afterwards: the same
-# freezing the engine uses.
-input_gradients_only = frozen
-
-
 def get(name: str):
     """The run() function of peer `name` (imported lazily: torchattacks is optional)."""
     if name == "per_sample":
@@ -76,5 +69,5 @@ def get(name: str):
     elif name == "torchattacks_cw":
         from .torchattacks_cw import run
     else:
-        raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+        raise ValueError(f"name: unknown peer {name!r}; known: {', '.join(PEERS)}")
     return run

@@ -1,0 +1,168 @@
+"""The methods the benchmark compares: the engine in each mode, and each peer, run on the
+same candidates and counted with the same float32 acceptance rule; then the ratios
+between them and the targets they are held to."""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import torch
+
+from ..modules import frozen
+from ..search import AMP_DTYPES, ExtractConfig, accept, extract_fingerprints
+from ..search.instruments import FullBatchStep, bucket_sizes, candidate_batch
+from . import peers
+from .measure import PeakMemory, env, make_floor, median_floor, step_stats, timed
+from .peers import torchattacks_cw
+
+__all__ = ["ENGINE_MODES", "METHODS", "engine_step_only", "ratios_and_targets", "run_engine", "run_peer"]
+
+ENGINE_MODES = {  # name: (extract_fingerprints options, IPGUARD_FAST_FORCE_REFERENCE, CUDA only)
+    "engine": (dict(amp=None, cuda_graph=False, channels_last=False), False, False),
+    "engine-reference-ops": (dict(amp=None, cuda_graph=False, channels_last=False), True, False),
+    "engine-graph": (dict(amp=None, cuda_graph=True, channels_last=False), False, True),
+    "engine-graph-bf16-cl": (dict(amp="bf16", cuda_graph=True, channels_last=True), False, True),
+}
+METHODS = tuple(ENGINE_MODES) + peers.PEERS
+
+
+def engine_step_time(bm, args, device, options, reps, warmup=2):
+    """Median time of one engine step on full slots, interleaved with the floor at the same
+    batch, dtype and layout (interleaving keeps the ratio honest on a noisy machine).
+    Also the warm-up of the end-to-end run that follows."""
+    model, input_shape, B = bm.model, bm.input_shape, args.batch_size
+    config = ExtractConfig(n=B, k=args.k, input_shape=input_shape, lr=args.lr, max_steps=args.max_steps,
+                           batch_size=B, amp=options["amp"], cuda_graph=options["cuda_graph"],
+                           channels_last=options["channels_last"])
+    amp_dtype = AMP_DTYPES[options["amp"]]
+    cl = options["channels_last"] and len(input_shape) == 3
+    with frozen(model):
+        model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        x0, i, j = candidate_batch(model, input_shape, bm.num_classes, range(B), device=device, seed=args.seed)
+        step = FullBatchStep(model, config, device, x0, i, j)
+        floor = make_floor(model, input_shape, B, bm.num_classes, device, amp_dtype, cl)
+        for _ in range(warmup):
+            step()
+            floor()
+        # The search shrinks to these batch sizes at its end: build their kernels (oneDNN
+        # primitives, cuDNN plans) now, so the first method timed does not pay for them.
+        for b in bucket_sizes(B)[:-1]:
+            make_floor(model, input_shape, b, bm.num_classes, device, amp_dtype, cl)()
+        step.reload()  # fresh candidates: every slot active while timed
+        step_t, floor_t = [], []
+        for _ in range(reps):
+            step_t.append(timed(step, device))
+            floor_t.append(timed(floor, device))
+        active = step.active_share
+    layout = {"batch": B, "dtype": str(amp_dtype or torch.float32).replace("torch.", ""),
+              "layout": "channels_last" if cl else "contiguous", "reps": reps}
+    return ({"median_s": statistics.median(step_t), "times_s": step_t, "active_share_at_end": active, **layout},
+            {"median_s": statistics.median(floor_t), "times_s": floor_t, **layout})
+
+
+def run_engine(mode, bm, args, device) -> dict:
+    options, reference, _ = ENGINE_MODES[mode]
+    model = bm.model
+    with env("IPGUARD_FAST_FORCE_REFERENCE", "1" if reference else None):
+        step, floor = engine_step_time(bm, args, device, options, args.reps)
+        with PeakMemory(device) as mem:
+            cpu_start, start = time.process_time(), time.perf_counter()
+            fps = extract_fingerprints(model, args.n, k=args.k, input_shape=bm.input_shape, lr=args.lr,
+                                       max_steps=args.max_steps, batch_size=args.batch_size, seed=args.seed,
+                                       device=device, progress=False, **options)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            cpu_seconds = time.process_time() - cpu_start
+    model.to(memory_format=torch.contiguous_format)  # extract_fingerprints leaves channels_last on
+    s = fps.stats
+    finished = s.accepted + s.rejected + s.exhausted
+    return {
+        "kind": "engine", "status": "ok", "options": {**options, "force_reference_ops": reference},
+        "candidates": s.tried, "finished": finished, "accepted": len(fps), "accepted_total": s.accepted,
+        "rejected_float32": s.rejected, "exhausted": s.exhausted,
+        "acceptance_share": s.accepted / finished if finished else None,
+        "rejected_share": s.rejected / finished if finished else None,
+        "seconds": seconds, "fingerprints_per_s": len(fps) / seconds, "process_cpu_seconds": cpu_seconds,
+        "steps_per_accepted": step_stats(fps.steps),
+        "steps_run": s.steps_run, "slot_steps": s.slot_steps, "harvests": s.harvests,
+        "batch_sizes": {str(b): c for b, c in sorted(s.batch_sizes.items())},
+        "seconds_per_slot_step": seconds / s.slot_steps if s.slot_steps else None,
+        "step": step, "floor": floor, "step_over_floor": step["median_s"] / floor["median_s"],
+        "peak_memory": mem.record(),
+    }
+
+
+def engine_step_only(mode, bm, args, device) -> dict:
+    """Per-step time and floor without the search (random weights: the search would not converge)."""
+    options, reference, _ = ENGINE_MODES[mode]
+    with env("IPGUARD_FAST_FORCE_REFERENCE", "1" if reference else None):
+        step, floor = engine_step_time(bm, args, device, options, args.reps)
+    bm.model.to(memory_format=torch.contiguous_format)
+    return {"kind": "engine", "status": "ok", "options": {**options, "force_reference_ops": reference},
+            "candidates": 0, "accepted": 0, "step": step, "floor": floor,
+            "step_over_floor": step["median_s"] / floor["median_s"]}
+
+
+def run_peer(name, bm, args, device) -> dict:
+    if name == "torchattacks_cw" and not torchattacks_cw.available():
+        return {"kind": "peer", "status": "skipped",
+                "note": "torchattacks is not installed (pip install torchattacks, or the [bench] extra)"}
+    run = peers.get(name)
+    m = args.batched_peer_n if name == "eager_batched" else args.peer_n
+    extra = {} if name == "per_sample" else {"batch_size": args.batch_size}
+    if name == "torchattacks_cw":
+        extra["c"] = args.cw_c
+    model = bm.model
+    x0, i, j = candidate_batch(model, bm.input_shape, bm.num_classes, range(m), device=device, seed=args.seed)
+    # Warm-up on a few candidates at the batch the peer will run (not timed).
+    warm = 1 if name == "per_sample" else min(m, args.batch_size)
+    run(model, x0[:warm], i[:warm], j[:warm], k=args.k, lr=args.lr, max_steps=2, device=device, **extra)
+    with PeakMemory(device) as mem:
+        cpu_start = time.process_time()
+        res = run(model, x0, i, j, k=args.k, lr=args.lr, max_steps=args.max_steps, device=device, **extra)
+        cpu_seconds = time.process_time() - cpu_start
+    ok, margins = accept(model, res.images.to(device), i, j, args.k)
+    ok, labelled_j = ok.cpu(), (margins > 0).cpu()  # margin > 0: the model labels the output j
+    accepted = int(ok.sum())
+    failed = int((res.converged & ~ok).sum())
+    floor_s = median_floor(model, bm.input_shape, res.batch_size, bm.num_classes, device, args.reps)
+    times = res.step_seconds
+    step_s = statistics.median(times) if times else None
+    return {
+        "kind": "peer", "status": "ok", "options": extra, "note": res.notes,
+        "candidates": m, "finished": m, "accepted": accepted, "rejected_float32": failed,
+        "exhausted": int((~res.converged).sum()),
+        "acceptance_share": accepted / m, "rejected_share": failed / m,
+        "labelled_j_share": float(labelled_j.float().mean()),
+        "seconds": res.seconds, "fingerprints_per_s": accepted / res.seconds, "process_cpu_seconds": cpu_seconds,
+        "steps_per_accepted": step_stats(res.steps[ok]),
+        "steps_run": res.steps_run,
+        "step": {"median_s": step_s, "batch": res.batch_size, "dtype": "float32", "layout": "contiguous",
+                 "timed_steps": len(times)},
+        "floor": {"median_s": floor_s, "batch": res.batch_size, "reps": args.reps},
+        "step_over_floor": step_s / floor_s if step_s else None,
+        "peak_memory": mem.record(),
+    }
+
+
+def ratios_and_targets(methods: dict) -> tuple[dict, list]:
+    ratios = {}
+    for e in (m for m, r in methods.items() if r.get("kind") == "engine" and r.get("status") == "ok"):
+        ratios[e] = {}
+        for p in (m for m, r in methods.items() if r.get("kind") == "peer" and r.get("status") == "ok"):
+            pf = methods[p]["fingerprints_per_s"]
+            ratios[e][p] = methods[e]["fingerprints_per_s"] / pf if pf else math.inf
+    targets = []
+    if "engine" in ratios:
+        for p, bound in (("per_sample", 5.0), ("eager_batched", 1.5)):
+            if p in ratios["engine"]:
+                v = ratios["engine"][p]
+                targets.append({"name": f"engine >= {bound}x {p} (accepted fingerprints/s)", "value": v, "met": v >= bound})
+        v = methods["engine"]["step_over_floor"]
+        targets.append({"name": f"engine step <= 1.10x floor at batch {methods['engine']['step']['batch']}",
+                        "value": v, "met": v <= 1.10})
+    return ratios, targets
+
+

@@ -1,0 +1,36 @@
+"""ipguard export: a model as ONNX, TorchScript or torch.export (.pt2), batch axis dynamic."""
+from __future__ import annotations
+
+import sys
+
+from ..io.onnx import DEFAULT_OPSET, EXPORT_FORMATS
+from .common import add_model_arguments, shape_arg
+
+
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--input-shape", type=shape_arg, required=True,
+                        help="shape of one image without the batch axis, e.g. 1,8,8")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
+                        help="output format (default onnx)")
+    parser.add_argument("--out", required=True, help="output file")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+
+
+def run(args) -> int:
+    """Exit 0 on success, 1 when the exporter failed on this model, 2 on bad input."""
+    from ..io import load_model
+    from ..io.onnx import export_model
+
+    model = load_model(args.model, args.weights)
+    try:
+        path = export_model(model, args.input_shape, args.out, format=args.format, opset=args.opset)
+    except ImportError:
+        raise
+    except Exception as exc:  # exporters raise many types; report them in one line
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__  # TorchScript errors end with the real message
+        print(f"ipguard export: error: cannot export {args.model} as {args.format}: {reason}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0

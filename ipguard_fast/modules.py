@@ -1,0 +1,110 @@
+"""What the package needs to know about, or do to, a caller's nn.Module: one copy of each.
+
+Every entry point that runs someone else's model (the search, verification, the
+server, export) needs its device and dtype, needs it in eval mode for a while and
+exactly as it was afterwards, and sometimes needs to feed an exported graph whose
+batch size was fixed at export time. Exported (`torch.export`, .pt2) modules refuse
+train()/eval() -- their mode was frozen at export -- so nothing here calls them
+blindly.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["call_in_fixed_batches", "device_and_dtype", "eval_mode", "frozen", "module_device",
+           "refuses_train_mode", "set_training", "static_batch_size"]
+
+
+def device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device of the first parameter or buffer, dtype of the first floating one (CPU, float32 if none)."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    device = tensors[0].device if tensors else torch.device("cpu")
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+    return device, dtype
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where the module's weights live (CPU for a module without any)."""
+    return device_and_dtype(module)[0]
+
+
+def set_training(module: nn.Module, mode: bool) -> bool:
+    """module.train(mode); False when the module refuses (an exported .pt2 module)."""
+    try:
+        module.train(mode)
+        return True
+    except NotImplementedError:
+        return False
+
+
+def refuses_train_mode(module: nn.Module) -> bool:
+    """True for modules whose train()/eval() raise (exported .pt2 modules); changes nothing."""
+    with eval_mode(module):
+        return not set_training(module, False)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration; every submodule's own train/eval flag back afterwards.
+
+    Restoring flag by flag (not with module.train(was)) keeps a model that mixes
+    modes -- say in training with one frozen batch-norm layer -- exactly as it was.
+    """
+    flags = [(sub, sub.training) for sub in module.modules()]
+    set_training(module, False)
+    try:
+        yield module
+    finally:
+        for sub, flag in flags:
+            sub.training = flag
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """eval_mode and no parameter gradients for the duration; both restored afterwards."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    with eval_mode(module):
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield module
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
+def static_batch_size(module) -> int | None:
+    """Batch size baked into an exported graph's first input, or None when the batch is dynamic.
+
+    torch.export specialises the batch dimension to the example's size unless it was
+    marked dynamic, and the resulting module rejects any other batch size.
+    """
+    if not isinstance(module, torch.fx.GraphModule):
+        return None
+    for node in module.graph.nodes:
+        if node.op == "placeholder":
+            value = node.meta.get("val")
+            if isinstance(value, torch.Tensor) and value.dim() >= 1 and isinstance(value.shape[0], int):
+                return int(value.shape[0])
+            return None
+    return None
+
+
+def call_in_fixed_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int) -> torch.Tensor:
+    """fn on chunks of exactly `size` rows of x, the last chunk padded by repeating its last row.
+
+    For models whose batch size is fixed (exported graphs, some ONNX files); the
+    padding rows' outputs are dropped.
+    """
+    outputs = []
+    for start in range(0, x.shape[0], size):
+        chunk = x[start:start + size]
+        real = chunk.shape[0]
+        if real < size:
+            chunk = torch.cat([chunk, chunk[-1:].expand(size - real, *chunk.shape[1:])])
+        outputs.append(fn(chunk)[:real])
+    return torch.cat(outputs)

@@ -1,0 +1,110 @@
+"""The resumable progress file of a remote verification: every answered batch, saved as it comes.
+
+It is tied to the fingerprints (a digest of their images and labels), the batch size and
+the endpoint, so answers are never reused for another run. Rewritten atomically after
+each batch, so an interrupted run resumes without re-asking (and re-paying for)
+batches already answered.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .._atomic import atomic_write_bytes
+from .._hashing import tensors_sha256
+from ..fingerprints import FingerprintSet
+
+__all__ = ["PROGRESS_FORMAT", "PROGRESS_VERSION", "ProgressFile", "ProgressFileError", "fingerprints_digest"]
+
+PROGRESS_FORMAT = "ipguard_fast.remote.progress"
+PROGRESS_VERSION = 1
+
+
+class ProgressFileError(ValueError):
+    """A progress file belongs to other fingerprints or settings, or is unreadable."""
+
+
+def fingerprints_digest(fingerprints: FingerprintSet) -> str:
+    """SHA-256 identifying a fingerprint set's queries and answers (images and owner labels)."""
+    items = (("images", fingerprints.images), ("labels", fingerprints.labels))
+    return tensors_sha256(items, b"ipguard_fast.remote.progress-v1").hexdigest()
+
+
+def public_url(url: str) -> str:
+    """``url`` without user:password, for storing in the progress file."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class ProgressFile:
+    """The answered batches of one run: `load()` what an earlier run saved, `save(done)` after each batch."""
+
+    def __init__(self, path, fingerprints: FingerprintSet, batch_size: int, url: str) -> None:
+        self.path = Path(path)
+        self.digest = fingerprints_digest(fingerprints)
+        self.n, self.batch_size = len(fingerprints), batch_size
+        self.num_batches = math.ceil(self.n / batch_size)
+        self.num_classes = fingerprints.num_classes
+        self.url = url
+
+    def load(self) -> dict[int, list[int]]:
+        if not self.path.exists():
+            return {}
+        path = self.path
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProgressFileError(f"cannot read progress file {path}: {exc}; delete it to start over") from exc
+        if not isinstance(state, dict) or state.get("format") != PROGRESS_FORMAT:
+            raise ProgressFileError(f"{path} is not an ipguard_fast progress file")
+        if state.get("version") != PROGRESS_VERSION:
+            raise ProgressFileError(f"{path} has progress format version {state.get('version')!r}, "
+                                    f"this library reads {PROGRESS_VERSION}")
+        if state.get("fingerprints_sha256") != self.digest:
+            raise ProgressFileError(
+                f"{path} was written for other fingerprints (sha256 {state.get('fingerprints_sha256')!r}, these "
+                f"are {self.digest!r}); use another progress file or delete it")
+        if state.get("batch_size") != self.batch_size:
+            raise ProgressFileError(f"{path} was written with batch_size={state.get('batch_size')!r}; resume with "
+                                    f"that batch size, or delete the file to start over with {self.batch_size}")
+        if state.get("endpoint") not in (None, public_url(self.url)):
+            warnings.warn(f"progress file {path} was started against {state.get('endpoint')}; resuming against "
+                          f"{public_url(self.url)} (the answers of both are combined)", UserWarning, stacklevel=3)
+        return self._batches(state.get("batches"))
+
+    def _batches(self, batches) -> dict[int, list[int]]:
+        if not isinstance(batches, dict):
+            raise ProgressFileError(f"{self.path}: 'batches' must be an object")
+        done: dict[int, list[int]] = {}
+        for key, labels in batches.items():
+            if not key.isdigit() or int(key) >= self.num_batches:
+                raise ProgressFileError(f"{self.path}: batch index {key!r} is not in [0, {self.num_batches})")
+            index = int(key)
+            expected = min(self.batch_size, self.n - index * self.batch_size)
+            if not isinstance(labels, list) or len(labels) != expected or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                    and (self.num_classes is None or v < self.num_classes) for v in labels):
+                raise ProgressFileError(f"{self.path}: batch {index} must be {expected} labels in "
+                                        f"[0, {self.num_classes})")
+            done[index] = labels
+        return done
+
+    def save(self, done: dict[int, list[int]]) -> None:
+        state = {
+            "format": PROGRESS_FORMAT,
+            "version": PROGRESS_VERSION,
+            "fingerprints_sha256": self.digest,
+            "num_fingerprints": self.n,
+            "batch_size": self.batch_size,
+            "num_batches": self.num_batches,
+            "batches_done": len(done),
+            "endpoint": public_url(self.url),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "batches": {str(index): done[index] for index in sorted(done)},
+        }
+        atomic_write_bytes(self.path, json.dumps(state, separators=(",", ":")).encode("utf-8"))

@@ -1,0 +1,131 @@
+"""verify_remote: IPGuard verification of a model reachable only through the label-only HTTP API."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable
+
+import torch
+
+from .._validate import positive_int
+from ..fingerprints import FingerprintSet
+from ..verify import Verdict, resolve_threshold, verify
+from .client import RemoteError, RemoteLabelModel
+from .progress import ProgressFile
+
+__all__ = ["verify_remote"]
+
+
+def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, batch_size: int = 64,
+                  token: str | None = None, progress_file: str | os.PathLike[str] | None = None,
+                  threshold: float | None = None, timeout: float = 30.0, retries: int = 5,
+                  backoff: float = 0.5,
+                  on_batch: Callable[[int, int, int], None] | None = None) -> Verdict:
+    """Verify the model behind ``url`` against ``fingerprints`` over the label-only HTTP API.
+
+    The fingerprints are sent in batches of ``batch_size`` (batch b holds fingerprints
+    ``[b * batch_size, (b + 1) * batch_size)``). The verdict equals
+    ``verify.verify(model, fingerprints, threshold)`` for the served model.
+
+    Args:
+        url: the server's base URL, or a configured :class:`RemoteLabelModel` (then ``token``,
+            ``timeout``, ``retries`` and ``backoff`` are ignored).
+        fingerprints: the owner's fingerprint set.
+        batch_size: fingerprints per batch (and per progress entry). Requests are split
+            further when the server's ``/v1/health`` advertises smaller limits.
+        token, timeout, retries, backoff: see :class:`RemoteLabelModel`.
+        progress_file: JSON file recording every answered batch, rewritten atomically after
+            each one. When it exists, its batches are reused and only the missing ones are
+            queried. It is tied to the fingerprints (content hash) and ``batch_size``: a file
+            for other fingerprints or another batch size raises :class:`ProgressFileError`.
+            Kept when the run completes (a rerun then queries nothing).
+        threshold: as in :func:`verify.verify` (default: ``fingerprints.meta["threshold"]`` or
+            :data:`verify.DEFAULT_THRESHOLD`).
+        on_batch: called as ``on_batch(batch_index, batches_done, batches_total)`` after each
+            batch is answered (and saved).
+
+    Raises:
+        RemoteError: the server failed (after retries) or answered something malformed; the
+            batches answered so far are in ``progress_file``.
+        ProgressFileError: ``progress_file`` does not belong to this run.
+        ValueError: invalid arguments.
+    """
+    if not isinstance(fingerprints, FingerprintSet):
+        raise ValueError(f"fingerprints: must be a FingerprintSet, got {type(fingerprints).__name__}")
+    n = len(fingerprints)
+    if n == 0:
+        raise ValueError("fingerprints: is empty; a matching rate needs at least one fingerprint")
+    positive_int("batch_size", batch_size)
+    resolve_threshold(threshold, fingerprints)
+
+    num_classes = fingerprints.num_classes
+    model = url if isinstance(url, RemoteLabelModel) else RemoteLabelModel(
+        url, token=token, timeout=timeout, retries=retries, backoff=backoff, num_classes=num_classes)
+    num_batches = math.ceil(n / batch_size)
+    progress = ProgressFile(progress_file, fingerprints, batch_size, model.url) if progress_file is not None else None
+    done = progress.load() if progress is not None else {}
+    todo = [b for b in range(num_batches) if b not in done]
+    if todo:
+        _check_server(model, fingerprints)
+    for index in todo:
+        done[index] = _query_batch(model, fingerprints, index, batch_size, progress, len(done), num_batches)
+        if progress is not None:
+            progress.save(done)
+        if on_batch is not None:
+            on_batch(index, len(done), num_batches)
+
+    all_labels = torch.tensor([label for b in range(num_batches) for label in done[b]], dtype=torch.int64)
+    return verify(_Replay(all_labels), fingerprints, threshold=threshold, batch_size=n)
+
+
+def _query_batch(model: RemoteLabelModel, fingerprints: FingerprintSet, index: int, batch_size: int,
+                 progress: ProgressFile | None, saved: int, num_batches: int) -> list[int]:
+    """The server's labels for batch `index`; a failure says what is saved for a resume."""
+    images = fingerprints.images[index * batch_size:(index + 1) * batch_size]
+    try:
+        labels = model(images)
+        _check_labels(labels, images.shape[0], fingerprints.num_classes, model.labels_url)
+    except RemoteError as exc:
+        if progress is None:
+            raise
+        raise RemoteError(f"{exc}; {saved}/{num_batches} batches are saved in {progress.path}: run again with the "
+                          "same progress file to resume", status=exc.status, url=exc.url) from exc
+    return labels.tolist()
+
+
+class _Replay:
+    """A suspect that answers the whole fingerprint batch with labels received earlier."""
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        self.labels = labels
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[0] != self.labels.shape[0]:  # pragma: no cover - verify() is called with batch_size=n
+            raise RuntimeError("replay called with an unexpected batch")
+        return self.labels
+
+
+def _check_server(model: RemoteLabelModel, fingerprints: FingerprintSet) -> None:
+    """Read /v1/health: adopt the server's limits, refuse a server for other shapes or class counts."""
+    try:
+        info = model.configure_from_health()
+    except RemoteError as exc:
+        if exc.status in (404, 405):  # a label-only API without the health endpoint still works
+            return
+        raise
+    shape = info.get("input_shape")
+    if shape is not None and tuple(shape) != fingerprints.input_shape:
+        raise RemoteError(f"the server takes images of shape {shape}, the fingerprints are "
+                          f"{list(fingerprints.input_shape)}", url=model.health_url)
+    classes = info.get("num_classes")
+    if classes is not None and fingerprints.num_classes is not None and classes != fingerprints.num_classes:
+        raise RemoteError(f"the server's model has {classes} classes, the fingerprints' owner model has "
+                          f"{fingerprints.num_classes}", url=model.health_url)
+
+
+def _check_labels(labels: Any, batch: int, num_classes: int | None, url: str) -> None:
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != (batch,):
+        raise RemoteError(f"suspect returned {labels!r} for a batch of {batch}; expected int64 labels [{batch}]",
+                          url=url)
+    if batch and (int(labels.min()) < 0 or (num_classes is not None and int(labels.max()) >= num_classes)):
+        raise RemoteError(f"suspect returned a label outside [0, {num_classes})", url=url)
