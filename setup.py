@@ -55,12 +55,13 @@ def _extension():
 def _extras():
     eval_ = ["scikit-learn", "matplotlib"]        # the evaluation, its plots, the digits demo
     onnx = ["onnx", "onnxruntime"]                # ONNX export and ONNX suspects
+    remote = ["httpx>=0.27", "uvicorn>=0.30"]     # the label-only HTTP API: client and server
     bench = ["torchattacks"] + eval_              # the benchmark's CW peer, digits-trained models, charts
     timm = ["timm"]                               # timm architectures by name
     test = ["pytest", "pytest-benchmark", "expecttest", "cmake>=3.30"]
-    return {"eval": eval_, "onnx": onnx, "bench": bench, "timm": timm,
-            "all": sorted(set(eval_ + onnx + bench + timm)),
-            "test": sorted(set(test + eval_ + onnx + bench))}
+    return {"eval": eval_, "onnx": onnx, "remote": remote, "bench": bench, "timm": timm,
+            "all": sorted(set(eval_ + onnx + remote + bench + timm)),
+            "test": sorted(set(test + eval_ + onnx + remote + bench))}
 
 
 def _version():

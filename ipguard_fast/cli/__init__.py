@@ -13,6 +13,7 @@ import argparse
 import sys
 import traceback
 
+from .._files import short_error
 from . import bench, demo, evaluate, export, extract, serve, verify
 
 # name -> (module, help)
@@ -77,6 +78,5 @@ def _guarded(command: str, call, debug: bool) -> int:
         return 1
 
 
-def _one_line(exc: BaseException, limit: int = 2000) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
+def _one_line(exc: BaseException) -> str:
+    return short_error(exc, limit=2000)

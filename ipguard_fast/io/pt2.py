@@ -34,6 +34,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .._files import short_error as _short
 from .weights import ModelLoadError
 
 __all__ = ["load_exported", "inspect_archive"]
@@ -231,8 +232,3 @@ def _check_expression(text: str, where: str) -> None:
         if token is not None and token not in _SYMPY_NAMES and not _SYMBOL_NAME.fullmatch(token):
             raise ModelLoadError(f"{where}: refused: shape expression {text[:60]!r} uses {token!r}")
         position = match.end()
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -13,7 +13,7 @@ from .._version import __version__
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import frozen, module_device
 from .candidates import CandidateSource
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, verify_resumed
 from .config import ExtractConfig
 from .distributed import communicator
 from .engine import SearchEngine
@@ -101,6 +101,7 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         resume = None
         if checkpoint is not None and os.path.exists(checkpoint):
             resume = load_checkpoint(checkpoint, resume_key)
+            verify_resumed(resume[1], model, config.k, config.lo, config.hi, device, checkpoint)
         on_checkpoint = None if checkpoint is None else (
             lambda finished, outcomes: save_checkpoint(checkpoint, resume_key, finished, outcomes))
         search_model = torch.compile(model, dynamic=False) if config.compile_model else model

@@ -64,8 +64,12 @@ class SearchEngine:
         self.parked: list[dict] = []   # candidates taken out after an out-of-memory, state kept
         self.stats = SearchStats()
         self.progress = progress
-        if resume is not None and progress is not None:
-            progress.update(min(config.n, self.ledger.accepted_count))
+        if resume is not None:
+            # Candidates finished before the interruption count as tried (the file's
+            # candidates_tried covers the whole extraction, not only this run).
+            self.stats.tried = len(self.ledger.finished)
+            if progress is not None:
+                progress.update(min(config.n, self.ledger.accepted_count))
         self.on_checkpoint = on_checkpoint
         self.last_checkpoint = time.monotonic()
 
