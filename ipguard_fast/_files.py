@@ -54,6 +54,12 @@ def check_writable_output(name: str, out: str | os.PathLike[str], inputs=()) -> 
 
 
 def short_error(exc: BaseException, limit: int = 300) -> str:
-    """One line of at most `limit` characters describing `exc` (a parser's message can be huge)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """One line of at most `limit` characters describing `exc`.
+
+    A parser's message can be huge, and a model's error can carry a whole (TorchScript)
+    traceback, which ends with the actual message: that last line is what is kept."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and any("Traceback" in line for line in lines):
+        lines = lines[-1:]
+    text = " ".join(" ".join(lines).split()) or type(exc).__name__
     return text if len(text) <= limit else text[:limit] + "..."

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import add_count_argument
+from ..cli.common import OneLineParser, add_count_argument
 from . import models as bench_models
 from . import report
 from .measure import PeakMemory, machine_info, slug
@@ -44,7 +44,7 @@ DEFAULT_OUT = "benchmarks/results"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="ipguard bench", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="ipguard bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["digits_cnn", "resnet20"], choices=bench_models.MODEL_NAMES)
     p.add_argument("--methods", nargs="+", default=None, choices=METHODS,

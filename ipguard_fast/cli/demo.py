@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import add_count_argument, floats_arg
+from .common import add_count_argument, check_margins, floats_arg
 
 
 def add_arguments(p) -> None:
@@ -19,6 +19,15 @@ def add_arguments(p) -> None:
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 5.0, 10.0], help="margins to sweep (default 1,3,5,10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
+
+
+def check_arguments(args) -> None:
+    from .._files import check_writable_output
+    from .._validate import positive_int
+
+    positive_int("-n", args.n)
+    check_margins("--k", args.k)
+    check_writable_output("--out", args.out)
 
 
 def run(args) -> int:
@@ -30,6 +39,7 @@ def run(args) -> int:
     from ..train import accuracy
     from ..verify import calibrate_threshold, verify
 
+    check_arguments(args)  # all of them, before minutes of training
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

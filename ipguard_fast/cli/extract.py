@@ -38,14 +38,18 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    from .._files import check_writable_output
     from ..io import load_model
     from ..search import run_extraction
     from ..search.checkpoint import remove_checkpoint
 
     config = config_from_args(args)  # every setting checked before the model is loaded
+    checkpoint_path = args.checkpoint or f"{args.out}.checkpoint"
+    check_writable_output("--out", args.out, [args.model, args.weights, checkpoint_path])
+    check_writable_output("--checkpoint", checkpoint_path, [args.model, args.weights])
     with DistributedRun(args.device) as ranks:
         model = load_model(args.model, args.weights, device=ranks.device or "cpu")
-        checkpoint = None if ranks.world > 1 else (args.checkpoint or f"{args.out}.checkpoint")
+        checkpoint = None if ranks.world > 1 else checkpoint_path
         fps = run_extraction(model, config, device=ranks.device, progress=not args.no_progress,
                              checkpoint=checkpoint)
         if ranks.is_main:

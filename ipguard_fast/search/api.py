@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .._files import short_error
 from .._version import __version__
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import frozen, module_device
@@ -86,7 +87,8 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         raise ValueError(f"init: expected 'uniform', a tensor or a DataLoader of seed images, got {init!r}")
     device = _compute_device("device", device) if device is not None else module_device(model)
     config = config.on_device(device)
-    seeds = None if isinstance(init, str) else _seed_images(init, config.input_shape, config.max_candidates)
+    seeds = None if isinstance(init, str) else _seed_images(init, config.input_shape, config.max_candidates,
+                                                            config.lo, config.hi)
     comm = communicator()
     if checkpoint is not None and comm.world > 1:
         raise ValueError("checkpoint: resumable extraction runs in one process (not under torchrun) for now")
@@ -178,7 +180,8 @@ def _probe(model, input_shape, device, num_classes):
         with torch.no_grad():
             out = model(x)
     except Exception as exc:  # the model's own error, reported against our argument
-        raise ValueError(f"input_shape: the model fails on a batch of shape {list(x.shape)}: {exc}") from exc
+        raise ValueError(f"input_shape: the model fails on a batch of shape {list(x.shape)}: "
+                         f"{short_error(exc)}") from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model: expected logits [B, C] for a batch of 2, got {shape}")
@@ -192,7 +195,7 @@ def _probe(model, input_shape, device, num_classes):
     return C
 
 
-def _seed_images(init, input_shape, limit: int) -> torch.Tensor:
+def _seed_images(init, input_shape, limit: int, lo: float, hi: float) -> torch.Tensor:
     if isinstance(init, torch.Tensor):
         images = init
     else:  # a DataLoader or any iterable of batches (images, ...) or images
@@ -211,7 +214,13 @@ def _seed_images(init, input_shape, limit: int) -> torch.Tensor:
                          f"got {list(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError("init: no seed images")
-    return images.detach().float().cpu()
+    images = images.detach().float().cpu()
+    if not torch.isfinite(images).all():
+        raise ValueError("init: seed images contain NaN or infinite pixels")
+    if float(images.min()) < lo or float(images.max()) > hi:
+        raise ValueError(f"init: seed images span [{float(images.min()):g}, {float(images.max()):g}], outside the "
+                         f"pixel box [{lo:g}, {hi:g}] (normalisation belongs inside the model: ipguard_fast.Normalized)")
+    return images
 
 
 # ---------------------------------------------------------------------- the result

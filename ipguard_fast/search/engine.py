@@ -31,7 +31,8 @@ __all__ = ["Outcome", "SearchEngine", "SearchStats"]
 
 @dataclass
 class SearchStats:
-    tried: int = 0
+    tried: int = 0           # candidates started, over the whole extraction (a resume included)
+    launched: int = 0        # candidates started by this call
     accepted: int = 0
     rejected: int = 0        # converged in the search precision, failed float32 acceptance
     exhausted: int = 0       # hit max_steps (or non-finite logits) without converging
@@ -88,6 +89,7 @@ class SearchEngine:
             positions = self.slots.free_positions()[:count]
             indices = self.ledger.take(count)
             self.stats.tried += count
+            self.stats.launched += count
             x0, i, j = self.source.make(indices)
             self.slots.load(positions, indices, x0, i, j)
         self._exchange()
@@ -193,7 +195,7 @@ class SearchEngine:
     def _sum_stats_over_ranks(self) -> None:
         if self.comm.world == 1:
             return
-        counts = ("tried", "accepted", "rejected", "exhausted", "steps_run", "slot_steps", "harvests")
+        counts = ("tried", "launched", "accepted", "rejected", "exhausted", "steps_run", "slot_steps", "harvests")
         views = self.comm.exchange({name: getattr(self.stats, name) for name in counts})
         for name in counts:
             setattr(self.stats, name, sum(v[name] for v in views))
