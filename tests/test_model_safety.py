@@ -160,3 +160,16 @@ def test_extract_on_an_exported_model(owner, tmp_path):
     fps = ig.extract_fingerprints(exported, 4, k=1.0, input_shape=SHAPE, progress=False, max_steps=300)
     assert len(fps) == 4
     assert ig.matching_rate(exported, fps) == 1.0 and ig.matching_rate(owner, fps) == 1.0
+
+
+def test_serving_leaves_the_model_unchanged(mixed, monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    from ipguard_fast.remote import serve, verify_remote
+
+    before = snapshot(mixed)
+    fps = fingerprints_of(mixed, n=12)
+    with serve(mixed, input_shape=SHAPE) as running:
+        verdict = verify_remote(running.url, fps, batch_size=5, timeout=10)
+    assert verdict == ig.verify(copy.deepcopy(mixed), fps)
+    assert_unchanged(mixed, before)
