@@ -1,0 +1,147 @@
+"""logit_gap_loss on CPU: compiled vs careful eager vs reference, interleaved in one process.
+
+    python benchmarks/bench_loss_cpu.py --runs 80 --out benchmarks/results/ops-loss-cpu-<date>.json
+
+Every round times one call of each implementation at each thread count (1 and 2 by
+default, torch.set_num_threads), in a rotating order, so load from other jobs on a
+shared machine hits all of them alike. Writes every raw time (ms) and the medians;
+ratios are between medians of this one run. The implementations are those of
+benchmarks/test_bench_ops.py (LOSS_IMPLS), on inputs built as its loss_inputs builds them.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_bench_ops import LOSS_IMPLS  # noqa: E402
+
+import ipguard_fast  # noqa: E402
+
+
+def _git(*args):
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _inputs(B, C, dtype):
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(B, C, generator=gen) * 3).to(dtype)
+    i = torch.randint(0, C, (B,), generator=gen)
+    j = (i + 1 + torch.randint(0, C - 1, (B,), generator=gen)) % C
+    return logits, i, j
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--B", type=int, default=4096)
+    parser.add_argument("--C", type=int, default=1000)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    parser.add_argument("--runs", type=int, default=80, help="timed rounds (each times every impl at every thread count)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--impls", nargs="+", default=list(LOSS_IMPLS), choices=list(LOSS_IMPLS))
+    parser.add_argument("--label", default="", help="free text stored in the JSON (e.g. 'before: scalar kernel')")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    if not ipguard_fast.has_extension():
+        raise SystemExit("the compiled ops are not built: nothing to compare")
+    dtype = getattr(torch, args.dtype)
+    logits, i, j = _inputs(args.B, args.C, dtype)
+    k = 1.0
+    # Same values from the op and the peer (finite inputs): a wrong fast kernel must not "win".
+    ref = LOSS_IMPLS["compiled"](logits, i, j, k, check=False)
+    for name in args.impls:
+        got = LOSS_IMPLS[name](logits, i, j, k, check=False)
+        torch.testing.assert_close(got[0].float(), ref[0].float(), rtol=0, atol=0)
+        torch.testing.assert_close(got[1], ref[1], rtol=0, atol=0)
+
+    times = {str(t): {name: [] for name in args.impls} for t in args.threads}
+    load_before = os.getloadavg()
+    threads_before = torch.get_num_threads()
+    n_impl = len(args.impls)
+    for r in range(-args.warmup, args.runs):
+        for t in args.threads:
+            torch.set_num_threads(t)
+            order = args.impls[r % n_impl:] + args.impls[: r % n_impl]  # rotate who goes first
+            for name in order:
+                fn = LOSS_IMPLS[name]
+                t0 = time.perf_counter()
+                fn(logits, i, j, k, check=False)
+                elapsed = (time.perf_counter() - t0) * 1e3
+                if r >= 0:
+                    times[str(t)][name].append(elapsed)
+    torch.set_num_threads(threads_before)
+    load_after = os.getloadavg()
+
+    medians = {t: {name: statistics.median(v) for name, v in per.items()} for t, per in times.items()}
+    ratios = {}
+    for t, med in medians.items():
+        if "compiled" in med:
+            ratios[t] = {f"{name}/compiled": med[name] / med["compiled"] for name in med if name != "compiled"}
+    result = {
+        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "label": args.label,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "machine": {"cpu": _cpu_model(), "os_cpus": os.cpu_count(), "loadavg_before": load_before,
+                    "loadavg_after": load_after},
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "ipguard_fast": ipguard_fast.__file__,
+        "shape": [args.B, args.C],
+        "dtype": args.dtype,
+        "k": k,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "unit": "ms",
+        "impls": {"compiled": "ipguard_fast.ops.logit_gap_loss(check=False)",
+                  "careful_eager": "benchmarks/test_bench_ops.py careful_eager_loss (no NaN handling)",
+                  "reference": "ipguard_fast.reference.logit_gap_loss(check=False)"},
+        "median_ms": medians,
+        "ratio_of_medians": ratios,
+        "quartiles_ms": {t: {name: statistics.quantiles(v, n=4) for name, v in per.items()}
+                         for t, per in times.items()},
+        "times_ms": times,
+    }
+    for t, med in medians.items():
+        line = "  ".join(f"{name} {m:7.2f} ms" for name, m in med.items())
+        extra = "  ".join(f"{key} {v:.2f}x" for key, v in ratios.get(t, {}).items())
+        print(f"threads={t}: {line}   {extra}")
+    print(f"loadavg before {load_before}, after {load_after}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
