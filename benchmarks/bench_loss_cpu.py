@@ -32,9 +32,10 @@ import ipguard_fast  # noqa: E402
 
 
 def _git(*args):
+    """git in the checkout whose ipguard_fast is imported (None outside a git checkout)."""
     try:
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=Path(ipguard_fast.__file__).resolve().parent,
+                              capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
