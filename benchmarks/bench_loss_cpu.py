@@ -31,6 +31,11 @@ from test_bench_ops import LOSS_IMPLS  # noqa: E402
 import ipguard_fast  # noqa: E402
 
 
+# Environment that changes what runs: which ipguard_fast, which kernels, how many threads.
+ENV_KEYS = ("PYTHONPATH", "ATEN_CPU_CAPABILITY", "IPGUARD_FAST_FORCE_REFERENCE", "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS")
+
+
 def _git(*args):
     """git in the checkout whose ipguard_fast is imported (None outside a git checkout)."""
     try:
@@ -106,8 +111,11 @@ def main(argv=None):
     for t, med in medians.items():
         if "compiled" in med:
             ratios[t] = {f"{name}/compiled": med[name] / med["compiled"] for name in med if name != "compiled"}
+    env = {key: os.environ[key] for key in ENV_KEYS if key in os.environ}
     result = {
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "command": " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), "python",
+                             *(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])]),
+        "env": env,
         "label": args.label,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "HEAD"),
