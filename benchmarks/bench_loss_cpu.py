@@ -140,14 +140,15 @@ def main(argv=None):
                          for t, per in times.items()},
         "times_ms": times,
     }
+    if args.out is not None:  # first: a closed stdout must not lose the numbers
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
     for t, med in medians.items():
         line = "  ".join(f"{name} {m:7.2f} ms" for name, m in med.items())
         extra = "  ".join(f"{key} {v:.2f}x" for key, v in ratios.get(t, {}).items())
         print(f"threads={t}: {line}   {extra}")
     print(f"loadavg before {load_before}, after {load_after}")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")
     return result
 
