@@ -4,8 +4,9 @@
 
 Every round times one call of each implementation at each thread count (1 and 2 by
 default, torch.set_num_threads), in a rotating order, so load from other jobs on a
-shared machine hits all of them alike. Writes every raw time (ms) and the medians;
-ratios are between medians of this one run. The implementations are those of
+shared machine hits all of them alike. Writes every raw wall time (ms), the medians,
+minima and quartiles, and the process CPU time of each call (which leaves out
+preemption at 1 thread); ratios are between medians of this one run. The implementations are those of
 benchmarks/test_bench_ops.py (LOSS_IMPLS), on inputs built as its loss_inputs builds them.
 """
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main(argv=None):
         torch.testing.assert_close(got[1], ref[1], rtol=0, atol=0)
 
     times = {str(t): {name: [] for name in args.impls} for t in args.threads}
+    cpu_times = {str(t): {name: [] for name in args.impls} for t in args.threads}
     load_before = os.getloadavg()
     threads_before = torch.get_num_threads()
     n_impl = len(args.impls)
@@ -98,11 +100,13 @@ def main(argv=None):
             order = args.impls[r % n_impl:] + args.impls[: r % n_impl]  # rotate who goes first
             for name in order:
                 fn = LOSS_IMPLS[name]
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 fn(logits, i, j, k, check=False)
                 elapsed = (time.perf_counter() - t0) * 1e3
+                cpu = (time.process_time() - c0) * 1e3
                 if r >= 0:
                     times[str(t)][name].append(elapsed)
+                    cpu_times[str(t)][name].append(cpu)
     torch.set_num_threads(threads_before)
     load_after = os.getloadavg()
 
@@ -136,9 +140,16 @@ def main(argv=None):
                   "reference": "ipguard_fast.reference.logit_gap_loss(check=False)"},
         "median_ms": medians,
         "ratio_of_medians": ratios,
+        "min_ms": {t: {name: min(v) for name, v in per.items()} for t, per in times.items()},
         "quartiles_ms": {t: {name: statistics.quantiles(v, n=4) for name, v in per.items()}
                          for t, per in times.items()},
+        # CPU time of the whole process (all its threads) per call: at 1 thread it
+        # leaves out the time the process was preempted by other jobs; at 2 it adds
+        # both threads, OpenMP's spin-waits included.
+        "median_process_cpu_ms": {t: {name: statistics.median(v) for name, v in per.items()}
+                                  for t, per in cpu_times.items()},
         "times_ms": times,
+        "process_cpu_ms": cpu_times,
     }
     if args.out is not None:  # first: a closed stdout must not lose the numbers
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +158,8 @@ def main(argv=None):
         line = "  ".join(f"{name} {m:7.2f} ms" for name, m in med.items())
         extra = "  ".join(f"{key} {v:.2f}x" for key, v in ratios.get(t, {}).items())
         print(f"threads={t}: {line}   {extra}")
+    for t, med in result["median_process_cpu_ms"].items():
+        print(f"threads={t}, process CPU time: " + "  ".join(f"{name} {m:7.2f} ms" for name, m in med.items()))
     print(f"loadavg before {load_before}, after {load_after}")
     if args.out is not None:
         print(f"wrote {args.out}")
