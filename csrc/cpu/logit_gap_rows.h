@@ -210,8 +210,8 @@ inline void stream_grad_row(scalar_t* out, int64_t C, int64_t i, int64_t j,
                             const GapRow<acc_t>& r) {
   const GapGradEntries<acc_t> e = gap_grad_entries(i, j, r);
   // The non-zero entries, by column.
-  int64_t col[3];
-  scalar_t val[3];
+  int64_t col[3] = {-1, -1, -1};  // initialised only to quiet -Wmaybe-uninitialized: read below n
+  scalar_t val[3] = {scalar_t(0), scalar_t(0), scalar_t(0)};
   int n = 0;
   if (e.any) {
     col[n] = i, val[n++] = static_cast<scalar_t>(e.at_i);
