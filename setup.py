@@ -29,8 +29,10 @@ def _extension():
     # extension itself is compiled with OpenMP (measured: without it the CPU kernels ran
     # single-threaded and lost to the reference on a 16-core machine).
     # -Wno-unknown-pragmas: torch's vector headers (used by the CPU loss kernels) carry pragmas
-    # GCC does not know, one warning per include otherwise.
-    cxx_flags = ["-O3", "-fno-math-errno", "-fopenmp", "-Wno-unknown-pragmas", "-DIPGUARD_PYTHON_MODULE"]
+    # GCC does not know, one warning per include otherwise; -Wno-psabi: a note that AVX2 vector
+    # returns change the ABI, which the AVX2 kernels never expose (logit_gap_loss_avx2.cpp).
+    cxx_flags = ["-O3", "-fno-math-errno", "-fopenmp", "-Wno-unknown-pragmas", "-Wno-psabi",
+                 "-DIPGUARD_PYTHON_MODULE"]
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
     with_cuda = (torch.cuda.is_available() or force_cuda) and CUDA_HOME is not None
     if force_cuda and CUDA_HOME is None:
