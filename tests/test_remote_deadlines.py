@@ -28,6 +28,25 @@ def _no_proxies(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+def read_answer(sock) -> bytes:
+    """One whole HTTP answer: the head, then as many body bytes as its content-length says."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def make_model():
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
@@ -128,7 +147,7 @@ def _slow_sender(url: str, what: str, stop: threading.Event) -> bytes:
             except OSError:
                 break
         try:
-            return sock.recv(65536)
+            return read_answer(sock)
         except OSError:
             return b""
 
@@ -168,7 +187,7 @@ def test_malformed_framing_is_a_json_400(headers, body):
                 lines.append(f"{name}: {v}".encode())
         with socket.create_connection((running.host, running.port), timeout=10) as sock:
             sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-            answer = sock.recv(65536)
+            answer = read_answer(sock)
     assert answer.startswith(b"HTTP/1.1 400")
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "bad_request"
 
@@ -178,7 +197,7 @@ def test_deeply_nested_json_is_a_400_not_a_500():
     with serve(make_model(), input_shape=SHAPE, max_request_bytes=1 << 20) as running:
         with socket.create_connection((running.host, running.port), timeout=10) as sock:
             sock.sendall(b"POST /v1/labels HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-            answer = sock.recv(65536)
+            answer = read_answer(sock)
         assert answer.startswith(b"HTTP/1.1 400") and b"nested" in answer
         assert running.stats()["server_errors"] == 0
 
