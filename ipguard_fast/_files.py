@@ -14,8 +14,9 @@ from pathlib import Path
 __all__ = ["check_safetensors_header", "check_writable_output", "short_error"]
 
 
-def check_safetensors_header(path: str | os.PathLike[str], limit: int, error: type[Exception] = ValueError) -> None:
-    """Raise `error` when `path` cannot be a safetensors file or its header exceeds `limit` bytes."""
+def check_safetensors_header(path: str | os.PathLike[str], limit: int, error: type[Exception] = ValueError,
+                             what: str = "safetensors file") -> None:
+    """Raise `error` when `path` cannot be a `what` or its safetensors header exceeds `limit` bytes."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -24,13 +25,13 @@ def check_safetensors_header(path: str | os.PathLike[str], limit: int, error: ty
     except OSError as exc:
         raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if len(head) < 8:
-        raise error(f"{path} is not a readable safetensors file (truncated: {size} bytes)")
+        raise error(f"{path} is not a readable {what} (truncated: {size} bytes)")
     length = int.from_bytes(head, "little")
     if length > limit:
-        raise error(f"{path} is refused: its safetensors header claims {length} bytes, more than the "
-                    f"{limit} this file kind may have")
+        raise error(f"{path} is not a readable {what}: its header would be {length} bytes, more than the "
+                    f"{limit} allowed (refused before parsing)")
     if 8 + length > size:
-        raise error(f"{path} is not a readable safetensors file (truncated: the header claims {length} bytes, "
+        raise error(f"{path} is not a readable {what} (truncated: the header claims {length} bytes, "
                     f"the file has {size})")
 
 

@@ -192,7 +192,7 @@ class FingerprintSet:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"fingerprint file not found: {path}")
-        check_safetensors_header(path, MAX_HEADER_BYTES, FingerprintFileError)
+        check_safetensors_header(path, MAX_HEADER_BYTES, FingerprintFileError, "fingerprint file")
         try:
             with safe_open(str(path), framework="pt", device="cpu") as reader:
                 metadata = reader.metadata() or {}
