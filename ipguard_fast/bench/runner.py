@@ -35,7 +35,7 @@ from ..cli.common import OneLineParser, add_count_argument
 from . import models as bench_models
 from . import report
 from .measure import PeakMemory, machine_info, slug
-from .methods import ENGINE_MODES, METHODS, engine_step_only, ratios_and_targets, run_engine, run_peer
+from .methods import DEFAULT_METHODS, ENGINE_MODES, METHODS, engine_step_only, ratios_and_targets, run_engine, run_peer
 from .peers import torchattacks_cw
 
 DEFAULTS = dict(n=256, k=10.0, max_steps=1000, batch_size=256, reps=10)
@@ -48,7 +48,7 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["digits_cnn", "resnet20"], choices=bench_models.MODEL_NAMES)
     p.add_argument("--methods", nargs="+", default=None, choices=METHODS,
-                   help="default: all (the CUDA-only engine modes only on CUDA)")
+                   help="default: all but engine-completion (the CUDA-only engine modes only on CUDA)")
     add_count_argument(p, None, f"fingerprints the engine extracts (default {DEFAULTS['n']})")
     p.add_argument("--peer-n", type=int,
                    help="candidates for per_sample and torchattacks_cw, a prefix of the engine's (default min(n, 64))")
@@ -62,6 +62,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--reps", type=int, help=f"timed repetitions of a step and of the floor (default {DEFAULTS['reps']})")
     p.add_argument("--cw-c", type=float, default=torchattacks_cw.DEFAULT_C, help="torchattacks CW's c")
+    p.add_argument("--best-floor", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the best the bare model can do (cudnn.benchmark, channels_last, bf16, "
+                        "torch.compile, CUDA graphs) beside the engine's step (default: on CUDA only)")
     p.add_argument("--random-weights", action="store_true",
                    help="random weights: per-step timings and floors only (the search does not converge)")
     p.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH", help="weights files instead of training")
@@ -84,7 +87,7 @@ def parse_args(argv):
 
 
 def selected_methods(args, device) -> list[str]:
-    wanted = args.methods or list(METHODS)
+    wanted = args.methods or list(DEFAULT_METHODS)
     return [m for m in wanted if not (m in ENGINE_MODES and ENGINE_MODES[m][2] and device.type != "cuda")]
 
 
@@ -135,6 +138,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.best_floor is None:
+        args.best_floor = device.type == "cuda"
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     weights = dict(w.split("=", 1) for w in args.weights)
