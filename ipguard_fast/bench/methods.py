@@ -19,17 +19,21 @@ from .peers import torchattacks_cw
 
 __all__ = ["DEFAULT_METHODS", "ENGINE_MODES", "METHODS", "engine_step_only", "ratios_and_targets", "run_engine", "run_peer"]
 
-ENGINE_MODES = {  # name: (extract_fingerprints options, IPGUARD_FAST_FORCE_REFERENCE, CUDA only)
-    "engine": (dict(amp=None, cuda_graph=False, channels_last=False), False, False),
-    "engine-reference-ops": (dict(amp=None, cuda_graph=False, channels_last=False), True, False),
-    "engine-graph": (dict(amp=None, cuda_graph=True, channels_last=False), False, True),
-    "engine-graph-bf16-cl": (dict(amp="bf16", cuda_graph=True, channels_last=True), False, True),
-    # The other result rule, for the gap between them (not batch-size-independent; opt-in).
+ENGINE_MODES = {  # name: (extract_fingerprints options, environment for the run, CUDA only)
+    "engine": (dict(amp=None, cuda_graph=False, channels_last=False), {}, False),
+    "engine-reference-ops": (dict(amp=None, cuda_graph=False, channels_last=False),
+                             {"IPGUARD_FAST_FORCE_REFERENCE": "1"}, False),
+    "engine-graph": (dict(amp=None, cuda_graph=True, channels_last=False), {}, True),
+    "engine-graph-bf16-cl": (dict(amp="bf16", cuda_graph=True, channels_last=True), {}, True),
+    # A/B modes, opt-in: the launch policy without spares, and the other result rule (not
+    # batch-size-independent).
+    "engine-no-spares": (dict(amp=None, cuda_graph=False, channels_last=False), {"IPGUARD_FAST_NO_SPARES": "1"},
+                         False),
     "engine-completion": (dict(amp=None, cuda_graph=False, channels_last=False, result_rule="completion"),
-                          False, False),
+                          {}, False),
 }
 METHODS = tuple(ENGINE_MODES) + peers.PEERS
-DEFAULT_METHODS = tuple(m for m in METHODS if m != "engine-completion")
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("engine-no-spares", "engine-completion"))
 
 
 def engine_step_time(bm, args, device, options, reps, warmup=2):
@@ -67,9 +71,9 @@ def engine_step_time(bm, args, device, options, reps, warmup=2):
 
 
 def run_engine(mode, bm, args, device) -> dict:
-    options, reference, _ = ENGINE_MODES[mode]
+    options, variables, _ = ENGINE_MODES[mode]
     model = bm.model
-    with env("IPGUARD_FAST_FORCE_REFERENCE", "1" if reference else None):
+    with env(variables):
         step, floor = engine_step_time(bm, args, device, options, args.reps)
         with PeakMemory(device) as mem:
             cpu_start, start = time.process_time(), time.perf_counter()
@@ -84,7 +88,7 @@ def run_engine(mode, bm, args, device) -> dict:
     s = fps.stats
     finished = s.accepted + s.rejected + s.exhausted
     result = {
-        "kind": "engine", "status": "ok", "options": {**options, "force_reference_ops": reference},
+        "kind": "engine", "status": "ok", "options": {**options, "environment": variables},
         "candidates": s.tried, "finished": finished, "accepted": len(fps), "accepted_total": s.accepted,
         "rejected_float32": s.rejected, "exhausted": s.exhausted,
         "acceptance_share": s.accepted / finished if finished else None,
@@ -113,11 +117,11 @@ def run_engine(mode, bm, args, device) -> dict:
 
 def engine_step_only(mode, bm, args, device) -> dict:
     """Per-step time and floor without the search (random weights: the search would not converge)."""
-    options, reference, _ = ENGINE_MODES[mode]
-    with env("IPGUARD_FAST_FORCE_REFERENCE", "1" if reference else None):
+    options, variables, _ = ENGINE_MODES[mode]
+    with env(variables):
         step, floor = engine_step_time(bm, args, device, options, args.reps)
     bm.model.to(memory_format=torch.contiguous_format)
-    return {"kind": "engine", "status": "ok", "options": {**options, "force_reference_ops": reference},
+    return {"kind": "engine", "status": "ok", "options": {**options, "environment": variables},
             "candidates": 0, "accepted": 0, "step": step, "floor": floor,
             "step_over_floor": step["median_s"] / floor["median_s"]}
 

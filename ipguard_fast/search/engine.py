@@ -22,7 +22,7 @@ from .acceptance import accept
 from .candidates import CandidateSource
 from .config import ExtractConfig
 from .distributed import SingleProcess
-from .ledger import CandidateLedger, Outcome
+from .ledger import CandidateLedger, Outcome, spares_enabled
 from .slots import Slots
 from .step import SearchStep
 
@@ -68,7 +68,7 @@ class SearchEngine:
         # On CUDA a batch costs about the same whether its slots are full or not: fill the
         # bucket with spare candidates. On CPU each slot costs its share: the ledger's
         # expected-failure spares only.
-        self.fill_batch = device.type == "cuda"
+        self.fill_batch = device.type == "cuda" and spares_enabled()
         self.parked: list[dict] = []   # candidates taken out after an out-of-memory, state kept
         self.stats = SearchStats()
         self.progress = progress

@@ -20,6 +20,7 @@ never change the result (they are later indices, used only if needed).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,11 @@ RESULT_RULES = ("index", "completion")
 # The failure rate assumed before any candidate finished, as pseudo-counts (1 in 20):
 # enough for a few spares from the start; observations outweigh it within a batch.
 _PRIOR_FAILURES, _PRIOR_TRIALS = 1.0, 20.0
+
+
+def spares_enabled() -> bool:
+    """False when IPGUARD_FAST_NO_SPARES=1 asks for the launch policy without spares (for A/B runs)."""
+    return os.environ.get("IPGUARD_FAST_NO_SPARES", "0") != "1"
 
 
 @dataclass
@@ -102,8 +108,13 @@ class CandidateLedger:
         needed = self.n - self.accepted_count
         if needed <= 0:
             return 0
-        rate = min(self.failure_rate(), 0.95)
-        target = math.ceil(needed / (1.0 - rate)) + 1
+        if spares_enabled():
+            rate = min(self.failure_rate(), 0.95)
+            target = math.ceil(needed / (1.0 - rate)) + 1
+        else:  # the policy before spares: what is needed, plus the failures seen among what runs
+            finished = len(self.finished)
+            fails = finished - self.accepted_count
+            target = needed + (math.ceil(len(self.pending) * fails / finished) if finished else 0)
         wanted = math.ceil((target - len(self.pending)) / self.world)
         return max(0, min(free, wanted, self.stream_left()))
 
