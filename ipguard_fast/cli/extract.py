@@ -22,6 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the model's)")
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="mixed-precision search (float32 acceptance)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--result-rule", choices=["index", "completion"], default="index",
+                   help="index (default): the first n accepted by candidate index, the same set for any batch "
+                        "size or number of ranks; completion: the first n to be accepted, sooner, but schedule-"
+                        "dependent")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--checkpoint", default=None,
@@ -34,7 +38,8 @@ def config_from_args(args):
 
     return ExtractConfig(n=args.n, k=args.k, input_shape=args.input_shape, seed=args.seed, lr=args.lr,
                          max_steps=args.max_steps, max_candidates=args.max_candidates, batch_size=args.batch_size,
-                         labels=args.labels, amp=args.amp, channels_last=args.channels_last)
+                         labels=args.labels, amp=args.amp, channels_last=args.channels_last,
+                         result_rule=args.result_rule)
 
 
 def run(args) -> int:

@@ -33,7 +33,7 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
                          check_every: int | None = None, amp: str | None = None,
                          cuda_graph: bool | None = None, channels_last: bool = False,
                          compile_model: bool = False, checkpoint=None, checkpoint_every: float = 30.0,
-                         lo: float = 0.0, hi: float = 1.0) -> FingerprintSet:
+                         lo: float = 0.0, hi: float = 1.0, result_rule: str = "index") -> FingerprintSet:
     """Find n fingerprints of `model`: inputs it labels j with margin >= k over i, i the runner-up.
 
     model: any classifier on [B, *input_shape] pixels in [lo, hi] returning logits
@@ -60,6 +60,12 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     share the candidate stream and every rank returns the same set: the one a
     single process finds, whatever the number of ranks.
 
+    result_rule: "index" (default) returns the first n accepted candidates by candidate
+    index, the same set for any batch size, device or number of ranks; "completion"
+    returns the first n accepted in the order they finished, which ends the search
+    sooner (no wait for slow low-index candidates) but depends on the batch size and
+    the schedule.
+
     Performance options: check_every (steps between harvests, the only host
     syncs; default 1 on CPU, where nothing waits, and 8 on CUDA), amp ("bf16" or
     "fp16" autocast for the search; acceptance stays float32), cuda_graph
@@ -72,7 +78,8 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     config = ExtractConfig(n=n, k=k, input_shape=input_shape, num_classes=num_classes, labels=labels, lr=lr,
                            max_steps=max_steps, max_candidates=max_candidates, batch_size=batch_size, seed=seed,
                            check_every=check_every, amp=amp, cuda_graph=cuda_graph, channels_last=channels_last,
-                           compile_model=compile_model, checkpoint_every=checkpoint_every, lo=lo, hi=hi)
+                           compile_model=compile_model, checkpoint_every=checkpoint_every, lo=lo, hi=hi,
+                           result_rule=result_rule)
     return run_extraction(model, config, init=init, device=device, progress=progress, checkpoint=checkpoint)
 
 
