@@ -2,15 +2,20 @@
 and which index this rank launches next.
 
 The result rule lives here: the fingerprints are the first n accepted candidates *by
-candidate index*. Every rank holds the same global view (finished, pending), updated
-from the exchange after each harvest, so every rank takes the same stop decision.
+candidate index* whose image no earlier accepted candidate already holds (a set never
+holds two identical fingerprints). Every rank holds the same global view (finished,
+pending, the accepted images' digests), updated from the exchange after each harvest,
+so every rank takes the same stop decision.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
 import torch
+
+from .._hashing import tensor_bytes
 
 __all__ = ["CandidateLedger", "Outcome"]
 
@@ -25,11 +30,17 @@ class Outcome:
     steps: int = 0
 
 
+def image_digest(image: torch.Tensor) -> bytes:
+    """What identifies a fingerprint's image in the exchange: 16 bytes of its SHA-256."""
+    return hashlib.sha256(tensor_bytes(image)).digest()[:16]
+
+
 class CandidateLedger:
     def __init__(self, n: int, max_candidates: int, rank: int = 0, world: int = 1, resume=None):
         self.n, self.max_candidates, self.rank, self.world = n, max_candidates, rank, world
         # Global view, identical on every rank.
         self.finished: dict[int, bool] = {}
+        self.digests: dict[int, bytes] = {}   # accepted candidates' image digests
         self.pending: list[int] = []
         self.accepted_count = 0
         self.streams_done = False
@@ -41,13 +52,27 @@ class CandidateLedger:
         self.skip: set[int] = set()   # this rank's indices finished before a resume
         if resume is not None:
             self.finished, self.outcomes = dict(resume[0]), dict(resume[1])
+            self.digests = {c: image_digest(o.image) for c, o in self.outcomes.items()}
             self.skip = {c for c in self.finished if c % world == rank}
-            self.accepted_count = sum(self.finished.values())
+            self.accepted_count = len(self.wins())
 
     # -- the result rule -----------------------------------------------------
     def wins(self) -> list[int]:
-        """Accepted candidate indices, in index order."""
-        return sorted(c for c, ok in self.finished.items() if ok)
+        """Accepted candidate indices in index order, each image once (its lowest index)."""
+        seen: set[bytes] = set()
+        wins = []
+        for c in sorted(c for c, ok in self.finished.items() if ok):
+            digest = self.digests.get(c)
+            if digest is not None:
+                if digest in seen:
+                    continue
+                seen.add(digest)
+            wins.append(c)
+        return wins
+
+    def duplicates(self) -> int:
+        """Accepted candidates left out because an earlier one holds the same image."""
+        return sum(self.finished.values()) - len(self.wins())
 
     def determined(self) -> bool:
         """True when the first n accepted candidates by index are known (same on every rank)."""
@@ -88,9 +113,11 @@ class CandidateLedger:
 
     # -- outcomes and the exchange between ranks ------------------------------
     def record(self, index: int, outcome: Outcome) -> None:
+        digest = None
         if outcome.accepted:
             self.outcomes[index] = outcome
-        self.unshared.append((index, outcome.accepted))
+            digest = image_digest(outcome.image)
+        self.unshared.append((index, outcome.accepted, digest))
 
     def share(self, running: list[int]):
         """This rank's part of the exchange: new outcomes, what it runs, whether its stream ended."""
@@ -102,8 +129,10 @@ class CandidateLedger:
         """Take in every rank's part (from share), giving the same global view everywhere."""
         self.pending = []
         for outcomes, pending, _ in views:
-            for index, ok in outcomes:
+            for index, ok, digest in outcomes:
                 self.finished[index] = ok
-                self.accepted_count += ok
+                if ok:
+                    self.digests[index] = digest
             self.pending.extend(pending)
+        self.accepted_count = len(self.wins())
         self.streams_done = all(done for _, _, done in views)
