@@ -15,7 +15,8 @@ from ..data import load_digits
 from ..nn import seeded
 from ..train import train_classifier
 
-__all__ = ["DIGITS_ARCHITECTURES", "DIGITS_EPOCHS", "DIGITS_HARD_ARCHITECTURES", "DIGITS_LR", "DigitsCNN", "DigitsMLP", "train_digits_model"]
+__all__ = ["DIGITS_ARCHITECTURES", "DIGITS_EPOCHS", "DIGITS_HARD_ARCHITECTURES", "DIGITS_LR", "DigitsCNN",
+           "DigitsMLP", "train_digits_model"]
 
 
 class DigitsCNN(nn.Module):

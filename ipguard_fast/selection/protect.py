@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import numbers
-import os
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .._validate import finite_number, positive_int
 from ..fingerprints import FingerprintSet, state_dict_sha256
@@ -36,7 +35,7 @@ __all__ = ["protect"]
 _INITS = ("data", "uniform")
 
 
-def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = 10,
+def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = 20,
             references=None, score: str = "separation", replicas: int = 3, validation_replicas: int = 0,
             init: str = "data", labels: str = "predicted", seed: int = 0, cache_dir=None, batch_size: int = 256,
             progress: bool = True, log=None, extract_options: dict | None = None) -> FingerprintSet:
@@ -47,7 +46,9 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     (its dataset is used); the references train on it and the pool starts from it.
     k: "auto" (choose among the grid median-margin x (0.4, 0.55, 0.7) and the merged
     grid, by held-out references), a number, or a list of numbers (choose among them).
-    pool_factor: pool points per k, as a multiple of n. references: None (build them,
+    pool_factor: pool points per k, as a multiple of n (default 20: 6000 points for
+    n = 100 over three k; held-out ARUC grew with the pool, 0.88 -> 0.89 -> 0.90 on the
+    demo bed from 10 to 15 to 20). references: None (build them,
     `replicas` replicas of each recipe, see selection/references.py; `validation_replicas`
     more are only measured, never selected with), or the caller's own as {"positives":
     [...], "negatives": [...]} of anything matching_rate accepts, at least two of each
@@ -158,6 +159,12 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
 # ---------------------------------------------------------------------- arguments
 
 
+# Data sets up to this many bytes of float32 images are gathered into one TensorDataset:
+# every reference trains for several epochs on them, and sliced tensors are much faster
+# than a DataLoader's per-item collate (it also lets distillation precompute the teacher).
+_MATERIALISE_BYTES = 1 << 30
+
+
 def _dataset(train_data) -> Dataset:
     data = train_data.dataset if isinstance(train_data, DataLoader) else train_data
     if not isinstance(data, Dataset) or not hasattr(data, "__len__"):
@@ -168,7 +175,11 @@ def _dataset(train_data) -> Dataset:
     item = data[0]
     if not isinstance(item, (tuple, list)) or len(item) < 2 or not isinstance(item[0], torch.Tensor):
         raise ValueError("train_data: items must be (image tensor, label) pairs")
-    return data
+    if isinstance(data, TensorDataset) or len(data) * item[0].numel() * 4 > _MATERIALISE_BYTES:
+        return data
+    images = torch.stack([torch.as_tensor(data[i][0]).float() for i in range(len(data))])
+    labels = torch.tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.int64)
+    return TensorDataset(images, labels)
 
 
 def _ks(k) -> list[float] | None:
