@@ -1,5 +1,6 @@
 """`ipguard` command line: extract -> verify round trip, demo smoke, errors and exit codes."""
 import json
+import os
 import subprocess
 import sys
 
@@ -80,9 +81,11 @@ def test_tampered_file_is_refused(owner_file, tmp_path, capsys):
 
 def test_demo_smoke(tmp_path):
     # The real entry point, in a subprocess, on tiny settings.
+    # One thread: on a 2-core machine shared with other jobs, two threads contend (measured 10x slower).
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "ipguard_fast", "demo", "--out", str(tmp_path), "--n", "20",
                            "--k", "1,5", "--replicas", "1", "--pool-factor", "3"],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "ARUC" in proc.stdout and "| FTAL | positive |" in proc.stdout
     assert "plain IPGuard ARUC" in proc.stdout and "selected ARUC" in proc.stdout
