@@ -28,7 +28,11 @@ def _extension():
     # -fopenmp: at::parallel_for is a header template that only runs in parallel when the
     # extension itself is compiled with OpenMP (measured: without it the CPU kernels ran
     # single-threaded and lost to the reference on a 16-core machine).
-    cxx_flags = ["-O3", "-fno-math-errno", "-fopenmp", "-DIPGUARD_PYTHON_MODULE"]
+    # -Wno-unknown-pragmas: torch's vector headers (used by the CPU loss kernels) carry pragmas
+    # GCC does not know, one warning per include otherwise; -Wno-psabi: a note that AVX2 vector
+    # returns change the ABI, which the AVX2 kernels never expose (logit_gap_loss_avx2.cpp).
+    cxx_flags = ["-O3", "-fno-math-errno", "-fopenmp", "-Wno-unknown-pragmas", "-Wno-psabi",
+                 "-DIPGUARD_PYTHON_MODULE"]
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
     with_cuda = (torch.cuda.is_available() or force_cuda) and CUDA_HOME is not None
     if force_cuda and CUDA_HOME is None:
@@ -55,12 +59,13 @@ def _extension():
 def _extras():
     eval_ = ["scikit-learn", "matplotlib"]        # the evaluation, its plots, the digits demo
     onnx = ["onnx", "onnxruntime"]                # ONNX export and ONNX suspects
+    remote = ["httpx>=0.27", "uvicorn>=0.30"]     # the label-only HTTP API: client and server
     bench = ["torchattacks"] + eval_              # the benchmark's CW peer, digits-trained models, charts
     timm = ["timm"]                               # timm architectures by name
     test = ["pytest", "pytest-benchmark", "expecttest", "cmake>=3.30"]
-    return {"eval": eval_, "onnx": onnx, "bench": bench, "timm": timm,
-            "all": sorted(set(eval_ + onnx + bench + timm)),
-            "test": sorted(set(test + eval_ + onnx + bench))}
+    return {"eval": eval_, "onnx": onnx, "remote": remote, "bench": bench, "timm": timm,
+            "all": sorted(set(eval_ + onnx + remote + bench + timm)),
+            "test": sorted(set(test + eval_ + onnx + remote + bench))}
 
 
 def _version():

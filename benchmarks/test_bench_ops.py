@@ -2,9 +2,14 @@
 
     pytest benchmarks/test_bench_ops.py --benchmark-only --benchmark-json=benchmarks/results/ops-cpu.json
 
-Peers: the pure-PyTorch reference (what ipguard_fast falls back to), and for the
+Peers: the pure-PyTorch reference (what ipguard_fast falls back to); for the
+loss also `careful_eager_loss`, the shortest eager version a PyTorch user writes
+(it does less work than the op: no NaN/inf handling, no label checks); and for the
 step torch.optim.Adam(foreach=True) followed by clamp_, which does less work (no
 per-sample mask, one step count) and is what a batched eager loop runs.
+
+benchmarks/bench_loss_cpu.py times the loss's three implementations interleaved in
+one process at 1 and 2 threads (less noise than pytest-benchmark's one-after-another).
 """
 import pytest
 import torch
@@ -32,11 +37,48 @@ def loss_inputs(device):
     return logits, i.to(device), j.to(device)
 
 
+def careful_eager_loss(logits, i, j, k, check=False):
+    """The loss and its gradient as a careful PyTorch user writes them, in the logits' dtype.
+
+    gather g_i and g_j; scatter -inf on i and j and take the row max (first index on
+    ties, as the op); relu terms; a zeroed gradient with its 2-3 coefficients put in.
+    It does less work than the op and the reference: no non-finite-row handling (a
+    row with NaN/inf is not NaN-ed and zeroed), no label checks (`check` is accepted
+    and ignored), and no float32 upcast for float16/bfloat16. On finite float32/float64
+    logits it returns the op's values (tests/test_ops_fast_path.py checks this).
+    """
+    B, C = logits.shape
+    i_col, j_col = i[:, None], j[:, None]
+    g_i = logits.gather(1, i_col).squeeze(1)
+    g_j = logits.gather(1, j_col).squeeze(1)
+    first = g_i - g_j + k
+    rows = torch.arange(B, device=logits.device)
+    grad = torch.zeros_like(logits, memory_format=torch.contiguous_format)
+    a1 = (first > 0).to(logits.dtype)
+    if C > 2:
+        others = logits.scatter(1, i_col, float("-inf")).scatter_(1, j_col, float("-inf"))
+        g_t, t_star = others.max(dim=1)
+        second = g_t - g_i
+        a2 = (second > 0).to(logits.dtype)
+        loss = first.relu() + second.relu()
+        grad.index_put_((rows, t_star), a2)
+    else:
+        a2 = torch.zeros_like(a1)
+        loss = first.relu()
+    grad.index_put_((rows, i), a1 - a2)
+    grad.index_put_((rows, j), -a1)
+    return loss, grad
+
+
+LOSS_IMPLS = {"compiled": ops.logit_gap_loss, "careful_eager": careful_eager_loss,
+              "reference": reference.logit_gap_loss}
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("impl", ["compiled", "reference"])
+@pytest.mark.parametrize("impl", list(LOSS_IMPLS))
 def test_logit_gap_loss(benchmark, impl, device):
     logits, i, j = loss_inputs(device)
-    fn = ops.logit_gap_loss if impl == "compiled" else reference.logit_gap_loss
+    fn = LOSS_IMPLS[impl]
     benchmark.group = f"logit_gap_loss {device} {list(logits.shape)}"
     benchmark.extra_info.update(op="logit_gap_loss", impl=impl, device=device, shape=list(logits.shape))
 

@@ -109,6 +109,25 @@ IPG_HD acc_t gap_grad_at(int64_t c, int64_t i, int64_t j, const GapRow<acc_t>& r
   return d;
 }
 
+// The only entries of a row's gradient that can be non-zero: columns i, j and
+// t* (at_t is unused when t* == -1). Kernels that zero the row in bulk write
+// these three after; `any` is false when the whole row is zero.
+template <typename acc_t>
+struct GapGradEntries {
+  bool any;
+  acc_t at_i, at_j, at_t;
+};
+
+template <typename acc_t>
+IPG_HD GapGradEntries<acc_t> gap_grad_entries(int64_t i, int64_t j, const GapRow<acc_t>& r) {
+  GapGradEntries<acc_t> e;
+  e.any = r.first_active || r.second_active;
+  e.at_i = gap_grad_at(i, i, j, r);
+  e.at_j = gap_grad_at(j, i, j, r);
+  e.at_t = r.t_star >= 0 ? gap_grad_at(r.t_star, i, j, r) : acc_t(0);
+  return e;
+}
+
 // ---------------------------------------------------------------------------
 // boundary_adam_step_
 //

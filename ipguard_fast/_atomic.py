@@ -11,11 +11,18 @@ from typing import Callable
 
 
 def atomic_save(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path) on a temp file next to `path`, make it durable, move it into place."""
+    """Call write(tmp_path) on a temp file next to `path`, make it durable, move it into place.
+
+    The temp file's name carries the writer's process id: a writer killed outright (kill -9)
+    cannot remove its own, so the next save of the same file removes the temp files of
+    processes that no longer exist."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.stem}."
     # Keep the real suffix last: some writers (torch.export.save) check it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=directory)
+    suffix = f".tmp{path.suffix}"
+    _remove_orphans(directory, prefix, suffix)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=suffix, dir=directory)
     os.close(fd)
     try:
         write(tmp_name)
@@ -27,6 +34,34 @@ def atomic_save(path: str | os.PathLike[str], write: Callable[[str], None]) -> P
             os.remove(tmp_name)
         raise
     return path
+
+
+def _remove_orphans(directory: Path, prefix: str, suffix: str) -> None:
+    """Remove `prefix<pid>-*suffix` temp files whose writing process is gone."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(suffix)):
+            continue
+        pid_text = name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        try:
+            os.remove(directory / name)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. permission denied: it exists
+        return True
+    return True
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -31,6 +31,7 @@ import torch
 from safetensors import safe_open
 
 from ._atomic import atomic_save
+from ._files import check_safetensors_header, check_writable_output, short_error
 from ._hashing import tensors_sha256, update_framed
 
 __all__ = [
@@ -42,6 +43,11 @@ __all__ = [
 ]
 
 FORMAT_NAME = "ipguard_fast.fingerprints"
+# A fingerprint file's header is a few tensors and a JSON meta of some kilobytes (a selected
+# set adds a score per fingerprint); anything far larger is refused before it is parsed.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+# Pixels may sit this far outside the stored box (float noise of the clamp).
+_BOX_TOLERANCE = 1e-5
 # Domain string of the tensor hashes (content and weights); changing it invalidates every file.
 _TENSORS_DOMAIN = b"ipguard_fast-tensors-v1"
 FORMAT_VERSION = "1"
@@ -91,10 +97,9 @@ class FingerprintSet:
                 raise ValueError(f"FingerprintSet.{name}: must have dtype {dtype}, got {value.dtype}")
             if value.device.type != "cpu":
                 raise ValueError(f"FingerprintSet.{name}: must be on the CPU (call .cpu()), got {value.device}")
-            if rank is None and value.dim() < 2:
-                raise ValueError(
-                    f"FingerprintSet.{name}: must have shape [n, *input_shape] (rank >= 2), got {tuple(value.shape)}"
-                )
+            if rank is None and (value.dim() < 2 or 0 in value.shape[1:]):
+                raise ValueError(f"FingerprintSet.{name}: must have shape [n, *input_shape] with non-empty images, "
+                                 f"got {tuple(value.shape)}")
             if rank is not None and value.dim() != rank:
                 raise ValueError(f"FingerprintSet.{name}: must have shape [n], got {tuple(value.shape)}")
             if n is None:
@@ -115,11 +120,22 @@ class FingerprintSet:
 
         if not torch.isfinite(self.images).all():
             raise ValueError("FingerprintSet.images: contains NaN or infinite values")
+        self._check_pixel_box()
         num_classes = self.num_classes
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
             raise ValueError(f"FingerprintSet.meta['num_classes']: must be an int >= 2, got {num_classes!r}")
         for name in ("labels", "source_labels"):
             _check_label_range(name, getattr(self, name), num_classes)
+
+    def _check_pixel_box(self) -> None:
+        """Fingerprints are pixels in the box the search clamped to (meta lo/hi, default [0, 1])."""
+        lo, hi = self.meta.get("lo", 0.0), self.meta.get("hi", 1.0)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)) or not lo < hi:
+            raise ValueError(f"FingerprintSet.meta: 'lo' and 'hi' must be numbers with lo < hi, got {lo!r}, {hi!r}")
+        low, high = (float(self.images.min()), float(self.images.max())) if len(self) else (lo, hi)
+        if low < lo - _BOX_TOLERANCE or high > hi + _BOX_TOLERANCE:
+            raise ValueError(f"FingerprintSet.images: pixels span [{low:g}, {high:g}], outside the box "
+                             f"[{lo:g}, {hi:g}] of meta lo/hi")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -153,7 +169,7 @@ class FingerprintSet:
         ``path`` in one ``os.replace``: an interrupted save leaves either the old file
         or the new one, never half a file.
         """
-        path = Path(path)
+        path = check_writable_output("path", path)
         tensors = {name: getattr(self, name).contiguous() for name, _, _ in _TENSOR_FIELDS}
         metadata = {
             "format": FORMAT_NAME,
@@ -176,14 +192,15 @@ class FingerprintSet:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"fingerprint file not found: {path}")
+        check_safetensors_header(path, MAX_HEADER_BYTES, FingerprintFileError, "fingerprint file")
         try:
             with safe_open(str(path), framework="pt", device="cpu") as reader:
                 metadata = reader.metadata() or {}
                 tensors = {name: reader.get_tensor(name) for name in reader.keys()}
         except Exception as exc:  # safetensors raises its own error type for every header problem
             raise FingerprintFileError(
-                f"{path} is not a readable fingerprint file (truncated, corrupted or not safetensors): {exc}"
-            ) from exc
+                f"{path} is not a readable fingerprint file (truncated, corrupted or not safetensors): "
+                f"{short_error(exc)}") from None
 
         if metadata.get("format") != FORMAT_NAME:
             raise FingerprintFileError(
@@ -205,10 +222,14 @@ class FingerprintSet:
             )
         try:
             meta = json.loads(metadata["ipguard_meta"])
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise FingerprintFileError(f"{path} is corrupted or tampered with: unreadable ipguard_meta ({exc})") from exc
+        except (KeyError, ValueError, RecursionError) as exc:
+            raise FingerprintFileError(f"{path} is corrupted or tampered with: unreadable ipguard_meta "
+                                       f"({short_error(exc)})") from None
         if not isinstance(meta, dict):
             raise FingerprintFileError(f"{path} is corrupted or tampered with: ipguard_meta is not a JSON object")
+        if not isinstance(meta.get("num_classes"), int):
+            # Without it a label outside the owner's classes could not be caught.
+            raise FingerprintFileError(f"{path} is refused: its meta records no num_classes")
 
         stored_hash = metadata.get("content_sha256", "")
         actual_hash = _content_sha256(tensors, meta)
@@ -219,8 +240,8 @@ class FingerprintSet:
             )
         try:
             return cls(**tensors, meta=meta)
-        except ValueError as exc:
-            raise FingerprintFileError(f"{path} holds an invalid fingerprint set: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise FingerprintFileError(f"{path} holds an invalid fingerprint set: {short_error(exc)}") from None
 
 
 # ---------------------------------------------------------------------- hashing

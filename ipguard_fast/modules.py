@@ -10,13 +10,22 @@ blindly.
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["call_in_fixed_batches", "device_and_dtype", "eval_mode", "frozen", "module_device",
+__all__ = ["call_in_fixed_batches", "device_and_dtype", "eval_mode", "frozen", "module_device", "module_lock",
            "refuses_train_mode", "set_training", "static_batch_size"]
+
+# One re-entrant lock per module object: what switches a caller's module to eval mode (or
+# freezes it) holds its lock until everything is restored, so two threads sharing a model
+# take turns instead of restoring each other's half-changed state.
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+_FALLBACK_LOCK = threading.RLock()  # for the rare module that cannot be weakly referenced
 
 
 def device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -30,6 +39,18 @@ def device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
 def module_device(module: nn.Module) -> torch.device:
     """Where the module's weights live (CPU for a module without any)."""
     return device_and_dtype(module)[0]
+
+
+def module_lock(module: nn.Module) -> threading.RLock:
+    """The lock that eval_mode and frozen hold on `module` (re-entrant: nesting is fine)."""
+    with _LOCKS_GUARD:
+        try:
+            lock = _LOCKS.get(module)
+            if lock is None:
+                lock = _LOCKS[module] = threading.RLock()
+        except TypeError:
+            return _FALLBACK_LOCK
+        return lock
 
 
 def set_training(module: nn.Module, mode: bool) -> bool:
@@ -53,21 +74,23 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
     Restoring flag by flag (not with module.train(was)) keeps a model that mixes
     modes -- say in training with one frozen batch-norm layer -- exactly as it was.
+    Holds the module's lock throughout (see module_lock).
     """
-    flags = [(sub, sub.training) for sub in module.modules()]
-    set_training(module, False)
-    try:
-        yield module
-    finally:
-        for sub, flag in flags:
-            sub.training = flag
+    with module_lock(module):
+        flags = [(sub, sub.training) for sub in module.modules()]
+        set_training(module, False)
+        try:
+            yield module
+        finally:
+            for sub, flag in flags:
+                sub.training = flag
 
 
 @contextlib.contextmanager
 def frozen(module: nn.Module) -> Iterator[nn.Module]:
     """eval_mode and no parameter gradients for the duration; both restored afterwards."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
     with eval_mode(module):
+        flags = [(p, p.requires_grad) for p in module.parameters()]
         for p, _ in flags:
             p.requires_grad_(False)
         try:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._files import short_error
 from ._validate import positive_int, probability
 from .fingerprints import FingerprintSet
 from .modules import call_in_fixed_batches, device_and_dtype, eval_mode, static_batch_size
@@ -82,8 +83,12 @@ def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
     outputs = as_output_fn(suspect, num_classes)
 
     def label_fn(images: torch.Tensor) -> torch.Tensor:
-        return outputs(images)[0]
+        labels, logits = outputs(images)
+        if logits is not None:  # the suspect's class count, for callers that lack one
+            label_fn.classes_seen = int(logits.shape[1])
+        return labels
 
+    label_fn.classes_seen = None
     return label_fn
 
 
@@ -127,9 +132,12 @@ def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
     def forward(images: torch.Tensor) -> Any:
         with eval_mode(module):
             x = images.to(device=device, dtype=dtype)
-            if fixed_batch is None:
-                return module(x)
-            return call_in_fixed_batches(lambda chunk: _as_tensor(module(chunk)), x, fixed_batch)
+            try:
+                if fixed_batch is None:
+                    return module(x)
+                return call_in_fixed_batches(lambda chunk: _as_tensor(module(chunk)), x, fixed_batch)
+            except Exception as exc:  # the suspect cannot take these images: our caller's bad input
+                raise ValueError(f"suspect: fails on images of shape {list(x.shape)}: {short_error(exc)}") from exc
 
     return forward
 
@@ -252,6 +260,12 @@ def _count_matches(suspect: Any, fingerprints: FingerprintSet, batch_size: int) 
     matches = 0
     for start in range(0, n, batch_size):
         predicted = label_fn(fingerprints.images[start:start + batch_size])
+        if start == 0 and fingerprints.num_classes is None and label_fn.classes_seen is not None:
+            # A set that records no class count is checked against the suspect's own.
+            highest = int(fingerprints.labels.max())
+            if highest >= label_fn.classes_seen:
+                raise ValueError(f"fingerprints: owner label {highest} is outside the suspect's "
+                                 f"{label_fn.classes_seen} classes (the set records no num_classes)")
         matches += int((predicted == fingerprints.labels[start:start + batch_size]).sum())
     return matches
 

@@ -26,6 +26,62 @@ def test_loss_parity_cuda(B, C, dtype, kind):
     torch.testing.assert_close(grad.cpu(), ref_grad, rtol=0, atol=0)
 
 
+def _cuda_layout(logits, how):
+    """The same values on the GPU in a given layout (16-byte loads or not)."""
+    B, C = logits.shape
+    if how == "contiguous":
+        return logits.cuda()
+    if how == "offset":  # every row starts one element past a 16-byte boundary (or worse)
+        wide = torch.zeros(B, C + 1, dtype=logits.dtype, device="cuda")
+        wide[:, 1:] = logits.cuda()
+        return wide[:, 1:]
+    if how == "row_padded":  # stride(0) = C + 3: each row aligned differently
+        wide = torch.zeros(B, C + 3, dtype=logits.dtype, device="cuda")
+        wide[:, :C] = logits.cuda()
+        return wide[:, :C]
+    if how == "transposed":
+        return logits.cuda().t().contiguous().t()
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["contiguous", "offset", "row_padded", "transposed"])
+@pytest.mark.parametrize("kind", ["random", "ties", "nan_rows"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [2, 3, 7, 8, 9, 15, 16, 17, 33, 1000])
+def test_loss_vector_loads_cuda(C, dtype, kind, how):
+    # 16-byte packs hold 4 float32, 2 float64, 8 float16/bfloat16; the sizes and
+    # offsets put columns in the head, the packs and the tail of a row.
+    logits, i, j = logits_case(300, C, dtype, kind, seed=C)
+    ref_loss, ref_grad = reference.logit_gap_loss(logits, i, j, 0.75)
+    x = _cuda_layout(logits, how)
+    loss, grad = ops.logit_gap_loss(x, i.cuda(), j.cuda(), 0.75)
+    assert grad.is_contiguous()
+    torch.testing.assert_close(loss.cpu(), ref_loss, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(grad.cpu(), ref_grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_every_label_pair_cuda(dtype):
+    C = 17
+    pairs = torch.tensor([(a, b) for a in range(C) for b in range(C) if a != b])
+    i, j = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
+    gen = torch.Generator().manual_seed(0)
+    for values in (torch.randn(len(pairs), C, generator=gen),
+                   torch.randint(0, 2, (len(pairs), C), generator=gen).float()):
+        logits = values.to(dtype)
+        ref_loss, ref_grad = reference.logit_gap_loss(logits, i, j, 0.5)
+        for how in ("contiguous", "offset"):
+            loss, grad = ops.logit_gap_loss(_cuda_layout(logits, how), i.cuda(), j.cuda(), 0.5)
+            torch.testing.assert_close(loss.cpu(), ref_loss, rtol=0, atol=0, equal_nan=True)
+            torch.testing.assert_close(grad.cpu(), ref_grad, rtol=0, atol=0)
+
+
+def test_loss_empty_batch_cuda():
+    loss, grad = ops.logit_gap_loss(torch.empty(0, 5, device="cuda"), torch.empty(0, dtype=torch.long, device="cuda"),
+                                    torch.empty(0, dtype=torch.long, device="cuda"), 1.0)
+    assert loss.shape == (0,) and grad.shape == (0, 5)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("step_dtype", [torch.int64, torch.int32])
 @pytest.mark.parametrize("shape", [(5, 3, 7, 9), (16, 3, 224, 224), (3, 1, 8, 8), (2, 5)])
@@ -113,5 +169,9 @@ def test_unchecked_bad_labels_give_nan_rows_not_faults():
     i = torch.tensor([0, 9, 2], device="cuda")
     j = torch.tensor([1, 2, 2], device="cuda")
     loss, grad = ops.logit_gap_loss(logits, i, j, 1.0, check=False)
+    torch.cuda.synchronize()
+    assert torch.isfinite(loss[0]) and torch.isnan(loss[1:]).all() and not grad[1:].any()
+    # The same on the scalar (non-unit-stride) path.
+    loss, grad = ops.logit_gap_loss(logits.t().contiguous().t(), i, j, 1.0, check=False)
     torch.cuda.synchronize()
     assert torch.isfinite(loss[0]) and torch.isnan(loss[1:]).all() and not grad[1:].any()

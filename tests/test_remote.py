@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def raw_request(url: str, method: str, path: str, body: bytes | None = None,
             parsed = json.loads(data)
         except ValueError:
             parsed = data
-        return response.status, dict(response.getheaders()), parsed
+        return response.status, response.headers, parsed  # header names are case-insensitive
     finally:
         conn.close()
 
@@ -279,7 +280,7 @@ def test_oversized_and_odd_requests_get_4xx(model):
         assert status == 501 and isinstance(payload, dict)
         with socket.create_connection((running.host, running.port), timeout=TIMEOUT) as sock:
             sock.sendall(b"POST /v1/labels HTTP/1.0\r\n\r\n")  # no Content-Length at all
-            assert sock.recv(65536).startswith(b"HTTP/1.0 411")
+            assert re.match(rb"HTTP/1\.[01] 411", sock.recv(65536))
 
         assert RemoteLabelModel(running.url, timeout=TIMEOUT)(images).tolist() == model(images).argmax(1).tolist()
         assert running.stats()["server_errors"] == 0
@@ -290,7 +291,7 @@ def test_a_client_that_stops_sending_gets_408_and_others_are_served(model):
         with socket.create_connection((running.host, running.port), timeout=TIMEOUT) as sock:
             sock.sendall(b"POST /v1/labels HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"shape\"")
             answer = sock.recv(65536).decode()
-        assert answer.startswith("HTTP/1.0 408")
+        assert re.match(r"HTTP/1\.[01] 408", answer)
         assert RemoteLabelModel(running.url, timeout=TIMEOUT)(torch.rand(1, *SHAPE)).shape == (1,)
 
 
@@ -302,7 +303,7 @@ def test_a_failing_model_gets_500_without_details(model):
         status, _, payload = raw_request(running.url, "POST", "/v1/labels", labels_body(torch.rand(1, *SHAPE)))
         assert status == 400 and "secret" not in json.dumps(payload)
     with serve(model, input_shape=SHAPE) as running:
-        running._httpd.service.label_fn = broken
+        running._service.label_fn = broken
         client = fast_client(running.url, retries=2)
         with pytest.raises(RemoteError, match="500") as info:
             client(torch.rand(1, *SHAPE))
@@ -319,7 +320,7 @@ def test_busy_server_answers_503_with_retry_after(model):
         release.wait(TIMEOUT)
         return model(images)
 
-    with serve(slow, max_concurrent=1) as running:
+    with serve(slow, max_concurrent=1, queue_timeout=0) as running:  # no waiting for a turn
         result = {}
         worker = threading.Thread(target=lambda: result.update(
             labels=RemoteLabelModel(running.url, timeout=TIMEOUT)(torch.rand(2, *SHAPE))))
@@ -519,18 +520,18 @@ def test_interrupted_run_resumes_without_requerying(model, fingerprints, tmp_pat
     assert state["batch_size"] == 8 and sorted(state["batches"]) == ["0", "1"]
     assert state["batches"]["0"] == model(fingerprints.images[:8]).argmax(1).tolist()
 
-    with serve(model, input_shape=SHAPE) as second:
-        with pytest.warns(UserWarning, match="resuming against"):
-            verdict = verify_remote(second.url, fingerprints, batch_size=8, progress_file=progress, timeout=TIMEOUT)
+    with serve(model, input_shape=SHAPE, port=first.port) as second:  # restarted at the same address
+        verdict = verify_remote(second.url, fingerprints, batch_size=8, progress_file=progress, timeout=TIMEOUT)
         assert second.stats()["labels_ok"] == 3 and second.stats()["images"] == 40 - 16
     assert verdict == expected
     assert sorted(json.loads(progress.read_text())["batches"], key=int) == ["0", "1", "2", "3", "4"]
     assert [p.name for p in tmp_path.iterdir()] == ["progress.json"]  # no temp files left behind
 
-    # A complete progress file answers without any server at all.
-    with pytest.warns(UserWarning):
-        assert verify_remote("http://127.0.0.1:9", fingerprints, batch_size=8, progress_file=progress,
-                             retries=0) == expected
+    # A complete progress file answers without any server at all...
+    assert verify_remote(first.url, fingerprints, batch_size=8, progress_file=progress, retries=0) == expected
+    # ... but only for the endpoint it was made against.
+    with pytest.raises(ProgressFileError, match="not from"):
+        verify_remote("http://127.0.0.1:9", fingerprints, batch_size=8, progress_file=progress, retries=0)
 
 
 def test_progress_file_for_other_fingerprints_is_refused(server, model, fingerprints, tmp_path):
@@ -553,7 +554,7 @@ def test_progress_file_for_other_fingerprints_is_refused(server, model, fingerpr
     state = json.loads(progress.read_text())
     state["batches"]["2"] = [99] * 8
     progress.write_text(json.dumps(state))
-    with pytest.raises(ProgressFileError, match="batch 2"):
+    with pytest.raises(ProgressFileError, match="integrity check"):
         verify_remote(server.url, fingerprints, batch_size=8, progress_file=progress, timeout=TIMEOUT)
     progress.write_text('{"format": "ipguard_fast.remote.pro')
     with pytest.raises(ProgressFileError, match="cannot read"):
@@ -685,3 +686,20 @@ def test_ipguard_cli_verify_endpoint(server, model, fingerprints, tmp_path, caps
             "--progress", str(tmp_path / "p.json")]
     assert cli.main(argv) == 0
     assert json.loads(capsys.readouterr().out) == verify(model, fingerprints).to_dict()
+
+
+def test_a_forged_progress_file_is_refused(server, model, fingerprints, tmp_path):
+    """Changing saved answers to flip the verdict (0.5 -> 1.0 here) is refused, not warned about."""
+    progress = tmp_path / "progress.json"
+    honest = verify_remote(server.url, fingerprints, batch_size=8, progress_file=progress, timeout=TIMEOUT)
+    assert honest.matching_rate == 0.5
+    state = json.loads(progress.read_text())
+    labels = fingerprints.labels.tolist()
+    state["batches"] = {str(b): labels[8 * b: 8 * b + 8] for b in range(5)}  # the owner's labels everywhere
+    progress.write_text(json.dumps(state))
+    with pytest.raises(ProgressFileError, match="integrity check"):
+        verify_remote(server.url, fingerprints, batch_size=8, progress_file=progress, timeout=TIMEOUT)
+    state.pop("mac")  # and without any check at all
+    progress.write_text(json.dumps(state))
+    with pytest.raises(ProgressFileError, match="integrity check"):
+        verify_remote(server.url, fingerprints, batch_size=8, progress_file=progress, timeout=TIMEOUT)

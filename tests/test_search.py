@@ -1,7 +1,10 @@
 """The boundary-search engine: acceptance, freezing, refill, determinism, bad input."""
 
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
 
 from ipguard_fast import reference
 from ipguard_fast.search import IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
@@ -274,9 +277,12 @@ def test_interrupted_extraction_resumes_to_the_same_result(owner, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         extract(InterruptAfter(owner, 60), n=30, batch_size=8, checkpoint=ckpt)
     assert ckpt.exists()
+    finished_before = len(json.loads(safe_open(str(ckpt), "pt").metadata()["finished"]))
     # The same model (the wrapper's state_dict, hashed into the checkpoint, names it "model.*").
     resumed = extract(InterruptAfter(owner, -1), n=30, batch_size=8, checkpoint=ckpt)
-    assert resumed.stats.tried < whole.stats.tried  # finished candidates were not searched again
+    assert resumed.stats.launched < whole.stats.launched  # finished candidates were not searched again
+    # The file counts every candidate of the extraction, not only those of the last run.
+    assert resumed.meta["candidates_tried"] == finished_before + resumed.stats.launched
     assert torch.equal(resumed.labels, whole.labels) and torch.equal(resumed.steps, whole.steps)
     torch.testing.assert_close(resumed.images, whole.images, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="^checkpoint:.*other settings.*k"):

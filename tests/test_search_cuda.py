@@ -64,3 +64,13 @@ def test_gpu_candidates_match_cpu_candidates(owner, labels):
                                           labels=labels)
     assert torch.equal(x_gpu.cpu(), x_cpu)
     assert torch.equal(i_gpu.cpu(), i_cpu) and torch.equal(j_gpu.cpu(), j_cpu)
+
+
+def test_extract_on_another_device_moves_the_model_back():
+    """device='cuda' for a CPU model: the search runs on the GPU, the caller's model stays on the CPU."""
+    cpu_owner = train_digits_model("cnn", seed=0, epochs=1)
+    fps = extract_fingerprints(cpu_owner, 4, k=1.0, input_shape=(1, 8, 8), device="cuda", progress=False,
+                               max_steps=200)
+    assert len(fps) == 4
+    assert all(p.device.type == "cpu" for p in cpu_owner.parameters())
+    assert all(b.device.type == "cpu" for b in cpu_owner.buffers())

@@ -30,7 +30,7 @@ def fingerprints_for(labels, **meta):
     labels = torch.as_tensor(labels, dtype=torch.int64)
     n = len(labels)
     return FingerprintSet(
-        images=torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(2)),
+        images=torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(2)),  # pixels in [0, 1]
         labels=labels,
         source_labels=torch.zeros(n, dtype=torch.int64),
         margins=torch.zeros(n),
@@ -47,7 +47,7 @@ def owner():
 @pytest.fixture
 def owner_fps(owner):
     """Fingerprints labelled with the owner's own predictions: the owner matches all of them."""
-    images = torch.randn(N, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    images = torch.rand(N, 1, 8, 8, generator=torch.Generator().manual_seed(2))  # as fingerprints_for
     with torch.no_grad():
         labels = owner(images).argmax(1)
     return fingerprints_for(labels)

@@ -1,23 +1,41 @@
-// CPU kernel of ipguard::logit_gap_loss: one pass over each row to find the
-// runner-up t* (and whether the row is finite), one pass writing its gradient.
-// Rows are independent, so they are split across threads with at::parallel_for.
+// CPU kernel of ipguard::logit_gap_loss. Rows are independent, so they are
+// split across threads with at::parallel_for. Two paths, equal bit for bit:
+//
+//  - unit column stride (contiguous rows, or a row-padded view): vectorised
+//    row reductions, logit_gap_rows.h, built here with the baseline flags
+//    (cpu_default) and in logit_gap_loss_avx2.cpp for AVX2 (cpu_avx2); the
+//    AVX2 build runs where the CPU and ATen's CPU capability allow it.
+//  - any other strides (transposed, every other column...): the scalar fold of
+//    argmax_offer over each row, below.
+//
+// The per-row arithmetic (loss, gradient coefficients) is csrc/boundary_math.h,
+// shared with the CUDA kernel; only the reductions over a row live here.
+#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ATen.h>
+#include <ATen/Version.h>
 #include <torch/library.h>
+
+#include <string>
 
 #include "../boundary_math.h"
 #include "../checks.h"
+#include "logit_gap_kernels.h"
+
+#define IPGUARD_CPU_KERNEL_NS cpu_default
+#include "logit_gap_rows.h"
 
 namespace ipguard {
 namespace {
 
 using namespace ipguard::math;
 
+// Any strides.
 template <typename scalar_t>
-void logit_gap_rows(const at::Tensor& logits, const int64_t* i_ptr, const int64_t* j_ptr,
-                    double k, at::Tensor& loss, at::Tensor& grad) {
+void logit_gap_rows_strided(const at::Tensor& logits, const int64_t* i_ptr,
+                            const int64_t* j_ptr, double k, at::Tensor& loss,
+                            at::Tensor& grad) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = logits.size(0), C = logits.size(1);
   const int64_t s0 = logits.stride(0), s1 = logits.stride(1);
@@ -33,26 +51,34 @@ void logit_gap_rows(const at::Tensor& logits, const int64_t* i_ptr, const int64_
       // Labels were checked before the launch; re-guard so no read is out of bounds.
       const bool labels_ok = labels_valid(i, j, C);
       bool finite = true;
-      ArgMax<acc_t> best = argmax_empty<acc_t>();
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t v = static_cast<acc_t>(row[c * s1]);
-        finite = finite && is_finite(v);
-        best = argmax_offer(best, v, c, i, j);
-      }
+      const ArgMax<acc_t> best = runner_up_fold(row, C, s1, i, j, finite);
       const acc_t g_i = labels_ok ? static_cast<acc_t>(row[i * s1]) : acc_t(0);
       const acc_t g_j = labels_ok ? static_cast<acc_t>(row[j * s1]) : acc_t(0);
       const GapRow<acc_t> r = gap_row(g_i, g_j, best, k_acc, finite && labels_ok);
       loss_ptr[b] = r.loss;
-      scalar_t* out = grad_ptr + b * C;
-      for (int64_t c = 0; c < C; ++c) out[c] = scalar_t(0);
-      if (r.first_active || r.second_active) {
-        // Only columns i, j and t* can be non-zero.
-        out[i] = static_cast<scalar_t>(gap_grad_at(i, i, j, r));
-        out[j] = static_cast<scalar_t>(gap_grad_at(j, i, j, r));
-        if (r.t_star >= 0) out[r.t_star] = static_cast<scalar_t>(gap_grad_at(r.t_star, i, j, r));
-      }
+      write_grad_row(grad_ptr + b * C, C, i, j, r);
     }
   });
+}
+
+// Whether the AVX2 build of the unit-stride kernel may run: the CPU has AVX2,
+// FMA and F16C, and ATen's own kernels run at AVX2 or above (so
+// ATEN_CPU_CAPABILITY=default turns it off here as well). Decided once.
+bool use_avx2_kernels() {
+#if IPGUARD_CPU_AVX2_KERNELS
+  static const bool use = [] {
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+          __builtin_cpu_supports("f16c"))) {
+      return false;
+    }
+    const std::string aten = at::get_cpu_capability();
+    return aten.find("AVX2") != std::string::npos || aten.find("AVX512") != std::string::npos;
+  }();
+  return use;
+#else
+  return false;
+#endif
 }
 
 std::tuple<at::Tensor, at::Tensor> logit_gap_loss_cpu(const at::Tensor& logits,
@@ -74,9 +100,19 @@ std::tuple<at::Tensor, at::Tensor> logit_gap_loss_cpu(const at::Tensor& logits,
   at::Tensor loss = at::empty({B}, logits.options().dtype(loss_dtype));
   at::Tensor grad = at::empty({B, C}, logits.options());
   if (B == 0) return {loss, grad};
+  if (logits.stride(1) == 1) {
+#if IPGUARD_CPU_AVX2_KERNELS
+    if (use_avx2_kernels()) {
+      cpu_avx2::logit_gap_loss_unit_stride(logits, ip, jp, k, loss, grad);
+      return {loss, grad};
+    }
+#endif
+    cpu_default::logit_gap_loss_unit_stride(logits, ip, jp, k, loss, grad);
+    return {loss, grad};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
                                   "logit_gap_loss_cpu", [&] {
-                                    logit_gap_rows<scalar_t>(logits, ip, jp, k, loss, grad);
+                                    logit_gap_rows_strided<scalar_t>(logits, ip, jp, k, loss, grad);
                                   });
   return {loss, grad};
 }

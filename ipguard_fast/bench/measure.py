@@ -139,19 +139,22 @@ class PeakMemory:
 
 
 @contextlib.contextmanager
-def env(name: str, value: str | None):
-    old = os.environ.get(name)
-    if value is None:
+def env(variables: dict[str, str]):
+    """The A/B switches of a mode set (IPGUARD_FAST_FORCE_REFERENCE, IPGUARD_FAST_NO_SPARES)
+    for the duration, every other one unset, all restored afterwards."""
+    names = ("IPGUARD_FAST_FORCE_REFERENCE", "IPGUARD_FAST_NO_SPARES", *variables)
+    old = {name: os.environ.get(name) for name in names}
+    for name in names:
         os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
+    os.environ.update(variables)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def step_stats(steps: torch.Tensor) -> dict | None:

@@ -9,7 +9,9 @@ method solves the same candidates -- the engine's own, from the same seed -- and
 every output is counted with the engine's float32 acceptance rule. Methods: the
 engine ("engine": extract_fingerprints, eager; "engine-reference-ops": the same with
 IPGUARD_FAST_FORCE_REFERENCE=1, to show the fused ops' effect; on CUDA also
-"engine-graph" and "engine-graph-bf16-cl"), and the peers in peers/ (per_sample,
+"engine-graph" and "engine-graph-bf16-cl"; on request (--methods) the A/B modes
+"engine-no-spares", the launch policy without spare candidates, and
+"engine-completion", the completion-order result rule), and the peers in peers/ (per_sample,
 eager_batched, torchattacks_cw). The engine runs until n fingerprints are accepted;
 per_sample and torchattacks_cw run on the first --peer-n candidates and
 eager_batched on the first --batched-peer-n (default n), so the rates (accepted
@@ -31,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from ..cli.common import add_count_argument
+from ..cli.common import OneLineParser, add_count_argument
 from . import models as bench_models
 from . import report
 from .measure import PeakMemory, machine_info, slug
-from .methods import ENGINE_MODES, METHODS, engine_step_only, ratios_and_targets, run_engine, run_peer
+from .methods import DEFAULT_METHODS, ENGINE_MODES, METHODS, engine_step_only, ratios_and_targets, run_engine, run_peer
 from .peers import torchattacks_cw
 
 DEFAULTS = dict(n=256, k=10.0, max_steps=1000, batch_size=256, reps=10)
@@ -44,11 +46,11 @@ DEFAULT_OUT = "benchmarks/results"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="ipguard bench", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="ipguard bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["digits_cnn", "resnet20"], choices=bench_models.MODEL_NAMES)
     p.add_argument("--methods", nargs="+", default=None, choices=METHODS,
-                   help="default: all (the CUDA-only engine modes only on CUDA)")
+                   help="default: all but engine-completion (the CUDA-only engine modes only on CUDA)")
     add_count_argument(p, None, f"fingerprints the engine extracts (default {DEFAULTS['n']})")
     p.add_argument("--peer-n", type=int,
                    help="candidates for per_sample and torchattacks_cw, a prefix of the engine's (default min(n, 64))")
@@ -62,6 +64,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--reps", type=int, help=f"timed repetitions of a step and of the floor (default {DEFAULTS['reps']})")
     p.add_argument("--cw-c", type=float, default=torchattacks_cw.DEFAULT_C, help="torchattacks CW's c")
+    p.add_argument("--best-floor", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the best the bare model can do (cudnn.benchmark, channels_last, bf16, "
+                        "torch.compile, CUDA graphs) beside the engine's step (default: on CUDA only)")
     p.add_argument("--random-weights", action="store_true",
                    help="random weights: per-step timings and floors only (the search does not converge)")
     p.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH", help="weights files instead of training")
@@ -84,7 +89,7 @@ def parse_args(argv):
 
 
 def selected_methods(args, device) -> list[str]:
-    wanted = args.methods or list(METHODS)
+    wanted = args.methods or list(DEFAULT_METHODS)
     return [m for m in wanted if not (m in ENGINE_MODES and ENGINE_MODES[m][2] and device.type != "cuda")]
 
 
@@ -135,6 +140,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.best_floor is None:
+        args.best_floor = device.type == "cuda"
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     weights = dict(w.split("=", 1) for w in args.weights)

@@ -9,11 +9,12 @@ traceback with --debug), 130 interrupted.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import traceback
 
+from .._files import short_error
 from . import bench, demo, evaluate, export, extract, protect, serve, verify
+from .common import OneLineParser
 
 # name -> (module, help)
 COMMANDS = {
@@ -28,8 +29,8 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ipguard", description="IPGuard fingerprinting of image classifiers.")
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="ipguard", description="IPGuard fingerprinting of image classifiers.")
     parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
@@ -78,6 +79,5 @@ def _guarded(command: str, call, debug: bool) -> int:
         return 1
 
 
-def _one_line(exc: BaseException, limit: int = 2000) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
+def _one_line(exc: BaseException) -> str:
+    return short_error(exc, limit=2000)

@@ -7,8 +7,16 @@ import json
 import os
 import re
 
-__all__ = ["DistributedRun", "add_count_argument", "add_model_arguments", "add_token_arguments", "floats_arg",
+__all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_model_arguments", "add_token_arguments", "check_margins",
+           "floats_arg",
            "print_verdict", "resolve_token", "shape_arg"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (the usage itself is what --help is for)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def shape_arg(text: str) -> tuple[int, ...]:
@@ -17,6 +25,15 @@ def shape_arg(text: str) -> tuple[int, ...]:
     if not all(p.strip().isdigit() for p in parts) or not 1 <= len(parts) <= 7 or any(int(p) <= 0 for p in parts):
         raise argparse.ArgumentTypeError(f"expected positive sizes separated by commas, like 1,8,8, got {text!r}")
     return tuple(int(p) for p in parts)
+
+
+def check_margins(name: str, ks) -> list[float]:
+    """A non-empty list of finite margins >= 0, checked before any work starts."""
+    from .._validate import finite_number
+
+    if not ks:
+        raise ValueError(f"{name}: give at least one margin")
+    return [finite_number(name, k, minimum=0.0) for k in ks]
 
 
 def floats_arg(text: str) -> list[float]:

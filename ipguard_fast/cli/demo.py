@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import add_count_argument, floats_arg
+from .common import add_count_argument, check_margins, floats_arg
 
 
 def add_arguments(p) -> None:
@@ -26,6 +26,17 @@ def add_arguments(p) -> None:
     p.add_argument("--pool-factor", type=int, default=20, help="protect: pool points per k as a multiple of n")
 
 
+def check_arguments(args) -> None:
+    from .._files import check_writable_output
+    from .._validate import positive_int
+
+    positive_int("-n", args.n)
+    check_margins("--k", args.k)
+    check_writable_output("--out", args.out)
+    if args.bed not in ("demo", "hard"):
+        raise ValueError(f"--bed: expected demo or hard, got {args.bed!r}")
+
+
 def run(args) -> int:
     from ..data import digits_input_shape, load_digits
     from ..evaluation import build_suspects, evaluate, summary_table, write_report
@@ -36,8 +47,7 @@ def run(args) -> int:
     from ..train import accuracy
     from ..verify import verify
 
-    if args.bed not in ("demo", "hard"):
-        raise ValueError(f"--bed: expected demo or hard, got {args.bed!r}")
+    check_arguments(args)  # all of them, before minutes of training
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

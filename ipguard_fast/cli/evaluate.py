@@ -8,7 +8,7 @@ writes the report.
 """
 from __future__ import annotations
 
-from .common import DistributedRun, add_count_argument, add_model_arguments, floats_arg
+from .common import DistributedRun, add_count_argument, add_model_arguments, check_margins, floats_arg
 
 
 def add_arguments(p) -> None:
@@ -45,6 +45,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from .._validate import positive_int
+
+    check_margins("--k", args.k)  # before minutes of training
+    positive_int("-n", args.n)
     with DistributedRun("cpu") as ranks:
         return _run(args, ranks)
 

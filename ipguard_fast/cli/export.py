@@ -19,9 +19,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Exit 0 on success, 1 when the exporter failed on this model, 2 on bad input."""
+    from .._files import check_writable_output
     from ..io import load_model
     from ..io.onnx import export_model
 
+    check_writable_output("--out", args.out, [args.model, args.weights])
     model = load_model(args.model, args.weights)
     try:
         path = export_model(model, args.input_shape, args.out, format=args.format, opset=args.opset)

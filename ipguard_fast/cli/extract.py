@@ -22,6 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the model's)")
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="mixed-precision search (float32 acceptance)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--result-rule", choices=["index", "completion"], default="index",
+                   help="index (default): the first n accepted by candidate index, the same set for any batch "
+                        "size or number of ranks; completion: the first n to be accepted, sooner, but schedule-"
+                        "dependent")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--checkpoint", default=None,
@@ -34,18 +38,23 @@ def config_from_args(args):
 
     return ExtractConfig(n=args.n, k=args.k, input_shape=args.input_shape, seed=args.seed, lr=args.lr,
                          max_steps=args.max_steps, max_candidates=args.max_candidates, batch_size=args.batch_size,
-                         labels=args.labels, amp=args.amp, channels_last=args.channels_last)
+                         labels=args.labels, amp=args.amp, channels_last=args.channels_last,
+                         result_rule=args.result_rule)
 
 
 def run(args) -> int:
+    from .._files import check_writable_output
     from ..io import load_model
     from ..search import run_extraction
     from ..search.checkpoint import remove_checkpoint
 
     config = config_from_args(args)  # every setting checked before the model is loaded
+    checkpoint_path = args.checkpoint or f"{args.out}.checkpoint"
+    check_writable_output("--out", args.out, [args.model, args.weights, checkpoint_path])
+    check_writable_output("--checkpoint", checkpoint_path, [args.model, args.weights])
     with DistributedRun(args.device) as ranks:
         model = load_model(args.model, args.weights, device=ranks.device or "cpu")
-        checkpoint = None if ranks.world > 1 else (args.checkpoint or f"{args.out}.checkpoint")
+        checkpoint = None if ranks.world > 1 else checkpoint_path
         fps = run_extraction(model, config, device=ranks.device, progress=not args.no_progress,
                              checkpoint=checkpoint)
         if ranks.is_main:

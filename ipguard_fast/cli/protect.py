@@ -34,11 +34,13 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import torch
 
+    from .._files import check_writable_output
     from ..data import load_data
     from ..io import load_model
     from ..selection import protect
 
     start = time.perf_counter()
+    check_writable_output("--out", args.out, [args.model, args.weights, args.data])
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads: must be a positive int, got {args.threads}")

@@ -16,9 +16,13 @@ def add_arguments(p) -> None:
     add_token_arguments(p, "of the endpoint")
     p.add_argument("--progress", metavar="FILE",
                    help="with --endpoint: saves each answered batch; rerun with it to resume an interrupted run")
-    p.add_argument("--timeout", type=float, default=30.0, help="with --endpoint: seconds per HTTP attempt (default 30)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="with --endpoint: seconds one request may take in all (default 30)")
     p.add_argument("--retries", type=int, default=5,
                    help="with --endpoint: retries on 5xx/429/connection errors (default 5)")
+    p.add_argument("--deadline", type=float, default=3600.0,
+                   help="with --endpoint: seconds the whole verification may take (default 3600); the answered "
+                        "batches are kept in --progress")
     p.add_argument("--threshold", type=float, default=None,
                    help="matching-rate threshold (default: the file's calibrated one, else 0.5)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
@@ -56,4 +60,4 @@ def _verify_endpoint(args, fingerprints):
 
     return verify_remote(args.endpoint, fingerprints, batch_size=args.batch_size, token=token,
                          progress_file=args.progress, threshold=args.threshold, timeout=args.timeout,
-                         retries=args.retries, on_batch=report)
+                         retries=args.retries, deadline=args.deadline, on_batch=report)

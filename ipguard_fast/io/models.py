@@ -8,9 +8,14 @@ A model spec is one of:
   architecture, then optionally load weights from ``weights`` (a ``.safetensors`` file, or a
   ``torch.save``'d state dict read with ``weights_only=True``).
 
-All loaders here are safe on untrusted files in the sense that matters most: none runs
-``pickle`` with arbitrary globals. (A TorchScript or exported model still runs the graph it
-contains when called, which is the point of loading it.)
+Trust model (a suspect's file comes from the party accused of piracy):
+
+* weights (``.safetensors``, or torch files read with ``weights_only=True``): data only;
+* ``.pt2``: inspected by pt2.py before torch reads it; only raw tensors and graphs of
+  registered operators load, so nothing in the file can run Python;
+* TorchScript: its graph runs inside the TorchScript interpreter (its pickled parts are
+  read by TorchScript's own restricted unpickler), which cannot call arbitrary Python;
+* ``package.module:factory``: your own installed code, run as it is.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch import nn
 
 from .._atomic import atomic_save
 from ..modules import eval_mode, set_training
+from .pt2 import load_exported
 from .weights import ModelLoadError, load_weights
 
 __all__ = ["ModelLoadError", "load_model", "save_exported", "save_torchscript"]
@@ -72,7 +78,7 @@ def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | N
             )
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {spec_str}")
-        model = _load_exported(path) if spec_str.endswith(".pt2") else _load_torchscript(path, device)
+        model = load_exported(path) if spec_str.endswith(".pt2") else _load_torchscript(path, device)
     else:
         match = _FACTORY_SPEC.match(spec_str)
         if match is None:
@@ -119,13 +125,6 @@ def save_exported(model: nn.Module, example: torch.Tensor, path: str | os.PathLi
 
 
 # ---------------------------------------------------------------------- loaders
-
-
-def _load_exported(path: Path) -> nn.Module:
-    try:
-        return torch.export.load(str(path)).module()
-    except Exception as exc:
-        raise ModelLoadError(f"{path} is not a loadable torch.export (.pt2) archive: {exc}") from exc
 
 
 def _load_torchscript(path: Path, device: str | torch.device) -> nn.Module:

@@ -2,7 +2,8 @@
 
 :class:`RemoteLabelModel` is a callable from images to int64 labels, usable wherever a
 suspect is (``verify.matching_rate(RemoteLabelModel(url), fingerprints)``), with
-timeouts, retries and backoff. verification.py verifies through it, resumably.
+a deadline for every request, retries and backoff (over httpx, see transport.py).
+verification.py verifies through it, resumably.
 
 Standard library only (``urllib``). The wire format is in :mod:`ipguard_fast.remote.protocol`.
 """
@@ -10,14 +11,10 @@ Standard library only (``urllib``). The wire format is in :mod:`ipguard_fast.rem
 from __future__ import annotations
 
 import email.utils
-import http.client
 import json
 import math
 import numbers
-import ssl
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -34,6 +31,7 @@ from .protocol import (
     encode_images,
     encoded_request_bytes,
 )
+from .transport import HttpTransport, TransportError
 
 __all__ = ["RemoteError", "RemoteLabelModel"]
 
@@ -58,13 +56,6 @@ class RemoteError(RuntimeError):
 # ---------------------------------------------------------------------- the remote suspect
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow redirects: a POST would turn into a GET and the token would go to another host."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class RemoteLabelModel:
     """A model behind the label-only HTTP API, as a callable ``images -> int64 labels``.
 
@@ -72,7 +63,8 @@ class RemoteLabelModel:
         url: base URL of the server, e.g. ``http://127.0.0.1:8080`` (a path prefix such as
             ``https://host/models/resnet`` is kept: endpoints are ``url + "/v1/labels"``).
         token: bearer token sent as ``Authorization: Bearer <token>``.
-        timeout: seconds to wait for connecting and for each read.
+        timeout: seconds one request may take in all -- connecting, sending, and the whole
+            answer -- however slowly the server trickles bytes.
         retries: extra attempts after a retryable failure (5xx, 429, connection refused/reset,
             timeout): at most ``retries + 1`` attempts per request. Other 4xx are not retried.
         backoff: first delay in seconds; attempt k (0-based) waits ``backoff * 2**k`` before
@@ -81,6 +73,12 @@ class RemoteLabelModel:
         num_classes: when given, labels outside ``[0, num_classes)`` raise RemoteError.
         max_batch, max_request_bytes: when given, a call with more images (or a bigger body)
             is split into several requests. :meth:`configure_from_health` sets them from the server.
+        local_address: the local IP address requests leave from (default: the system's choice).
+
+    ``labels(images, deadline=...)`` and ``health(deadline=...)`` also take an absolute
+    deadline (``time.monotonic()`` seconds) that no attempt, retry or backoff may pass:
+    ``verify_remote`` bounds a whole run with it. ``close()`` (or ``with``) releases the
+    connection pool; it is also released when the object is collected.
 
     Calls raise :class:`RemoteError` for an unreachable server, an HTTP error, malformed JSON,
     a wrong label count, or labels that are not integers in range.
@@ -88,7 +86,8 @@ class RemoteLabelModel:
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, retries: int = 5,
                  backoff: float = 0.5, *, max_backoff: float = 30.0, num_classes: int | None = None,
-                 max_batch: int | None = None, max_request_bytes: int | None = None) -> None:
+                 max_batch: int | None = None, max_request_bytes: int | None = None,
+                 local_address: str | None = None) -> None:
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"url: must be an http:// or https:// URL, got {url!r}")
@@ -116,8 +115,18 @@ class RemoteLabelModel:
         self.max_batch = max_batch
         self.max_request_bytes = max_request_bytes
         self.requests_sent = 0  # HTTP attempts made, retries included
-        self._opener = urllib.request.build_opener(_NoRedirect())
+        self._transport = HttpTransport(local_address)
         self._sleep: Callable[[float], None] = time.sleep  # replaceable in tests
+
+    def close(self) -> None:
+        """Release the connection pool (a later call opens a new one)."""
+        self._transport.close()
+
+    def __enter__(self) -> "RemoteLabelModel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @property
     def labels_url(self) -> str:
@@ -134,6 +143,10 @@ class RemoteLabelModel:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Labels of ``images`` (floating ``[B, *input_shape]``) as int64 ``[B]`` on the CPU."""
+        return self.labels(images)
+
+    def labels(self, images: torch.Tensor, deadline: float | None = None) -> torch.Tensor:
+        """Labels of ``images``; no request runs past ``deadline`` (time.monotonic() seconds)."""
         if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
             raise ValueError("images: must be a floating tensor of shape [B, *input_shape]")
         if not torch.isfinite(images).all():
@@ -142,20 +155,20 @@ class RemoteLabelModel:
         if batch == 0:
             return torch.zeros(0, dtype=torch.int64)
         chunk = self._chunk_size(images)
-        return torch.cat([self._labels(images[start:start + chunk]) for start in range(0, batch, chunk)])
+        return torch.cat([self._labels(images[start:start + chunk], deadline) for start in range(0, batch, chunk)])
 
-    def health(self) -> dict[str, Any]:
+    def health(self, deadline: float | None = None) -> dict[str, Any]:
         """``GET /v1/health``: a dict with ``status``, ``num_classes``, ``input_shape``, ``max_batch``,
         ``max_request_bytes`` (None for what the server does not report)."""
-        payload = self._request("GET", self.health_url, None, 1 << 20)
+        payload = self._request("GET", self.health_url, None, 1 << 20, deadline)
         try:
             return decode_health(payload)
         except ProtocolError as exc:
             raise RemoteError(f"malformed answer from {self.health_url}: {exc}", url=self.health_url) from None
 
-    def configure_from_health(self) -> dict[str, Any]:
+    def configure_from_health(self, deadline: float | None = None) -> dict[str, Any]:
         """Ask the server for its limits and adopt those not set yet (so calls are split to fit); returns health."""
-        info = self.health()
+        info = self.health(deadline)
         if self.max_batch is None:
             self.max_batch = info["max_batch"]
         if self.max_request_bytes is None:
@@ -180,17 +193,18 @@ class RemoteLabelModel:
             size = min(size, fit)
         return max(1, size)
 
-    def _labels(self, images: torch.Tensor) -> torch.Tensor:
+    def _labels(self, images: torch.Tensor, deadline: float | None) -> torch.Tensor:
         batch = images.shape[0]
         body = dumps(encode_images(images))
-        payload = self._request("POST", self.labels_url, body, max(1 << 20, 32 * batch + 4096))
+        payload = self._request("POST", self.labels_url, body, max(1 << 20, 32 * batch + 4096), deadline)
         try:
             return decode_labels(payload, batch, self.num_classes)
         except ProtocolError as exc:
             raise RemoteError(f"malformed answer from {self.labels_url}: {exc}", url=self.labels_url) from None
 
-    def _request(self, method: str, url: str, body: bytes | None, max_response: int) -> Any:
-        """One API call with retries; returns the parsed JSON of a 200 answer."""
+    def _request(self, method: str, url: str, body: bytes | None, max_response: int,
+                 deadline: float | None = None) -> Any:
+        """One API call with retries, none past the deadline; returns the parsed JSON of a 200 answer."""
         headers = {"Accept": "application/json", "User-Agent": "ipguard-fast"}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -198,37 +212,49 @@ class RemoteLabelModel:
             headers["Authorization"] = f"Bearer {self.token}"
         attempts = self.retries + 1
         for attempt in range(attempts):
-            request = urllib.request.Request(url, data=body, headers=headers, method=method)
+            seconds = self._time_left(deadline, url, attempt)
             self.requests_sent += 1
             last = attempt == attempts - 1
             try:
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    raw = response.read(max_response + 1)
-                    status = response.status
-            except urllib.error.HTTPError as exc:
-                status, retry_after = exc.code, _retry_after(exc.headers)
-                detail = _error_detail(exc)
-                if status in _RETRY_STATUSES and not last:
-                    self._sleep(self._delay(attempt, retry_after))
-                    continue
-                raise RemoteError(_http_error_message(method, url, status, detail, exc.headers, attempt + 1),
-                                  status=status, url=url) from None
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-                if isinstance(reason, ssl.SSLError) or last:  # a certificate problem does not go away
-                    raise RemoteError(f"cannot reach {url}: {reason!r} (after {attempt + 1} attempt"
+                answer = self._transport.exchange(method, url, body, headers, max_response, seconds)
+            except TransportError as exc:
+                if exc.permanent or last:
+                    raise RemoteError(f"cannot reach {url}: {exc.reason} (after {attempt + 1} attempt"
                                       f"{'s' if attempt else ''})", url=url) from None
-                self._sleep(self._delay(attempt, None))
+                self._pause(self._delay(attempt, None), deadline)
                 continue
-            if len(raw) > max_response:
-                raise RemoteError(f"answer from {url} is larger than {max_response} bytes", status=status, url=url)
+            status = answer.status
             if status != 200:
-                raise RemoteError(f"{method} {url} answered HTTP {status}, expected 200", status=status, url=url)
+                if status in _RETRY_STATUSES and not last:
+                    self._pause(self._delay(attempt, _retry_after(answer.headers)), deadline)
+                    continue
+                raise RemoteError(_http_error_message(method, url, status, _error_detail(answer.body),
+                                                      answer.headers, attempt + 1), status=status, url=url)
+            if len(answer.body) > max_response:
+                raise RemoteError(f"answer from {url} is larger than {max_response} bytes", status=status, url=url)
             try:
-                return json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RemoteError(f"malformed JSON from {url}: {exc}: {raw[:100]!r}", status=status, url=url) from None
+                return json.loads(answer.body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+                raise RemoteError(f"malformed JSON from {url}: {reason}: {answer.body[:100]!r}", status=status,
+                                  url=url) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _time_left(self, deadline: float | None, url: str, attempt: int) -> float:
+        """Seconds the next attempt may take: the per-request timeout, cut by the deadline."""
+        if deadline is None:
+            return self.timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RemoteError(f"deadline passed before {url} answered (after {attempt} attempt"
+                              f"{'' if attempt == 1 else 's'})", url=url)
+        return min(self.timeout, left)
+
+    def _pause(self, seconds: float, deadline: float | None) -> None:
+        """Wait before a retry, never past the deadline."""
+        if deadline is not None:
+            seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+        self._sleep(seconds)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         delay = retry_after if retry_after is not None else self.backoff * (2 ** attempt)
@@ -254,18 +280,15 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def _error_detail(exc: urllib.error.HTTPError) -> str:
-    try:
-        raw = exc.read(_MAX_ERROR_BODY)
-    except (OSError, http.client.HTTPException):
-        return ""
+def _error_detail(raw: bytes) -> str:
+    raw = raw[:_MAX_ERROR_BODY]
     try:
         payload = json.loads(raw.decode("utf-8"))
         if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-            return payload["message"][:500]
-    except (UnicodeDecodeError, json.JSONDecodeError):
+            return " ".join(payload["message"].split())[:500]
+    except (UnicodeDecodeError, ValueError, RecursionError):
         pass
-    return raw[:200].decode("utf-8", "replace").strip()
+    return " ".join(raw[:200].decode("utf-8", "replace").split())
 
 
 def _http_error_message(method: str, url: str, status: int, detail: str, headers: Any, attempts: int) -> str:

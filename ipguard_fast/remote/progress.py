@@ -1,15 +1,23 @@
 """The resumable progress file of a remote verification: every answered batch, saved as it comes.
 
-It is tied to the fingerprints (a digest of their images and labels), the batch size and
-the endpoint, so answers are never reused for another run. Rewritten atomically after
-each batch, so an interrupted run resumes without re-asking (and re-paying for)
-batches already answered.
+It is bound to its run: the fingerprints (a digest of their images and labels), the batch
+size and the endpoint must match, and an HMAC over the whole content, keyed with a secret
+that never leaves this machine, must verify -- so answers are never reused for another
+run, and a hand-edited or forged file (labels changed to flip a verdict) is refused, not
+warned about. Rewritten atomically after each batch, so an interrupted run resumes
+without re-asking (and re-paying for) batches already answered.
+
+The key: the environment variable IPGUARD_FAST_PROGRESS_KEY, else a random key created
+once in ~/.config/ipguard_fast/progress.key (readable by its owner only).
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
-import warnings
+import os
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -21,7 +29,9 @@ from ..fingerprints import FingerprintSet
 __all__ = ["PROGRESS_FORMAT", "PROGRESS_VERSION", "ProgressFile", "ProgressFileError", "fingerprints_digest"]
 
 PROGRESS_FORMAT = "ipguard_fast.remote.progress"
-PROGRESS_VERSION = 1
+PROGRESS_VERSION = 2
+KEY_ENV = "IPGUARD_FAST_PROGRESS_KEY"
+MAX_PROGRESS_BYTES = 256 * 1024 * 1024
 
 
 class ProgressFileError(ValueError):
@@ -57,9 +67,14 @@ class ProgressFile:
             return {}
         path = self.path
         try:
+            if path.stat().st_size > MAX_PROGRESS_BYTES:
+                raise ProgressFileError(f"{path} is refused: larger than any progress file of this run")
             state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ProgressFileError(f"cannot read progress file {path}: {exc}; delete it to start over") from exc
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            if isinstance(exc, ProgressFileError):
+                raise
+            raise ProgressFileError(f"cannot read progress file {path}: {str(exc)[:200]}; delete it to start "
+                                    "over") from None
         if not isinstance(state, dict) or state.get("format") != PROGRESS_FORMAT:
             raise ProgressFileError(f"{path} is not an ipguard_fast progress file")
         if state.get("version") != PROGRESS_VERSION:
@@ -72,9 +87,13 @@ class ProgressFile:
         if state.get("batch_size") != self.batch_size:
             raise ProgressFileError(f"{path} was written with batch_size={state.get('batch_size')!r}; resume with "
                                     f"that batch size, or delete the file to start over with {self.batch_size}")
-        if state.get("endpoint") not in (None, public_url(self.url)):
-            warnings.warn(f"progress file {path} was started against {state.get('endpoint')}; resuming against "
-                          f"{public_url(self.url)} (the answers of both are combined)", UserWarning, stacklevel=3)
+        if state.get("endpoint") != public_url(self.url):
+            raise ProgressFileError(f"{path} holds answers from {str(state.get('endpoint'))[:200]!r}, not from "
+                                    f"{public_url(self.url)}; use another progress file or delete it")
+        stored = state.pop("mac", None)
+        if not isinstance(stored, str) or not hmac.compare_digest(stored, _mac(state)):
+            raise ProgressFileError(f"{path} failed its integrity check: it was edited, or written with another "
+                                    f"key ({KEY_ENV} or ~/.config/ipguard_fast/progress.key); delete it to start over")
         return self._batches(state.get("batches"))
 
     def _batches(self, batches) -> dict[int, list[int]]:
@@ -107,4 +126,34 @@ class ProgressFile:
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "batches": {str(index): done[index] for index in sorted(done)},
         }
+        state["mac"] = _mac(state)
         atomic_write_bytes(self.path, json.dumps(state, separators=(",", ":")).encode("utf-8"))
+
+
+def _mac(state: dict) -> str:
+    canonical = json.dumps(state, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hmac.new(_key(), canonical, hashlib.sha256).hexdigest()
+
+
+def _key() -> bytes:
+    """This machine's progress-file key (see the module doc)."""
+    given = os.environ.get(KEY_ENV)
+    if given:
+        return given.encode("utf-8")
+    path = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "ipguard_fast" / "progress.key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ProgressFileError(f"cannot read the progress key {path}: {exc}; set {KEY_ENV}") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_hex(32).encode("ascii"))
+    except FileExistsError:  # another process made it first
+        pass
+    except OSError as exc:
+        raise ProgressFileError(f"cannot create the progress key {path}: {exc}; set {KEY_ENV}") from None
+    return path.read_bytes().strip()

@@ -79,6 +79,7 @@ ERROR_CODES = {
     413: "payload_too_large",
     429: "too_many_requests",
     500: "internal_error",
+    501: "not_implemented",
     503: "unavailable",
 }
 """The ``error`` code sent with each HTTP status."""

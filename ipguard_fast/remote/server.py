@@ -1,54 +1,47 @@
 """A label-only HTTP server for a model: what a suspect's owner (or a test) exposes for verification.
 
-Standard library only (``http.server``). ``serve(model)`` starts a
-:class:`http.server.ThreadingHTTPServer` in a background thread and returns a
-:class:`RunningServer`; ``ipguard serve`` (cli/serve.py) runs it until stopped. What
-the API means lives in service.py, the wire format in protocol.py and docs/http_api.md.
+``serve(model)`` binds the socket, starts uvicorn (an h11-based ASGI server: strict
+request framing, header parsing, keep-alive) in a background thread and returns a
+:class:`RunningServer`; ``ipguard serve`` (cli/serve.py) runs it until stopped. The
+application is asgi.py, what the API means is service.py, the wire format protocol.py
+and docs/http_api.md.
 
-Robustness rules: every request gets a JSON answer (never a traceback), bad requests get a
-4xx and leave the server serving, bodies are size-capped before they are read, only a few
-requests are processed at once (others get 503 with ``Retry-After``), the model runs one
-batch at a time under ``torch.no_grad`` in eval mode, and only labels leave the server.
+uvicorn has no deadline for a request's headers; :class:`_Protocol` adds one (a
+connection whose headers are not complete within ``request_timeout`` seconds gets 408
+and is closed), and answers requests h11 refuses (malformed or conflicting
+Content-Length, bad request lines) with the API's JSON error instead of plain text.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import socket
-import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
-from urllib.parse import urlsplit
 
-from .._validate import image_shape, positive_int
-from .protocol import (
-    DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_REQUEST_BYTES,
-    HEALTH_PATH,
-    LABELS_PATH,
-    ProtocolError,
-    decode_images,
-    dumps,
-    encode_error,
-    encode_labels,
-)
+from .._optional import require
+from .._validate import finite_number, image_shape, positive_int
+from .asgi import LabelApp
+from .protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES, dumps, encode_error
 from .service import LabelService
 
-__all__ = ["DEFAULT_MAX_CONCURRENT", "DEFAULT_REQUEST_TIMEOUT", "RunningServer", "serve"]
+__all__ = ["DEFAULT_MAX_CONCURRENT", "DEFAULT_MAX_PER_CLIENT", "DEFAULT_QUEUE_TIMEOUT", "DEFAULT_REQUEST_TIMEOUT",
+           "RunningServer", "serve"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ipguard_fast.remote")
 
 DEFAULT_MAX_CONCURRENT = 4
-"""Requests to /v1/labels read and processed at once; more get 503 with Retry-After."""
+"""Label requests decoded and run at once; others wait for a turn (see DEFAULT_QUEUE_TIMEOUT)."""
+
+DEFAULT_MAX_PER_CLIENT = 8
+"""Label requests one client address may have in flight; more get 429 with Retry-After."""
+
+DEFAULT_QUEUE_TIMEOUT = 30.0
+"""Seconds a request waits for a turn before it gets 503 with Retry-After."""
 
 DEFAULT_REQUEST_TIMEOUT = 30.0
-"""Seconds a connection may stay silent (headers or body) before the server drops it."""
-
-_ROUTES = {HEALTH_PATH: "GET", LABELS_PATH: "POST"}
-_DRAIN_TIMEOUT = 2.0
-_CHUNK = 1 << 16
+"""Seconds a request's headers, and then its body, may take to arrive (else 408, connection closed)."""
 
 
 class RunningServer:
@@ -59,12 +52,11 @@ class RunningServer:
         host, port: the bound address (the real port when ``port=0`` was asked).
     """
 
-    def __init__(self, httpd: "_LabelHTTPServer", thread: threading.Thread) -> None:
-        self._httpd = httpd
-        self._thread = thread
+    def __init__(self, server, thread: threading.Thread, sock: socket.socket, service: LabelService) -> None:
+        self._server, self._thread, self._socket, self._service = server, thread, sock, service
         self._closed = False
         self._close_lock = threading.Lock()
-        host, port = httpd.server_address[:2]
+        host, port = sock.getsockname()[:2]
         self.host: str = host
         self.port: int = int(port)
         shown = f"[{host}]" if ":" in host else host
@@ -73,21 +65,20 @@ class RunningServer:
     def stats(self) -> dict[str, int]:
         """Counters since start: ``labels_requests`` (POST /v1/labels received), ``labels_ok``
         (answered 200), ``images`` (labelled), ``client_errors`` (4xx), ``server_errors`` (5xx)."""
-        return self._httpd.service.stats_snapshot()
+        return self._service.stats_snapshot()
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop accepting connections and close the listening socket. Idempotent, thread-safe.
-
-        Requests already being processed finish in their own threads. Must not be called from
-        the model itself on the request thread that is waiting for it (use another thread).
-        """
+        """Stop accepting connections and close the listening socket. Idempotent, thread-safe."""
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.should_exit = True
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout)
+        self._socket.close()
 
     @property
     def closed(self) -> bool:
@@ -111,15 +102,16 @@ class RunningServer:
 def serve(model: Any, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
           max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_batch: int = DEFAULT_MAX_BATCH, *,
           input_shape: Sequence[int] | None = None, num_classes: int | None = None,
-          max_concurrent: int = DEFAULT_MAX_CONCURRENT,
-          request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> RunningServer:
+          max_concurrent: int = DEFAULT_MAX_CONCURRENT, max_per_client: int = DEFAULT_MAX_PER_CLIENT,
+          request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+          queue_timeout: float = DEFAULT_QUEUE_TIMEOUT) -> RunningServer:
     """Serve ``model``'s labels over HTTP in a background thread; returns the running server.
 
     Args:
         model: an ``nn.Module`` (TorchScript and ``.pt2`` modules included), an
             ``ExportedProgram``, or any callable accepted by :func:`ipguard_fast.verify.as_label_fn`
-            (images ``[B, *input_shape]`` -> logits ``[B, C]`` or labels ``[B]``). Modules are put
-            in eval mode; all calls run under ``torch.no_grad``, one batch at a time.
+            (images ``[B, *input_shape]`` -> logits ``[B, C]`` or labels ``[B]``). Modules run
+            in eval mode under ``torch.no_grad``, one batch at a time, and are left as they were.
         host, port: where to listen; ``port=0`` picks a free port (see ``.url``). Use a
             non-loopback host only with a ``token`` and preferably behind a TLS reverse proxy.
         token: when set, every request needs ``Authorization: Bearer <token>`` (else 401).
@@ -131,224 +123,119 @@ def serve(model: Any, host: str = "127.0.0.1", port: int = 0, token: str | None 
             (a ValueError here means the shape does not fit the model).
         num_classes: reported by health; labels the model returns outside ``[0, num_classes)``
             become a 500 instead of being sent.
-        max_concurrent: label requests read and processed at once; extra ones get 503
-            with ``Retry-After: 1``.
-        request_timeout: seconds a silent connection is kept open.
+        max_concurrent: label requests decoded and run at once.
+        max_per_client: label requests one client address may have in flight (429 beyond).
+        request_timeout: seconds for a request's headers, then for its body (408 beyond).
+        queue_timeout: seconds a request waits for a turn (503 with Retry-After beyond; 0:
+            answer 503 at once when every turn is taken).
     """
+    uvicorn = require("uvicorn", "remote", "ipguard serve")
     for name, value in (("max_request_bytes", max_request_bytes), ("max_batch", max_batch),
-                        ("max_concurrent", max_concurrent)):
+                        ("max_concurrent", max_concurrent), ("max_per_client", max_per_client)):
         positive_int(name, value)
+    request_timeout = finite_number("request_timeout", request_timeout, positive=True)
+    queue_timeout = finite_number("queue_timeout", queue_timeout, minimum=0.0)
     if token is not None and (not isinstance(token, str) or not token or not token.isprintable()
                               or token != token.strip()):
         raise ValueError("token: must be a non-empty printable string without surrounding whitespace")
     if input_shape is not None:
         input_shape = image_shape("input_shape", input_shape)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port: must be an int in [0, 65535], got {port!r}")
 
     service = LabelService(model, token=token, max_request_bytes=max_request_bytes, max_batch=max_batch,
-                           input_shape=input_shape, num_classes=num_classes, max_concurrent=max_concurrent)
-    server_class = _LabelHTTPServer6 if ":" in host else _LabelHTTPServer
-    handler = type("_BoundHandler", (_Handler,), {"timeout": request_timeout})
-    httpd = server_class((host, port), handler)
-    httpd.service = service
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                              name=f"ipguard-serve:{httpd.server_address[1]}", daemon=True)
+                           input_shape=input_shape, num_classes=num_classes)
+    app = LabelApp(service, max_concurrent=max_concurrent, max_per_client=max_per_client,
+                   request_timeout=request_timeout, queue_timeout=queue_timeout)
+    sock = _bind(host, port)
+    protocol = type("_BoundProtocol", (_protocol_class(uvicorn),), {"header_timeout": request_timeout})
+    config = uvicorn.Config(app, http=protocol, lifespan="on", log_config=None, access_log=False,
+                            timeout_keep_alive=5, timeout_graceful_shutdown=2, server_header=False,
+                            date_header=False)
+    server = uvicorn.Server(config)
+    started = threading.Event()
+    thread = threading.Thread(target=_run, args=(server, sock, started), name=f"ipguard-serve:{port}", daemon=True)
     thread.start()
-    running = RunningServer(httpd, thread)
+    while not started.wait(0.01):
+        if not thread.is_alive():
+            sock.close()
+            raise OSError(f"the server on {host}:{port} failed to start")
+    running = RunningServer(server, thread, sock, service)
     logger.info("serving labels on %s", running.url)
     return running
 
 
-# ---------------------------------------------------------------------- internals
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
-class _LabelHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    service: LabelService
+def _run(server, sock: socket.socket, started: threading.Event) -> None:
+    async def main() -> None:
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        started.set()
+        await serving
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN (a DNS lookup); we never need it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Default prints a traceback to stderr for e.g. a client hanging up mid-response.
-        logger.debug("connection from %s failed", client_address, exc_info=True)
+    asyncio.run(main())
 
 
-class _LabelHTTPServer6(_LabelHTTPServer):
-    address_family = socket.AF_INET6
+def _protocol_class(uvicorn):
+    """uvicorn's h11 protocol with a deadline for request headers and JSON 400 answers."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
+    class _Protocol(H11Protocol):
+        header_timeout = DEFAULT_REQUEST_TIMEOUT
 
-class HttpError(Exception):
-    """Raised inside a handler to answer with an error status."""
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._header_timer = None
+            self._arm_header_timer()
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:
+                self._arm_header_timer()  # headers (of this or the next request) still incomplete
+            else:
+                self._cancel_header_timer()
 
+        def connection_lost(self, exc) -> None:
+            self._cancel_header_timer()
+            super().connection_lost(exc)
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _LabelHTTPServer
-    server_version = "ipguard-fast"
-    sys_version = ""
-    timeout = DEFAULT_REQUEST_TIMEOUT
+        def _arm_header_timer(self) -> None:
+            if self._header_timer is None and not self.transport.is_closing():
+                self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
-    # Every method goes through _dispatch so unknown paths get 404 and wrong methods 405, in JSON.
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+        def _cancel_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self._answer(408, f"request headers not received within {self.header_timeout:g} s")
 
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
+        def send_400_response(self, msg: str) -> None:
+            self._answer(400, f"malformed HTTP request: {msg}")
 
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
+        def _answer(self, status: int, message: str) -> None:
+            body = dumps(encode_error(status, message))
+            head = (f"HTTP/1.1 {status} {'Bad Request' if status == 400 else 'Request Timeout'}\r\n"
+                    f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
+            self.transport.write(head.encode("latin-1") + body)
+            self.transport.close()
 
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Used by the base class for malformed request lines, oversized headers, unknown methods."""
-        try:
-            self._send_json(code, encode_error(code, message or self.responses.get(code, ("error",))[0]))
-        except OSError:
-            pass
-        self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
-        logger.info("%s %s", self.address_string(), format % args)
-
-    # ------------------------------------------------------------------ dispatch
-
-    def _dispatch(self, method: str) -> None:
-        service = self.server.service
-        self._body_consumed = False
-        self.close_connection = True
-        try:
-            try:
-                self._route(method, service)
-            except HttpError as reply:
-                service.count(**{"client_errors" if reply.status < 500 else "server_errors": 1})
-                self._send_json(reply.status, encode_error(reply.status, reply.message), reply.headers)
-            except Exception:  # never a traceback to the client
-                logger.exception("internal error answering %s %s", method, self.path)
-                service.count(server_errors=1)
-                self._send_json(500, encode_error(500, "internal server error"))
-            finally:
-                if not self._body_consumed:
-                    self._drain(service)
-        except OSError:  # the client went away while we answered
-            logger.debug("client %s disconnected", self.address_string(), exc_info=True)
-
-    def _route(self, method: str, service: LabelService) -> None:
-        path = urlsplit(self.path).path
-        if path not in _ROUTES:
-            raise HttpError(404, f"no endpoint {path!r}; the API has GET {HEALTH_PATH} and POST {LABELS_PATH}")
-        allowed = _ROUTES[path]
-        if method != allowed:
-            raise HttpError(405, f"{path} accepts {allowed} only", {"Allow": allowed})
-        if not service.authorized(self.headers.get("Authorization")):
-            raise HttpError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
-                         {"WWW-Authenticate": 'Bearer realm="ipguard"'})
-        if path == HEALTH_PATH:
-            self._send_json(200, service.health())
-            return
-        self._labels(service)
-
-    def _labels(self, service: LabelService) -> None:
-        service.count(labels_requests=1)
-        length = self._content_length(service)
-        if not service.slots.acquire(blocking=False):
-            raise HttpError(503, "server busy, retry later", {"Retry-After": "1"})
-        try:
-            body = self._read_body(length)
-            try:
-                payload = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise HttpError(400, f"request body is not valid JSON: {exc}") from None
-            try:
-                images = decode_images(payload, input_shape=service.input_shape, max_batch=service.max_batch)
-            except ProtocolError as exc:
-                raise HttpError(exc.status, str(exc)) from None
-            try:
-                labels = service.predict(images)
-            except Exception:
-                logger.exception("model failed on a batch of shape %s", list(images.shape))
-                if service.input_shape is None:
-                    # No declared shape: most likely the client sent a shape the model cannot take.
-                    raise HttpError(400, f"the model could not process images of shape {list(images.shape)}") from None
-                raise HttpError(500, "the model failed on this batch") from None
-        finally:
-            service.slots.release()
-        service.count(labels_ok=1, images=int(images.shape[0]))
-        self._send_json(200, encode_labels(labels))
-
-    # ------------------------------------------------------------------ I/O
-
-    def _content_length(self, service: LabelService) -> int:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise HttpError(411, "chunked bodies are not accepted; send Content-Length")
-        header = self.headers.get("Content-Length")
-        if header is None:
-            raise HttpError(411, "Content-Length header required")
-        try:
-            length = int(header.strip())
-        except ValueError:
-            raise HttpError(400, f"invalid Content-Length {header!r}") from None
-        if length < 0:
-            raise HttpError(400, f"invalid Content-Length {header!r}")
-        if length > service.max_request_bytes:
-            raise HttpError(413, f"request body of {length} bytes exceeds max_request_bytes={service.max_request_bytes}")
-        return length
-
-    def _read_body(self, length: int) -> bytes:
-        chunks, remaining = [], length
-        while remaining:
-            try:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-            except TimeoutError:
-                self._body_consumed = True  # nothing more is coming: do not drain
-                raise HttpError(408, f"timed out reading the request body ({length - remaining} of {length} "
-                                  "bytes received)") from None
-            if not chunk:
-                self._body_consumed = True
-                raise HttpError(400, f"request body ended after {length - remaining} of {length} bytes")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        self._body_consumed = True
-        return b"".join(chunks)
-
-    def _drain(self, service: LabelService) -> None:
-        """Read and discard an unread body (bounded) so the client can read our early answer."""
-        try:
-            remaining = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            return
-        if remaining <= 0 or remaining > 2 * service.max_request_bytes:
-            return
-        try:
-            self.connection.settimeout(_DRAIN_TIMEOUT)
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, _CHUNK))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-        except OSError:
-            pass
-
-    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        body = dumps(payload)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
+    return _Protocol

@@ -23,10 +23,11 @@ __all__ = ["LabelService", "probe_num_classes"]
 
 
 class LabelService:
-    """Server-wide state shared by the request threads."""
+    """What the API means, shared by every request: labels only, one batch at a time through
+    the model, a bearer token compared in constant time, the counters."""
 
     def __init__(self, model: Any, *, token: str | None, max_request_bytes: int, max_batch: int,
-                 input_shape: Sequence[int] | None, num_classes: int | None, max_concurrent: int) -> None:
+                 input_shape: Sequence[int] | None, num_classes: int | None) -> None:
         if isinstance(model, torch.export.ExportedProgram):
             model = model.module()
         if num_classes is None and input_shape is not None:
@@ -37,7 +38,6 @@ class LabelService:
         self.max_batch = max_batch
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.num_classes = num_classes
-        self.slots = threading.BoundedSemaphore(max_concurrent)
         self.model_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._stats = {"labels_requests": 0, "labels_ok": 0, "images": 0, "client_errors": 0, "server_errors": 0}

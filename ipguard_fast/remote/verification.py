@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any, Callable
 
 import torch
 
-from .._validate import positive_int
+from .._validate import finite_number, positive_int
 from ..fingerprints import FingerprintSet
 from ..verify import Verdict, resolve_threshold, verify
 from .client import RemoteError, RemoteLabelModel
@@ -19,7 +20,7 @@ __all__ = ["verify_remote"]
 def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, batch_size: int = 64,
                   token: str | None = None, progress_file: str | os.PathLike[str] | None = None,
                   threshold: float | None = None, timeout: float = 30.0, retries: int = 5,
-                  backoff: float = 0.5,
+                  backoff: float = 0.5, deadline: float | None = None,
                   on_batch: Callable[[int, int, int], None] | None = None) -> Verdict:
     """Verify the model behind ``url`` against ``fingerprints`` over the label-only HTTP API.
 
@@ -33,7 +34,11 @@ def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, 
         fingerprints: the owner's fingerprint set.
         batch_size: fingerprints per batch (and per progress entry). Requests are split
             further when the server's ``/v1/health`` advertises smaller limits.
-        token, timeout, retries, backoff: see :class:`RemoteLabelModel`.
+        token, timeout, retries, backoff: see :class:`RemoteLabelModel` (timeout bounds each
+            request as a whole).
+        deadline: seconds the whole run may take, retries and backoff included (None: no
+            bound beyond the per-request timeout and the retries). A run cut by it raises
+            RemoteError with the answered batches saved in ``progress_file``.
         progress_file: JSON file recording every answered batch, rewritten atomically after
             each one. When it exists, its batches are reused and only the missing ones are
             queried. It is tied to the fingerprints (content hash) and ``batch_size``: a file
@@ -57,33 +62,40 @@ def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, 
         raise ValueError("fingerprints: is empty; a matching rate needs at least one fingerprint")
     positive_int("batch_size", batch_size)
     resolve_threshold(threshold, fingerprints)
+    end = None if deadline is None else time.monotonic() + finite_number("deadline", deadline, positive=True)
 
     num_classes = fingerprints.num_classes
-    model = url if isinstance(url, RemoteLabelModel) else RemoteLabelModel(
-        url, token=token, timeout=timeout, retries=retries, backoff=backoff, num_classes=num_classes)
-    num_batches = math.ceil(n / batch_size)
-    progress = ProgressFile(progress_file, fingerprints, batch_size, model.url) if progress_file is not None else None
-    done = progress.load() if progress is not None else {}
-    todo = [b for b in range(num_batches) if b not in done]
-    if todo:
-        _check_server(model, fingerprints)
-    for index in todo:
-        done[index] = _query_batch(model, fingerprints, index, batch_size, progress, len(done), num_batches)
-        if progress is not None:
-            progress.save(done)
-        if on_batch is not None:
-            on_batch(index, len(done), num_batches)
+    own = not isinstance(url, RemoteLabelModel)
+    model = RemoteLabelModel(url, token=token, timeout=timeout, retries=retries, backoff=backoff,
+                             num_classes=num_classes) if own else url
+    try:
+        num_batches = math.ceil(n / batch_size)
+        progress = ProgressFile(progress_file, fingerprints, batch_size, model.url) if progress_file else None
+        done = progress.load() if progress is not None else {}
+        todo = [b for b in range(num_batches) if b not in done]
+        if todo:
+            _check_server(model, fingerprints, end)
+        for index in todo:
+            done[index] = _query_batch(model, fingerprints, index, batch_size, progress, len(done), num_batches,
+                                       end)
+            if progress is not None:
+                progress.save(done)
+            if on_batch is not None:
+                on_batch(index, len(done), num_batches)
+    finally:
+        if own:
+            model.close()
 
     all_labels = torch.tensor([label for b in range(num_batches) for label in done[b]], dtype=torch.int64)
     return verify(_Replay(all_labels), fingerprints, threshold=threshold, batch_size=n)
 
 
 def _query_batch(model: RemoteLabelModel, fingerprints: FingerprintSet, index: int, batch_size: int,
-                 progress: ProgressFile | None, saved: int, num_batches: int) -> list[int]:
+                 progress: ProgressFile | None, saved: int, num_batches: int, deadline: float | None) -> list[int]:
     """The server's labels for batch `index`; a failure says what is saved for a resume."""
     images = fingerprints.images[index * batch_size:(index + 1) * batch_size]
     try:
-        labels = model(images)
+        labels = model.labels(images, deadline)
         _check_labels(labels, images.shape[0], fingerprints.num_classes, model.labels_url)
     except RemoteError as exc:
         if progress is None:
@@ -105,10 +117,10 @@ class _Replay:
         return self.labels
 
 
-def _check_server(model: RemoteLabelModel, fingerprints: FingerprintSet) -> None:
+def _check_server(model: RemoteLabelModel, fingerprints: FingerprintSet, deadline: float | None) -> None:
     """Read /v1/health: adopt the server's limits, refuse a server for other shapes or class counts."""
     try:
-        info = model.configure_from_health()
+        info = model.configure_from_health(deadline)
     except RemoteError as exc:
         if exc.status in (404, 405):  # a label-only API without the health endpoint still works
             return

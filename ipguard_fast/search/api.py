@@ -9,11 +9,12 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .._files import short_error
 from .._version import __version__
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import frozen, module_device
 from .candidates import CandidateSource
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, verify_resumed
 from .config import ExtractConfig
 from .distributed import communicator
 from .engine import SearchEngine
@@ -32,7 +33,7 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
                          check_every: int | None = None, amp: str | None = None,
                          cuda_graph: bool | None = None, channels_last: bool = False,
                          compile_model: bool = False, checkpoint=None, checkpoint_every: float = 30.0,
-                         lo: float = 0.0, hi: float = 1.0) -> FingerprintSet:
+                         lo: float = 0.0, hi: float = 1.0, result_rule: str = "index") -> FingerprintSet:
     """Find n fingerprints of `model`: inputs it labels j with margin >= k over i, i the runner-up.
 
     model: any classifier on [B, *input_shape] pixels in [lo, hi] returning logits
@@ -61,6 +62,12 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     share the candidate stream and every rank returns the same set: the one a
     single process finds, whatever the number of ranks.
 
+    result_rule: "index" (default) returns the first n accepted candidates by candidate
+    index, the same set for any batch size, device or number of ranks; "completion"
+    returns the first n accepted in the order they finished, which ends the search
+    sooner (no wait for slow low-index candidates) but depends on the batch size and
+    the schedule.
+
     Performance options: check_every (steps between harvests, the only host
     syncs; default 1 on CPU, where nothing waits, and 8 on CUDA), amp ("bf16" or
     "fp16" autocast for the search; acceptance stays float32), cuda_graph
@@ -73,7 +80,8 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     config = ExtractConfig(n=n, k=k, input_shape=input_shape, num_classes=num_classes, labels=labels, lr=lr,
                            max_steps=max_steps, max_candidates=max_candidates, batch_size=batch_size, seed=seed,
                            check_every=check_every, amp=amp, cuda_graph=cuda_graph, channels_last=channels_last,
-                           compile_model=compile_model, checkpoint_every=checkpoint_every, lo=lo, hi=hi)
+                           compile_model=compile_model, checkpoint_every=checkpoint_every, lo=lo, hi=hi,
+                           result_rule=result_rule)
     return run_extraction(model, config, init=init, device=device, progress=progress, checkpoint=checkpoint)
 
 
@@ -88,7 +96,8 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         raise ValueError(f"init: expected 'uniform', a tensor or a DataLoader of seed images, got {init!r}")
     device = _compute_device("device", device) if device is not None else module_device(model)
     config = config.on_device(device)
-    seeds = None if isinstance(init, str) else _seed_images(init, config.input_shape, config.max_candidates)
+    seeds = None if isinstance(init, str) else _seed_images(init, config.input_shape, config.max_candidates,
+                                                            config.lo, config.hi)
     comm = communicator()
     if checkpoint is not None and comm.world > 1:
         raise ValueError("checkpoint: resumable extraction runs in one process (not under torchrun) for now")
@@ -103,6 +112,7 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         resume = None
         if checkpoint is not None and os.path.exists(checkpoint):
             resume = load_checkpoint(checkpoint, resume_key)
+            verify_resumed(resume[1], model, config.k, config.lo, config.hi, device, checkpoint)
         on_checkpoint = None if checkpoint is None else (
             lambda finished, outcomes: save_checkpoint(checkpoint, resume_key, finished, outcomes))
         search_model = torch.compile(model, dynamic=False) if config.compile_model else model
@@ -180,7 +190,8 @@ def _probe(model, input_shape, device, num_classes):
         with torch.no_grad():
             out = model(x)
     except Exception as exc:  # the model's own error, reported against our argument
-        raise ValueError(f"input_shape: the model fails on a batch of shape {list(x.shape)}: {exc}") from exc
+        raise ValueError(f"input_shape: the model fails on a batch of shape {list(x.shape)}: "
+                         f"{short_error(exc)}") from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model: expected logits [B, C] for a batch of 2, got {shape}")
@@ -194,7 +205,7 @@ def _probe(model, input_shape, device, num_classes):
     return C
 
 
-def _seed_images(init, input_shape, limit: int) -> torch.Tensor:
+def _seed_images(init, input_shape, limit: int, lo: float, hi: float) -> torch.Tensor:
     if isinstance(init, torch.Tensor):
         images = init
     else:  # a DataLoader or any iterable of batches (images, ...) or images
@@ -213,7 +224,13 @@ def _seed_images(init, input_shape, limit: int) -> torch.Tensor:
                          f"got {list(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError("init: no seed images")
-    return images.detach().float().cpu()
+    images = images.detach().float().cpu()
+    if not torch.isfinite(images).all():
+        raise ValueError("init: seed images contain NaN or infinite pixels")
+    if float(images.min()) < lo or float(images.max()) > hi:
+        raise ValueError(f"init: seed images span [{float(images.min()):g}, {float(images.max()):g}], outside the "
+                         f"pixel box [{lo:g}, {hi:g}] (normalisation belongs inside the model: ipguard_fast.Normalized)")
+    return images
 
 
 # ---------------------------------------------------------------------- the result

@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 
 from .._atomic import atomic_save
+from .._files import check_safetensors_header, short_error
 from .ledger import Outcome
 
 FORMAT = "ipguard_fast.extract_checkpoint/1"
@@ -43,30 +44,88 @@ def save_checkpoint(path, settings: dict, finished: dict[int, bool], outcomes: d
     atomic_save(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
 
 
+MAX_HEADER_BYTES = 64 * 1024 * 1024  # the finished list of 10^6 candidates is ~15 MB of JSON
+
+
 def load_checkpoint(path, settings: dict) -> tuple[dict[int, bool], dict[int, Outcome]]:
-    """-> (finished {index: accepted}, outcomes {index: Outcome}); ValueError if it does not fit."""
+    """-> (finished {index: accepted}, outcomes {index: Outcome}); ValueError if it does not fit.
+
+    The file is treated as hostile: its structure is checked here, and the caller re-runs
+    float32 acceptance on every accepted image before trusting it (verify_resumed)."""
     path = Path(path)
+    check_safetensors_header(path, MAX_HEADER_BYTES, ValueError, "extraction checkpoint")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as exc:  # safetensors raises several types for a damaged file
-        raise ValueError(f"checkpoint: {path} is not a readable extraction checkpoint ({exc})") from exc
+        raise ValueError(f"checkpoint: {path} is not a readable extraction checkpoint ({short_error(exc)})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {path} is not an ipguard_fast extraction checkpoint")
-    saved = json.loads(meta["settings"])
+    try:
+        saved = json.loads(meta["settings"])
+        finished_list = json.loads(meta["finished"])
+    except (KeyError, ValueError, RecursionError) as exc:
+        raise ValueError(f"checkpoint: {path} is damaged ({short_error(exc)})") from None
     if saved != json.loads(json.dumps(settings, sort_keys=True)):
-        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        keys = set(saved) | set(settings) if isinstance(saved, dict) else set(settings)
+        changed = sorted(k for k in keys if not isinstance(saved, dict) or saved.get(k) != settings.get(k))
         raise ValueError(f"checkpoint: {path} was made with other settings ({', '.join(changed)}); "
                          "delete it or use the same settings")
-    finished = {int(c): bool(ok) for c, ok in json.loads(meta["finished"])}
-    outcomes = {}
-    for n, c in enumerate(tensors["index"].tolist()):
-        outcomes[c] = Outcome(True, tensors["images"][n], int(tensors["i"][n]), int(tensors["j"][n]),
-                                   float(tensors["margins"][n]), int(tensors["steps"][n]))
-    return finished, outcomes
+    finished = _finished(finished_list, settings["max_candidates"], path)
+    return finished, _outcomes(tensors, finished, settings, path)
+
+
+def _finished(entries, max_candidates: int, path) -> dict[int, bool]:
+    if not isinstance(entries, list) or not all(
+            isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and not isinstance(e[0], bool)
+            and 0 <= e[0] < max_candidates and isinstance(e[1], bool) for e in entries):
+        raise ValueError(f"checkpoint: {path} is damaged (its finished list is not [[index, accepted], ...])")
+    return {c: ok for c, ok in entries}
+
+
+def _outcomes(tensors: dict, finished: dict[int, bool], settings: dict, path) -> dict[int, Outcome]:
+    index = tensors.get("index")
+    m = int(index.shape[0]) if isinstance(index, torch.Tensor) and index.dim() == 1 else -1
+    shape = (m, *settings["input_shape"])
+    expected = {"images": (torch.float32, shape), "i": (torch.int64, (m,)), "j": (torch.int64, (m,)),
+                "margins": (torch.float32, (m,)), "steps": (torch.int64, (m,))}
+    if m < 0 or index.dtype != torch.int64 or (m > 0 and any(
+            name not in tensors or tensors[name].dtype != dtype or tuple(tensors[name].shape) != size
+            for name, (dtype, size) in expected.items())):
+        raise ValueError(f"checkpoint: {path} is damaged (its tensors do not fit the settings)")
+    indices = index.tolist()
+    if set(indices) != {c for c, ok in finished.items() if ok} or len(set(indices)) != m:
+        raise ValueError(f"checkpoint: {path} is damaged (its images and its accepted entries differ)")
+    return {c: Outcome(True, tensors["images"][n], int(tensors["i"][n]), int(tensors["j"][n]),
+                       float(tensors["margins"][n]), int(tensors["steps"][n])) for n, c in enumerate(indices)}
 
 
 def remove_checkpoint(path) -> None:
     if path is not None and os.path.exists(path):
         os.remove(path)
+
+
+def verify_resumed(outcomes: dict[int, Outcome], acceptance_model, k: float, lo: float, hi: float,
+                   device, path) -> None:
+    """Re-run float32 acceptance on every image a checkpoint claims: a forged or foreign
+    checkpoint cannot slip points into the result that the owner does not accept."""
+    if not outcomes:
+        return
+    from .acceptance import accept  # the same rule the engine applies
+
+    order = sorted(outcomes)
+    images = torch.stack([outcomes[c].image for c in order])
+    if not torch.isfinite(images).all() or float(images.min()) < lo or float(images.max()) > hi:
+        raise ValueError(f"checkpoint: {path} holds images outside the pixel box [{lo:g}, {hi:g}]")
+    i = torch.tensor([outcomes[c].i for c in order], dtype=torch.int64)
+    j = torch.tensor([outcomes[c].j for c in order], dtype=torch.int64)
+    num_classes = None
+    with torch.no_grad():
+        num_classes = acceptance_model(images[:1].to(device)).shape[1]
+    if int(torch.cat([i, j]).min()) < 0 or int(torch.cat([i, j]).max()) >= num_classes or bool((i == j).any()):
+        raise ValueError(f"checkpoint: {path} holds labels that do not fit this model")
+    ok, _ = accept(acceptance_model, images.to(device), i.to(device), j.to(device), k)
+    if not bool(ok.all()):
+        raise ValueError(f"checkpoint: {path} holds {int((~ok).sum())} images this model does not accept as "
+                         "fingerprints: it was not made by this extraction; delete it to start over")

@@ -17,6 +17,7 @@ import torch
 
 from .._validate import finite_number, image_shape, positive_int
 from .candidates import LABEL_MODES
+from .ledger import RESULT_RULES
 
 __all__ = ["AMP_DTYPES", "AUTO_BATCH_START", "ExtractConfig"]
 
@@ -58,6 +59,7 @@ class ExtractConfig:
     checkpoint_every: float = 30.0
     lo: float = 0.0
     hi: float = 1.0
+    result_rule: str = "index"
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
@@ -86,6 +88,8 @@ class ExtractConfig:
             raise ValueError(f"lo, hi: need lo < hi, got {lo}, {hi}")
         put("lo", lo)
         put("hi", hi)
+        if self.result_rule not in RESULT_RULES:
+            raise ValueError(f"result_rule: expected one of {RESULT_RULES}, got {self.result_rule!r}")
 
     # -- derived -------------------------------------------------------------
     @property
@@ -108,10 +112,13 @@ class ExtractConfig:
     def resume_key(self, *, model_sha256: str, init: str) -> dict[str, Any]:
         """What a checkpoint must have been made with to be resumed: everything that changes
         which fingerprints come out (not the speed options, which do not)."""
-        return {"n": self.n, "k": self.k, "lr": self.lr, "max_steps": self.max_steps,
-                "max_candidates": self.max_candidates, "seed": self.seed, "labels": self.labels,
-                "input_shape": list(self.input_shape), "lo": self.lo, "hi": self.hi, "init": init,
-                "model_sha256": model_sha256, "amp": self.amp or "none"}
+        key = {"n": self.n, "k": self.k, "lr": self.lr, "max_steps": self.max_steps,
+               "max_candidates": self.max_candidates, "seed": self.seed, "labels": self.labels,
+               "input_shape": list(self.input_shape), "lo": self.lo, "hi": self.hi, "init": init,
+               "model_sha256": model_sha256, "amp": self.amp or "none"}
+        if self.result_rule != "index":  # absent by default: checkpoints of earlier versions still fit
+            key["result_rule"] = self.result_rule
+        return key
 
     def meta(self, *, num_classes: int, model_sha256: str, init: str, library_version: str,
              stats: Any, world_size: int, seed_images: int = 0) -> dict[str, Any]:
@@ -127,7 +134,7 @@ class ExtractConfig:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "requested": self.n, "candidates_tried": stats.tried, "rejected_float32": stats.rejected,
             "exhausted": stats.exhausted, "amp": self.amp or "none", "batch_size": self.batch_size,
-            "world_size": world_size, "oom_halvings": stats.oom_halvings,
+            "world_size": world_size, "oom_halvings": stats.oom_halvings, "result_rule": self.result_rule,
             "seed_images": seed_images, "seed_images_used": min(seed_images, stats.tried),
             "jittered_starts": max(0, stats.tried - seed_images) if seed_images else 0,
             "duplicates_dropped": stats.duplicates,

@@ -22,7 +22,7 @@ from .acceptance import accept
 from .candidates import CandidateSource
 from .config import ExtractConfig
 from .distributed import SingleProcess
-from .ledger import CandidateLedger, Outcome
+from .ledger import CandidateLedger, Outcome, spares_enabled
 from .slots import Slots
 from .step import SearchStep
 
@@ -31,7 +31,8 @@ __all__ = ["Outcome", "SearchEngine", "SearchStats"]
 
 @dataclass
 class SearchStats:
-    tried: int = 0
+    tried: int = 0           # candidates started, over the whole extraction (a resume included)
+    launched: int = 0        # candidates started by this call
     accepted: int = 0
     rejected: int = 0        # converged in the search precision, failed float32 acceptance
     exhausted: int = 0       # hit max_steps (or non-finite logits) without converging
@@ -40,7 +41,9 @@ class SearchStats:
     harvests: int = 0
     oom_halvings: int = 0    # out-of-memory errors answered by halving the batch
     duplicates: int = 0      # accepted, but an earlier candidate holds the same image
-    batch_sizes: dict = field(default_factory=dict)
+    batch_sizes: dict = field(default_factory=dict)    # batch size -> harvest periods run at it
+    batch_seconds: dict = field(default_factory=dict)  # batch size -> seconds spent stepping at it
+    batch_steps: dict = field(default_factory=dict)    # batch size -> steps run at it
 
 
 class SearchEngine:
@@ -61,12 +64,21 @@ class SearchEngine:
         self.step = SearchStep(model, self.slots, k=config.k, lr=config.lr, max_steps=config.max_steps,
                                lo=config.lo, hi=config.hi, amp_dtype=config.amp_dtype,
                                cuda_graph=config.cuda_graph)
-        self.ledger = CandidateLedger(config.n, config.max_candidates, self.comm.rank, self.comm.world, resume)
+        self.ledger = CandidateLedger(config.n, config.max_candidates, self.comm.rank, self.comm.world, resume,
+                                      rule=config.result_rule)
+        # On CUDA a batch costs about the same whether its slots are full or not: fill the
+        # bucket with spare candidates. On CPU each slot costs its share: the ledger's
+        # expected-failure spares only.
+        self.fill_batch = device.type == "cuda" and spares_enabled()
         self.parked: list[dict] = []   # candidates taken out after an out-of-memory, state kept
         self.stats = SearchStats()
         self.progress = progress
-        if resume is not None and progress is not None:
-            progress.update(min(config.n, self.ledger.accepted_count))
+        if resume is not None:
+            # Candidates finished before the interruption count as tried (the file's
+            # candidates_tried covers the whole extraction, not only this run).
+            self.stats.tried = len(self.ledger.finished)
+            if progress is not None:
+                progress.update(min(config.n, self.ledger.accepted_count))
         self.on_checkpoint = on_checkpoint
         self.last_checkpoint = time.monotonic()
 
@@ -80,14 +92,23 @@ class SearchEngine:
             self.slots.restore(self.slots.free_positions()[: len(back)], back)
             in_flight += len(back)
         count = self.ledger.launch_count(self.slots.capacity - in_flight) if not self.parked else 0
+        count = self._filled(in_flight, count)
         self.slots.resize_for(max(1, in_flight + count))
         if count > 0:
             positions = self.slots.free_positions()[:count]
             indices = self.ledger.take(count)
             self.stats.tried += count
+            self.stats.launched += count
             x0, i, j = self.source.make(indices)
             self.slots.load(positions, indices, x0, i, j)
         self._exchange()
+
+    def _filled(self, in_flight: int, count: int) -> int:
+        """`count`, raised on CUDA to fill the bucket the batch runs at anyway."""
+        if not self.fill_batch or self.parked or self.ledger.accepted_count >= self.config.n or in_flight + count == 0:
+            return count
+        bucket = next(b for b in self.slots.buckets if b >= in_flight + count)
+        return max(count, min(bucket - in_flight, self.ledger.stream_left()))
 
     def _exchange(self) -> None:
         """Share what finished and what runs with the other ranks (a no-op alone)."""
@@ -163,8 +184,11 @@ class SearchEngine:
         self._refill()
         while not self.ledger.determined():
             if any(c >= 0 for c in self.slots.candidate):
+                size, started = self.slots.size, time.perf_counter()
                 self._steps()
-                self._harvest()
+                self._harvest()  # the host sync: the time includes the device's work
+                self.stats.batch_seconds[size] = self.stats.batch_seconds.get(size, 0.0) + (
+                    time.perf_counter() - started)
             if self.progress is not None:
                 self.progress.set_postfix(tried=self.stats.tried, batch=self.slots.size, refresh=False)
             self._refill()  # also exchanges the harvest with the other ranks
@@ -186,12 +210,13 @@ class SearchEngine:
                 break
             self.stats.steps_run += 1
             self.stats.slot_steps += self.slots.size
+            self.stats.batch_steps[self.slots.size] = self.stats.batch_steps.get(self.slots.size, 0) + 1
         self.stats.batch_sizes[self.slots.size] = self.stats.batch_sizes.get(self.slots.size, 0) + 1
 
     def _sum_stats_over_ranks(self) -> None:
         if self.comm.world == 1:
             return
-        counts = ("tried", "accepted", "rejected", "exhausted", "steps_run", "slot_steps", "harvests")
+        counts = ("tried", "launched", "accepted", "rejected", "exhausted", "steps_run", "slot_steps", "harvests")
         views = self.comm.exchange({name: getattr(self.stats, name) for name in counts})
         for name in counts:
             setattr(self.stats, name, sum(v[name] for v in views))

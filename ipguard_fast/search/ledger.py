@@ -1,23 +1,46 @@
 """The engine's bookkeeping: which candidates finished (accepted or not), which still run,
-and which index this rank launches next.
+which index this rank launches next, and how many to launch.
 
-The result rule lives here: the fingerprints are the first n accepted candidates *by
-candidate index* whose image no earlier accepted candidate already holds (a set never
-holds two identical fingerprints). Every rank holds the same global view (finished,
-pending, the accepted images' digests), updated from the exchange after each harvest,
-so every rank takes the same stop decision.
+The result rule lives here. By default ("index") the fingerprints are the first n
+accepted candidates *by candidate index*: since a candidate depends only on (seed,
+index), the result does not depend on the batch size, the device or the number of
+ranks. Under either rule an image already held by an earlier fingerprint is left out
+(a set never holds two identical fingerprints: the accepted images' digests are shared). "completion" takes the first n accepted *in the order they finished* (ties by
+index): it stops as soon as n are accepted instead of waiting for slow low-index
+candidates, at the price of a result that depends on the batch size and the schedule.
+Every rank holds the same global view (finished, pending), updated from the exchange
+after each harvest, so every rank takes the same stop decision.
+
+Spares. A candidate that fails is known to have failed only when it exhausts max_steps,
+and with the index rule its replacement is needed before the result is known; launched
+then, it would run alone at the end. So the ledger launches enough candidates that, at
+the failure rate expected (a prior, then what is observed), n acceptances remain likely
+among what runs -- the replacements are already running when the failures show. Spares
+never change the result (they are later indices, used only if needed).
 """
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 
 from .._hashing import tensor_bytes
 
-__all__ = ["CandidateLedger", "Outcome"]
+__all__ = ["CandidateLedger", "Outcome", "RESULT_RULES"]
+
+RESULT_RULES = ("index", "completion")
+
+# The failure rate assumed before any candidate finished, as pseudo-counts (1 in 20):
+# enough for a few spares from the start; observations outweigh it within a batch.
+_PRIOR_FAILURES, _PRIOR_TRIALS = 1.0, 20.0
+
+
+def spares_enabled() -> bool:
+    """False when IPGUARD_FAST_NO_SPARES=1 asks for the launch policy without spares (for A/B runs)."""
+    return os.environ.get("IPGUARD_FAST_NO_SPARES", "0") != "1"
 
 
 @dataclass
@@ -36,11 +59,15 @@ def image_digest(image: torch.Tensor) -> bytes:
 
 
 class CandidateLedger:
-    def __init__(self, n: int, max_candidates: int, rank: int = 0, world: int = 1, resume=None):
-        self.n, self.max_candidates, self.rank, self.world = n, max_candidates, rank, world
+    def __init__(self, n: int, max_candidates: int, rank: int = 0, world: int = 1, resume=None,
+                 rule: str = "index"):
+        if rule not in RESULT_RULES:
+            raise ValueError(f"result_rule: expected one of {RESULT_RULES}, got {rule!r}")
+        self.n, self.max_candidates, self.rank, self.world, self.rule = n, max_candidates, rank, world, rule
         # Global view, identical on every rank.
         self.finished: dict[int, bool] = {}
         self.digests: dict[int, bytes] = {}   # accepted candidates' image digests
+        self.completion: list[int] = []   # accepted indices in the order their harvest shared them
         self.pending: list[int] = []
         self.accepted_count = 0
         self.streams_done = False
@@ -54,14 +81,17 @@ class CandidateLedger:
             self.finished, self.outcomes = dict(resume[0]), dict(resume[1])
             self.digests = {c: image_digest(o.image) for c, o in self.outcomes.items()}
             self.skip = {c for c in self.finished if c % world == rank}
+            self.completion = sorted(c for c, ok in self.finished.items() if ok)
             self.accepted_count = len(self.wins())
 
     # -- the result rule -----------------------------------------------------
     def wins(self) -> list[int]:
-        """Accepted candidate indices in index order, each image once (its lowest index)."""
+        """Accepted candidate indices in the rule's order, each image once (its first holder)."""
+        order = self.completion if self.rule == "completion" else sorted(
+            c for c, ok in self.finished.items() if ok)
         seen: set[bytes] = set()
         wins = []
-        for c in sorted(c for c, ok in self.finished.items() if ok):
+        for c in order:
             digest = self.digests.get(c)
             if digest is not None:
                 if digest in seen:
@@ -75,24 +105,41 @@ class CandidateLedger:
         return sum(self.finished.values()) - len(self.wins())
 
     def determined(self) -> bool:
-        """True when the first n accepted candidates by index are known (same on every rank)."""
+        """True when the result is known (the same on every rank)."""
         wins = self.wins()
+        if self.rule == "completion":
+            return len(wins) >= self.n or (not self.pending and self.streams_done)
         if len(wins) >= self.n:
             last = wins[self.n - 1]
             return all(c > last for c in self.pending)
         return not self.pending and self.streams_done
 
     def result(self) -> list[int]:
+        """The indices of the fingerprints, in the order of the returned set."""
         return self.wins()[: self.n]
 
     # -- launching -----------------------------------------------------------
-    def launch_count(self, free: int) -> int:
-        """How many new candidates this rank should start in `free` slots: what could still
-        be needed, with a margin for the failure rate seen so far, shared between the ranks."""
-        in_flight, finished = len(self.pending), len(self.finished)
+    def failure_rate(self) -> float:
+        """Share of candidates expected to fail: the prior, updated by every finished one."""
+        finished = len(self.finished)
         fails = finished - self.accepted_count
-        spare = math.ceil(in_flight * fails / finished) if finished else 0
-        wanted = math.ceil((self.n - self.accepted_count - in_flight + spare) / self.world)
+        return (fails + _PRIOR_FAILURES) / (finished + _PRIOR_TRIALS)
+
+    def launch_count(self, free: int) -> int:
+        """How many new candidates this rank should start in `free` slots: enough that,
+        at the expected failure rate, what runs still yields the acceptances missing,
+        plus one -- shared between the ranks."""
+        needed = self.n - self.accepted_count
+        if needed <= 0:
+            return 0
+        if spares_enabled():
+            rate = min(self.failure_rate(), 0.95)
+            target = math.ceil(needed / (1.0 - rate)) + 1
+        else:  # the policy before spares: what is needed, plus the failures seen among what runs
+            finished = len(self.finished)
+            fails = finished - self.accepted_count
+            target = needed + (math.ceil(len(self.pending) * fails / finished) if finished else 0)
+        wanted = math.ceil((target - len(self.pending)) / self.world)
         return max(0, min(free, wanted, self.stream_left()))
 
     def stream_left(self) -> int:
@@ -128,11 +175,15 @@ class CandidateLedger:
     def merge(self, views) -> None:
         """Take in every rank's part (from share), giving the same global view everywhere."""
         self.pending = []
+        newly = []
         for outcomes, pending, _ in views:
             for index, ok, digest in outcomes:
                 self.finished[index] = ok
                 if ok:
                     self.digests[index] = digest
+                    newly.append(index)
             self.pending.extend(pending)
+        # Candidates accepted in the same harvest count as finished together: by index.
+        self.completion.extend(sorted(newly))
         self.accepted_count = len(self.wins())
         self.streams_done = all(done for _, _, done in views)

@@ -1,0 +1,116 @@
+"""The best the bare model can do for one search step's worth of work: forward plus the
+gradient with respect to the input, at a given batch.
+
+The engine's step is judged against a floor; a floor that is itself slow hides the real
+gap. So besides the plain floor (the model as given, in the engine's dtype and layout)
+this measures what a careful user could get out of the model alone, and reports the
+best:
+
+- ``plain``: eager, float32, contiguous;
+- ``cudnn_benchmark`` (CUDA): cuDNN picks its fastest algorithms for these shapes;
+- ``channels_last``: NHWC weights and input;
+- ``bf16`` / ``bf16_channels_last`` (CUDA): autocast to bfloat16;
+- ``compiled``: ``torch.compile`` of the model (forward and backward graphs);
+- ``cuda_graph`` (CUDA): the best eager variant captured and replayed as a CUDA graph.
+
+Every variant runs on a private copy of the model, so the caller's model (and its
+layout) is never touched, and a variant that fails (a model torch.compile cannot trace,
+say) is reported with its error instead of stopping the others.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+from typing import Callable
+
+import torch
+
+from ..modules import frozen
+from .measure import timed
+
+__all__ = ["best_floor"]
+
+
+def best_floor(model, input_shape, batch: int, num_classes: int, device: torch.device, reps: int = 10,
+               include_compile: bool = True) -> dict:
+    """{"variants": {name: median seconds or {"error": ...}}, "best": name, "best_s": seconds}."""
+    cuda = device.type == "cuda"
+    variants: dict[str, dict] = {
+        "plain": dict(),
+        "channels_last": dict(channels_last=True),
+    }
+    if cuda:
+        variants.update({"cudnn_benchmark": dict(cudnn_benchmark=True),
+                         "bf16": dict(cudnn_benchmark=True, amp=torch.bfloat16),
+                         "bf16_channels_last": dict(cudnn_benchmark=True, amp=torch.bfloat16, channels_last=True)})
+    if include_compile:
+        variants["compiled"] = dict(compile=True)
+    results: dict[str, object] = {}
+    for name, options in variants.items():
+        results[name] = _measure(model, input_shape, batch, num_classes, device, reps, **options)
+    if cuda:
+        eager = [n for n in ("plain", "cudnn_benchmark", "channels_last", "bf16", "bf16_channels_last")
+                 if isinstance(results.get(n), float)]
+        if eager:
+            fastest = min(eager, key=lambda n: results[n])
+            results["cuda_graph"] = _measure(model, input_shape, batch, num_classes, device, reps,
+                                             cuda_graph=True, **variants[fastest])
+    timings = {n: v for n, v in results.items() if isinstance(v, float)}
+    best = min(timings, key=timings.get) if timings else None
+    return {"batch": batch, "variants": results, "best": best, "best_s": timings.get(best)}
+
+
+def _measure(model, input_shape, batch, num_classes, device, reps, *, channels_last=False, amp=None,
+             cudnn_benchmark=False, compile=False, cuda_graph=False):  # noqa: A002 - torch's word
+    try:
+        with _cudnn_benchmark(cudnn_benchmark):
+            copy_ = copy.deepcopy(model).to(device)
+            fmt = torch.channels_last if channels_last and len(input_shape) == 3 else torch.contiguous_format
+            copy_.to(memory_format=fmt)
+            with frozen(copy_):
+                run = copy_ if not compile else torch.compile(copy_, dynamic=False)
+                step = _step(run, input_shape, batch, num_classes, device, fmt, amp)
+                for _ in range(3):  # warm-up: algorithm choice, compilation, allocator
+                    step()
+                if cuda_graph:
+                    step = _captured(step)
+                return statistics.median(timed(step, device) for _ in range(reps))
+    except Exception as exc:  # one variant failing must not stop the others
+        return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+
+
+def _step(model, input_shape, batch, num_classes, device, fmt, amp) -> Callable[[], None]:
+    x = torch.rand(batch, *input_shape, generator=torch.Generator().manual_seed(1)).to(device)
+    x = x.contiguous(memory_format=fmt).requires_grad_(True)
+    g = torch.randn(batch, num_classes, generator=torch.Generator().manual_seed(2)).to(device)
+
+    def step() -> None:
+        with torch.enable_grad():
+            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                logits = model(x)
+            torch.autograd.grad(logits, x, g.to(logits.dtype))
+
+    return step
+
+
+def _captured(step: Callable[[], None]) -> Callable[[], None]:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(on: bool):
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on or was
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = was

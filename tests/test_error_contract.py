@@ -1,0 +1,90 @@
+"""One error contract: every bad input from the command line is one line and exit 2 (a
+traceback only with --debug), every bad API input a ValueError naming the argument."""
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import half_matching_fingerprints
+from torch import nn
+
+import ipguard_fast as ig
+from ipguard_fast.cli import main
+from ipguard_fast.io import save_torchscript
+
+SHAPE = (1, 8, 8)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("contract")
+    model = save_torchscript(tiny_model(), torch.rand(2, *SHAPE), folder / "model.pt")
+    torch.manual_seed(1)
+    wide = save_torchscript(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).eval(),
+                            torch.rand(2, 3, 32, 32), folder / "wide.pt")
+    fps = half_matching_fingerprints(tiny_model(), 10).save(folder / "fp.safetensors")
+    return {"model": str(model), "wide": str(wide), "fp": str(fps), "dir": folder}
+
+
+def one_line_exit_2(argv, capsys):
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("case", ["verify wrong shape", "extract wrong shape", "serve port", "demo nan k",
+                                  "evaluate nan k", "extract bad device"])
+def test_bad_command_lines_are_one_line_and_exit_2(case, files, capsys):
+    argv = {
+        "verify wrong shape": ["verify", "--fingerprints", files["fp"], "--model", files["wide"]],
+        "extract wrong shape": ["extract", "--model", files["model"], "--input-shape", "1,8", "--k", "1",
+                                "--no-progress", "--out", str(files["dir"] / "o.safetensors")],
+        "serve port": ["serve", "--model", files["model"], "--port", "70000"],
+        "demo nan k": ["demo", "--k", "1,nan", "--out", str(files["dir"] / "demo")],
+        "evaluate nan k": ["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--k", "nan",
+                           "--out", str(files["dir"] / "eval")],
+        "extract bad device": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1",
+                               "--device", "tpu:9", "--no-progress", "--out", str(files["dir"] / "o.safetensors")],
+    }[case]
+    start = time.monotonic()
+    one_line_exit_2(argv, capsys)
+    assert time.monotonic() - start < 20, "refused only after work started"
+
+
+def test_debug_shows_the_traceback(files):
+    proc = subprocess.run([sys.executable, "-m", "ipguard_fast", "--debug", "verify", "--fingerprints", files["fp"],
+                           "--model", files["wide"]], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(input_shape=8), "input_shape"),
+    (dict(input_shape=(1.9, 8, 8)), "input_shape"),
+    (dict(k=True), "k"),
+    (dict(seed=1.5), "seed"),
+    (dict(batch_size=True), "batch_size"),
+    (dict(device="tpu:9"), "device"),
+    (dict(init=torch.full((4, *SHAPE), float("nan"))), "init"),
+    (dict(init=torch.full((4, *SHAPE), 3.0)), "init"),
+])
+def test_bad_api_input_is_a_value_error_naming_the_argument(kwargs, name):
+    args = dict(k=1.0, input_shape=SHAPE, progress=False)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        ig.extract_fingerprints(tiny_model(), 2, **args)
+
+
+def test_a_suspect_that_cannot_take_the_images_is_a_value_error():
+    fps = half_matching_fingerprints(tiny_model(), 10)
+    wide = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    with pytest.raises(ValueError, match="^suspect: fails on images of shape"):
+        ig.verify(wide, fps)
+    with pytest.raises(ValueError, match="^batch_size:"):
+        ig.verify(tiny_model(), fps, batch_size=True)

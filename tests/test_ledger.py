@@ -1,0 +1,60 @@
+"""The engine's bookkeeping: the result rules, and spare candidates launched before they are needed."""
+import math
+
+import pytest
+import torch
+
+import ipguard_fast as ig
+from ipguard_fast.search.ledger import CandidateLedger, Outcome
+
+
+def finish(ledger, outcomes):
+    """Record (index, accepted) outcomes as one harvest and merge them (one process)."""
+    for index, ok in outcomes:
+        ledger.record(index, Outcome(ok))
+    running = [c for c in ledger.pending if c not in {i for i, _ in outcomes}]
+    ledger.merge([ledger.share(running)])
+
+
+def test_spares_follow_the_prior_then_the_observed_failure_rate():
+    ledger = CandidateLedger(n=20, max_candidates=1000)
+    first = ledger.launch_count(free=64)
+    assert first == math.ceil(20 / (1 - 1 / 20)) + 1  # a 5 % prior failure rate, plus one
+    ledger.merge([ledger.share(ledger.take(first))])
+    # Half of the first ten fail: the observed rate takes over and more spares go out.
+    finish(ledger, [(c, c % 2 == 0) for c in range(10)])
+    rate = (5 + 1) / (10 + 20)
+    assert ledger.launch_count(free=64) == math.ceil(15 / (1 - rate)) + 1 - len(ledger.pending)
+    # Nothing more once n are accepted.
+    finish(ledger, [(c, True) for c in range(10, 25)])
+    assert ledger.accepted_count >= 20 and ledger.launch_count(free=64) == 0
+
+
+def test_the_index_rule_waits_for_lower_indices_the_completion_rule_does_not():
+    index, completion = CandidateLedger(3, 100), CandidateLedger(3, 100, rule="completion")
+    for ledger in (index, completion):
+        ledger.merge([ledger.share(ledger.take(6))])
+        finish(ledger, [(5, True), (3, True), (4, True)])  # candidates 0-2 still run
+    assert completion.determined() and completion.result() == [3, 4, 5]
+    assert not index.determined()
+    finish(index, [(0, True), (1, False), (2, True)])
+    assert index.determined() and index.result() == [0, 2, 3]
+
+
+def test_bad_rule():
+    with pytest.raises(ValueError, match="^result_rule:"):
+        CandidateLedger(3, 10, rule="fastest")
+    with pytest.raises(ValueError, match="^result_rule:"):
+        ig.ExtractConfig(n=3, k=1.0, input_shape=(1, 8, 8), result_rule="fastest")
+
+
+def test_completion_rule_end_to_end():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    fps = ig.extract_fingerprints(model, 6, k=1.0, input_shape=(1, 8, 8), progress=False, batch_size=4,
+                                  result_rule="completion")
+    again = ig.extract_fingerprints(model, 6, k=1.0, input_shape=(1, 8, 8), progress=False, batch_size=4,
+                                    result_rule="completion")
+    assert len(fps) == 6 and fps.meta["result_rule"] == "completion"
+    assert torch.equal(fps.labels, again.labels) and torch.equal(fps.images, again.images)  # same schedule
+    assert ig.matching_rate(model, fps) == 1.0

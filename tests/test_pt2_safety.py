@@ -1,0 +1,189 @@
+"""A hostile .pt2 never runs code: every entry point refuses it before torch unpickles anything.
+
+A suspect's model file comes from the party accused of piracy. torch.export.load trusts its
+archive (pickled weights, pickled constants, sample inputs with an unrestricted fallback,
+native AOTInductor libraries, sympy expressions that are eval'd, guards code, call targets
+looked up by name). Each hostile archive here carries a payload that writes a marker file
+when executed; the tests assert it is refused and the marker never appears.
+"""
+import json
+import pickle
+import zipfile
+
+import pytest
+import torch
+from torch import nn
+
+import ipguard_fast as ig
+from conftest import half_matching_fingerprints
+from ipguard_fast.cli import main
+from ipguard_fast.io import ModelLoadError, load_model, load_suspect, save_exported
+
+SHAPE = (1, 8, 8)
+
+
+class Payload:
+    """Unpickling it writes the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('code ran')",))
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    path = save_exported(model, torch.rand(2, *SHAPE), tmp_path_factory.mktemp("pt2") / "honest.pt2")
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    return model, path, members
+
+
+def _root(members):
+    return next(iter(members)).split("/")[0] + "/"
+
+
+def _write(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _edit_json(members, member, edit):
+    key = _root(members) + member
+    value = json.loads(members[key])
+    edit(value)
+    members[key] = json.dumps(value).encode()
+
+
+def _pickled_weight(members, marker):
+    config = "data/weights/model_weights_config.json"
+    state = {}
+
+    def mark(value):
+        fqn = next(iter(value["config"]))
+        value["config"][fqn]["use_pickle"] = True
+        state["file"] = value["config"][fqn]["path_name"]
+
+    _edit_json(members, config, mark)
+    members[_root(members) + "data/weights/" + state["file"]] = pickle.dumps(Payload(marker))
+
+
+def _opaque_constant(members, marker):
+    def add(value):
+        value["config"]["evil"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": False,
+                                   "tensor_meta": None}
+
+    _edit_json(members, "data/constants/model_constants_config.json", add)
+    members[_root(members) + "data/constants/opaque_obj_0"] = pickle.dumps(Payload(marker))
+
+
+def _sample_inputs(members, marker):
+    members[_root(members) + "data/sample_inputs/model.pt"] = pickle.dumps(Payload(marker))
+
+
+def _native_code(members, marker):
+    members[_root(members) + "data/aotinductor/model/model.so"] = b"\x7fELF not really"
+
+
+def _call_target(members, marker):
+    def retarget(value):
+        node = value["graph_module"]["graph"]["nodes"][0]
+        node["target"] = "torch.os.system"
+
+    _edit_json(members, "models/model.json", retarget)
+
+
+def _shape_expression(members, marker):
+    def inject(value):
+        value["range_constraints"] = {"s0": {"min_val": 0, "max_val": None}}
+        value["graph_module"]["graph"]["sym_int_values"] = {
+            "s0": {"as_expr": {"expr_str": f"__import__('builtins').exec(\"open({str(marker)!r},'w')\")"}}}
+
+    _edit_json(members, "models/model.json", inject)
+
+
+def _guards_code(members, marker):
+    _edit_json(members, "models/model.json",
+               lambda value: value.__setitem__("guards_code", [f"open({str(marker)!r}, 'w')"]))
+
+
+HOSTILE = {
+    "pickled weight": (_pickled_weight, "use_pickle"),
+    "opaque constant": (_opaque_constant, "opaque_obj_0"),
+    "sample inputs": (_sample_inputs, "sample_inputs"),
+    "native code": (_native_code, "AOTInductor"),
+    "call target": (_call_target, "torch.os.system"),
+    "shape expression": (_shape_expression, "shape expression"),
+    "guards code": (_guards_code, "guards code"),
+}
+
+
+@pytest.fixture(params=sorted(HOSTILE))
+def hostile(request, honest, tmp_path):
+    build, reason = HOSTILE[request.param]
+    members = dict(honest[2])
+    marker = tmp_path / "MARKER"
+    build(members, marker)
+    return _write(tmp_path / "hostile.pt2", members), marker, reason
+
+
+def test_torch_itself_runs_the_pickled_payload(honest, tmp_path):
+    """Why the guard exists: torch.export.load executes the payload, even though the load then fails."""
+    members = dict(honest[2])
+    marker = tmp_path / "MARKER"
+    _pickled_weight(members, marker)
+    path = _write(tmp_path / "hostile.pt2", members)
+    try:
+        torch.export.load(str(path))
+    except Exception:
+        pass
+    assert marker.exists()
+
+
+def test_every_loader_refuses_without_running_code(hostile):
+    path, marker, reason = hostile
+    for load in (load_model, load_suspect):
+        with pytest.raises(ModelLoadError, match="refused") as info:
+            load(path)
+        assert reason in str(info.value)
+    with pytest.raises(ModelLoadError, match="refused"):
+        ig.verify(path, half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 10))
+    assert not marker.exists()
+
+
+def test_every_command_refuses_without_running_code(hostile, tmp_path, capsys):
+    path, marker, _ = hostile
+    fps = half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 10)
+    fp_path = fps.save(tmp_path / "fp.safetensors")
+    commands = [
+        ["verify", "--fingerprints", str(fp_path), "--model", str(path)],
+        ["extract", "--model", str(path), "--input-shape", "1,8,8", "-n", "2", "--k", "1", "--no-progress",
+         "--out", str(tmp_path / "out.safetensors")],
+        ["serve", "--model", str(path), "--port", "0"],
+        ["export", "--model", str(path), "--input-shape", "1,8,8", "--format", "torchscript",
+         "--out", str(tmp_path / "out.pt")],
+    ]
+    for argv in commands:
+        assert main(argv) == 2, argv[0]
+        err = capsys.readouterr().err
+        assert "refused" in err and "Traceback" not in err
+    assert not marker.exists()
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_an_honest_export_still_loads_and_verifies(honest):
+    model, path, _ = honest
+    fps = half_matching_fingerprints(model, 20)
+    assert ig.matching_rate(path, fps) == ig.matching_rate(model, fps) == 0.5
+
+
+def test_garbage_is_a_clean_error(tmp_path):
+    bad = tmp_path / "garbage.pt2"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(ModelLoadError, match="not a loadable torch.export"):
+        load_model(bad)
