@@ -30,6 +30,23 @@ def test_spares_follow_the_prior_then_the_observed_failure_rate():
     assert ledger.accepted_count >= 20 and ledger.launch_count(free=64) == 0
 
 
+def test_cpu_spares_wait_for_a_failure_rate_that_pays_for_them():
+    ledger = CandidateLedger(n=20, max_candidates=1000, spare_break_even=0.25)
+    first = ledger.launch_count(free=64)
+    assert first == 20  # the 5 % prior is below break-even: what is needed, no spares
+    ledger.merge([ledger.share(ledger.take(first))])
+    # One failure in ten: still below, so the policy without spares: the 11 still needed,
+    # plus the failures expected among the 10 running at the observed 1 in 10, less those.
+    finish(ledger, [(c, c != 0) for c in range(10)])
+    assert ledger.failure_rate() < 0.25 and ledger.launch_count(free=64) == 11 + 1 - 10
+    # Most of the next ten fail: the observed rate passes break-even and spares go out.
+    finish(ledger, [(c, c == 10) for c in range(10, 20)])
+    rate = ledger.failure_rate()
+    assert rate >= 0.25
+    needed = 20 - ledger.accepted_count
+    assert ledger.launch_count(free=64) == math.ceil(needed / (1 - rate)) + 1 - len(ledger.pending)
+
+
 def test_the_index_rule_waits_for_lower_indices_the_completion_rule_does_not():
     index, completion = CandidateLedger(3, 100), CandidateLedger(3, 100, rule="completion")
     for ledger in (index, completion):

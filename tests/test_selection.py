@@ -161,6 +161,27 @@ def test_protect_with_given_references(owner, small, refs):
     assert (len(held["positives"]), len(held["negatives"])) == (3, 4) and fps.meta["selection"]["pool_size"] == 24
 
 
+def test_protect_init_auto_chooses_among_start_kinds_without_mixing(owner, small, refs):
+    positives, negatives = refs
+    more = [train_classifier(seeded(DigitsMLP, s), small, epochs=2, seed=s) for s in (9, 10)]
+    given = {"positives": positives + [prune_model(copy.deepcopy(owner), 0.3)], "negatives": negatives + more}
+    auto = ig.protect(owner, small, n=6, k=[1.0, 2.0], pool_factor=2, init="auto", progress=False, references=given)
+    data = ig.protect(owner, small, n=6, k=[1.0, 2.0], pool_factor=2, init="data", progress=False, references=given)
+    info = auto.meta["protect"]
+    names = [c["name"] for c in info["candidates"]]
+    assert names == ["data k=1", "data k=2", "data k=1+2", "uniform k=1", "uniform k=2", "uniform k=1+2"]
+    assert info["init"] == "auto" and info["init_chosen"] in ("data", "uniform")
+    assert auto.meta["selection"]["pool_size"] == 48
+    # The data half of the pool is the data-only pool, point for point (same seeds).
+    parts = [p["init"] for p in auto.meta["selection"]["pool_parts"]]
+    assert parts[:2] == [p["init"] for p in data.meta["selection"]["pool_parts"]] and parts[2:] == ["uniform"] * 2
+    # The kept points all come from the chosen start kind.
+    indices = torch.tensor(auto.meta["selection"]["pool_indices"])
+    assert bool((indices < 24).all()) if info["init_chosen"] == "data" else bool((indices >= 24).all())
+    if info["chosen"] == data.meta["protect"]["chosen"]:
+        assert torch.equal(auto.images, data.images)
+
+
 def test_protect_bad_input_names_the_argument(owner, small, refs):
     positives, negatives = refs
     given = {"positives": positives, "negatives": negatives}

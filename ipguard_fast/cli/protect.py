@@ -20,7 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("--pool-factor", type=int, default=20, help="pool points per k, as a multiple of n (default 20)")
     p.add_argument("--replicas", type=int, default=3, help="replicas of each reference recipe that select (default 3)")
     p.add_argument("--score", default="separation", help="separation (default) or agreement")
-    p.add_argument("--init", default="data", help="pool starts: data (default) or uniform")
+    p.add_argument("--init", default="data",
+                   help="pool starts: data (default), uniform, or auto (both, chosen by held-out references)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None,
                    help="folder for the reference models (safetensors, reused by later runs; default: "

@@ -22,7 +22,7 @@ from .acceptance import accept
 from .candidates import CandidateSource
 from .config import ExtractConfig
 from .distributed import SingleProcess
-from .ledger import CandidateLedger, Outcome, spares_enabled
+from .ledger import CPU_SPARE_BREAK_EVEN, CandidateLedger, Outcome, spares_enabled
 from .slots import Slots
 from .step import SearchStep
 
@@ -64,11 +64,12 @@ class SearchEngine:
         self.step = SearchStep(model, self.slots, k=config.k, lr=config.lr, max_steps=config.max_steps,
                                lo=config.lo, hi=config.hi, amp_dtype=config.amp_dtype,
                                cuda_graph=config.cuda_graph)
+        # On CUDA a batch costs about the same whether its slots are full or not: spares
+        # always, and the bucket filled. On CPU each slot costs its share: spares only from
+        # the failure rate at which they pay for themselves.
         self.ledger = CandidateLedger(config.n, config.max_candidates, self.comm.rank, self.comm.world, resume,
-                                      rule=config.result_rule)
-        # On CUDA a batch costs about the same whether its slots are full or not: fill the
-        # bucket with spare candidates. On CPU each slot costs its share: the ledger's
-        # expected-failure spares only.
+                                      rule=config.result_rule,
+                                      spare_break_even=0.0 if device.type == "cuda" else CPU_SPARE_BREAK_EVEN)
         self.fill_batch = device.type == "cuda" and spares_enabled()
         self.parked: list[dict] = []   # candidates taken out after an out-of-memory, state kept
         self.stats = SearchStats()

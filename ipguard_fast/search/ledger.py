@@ -29,13 +29,22 @@ import torch
 
 from .._hashing import tensor_bytes
 
-__all__ = ["CandidateLedger", "Outcome", "RESULT_RULES"]
+__all__ = ["CPU_SPARE_BREAK_EVEN", "CandidateLedger", "Outcome", "RESULT_RULES"]
 
 RESULT_RULES = ("index", "completion")
 
 # The failure rate assumed before any candidate finished, as pseudo-counts (1 in 20):
 # enough for a few spares from the start; observations outweigh it within a batch.
 _PRIOR_FAILURES, _PRIOR_TRIALS = 1.0, 20.0
+
+
+# On CPU a slot costs its share of the step: ResNet-20 at 32x32 on 2 cores, one candidate
+# of a full batch costs 3.3-4.5 ms a step and a batch of one 13.7-17.8 ms
+# (benchmarks/results/cpu-*-2026-11-29.json). A spare costs about one full-batch share per
+# step it runs and saves, with probability the failure rate, about as many steps run at
+# batch one, so it pays for itself from a failure rate of about 4.1 / 16 = 0.25. Below
+# that, as in every CPU benchmark run here (0-4 % failures), spares measured 2-6 % slower.
+CPU_SPARE_BREAK_EVEN = 0.25
 
 
 def spares_enabled() -> bool:
@@ -60,10 +69,15 @@ def image_digest(image: torch.Tensor) -> bytes:
 
 class CandidateLedger:
     def __init__(self, n: int, max_candidates: int, rank: int = 0, world: int = 1, resume=None,
-                 rule: str = "index"):
+                 rule: str = "index", spare_break_even: float = 0.0):
         if rule not in RESULT_RULES:
             raise ValueError(f"result_rule: expected one of {RESULT_RULES}, got {rule!r}")
         self.n, self.max_candidates, self.rank, self.world, self.rule = n, max_candidates, rank, world, rule
+        # Spares go out only while the expected failure rate is at least this: the rate at
+        # which a spare's cost (its share of every step it runs) equals what it saves (a
+        # replacement running alone at the end). 0 where a partly empty batch costs as much
+        # as a full one (CUDA); see CPU_SPARE_BREAK_EVEN.
+        self.spare_break_even = spare_break_even
         # Global view, identical on every rank.
         self.finished: dict[int, bool] = {}
         self.digests: dict[int, bytes] = {}   # accepted candidates' image digests
@@ -132,7 +146,7 @@ class CandidateLedger:
         needed = self.n - self.accepted_count
         if needed <= 0:
             return 0
-        if spares_enabled():
+        if spares_enabled() and self.failure_rate() >= self.spare_break_even:
             rate = min(self.failure_rate(), 0.95)
             target = math.ceil(needed / (1.0 - rate)) + 1
         else:  # the policy before spares: what is needed, plus the failures seen among what runs

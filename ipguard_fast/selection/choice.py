@@ -54,6 +54,8 @@ class Candidate:
     scores: torch.Tensor | None = None                   # its scores over the pool (NaN off its columns)
     held_out: dict = field(default_factory=dict)         # {"positives": [...], "negatives": [...]} rates
     validation: dict | None = None
+    init: str = "data"                                   # the start kind of its pool points
+    init_meta: str | None = None                         # how the pool records that start
 
 
 def choose(candidates: list[Candidate], refs: References, n: int, score: str) -> Candidate:

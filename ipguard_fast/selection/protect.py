@@ -25,14 +25,14 @@ from ..modules import eval_mode, module_device
 from ..search.candidates import LABEL_MODES
 from .cache import ReferenceCache, data_digest
 from .choice import Candidate, References, choose, threshold_between
-from .pool import K_FACTORS, extract_pool, k_grid, median_margin, start_images
+from .pool import K_FACTORS, extract_pool, k_grid, median_margin, merge_pools, start_images
 from .references import RECIPE, RECIPE_VERSION, Reference, build_references, protect_seed
 from .scores import SCORES, ReferenceOutputs, reference_outputs
 from .select import describe_reference, named_references, selected_set
 
 __all__ = ["protect"]
 
-_INITS = ("data", "uniform")
+_INITS = ("data", "uniform")   # init="auto" tries both and lets the held-out references choose
 
 
 def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = 20,
@@ -52,8 +52,10 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     `replicas` replicas of each recipe, see selection/references.py; `validation_replicas`
     more are only measured, never selected with), or the caller's own as {"positives":
     [...], "negatives": [...]} of anything matching_rate accepts, at least two of each
-    (the k choice and the threshold leave each one out in turn). init: "data" (default; see pool.py for why) or
-    "uniform" noise starts. cache_dir: a folder where built references are kept
+    (the k choice and the threshold leave each one out in turn). init: "data" (default; see pool.py for why),
+    "uniform" noise starts, or "auto": pools from both, each k alone and all k merged per
+    start kind, the held-out references choosing (never a mix of the two kinds; twice the
+    pool's extraction time). cache_dir: a folder where built references are kept
     (safetensors, keyed by the owner's weights, the recipe and the data) and reused.
 
     The result's meta["selection"] says it was selected, from how large a pool, against
@@ -72,8 +74,8 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     ks = _ks(k)
     if score not in SCORES:
         raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-    if init not in _INITS:
-        raise ValueError(f"init: expected one of {_INITS}, got {init!r}")
+    if init not in (*_INITS, "auto"):
+        raise ValueError(f"init: expected one of {(*_INITS, 'auto')}, got {init!r}")
     if labels not in LABEL_MODES:
         raise ValueError(f"labels: expected one of {LABEL_MODES}, got {labels!r}")
     replicas = positive_int("replicas", replicas)
@@ -105,10 +107,13 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
         ks = k_grid(margin)
     else:
         margin = None
-    say(f"pool: {pool_factor * n} points at each k in {ks} ({init} starts, {labels} labels)")
-    pool = extract_pool(owner, data, input_shape=input_shape, ks=ks, per_k=pool_factor * n,
-                        seed=protect_seed(seed, "pool"), labels=labels, init=init, progress=progress,
-                        options=extract_options)
+    inits = list(_INITS) if init == "auto" else [init]
+    say(f"pool: {pool_factor * n} points at each k in {ks} ({' and '.join(inits)} starts, {labels} labels)")
+    # Every start kind uses the same seeds: a pool from data starts is the same whether or
+    # not uniform starts are tried beside it.
+    pool = merge_pools([extract_pool(owner, data, input_shape=input_shape, ks=ks, per_k=pool_factor * n,
+                                     seed=protect_seed(seed, "pool"), labels=labels, init=start, progress=progress,
+                                     options=extract_options) for start in inits])
     timings["pool"] = time.perf_counter() - start
     if len(pool) < n:
         raise ValueError(f"n: the pool holds only {len(pool)} fingerprints (raise pool_factor or lower k)")
@@ -119,10 +124,7 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
 
     start = time.perf_counter()
     rows = lambda role, split: [i for i, r in enumerate(refs) if r.role == role and r.split == split]  # noqa: E731
-    pool_k = torch.tensor(pool.meta["pool"]["k"])
-    candidates = [Candidate(f"k={k:g}", torch.nonzero(pool_k == float(k)).flatten()) for k in ks]
-    if len(ks) > 1:
-        candidates.append(Candidate("k=" + "+".join(f"{k:g}" for k in ks), torch.arange(len(pool))))
+    candidates = _candidates(pool, ks, inits)
     pos_rows, neg_rows = rows("positive", "select"), rows("negative", "select")
     held = References(outputs.rows(pos_rows), outputs.rows(neg_rows), [refs[i].kind for i in pos_rows],
                       [refs[i].kind for i in neg_rows], outputs.rows(rows("positive", "validate")),
@@ -141,9 +143,10 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
                        references={"positives": described["positive"], "negatives": described["negative"]},
                        rates={refs[i].name: round(rate, 4) for i, rate in zip(every, rates)})
     fps.meta["threshold"] = threshold
+    fps.meta["init"] = chosen.init_meta
     fps.meta["protect"] = {
         "k": k if isinstance(k, str) else ks, "k_grid": ks, "k_factors": list(K_FACTORS) if margin else None,
-        "median_margin": margin, "init": init, "labels": labels, "pool_factor": pool_factor, "seed": seed,
+        "median_margin": margin, "init": init, "init_chosen": chosen.init, "labels": labels, "pool_factor": pool_factor, "seed": seed,
         "chosen": chosen.name,
         "candidates": [{"name": c.name, **c.validation} for c in candidates],
         "threshold": threshold, "held_out_rates": {"positives": [round(r, 4) for r in held_pos],
@@ -154,6 +157,32 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     }
     fps.references = refs
     return fps
+
+
+def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str]) -> list[Candidate]:
+    """The configurations the held-out references choose among: for each start kind, each k
+    alone and (with several k) all k merged. Pools of different start kinds never mix."""
+    parts = pool.meta["pool"]["parts"]
+    point_k = torch.tensor(pool.meta["pool"]["k"])
+    point_start = torch.tensor([inits.index(_start_kind(part["init"])) for part in parts
+                                for _ in range(part["size"])])
+    candidates = []
+    for s, start in enumerate(inits):
+        prefix = f"{start} " if len(inits) > 1 else ""
+        mine = point_start == s
+        meta_init = next(part["init"] for part in parts if _start_kind(part["init"]) == start)
+        for k in ks:
+            candidates.append(Candidate(f"{prefix}k={k:g}", torch.nonzero(mine & (point_k == float(k))).flatten(),
+                                        init=start, init_meta=meta_init))
+        if len(ks) > 1:
+            candidates.append(Candidate(prefix + "k=" + "+".join(f"{k:g}" for k in ks), torch.nonzero(mine).flatten(),
+                                        init=start, init_meta=meta_init))
+    return candidates
+
+
+def _start_kind(recorded: str) -> str:
+    """'uniform' for a pool part from noise, 'data' for one from training images."""
+    return "uniform" if recorded == "uniform" else "data"
 
 
 # ---------------------------------------------------------------------- arguments
