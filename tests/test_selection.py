@@ -17,6 +17,7 @@ from ipguard_fast.fingerprints import FingerprintSet, state_dict_sha256
 from ipguard_fast.models import DigitsCNN, DigitsMLP, train_digits_model
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection import merge_pools, protect_seed, select_fingerprints, top_n
+from ipguard_fast.selection.choice import NEGATIVE_WEIGHTS
 from ipguard_fast.selection.references import RECIPE
 from ipguard_fast.train import train_classifier
 
@@ -153,7 +154,9 @@ def test_protect_with_given_references(owner, small, refs):
                                  "negatives": negatives + more})
     info = fps.meta["protect"]
     assert len(fps) == 6 and info["k_grid"] == [1.0, 2.0] and info["references_built"] is False
-    assert [c["name"] for c in info["candidates"]] == ["k=1", "k=2", "k=1+2"]
+    assert [c["name"] for c in info["candidates"]] == [
+        "k=1, w=0.5", "k=1", "k=1, w=2", "k=2, w=0.5", "k=2", "k=2, w=2", "k=1+2, w=0.5", "k=1+2", "k=1+2, w=2"]
+    assert info["negative_weight"] == fps.meta["selection"]["negative_weight"] in (0.5, 1.0, 2.0)
     assert info["chosen"] in {c["name"] for c in info["candidates"]}
     assert 0.0 < fps.meta["threshold"] <= 1.0 and fps.meta["threshold"] == info["threshold"]
     # Each given reference is left out in turn: one held-out rate per reference.
@@ -169,7 +172,9 @@ def test_protect_init_auto_chooses_among_start_kinds_without_mixing(owner, small
     data = ig.protect(owner, small, n=6, k=[1.0, 2.0], pool_factor=2, init="data", progress=False, references=given)
     info = auto.meta["protect"]
     names = [c["name"] for c in info["candidates"]]
-    assert names == ["data k=1", "data k=2", "data k=1+2", "uniform k=1", "uniform k=2", "uniform k=1+2"]
+    assert [name for name in names if ", w=" not in name] == [
+        "data k=1", "data k=2", "data k=1+2", "uniform k=1", "uniform k=2", "uniform k=1+2"]
+    assert len(names) == 18
     assert info["init"] == "auto" and info["init_chosen"] in ("data", "uniform")
     assert auto.meta["selection"]["pool_size"] == 48
     # The data half of the pool is the data-only pool, point for point (same seeds).
@@ -219,7 +224,7 @@ def test_protect_builds_references_in_their_own_namespace(protected):
     assert all(r.name.startswith("protect/") for r in refs)
     assert all(r.model.training is False for r in refs)
     info = fps.meta["protect"]
-    assert info["median_margin"] > 0 and len(info["k_grid"]) == 3 and len(info["candidates"]) == 4
+    assert info["median_margin"] > 0 and len(info["k_grid"]) == 3 and len(info["candidates"]) == 4 * len(NEGATIVE_WEIGHTS)
     assert info["references_built"] is True and len(fps) == 8
     assert fps.meta["selection"]["pool_size"] == 3 * 16
     assert sum(p["seed_images"] for p in fps.meta["selection"]["pool_parts"]) == 3 * 16

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
                                                  "the owner over five architectures; the wider attack grid)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
     p.add_argument("--replicas", type=int, default=3, help="protect: replicas of each reference recipe (default 3)")
-    p.add_argument("--pool-factor", type=int, default=20, help="protect: pool points per k as a multiple of n")
+    p.add_argument("--pool-factor", type=int, default=40, help="protect: pool points per k as a multiple of n (default 40)")
 
 
 def check_arguments(args) -> None:

@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
                         "architectures)")
     p.add_argument("--methods", default="ipguard",
                    help="ipguard (plain, at each --k) and/or selected (protect's selection), comma-separated")
-    p.add_argument("--pool-factor", type=int, default=20, help="selected: pool points per k as a multiple of n")
+    p.add_argument("--pool-factor", type=int, default=40, help="selected: pool points per k as a multiple of n (default 40)")
     p.add_argument("--replicas", type=int, default=3, help="selected: replicas of each reference recipe")
     p.add_argument("--cache", default=None,
                    help="selected: folder for protect's reference models (default: OUT/references)")

@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
     p.add_argument("--k", default="auto",
                    help="'auto' (chosen on held-out references from a grid scaled by the owner's margins), a number, "
                         "or comma-separated numbers to choose among")
-    p.add_argument("--pool-factor", type=int, default=20, help="pool points per k, as a multiple of n (default 20)")
+    p.add_argument("--pool-factor", type=int, default=40, help="pool points per k, as a multiple of n (default 40)")
     p.add_argument("--replicas", type=int, default=3, help="replicas of each reference recipe that select (default 3)")
     p.add_argument("--score", default="separation", help="separation (default) or agreement")
     p.add_argument("--init", default="data",

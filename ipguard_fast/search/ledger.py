@@ -93,7 +93,7 @@ class CandidateLedger:
         self.skip: set[int] = set()   # this rank's indices finished before a resume
         if resume is not None:
             self.finished, self.outcomes = dict(resume[0]), dict(resume[1])
-            self.digests = {c: image_digest(o.image) for c, o in self.outcomes.items()}
+            self.digests = {c: image_digest(o.image) for c, o in self.outcomes.items() if o.image is not None}
             self.skip = {c for c in self.finished if c % world == rank}
             self.completion = sorted(c for c, ok in self.finished.items() if ok)
             self.accepted_count = len(self.wins())
@@ -177,7 +177,7 @@ class CandidateLedger:
         digest = None
         if outcome.accepted:
             self.outcomes[index] = outcome
-            digest = image_digest(outcome.image)
+            digest = image_digest(outcome.image) if outcome.image is not None else None
         self.unshared.append((index, outcome.accepted, digest))
 
     def share(self, running: list[int]):

@@ -14,7 +14,11 @@ that did the selecting would reward the selection for fitting them, so both use
 * Validation references (protect's validation_replicas, default none) are measured on
   the full selection and join the held-out rates.
 
-The configuration with the highest held-out ARUC wins (then ROC AUC, then the larger
+A configuration is a pool (a k, or all k merged) and the negatives' weight in the score
+(mean_pos - w * mean_neg, w in NEGATIVE_WEIGHTS): the easy copies (pruned, quantised)
+keep nearly every point, so the ranking is a trade between the hard copies (RTAL,
+distillation) and the independents, and which trade holds out best depends on the
+owner. The configuration with the highest held-out ARUC wins (then ROC AUC, then the larger
 pool: a merged multi-k pool beat each of its single-k parts in every run of issue 10).
 """
 from __future__ import annotations
@@ -28,7 +32,9 @@ from ..evaluation import metrics
 from .scores import ReferenceOutputs, soft_agreement
 from .select import top_n
 
-__all__ = ["Candidate", "References", "choose", "threshold_between"]
+__all__ = ["NEGATIVE_WEIGHTS", "Candidate", "References", "choose", "threshold_between"]
+
+NEGATIVE_WEIGHTS = (0.5, 1.0, 2.0)
 
 
 @dataclass
@@ -54,6 +60,7 @@ class Candidate:
     scores: torch.Tensor | None = None                   # its scores over the pool (NaN off its columns)
     held_out: dict = field(default_factory=dict)         # {"positives": [...], "negatives": [...]} rates
     validation: dict | None = None
+    negative_weight: float = 1.0                         # score = mean_pos - weight * mean_neg
     init: str = "data"                                   # the start kind of its pool points
     init_meta: str | None = None                         # how the pool records that start
 
@@ -65,28 +72,32 @@ def choose(candidates: list[Candidate], refs: References, n: int, score: str) ->
         c = candidate.columns
         count = min(n, len(c))
         sp, sn = pos_soft[:, c], neg_soft[:, c]
-        local = sp.mean(0) - sn.mean(0)
+        w = candidate.negative_weight
+        local = sp.mean(0) - w * sn.mean(0)
         candidate.kept = c[top_n(local, count)]
         candidate.scores = torch.full((pos_soft.shape[1],), float("nan"), dtype=local.dtype).index_put_((c,), local)
         pos_rates, neg_rates = [], []
         for outputs, v in ((refs.validation_positives, pos_rates), (refs.validation_negatives, neg_rates)):
             if outputs is not None and outputs.agrees.shape[0]:
                 v += outputs.columns(candidate.kept).rates().tolist()
-        pos_rates += _left_out_rates(sp, sn, refs.positives.agrees[:, c], refs.positive_kinds, count, positive=True)
-        neg_rates += _left_out_rates(sn, sp, refs.negatives.agrees[:, c], refs.negative_kinds, count, positive=False)
+        pos_rates += _left_out_rates(sp, sn, refs.positives.agrees[:, c], refs.positive_kinds, count, positive=True,
+                                     weight=w)
+        neg_rates += _left_out_rates(sn, sp, refs.negatives.agrees[:, c], refs.negative_kinds, count, positive=False,
+                                     weight=w)
         candidate.held_out = {"positives": pos_rates, "negatives": neg_rates}
         candidate.validation = {"aruc": metrics.aruc(pos_rates, neg_rates),
                                 "roc_auc": metrics.roc_auc(pos_rates, neg_rates),
                                 "min_positive": min(pos_rates), "max_negative": max(neg_rates),
                                 "pool_size": int(len(c))}
     return max(candidates, key=lambda c: (round(c.validation["aruc"], 6), round(c.validation["roc_auc"], 6),
-                                          len(c.columns)))
+                                          len(c.columns), c.negative_weight == 1.0))
 
 
 def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor, kinds: Sequence[str], count: int,
-                    *, positive: bool) -> list[float]:
+                    *, positive: bool, weight: float = 1.0) -> list[float]:
     """For each kind: its rows' matching rates on the top `count` selected without that kind
-    (own: this role's soft agreements [R, P], other: the other role's)."""
+    (own: this role's soft agreements [R, P], other: the other role's; weight: the
+    negatives' weight in the score)."""
     rates: list[float] = []
     kinds = list(kinds)
     for kind in dict.fromkeys(kinds):
@@ -94,7 +105,7 @@ def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor
         if bool(out.all()):   # the only kind of its role: nothing would be left to select with
             continue
         rest = own[~out].mean(0)
-        scores = rest - other.mean(0) if positive else other.mean(0) - rest
+        scores = rest - weight * other.mean(0) if positive else other.mean(0) - weight * rest
         kept = top_n(scores, count)
         rates += agrees[out][:, kept].double().mean(1).tolist()
     return rates

@@ -80,14 +80,16 @@ def merge_pools(parts: Sequence[FingerprintSet]) -> FingerprintSet:
     if len(owners) > 1:
         raise ValueError("parts: come from different models (their model_sha256 differ)")
     meta = copy.deepcopy(parts[0].meta)
-    point_k = [float(p.meta.get("k")) for p in parts for _ in range(len(p))]
-    meta["k"] = sorted({float(p.meta.get("k")) for p in parts})
+    # A part may itself be a merged pool: its points keep their own k and its parts are listed.
+    point_k = [k for p in parts for k in (p.meta["pool"]["k"] if "pool" in p.meta
+                                          else [float(p.meta.get("k"))] * len(p))]
+    meta["k"] = sorted(set(point_k))
     meta["requested"] = sum(p.requested for p in parts)
     meta["candidates_tried"] = sum(int(p.meta.get("candidates_tried", len(p))) for p in parts)
-    meta["pool"] = {"k": point_k, "parts": [
+    meta["pool"] = {"k": point_k, "parts": [entry for p in parts for entry in (p.meta["pool"]["parts"] if "pool" in p.meta else [
         {"k": p.meta.get("k"), "seed": p.meta.get("seed"), "size": len(p), "init": p.meta.get("init"),
          "labels": p.meta.get("labels"), "seed_images": p.meta.get("seed_images"),
-         "candidates_tried": p.meta.get("candidates_tried")} for p in parts]}
+         "candidates_tried": p.meta.get("candidates_tried")}])]}
     cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
     return FingerprintSet(images=cat("images"), labels=cat("labels"), source_labels=cat("source_labels"),
                           margins=cat("margins"), steps=cat("steps"), meta=meta)

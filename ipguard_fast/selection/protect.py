@@ -24,7 +24,7 @@ from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import eval_mode, module_device
 from ..search.candidates import LABEL_MODES
 from .cache import ReferenceCache, data_digest
-from .choice import Candidate, References, choose, threshold_between
+from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose, threshold_between
 from .pool import K_FACTORS, extract_pool, k_grid, median_margin, merge_pools, start_images
 from .references import RECIPE, RECIPE_VERSION, Reference, build_references, protect_seed
 from .scores import SCORES, ReferenceOutputs, reference_outputs
@@ -35,7 +35,7 @@ __all__ = ["protect"]
 _INITS = ("data", "uniform")   # init="auto" tries both and lets the held-out references choose
 
 
-def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = 20,
+def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = 40,
             references=None, score: str = "separation", replicas: int = 3, validation_replicas: int = 0,
             init: str = "data", labels: str = "predicted", seed: int = 0, cache_dir=None, batch_size: int = 256,
             progress: bool = True, log=None, extract_options: dict | None = None) -> FingerprintSet:
@@ -46,9 +46,9 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     (its dataset is used); the references train on it and the pool starts from it.
     k: "auto" (choose among the grid median-margin x (0.4, 0.55, 0.7) and the merged
     grid, by held-out references), a number, or a list of numbers (choose among them).
-    pool_factor: pool points per k, as a multiple of n (default 20: 6000 points for
-    n = 100 over three k; held-out ARUC grew with the pool, 0.88 -> 0.89 -> 0.90 on the
-    demo bed from 10 to 15 to 20). references: None (build them,
+    pool_factor: pool points per k, as a multiple of n (default 40: 12000 points for
+    n = 100 over three k; the demo bed's held-out ARUC grew with the pool, 0.883 / 0.894 /
+    0.900 at 20 / 30 / 40, the pool's extraction 40 / 60 / 80 s on 2 CPU cores). references: None (build them,
     `replicas` replicas of each recipe, see selection/references.py; `validation_replicas`
     more are only measured, never selected with), or the caller's own as {"positives":
     [...], "negatives": [...]} of anything matching_rate accepts, at least two of each
@@ -141,13 +141,15 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     rates = outputs.rows(every).columns(chosen.kept).rates().tolist()
     fps = selected_set(pool, chosen.kept, chosen.scores, score=score,
                        references={"positives": described["positive"], "negatives": described["negative"]},
-                       rates={refs[i].name: round(rate, 4) for i, rate in zip(every, rates)})
+                       rates={refs[i].name: round(rate, 4) for i, rate in zip(every, rates)},
+                       extra={"negative_weight": chosen.negative_weight})
     fps.meta["threshold"] = threshold
     fps.meta["init"] = chosen.init_meta
     fps.meta["protect"] = {
         "k": k if isinstance(k, str) else ks, "k_grid": ks, "k_factors": list(K_FACTORS) if margin else None,
-        "median_margin": margin, "init": init, "init_chosen": chosen.init, "labels": labels, "pool_factor": pool_factor, "seed": seed,
-        "chosen": chosen.name,
+        "median_margin": margin, "init": init, "init_chosen": chosen.init, "labels": labels,
+        "pool_factor": pool_factor, "seed": seed,
+        "chosen": chosen.name, "negative_weight": chosen.negative_weight,
         "candidates": [{"name": c.name, **c.validation} for c in candidates],
         "threshold": threshold, "held_out_rates": {"positives": [round(r, 4) for r in held_pos],
                                                     "negatives": [round(r, 4) for r in held_neg]},
@@ -161,23 +163,25 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
 
 def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str]) -> list[Candidate]:
     """The configurations the held-out references choose among: for each start kind, each k
-    alone and (with several k) all k merged. Pools of different start kinds never mix."""
+    alone and (with several k) all k merged, each with every negative weight of the score.
+    Pools of different start kinds never mix."""
     parts = pool.meta["pool"]["parts"]
     point_k = torch.tensor(pool.meta["pool"]["k"])
     point_start = torch.tensor([inits.index(_start_kind(part["init"])) for part in parts
                                 for _ in range(part["size"])])
-    candidates = []
+    pools = []
     for s, start in enumerate(inits):
         prefix = f"{start} " if len(inits) > 1 else ""
         mine = point_start == s
         meta_init = next(part["init"] for part in parts if _start_kind(part["init"]) == start)
         for k in ks:
-            candidates.append(Candidate(f"{prefix}k={k:g}", torch.nonzero(mine & (point_k == float(k))).flatten(),
-                                        init=start, init_meta=meta_init))
+            pools.append((f"{prefix}k={k:g}", torch.nonzero(mine & (point_k == float(k))).flatten(), start, meta_init))
         if len(ks) > 1:
-            candidates.append(Candidate(prefix + "k=" + "+".join(f"{k:g}" for k in ks), torch.nonzero(mine).flatten(),
-                                        init=start, init_meta=meta_init))
-    return candidates
+            pools.append((prefix + "k=" + "+".join(f"{k:g}" for k in ks), torch.nonzero(mine).flatten(), start,
+                          meta_init))
+    return [Candidate(name if w == 1.0 else f"{name}, w={w:g}", columns, negative_weight=w, init=start,
+                      init_meta=meta_init)
+            for name, columns, start, meta_init in pools for w in NEGATIVE_WEIGHTS]
 
 
 def _start_kind(recorded: str) -> str:
