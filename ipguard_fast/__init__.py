@@ -6,7 +6,8 @@
 
 Importing the package loads the core only (ops, search, fingerprints, verification and
 model I/O; torch, numpy and safetensors). The evaluation -- ``evaluate`` and its plots,
-which need the ``eval`` extra (scikit-learn, matplotlib) -- loads on first use.
+which need the ``eval`` extra (scikit-learn, matplotlib) -- and fingerprint selection
+(``select_fingerprints``, ``protect``) load on first use.
 """
 
 from . import ops, reference
@@ -23,11 +24,13 @@ __all__ = [
     "extract_fingerprints", "ExtractConfig", "IPGuard", "IncompleteFingerprintsWarning",
     "FingerprintSet", "FingerprintFileError",
     "matching_rate", "verify", "Verdict", "calibrate_threshold", "load_model", "load_suspect",
-    "evaluate", "Normalized",
+    "evaluate", "select_fingerprints", "protect", "Normalized",
 ]
 
 # name -> (module, attribute), imported on first use so `import ipguard_fast` stays light.
-_LAZY = {"evaluate": ("ipguard_fast.evaluation.pipeline", "evaluate")}
+_LAZY = {"evaluate": ("ipguard_fast.evaluation.pipeline", "evaluate"),
+         "select_fingerprints": ("ipguard_fast.selection.select", "select_fingerprints"),
+         "protect": ("ipguard_fast.selection.protect", "protect")}
 
 
 def __getattr__(name: str):

@@ -9,7 +9,7 @@ caller's RNG state is left untouched.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +23,14 @@ from .modules import eval_mode, module_device
 __all__ = ["accuracy", "distillation_loss", "predict", "train_classifier"]
 
 _OPTIMIZERS = ("adam", "sgd")
-_LOSSES = ("ce", "kd")
+_LOSSES = ("ce", "kd", "soft")
 
 
 def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float = 1e-3, batch_size: int = 64,
                      optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9, seed: int = 0,
                      params: Iterable[nn.Parameter] | None = None, device: str | torch.device = "cpu",
-                     loss: str = "ce", teacher: nn.Module | None = None, temperature: float = 4.0) -> nn.Module:
+                     loss: str = "ce", teacher: nn.Module | None = None, temperature: float = 4.0,
+                     on_epoch: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
     """Train ``model`` in place on ``dataset`` of (image, label); return it in eval mode.
 
     ``params`` restricts training to those parameters (e.g. the last layer for
@@ -41,7 +42,9 @@ def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int, lr: flo
     ``loss="kd"`` distils from ``teacher``'s logits (labels are ignored):
     KL(teacher || student) at ``temperature``, scaled by T^2 as in Hinton et
     al. so gradient magnitudes do not shrink with T. The teacher runs in eval
-    mode without gradients and its mode is restored afterwards.
+    mode without gradients and its mode is restored afterwards. ``loss="soft"`` is the
+    same loss against logits the data set carries in place of labels ([C] floats per
+    item): a teacher's outputs computed once instead of on every batch of every epoch.
     """
     _check_args(model, dataset, epochs, lr, batch_size, optimizer, weight_decay, loss, teacher, temperature)
     device = torch.device(device)
@@ -58,6 +61,8 @@ def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int, lr: flo
         logits = model(x)
         if loss == "ce":
             return F.cross_entropy(logits, y.to(device))
+        if loss == "soft":
+            return distillation_loss(logits, y.to(device).float(), temperature)
         with torch.no_grad():
             target = teacher(x).float()
         return distillation_loss(logits, target, temperature)
@@ -67,13 +72,15 @@ def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int, lr: flo
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with _only_trainable(all_params, trainable), teacher_mode, torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
             _set_train_mode(model, only)
             for x, y in _batches(dataset, batch_size, shuffle=True, generator=generator):
                 value = batch_loss(x.to(device), y)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 opt.step()
+            if on_epoch is not None:
+                on_epoch(epoch, model)
     return model.eval()
 
 
@@ -199,7 +206,7 @@ def _check_args(model, dataset, epochs, lr, batch_size, optimizer, weight_decay,
         raise ValueError(f"loss: must be one of {_LOSSES}, got {loss!r}")
     if loss == "kd" and teacher is None:
         raise ValueError("teacher: is required when loss='kd'")
-    if loss == "ce" and teacher is not None:
+    if loss != "kd" and teacher is not None:
         raise ValueError("teacher: is only used with loss='kd'; pass loss='kd' or drop teacher")
     if not temperature > 0:
         raise ValueError(f"temperature: must be positive, got {temperature!r}")

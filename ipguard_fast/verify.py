@@ -30,6 +30,7 @@ __all__ = [
     "LabelFn",
     "Verdict",
     "as_label_fn",
+    "as_output_fn",
     "calibrate_threshold",
     "matching_rate",
     "resolve_threshold",
@@ -79,6 +80,23 @@ def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
     length or rank, a class count different from ``num_classes`` (when given), integer
     labels outside ``[0, num_classes)`` or non-finite logits.
     """
+    outputs = as_output_fn(suspect, num_classes)
+
+    def label_fn(images: torch.Tensor) -> torch.Tensor:
+        labels, logits = outputs(images)
+        if logits is not None:  # the suspect's class count, for callers that lack one
+            label_fn.classes_seen = int(logits.shape[1])
+        return labels
+
+    label_fn.classes_seen = None
+    return label_fn
+
+
+def as_output_fn(suspect: Any, num_classes: int | None = None
+                 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+    """Like :func:`as_label_fn`, but the function returns ``(labels [B], logits [B, C] or None)``:
+    the float32 CPU logits when the suspect gives logits, None when it gives labels only
+    (what fingerprint selection needs to score by margin where it can)."""
     if num_classes is not None:
         positive_int("num_classes", num_classes)
     if isinstance(suspect, (str, os.PathLike)):
@@ -96,18 +114,14 @@ def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
             f"suspect: must be an nn.Module, ExportedProgram, model path or callable, got {type(suspect).__name__}"
         )
 
-    def label_fn(images: torch.Tensor) -> torch.Tensor:
+    def output_fn(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
             raise ValueError("images: must be a floating tensor of shape [B, *input_shape]")
         with torch.no_grad():
             output = forward(images)
-        out = _as_tensor(output)
-        if out.dim() == 2:  # logits: the suspect's class count, for callers that lack one
-            label_fn.classes_seen = int(out.shape[1])
-        return _output_to_labels(out, batch=images.shape[0], num_classes=num_classes)
+        return _checked_output(output, batch=images.shape[0], num_classes=num_classes)
 
-    label_fn.classes_seen = None
-    return label_fn
+    return output_fn
 
 
 def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
@@ -139,8 +153,8 @@ def _as_tensor(output: Any) -> torch.Tensor:
         ) from exc
 
 
-def _output_to_labels(output: Any, batch: int, num_classes: int | None) -> torch.Tensor:
-    """Validate a suspect's raw output and reduce it to int64 labels ``[batch]`` on the CPU."""
+def _checked_output(output: Any, batch: int, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validate a suspect's raw output: (int64 labels ``[batch]``, float32 logits or None), on the CPU."""
     out = _as_tensor(output).detach().cpu()
     if out.dim() not in (1, 2):
         raise ValueError(
@@ -156,7 +170,7 @@ def _output_to_labels(output: Any, batch: int, num_classes: int | None) -> torch
             raise ValueError(f"suspect: returns {out.shape[1]} classes, the fingerprints have {num_classes}")
         if not torch.isfinite(out).all():
             raise ValueError("suspect: returned non-finite logits (NaN or inf)")
-        return out.argmax(dim=1).to(torch.int64)
+        return out.argmax(dim=1).to(torch.int64), out.float()
 
     if out.is_floating_point() or out.is_complex() or out.dtype == torch.bool:
         raise ValueError(f"suspect: 1-D output must be integer labels [B], got dtype {out.dtype}")
@@ -166,7 +180,7 @@ def _output_to_labels(output: Any, batch: int, num_classes: int | None) -> torch
         if low < 0 or (num_classes is not None and high >= num_classes):
             bound = f"[0, {num_classes})" if num_classes is not None else "non-negative"
             raise ValueError(f"suspect: returned label {low if low < 0 else high}, labels must be {bound}")
-    return labels
+    return labels, None
 
 
 # ---------------------------------------------------------------------- matching

@@ -24,7 +24,7 @@ LAYERS = [
     ["verify"],                                # 3: verdicts on objects (never a file)
     ["io", "models"],                          # 4: files and formats into objects; architectures
     ["remote"],                                # 5: the label-only HTTP API (no argparse)
-    ["evaluation"],                            # 6: suspects, metrics, reports
+    ["evaluation", "selection"],               # 6: suspects, metrics, reports; fingerprint selection, protect
     ["cli", "bench"],                          # 7: the command line; the shipped benchmark
     ["__init__", "__main__"],                  # 8: the public API
 ]

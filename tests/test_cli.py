@@ -1,5 +1,6 @@
 """`ipguard` command line: extract -> verify round trip, demo smoke, errors and exit codes."""
 import json
+import os
 import subprocess
 import sys
 
@@ -80,18 +81,58 @@ def test_tampered_file_is_refused(owner_file, tmp_path, capsys):
 
 def test_demo_smoke(tmp_path):
     # The real entry point, in a subprocess, on tiny settings.
+    # One thread: on a 2-core machine shared with other jobs, two threads contend (measured 10x slower).
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "ipguard_fast", "demo", "--out", str(tmp_path), "--n", "20",
-                           "--k", "1,5"], capture_output=True, text=True, timeout=600)
+                           "--k", "1,5", "--replicas", "1", "--pool-factor", "3"],
+                          capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "ARUC" in proc.stdout and "| FTAL | positive |" in proc.stdout
-    for name in ("results.json", "results.md", "ru_curves.png", "matching_rates.png", "owner.pt"):
+    assert "plain IPGuard ARUC" in proc.stdout and "selected ARUC" in proc.stdout
+    for name in ("results.json", "results.md", "ru_curves.png", "matching_rates.png", "owner.pt",
+                 "fingerprints_selected.safetensors"):
         assert (tmp_path / name).stat().st_size > 0
     result = json.loads((tmp_path / "results.json").read_text())
-    assert [r["k"] for r in result["runs"]] == [1.0, 5.0]
+    assert [r["k"] for r in result["runs"]] == [1.0, 5.0, None]
+    assert [r["method"] for r in result["runs"]] == ["ipguard", "ipguard", "selected"]
     assert all(0.0 <= r["aruc"] <= 1.0 for r in result["runs"])
+    selected = FingerprintSet.load(tmp_path / "fingerprints_selected.safetensors")
+    assert selected.meta["selection"]["selected"] and len(selected) == 20
+    assert any(p.suffix == ".safetensors" for p in (tmp_path / "references").rglob("*"))
 
 
 def test_bench_passes_its_flags_through(tmp_path, capsys):
     code = main(["bench", "--quick", "--models", "digits_cnn", "--methods", "engine", "eager_batched",
                  "--out", str(tmp_path), "--name", "smoke", "--cache-dir", str(tmp_path / "cache")])
     assert code == 0 and (tmp_path / "smoke.json").exists()
+
+
+def test_protect_writes_a_selected_file(tmp_path, monkeypatch, capsys):
+    """`ipguard protect` end to end on 160 digits (the library's load_data swapped for a slice)."""
+    from safetensors.torch import save_file
+    from torch.utils.data import TensorDataset
+
+    import ipguard_fast.data as data
+
+    full = data.load_digits("train")
+    monkeypatch.setattr(data, "load_data", lambda spec, split: TensorDataset(full.tensors[0][:160],
+                                                                            full.tensors[1][:160]))
+    weights = tmp_path / "owner.safetensors"
+    save_file(train_digits_model("cnn", seed=0, epochs=2).state_dict(), weights)
+    out = tmp_path / "fp.safetensors"
+    argv = ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
+            "-n", "6", "--pool-factor", "2", "--replicas", "1", "--no-progress", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    fps = FingerprintSet.load(out)
+    assert len(fps) == 6 and fps.meta["selection"]["selected"] and 0 < fps.meta["threshold"] <= 1
+    assert "threshold" in capsys.readouterr().out
+    assert any((tmp_path / "ipguard-references").rglob("*.safetensors"))
+    assert main(argv[:-2] + ["--k", "big", "--out", str(out)]) == 2
+    assert "--k:" in capsys.readouterr().err
+    assert main(argv[:5] + ["--data", "digits", "-n", "0", "--out", str(out)]) == 2
+    assert "-n: must be a positive int" in capsys.readouterr().err
+
+
+def test_evaluate_rejects_an_unknown_bed(capsys):
+    assert main(["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--bed", "nope", "--out", "x"]) == 2
+    assert "--bed:" in capsys.readouterr().err

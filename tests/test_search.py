@@ -125,6 +125,54 @@ def test_seed_images_with_predicted_and_least_likely_labels(owner):
     assert set(out.source_labels.tolist()) <= set(predicted.tolist())
 
 
+def test_few_seed_images_give_distinct_starts_and_fingerprints(owner):
+    """Two images for eight candidates: the starts past the images are jittered copies, so
+    least_likely labels (the same labels for the same image) still give eight different
+    fingerprints, and the meta says how many seed images there were."""
+    from ipguard_fast.search.candidates import CandidateSource
+
+    images = load_digits("test").tensors[0][:2]
+    source = CandidateSource(owner, SHAPE, 10, images, "least_likely", 0, 0.0, 1.0, torch.device("cpu"))
+    x0, _, j = source.make(range(8))
+    assert torch.equal(x0[0], images[0]) and torch.equal(x0[1], images[1])   # the first pass: the images
+    assert len({tuple(x.flatten().tolist()) for x in x0}) == 8
+    assert (x0 >= 0).all() and (x0 <= 1).all()
+    fps = extract(owner, n=8, init=images, labels="least_likely", max_candidates=16)
+    assert len(fps) == 8
+    assert len({tuple(x.flatten().tolist()) for x in fps.images}) == 8
+    assert fps.meta["seed_images"] == 2 and fps.meta["seed_images_used"] == 2
+    assert fps.meta["jittered_starts"] == fps.meta["candidates_tried"] - 2
+
+
+def test_enough_seed_images_and_uniform_starts_are_unchanged(owner):
+    """Plain IPGuard where it was already right: the first N starts are the seed images
+    themselves, and the labels of every candidate are what they always were."""
+    from ipguard_fast.search.candidates import CandidateSource, candidate_seed
+
+    images = load_digits("test").tensors[0][:6]
+    source = CandidateSource(owner, SHAPE, 10, images, "random", 3, 0.0, 1.0, torch.device("cpu"))
+    x0, i, j = source.make(range(10))
+    assert torch.equal(x0[:6], images)
+    for c in range(10):   # the labels are the generator's first two draws, as before
+        gen = torch.Generator().manual_seed(candidate_seed(3, c))
+        first = int(torch.randint(0, 10, (1,), generator=gen))
+        offset = int(torch.randint(1, 10, (1,), generator=gen))
+        assert (int(i[c]), int(j[c])) == (first, (first + offset) % 10)
+    uniform = CandidateSource(owner, SHAPE, 10, "uniform", "random", 3, 0.0, 1.0, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(candidate_seed(3, 4))
+    assert torch.equal(uniform.make([4])[0][0], torch.rand(SHAPE, generator=gen))
+
+
+def test_identical_fingerprints_are_kept_once(owner):
+    """The same image twice among the seeds (same start, same least_likely labels): the
+    second copy's fingerprint is dropped and the next candidate takes its place."""
+    image = load_digits("test").tensors[0][:1]
+    images = torch.cat([image, image, load_digits("test").tensors[0][1:4]])
+    fps = extract(owner, n=4, init=images, labels="least_likely", max_candidates=5)
+    assert len(fps) == 4 and fps.meta["duplicates_dropped"] == 1
+    assert len({tuple(x.flatten().tolist()) for x in fps.images}) == 4
+
+
 def test_bucket_sizes():
     assert bucket_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256]
     assert bucket_sizes(1) == [1]

@@ -13,13 +13,14 @@ import sys
 import traceback
 
 from .._files import short_error
-from . import bench, demo, evaluate, export, extract, serve, verify
+from . import bench, demo, evaluate, export, extract, protect, serve, verify
 from .common import OneLineParser
 
 # name -> (module, help)
 COMMANDS = {
     "demo": (demo, "train a digits owner and suspects, extract, verify, report ARUC"),
     "extract": (extract, "extract fingerprints from a model"),
+    "protect": (protect, "select fingerprints with reference models and calibrate a threshold (the owner's job)"),
     "verify": (verify, "verify a suspect model (local or HTTP endpoint) against fingerprints"),
     "evaluate": (evaluate, "robustness/uniqueness evaluation with post-processed suspects"),
     "serve": (serve, "serve a model behind a label-only HTTP API"),

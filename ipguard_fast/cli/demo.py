@@ -1,9 +1,10 @@
-"""ipguard demo: the whole IPGuard workflow on the embedded digits data, in minutes on a CPU.
+"""ipguard demo: the whole IPGuard workflow on the embedded digits data, on a CPU.
 
-Trains the owner (a small CNN), positive suspects (fine-tuned, retrained,
-pruned, quantised and distilled copies) and negative suspects (independently
-trained CNNs and MLPs), extracts fingerprints at several k, verifies every
-suspect, and writes the table, ARUC and plots.
+Trains the owner (a small CNN) and the evaluation's suspects (fine-tuned, retrained,
+pruned, quantised and distilled copies; independently trained CNNs and MLPs), runs
+protect() -- reference models of its own, a pool, selection, a threshold -- and
+evaluates plain IPGuard at several k and the selected fingerprints side by side on the
+same held-out suspects; then shows verdicts with the selected fingerprints.
 """
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ def add_arguments(p) -> None:
     add_count_argument(p, 100, "fingerprints per k")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 5.0, 10.0], help="margins to sweep (default 1,3,5,10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bed", default="demo", help="the suspects: demo (default) or hard (independents trained like "
+                                                 "the owner over five architectures; the wider attack grid)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
+    p.add_argument("--replicas", type=int, default=3, help="protect: replicas of each reference recipe (default 3)")
+    p.add_argument("--pool-factor", type=int, default=40, help="protect: pool points per k as a multiple of n (default 40)")
 
 
 def check_arguments(args) -> None:
@@ -28,16 +33,19 @@ def check_arguments(args) -> None:
     positive_int("-n", args.n)
     check_margins("--k", args.k)
     check_writable_output("--out", args.out)
+    if args.bed not in ("demo", "hard"):
+        raise ValueError(f"--bed: expected demo or hard, got {args.bed!r}")
 
 
 def run(args) -> int:
     from ..data import digits_input_shape, load_digits
     from ..evaluation import build_suspects, evaluate, summary_table, write_report
     from ..io import save_torchscript
-    from ..models import DIGITS_ARCHITECTURES, DigitsMLP, train_digits_model
-    from ..search import extract_fingerprints
+    from ..models import (DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTURES, DIGITS_LR, DigitsMLP,
+                          train_digits_model)
+    from ..selection import protect
     from ..train import accuracy
-    from ..verify import calibrate_threshold, verify
+    from ..verify import verify
 
     check_arguments(args)  # all of them, before minutes of training
     start = time.perf_counter()
@@ -49,31 +57,39 @@ def run(args) -> int:
     print(f"owner DigitsCNN: test accuracy {accuracy(owner, test_set):.4f}")
     save_torchscript(owner, train_set.tensors[0][:2], out / "owner.pt")
 
-    suspects = build_suspects(owner, train_set, negative_factories=DIGITS_ARCHITECTURES, negative_epochs=5,
-                              small_factory=DigitsMLP, seed=args.seed, quick=not args.full)
-    result = evaluate(owner, suspects=suspects, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
-                      owner_name="DigitsCNN (digits, seed 0)", seed=args.seed)
-    result["settings"]["command"] = "ipguard demo"
+    hard = args.bed == "hard"
+    suspects = build_suspects(owner, train_set, negative_factories=DIGITS_HARD_ARCHITECTURES if hard
+                              else DIGITS_ARCHITECTURES, negative_epochs=DIGITS_EPOCHS if hard else 5,
+                              negative_lr=DIGITS_LR if hard else 1e-3, small_factory=DigitsMLP, seed=args.seed,
+                              quick=not (args.full or hard))
+    # The owner's job: references of its own (cached under --out), a pool, selection, a threshold.
+    protect_start = time.perf_counter()
+    selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
+                       cache_dir=out / "references", progress=False, log=print)
+    print(f"protect finished in {time.perf_counter() - protect_start:.0f} s")
+    result = evaluate(owner, train_set, suspects=suspects, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
+                      owner_name="DigitsCNN (digits, seed 0)", seed=args.seed, methods=("ipguard", "selected"),
+                      selected=selected)
+    result["settings"].update(command="ipguard demo", bed=args.bed)
     paths = write_report(result, out)
     print()
     print(summary_table(result))
-    best = max(result["runs"], key=lambda r: r["aruc"])
-    arucs = ", ".join(f"k={r['k']:g}: {r['aruc']:.3f}" for r in result["runs"])
-    print(f"ARUC: {arucs} (best k={best['k']:g})")
+    plain = [r for r in result["runs"] if r["method"] == "ipguard"]
+    best = max(plain, key=lambda r: r["aruc"])
+    chosen = result["runs"][-1]
+    arucs = ", ".join(f"k={r['k']:g}: {r['aruc']:.3f}" for r in plain)
+    print(f"plain IPGuard ARUC: {arucs} (best k={best['k']:g}, ROC AUC {best['roc_auc']:.3f})")
+    print(f"selected ARUC: {chosen['aruc']:.3f} ({chosen['label']}, ROC AUC {chosen['roc_auc']:.3f})")
 
-    # The owner's workflow after release: fingerprints at the best k, a threshold
-    # calibrated on the independent models, a file, then verdicts on new suspects.
-    fps = extract_fingerprints(owner, args.n, k=best["k"], input_shape=shape, seed=args.seed, progress=False)
-    negatives = [s.model for s in suspects if s.role == "negative"]
-    fps.meta["threshold"] = calibrate_threshold(negatives, fps, false_positive_rate=0.01)
-    fp_path = fps.save(out / f"fingerprints_k{best['k']:g}.safetensors")
+    # After release: the selected file, its threshold calibrated on held-out references, verdicts.
+    fp_path = selected.save(out / "fingerprints_selected.safetensors")
     stolen = next(s for s in suspects if s.family == "FTAL")
     fresh_independent = train_digits_model("mlp", seed=99)
-    print(f"\nfingerprints (k={best['k']:g}, threshold {fps.meta['threshold']:.2f} calibrated on "
-          f"{len(negatives)} independent models): {fp_path}")
-    print(f"  owner model ({out / 'owner.pt'}): {verify(owner, fps)}")
-    print(f"  stolen copy {stolen.name}: {verify(stolen.model, fps)}")
-    print(f"  a new independent model: {verify(fresh_independent, fps)}")
+    print(f"\nselected fingerprints (threshold {selected.meta['threshold']:.2f}, calibrated on held-out "
+          f"reference models): {fp_path}")
+    print(f"  owner model ({out / 'owner.pt'}): {verify(owner, selected)}")
+    print(f"  stolen copy {stolen.name}: {verify(stolen.model, selected)}")
+    print(f"  a new independent model: {verify(fresh_independent, selected)}")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0

@@ -1,7 +1,10 @@
 """ipguard evaluate: robustness/uniqueness of an owner's fingerprints, with ARUC and plots.
 
-Under torchrun the ranks share the extraction and the suspects' scoring; every
-rank builds the same (seeded) suspects, and rank 0 writes the report.
+--methods ipguard,selected adds the fingerprints protect() selects, judged by the same
+suspects; --bed hard trains the independents like the owner and uses the wider attack
+grid. Under torchrun the ranks share the extraction and the suspects' scoring; every
+rank builds the same (seeded) suspects (and runs the same seeded protect), and rank 0
+writes the report.
 """
 from __future__ import annotations
 
@@ -20,7 +23,20 @@ def add_arguments(p) -> None:
                         "resnet20, wrn28_10, tv:<name>, timm:<name>)")
     p.add_argument("--negatives", nargs="*", default=[], metavar="M",
                    help="already trained independent models (TorchScript/.pt2 files), used as negatives too")
-    p.add_argument("--negative-epochs", type=int, default=5)
+    p.add_argument("--negative-epochs", type=int, default=5,
+                   help="epochs of each independent model (default 5; for --bed hard: the owner's)")
+    p.add_argument("--negative-lr", type=float, default=None,
+                   help="Adam lr of the independent models (default 1e-3; --bed hard: 3e-3, the digits owner's)")
+    p.add_argument("--bed", default="demo",
+                   help="demo (the short attack grid, independents at lr 1e-3) or hard (the wider grid incl. RTAL for "
+                        "10 epochs and 80%% pruning; independents trained like the owner; for digits five "
+                        "architectures)")
+    p.add_argument("--methods", default="ipguard",
+                   help="ipguard (plain, at each --k) and/or selected (protect's selection), comma-separated")
+    p.add_argument("--pool-factor", type=int, default=40, help="selected: pool points per k as a multiple of n (default 40)")
+    p.add_argument("--replicas", type=int, default=3, help="selected: replicas of each reference recipe")
+    p.add_argument("--cache", default=None,
+                   help="selected: folder for protect's reference models (default: OUT/references)")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 10.0])
     add_count_argument(p, 100, "fingerprints per k")
     p.add_argument("--seed", type=int, default=0)
@@ -44,8 +60,11 @@ def _run(args, ranks) -> int:
     from ..evaluation import build_suspects, evaluate, summary_table, write_report
     from ..evaluation.suspects import Suspect
     from ..io import load_model
-    from ..models import build_model
+    from ..models import DIGITS_HARD_ARCHITECTURES, build_model
 
+    if args.bed not in ("demo", "hard"):
+        raise ValueError(f"--bed: expected demo or hard, got {args.bed!r}")
+    methods = tuple(filter(None, args.methods.split(",")))
     owner = load_model(args.model, args.weights)
     if isinstance(owner, torch.jit.ScriptModule) or args.model.endswith(".pt2"):
         raise ValueError("--model: evaluate fine-tunes and prunes copies of the owner, so it needs a trainable "
@@ -55,18 +74,21 @@ def _run(args, ranks) -> int:
     shape = tuple(train_set[0][0].shape)
     with torch.no_grad():
         num_classes = owner(train_set[0][0][None]).shape[1]
-    factories = {name: (lambda name=name: build_model(name, num_classes, shape))
-                 for name in filter(None, args.negative_arch.split(","))}
-    suspects = None
-    if args.negatives:  # the given negatives join the built suspects
-        suspects = build_suspects(owner, train_set, negative_factories=factories,
-                                  negative_epochs=args.negative_epochs, seed=args.seed,
-                                  quick=not args.full) if factories else []
-        suspects += [Suspect(str(path), "independent-given", "negative", load_model(path)) for path in args.negatives]
-    result = evaluate(owner, train_set, input_shape=shape, negative_factories=factories,
-                      negative_epochs=args.negative_epochs, quick=not args.full, ks=args.k, n=args.n,
-                      test_set=test_set, owner_name=args.model, seed=args.seed, suspects=suspects)
-    result["settings"]["command"] = "ipguard evaluate"
+    hard = args.bed == "hard"
+    names = list(filter(None, args.negative_arch.split(",")))
+    factories = {name: (lambda name=name: build_model(name, num_classes, shape)) for name in names}
+    if hard and args.data == "digits" and names == ["digits_cnn", "digits_mlp"]:
+        factories = dict(DIGITS_HARD_ARCHITECTURES)   # the CNN at three widths and two MLPs
+    negative_lr = args.negative_lr if args.negative_lr is not None else (3e-3 if hard else 1e-3)
+    suspects = build_suspects(owner, train_set, negative_factories=factories, negative_epochs=args.negative_epochs,
+                              negative_lr=negative_lr, seed=args.seed,
+                              quick=not (args.full or hard)) if factories else []
+    suspects += [Suspect(str(path), "independent-given", "negative", load_model(path)) for path in args.negatives]
+    result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
+                      owner_name=args.model, seed=args.seed, suspects=suspects, methods=methods,
+                      selection_options={"pool_factor": args.pool_factor, "replicas": args.replicas,
+                                         "cache_dir": args.cache or f"{args.out}/references"})
+    result["settings"].update(command="ipguard evaluate", bed=args.bed, negative_lr=negative_lr)
     if not ranks.is_main:
         return 0
     paths = write_report(result, args.out)

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from ..train import train_classifier
 
-__all__ = ["WEIGHT_LAYERS", "HalfPrecision", "prune_model", "quantize_int8", "weight_sparsity"]
+__all__ = ["WEIGHT_LAYERS", "HalfPrecision", "prune_model", "quantize_int8", "quantize_weights", "weight_sparsity"]
 
 # Layers whose weights pruning and int8 quantisation act on.
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -70,7 +70,6 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / sum(w.numel() for w in weights)
 
 
-@torch.no_grad()
 def quantize_int8(model: nn.Module, layer_types: tuple[type[nn.Module], ...] = WEIGHT_LAYERS) -> nn.Module:
     """Emulated int8 weight quantisation, in place: symmetric, per output channel.
 
@@ -84,14 +83,25 @@ def quantize_int8(model: nn.Module, layer_types: tuple[type[nn.Module], ...] = W
     which makes outputs depend on the batch. The result is a plain float
     module, so it runs (and back-propagates) everywhere.
     """
+    return quantize_weights(model, 8, layer_types)
+
+
+@torch.no_grad()
+def quantize_weights(model: nn.Module, bits: int,
+                     layer_types: tuple[type[nn.Module], ...] = WEIGHT_LAYERS) -> nn.Module:
+    """Emulated symmetric per-output-channel weight quantisation to ``bits`` bits, in place:
+    each channel's weights rounded to 2 * (2**(bits-1) - 1) + 1 levels (int8: 255)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits: must be an int from 2 to 16, got {bits!r}")
+    top = 2 ** (bits - 1) - 1
     layers = [m for m in model.modules() if isinstance(m, layer_types)]
     if not layers:
         raise ValueError(f"layer_types: model ({type(model).__name__}) has no layers of layer_types to quantise")
     for layer in layers:
         w = layer.weight
         flat = w.reshape(w.shape[0], -1)
-        scale = flat.abs().amax(dim=1).clamp_min(torch.finfo(w.dtype).tiny) / 127.0
-        q = torch.round(flat / scale[:, None]).clamp_(-127, 127)
+        scale = flat.abs().amax(dim=1).clamp_min(torch.finfo(w.dtype).tiny) / float(top)
+        q = torch.round(flat / scale[:, None]).clamp_(-top, top)
         w.copy_((q * scale[:, None]).reshape_as(w))
     return model.eval()
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from .._optional import require
 from .metrics import ru_curve
-from .report import _family_roles, _fmt, _fmt_k, _is_number, _role_rates
+from .report import _family_roles, _fmt, _is_number, _role_rates, run_label
 
 __all__ = ["matching_rates_png", "ru_curves_png"]
 
@@ -48,8 +48,8 @@ def _ru_curves_figure(result: Mapping[str, Any]):
         t, r, u = ru_curve(positives, negatives)
         colour = f"C{index % 10}"
         ax.plot(t, r, color=colour, linestyle="-",
-                label=f"R(t), k={_fmt_k(run['k'])} (ARUC {_fmt(run['aruc'])})")
-        ax.plot(t, u, color=colour, linestyle="--", label=f"U(t), k={_fmt_k(run['k'])}")
+                label=f"R(t), {run_label(run)} (ARUC {_fmt(run['aruc'])})")
+        ax.plot(t, u, color=colour, linestyle="--", label=f"U(t), {run_label(run)}")
     ax.set_title(f"Robustness R(t) and uniqueness U(t): {result.get('owner', {}).get('name', 'owner model')}")
     ax.set_xlabel("threshold t on the matching rate")
     ax.set_ylabel("share of suspects")
@@ -62,7 +62,7 @@ def _ru_curves_figure(result: Mapping[str, Any]):
 
 
 def _matching_rates_figure(result: Mapping[str, Any]):
-    """One panel per k: each suspect's matching rate, grouped by family along x, marker by role."""
+    """One panel per run (k, or a selected set): each suspect's matching rate, grouped by family along x, marker by role."""
     runs = result["runs"]
     families = list(dict.fromkeys(family for family, _ in _family_roles(runs)))
     ncols = min(len(runs), 3)
@@ -85,7 +85,7 @@ def _matching_rates_figure(result: Mapping[str, Any]):
         if _is_number(threshold):
             ax.axhline(threshold, color="grey", linestyle=":", label=None if "t" in labelled else "threshold")
             labelled.add("t")
-        ax.set_title(f"k={_fmt_k(run['k'])} ({run['n_fingerprints']} fingerprints)")
+        ax.set_title(f"{run_label(run)} ({run['n_fingerprints']} fingerprints)")
         ax.set_xticks(range(len(families)), families, rotation=30, ha="right")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(axis="y", alpha=0.3)

@@ -4,8 +4,9 @@ The result is the plain dict the evaluation code produces::
 
     {"owner": {"name": str, "accuracy": float},
      "settings": {...any JSON...},
-     "runs": [   # one per k
-        {"k": float, "n_fingerprints": int, "extract_seconds": float,
+     "runs": [   # one per k (method "ipguard"), and one per selected set (method "selected")
+        {"k": float | None, "method": str, "label": str (optional), "n_fingerprints": int,
+         "extract_seconds": float,
          "suspects": [{"name": str, "family": str, "role": "positive" | "negative",
                        "accuracy": float, "matching_rate": float}, ...],
          "aruc": float, "roc_auc": float}, ...]}
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 from .._atomic import atomic_write_bytes
 
-__all__ = ["summary_table", "write_report"]
+__all__ = ["run_label", "summary_table", "write_report"]
 
 ROLES = ("positive", "negative")
 
@@ -42,7 +43,7 @@ def summary_table(result: Mapping[str, Any]) -> str:
     lines += [
         "Cells give the mean matching rate over the family's suspects, with [min, max].",
         "",
-        "| Family | Role | Suspects | " + " | ".join(f"k={_fmt_k(run['k'])}" for run in runs) + " |",
+        "| Family | Role | Suspects | " + " | ".join(_md_cell(run_label(run)) for run in runs) + " |",
         "|---|---|---:|" + "---:|" * len(runs),
     ]
     for family, role in _family_roles(runs):
@@ -62,7 +63,7 @@ def summary_table(result: Mapping[str, Any]) -> str:
     lines.append("")
     for run in runs:
         lines.append(
-            f"- k={_fmt_k(run['k'])}: {run['n_fingerprints']} fingerprints extracted in "
+            f"- {run_label(run)}: {run['n_fingerprints']} fingerprints extracted in "
             f"{run['extract_seconds']:.1f} s; positives {_role_mean(run, 'positive')}, "
             f"negatives {_role_mean(run, 'negative')} mean matching rate; "
             f"ARUC {_fmt(run['aruc'])}, ROC AUC {_fmt(run['roc_auc'])}"
@@ -117,7 +118,7 @@ def _check_result(result: Any) -> None:
             if key not in run:
                 raise ValueError(f"{where}: is missing {key!r}")
         for key in ("k", "n_fingerprints", "extract_seconds"):
-            if not _is_number(run[key]):
+            if not _is_number(run[key]) and not (key == "k" and run[key] is None and "label" in run):
                 raise ValueError(f"{where}[{key!r}]: must be a number, got {run[key]!r}")
         for key in ("aruc", "roc_auc"):  # None/NaN allowed: a run may lack one role
             if run[key] is not None and not _is_number(run[key]):
@@ -142,6 +143,11 @@ def _check_suspect(suspect: Any, where: str) -> None:
 
 
 # ---------------------------------------------------------------------- small helpers
+
+
+def run_label(run: Mapping[str, Any]) -> str:
+    """A run's column title: its label (a selected set's), else its k."""
+    return str(run["label"]) if run.get("label") else f"k={_fmt_k(run['k'])}"
 
 
 def _family_roles(runs: list[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -7,7 +7,11 @@ RTAL), magnitude pruning, int8 / float16 quantisation and knowledge
 distillation. Negatives are independently trained models and should not.
 
 Every positive is built from a deep copy, so the owner is never modified,
-and every training step is seeded, so the whole list is reproducible.
+and every training step is seeded, so the whole list is reproducible. The
+single-model builders (fine_tune, distill, train_independent) are what
+ipguard_fast.selection builds its reference models with, under its own seeds:
+every seed the evaluation uses is below EVALUATION_SEED_LIMIT, every seed of the
+selection's at or above it, so an evaluated suspect is never a reference.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from ..nn import last_layer, reinitialize, seeded
 from ..train import train_classifier
 from .attacks import HalfPrecision, prune_model, quantize_int8
 
-__all__ = ["FAMILIES", "Suspect", "negative_suspects", "positive_suspects"]
+__all__ = ["EVALUATION_SEED_LIMIT", "FAMILIES", "Suspect", "distill", "fine_tune", "negative_suspects",
+           "positive_suspects", "train_independent"]
+
+# The evaluation's seeds (per-attack sub-seeds, independents' seeds) all lie below this;
+# ipguard_fast.selection draws its references' seeds from [2**62, 2**63).
+EVALUATION_SEED_LIMIT = 2**62
 
 FAMILIES = ("FTLL", "FTAL", "RTLL", "RTAL", "prune", "quant-int8", "fp16", "distill", "distill-small")
 _ROLES = ("positive", "negative")
@@ -139,15 +148,24 @@ def _fine_tuned(owner, train_set, settings: _Settings, wanted, seed, train_kw) -
             continue
         for lr, epochs in grid:
             name = f"{family}-lr{lr:g}-e{epochs}"
-            model = copy.deepcopy(owner)
-            head = last_layer(model)
-            if reinit_last:
-                reinitialize(head, _sub_seed(seed, name))
-            params = list(head.parameters()) if last_only else None
-            train_classifier(model, train_set, epochs=epochs, lr=lr, seed=_sub_seed(seed, name), params=params,
-                             **train_kw)
+            model = fine_tune(owner, train_set, lr=lr, epochs=epochs, seed=_sub_seed(seed, name),
+                              reinit_last=reinit_last, last_only=last_only, **train_kw)
             out.append((name, family, model))
     return out
+
+
+def fine_tune(owner: nn.Module, train_set: Dataset, *, lr: float, epochs: int, seed: int, reinit_last: bool = False,
+              last_only: bool = False, batch_size: int = 64, device: str | torch.device = "cpu",
+              on_epoch=None) -> nn.Module:
+    """One fine-tuned copy of ``owner``: FTLL (last_only), FTAL, RTLL (reinit_last and
+    last_only) or RTAL (reinit_last); the head re-drawn and the batches ordered by ``seed``."""
+    model = copy.deepcopy(owner)
+    head = last_layer(model)
+    if reinit_last:
+        reinitialize(head, seed)
+    params = list(head.parameters()) if last_only else None
+    return train_classifier(model, train_set, epochs=epochs, lr=lr, seed=seed, params=params, batch_size=batch_size,
+                            device=device, on_epoch=on_epoch)
 
 
 def _compressed(owner, train_set, settings: _Settings, wanted, seed, train_kw) -> list[tuple[str, str, nn.Module]]:
@@ -172,16 +190,37 @@ def _distilled(owner, train_set, settings: _Settings, students, seed, train_kw) 
     """Students trained on the owner's soft labels, one per (name, factory)."""
     if not students:
         return []
+    out = []
+    for name, factory in students:
+        student = distill(owner, train_set, factory, epochs=settings.distill_epochs, lr=settings.distill_lr,
+                          seed=_sub_seed(seed, name), **train_kw)
+        out.append((name, name, student))
+    return out
+
+
+def distill(owner: nn.Module, train_set: Dataset, factory: Callable[[], nn.Module], *, epochs: int, lr: float,
+            seed: int, batch_size: int = 64, device: str | torch.device = "cpu",
+            precompute_teacher: bool = False) -> nn.Module:
+    """A student from ``factory`` (initialised under ``seed``) trained on the owner's soft labels.
+
+    precompute_teacher: run the owner once over a TensorDataset and train on those logits
+    (loss "soft") instead of on every batch of every epoch: the same targets up to float
+    rounding, a fraction of the teacher's cost (the evaluation keeps the per-batch teacher).
+    """
     # A private teacher copy: training only reads it, but this way even
     # its train/eval flag and device stay untouched on the caller's owner.
     teacher = copy.deepcopy(owner).eval()
-    out = []
-    for name, factory in students:
-        student = seeded(factory, _sub_seed(seed, name))
-        train_classifier(student, train_set, epochs=settings.distill_epochs, lr=settings.distill_lr,
-                         seed=_sub_seed(seed, name), loss="kd", teacher=teacher, **train_kw)
-        out.append((name, name, student))
-    return out
+    student = seeded(factory, seed)
+    if precompute_teacher and isinstance(train_set, TensorDataset):
+        images = train_set.tensors[0]
+        with torch.no_grad():
+            teacher.to(device)
+            logits = torch.cat([teacher(images[i:i + 512].to(device)).float().cpu()
+                                for i in range(0, len(images), 512)])
+        return train_classifier(student, TensorDataset(images, logits), epochs=epochs, lr=lr, seed=seed, loss="soft",
+                                batch_size=batch_size, device=device)
+    return train_classifier(student, train_set, epochs=epochs, lr=lr, seed=seed, loss="kd", teacher=teacher,
+                            batch_size=batch_size, device=device)
 
 
 def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], nn.Module]], *,
@@ -202,6 +241,9 @@ def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], n
         raise ValueError("seeds: must contain at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: must be distinct, got {seeds}")
+    if any(not 0 <= int(s) < EVALUATION_SEED_LIMIT for s in seeds):
+        raise ValueError(f"seeds: must lie in [0, 2**62) (larger seeds belong to the selection's references), "
+                         f"got {seeds}")
     if len(train_set) == 0:
         raise ValueError("train_set: must not be empty")
     out: list[Suspect] = []
@@ -209,11 +251,19 @@ def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], n
         if not callable(factory):
             raise ValueError(f"factories[{arch!r}]: must be callable, got {type(factory).__name__}")
         for s in seeds:
-            model = seeded(factory, s)
-            train_classifier(model, train_set, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                             weight_decay=weight_decay, seed=s, device=device)
+            model = train_independent(factory, train_set, seed=s, epochs=epochs, lr=lr, batch_size=batch_size,
+                                      optimizer=optimizer, weight_decay=weight_decay, device=device)
             out.append(Suspect(f"independent-{arch}-seed{s}", f"independent-{arch}", "negative", model))
     return out
+
+
+def train_independent(factory: Callable[[], nn.Module], train_set: Dataset, *, seed: int, epochs: int,
+                      lr: float = 1e-3, batch_size: int = 64, optimizer: str = "adam", weight_decay: float = 0.0,
+                      device: str | torch.device = "cpu", on_epoch=None) -> nn.Module:
+    """A model from ``factory`` with its own seeded initialisation and batch order, trained from scratch."""
+    model = seeded(factory, seed)
+    return train_classifier(model, train_set, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                            weight_decay=weight_decay, seed=seed, device=device, on_epoch=on_epoch)
 
 
 def _fresh_copy_factory(owner: nn.Module) -> Callable[[], nn.Module]:
@@ -229,5 +279,6 @@ def _fresh_copy_factory(owner: nn.Module) -> Callable[[], nn.Module]:
 
 
 def _sub_seed(seed: int, name: str) -> int:
-    """A per-variant seed: stable across runs (unlike hash()) and distinct per name."""
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+    """A per-variant seed: stable across runs (unlike hash()), distinct per name, and below
+    EVALUATION_SEED_LIMIT (the same value as before for every seed below ~4.6e12)."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % EVALUATION_SEED_LIMIT

@@ -15,7 +15,8 @@ from ..data import load_digits
 from ..nn import seeded
 from ..train import train_classifier
 
-__all__ = ["DIGITS_ARCHITECTURES", "DIGITS_EPOCHS", "DIGITS_LR", "DigitsCNN", "DigitsMLP", "train_digits_model"]
+__all__ = ["DIGITS_ARCHITECTURES", "DIGITS_EPOCHS", "DIGITS_HARD_ARCHITECTURES", "DIGITS_LR", "DigitsCNN",
+           "DigitsMLP", "train_digits_model"]
 
 
 class DigitsCNN(nn.Module):
@@ -67,6 +68,17 @@ class DigitsMLP(nn.Module):
 
 # The demo's independent architectures (negative suspects), by short name.
 DIGITS_ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {"cnn": DigitsCNN, "mlp": DigitsMLP}
+
+# The hard evaluation bed's independent architectures: the CNN at three widths and two
+# MLPs, trained exactly like the owner (DIGITS_EPOCHS at DIGITS_LR), so they are as close
+# to it as independent models get.
+DIGITS_HARD_ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
+    "cnn-w16": lambda: DigitsCNN(width=16),
+    "cnn-w32": lambda: DigitsCNN(width=32),
+    "cnn-w64": lambda: DigitsCNN(width=64),
+    "mlp": DigitsMLP,
+    "mlp-h256": lambda: DigitsMLP(hidden=256),
+}
 
 # Measured on CPU: DigitsCNN reaches 96.7-98.1% test accuracy over seeds 0-4 in
 # about 2.3 s (single thread, batch 64, Adam).

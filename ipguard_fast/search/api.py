@@ -42,7 +42,9 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     (modes, gradient flags, layout, device), also when the call fails.
 
     Candidates start from uniform noise (init="uniform") or from seed images (a
-    tensor or DataLoader); labels are "random" (i != j uniform), "predicted" (i =
+    tensor or DataLoader; with fewer images than candidates, the starts past the
+    images are jittered copies, so no two candidates start at the same point and
+    meta["seed_images"] says how many there were); labels are "random" (i != j uniform), "predicted" (i =
     the model's label at the start, j random) or "least_likely" (i predicted, j
     least likely). Each is searched with per-sample Adam (lr) for at most
     max_steps steps on batch_size slots with continuous refill, and accepted only
@@ -120,7 +122,8 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
             wins = engine.run()
 
     meta = config.meta(num_classes=C, model_sha256=model_hash, init="uniform" if seeds is None else "seed_images",
-                       library_version=__version__, stats=engine.stats, world_size=comm.world)
+                       library_version=__version__, stats=engine.stats, world_size=comm.world,
+                       seed_images=0 if seeds is None else int(seeds.shape[0]))
     fps = _to_set(wins, config.input_shape, meta)
     if len(fps) < config.n:
         warnings.warn(f"extract_fingerprints: only {len(fps)} of {config.n} fingerprints accepted after "

@@ -13,6 +13,12 @@ import torch
 
 LABEL_MODES = ("random", "least_likely", "predicted")
 
+# Seed-image starts past the first pass over the images: the image plus Gaussian noise
+# with this standard deviation (a share of the pixel range hi - lo), drawn from the
+# candidate's own generator. Cycling index % N alone would give two candidates the same
+# start and, with the same labels, the same fingerprint (always so with "least_likely").
+JITTER = 0.05
+
 
 def candidate_seed(seed: int, index: int) -> int:
     """Mix (seed, index) into one 63-bit seed (splitmix64 finaliser)."""
@@ -26,7 +32,9 @@ class CandidateSource:
     """Builds candidates (x0, i, j) for given indices.
 
     init: "uniform" draws x0 uniformly in [lo, hi]; a tensor [N, *input_shape] of
-    seed images gives x0 = seeds[index % N]. labels: "random" draws i != j
+    seed images gives x0 = seeds[index] for the first N candidates and, beyond them,
+    seeds[index % N] plus JITTER noise from the candidate's own generator (clamped to
+    [lo, hi]), so every candidate starts from its own point. labels: "random" draws i != j
     uniformly; "predicted" takes i = the model's label at x0 and a random j != i;
     "least_likely" takes i = the model's label and j = its least likely class.
     """
@@ -56,6 +64,10 @@ class CandidateSource:
             i = int(torch.randint(0, C, (1,), generator=gen))
             offset = int(torch.randint(1, C, (1,), generator=gen))
             draws.append((i, offset))
+            if self.seeds is not None and index >= self.seeds.shape[0]:
+                # Drawn after the labels, so every candidate's labels are what they always were.
+                noise = torch.randn(self.input_shape, generator=gen) * (JITTER * (self.hi - self.lo))
+                xs[-1] = (x + noise).clamp(self.lo, self.hi)
         x0 = torch.stack(xs).to(self.device, torch.float32)
         i = torch.tensor([d[0] for d in draws], dtype=torch.int64)
         offset = torch.tensor([d[1] for d in draws], dtype=torch.int64)

@@ -121,8 +121,12 @@ class ExtractConfig:
         return key
 
     def meta(self, *, num_classes: int, model_sha256: str, init: str, library_version: str,
-             stats: Any, world_size: int) -> dict[str, Any]:
-        """The fingerprint file's metadata for a run with these settings."""
+             stats: Any, world_size: int, seed_images: int = 0) -> dict[str, Any]:
+        """The fingerprint file's metadata for a run with these settings.
+
+        seed_images: how many seed images init gave (0 for uniform noise); candidates past
+        them started from a jittered copy (jittered_starts), never from a repeated point.
+        """
         return {
             "k": self.k, "lr": self.lr, "max_steps": self.max_steps, "seed": self.seed, "init": init,
             "labels": self.labels, "input_shape": list(self.input_shape), "num_classes": num_classes,
@@ -131,4 +135,7 @@ class ExtractConfig:
             "requested": self.n, "candidates_tried": stats.tried, "rejected_float32": stats.rejected,
             "exhausted": stats.exhausted, "amp": self.amp or "none", "batch_size": self.batch_size,
             "world_size": world_size, "oom_halvings": stats.oom_halvings, "result_rule": self.result_rule,
+            "seed_images": seed_images, "seed_images_used": min(seed_images, stats.tried),
+            "jittered_starts": max(0, stats.tried - seed_images) if seed_images else 0,
+            "duplicates_dropped": stats.duplicates,
         }

@@ -1,7 +1,7 @@
 """Sharing one search between torch.distributed ranks (torchrun), or none.
 
 Rank r owns the candidate indices r, r + W, r + 2W, ... (W ranks). After every
-harvest the ranks exchange what finished (index, accepted) and what is still
+harvest the ranks exchange what finished (index, accepted, image digest) and what is still
 running, so each holds the same global view and takes the same decisions: when
 the first n accepted candidates by index are known, every rank stops at the
 same harvest. Since a candidate depends only on (seed, index), the accepted set

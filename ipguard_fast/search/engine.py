@@ -40,6 +40,7 @@ class SearchStats:
     slot_steps: int = 0      # sum over steps of the batch size run
     harvests: int = 0
     oom_halvings: int = 0    # out-of-memory errors answered by halving the batch
+    duplicates: int = 0      # accepted, but an earlier candidate holds the same image
     batch_sizes: dict = field(default_factory=dict)    # batch size -> harvest periods run at it
     batch_seconds: dict = field(default_factory=dict)  # batch size -> seconds spent stepping at it
     batch_steps: dict = field(default_factory=dict)    # batch size -> steps run at it
@@ -197,6 +198,7 @@ class SearchEngine:
         own = {c: self.ledger.outcomes[c] for c in result if c in self.ledger.outcomes}
         every_rank = self.comm.gather_outcomes(own)
         self._sum_stats_over_ranks()
+        self.stats.duplicates = self.ledger.duplicates()  # the global view: the same on every rank
         return [every_rank[c] for c in result]
 
     def _steps(self) -> None:

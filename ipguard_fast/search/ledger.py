@@ -4,7 +4,8 @@ which index this rank launches next, and how many to launch.
 The result rule lives here. By default ("index") the fingerprints are the first n
 accepted candidates *by candidate index*: since a candidate depends only on (seed,
 index), the result does not depend on the batch size, the device or the number of
-ranks. "completion" takes the first n accepted *in the order they finished* (ties by
+ranks. Under either rule an image already held by an earlier fingerprint is left out
+(a set never holds two identical fingerprints: the accepted images' digests are shared). "completion" takes the first n accepted *in the order they finished* (ties by
 index): it stops as soon as n are accepted instead of waiting for slow low-index
 candidates, at the price of a result that depends on the batch size and the schedule.
 Every rank holds the same global view (finished, pending), updated from the exchange
@@ -19,11 +20,14 @@ never change the result (they are later indices, used only if needed).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
 
 import torch
+
+from .._hashing import tensor_bytes
 
 __all__ = ["CPU_SPARE_BREAK_EVEN", "CandidateLedger", "Outcome", "RESULT_RULES"]
 
@@ -58,6 +62,11 @@ class Outcome:
     steps: int = 0
 
 
+def image_digest(image: torch.Tensor) -> bytes:
+    """What identifies a fingerprint's image in the exchange: 16 bytes of its SHA-256."""
+    return hashlib.sha256(tensor_bytes(image)).digest()[:16]
+
+
 class CandidateLedger:
     def __init__(self, n: int, max_candidates: int, rank: int = 0, world: int = 1, resume=None,
                  rule: str = "index", spare_break_even: float = 0.0):
@@ -71,6 +80,7 @@ class CandidateLedger:
         self.spare_break_even = spare_break_even
         # Global view, identical on every rank.
         self.finished: dict[int, bool] = {}
+        self.digests: dict[int, bytes] = {}   # accepted candidates' image digests
         self.completion: list[int] = []   # accepted indices in the order their harvest shared them
         self.pending: list[int] = []
         self.accepted_count = 0
@@ -83,20 +93,36 @@ class CandidateLedger:
         self.skip: set[int] = set()   # this rank's indices finished before a resume
         if resume is not None:
             self.finished, self.outcomes = dict(resume[0]), dict(resume[1])
+            self.digests = {c: image_digest(o.image) for c, o in self.outcomes.items() if o.image is not None}
             self.skip = {c for c in self.finished if c % world == rank}
-            self.accepted_count = sum(self.finished.values())
             self.completion = sorted(c for c, ok in self.finished.items() if ok)
+            self.accepted_count = len(self.wins())
 
     # -- the result rule -----------------------------------------------------
     def wins(self) -> list[int]:
-        """Accepted candidate indices, in index order."""
-        return sorted(c for c, ok in self.finished.items() if ok)
+        """Accepted candidate indices in the rule's order, each image once (its first holder)."""
+        order = self.completion if self.rule == "completion" else sorted(
+            c for c, ok in self.finished.items() if ok)
+        seen: set[bytes] = set()
+        wins = []
+        for c in order:
+            digest = self.digests.get(c)
+            if digest is not None:
+                if digest in seen:
+                    continue
+                seen.add(digest)
+            wins.append(c)
+        return wins
+
+    def duplicates(self) -> int:
+        """Accepted candidates left out because an earlier one holds the same image."""
+        return sum(self.finished.values()) - len(self.wins())
 
     def determined(self) -> bool:
         """True when the result is known (the same on every rank)."""
-        if self.rule == "completion":
-            return self.accepted_count >= self.n or (not self.pending and self.streams_done)
         wins = self.wins()
+        if self.rule == "completion":
+            return len(wins) >= self.n or (not self.pending and self.streams_done)
         if len(wins) >= self.n:
             last = wins[self.n - 1]
             return all(c > last for c in self.pending)
@@ -104,8 +130,6 @@ class CandidateLedger:
 
     def result(self) -> list[int]:
         """The indices of the fingerprints, in the order of the returned set."""
-        if self.rule == "completion":
-            return self.completion[: self.n]
         return self.wins()[: self.n]
 
     # -- launching -----------------------------------------------------------
@@ -150,9 +174,11 @@ class CandidateLedger:
 
     # -- outcomes and the exchange between ranks ------------------------------
     def record(self, index: int, outcome: Outcome) -> None:
+        digest = None
         if outcome.accepted:
             self.outcomes[index] = outcome
-        self.unshared.append((index, outcome.accepted))
+            digest = image_digest(outcome.image) if outcome.image is not None else None
+        self.unshared.append((index, outcome.accepted, digest))
 
     def share(self, running: list[int]):
         """This rank's part of the exchange: new outcomes, what it runs, whether its stream ended."""
@@ -165,12 +191,13 @@ class CandidateLedger:
         self.pending = []
         newly = []
         for outcomes, pending, _ in views:
-            for index, ok in outcomes:
+            for index, ok, digest in outcomes:
                 self.finished[index] = ok
-                self.accepted_count += ok
                 if ok:
+                    self.digests[index] = digest
                     newly.append(index)
             self.pending.extend(pending)
         # Candidates accepted in the same harvest count as finished together: by index.
         self.completion.extend(sorted(newly))
+        self.accepted_count = len(self.wins())
         self.streams_done = all(done for _, _, done in views)

@@ -1,0 +1,89 @@
+"""ipguard protect: the owner's whole job -- reference models, a candidate pool, selection
+and a calibrated threshold -- written to one fingerprint file."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .common import add_count_argument, add_model_arguments
+
+
+def add_arguments(p) -> None:
+    from ..data import DATA_SPECS
+
+    add_model_arguments(p)
+    p.add_argument("--data", required=True, help=f"the owner's training data: {DATA_SPECS} (local folders only)")
+    add_count_argument(p, 100, "fingerprints to keep")
+    p.add_argument("--k", default="auto",
+                   help="'auto' (chosen on held-out references from a grid scaled by the owner's margins), a number, "
+                        "or comma-separated numbers to choose among")
+    p.add_argument("--pool-factor", type=int, default=40, help="pool points per k, as a multiple of n (default 40)")
+    p.add_argument("--replicas", type=int, default=3, help="replicas of each reference recipe that select (default 3)")
+    p.add_argument("--score", default="separation", help="separation (default) or agreement")
+    p.add_argument("--init", default="data",
+                   help="pool starts: data (default), uniform, or auto (both, chosen by held-out references)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None,
+                   help="folder for the reference models (safetensors, reused by later runs; default: "
+                        "ipguard-references next to --out)")
+    p.add_argument("--no-cache", action="store_true", help="build the references in memory only")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="the fingerprint file to write (.safetensors)")
+
+
+def run(args) -> int:
+    import torch
+
+    from .._files import check_writable_output
+    from ..data import load_data
+    from ..io import load_model
+    from ..selection import protect
+
+    start = time.perf_counter()
+    check_writable_output("--out", args.out, [args.model, args.weights, args.data])
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads: must be a positive int, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    k = _k_arg(args.k)
+    owner = load_model(args.model, args.weights)
+    if isinstance(owner, torch.jit.ScriptModule) or args.model.endswith(".pt2"):
+        raise ValueError("--model: protect fine-tunes and prunes copies of the owner, so it needs a trainable model: "
+                         "give package.module:factory with --weights, not a TorchScript/.pt2 file")
+    train_set = load_data(args.data, "train")
+    out = Path(args.out)
+    cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
+    try:
+        fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
+                      score=args.score, init=args.init, seed=args.seed, cache_dir=cache,
+                      progress=not args.no_progress, log=print)
+    except ValueError as exc:   # name the option, not the Python argument
+        name, sep, rest = str(exc).partition(": ")
+        if sep and name in _OPTIONS:
+            raise ValueError(f"{_OPTIONS[name]}: {rest}") from exc
+        raise
+    path = fps.save(out)
+    info = fps.meta["protect"]
+    for candidate in info["candidates"]:
+        mark = "*" if candidate["name"] == info["chosen"] else " "
+        print(f"{mark} {candidate['name']:24s} held-out references: ARUC {candidate['aruc']:.3f}, "
+              f"ROC AUC {candidate['roc_auc']:.3f}")
+    print(f"{len(fps)} fingerprints selected from {fps.meta['selection']['pool_size']} ({info['chosen']}), "
+          f"threshold {info['threshold']:.3f}: {path}")
+    print(f"protect finished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+_OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
+            "init": "--init", "train_data": "--data", "owner": "--model"}
+
+
+def _k_arg(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--k: expected 'auto' or comma-separated numbers, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
