@@ -4,12 +4,13 @@ which index this rank launches next, and how many to launch.
 The result rule lives here. By default ("index") the fingerprints are the first n
 accepted candidates *by candidate index*: since a candidate depends only on (seed,
 index), the result does not depend on the batch size, the device or the number of
-ranks. Under either rule an image already held by an earlier fingerprint is left out
-(a set never holds two identical fingerprints: the accepted images' digests are shared). "completion" takes the first n accepted *in the order they finished* (ties by
+ranks. "completion" takes the first n accepted *in the order they finished* (ties by
 index): it stops as soon as n are accepted instead of waiting for slow low-index
 candidates, at the price of a result that depends on the batch size and the schedule.
-Every rank holds the same global view (finished, pending), updated from the exchange
-after each harvest, so every rank takes the same stop decision.
+Under either rule an accepted image that an earlier fingerprint already holds is left
+out: a set never holds two identical fingerprints. Every rank holds the same global view
+(finished, pending, the accepted images' digests), updated from the exchange after each
+harvest, so every rank takes the same stop decision.
 
 Spares. A candidate that fails is known to have failed only when it exhausts max_steps,
 and with the index rule its replacement is needed before the result is known; launched
