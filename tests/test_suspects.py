@@ -195,3 +195,34 @@ def test_negative_suspects_rejects_bad_arguments(data):
 def test_suspect_validates_role():
     with pytest.raises(ValueError, match="role"):
         Suspect("x", "FTLL", "maybe", nn.Linear(1, 1))
+
+
+def test_independent_seeds_never_the_owners():
+    from ipguard_fast.evaluation.suspects import EVALUATION_SEED_LIMIT, independent_seeds
+
+    assert independent_seeds(0) == (1, 2, 3)   # the seed-0 bed is the one the README reports
+    for owner_seed in (0, 1, 2, 7, EVALUATION_SEED_LIMIT - 1):
+        seeds = independent_seeds(owner_seed)
+        assert owner_seed not in seeds and len(set(seeds)) == 3
+        assert all(0 <= s < EVALUATION_SEED_LIMIT for s in seeds)
+
+
+def test_build_suspects_trains_independents_away_from_the_owners_seed(monkeypatch, owner, data):
+    # With fixed seeds (1, 2, 3), `ipguard demo --seed 1` trained an "independent" CNN from
+    # the owner's own initial weights, which matched it like a copy.
+    from ipguard_fast.evaluation import pipeline
+
+    seen = {}
+
+    def fake_negatives(train_set, factories, *, seeds, **kw):
+        seen["seeds"] = tuple(seeds)
+        return []
+
+    monkeypatch.setattr(pipeline, "positive_suspects", lambda *a, **kw: [])
+    monkeypatch.setattr(pipeline, "negative_suspects", fake_negatives)
+    pipeline.build_suspects(owner, data[0], negative_factories=DIGITS_ARCHITECTURES, negative_epochs=1, seed=1,
+                            log=lambda message: None)
+    assert seen["seeds"] == (2, 3, 4)
+    pipeline.build_suspects(owner, data[0], negative_factories=DIGITS_ARCHITECTURES, negative_epochs=1, seed=1,
+                            negative_seeds=(5, 6), log=lambda message: None)
+    assert seen["seeds"] == (5, 6)

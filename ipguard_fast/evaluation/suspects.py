@@ -29,7 +29,7 @@ from ..nn import last_layer, reinitialize, seeded
 from ..train import train_classifier
 from .attacks import HalfPrecision, prune_model, quantize_int8
 
-__all__ = ["EVALUATION_SEED_LIMIT", "FAMILIES", "Suspect", "distill", "fine_tune", "negative_suspects",
+__all__ = ["EVALUATION_SEED_LIMIT", "FAMILIES", "Suspect", "distill", "fine_tune", "independent_seeds", "negative_suspects",
            "positive_suspects", "train_independent"]
 
 # The evaluation's seeds (per-attack sub-seeds, independents' seeds) all lie below this;
@@ -229,9 +229,10 @@ def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], n
                       device: str | torch.device = "cpu") -> list[Suspect]:
     """Independently trained models: every architecture in ``factories`` x every seed.
 
-    Each gets its own seeded initialisation and batch order. The owner should
-    have been trained with a seed not in ``seeds`` (the defaults assume the
-    owner used seed 0), otherwise a "negative" may be the owner itself.
+    Each gets its own seeded initialisation and batch order. The owner must
+    have been trained with a seed not in ``seeds`` (the default, (1, 2, 3), is
+    independent_seeds(0): an owner of seed 0), otherwise a "negative" of the
+    owner's architecture starts from the owner's own weights.
     Family names are ``"independent-<key>"``; names add ``"-seed<s>"``.
     """
     if not factories:
@@ -255,6 +256,11 @@ def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], n
                                       optimizer=optimizer, weight_decay=weight_decay, device=device)
             out.append(Suspect(f"independent-{arch}-seed{s}", f"independent-{arch}", "negative", model))
     return out
+
+
+def independent_seeds(owner_seed: int, count: int = 3) -> tuple[int, ...]:
+    """The `count` seeds after the owner's, (1, 2, 3) for seed 0: never the owner's own."""
+    return tuple((int(owner_seed) + i) % EVALUATION_SEED_LIMIT for i in range(1, count + 1))
 
 
 def train_independent(factory: Callable[[], nn.Module], train_set: Dataset, *, seed: int, epochs: int,
