@@ -29,8 +29,8 @@ from ..nn import last_layer, reinitialize, seeded
 from ..train import train_classifier
 from .attacks import HalfPrecision, prune_model, quantize_int8
 
-__all__ = ["EVALUATION_SEED_LIMIT", "FAMILIES", "Suspect", "distill", "fine_tune", "independent_seeds", "negative_suspects",
-           "positive_suspects", "train_independent"]
+__all__ = ["EVALUATION_SEED_LIMIT", "FAMILIES", "Suspect", "distill", "fine_tune", "independent_seeds",
+           "negative_suspects", "positive_suspects", "train_independent"]
 
 # The evaluation's seeds (per-attack sub-seeds, independents' seeds) all lie below this;
 # ipguard_fast.selection draws its references' seeds from [2**62, 2**63).
