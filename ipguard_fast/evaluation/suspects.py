@@ -223,16 +223,21 @@ def distill(owner: nn.Module, train_set: Dataset, factory: Callable[[], nn.Modul
                             batch_size=batch_size, device=device)
 
 
+def independent_seeds(owner_seed: int, count: int = 3) -> tuple[int, ...]:
+    """The `count` seeds after the owner's, (1, 2, 3) for seed 0: never the owner's own."""
+    return tuple((int(owner_seed) + i) % EVALUATION_SEED_LIMIT for i in range(1, count + 1))
+
+
 def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], nn.Module]], *,
-                      seeds: Sequence[int] = (1, 2, 3), epochs: int, lr: float = 1e-3, batch_size: int = 64,
-                      optimizer: str = "adam", weight_decay: float = 0.0,
+                      seeds: Sequence[int] = independent_seeds(0), epochs: int, lr: float = 1e-3,
+                      batch_size: int = 64, optimizer: str = "adam", weight_decay: float = 0.0,
                       device: str | torch.device = "cpu") -> list[Suspect]:
     """Independently trained models: every architecture in ``factories`` x every seed.
 
     Each gets its own seeded initialisation and batch order. The owner must
-    have been trained with a seed not in ``seeds`` (the default, (1, 2, 3), is
-    independent_seeds(0): an owner of seed 0), otherwise a "negative" of the
-    owner's architecture starts from the owner's own weights.
+    have been trained with a seed not in ``seeds`` (the default, (1, 2, 3), suits
+    an owner of seed 0), otherwise a "negative" of the owner's architecture
+    starts from the owner's own weights.
     Family names are ``"independent-<key>"``; names add ``"-seed<s>"``.
     """
     if not factories:
@@ -256,11 +261,6 @@ def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], n
                                       optimizer=optimizer, weight_decay=weight_decay, device=device)
             out.append(Suspect(f"independent-{arch}-seed{s}", f"independent-{arch}", "negative", model))
     return out
-
-
-def independent_seeds(owner_seed: int, count: int = 3) -> tuple[int, ...]:
-    """The `count` seeds after the owner's, (1, 2, 3) for seed 0: never the owner's own."""
-    return tuple((int(owner_seed) + i) % EVALUATION_SEED_LIMIT for i in range(1, count + 1))
 
 
 def train_independent(factory: Callable[[], nn.Module], train_set: Dataset, *, seed: int, epochs: int,
