@@ -18,8 +18,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="ipguard-demo", help="output folder (default ./ipguard-demo)")
     add_count_argument(p, 100, "fingerprints per k")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 5.0, 10.0], help="margins to sweep (default 1,3,5,10)")
-    p.add_argument("--seed", type=int, default=0, help="the owner's seed; the suspects' and the search's follow it (the "
-                   "independents take the three seeds after it)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the owner's seed; the suspects' and the search's follow it (the independents take the "
+                        "three seeds after it)")
     p.add_argument("--bed", default="demo", help="the suspects: demo (default) or hard (independents trained like "
                                                  "the owner over five architectures; the wider attack grid)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")

@@ -39,9 +39,10 @@ def add_arguments(p) -> None:
                    help="selected: folder for protect's reference models (default: OUT/references)")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 10.0])
     add_count_argument(p, 100, "fingerprints per k")
-    p.add_argument("--seed", type=int, default=0, help="the suspects' and the search's seed (default 0); the independents "
-                   "take seeds SEED+1..SEED+3, so pass the owner's own training seed (an independent "
-                   "with that seed would start from the owner's initial weights)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the suspects' and the search's seed (default 0); the independents take seeds "
+                        "SEED+1..SEED+3, so pass the owner's own training seed (an independent with that seed "
+                        "would start from the owner's initial weights)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks")
     p.add_argument("--out", required=True, help="output folder for results.json/.md and plots")
 
