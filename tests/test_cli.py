@@ -125,7 +125,9 @@ def test_protect_writes_a_selected_file(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0
     fps = FingerprintSet.load(out)
     assert len(fps) == 6 and fps.meta["selection"]["selected"] and 0 < fps.meta["threshold"] <= 1
-    assert "threshold" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "threshold" in printed and "refined from the top 18" in printed   # 3n candidates refined
+    assert fps.meta["selection"]["refined"]["candidates"] == 18
     assert any((tmp_path / "ipguard-references").rglob("*.safetensors"))
     assert main(argv[:-2] + ["--k", "big", "--out", str(out)]) == 2
     assert "--k:" in capsys.readouterr().err

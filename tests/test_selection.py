@@ -18,6 +18,7 @@ from ipguard_fast.models import DigitsCNN, DigitsMLP, train_digits_model
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection import merge_pools, protect_seed, select_fingerprints, top_n
 from ipguard_fast.selection.choice import NEGATIVE_WEIGHTS
+from ipguard_fast.selection.pool import K_FACTORS, start_images
 from ipguard_fast.selection.references import RECIPE
 from ipguard_fast.train import train_classifier
 
@@ -224,10 +225,49 @@ def test_protect_builds_references_in_their_own_namespace(protected):
     assert all(r.name.startswith("protect/") for r in refs)
     assert all(r.model.training is False for r in refs)
     info = fps.meta["protect"]
-    assert info["median_margin"] > 0 and len(info["k_grid"]) == 3 and len(info["candidates"]) == 4 * len(NEGATIVE_WEIGHTS)
+    grid = len(K_FACTORS)   # the automatic grid: only all k merged, with every negative weight
+    assert info["median_margin"] > 0 and len(info["k_grid"]) == grid
+    assert len(info["candidates"]) == len(NEGATIVE_WEIGHTS)
+    assert all(c["name"].startswith("k=" + "+".join(f"{k:g}" for k in info["k_grid"])) for c in info["candidates"])
     assert info["references_built"] is True and len(fps) == 8
-    assert fps.meta["selection"]["pool_size"] == 3 * 16
-    assert sum(p["seed_images"] for p in fps.meta["selection"]["pool_parts"]) == 3 * 16
+    assert fps.meta["selection"]["pool_size"] == grid * 16
+    assert sum(p["seed_images"] for p in fps.meta["selection"]["pool_parts"]) == grid * 16
+
+
+def test_protect_refines_keeping_the_owners_label_and_thresholds_on_validation(protected, owner):
+    fps, _ = protected
+    refined = fps.meta["selection"]["refined"]
+    assert refined["steps"] > 0 and refined["candidates"] == min(3 * 8, fps.meta["selection"]["pool_size"])
+    assert refined["threshold_rates"] == "validation references on the refined selection"
+    assert fps.meta["selection"]["pool_indices"] == refined["pool_indices"]
+    assert len(set(refined["pool_indices"])) == len(fps)
+    assert all(0 <= i < fps.meta["selection"]["pool_size"] for i in refined["pool_indices"])
+    with torch.no_grad():
+        logits = owner(fps.images)
+    assert torch.equal(logits.argmax(1), fps.labels)   # the owner's label, kept by its recorded margin
+    own = logits.gather(1, fps.labels[:, None]).squeeze(1)
+    runner_up = logits.scatter(1, fps.labels[:, None], float("-inf")).max(1).values
+    assert torch.allclose(own - runner_up, fps.margins, atol=1e-4) and bool((fps.margins > 0).all())
+    validation = [r for r in fps.references if r.split == "validate"]
+    held = fps.meta["protect"]["held_out_rates"]
+    assert len(held["positives"]) + len(held["negatives"]) == len(validation)
+    assert len(torch.unique(fps.images.reshape(len(fps), -1), dim=0)) == len(fps)
+
+
+def test_protect_without_refinement_keeps_pool_points(owner, small, refs):
+    positives, negatives = refs
+    more = [train_classifier(seeded(DigitsMLP, s), small, epochs=2, seed=s) for s in (9, 10)]
+    given = {"positives": positives + [prune_model(copy.deepcopy(owner), 0.3)], "negatives": negatives + more}
+    plain = ig.protect(owner, small, n=6, k=2.0, pool_factor=2, progress=False, references=given, refine=False)
+    assert plain.meta["selection"]["refined"] is None
+    pool = ig.extract_fingerprints(owner, 12, k=2.0, input_shape=SHAPE, init=start_images(
+        small, 12, plain.meta["selection"]["pool_parts"][0]["seed"]), labels="predicted",
+        seed=plain.meta["selection"]["pool_parts"][0]["seed"], progress=False)
+    index = torch.tensor(plain.meta["selection"]["pool_indices"])
+    assert torch.equal(plain.images, pool.images[index]) and torch.equal(plain.labels, pool.labels[index])
+    refined = ig.protect(owner, small, n=6, k=2.0, pool_factor=2, progress=False, references=given)
+    assert refined.meta["selection"]["refined"]["candidates"] == 12
+    assert not torch.equal(refined.images, plain.images)
 
 
 def test_protect_seeds_and_names_never_meet_the_evaluations():

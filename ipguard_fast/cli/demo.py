@@ -15,6 +15,8 @@ from .common import add_count_argument, check_margins, floats_arg
 
 
 def add_arguments(p) -> None:
+    from ..selection.pool import POOL_FACTOR
+
     p.add_argument("--out", default="ipguard-demo", help="output folder (default ./ipguard-demo)")
     add_count_argument(p, 100, "fingerprints per k")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 5.0, 10.0], help="margins to sweep (default 1,3,5,10)")
@@ -25,7 +27,9 @@ def add_arguments(p) -> None:
                                                  "the owner over five architectures; the wider attack grid)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
     p.add_argument("--replicas", type=int, default=3, help="protect: replicas of each reference recipe (default 3)")
-    p.add_argument("--pool-factor", type=int, default=40, help="protect: pool points per k as a multiple of n (default 40)")
+    p.add_argument("--no-refine", action="store_true", help="protect: keep the selected pool points unrefined")
+    p.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
+                   help=f"protect: pool points per k, as a multiple of n (default {POOL_FACTOR})")
 
 
 def check_arguments(args) -> None:
@@ -67,10 +71,12 @@ def run(args) -> int:
     # The owner's job: references of its own (cached under --out), a pool, selection, a threshold.
     protect_start = time.perf_counter()
     selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
-                       cache_dir=out / "references", progress=False, log=print)
+                       refine=not args.no_refine, seed=args.seed, cache_dir=out / "references", progress=False,
+                       log=print)
     print(f"protect finished in {time.perf_counter() - protect_start:.0f} s")
     result = evaluate(owner, train_set, suspects=suspects, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
-                      owner_name="DigitsCNN (digits, seed 0)", seed=args.seed, methods=("ipguard", "selected"),
+                      owner_name=f"DigitsCNN (digits, seed {args.seed})", seed=args.seed,
+                      methods=("ipguard", "selected"),
                       selected=selected)
     result["settings"].update(command="ipguard demo", bed=args.bed)
     paths = write_report(result, out)

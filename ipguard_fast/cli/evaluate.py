@@ -13,6 +13,7 @@ from .common import DistributedRun, add_count_argument, add_model_arguments, che
 
 def add_arguments(p) -> None:
     from ..data import DATA_SPECS
+    from ..selection.pool import POOL_FACTOR
 
     add_model_arguments(p)
     p.add_argument("--data", default="digits",
@@ -33,8 +34,10 @@ def add_arguments(p) -> None:
                         "architectures)")
     p.add_argument("--methods", default="ipguard",
                    help="ipguard (plain, at each --k) and/or selected (protect's selection), comma-separated")
-    p.add_argument("--pool-factor", type=int, default=40, help="selected: pool points per k as a multiple of n (default 40)")
+    p.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
+                   help=f"selected: pool points per k, as a multiple of n (default {POOL_FACTOR})")
     p.add_argument("--replicas", type=int, default=3, help="selected: replicas of each reference recipe")
+    p.add_argument("--no-refine", action="store_true", help="selected: keep the selected pool points unrefined")
     p.add_argument("--cache", default=None,
                    help="selected: folder for protect's reference models (default: OUT/references)")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 10.0])
@@ -90,6 +93,7 @@ def _run(args, ranks) -> int:
     result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
                       owner_name=args.model, seed=args.seed, suspects=suspects, methods=methods,
                       selection_options={"pool_factor": args.pool_factor, "replicas": args.replicas,
+                                         "refine": not args.no_refine,
                                          "cache_dir": args.cache or f"{args.out}/references"})
     result["settings"].update(command="ipguard evaluate", bed=args.bed, negative_lr=negative_lr)
     if not ranks.is_main:

@@ -10,6 +10,7 @@ from .common import add_count_argument, add_model_arguments
 
 def add_arguments(p) -> None:
     from ..data import DATA_SPECS
+    from ..selection.pool import POOL_FACTOR
 
     add_model_arguments(p)
     p.add_argument("--data", required=True, help=f"the owner's training data: {DATA_SPECS} (local folders only)")
@@ -17,8 +18,12 @@ def add_arguments(p) -> None:
     p.add_argument("--k", default="auto",
                    help="'auto' (chosen on held-out references from a grid scaled by the owner's margins), a number, "
                         "or comma-separated numbers to choose among")
-    p.add_argument("--pool-factor", type=int, default=40, help="pool points per k, as a multiple of n (default 40)")
+    p.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
+                   help=f"pool points per k, as a multiple of n (default {POOL_FACTOR})")
     p.add_argument("--replicas", type=int, default=3, help="replicas of each reference recipe that select (default 3)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="keep the selected pool points as they are (default: refine the top candidates against "
+                        "the references, see selection/refine.py)")
     p.add_argument("--score", default="separation", help="separation (default) or agreement")
     p.add_argument("--init", default="data",
                    help="pool starts: data (default), uniform, or auto (both, chosen by held-out references)")
@@ -56,7 +61,7 @@ def run(args) -> int:
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
     try:
         fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
-                      score=args.score, init=args.init, seed=args.seed, cache_dir=cache,
+                      score=args.score, init=args.init, seed=args.seed, cache_dir=cache, refine=not args.no_refine,
                       progress=not args.no_progress, log=print)
     except ValueError as exc:   # name the option, not the Python argument
         name, sep, rest = str(exc).partition(": ")
@@ -69,7 +74,10 @@ def run(args) -> int:
         mark = "*" if candidate["name"] == info["chosen"] else " "
         print(f"{mark} {candidate['name']:24s} held-out references: ARUC {candidate['aruc']:.3f}, "
               f"ROC AUC {candidate['roc_auc']:.3f}")
-    print(f"{len(fps)} fingerprints selected from {fps.meta['selection']['pool_size']} ({info['chosen']}), "
+    refined = fps.meta["selection"]["refined"]
+    how = ("unrefined" if refined is None else f"unrefined: {refined['skipped']}" if "skipped" in refined
+           else f"refined from the top {refined['candidates']}")
+    print(f"{len(fps)} fingerprints selected from {fps.meta['selection']['pool_size']} ({info['chosen']}; {how}), "
           f"threshold {info['threshold']:.3f}: {path}")
     print(f"protect finished in {time.perf_counter() - start:.0f} s")
     return 0

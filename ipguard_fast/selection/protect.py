@@ -1,18 +1,26 @@
-"""protect(): the owner's whole job in one call -- references, a pool, selection, a threshold.
+"""protect(): the owner's whole job in one call -- references, a pool, selection, refinement,
+a threshold.
 
 1. References: copies of the owner and independent models (references.py), or the
    caller's own.
 2. Pool: IPGuard fingerprints from training images at each k of a grid scaled by the
    owner's margins (pool.py), pool_factor * n per k.
-3. Every reference runs once on the pool; each configuration (each k alone, and all k
-   merged) selects n points, and its held-out ARUC -- each kind of reference measured on
-   the selection made without it -- picks one (choice.py). An explicit k is taken as given.
-4. Threshold: from the same held-out rates of the chosen selection.
+3. Every reference runs once on the pool; each configuration (all k merged, or with the
+   caller's list of k each alone too; each negative weight) selects n points, and its
+   held-out ARUC -- each kind of reference measured on the selection made without it --
+   picks one (choice.py). A single explicit k is taken as given.
+4. Refinement (refine.py, default on): the chosen configuration's top 3n candidates
+   climb the separation against the selecting module references; the top n of them,
+   re-scored, are kept (the owner's label unchanged).
+5. Threshold: from the validation references' rates on the refined selection (they
+   neither selected nor refined); without validation references, or unrefined, from
+   the held-out rates of the chosen selection.
 """
 from __future__ import annotations
 
 import numbers
 import time
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -25,18 +33,20 @@ from ..modules import eval_mode, module_device
 from ..search.candidates import LABEL_MODES
 from .cache import ReferenceCache, data_digest
 from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose, threshold_between
-from .pool import K_FACTORS, extract_pool, k_grid, median_margin, merge_pools, start_images
+from .pool import K_FACTORS, POOL_FACTOR, extract_pool, k_grid, median_margin, merge_pools, start_images
 from .references import RECIPE, RECIPE_VERSION, Reference, build_references, protect_seed
-from .scores import SCORES, ReferenceOutputs, reference_outputs
-from .select import describe_reference, named_references, selected_set
+from .refine import RefineConfig, duplicate_rows, refined_pool
+from .scores import SCORES, ReferenceOutputs, reference_outputs, soft_agreement
+from .select import describe_reference, named_references, selected_set, top_n
 
 __all__ = ["protect"]
 
 _INITS = ("data", "uniform")   # init="auto" tries both and lets the held-out references choose
 
 
-def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = 40,
-            references=None, score: str = "separation", replicas: int = 3, validation_replicas: int = 0,
+def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = POOL_FACTOR,
+            references=None, score: str = "separation", replicas: int = 3, validation_replicas: int = 1,
+            refine: bool | RefineConfig = True,
             init: str = "data", labels: str = "predicted", seed: int = 0, cache_dir=None, batch_size: int = 256,
             progress: bool = True, log=None, extract_options: dict | None = None) -> FingerprintSet:
     """n fingerprints of `owner`, selected from a pool so that copies keep them and
@@ -44,22 +54,28 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
 
     train_data: the owner's training data, a Dataset of (image, label) or a DataLoader
     (its dataset is used); the references train on it and the pool starts from it.
-    k: "auto" (choose among the grid median-margin x (0.4, 0.55, 0.7) and the merged
-    grid, by held-out references), a number, or a list of numbers (choose among them).
-    pool_factor: pool points per k, as a multiple of n (default 40: 12000 points for
-    n = 100 over three k; the demo bed's held-out ARUC grew with the pool, 0.883 / 0.894 /
-    0.900 at 20 / 30 / 40, the pool's extraction 40 / 60 / 80 s on 2 CPU cores). references: None (build them,
-    `replicas` replicas of each recipe, see selection/references.py; `validation_replicas`
-    more are only measured, never selected with), or the caller's own as {"positives":
+    k: "auto" (the pool spans the grid median-margin x K_FACTORS, (0.2, 0.3, 0.4, 0.55,
+    0.7), and selection picks among all its points), a number, or a list of numbers
+    (each alone and all merged, chosen by held-out references). pool_factor: pool points
+    per k, as a multiple of n (default POOL_FACTOR, 30: 15000 points for n = 100 over
+    five k; see pool.py). references: None (build them, `replicas` replicas of each
+    recipe, see selection/references.py; `validation_replicas` (default 1) more are only
+    measured, never selected or refined with: the threshold comes from them), or the
+    caller's own as {"positives":
     [...], "negatives": [...]} of anything matching_rate accepts, at least two of each
     (the k choice and the threshold leave each one out in turn). init: "data" (default; see pool.py for why),
     "uniform" noise starts, or "auto": pools from both, each k alone and all k merged per
     start kind, the held-out references choosing (never a mix of the two kinds; twice the
     pool's extraction time). cache_dir: a folder where built references are kept
     (safetensors, keyed by the owner's weights, the recipe and the data) and reused.
+    refine: True (default: RefineConfig()), a RefineConfig, or False (the fingerprints are
+    then the pool's own points, unchanged). Only nn.Module references refine; without
+    one of each role, or if fewer than n refined candidates keep the owner's label, the
+    unrefined selection is kept and meta["selection"]["refined"] says why.
 
     The result's meta["selection"] says it was selected, from how large a pool, against
-    which references (names and weight hashes), and each point's score;
+    which references (names and weight hashes), each point's score and its pool index,
+    and the refinement's settings;
     meta["protect"] the k grid with every configuration's validation ARUC, the choice,
     the threshold and the stage times; meta["threshold"] is what verify() uses.
     `.references` on the result holds the reference objects (not saved).
@@ -79,6 +95,7 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     if labels not in LABEL_MODES:
         raise ValueError(f"labels: expected one of {LABEL_MODES}, got {labels!r}")
     replicas = positive_int("replicas", replicas)
+    refined = _refine_settings(refine)
     if isinstance(validation_replicas, bool) or not isinstance(validation_replicas, int) or validation_replicas < 0:
         raise ValueError(f"validation_replicas: must be a non-negative int, got {validation_replicas!r}")
     input_shape, num_classes = _shapes(owner, data)
@@ -124,25 +141,37 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
 
     start = time.perf_counter()
     rows = lambda role, split: [i for i, r in enumerate(refs) if r.role == role and r.split == split]  # noqa: E731
-    candidates = _candidates(pool, ks, inits)
+    candidates = _candidates(pool, ks, inits, singles=margin is None)
     pos_rows, neg_rows = rows("positive", "select"), rows("negative", "select")
     held = References(outputs.rows(pos_rows), outputs.rows(neg_rows), [refs[i].kind for i in pos_rows],
                       [refs[i].kind for i in neg_rows], outputs.rows(rows("positive", "validate")),
                       outputs.rows(rows("negative", "validate")))
     chosen = choose(candidates, held, n, score)
     held_pos, held_neg = chosen.held_out["positives"], chosen.held_out["negatives"]
-    threshold = threshold_between(held_pos, held_neg, n)
     timings["choice"] = time.perf_counter() - start
-    say(f"chosen {chosen.name}: held-out ARUC {chosen.validation['aruc']:.3f}, threshold {threshold:.3f}")
+    say(f"chosen {chosen.name}: held-out ARUC {chosen.validation['aruc']:.3f}")
+
+    final = _Final(pool, outputs, chosen.kept, chosen.scores)
+    if refined is not None:
+        start = time.perf_counter()
+        final = _refined_selection(owner, final, refs, chosen, n, score, batch_size, refined, say)
+        timings["refine"] = time.perf_counter() - start
+    if final.held is not None:
+        held_pos, held_neg = final.held
+    threshold = threshold_between(held_pos, held_neg, n)
+    say(f"threshold {threshold:.3f}")
 
     described = {role: [dict(describe_reference(r.name, r.model), split=r.split, kind=r.kind)
                         for r in refs if r.role == role] for role in ("positive", "negative")}
     every = list(range(len(refs)))
-    rates = outputs.rows(every).columns(chosen.kept).rates().tolist()
-    fps = selected_set(pool, chosen.kept, chosen.scores, score=score,
+    rates = final.outputs.rows(every).columns(final.kept).rates().tolist()
+    extra = {"negative_weight": chosen.negative_weight,
+             "refined": final.meta if refined is not None else None}
+    if final.pool is not pool:
+        extra.update(pool_size=len(pool), pool_indices=final.meta["pool_indices"])
+    fps = selected_set(final.pool, final.kept, final.scores, score=score,
                        references={"positives": described["positive"], "negatives": described["negative"]},
-                       rates={refs[i].name: round(rate, 4) for i, rate in zip(every, rates)},
-                       extra={"negative_weight": chosen.negative_weight})
+                       rates={refs[i].name: round(rate, 4) for i, rate in zip(every, rates)}, extra=extra)
     fps.meta["threshold"] = threshold
     fps.meta["init"] = chosen.init_meta
     fps.meta["protect"] = {
@@ -161,10 +190,15 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     return fps
 
 
-def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str]) -> list[Candidate]:
-    """The configurations the held-out references choose among: for each start kind, each k
-    alone and (with several k) all k merged, each with every negative weight of the score.
-    Pools of different start kinds never mix."""
+def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str], singles: bool) -> list[Candidate]:
+    """The configurations the held-out references choose among: for each start kind, all k
+    merged and (`singles`: the caller's own list of k) each k alone, each with every
+    negative weight of the score. Pools of different start kinds never mix.
+
+    The automatic grid offers only the merged pool: it can keep any single k's points, and
+    in issue 10's runs it won every held-out comparison but one, where a 3000-point single-k
+    pool edged it by 0.014 on the references and lost 0.02 on held-out suspects -- more
+    candidates only give the choice more noise to fit."""
     parts = pool.meta["pool"]["parts"]
     point_k = torch.tensor(pool.meta["pool"]["k"])
     point_start = torch.tensor([inits.index(_start_kind(part["init"])) for part in parts
@@ -174,7 +208,7 @@ def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str]) -> list
         prefix = f"{start} " if len(inits) > 1 else ""
         mine = point_start == s
         meta_init = next(part["init"] for part in parts if _start_kind(part["init"]) == start)
-        for k in ks:
+        for k in ks if singles or len(ks) == 1 else ():
             pools.append((f"{prefix}k={k:g}", torch.nonzero(mine & (point_k == float(k))).flatten(), start, meta_init))
         if len(ks) > 1:
             pools.append((prefix + "k=" + "+".join(f"{k:g}" for k in ks), torch.nonzero(mine).flatten(), start,
@@ -182,6 +216,73 @@ def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str]) -> list
     return [Candidate(name if w == 1.0 else f"{name}, w={w:g}", columns, negative_weight=w, init=start,
                       init_meta=meta_init)
             for name, columns, start, meta_init in pools for w in NEGATIVE_WEIGHTS]
+
+
+@dataclass
+class _Final:
+    """The selection protect returns: from the pool, or from the refined candidates (then
+    `held` holds the validation references' rates on it, when there are any)."""
+
+    pool: FingerprintSet
+    outputs: ReferenceOutputs
+    kept: torch.Tensor
+    scores: torch.Tensor
+    meta: dict = field(default_factory=dict)
+    held: tuple[list[float], list[float]] | None = None
+
+
+def _refined_selection(owner, unrefined: _Final, refs, chosen, n, score, batch_size, config, say) -> _Final:
+    """Refine the chosen configuration's top config.factor * n candidates and keep the top
+    n of them; the unrefined selection, with the reason in meta, when refinement cannot be used."""
+    pool = unrefined.pool
+    rows = lambda role, split: [i for i, r in enumerate(refs) if r.role == role and r.split == split]  # noqa: E731
+    modules = {role: [refs[i].model for i in rows(role, "select") if isinstance(refs[i].model, nn.Module)]
+               for role in ("positive", "negative")}
+    if not (modules["positive"] and modules["negative"]):
+        say("refine: skipped (it needs module references of both roles)")
+        unrefined.meta = {"skipped": "refinement needs module references of both roles (gradients)"}
+        return unrefined
+    top = top_n(torch.nan_to_num(chosen.scores, nan=float("-inf")), min(len(chosen.columns), config.factor * n))
+    say(f"refine: {len(top)} candidates, {config.steps} steps against {len(modules['positive'])} + "
+        f"{len(modules['negative'])} references")
+    weight = chosen.negative_weight if config.negative_weight is None else config.negative_weight
+    moved = refined_pool(owner, pool, top, modules["positive"], modules["negative"], negative_weight=weight,
+                         config=config)
+    outputs = _outputs(refs, moved, batch_size, progress=False)
+    scores = _weighted_scores(outputs.rows(rows("positive", "select")), outputs.rows(rows("negative", "select")),
+                              score, chosen.negative_weight)
+    # The owner must still give label j, and two candidates never become one fingerprint.
+    usable = (moved.margins > 0) & ~duplicate_rows(moved.images)
+    if int(usable.sum()) < n:
+        unrefined.meta = {"skipped": f"only {int(usable.sum())} of {len(top)} refined candidates kept the owner's "
+                                     f"label; the unrefined selection is kept"}
+        say(f"refine: skipped ({unrefined.meta['skipped']})")
+        return unrefined
+    scores[~usable] = float("-inf")
+    kept = top_n(scores, n)
+    meta = {**config.as_meta(), "candidates": len(top), "pool_indices": top[kept].tolist()}
+    validation = [rows("positive", "validate"), rows("negative", "validate")]
+    held = None
+    if validation[0] and validation[1]:   # the unrefined selection's held-out rates describe another set
+        held = tuple(outputs.rows(v).columns(kept).rates().tolist() for v in validation)
+        meta["threshold_rates"] = "validation references on the refined selection"
+    else:
+        meta["threshold_rates"] = "held-out rates of the unrefined selection (no validation references)"
+    return _Final(moved, outputs, kept, scores, meta, held)
+
+
+def _refine_settings(refine) -> RefineConfig | None:
+    if isinstance(refine, RefineConfig):
+        return refine if refine.steps > 0 else None
+    if not isinstance(refine, bool):
+        raise ValueError(f"refine: expected True, False or a RefineConfig, got {type(refine).__name__}")
+    return RefineConfig() if refine else None
+
+
+def _weighted_scores(positives: ReferenceOutputs, negatives: ReferenceOutputs, score: str,
+                     weight: float) -> torch.Tensor:
+    """mean_pos a_r - weight * mean_neg a_r per point (the score choice.py ranks by)."""
+    return soft_agreement(positives, score).mean(0) - weight * soft_agreement(negatives, score).mean(0)
 
 
 def _start_kind(recorded: str) -> str:

@@ -1,0 +1,121 @@
+"""Refinement (selection/refine.py): it climbs its objective, keeps the owner's label, stays
+in the box, and leaves every model and input as it was."""
+import copy
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import ipguard_fast as ig
+from ipguard_fast.data import load_digits
+from ipguard_fast.evaluation.attacks import prune_model
+from ipguard_fast.models import DigitsMLP, train_digits_model
+from ipguard_fast.nn import seeded
+from ipguard_fast.selection.refine import RefineConfig, _margins, duplicate_rows, refine_points, refined_pool
+from ipguard_fast.train import train_classifier
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def small():
+    data = load_digits("train")
+    return TensorDataset(data.tensors[0][:160].clone(), data.tensors[1][:160].clone())
+
+
+@pytest.fixture(scope="module")
+def owner():
+    return train_digits_model("cnn", seed=0, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def models(owner, small):
+    positives = [prune_model(copy.deepcopy(owner), 0.5),
+                 train_classifier(copy.deepcopy(owner), small, epochs=1, seed=3)]
+    negatives = [train_classifier(seeded(DigitsMLP, s), small, epochs=2, seed=s) for s in (7, 8)]
+    return positives, negatives
+
+
+@pytest.fixture(scope="module")
+def pool(owner, small):
+    return ig.extract_fingerprints(owner, 24, k=1.0, input_shape=SHAPE, init=small.tensors[0][:24],
+                                   labels="predicted", seed=5, max_steps=300, progress=False)
+
+
+def _objective(owner, x, j, positives, negatives, config, weight=1.0):
+    with torch.no_grad():
+        keep = torch.stack([_margins(m, x, j) for m in positives]).clamp(max=config.cap).mean(0)
+        share = torch.stack([_margins(m, x, j) for m in negatives]).clamp(min=-config.cap).mean(0)
+        return keep - weight * share - config.penalty * torch.relu(config.min_margin - _margins(owner, x, j))
+
+
+def test_refinement_climbs_its_objective_inside_the_box(owner, models, pool):
+    positives, negatives = models
+    config = RefineConfig(steps=40, batch_size=10)   # several chunks
+    before = pool.images.clone()
+    x = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=1.0, config=config)
+    assert torch.equal(pool.images, before)   # the input is not touched
+    assert x.shape == before.shape and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    start = _objective(owner, before, pool.labels, positives, negatives, config)
+    end = _objective(owner, x, pool.labels, positives, negatives, config)
+    assert float(end.mean()) > float(start.mean()) + 0.5
+    assert not torch.equal(x, before)
+
+
+def test_refinement_leaves_every_model_as_it_was(owner, models, pool):
+    positives, negatives = models
+    negatives = [copy.deepcopy(m) for m in negatives]
+    negatives[0].train()                                   # a mixed state, restored exactly
+    for p in negatives[1].parameters():
+        p.requires_grad_(False)
+    every = [owner, *positives, *negatives]
+    states = [copy.deepcopy(m.state_dict()) for m in every]
+    flags = [[(s.training) for s in m.modules()] for m in every]
+    grads = [[p.requires_grad for p in m.parameters()] for m in every]
+    stored = [[None if p.grad is None else p.grad.clone() for p in m.parameters()] for m in every]
+    refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=2.0,
+                  config=RefineConfig(steps=3))
+    for m, state, flag, grad, kept in zip(every, states, flags, grads, stored):
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), state.values()))
+        assert [s.training for s in m.modules()] == flag
+        assert [p.requires_grad for p in m.parameters()] == grad
+        assert all((g is None and p.grad is None) or (g is not None and p.grad is not None and torch.equal(g, p.grad))
+                   for p, g in zip(m.parameters(), kept))   # no gradient reaches a weight
+
+
+def test_refined_pool_keeps_labels_and_records_the_owners_margin(owner, models, pool):
+    positives, negatives = models
+    top = torch.tensor([3, 0, 7])
+    refined = refined_pool(owner, pool, top, positives, negatives, negative_weight=1.0,
+                           config=RefineConfig(steps=5))
+    assert torch.equal(refined.labels, pool.labels[top]) and torch.equal(refined.source_labels, pool.source_labels[top])
+    with torch.no_grad():
+        assert torch.allclose(refined.margins, _margins(owner, refined.images, refined.labels), atol=1e-5)
+
+
+def test_zero_steps_return_a_copy(owner, models, pool):
+    positives, negatives = models
+    x = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=1.0,
+                      config=RefineConfig(steps=0))
+    assert torch.equal(x, pool.images) and x.data_ptr() != pool.images.data_ptr()
+
+
+def test_duplicate_rows_marks_later_copies():
+    x = torch.tensor([[0.0, 1.0], [0.5, 0.5], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    assert duplicate_rows(x).tolist() == [False, False, True, True, False]
+
+
+def test_bad_settings_name_the_argument(owner, models, pool):
+    positives, negatives = models
+    for change, needle in [(dict(steps=-1), "refine steps: "), (dict(steps=1.5), "refine steps: "),
+                           (dict(lr=0.0), "refine lr: "), (dict(cap=float("nan")), "refine cap: "),
+                           (dict(factor=0), "refine factor: "), (dict(batch_size=0), "refine batch_size: "),
+                           (dict(min_margin=-1.0), "refine min_margin: ")]:
+        with pytest.raises(ValueError, match=f"^{needle}"):
+            RefineConfig(**change)
+    with pytest.raises(ValueError, match="^refine: needs at least one positive"):
+        refine_points(owner, pool.images, pool.labels, [], negatives, negative_weight=1.0)
+    with pytest.raises(ValueError, match="^refine: "):
+        ig.protect(owner, TensorDataset(pool.images, pool.labels), n=4, refine="yes", progress=False,
+                   references={"positives": positives, "negatives": negatives})
