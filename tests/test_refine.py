@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import requires_cuda
 from torch.utils.data import TensorDataset
 
 import ipguard_fast as ig
@@ -119,3 +120,13 @@ def test_bad_settings_name_the_argument(owner, models, pool):
     with pytest.raises(ValueError, match="^refine: "):
         ig.protect(owner, TensorDataset(pool.images, pool.labels), n=4, refine="yes", progress=False,
                    references={"positives": positives, "negatives": negatives})
+
+
+@requires_cuda
+def test_refinement_on_cuda_matches_cpu(owner, models, pool):
+    positives, negatives = models
+    config = RefineConfig(steps=10)
+    cpu = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=1.0, config=config)
+    moved = [copy.deepcopy(m).cuda() for m in (owner, *positives, *negatives)]
+    gpu = refine_points(moved[0], pool.images, pool.labels, moved[1:3], moved[3:], negative_weight=1.0, config=config)
+    assert gpu.device == pool.images.device and torch.allclose(gpu, cpu, atol=1e-3)

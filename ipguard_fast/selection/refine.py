@@ -72,12 +72,14 @@ def refine_points(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
                   negatives: Sequence[nn.Module], *, negative_weight: float, lo: float = 0.0, hi: float = 1.0,
                   config: RefineConfig = RefineConfig()) -> torch.Tensor:
     """The refined images [N, ...] (float32, on the images' device, in [lo, hi]); the inputs
-    are not modified. positives/negatives: modules returning logits [B, C]."""
+    are not modified. positives/negatives: modules returning logits [B, C]. The steps run
+    on the owner's device (each reference gets the batch on its own)."""
     if not positives or not negatives:
         raise ValueError("refine: needs at least one positive and one negative module reference")
-    out = images.detach().clone().float()
+    out = images.detach().to(module_device(owner), torch.float32).clone()
+    labels = labels.to(out.device)
     if config.steps == 0 or len(out) == 0:
-        return out
+        return out.to(images.device)
     models = [owner, *positives, *negatives]
     with contextlib.ExitStack() as stack:
         for model in dict.fromkeys(models):   # a model given twice is frozen once
@@ -86,7 +88,7 @@ def refine_points(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
             chunk = slice(start, start + config.batch_size)
             out[chunk] = _refine_chunk(owner, out[chunk], labels[chunk], positives, negatives, negative_weight,
                                        lo, hi, config)
-    return out
+    return out.to(images.device)
 
 
 def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: RefineConfig) -> torch.Tensor:
@@ -125,8 +127,8 @@ def refined_pool(owner: nn.Module, pool: FingerprintSet, top: torch.Tensor, posi
     images = refine_points(owner, pool.images[top], labels, positives, negatives, negative_weight=negative_weight,
                            lo=lo, hi=hi, config=config)
     with torch.no_grad(), frozen(owner):
-        margins = torch.cat([_margins(owner, images[i:i + config.batch_size], labels[i:i + config.batch_size])
-                             for i in range(0, len(images), config.batch_size)]).cpu()
+        margins = torch.cat([_margins(owner, images[i:i + config.batch_size], labels[i:i + config.batch_size]).cpu()
+                             for i in range(0, len(images), config.batch_size)])
     meta = dict(pool.meta)
     point_k = pool.meta.get("pool", {}).get("k")
     if point_k is not None:
