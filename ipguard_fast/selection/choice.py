@@ -1,7 +1,8 @@
 """Automatic choices judged on references that the selection being judged did not use.
 
-protect() makes two choices around selection: which pool to select from (each k of the
-grid alone, or all merged) and the verdict threshold. Judging either on the references
+protect() makes two choices around selection: which configuration to select with (the
+negatives' weight, and with a list of k given, each k alone or all merged) and the
+verdict threshold. Judging either on the references
 that did the selecting would reward the selection for fitting them, so both use
 *held-out rates*: each reference's matching rate on a selection made without it.
 
@@ -11,15 +12,17 @@ that did the selecting would reward the selection for fitting them, so both use
   independent recipe the owner never simulated meets the fingerprints -- stricter than
   holding out one seed of a recipe whose siblings still select. The score is a mean
   over references, so each redo is one subtraction and a sort: no model runs again.
-* Validation references (protect's validation_replicas, default none) are measured on
-  the full selection and join the held-out rates.
+* Validation references (protect's validation_replicas, default one replica) are
+  measured on the full selection and join the held-out rates; after refinement the
+  threshold comes from their rates on the refined set alone (protect.py).
 
 A configuration is a pool (a k, or all k merged) and the negatives' weight in the score
 (mean_pos - w * mean_neg, w in NEGATIVE_WEIGHTS): the easy copies (pruned, quantised)
 keep nearly every point, so the ranking is a trade between the hard copies (RTAL,
 distillation) and the independents, and which trade holds out best depends on the
 owner. The configuration with the highest held-out ARUC wins (then ROC AUC, then the larger
-pool: a merged multi-k pool beat each of its single-k parts in every run of issue 10).
+pool: a merged multi-k pool beat each of its single-k parts on held-out suspects in every
+run of issue 10).
 """
 from __future__ import annotations
 

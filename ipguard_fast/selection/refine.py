@@ -7,8 +7,9 @@ Why: selection can only keep the pool's best points. On owners whose boundary po
 independent models mostly share (the digits CNN of seed 2: independent references keep
 77 % of a pool at k = 0.4 x the median margin, against 51 % for seed 0), the best of the
 pool still loses distilled and retrained copies (RTAL keeps half of the selected points).
-Measured in issue 10 on held-out suspects, refining the top candidates raised the demo
-bed's selected ARUC from 0.79 to 0.92 at owner seed 2 and from 0.87 to 0.90 at seed 0.
+Measured in issue 10 on held-out suspects (benchmarks/results/selection-2026-12-03b/),
+refinement raised the selected ARUC from 0.890 to 0.916 (demo bed) and from 0.819 to 0.925
+(hard bed) at owner seed 0, and from 0.848 to 0.931 and 0.635 to 0.845 at seed 1.
 
 Each candidate x with the owner's label j (never changed) climbs, by Adam on its pixels,
 
