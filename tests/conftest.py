@@ -28,3 +28,23 @@ def half_matching_fingerprints(model, n: int = 40, seed: int = 1, shape=(1, 8, 8
     return FingerprintSet(images=images, labels=labels, source_labels=(labels + 2) % num_classes,
                           margins=torch.ones(n), steps=torch.zeros(n, dtype=torch.int64),
                           meta={"num_classes": num_classes})
+
+
+# The digits owner and data slice that the selection and refinement tests share.
+@pytest.fixture(scope="module")
+def small():
+    """160 training digits."""
+    from torch.utils.data import TensorDataset
+
+    from ipguard_fast.data import load_digits
+
+    data = load_digits("train")
+    return TensorDataset(data.tensors[0][:160].clone(), data.tensors[1][:160].clone())
+
+
+@pytest.fixture(scope="module")
+def owner():
+    """A digits CNN trained for 2 epochs (seed 0)."""
+    from ipguard_fast.models import train_digits_model
+
+    return train_digits_model("cnn", seed=0, epochs=2)

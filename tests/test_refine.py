@@ -8,25 +8,13 @@ from conftest import requires_cuda
 from torch.utils.data import TensorDataset
 
 import ipguard_fast as ig
-from ipguard_fast.data import load_digits
 from ipguard_fast.evaluation.attacks import prune_model
-from ipguard_fast.models import DigitsMLP, train_digits_model
+from ipguard_fast.models import DigitsMLP
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection.refine import RefineConfig, _margins, duplicate_rows, refine_points, refined_pool
 from ipguard_fast.train import train_classifier
 
 SHAPE = (1, 8, 8)
-
-
-@pytest.fixture(scope="module")
-def small():
-    data = load_digits("train")
-    return TensorDataset(data.tensors[0][:160].clone(), data.tensors[1][:160].clone())
-
-
-@pytest.fixture(scope="module")
-def owner():
-    return train_digits_model("cnn", seed=0, epochs=2)
 
 
 @pytest.fixture(scope="module")

@@ -26,17 +26,6 @@ SHAPE = (1, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def small():
-    data = load_digits("train")
-    return TensorDataset(data.tensors[0][:160].clone(), data.tensors[1][:160].clone())
-
-
-@pytest.fixture(scope="module")
-def owner():
-    return train_digits_model("cnn", seed=0, epochs=2)
-
-
-@pytest.fixture(scope="module")
 def pool(owner, small):
     return ig.extract_fingerprints(owner, 30, k=2.0, input_shape=SHAPE, init=small.tensors[0][:30],
                                    labels="predicted", seed=5, max_steps=300, progress=False)
