@@ -68,7 +68,7 @@ def run(args) -> int:
                               else DIGITS_ARCHITECTURES, negative_epochs=DIGITS_EPOCHS if hard else 5,
                               negative_lr=DIGITS_LR if hard else 1e-3, small_factory=DigitsMLP, seed=args.seed,
                               quick=not (args.full or hard))
-    # The owner's job: references of its own (cached under --out), a pool, selection, a threshold.
+    # The owner's job: references of its own (cached under --out), a pool, selection, refinement, a threshold.
     protect_start = time.perf_counter()
     selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
                        refine=not args.no_refine, seed=args.seed, cache_dir=out / "references", progress=False,
