@@ -259,6 +259,29 @@ def test_protect_without_refinement_keeps_pool_points(owner, small, refs):
     assert not torch.equal(refined.images, plain.images)
 
 
+class _LabelsOnly(torch.nn.Module):
+    """A module that answers with labels, not logits (no gradient to refine against)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).argmax(1)
+
+
+def test_protect_refines_only_against_references_with_logits(owner, small, refs):
+    positives, negatives = refs
+    more = [train_classifier(seeded(DigitsMLP, s), small, epochs=2, seed=s) for s in (9, 10)]
+    labels_only = _LabelsOnly(prune_model(copy.deepcopy(owner), 0.3))
+    given = {"positives": positives + [labels_only], "negatives": negatives + more}
+    fps = ig.protect(owner, small, n=6, k=2.0, pool_factor=2, progress=False, references=given)
+    assert fps.meta["selection"]["refined"]["candidates"] == 12   # refined, the labels-only one left out
+    only_labels = {"positives": [_LabelsOnly(p) for p in positives], "negatives": negatives + more}
+    fps = ig.protect(owner, small, n=6, k=2.0, pool_factor=2, progress=False, references=only_labels)
+    assert "module references of both roles" in fps.meta["selection"]["refined"]["skipped"]
+
+
 def test_protect_seeds_and_names_never_meet_the_evaluations():
     names = [f"{kind}/r{r}" for r in range(8) for group in ("positive_per_replica", "negative_per_replica")
              for kind in RECIPE[group]] + ["pool", "margin"]

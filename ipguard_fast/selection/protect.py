@@ -236,8 +236,10 @@ def _refined_selection(owner, unrefined: _Final, refs, chosen, n, score, batch_s
     n of them; the unrefined selection, with the reason in meta, when refinement cannot be used."""
     pool = unrefined.pool
     rows = lambda role, split: [i for i, r in enumerate(refs) if r.role == role and r.split == split]  # noqa: E731
-    modules = {role: [refs[i].model for i in rows(role, "select") if isinstance(refs[i].model, nn.Module)]
-               for role in ("positive", "negative")}
+    # Modules with logits only: a module returning labels has NaN margins on the pool.
+    has_logits = lambda i: bool(torch.isfinite(unrefined.outputs.margins[i]).any())  # noqa: E731
+    modules = {role: [refs[i].model for i in rows(role, "select") if isinstance(refs[i].model, nn.Module)
+                      and has_logits(i)] for role in ("positive", "negative")}
     if not (modules["positive"] and modules["negative"]):
         say("refine: skipped (it needs module references of both roles)")
         unrefined.meta = {"skipped": "refinement needs module references of both roles (gradients)"}
