@@ -36,7 +36,7 @@ from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose, threshold_b
 from .pool import K_FACTORS, POOL_FACTOR, extract_pool, k_grid, median_margin, merge_pools, start_images
 from .references import RECIPE, RECIPE_VERSION, Reference, build_references, protect_seed
 from .refine import RefineConfig, duplicate_rows, refined_pool
-from .scores import SCORES, ReferenceOutputs, reference_outputs, soft_agreement
+from .scores import SCORES, ReferenceOutputs, reference_outputs, separation_scores
 from .select import describe_reference, named_references, selected_set, top_n
 
 __all__ = ["protect"]
@@ -140,12 +140,11 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     timings["reference_outputs"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    rows = lambda role, split: [i for i, r in enumerate(refs) if r.role == role and r.split == split]  # noqa: E731
     candidates = _candidates(pool, ks, inits, singles=margin is None)
-    pos_rows, neg_rows = rows("positive", "select"), rows("negative", "select")
+    pos_rows, neg_rows = _rows(refs, "positive", "select"), _rows(refs, "negative", "select")
     held = References(outputs.rows(pos_rows), outputs.rows(neg_rows), [refs[i].kind for i in pos_rows],
-                      [refs[i].kind for i in neg_rows], outputs.rows(rows("positive", "validate")),
-                      outputs.rows(rows("negative", "validate")))
+                      [refs[i].kind for i in neg_rows], outputs.rows(_rows(refs, "positive", "validate")),
+                      outputs.rows(_rows(refs, "negative", "validate")))
     chosen = choose(candidates, held, n, score)
     held_pos, held_neg = chosen.held_out["positives"], chosen.held_out["negatives"]
     timings["choice"] = time.perf_counter() - start
@@ -235,10 +234,9 @@ def _refined_selection(owner, unrefined: _Final, refs, chosen, n, score, batch_s
     """Refine the chosen configuration's top config.factor * n candidates and keep the top
     n of them; the unrefined selection, with the reason in meta, when refinement cannot be used."""
     pool = unrefined.pool
-    rows = lambda role, split: [i for i, r in enumerate(refs) if r.role == role and r.split == split]  # noqa: E731
     # Modules with logits only: a module returning labels has NaN margins on the pool.
     has_logits = lambda i: bool(torch.isfinite(unrefined.outputs.margins[i]).any())  # noqa: E731
-    modules = {role: [refs[i].model for i in rows(role, "select") if isinstance(refs[i].model, nn.Module)
+    modules = {role: [refs[i].model for i in _rows(refs, role, "select") if isinstance(refs[i].model, nn.Module)
                       and has_logits(i)] for role in ("positive", "negative")}
     if not (modules["positive"] and modules["negative"]):
         say("refine: skipped (it needs module references of both roles)")
@@ -251,8 +249,8 @@ def _refined_selection(owner, unrefined: _Final, refs, chosen, n, score, batch_s
     moved = refined_pool(owner, pool, top, modules["positive"], modules["negative"], negative_weight=weight,
                          config=config)
     outputs = _outputs(refs, moved, batch_size, progress=False)
-    scores = _weighted_scores(outputs.rows(rows("positive", "select")), outputs.rows(rows("negative", "select")),
-                              score, chosen.negative_weight)
+    scores = separation_scores(outputs.rows(_rows(refs, "positive", "select")),
+                               outputs.rows(_rows(refs, "negative", "select")), score, chosen.negative_weight)
     # The owner must still give label j, and two candidates never become one fingerprint.
     usable = (moved.margins > 0) & ~duplicate_rows(moved.images)
     if int(usable.sum()) < n:
@@ -263,7 +261,7 @@ def _refined_selection(owner, unrefined: _Final, refs, chosen, n, score, batch_s
     scores[~usable] = float("-inf")
     kept = top_n(scores, n)
     meta = {**config.as_meta(), "candidates": len(top), "pool_indices": top[kept].tolist()}
-    validation = [rows("positive", "validate"), rows("negative", "validate")]
+    validation = [_rows(refs, "positive", "validate"), _rows(refs, "negative", "validate")]
     held = None
     if validation[0] and validation[1]:   # the unrefined selection's held-out rates describe another set
         held = tuple(outputs.rows(v).columns(kept).rates().tolist() for v in validation)
@@ -273,18 +271,17 @@ def _refined_selection(owner, unrefined: _Final, refs, chosen, n, score, batch_s
     return _Final(moved, outputs, kept, scores, meta, held)
 
 
+def _rows(refs: Sequence[Reference], role: str, split: str) -> list[int]:
+    """Indices of the references of `role` ("positive"/"negative") in `split` ("select"/"validate")."""
+    return [i for i, r in enumerate(refs) if r.role == role and r.split == split]
+
+
 def _refine_settings(refine) -> RefineConfig | None:
     if isinstance(refine, RefineConfig):
         return refine if refine.steps > 0 else None
     if not isinstance(refine, bool):
         raise ValueError(f"refine: expected True, False or a RefineConfig, got {type(refine).__name__}")
     return RefineConfig() if refine else None
-
-
-def _weighted_scores(positives: ReferenceOutputs, negatives: ReferenceOutputs, score: str,
-                     weight: float) -> torch.Tensor:
-    """mean_pos a_r - weight * mean_neg a_r per point (the score choice.py ranks by)."""
-    return soft_agreement(positives, score).mean(0) - weight * soft_agreement(negatives, score).mean(0)
 
 
 def _start_kind(recorded: str) -> str:

@@ -34,6 +34,7 @@ from torch import nn
 from .._validate import finite_number, positive_int
 from ..fingerprints import FingerprintSet
 from ..modules import frozen, module_device
+from .scores import owner_label_margin
 
 __all__ = ["RefineConfig", "duplicate_rows", "refine_points", "refined_pool"]
 
@@ -116,11 +117,7 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: Re
 def _margins(model: nn.Module, x: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """g_j - max_{t != j} g_t of `model` at x, back on x's device."""
     device = module_device(model)
-    logits = model(x.to(device)).float()
-    jj = j.to(device)
-    own = logits.gather(1, jj[:, None]).squeeze(1)
-    other = logits.scatter(1, jj[:, None], float("-inf")).max(dim=1).values
-    return (own - other).to(x.device)
+    return owner_label_margin(model(x.to(device)).float(), j.to(device)).to(x.device)
 
 
 def refined_pool(owner: nn.Module, pool: FingerprintSet, top: torch.Tensor, positives: Sequence[nn.Module],

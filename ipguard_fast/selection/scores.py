@@ -31,7 +31,8 @@ import torch
 from ..fingerprints import FingerprintSet
 from ..verify import as_output_fn
 
-__all__ = ["SCORES", "TEMPERATURE", "ReferenceOutputs", "reference_outputs", "separation_scores", "soft_agreement"]
+__all__ = ["SCORES", "TEMPERATURE", "ReferenceOutputs", "owner_label_margin", "reference_outputs", "separation_scores",
+           "soft_agreement"]
 
 SCORES = ("separation", "agreement")
 TEMPERATURE = 1.0   # logits; the soft agreement's scale
@@ -75,7 +76,7 @@ def reference_outputs(references: Sequence[Any], pool: FingerprintSet, *, batch_
                 predicted, logits = outputs(pool.images[start:start + batch_size])
                 j = labels[start:start + batch_size]
                 a_parts.append(predicted == j)
-                m_parts.append(_owner_label_margin(logits, j) if logits is not None
+                m_parts.append(owner_label_margin(logits, j) if logits is not None
                                else torch.full((len(j),), float("nan")))
         except ValueError as exc:
             message = str(exc).removeprefix("suspect: ")
@@ -87,8 +88,8 @@ def reference_outputs(references: Sequence[Any], pool: FingerprintSet, *, batch_
     return ReferenceOutputs(torch.stack(margins), torch.stack(agrees))
 
 
-def _owner_label_margin(logits: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """g_j - max_{t != j} g_t per row."""
+def owner_label_margin(logits: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """g_j - max_{t != j} g_t per row (differentiable: refinement climbs it)."""
     own = logits.gather(1, j[:, None]).squeeze(1)
     others = logits.scatter(1, j[:, None], float("-inf"))
     return own - others.max(dim=1).values
@@ -104,9 +105,10 @@ def soft_agreement(outputs: ReferenceOutputs, score: str) -> torch.Tensor:
     return torch.where(torch.isnan(outputs.margins), hard, soft)
 
 
-def separation_scores(positives: ReferenceOutputs, negatives: ReferenceOutputs, score: str = "separation"
-                      ) -> torch.Tensor:
-    """[P] float64: mean soft agreement of the positives minus that of the negatives."""
+def separation_scores(positives: ReferenceOutputs, negatives: ReferenceOutputs, score: str = "separation",
+                      negative_weight: float = 1.0) -> torch.Tensor:
+    """[P] float64: mean soft agreement of the positives minus negative_weight times that of
+    the negatives (the weight protect's choice picks, choice.NEGATIVE_WEIGHTS)."""
     if score not in SCORES:
         raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-    return soft_agreement(positives, score).mean(dim=0) - soft_agreement(negatives, score).mean(dim=0)
+    return soft_agreement(positives, score).mean(dim=0) - negative_weight * soft_agreement(negatives, score).mean(dim=0)
