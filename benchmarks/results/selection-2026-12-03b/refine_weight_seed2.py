@@ -20,7 +20,7 @@ for bed in ("demo", "hard"):
 for cfg in cfgs:
     kw = eval(f"dict({cfg})")
     t = time.time()
-    fps = ig.protect(owner, train, 100, seed=seed, refine=RefineConfig(**kw), progress=False, cache_dir=f"/work/scratch/wexp-refs-{seed}")
+    fps = ig.protect(owner, train, 100, seed=seed, refine=RefineConfig(**kw), progress=False)  # the run cached references under a scratch folder; results do not depend on it
     out = [f"seed {seed} {cfg} ({time.time()-t:.0f} s, w_sel {fps.meta['protect']['negative_weight']})"]
     for bed, sus in beds.items():
         rates = [matching_rate(s.model, fps) for s in sus]
