@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .._files import short_error
+from .._progress import progress_bar
 from .._version import __version__
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import frozen, module_device
@@ -116,7 +117,7 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         on_checkpoint = None if checkpoint is None else (
             lambda finished, outcomes: save_checkpoint(checkpoint, resume_key, finished, outcomes))
         search_model = torch.compile(model, dynamic=False) if config.compile_model else model
-        with _progress_bar(config.n, progress and comm.rank == 0) as bar:
+        with progress_bar(config.n, "fingerprints", "fp", progress and comm.rank == 0) as bar:
             engine = SearchEngine(search_model, source, config, device, comm=comm, progress=bar,
                                   acceptance_model=model, resume=resume, on_checkpoint=on_checkpoint)
             wins = engine.run()
@@ -246,17 +247,3 @@ def _to_set(wins, input_shape, meta) -> FingerprintSet:
         steps=torch.tensor([w.steps for w in wins], dtype=torch.int64),
         meta=meta,
     )
-
-
-@contextlib.contextmanager
-def _progress_bar(n: int, show: bool):
-    if not show:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n, desc="fingerprints", unit="fp")
-    try:
-        yield bar
-    finally:
-        bar.close()

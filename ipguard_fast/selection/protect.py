@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .._progress import progress_bar
 from .._validate import finite_number, positive_int
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import eval_mode, module_device
@@ -369,15 +370,7 @@ def _given(references) -> list[Reference]:
 
 
 def _outputs(refs: Sequence[Reference], pool: FingerprintSet, batch_size: int, progress: bool) -> ReferenceOutputs:
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(refs), desc="reference outputs", unit="model")
-    try:
+    with progress_bar(len(refs), "reference outputs", "model", progress) as bar:
         return reference_outputs([r.model for r in refs], pool, batch_size=batch_size,
                                  names=[f"references: {r.name}" for r in refs],
                                  progress=(lambda: bar.update(1)) if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()

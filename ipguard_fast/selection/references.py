@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from ..evaluation.attacks import prune_model, quantize_weights
 from ..evaluation.suspects import EVALUATION_SEED_LIMIT, distill, fine_tune, train_independent
+from .._progress import progress_bar
 from ..models.generic import GenericMLP
 from ..nn import last_layer, reinitialize
 from .cache import ReferenceCache
@@ -104,8 +105,7 @@ def build_references(owner: nn.Module, data: Dataset, *, input_shape, num_classe
     positives) select, the next validation_replicas validate. Cached ones are loaded."""
     jobs = _jobs(owner, data, input_shape, num_classes, replicas, validation_replicas, seed, device, log)
     out: list[Reference] = []
-    bar = _bar(len(jobs), "references", progress)
-    try:
+    with progress_bar(len(jobs), "references", "model", progress) as bar:
         for job in jobs:
             start = time.perf_counter()
             models = [cache.load(name, job.skeleton) for name in job.names]
@@ -119,9 +119,6 @@ def build_references(owner: nn.Module, data: Dataset, *, input_shape, num_classe
                     for name, model in zip(job.names, models)]
             if bar is not None:
                 bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
     return out
 
 
@@ -208,11 +205,3 @@ def _has(call) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _bar(total: int, desc: str, show: bool):
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="model")
