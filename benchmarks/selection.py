@@ -60,36 +60,35 @@ def main(argv=None) -> int:
 def _one_owner(args, seed: int) -> dict:
     import ipguard_fast as ig
     from ipguard_fast.data import load_digits
-    from ipguard_fast.evaluation import build_suspects
-    from ipguard_fast.models import (DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTURES, DIGITS_LR,
-                                     DigitsMLP, train_digits_model)
+    from ipguard_fast.evaluation import make_bed
+    from ipguard_fast.models import DigitsMLP, train_digits_model
+    from ipguard_fast.selection import ProtectConfig, run_protect
 
     train, test = load_digits("train"), load_digits("test")
     owner = train_digits_model(args.owner, seed=seed)
     record = {"owner": f"digits {args.owner}, seed {seed}"}
     load_before = os.getloadavg()
     start = time.perf_counter()
-    selected = ig.protect(owner, train, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
-                          refine=not args.no_refine, seed=seed, progress=False, log=print)
+    config = ProtectConfig(n=args.n, replicas=args.replicas, pool_factor=args.pool_factor,
+                           refine=not args.no_refine, seed=seed)
+    protected = run_protect(owner, train, config, progress=False, log=print)
+    selected = protected.fingerprints
     seconds = time.perf_counter() - start
     record["protect"] = {"seconds": seconds, "load_before": load_before, "load_after": os.getloadavg(),
                          "stage_seconds": selected.meta["protect"]["timings"], "meta": selected.meta["protect"],
                          "refined": selected.meta["selection"].get("refined"),
-                         "reference_count": len(selected.references)}
+                         "reference_count": len(protected.references)}
     print(f"seed {seed}: protect {seconds:.1f} s (load {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f})")
 
     ks = [float(k) for k in args.ks.split(",")]
     record["beds"] = {}
     for bed in args.beds.split(","):
-        hard = bed == "hard"
         start = time.perf_counter()
-        suspects = build_suspects(owner, train, negative_factories=DIGITS_HARD_ARCHITECTURES if hard
-                                  else DIGITS_ARCHITECTURES, negative_epochs=DIGITS_EPOCHS if hard else 5,
-                                  negative_lr=DIGITS_LR if hard else 1e-3, small_factory=DigitsMLP, seed=seed,
-                                  quick=not hard)
+        suspects = make_bed(bed, digits=True, input_shape=(1, 8, 8), num_classes=10,
+                            small_factory=DigitsMLP).suspects(owner, train, seed=seed)
         built = time.perf_counter() - start
         result = ig.evaluate(owner, train, input_shape=(1, 8, 8), suspects=suspects, ks=ks, n=args.n,
-                             test_set=test, seed=seed, methods=("ipguard", "selected"), selected=selected)
+                             test_set=test, seed=seed, methods=("ipguard", "selected"), selected=selected).to_dict()
         plain = [r for r in result["runs"] if r["method"] == "ipguard"]
         best = max(plain, key=lambda r: r["aruc"])
         chosen = result["runs"][-1]

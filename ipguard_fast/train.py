@@ -9,6 +9,7 @@ caller's RNG state is left untouched.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -17,13 +18,45 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ._validate import positive_int
+from ._validate import ArgumentError, finite_number, non_negative_int, positive_int
 from .modules import eval_mode, module_device
 
-__all__ = ["accuracy", "distillation_loss", "predict", "train_classifier"]
+__all__ = ["Perturb", "TrainRecipe", "accuracy", "distillation_loss", "predict", "train_classifier", "train_model"]
 
 _OPTIMIZERS = ("adam", "sgd")
 _LOSSES = ("ce", "kd", "soft")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a model is trained: every setting checked once, here.
+
+    loss: "ce" (labels), "kd" (a teacher's logits at `temperature`, labels ignored) or
+    "soft" (logits the data set carries in place of labels)."""
+
+    epochs: int
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    loss: str = "ce"
+    temperature: float = 4.0
+
+    def __post_init__(self):
+        non_negative_int("epochs", self.epochs)
+        finite_number("lr", self.lr, positive=True)
+        positive_int("batch_size", self.batch_size)
+        if self.optimizer not in _OPTIMIZERS:
+            raise ArgumentError("optimizer", f"must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        finite_number("weight_decay", self.weight_decay, minimum=0.0)
+        if self.loss not in _LOSSES:
+            raise ArgumentError("loss", f"must be one of {_LOSSES}, got {self.loss!r}")
+        finite_number("temperature", self.temperature, positive=True)
+
+
+# perturb(model, x, y) -> x': the batch a step trains on (adversarial training's inner attack).
+Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float = 1e-3, batch_size: int = 64,
@@ -31,6 +64,17 @@ def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int, lr: flo
                      params: Iterable[nn.Parameter] | None = None, device: str | torch.device = "cpu",
                      loss: str = "ce", teacher: nn.Module | None = None, temperature: float = 4.0,
                      on_epoch: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
+    """train_model with the recipe's settings as keywords."""
+    recipe = TrainRecipe(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
+                         momentum=momentum, loss=loss, temperature=temperature)
+    return train_model(model, dataset, recipe, seed=seed, params=params, device=device, teacher=teacher,
+                       on_epoch=on_epoch)
+
+
+def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed: int = 0,
+                params: Iterable[nn.Parameter] | None = None, device: str | torch.device = "cpu",
+                teacher: nn.Module | None = None, on_epoch: Callable[[int, nn.Module], None] | None = None,
+                perturb: Perturb | None = None) -> nn.Module:
     """Train ``model`` in place on ``dataset`` of (image, label); return it in eval mode.
 
     ``params`` restricts training to those parameters (e.g. the last layer for
@@ -39,42 +83,43 @@ def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int, lr: flo
     frozen stay in eval mode so their running statistics do not drift either
     -- "frozen" then really means the layer is unchanged.
 
-    ``loss="kd"`` distils from ``teacher``'s logits (labels are ignored):
-    KL(teacher || student) at ``temperature``, scaled by T^2 as in Hinton et
-    al. so gradient magnitudes do not shrink with T. The teacher runs in eval
-    mode without gradients and its mode is restored afterwards. ``loss="soft"`` is the
-    same loss against logits the data set carries in place of labels ([C] floats per
-    item): a teacher's outputs computed once instead of on every batch of every epoch.
+    ``recipe.loss="kd"`` distils from ``teacher``'s logits: KL(teacher || student) at
+    the recipe's temperature, scaled by T^2 as in Hinton et al. so gradient magnitudes
+    do not shrink with T. The teacher runs in eval mode without gradients and its mode
+    is restored afterwards. ``perturb`` replaces each batch's images before the step
+    (adversarial training).
     """
-    _check_args(model, dataset, epochs, lr, batch_size, optimizer, weight_decay, loss, teacher, temperature)
+    _check_args(model, dataset, recipe, teacher)
     device = torch.device(device)
     model.to(device)
     if teacher is not None:
         teacher.to(device)
     all_params = list(model.parameters())
     trainable = _select_params(all_params, params)
-    opt = _optimizer(optimizer, trainable, lr, weight_decay, momentum)
+    opt = _optimizer(recipe.optimizer, trainable, recipe.lr, recipe.weight_decay, recipe.momentum)
     generator = torch.Generator().manual_seed(seed)
     only = {id(p) for p in trainable} if params is not None else None
 
     def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if perturb is not None:
+            x = perturb(model, x, y.to(device))
         logits = model(x)
-        if loss == "ce":
+        if recipe.loss == "ce":
             return F.cross_entropy(logits, y.to(device))
-        if loss == "soft":
-            return distillation_loss(logits, y.to(device).float(), temperature)
+        if recipe.loss == "soft":
+            return distillation_loss(logits, y.to(device).float(), recipe.temperature)
         with torch.no_grad():
             target = teacher(x).float()
-        return distillation_loss(logits, target, temperature)
+        return distillation_loss(logits, target, recipe.temperature)
 
     teacher_mode = eval_mode(teacher) if teacher is not None else contextlib.nullcontext()
     # fork_rng: dropout & co. are reproducible and the caller's RNG is untouched.
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with _only_trainable(all_params, trainable), teacher_mode, torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, recipe.epochs + 1):
             _set_train_mode(model, only)
-            for x, y in _batches(dataset, batch_size, shuffle=True, generator=generator):
+            for x, y in _batches(dataset, recipe.batch_size, shuffle=True, generator=generator):
                 value = batch_loss(x.to(device), y)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
@@ -188,25 +233,14 @@ def _select_params(all_params: list[nn.Parameter], params: Iterable[nn.Parameter
     return list(unique.values())
 
 
-def _check_args(model, dataset, epochs, lr, batch_size, optimizer, weight_decay, loss, teacher, temperature) -> None:
+def _check_args(model, dataset, recipe: TrainRecipe, teacher) -> None:
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model: must be an nn.Module, got {type(model).__name__}")
+        raise ArgumentError("model", f"must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(recipe, TrainRecipe):
+        raise ArgumentError("recipe", f"expected a TrainRecipe, got {type(recipe).__name__}")
     if len(dataset) == 0:
-        raise ValueError("dataset: must not be empty")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs: must be a non-negative int, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr: must be positive, got {lr!r}")
-    positive_int("batch_size", batch_size)
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"optimizer: must be one of {_OPTIMIZERS}, got {optimizer!r}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay: must be >= 0, got {weight_decay!r}")
-    if loss not in _LOSSES:
-        raise ValueError(f"loss: must be one of {_LOSSES}, got {loss!r}")
-    if loss == "kd" and teacher is None:
-        raise ValueError("teacher: is required when loss='kd'")
-    if loss != "kd" and teacher is not None:
-        raise ValueError("teacher: is only used with loss='kd'; pass loss='kd' or drop teacher")
-    if not temperature > 0:
-        raise ValueError(f"temperature: must be positive, got {temperature!r}")
+        raise ArgumentError("dataset", "must not be empty")
+    if recipe.loss == "kd" and teacher is None:
+        raise ArgumentError("teacher", "is required when loss='kd'")
+    if recipe.loss != "kd" and teacher is not None:
+        raise ArgumentError("teacher", "is only used with loss='kd'; pass loss='kd' or drop teacher")

@@ -21,12 +21,13 @@ LAYERS = [
      "_files", "_progress"],
     ["modules", "nn", "data"],                 # 1: helpers on a caller's module; layers; data sets
     ["fingerprints", "train", "search"],       # 2: the fingerprint set; the search; training
-    ["verify"],                                # 3: verdicts on objects (never a file)
+    ["verify", "metrics"],                     # 3: verdicts on objects (never a file); ARUC and ROC AUC
     ["io", "models"],                          # 4: files and formats into objects; architectures
-    ["remote"],                                # 5: the label-only HTTP API (no argparse)
-    ["evaluation", "selection"],               # 6: suspects, metrics, reports; fingerprint selection, protect
-    ["cli", "bench"],                          # 7: the command line; the shipped benchmark
-    ["__init__", "__main__"],                  # 8: the public API
+    ["remote", "attacks"],                     # 5: the label-only HTTP API; the post-processing attacks
+    ["selection"],                             # 6: fingerprint selection against reference models, protect
+    ["evaluation"],                            # 7: suspects on beds, evaluate, reports (uses protect)
+    ["cli", "bench"],                          # 8: the command line; the shipped benchmark
+    ["__init__", "__main__"],                  # 9: the public API
 ]
 
 
@@ -159,3 +160,45 @@ def test_evaluate_loads_on_first_use():
             "assert 'matplotlib' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ok"
+
+
+# Thin keyword front ends over a config object: they may take a config's fields as keywords.
+FRONT_ENDS = {
+    "ipguard_fast.search.api.extract_fingerprints",      # ExtractConfig
+    "ipguard_fast.selection.protect.protect",            # ProtectConfig
+    "ipguard_fast.evaluation.pipeline.evaluate",         # EvaluationConfig
+    "ipguard_fast.train.train_classifier",               # TrainRecipe
+}
+# The boundary_adam_step_ op's schema (csrc/ipguard.cpp) has 12 arguments; its Python faces mirror it.
+OP_SCHEMA_MIRRORS = {
+    "ipguard_fast._checks.adam_args", "ipguard_fast.ops.boundary_adam_step_", "ipguard_fast.ops._",
+    "ipguard_fast.reference.boundary_adam_step_", "ipguard_fast.reference._boundary_adam_step_",
+}
+MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PARAMETERS = 300, 60, 10
+
+
+def _functions(tree: ast.AST, prefix: str):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield f"{prefix}.{node.name}", node
+
+
+def test_modules_and_functions_stay_small():
+    """No module over 300 lines; no function over 60 lines or 10 parameters (front ends excepted)."""
+    too_long, too_big, too_many = [], [], []
+    for module, path in MODULES.items():
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{module} ({len(source.splitlines())} lines)")
+        for name, node in _functions(ast.parse(source), module):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                too_big.append(f"{name} ({lines} lines)")
+            a = node.args
+            count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) - (a.args[:1] != [] and a.args[0].arg in
+                                                                             ("self", "cls"))
+            if count > MAX_PARAMETERS and name not in FRONT_ENDS | OP_SCHEMA_MIRRORS:
+                too_many.append(f"{name} ({count} parameters)")
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+    assert not too_big, f"functions over {MAX_FUNCTION_LINES} lines: {too_big}"
+    assert not too_many, f"functions over {MAX_PARAMETERS} parameters (not a front end over a config): {too_many}"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ipguard_fast.evaluation.metrics import aruc, robustness, roc_auc, ru_curve, uniqueness
+from ipguard_fast.metrics import aruc, robustness, roc_auc, ru_curve, uniqueness
 
 
 def test_robustness_counts_rates_at_or_above_t():

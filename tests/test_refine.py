@@ -8,7 +8,7 @@ from conftest import requires_cuda
 from torch.utils.data import TensorDataset
 
 import ipguard_fast as ig
-from ipguard_fast.evaluation.attacks import prune_model
+from ipguard_fast.attacks import prune_model
 from ipguard_fast.models import DigitsMLP
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection.refine import RefineConfig, _margins, duplicate_rows, refine_points, refined_pool

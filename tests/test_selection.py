@@ -9,9 +9,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ipguard_fast as ig
 from ipguard_fast.data import load_digits
-from ipguard_fast.evaluation.attacks import prune_model, quantize_int8
+from ipguard_fast.attacks import prune_model, quantize_int8
 from ipguard_fast.evaluation.pipeline import check_disjoint
-from ipguard_fast.evaluation.suspects import (EVALUATION_SEED_LIMIT, FAMILIES, Suspect, _sub_seed, negative_suspects,
+from ipguard_fast.attacks import evaluation_seed
+from ipguard_fast.evaluation.suspects import (EVALUATION_SEED_LIMIT, FAMILIES, Suspect, negative_suspects,
                                               positive_suspects)
 from ipguard_fast.fingerprints import FingerprintSet, state_dict_sha256
 from ipguard_fast.models import DigitsCNN, DigitsMLP, train_digits_model
@@ -19,6 +20,7 @@ from ipguard_fast.nn import seeded
 from ipguard_fast.selection import merge_pools, protect_seed, select_fingerprints, top_n
 from ipguard_fast.selection.choice import NEGATIVE_WEIGHTS
 from ipguard_fast.selection.pool import K_FACTORS, start_images
+from ipguard_fast.selection import ProtectConfig, ProtectReport, run_protect
 from ipguard_fast.selection.references import RECIPE
 from ipguard_fast.train import train_classifier
 
@@ -199,21 +201,22 @@ def test_protect_bad_input_names_the_argument(owner, small, refs):
 def protected(owner, small, tmp_path_factory):
     """protect() building its own references (1 replica selects, 1 more is only measured) on 160 images."""
     cache = tmp_path_factory.mktemp("refs")
-    fps = ig.protect(owner, DataLoader(small, batch_size=32), n=8, pool_factor=2, replicas=1, validation_replicas=1,
-                     progress=False, cache_dir=cache)
-    return fps, cache
+    config = ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1)
+    result = run_protect(owner, DataLoader(small, batch_size=32), config, progress=False, cache_dir=cache)
+    return result, cache
 
 
 def test_protect_builds_references_in_their_own_namespace(protected):
-    fps, _ = protected
-    refs = fps.references
-    kinds_per_replica = len(RECIPE["positive_per_replica"]) + sum(len(s["epochs"])
-                                                                 for s in RECIPE["negative_per_replica"].values())
-    assert len(refs) == 2 * kinds_per_replica + len(RECIPE["positive_once"])
+    result, _ = protected
+    fps, refs = result.fingerprints, result.references
+    per_replica = [k for k in RECIPE if k.per_replica]
+    kinds_per_replica = sum(len(k.settings.epoch_list()) if k.attack == "independent" else 1 for k in per_replica)
+    assert len(refs) == 2 * kinds_per_replica + len(RECIPE) - len(per_replica)
     assert {r.split for r in refs} == {"select", "validate"}
     assert all(r.name.startswith("protect/") for r in refs)
     assert all(r.model.training is False for r in refs)
     info = fps.meta["protect"]
+    assert ProtectReport.from_meta(info) == result.report
     grid = len(K_FACTORS)   # the automatic grid: only all k merged, with every negative weight
     assert info["median_margin"] > 0 and len(info["k_grid"]) == grid
     assert len(info["candidates"]) == len(NEGATIVE_WEIGHTS)
@@ -224,7 +227,8 @@ def test_protect_builds_references_in_their_own_namespace(protected):
 
 
 def test_protect_refines_keeping_the_owners_label_and_thresholds_on_validation(protected, owner):
-    fps, _ = protected
+    result, _ = protected
+    fps = result.fingerprints
     refined = fps.meta["selection"]["refined"]
     assert refined["steps"] > 0 and refined["candidates"] == min(3 * 8, fps.meta["selection"]["pool_size"])
     assert refined["threshold_rates"] == "validation references on the refined selection"
@@ -237,7 +241,7 @@ def test_protect_refines_keeping_the_owners_label_and_thresholds_on_validation(p
     own = logits.gather(1, fps.labels[:, None]).squeeze(1)
     runner_up = logits.scatter(1, fps.labels[:, None], float("-inf")).max(1).values
     assert torch.allclose(own - runner_up, fps.margins, atol=1e-4) and bool((fps.margins > 0).all())
-    validation = [r for r in fps.references if r.split == "validate"]
+    validation = [r for r in result.references if r.split == "validate"]
     held = fps.meta["protect"]["held_out_rates"]
     assert len(held["positives"]) + len(held["negatives"]) == len(validation)
     assert len(torch.unique(fps.images.reshape(len(fps), -1), dim=0)) == len(fps)
@@ -283,11 +287,10 @@ def test_protect_refines_only_against_references_with_logits(owner, small, refs)
 
 
 def test_protect_seeds_and_names_never_meet_the_evaluations():
-    names = [f"{kind}/r{r}" for r in range(8) for group in ("positive_per_replica", "negative_per_replica")
-             for kind in RECIPE[group]] + ["pool", "margin"]
+    names = [f"{kind.seed_name or kind.kind}/r{r}" for r in range(8) for kind in RECIPE] + ["pool", "margin"]
     seeds = {protect_seed(s, name) for s in (0, 1, 2**40) for name in names}
     assert min(seeds) >= EVALUATION_SEED_LIMIT and max(seeds) < 2**63
-    evaluation = {_sub_seed(s, name) for s in (0, 1, 7, 2**40, 2**70)
+    evaluation = {evaluation_seed(s, name) for s in (0, 1, 7, 2**40, 2**70)
                   for name in list(FAMILIES) + [f"FTAL-lr{lr:g}-e3" for lr in (1e-4, 1e-3)]}
     assert max(evaluation) < EVALUATION_SEED_LIMIT
     with pytest.raises(ValueError, match="^seeds: "):
@@ -295,46 +298,64 @@ def test_protect_seeds_and_names_never_meet_the_evaluations():
 
 
 def test_no_evaluated_suspect_is_or_shares_weights_with_a_reference(protected, owner, small):
-    fps, _ = protected
+    result, _ = protected
+    fps, references = result.fingerprints, result.references
     suspects = positive_suspects(owner, small, quick=True, small_factory=DigitsMLP)
     suspects += negative_suspects(small, {"cnn": DigitsCNN, "mlp": DigitsMLP}, epochs=1)
-    reference_hashes = {state_dict_sha256(r.model) for r in fps.references}
+    reference_hashes = {state_dict_sha256(r.model) for r in references}
     assert not reference_hashes & {state_dict_sha256(s.model) for s in suspects}
     storage = lambda m: {t.untyped_storage().data_ptr() for t in list(m.parameters()) + list(m.buffers())}  # noqa
-    shared = set().union(*(storage(r.model) for r in fps.references))
+    shared = set().union(*(storage(r.model) for r in references))
     assert not any(storage(s.model) & shared for s in suspects)
     assert not any(s.name.startswith("protect/") for s in suspects)
-    check_disjoint(suspects, fps)   # the evaluation's own guard agrees
-    leaked = suspects + [Suspect("leak", "FTAL", "positive", fps.references[0].model)]
+    check_disjoint(suspects, fps, references)   # the evaluation's own guard agrees
+    leaked = suspects + [Suspect("leak", "FTAL", "positive", references[0].model)]
     with pytest.raises(ValueError, match="^suspects: leak is one of the selection's reference models"):
-        check_disjoint(leaked, fps)
-    copied = suspects + [Suspect("copy", "FTAL", "positive", copy.deepcopy(fps.references[3].model))]
+        check_disjoint(leaked, fps, references)
+    copied = suspects + [Suspect("copy", "FTAL", "positive", copy.deepcopy(references[3].model))]
     with pytest.raises(ValueError, match="^suspects: copy"):
         check_disjoint(copied, fps)
 
 
 def test_protect_reuses_cached_references(protected, owner, small):
-    fps, cache = protected
+    result, cache = protected
+    fps = result.fingerprints
     files = list(cache.rglob("*.safetensors"))
-    assert len(files) == len(fps.references)
-    again = ig.protect(owner, small, n=8, pool_factor=2, replicas=1, validation_replicas=1, progress=False,
-                       cache_dir=cache)
+    assert len(files) == len(result.references)
+    again = run_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1),
+                        progress=False, cache_dir=cache)
     assert all(r.cached for r in again.references)
-    assert torch.equal(again.images, fps.images) and again.meta["threshold"] == fps.meta["threshold"]
+    assert torch.equal(again.fingerprints.images, fps.images)
+    assert again.fingerprints.meta["threshold"] == fps.meta["threshold"]
 
 
 def test_evaluate_side_by_side(protected, owner, small):
-    fps, _ = protected
+    fps = protected[0].fingerprints
     suspects = positive_suspects(owner, small, quick=True, families=("FTLL", "prune"))
     suspects += negative_suspects(small, {"mlp": DigitsMLP}, seeds=(1, 2), epochs=1)
     result = ig.evaluate(owner, small, input_shape=SHAPE, suspects=suspects, ks=(2.0,), n=8, log=lambda *a: None,
                          methods=("ipguard", "selected"), selected=fps)
-    assert [r["method"] for r in result["runs"]] == ["ipguard", "selected"]
-    assert result["runs"][1]["label"].startswith("selected (")
-    assert result["runs"][1]["threshold"] == fps.meta["threshold"]
+    assert [r.method for r in result.runs] == ["ipguard", "selected"]
+    assert result.runs[1].label.startswith("selected (")
+    assert result.runs[1].threshold == fps.meta["threshold"]
     from ipguard_fast.evaluation import summary_table
 
     assert "| selected (" in summary_table(result)
-    json.dumps(result)
+    json.dumps(result.to_dict())
     with pytest.raises(ValueError, match="^methods: "):
         ig.evaluate(owner, small, input_shape=SHAPE, suspects=suspects, methods=("nope",))
+
+
+def test_a_protect_file_written_before_the_stages_refactor_still_loads():
+    """The file format is pinned: a set that protect() wrote before ProtectReport existed
+    (tests/data, 12 fingerprints of the 2-epoch digits owner, seed 3) loads, verifies, and
+    its meta["protect"] reads as a ProtectReport."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "protect-0.x-digits-12.safetensors"
+    fps = ig.FingerprintSet.load(path)
+    report = ProtectReport.from_meta(fps.meta["protect"])
+    assert len(fps) == 12 and report.threshold == fps.meta["threshold"] and report.seed == 3
+    assert report.to_meta() == fps.meta["protect"]
+    assert fps.meta["selection"]["selected"] is True and len(fps.meta["selection"]["pool_indices"]) == 12
+    assert 0.0 <= ig.matching_rate(DigitsMLP(), fps) <= 1.0

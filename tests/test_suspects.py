@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ipguard_fast.data import load_digits
-from ipguard_fast.evaluation.attacks import HalfPrecision, prune_model, quantize_int8, weight_sparsity
+from ipguard_fast.attacks import HalfPrecision, prune_model, quantize_int8, weight_sparsity
 from ipguard_fast.evaluation.suspects import FAMILIES, Suspect, negative_suspects, positive_suspects
 from ipguard_fast.models import DIGITS_ARCHITECTURES, DigitsCNN, DigitsMLP
 from ipguard_fast.nn import seeded

@@ -3,13 +3,14 @@ token resolver, the verdict printer, and the torchrun process group."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+from typing import Iterator, Mapping
 
-__all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_model_arguments", "add_token_arguments", "check_margins",
-           "floats_arg",
-           "print_verdict", "resolve_token", "shape_arg"]
+__all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_model_arguments", "add_token_arguments",
+           "check_margins", "floats_arg", "named_as_options", "print_verdict", "resolve_token", "shape_arg"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -17,6 +18,20 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def named_as_options(options: Mapping[str, str]) -> Iterator[None]:
+    """A library ArgumentError about an argument in `options` (API name -> option) is
+    reported against the option the user typed."""
+    from .._validate import ArgumentError
+
+    try:
+        yield
+    except ArgumentError as exc:
+        if exc.argument in options:
+            raise exc.renamed(options[exc.argument]) from exc
+        raise
 
 
 def shape_arg(text: str) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import add_count_argument, check_margins, floats_arg
+from .common import add_count_argument, check_margins, floats_arg, named_as_options
 
 
 def add_arguments(p) -> None:
@@ -32,42 +32,42 @@ def add_arguments(p) -> None:
                    help=f"protect: pool points per k, as a multiple of n (default {POOL_FACTOR})")
 
 
-def check_arguments(args) -> None:
+def check_arguments(args):
+    """Every argument checked before minutes of training; returns the bed."""
     from .._files import check_writable_output
     from .._validate import positive_int
+    from ..data import digits_input_shape
+    from ..evaluation import make_bed
+    from ..models import DigitsMLP
 
     positive_int("-n", args.n)
     check_margins("--k", args.k)
     check_writable_output("--out", args.out)
-    if args.bed not in ("demo", "hard"):
-        raise ValueError(f"--bed: expected demo or hard, got {args.bed!r}")
+    with named_as_options({"bed": "--bed"}):
+        return make_bed(args.bed, digits=True, input_shape=digits_input_shape(), num_classes=10, full=args.full,
+                        small_factory=DigitsMLP)
 
 
 def run(args) -> int:
     from ..data import digits_input_shape, load_digits
-    from ..evaluation import build_suspects, evaluate, summary_table, write_report
+    from ..evaluation import evaluate, summary_table, write_report
     from ..io import save_torchscript
-    from ..models import (DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTURES, DIGITS_LR, DigitsMLP,
-                          train_digits_model)
+    from ..models import train_digits_model
     from ..selection import protect
     from ..train import accuracy
     from ..verify import verify
 
-    check_arguments(args)  # all of them, before minutes of training
+    bed = check_arguments(args)  # all of them, before minutes of training
+    shape = digits_input_shape()
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shape = digits_input_shape()
     train_set, test_set = load_digits("train"), load_digits("test")
     owner = train_digits_model("cnn", seed=args.seed)
     print(f"owner DigitsCNN: test accuracy {accuracy(owner, test_set):.4f}")
     save_torchscript(owner, train_set.tensors[0][:2], out / "owner.pt")
 
-    hard = args.bed == "hard"
-    suspects = build_suspects(owner, train_set, negative_factories=DIGITS_HARD_ARCHITECTURES if hard
-                              else DIGITS_ARCHITECTURES, negative_epochs=DIGITS_EPOCHS if hard else 5,
-                              negative_lr=DIGITS_LR if hard else 1e-3, small_factory=DigitsMLP, seed=args.seed,
-                              quick=not (args.full or hard))
+    suspects = bed.suspects(owner, train_set, seed=args.seed)
     # The owner's job: references of its own (cached under --out), a pool, selection, refinement, a threshold.
     protect_start = time.perf_counter()
     selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
@@ -78,16 +78,16 @@ def run(args) -> int:
                       owner_name=f"DigitsCNN (digits, seed {args.seed})", seed=args.seed,
                       methods=("ipguard", "selected"),
                       selected=selected)
-    result["settings"].update(command="ipguard demo", bed=args.bed)
+    result.settings.update(command="ipguard demo", bed=bed.name)
     paths = write_report(result, out)
     print()
     print(summary_table(result))
-    plain = [r for r in result["runs"] if r["method"] == "ipguard"]
-    best = max(plain, key=lambda r: r["aruc"])
-    chosen = result["runs"][-1]
-    arucs = ", ".join(f"k={r['k']:g}: {r['aruc']:.3f}" for r in plain)
-    print(f"plain IPGuard ARUC: {arucs} (best k={best['k']:g}, ROC AUC {best['roc_auc']:.3f})")
-    print(f"selected ARUC: {chosen['aruc']:.3f} ({chosen['label']}, ROC AUC {chosen['roc_auc']:.3f})")
+    plain = [r for r in result.runs if r.method == "ipguard"]
+    best = max(plain, key=lambda r: r.aruc)
+    chosen = result.run("selected")
+    arucs = ", ".join(f"k={r.k:g}: {r.aruc:.3f}" for r in plain)
+    print(f"plain IPGuard ARUC: {arucs} (best k={best.k:g}, ROC AUC {best.roc_auc:.3f})")
+    print(f"selected ARUC: {chosen.aruc:.3f} ({chosen.label}, ROC AUC {chosen.roc_auc:.3f})")
 
     # After release: the selected file, its threshold calibrated on held-out references, verdicts.
     fp_path = selected.save(out / "fingerprints_selected.safetensors")

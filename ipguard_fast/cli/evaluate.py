@@ -8,7 +8,8 @@ writes the report.
 """
 from __future__ import annotations
 
-from .common import DistributedRun, add_count_argument, add_model_arguments, check_margins, floats_arg
+from .common import (DistributedRun, add_count_argument, add_model_arguments, check_margins, floats_arg,
+                     named_as_options)
 
 
 def add_arguments(p) -> None:
@@ -19,19 +20,18 @@ def add_arguments(p) -> None:
     p.add_argument("--data", default="digits",
                    help=f"training data of the owner: {DATA_SPECS} (local folders only; nothing is downloaded)")
     p.add_argument("--test-data", default=None, help="same forms as --data, for accuracies (default: digits test split)")
-    p.add_argument("--negative-arch", default="digits_cnn,digits_mlp",
+    p.add_argument("--negative-arch", default=None,
                    help="architectures trained independently as negatives (registry names: digits_cnn, digits_mlp, "
-                        "resnet20, wrn28_10, tv:<name>, timm:<name>)")
+                        "resnet20, wrn28_10, tv:<name>, timm:<name>; default: the bed's, for digits)")
     p.add_argument("--negatives", nargs="*", default=[], metavar="M",
                    help="already trained independent models (TorchScript/.pt2 files), used as negatives too")
-    p.add_argument("--negative-epochs", type=int, default=5,
-                   help="epochs of each independent model (default 5; for --bed hard: the owner's)")
+    p.add_argument("--negative-epochs", type=int, default=None,
+                   help="epochs of each independent model (default 5; --bed hard: the owner's, known for digits)")
     p.add_argument("--negative-lr", type=float, default=None,
-                   help="Adam lr of the independent models (default 1e-3; --bed hard: 3e-3, the digits owner's)")
+                   help="Adam lr of the independent models (default 1e-3; --bed hard: the owner's, known for digits)")
     p.add_argument("--bed", default="demo",
-                   help="demo (the short attack grid, independents at lr 1e-3) or hard (the wider grid incl. RTAL for "
-                        "10 epochs and 80%% pruning; independents trained like the owner; for digits five "
-                        "architectures)")
+                   help="demo (the short attack grid, independents trained briefly) or hard (the wider grid incl. "
+                        "RTAL for 10 epochs and 80%% pruning; independents trained like the owner)")
     p.add_argument("--methods", default="ipguard",
                    help="ipguard (plain, at each --k) and/or selected (protect's selection), comma-separated")
     p.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
@@ -53,8 +53,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .._validate import positive_int
 
+    from ..evaluation.beds import check_bed
+
     check_margins("--k", args.k)  # before minutes of training
     positive_int("-n", args.n)
+    with named_as_options(_OPTIONS):
+        check_bed(args.bed)
     with DistributedRun("cpu") as ranks:
         return _run(args, ranks)
 
@@ -63,13 +67,10 @@ def _run(args, ranks) -> int:
     import torch
 
     from ..data import load_data
-    from ..evaluation import build_suspects, evaluate, summary_table, write_report
+    from ..evaluation import evaluate, make_bed, summary_table, write_report
     from ..evaluation.suspects import Suspect
     from ..io import load_model
-    from ..models import DIGITS_HARD_ARCHITECTURES, build_model
 
-    if args.bed not in ("demo", "hard"):
-        raise ValueError(f"--bed: expected demo or hard, got {args.bed!r}")
     methods = tuple(filter(None, args.methods.split(",")))
     owner = load_model(args.model, args.weights)
     if isinstance(owner, torch.jit.ScriptModule) or args.model.endswith(".pt2"):
@@ -80,25 +81,28 @@ def _run(args, ranks) -> int:
     shape = tuple(train_set[0][0].shape)
     with torch.no_grad():
         num_classes = owner(train_set[0][0][None]).shape[1]
-    hard = args.bed == "hard"
-    names = list(filter(None, args.negative_arch.split(",")))
-    factories = {name: (lambda name=name: build_model(name, num_classes, shape)) for name in names}
-    if hard and args.data == "digits" and names == ["digits_cnn", "digits_mlp"]:
-        factories = dict(DIGITS_HARD_ARCHITECTURES)   # the CNN at three widths and two MLPs
-    negative_lr = args.negative_lr if args.negative_lr is not None else (3e-3 if hard else 1e-3)
-    suspects = build_suspects(owner, train_set, negative_factories=factories, negative_epochs=args.negative_epochs,
-                              negative_lr=negative_lr, seed=args.seed,
-                              quick=not (args.full or hard)) if factories else []
+    architectures = None if args.negative_arch is None else list(filter(None, args.negative_arch.split(",")))
+    with named_as_options(_OPTIONS):
+        bed = make_bed(args.bed, digits=args.data == "digits", input_shape=shape, num_classes=num_classes,
+                       architectures=architectures, negative_epochs=args.negative_epochs,
+                       negative_lr=args.negative_lr, full=args.full)
+    suspects = bed.suspects(owner, train_set, seed=args.seed)
     suspects += [Suspect(str(path), "independent-given", "negative", load_model(path)) for path in args.negatives]
-    result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
-                      owner_name=args.model, seed=args.seed, suspects=suspects, methods=methods,
-                      selection_options={"pool_factor": args.pool_factor, "replicas": args.replicas,
-                                         "refine": not args.no_refine,
-                                         "cache_dir": args.cache or f"{args.out}/references"})
-    result["settings"].update(command="ipguard evaluate", bed=args.bed, negative_lr=negative_lr)
+    with named_as_options(_OPTIONS):
+        result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
+                          owner_name=args.model, seed=args.seed, suspects=suspects, methods=methods,
+                          selection_options={"pool_factor": args.pool_factor, "replicas": args.replicas,
+                                             "refine": not args.no_refine,
+                                             "cache_dir": args.cache or f"{args.out}/references"})
+    result.settings.update(command="ipguard evaluate", bed=bed.name, negative_lr=bed.negative_lr)
     if not ranks.is_main:
         return 0
     paths = write_report(result, args.out)
     print(summary_table(result))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+# the library's argument names -> the options that set them
+_OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
+            "methods": "--methods", "ks": "--k", "n": "-n", "pool_factor": "--pool-factor", "replicas": "--replicas"}

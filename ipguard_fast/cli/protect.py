@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import add_count_argument, add_model_arguments
+from .common import add_count_argument, add_model_arguments, named_as_options
 
 
 def add_arguments(p) -> None:
@@ -41,6 +41,7 @@ def run(args) -> int:
     import torch
 
     from .._files import check_writable_output
+    from .._validate import positive_int
     from ..data import load_data
     from ..io import load_model
     from ..selection import protect
@@ -48,9 +49,7 @@ def run(args) -> int:
     start = time.perf_counter()
     check_writable_output("--out", args.out, [args.model, args.weights, args.data])
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads: must be a positive int, got {args.threads}")
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(positive_int("--threads", args.threads))
     k = _k_arg(args.k)
     owner = load_model(args.model, args.weights)
     if isinstance(owner, torch.jit.ScriptModule) or args.model.endswith(".pt2"):
@@ -59,15 +58,10 @@ def run(args) -> int:
     train_set = load_data(args.data, "train")
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
-    try:
+    with named_as_options(_OPTIONS):
         fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
                       score=args.score, init=args.init, seed=args.seed, cache_dir=cache, refine=not args.no_refine,
                       progress=not args.no_progress, log=print)
-    except ValueError as exc:   # name the option, not the Python argument
-        name, sep, rest = str(exc).partition(": ")
-        if sep and name in _OPTIONS:
-            raise ValueError(f"{_OPTIONS[name]}: {rest}") from exc
-        raise
     path = fps.save(out)
     info = fps.meta["protect"]
     for candidate in info["candidates"]:
@@ -83,6 +77,7 @@ def run(args) -> int:
     return 0
 
 
+# protect()'s argument names -> the options that set them
 _OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
             "init": "--init", "train_data": "--data", "owner": "--model"}
 

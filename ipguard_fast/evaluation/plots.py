@@ -11,8 +11,8 @@ import math
 from typing import Any, Mapping
 
 from .._optional import require
-from .metrics import ru_curve
-from .report import _family_roles, _fmt, _is_number, _role_rates, run_label
+from ..metrics import ru_curve
+from .rows import family_roles, fmt, is_number, role_rates, run_label
 
 __all__ = ["matching_rates_png", "ru_curves_png"]
 
@@ -41,14 +41,14 @@ def _ru_curves_figure(result: Mapping[str, Any]):
     fig = _figure()(figsize=(7, 5), layout="constrained")
     ax = fig.add_subplot()
     for index, run in enumerate(result["runs"]):
-        positives = _role_rates(run, "positive")
-        negatives = _role_rates(run, "negative")
+        positives = role_rates(run, "positive")
+        negatives = role_rates(run, "negative")
         if not positives or not negatives:
             continue  # a curve needs both roles; the JSON and table still hold this run
         t, r, u = ru_curve(positives, negatives)
         colour = f"C{index % 10}"
         ax.plot(t, r, color=colour, linestyle="-",
-                label=f"R(t), {run_label(run)} (ARUC {_fmt(run['aruc'])})")
+                label=f"R(t), {run_label(run)} (ARUC {fmt(run['aruc'])})")
         ax.plot(t, u, color=colour, linestyle="--", label=f"U(t), {run_label(run)}")
     ax.set_title(f"Robustness R(t) and uniqueness U(t): {result.get('owner', {}).get('name', 'owner model')}")
     ax.set_xlabel("threshold t on the matching rate")
@@ -64,7 +64,7 @@ def _ru_curves_figure(result: Mapping[str, Any]):
 def _matching_rates_figure(result: Mapping[str, Any]):
     """One panel per run (k, or a selected set): each suspect's matching rate, grouped by family along x, marker by role."""
     runs = result["runs"]
-    families = list(dict.fromkeys(family for family, _ in _family_roles(runs)))
+    families = list(dict.fromkeys(family for family, _ in family_roles(runs)))
     ncols = min(len(runs), 3)
     nrows = math.ceil(len(runs) / ncols)
     fig = _figure()(figsize=(max(5.0, 0.9 * len(families) + 2) * ncols, 4 * nrows), layout="constrained")
@@ -82,7 +82,7 @@ def _matching_rates_figure(result: Mapping[str, Any]):
                 labelled.add(suspect["role"])
                 ax.scatter([x], [suspect["matching_rate"]], s=36, **style)
         threshold = run.get("threshold", result.get("settings", {}).get("threshold"))
-        if _is_number(threshold):
+        if is_number(threshold):
             ax.axhline(threshold, color="grey", linestyle=":", label=None if "t" in labelled else "threshold")
             labelled.add("t")
         ax.set_title(f"{run_label(run)} ({run['n_fingerprints']} fingerprints)")

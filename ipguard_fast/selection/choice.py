@@ -21,8 +21,7 @@ A configuration is a pool (a k, or all k merged) and the negatives' weight in th
 keep nearly every point, so the ranking is a trade between the hard copies (RTAL,
 distillation) and the independents, and which trade holds out best depends on the
 owner. The configuration with the highest held-out ARUC wins (then ROC AUC, then the larger
-pool: a merged multi-k pool beat each of its single-k parts on held-out suspects in every
-run of issue 10).
+pool: a merged multi-k pool can keep any of its single-k parts' points).
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from ..evaluation import metrics
+from .. import metrics
 from .scores import ReferenceOutputs, soft_agreement
 from .select import top_n
 

@@ -2,26 +2,19 @@
 training images, merged into one FingerprintSet.
 
 * Starts: training images, shuffled by the pool's seed, each used once (the search
-  jitters copies past them, see search/candidates.py). On held-out suspects, data
-  starts beat uniform noise on the demo bed in every configuration tried (0.86-0.89
-  selected ARUC against 0.55-0.75), and an automatic data/noise choice made on
-  same-recipe validation references picked noise where it lost 0.2 ARUC, so
-  protect starts from data whenever it has training data (issue 10).
-* Labels: "predicted" (i = the owner's label of the start image, j random): measured
-  0.87 / 0.81 held-out ARUC (demo / hard bed) against 0.85 / 0.72 for "random" on the
-  same pool size.
-* k grid: the owner's median top-1 minus top-2 logit margin on its training data
-  times (0.2, 0.3, 0.4, 0.55, 0.7): k is in logit units, so it scales with how
-  confident the owner is (7.9 for the seed-0 digits CNN, giving 1.59 ... 5.55). The
-  scaling alone does not make owners alike: at the same factor 0.4, independent
-  references keep 51 % of the pool of the seed-0 digits owner and 77 % of the seed-2
-  one's, so the grid reaches down to 0.2, where points are unique for those owners
-  too. Measured on held-out suspects, two beds x owner seeds 0-2 (issue 10): the
-  old grid (0.4, 0.55, 0.7) averaged 0.778 selected ARUC and fell to 0.53 on the
-  hard bed at seed 2; this one averages 0.803 and its worst is 0.67 (0.1 added too
-  gave 0.801; the demo bed loses 0.01-0.02 to the hard bed's 0.04-0.14).
-* Size: POOL_FACTOR * n points per k (30: 15000 points for n = 100 over five k; 40
-  per k measured 0.806, within noise, for a third more extraction time).
+  jitters copies past them, see search/candidates.py). Points that start on real data
+  sit on boundaries copies inherit, so protect starts from data when it has training
+  data; noise starts remain a choice (init="uniform" / "auto").
+* Labels: "predicted" (i = the owner's label of the start image, j random): the point
+  moves from a region the owner really labels i.
+* k grid: the owner's median top-1 minus top-2 logit margin on its training data times
+  K_FACTORS. k is in logit units, so it scales with how confident the owner is; the
+  scaling alone does not make owners alike (independent models share more of some
+  owners' boundary points than others'), so the grid reaches low, where points are
+  unique for those owners too.
+* Size: POOL_FACTOR * n points per k.
+
+The measurements behind these choices: benchmarks/results/README.md (selection rows).
 """
 from __future__ import annotations
 

@@ -4,12 +4,9 @@ beyond choosing points, after conferrable adversarial examples (Lukas, Zhang, Ke
 ICLR 2021), which optimise inputs against surrogate and reference models.
 
 Why: selection can only keep the pool's best points. On owners whose boundary points
-independent models mostly share (the digits CNN of seed 2: independent references keep
-77 % of a pool at k = 0.4 x the median margin, against 51 % for seed 0), the best of the
-pool still loses distilled and retrained copies (RTAL keeps half of the selected points).
-Measured in issue 10 on held-out suspects (benchmarks/results/selection-2026-12-03b/),
-refinement raised the selected ARUC from 0.890 to 0.916 (demo bed) and from 0.819 to 0.925
-(hard bed) at owner seed 0, and from 0.848 to 0.931 and 0.635 to 0.845 at seed 1.
+independent models mostly share, the best of the pool still loses distilled and
+retrained copies; moving the points themselves reaches where the pool has none
+(measurements: benchmarks/results/README.md, selection rows).
 
 Each candidate x with the owner's label j (never changed) climbs, by Adam on its pixels,
 
@@ -41,11 +38,11 @@ __all__ = ["RefineConfig", "duplicate_rows", "refine_points", "refined_pool"]
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """Settings of the refinement, as measured in issue 10 (lr 0.01 on [0, 1] pixels, cap 3
-    logits, min_margin 1 logit): in a prototype on a 5000-point pool, 50 steps on 300
-    candidates did as well as 100 steps on 500 (held-out suspects: 0.919 / 0.856 against
-    0.913 / 0.865 on the demo bed at seed 1 and the hard bed at seed 2) for a third of the
-    time."""
+    """Settings of the refinement: Adam at `lr` on [0, 1] pixels for `steps`, each reference
+    pushed until it is `cap` logits sure, the owner kept `min_margin` logits on its label
+    (a violation costs `penalty`); the top `factor` * n of the ranking are refined, in
+    chunks of `batch_size`. The defaults are the measured best for their cost
+    (benchmarks/results/README.md)."""
 
     steps: int = 50
     lr: float = 0.01

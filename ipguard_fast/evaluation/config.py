@@ -1,0 +1,98 @@
+"""EvaluationConfig: what an evaluation runs, checked once; EvaluationResult and RunResult:
+what it measured, typed, with the report's JSON form (report.py reads that form)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .._validate import ArgumentError, finite_number, positive_int
+from ..selection.config import ProtectConfig
+
+__all__ = ["METHODS", "EvaluationConfig", "EvaluationResult", "RunResult"]
+
+METHODS = ("ipguard", "selected")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """ks: the k of each plain IPGuard run; n: fingerprints per run; seed: the search's;
+    methods: "ipguard" and/or "selected" (protect's selection, judged by the same
+    suspects); search: extra extract_fingerprints keywords; protect: the selected
+    method's settings (default ProtectConfig(n=n)); reference_cache: where protect keeps
+    its reference models."""
+
+    ks: Sequence[float] = (1.0, 3.0, 10.0)
+    n: int = 100
+    seed: int = 0
+    methods: Sequence[str] = ("ipguard",)
+    search: dict = field(default_factory=dict)
+    protect: ProtectConfig | None = None
+    reference_cache: Any = None
+
+    def __post_init__(self) -> None:
+        positive_int("n", self.n)
+        methods = tuple(self.methods)
+        if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+            raise ArgumentError("methods", f"expected distinct entries of {METHODS}, got {list(methods)}")
+        object.__setattr__(self, "methods", methods)
+        ks = tuple(finite_number("ks", k, minimum=0.0) for k in self.ks)
+        if "ipguard" in methods and not ks:
+            raise ArgumentError("ks", "need at least one k")
+        object.__setattr__(self, "ks", ks)
+        if not isinstance(self.search, dict):
+            raise ArgumentError("search", f"expected a dict of extract_fingerprints keywords, got "
+                                          f"{type(self.search).__name__}")
+        if self.protect is not None and not isinstance(self.protect, ProtectConfig):
+            raise ArgumentError("protect", f"expected a ProtectConfig, got {type(self.protect).__name__}")
+
+    def protect_config(self) -> ProtectConfig:
+        return self.protect if self.protect is not None else ProtectConfig(n=self.n)
+
+    def as_meta(self) -> dict:
+        """The report's "settings"."""
+        return {"ks": list(self.ks), "n": self.n, "seed": self.seed, "methods": list(self.methods),
+                "extract_options": {k: str(v) for k, v in self.search.items()}}
+
+
+@dataclass
+class RunResult:
+    """One method's fingerprints judged by every suspect: the suspects' rows (name, family,
+    role, accuracy, matching rate), ARUC and ROC AUC. k is None for a selected set;
+    label, threshold and selection describe a selected set."""
+
+    method: str
+    k: float | None
+    n_fingerprints: int
+    extract_seconds: float
+    candidates_tried: int
+    suspects: list[dict]
+    aruc: float
+    roc_auc: float
+    label: str | None = None
+    threshold: float | None = None
+    selection: dict | None = None
+
+    def to_dict(self) -> dict:
+        head = {"method": self.method, "k": self.k}
+        if self.method == "selected":
+            head.update(label=self.label, threshold=self.threshold, selection=self.selection)
+        return {**head, "n_fingerprints": self.n_fingerprints, "extract_seconds": self.extract_seconds,
+                "candidates_tried": self.candidates_tried, "suspects": self.suspects, "aruc": self.aruc,
+                "roc_auc": self.roc_auc}
+
+
+@dataclass
+class EvaluationResult:
+    """The owner (name, accuracy), the settings, and one RunResult per method and k."""
+
+    owner: dict
+    settings: dict
+    runs: list[RunResult]
+
+    def to_dict(self) -> dict:
+        """The report's JSON form (report.write_report)."""
+        return {"owner": dict(self.owner), "settings": dict(self.settings), "runs": [r.to_dict() for r in self.runs]}
+
+    def run(self, method: str) -> RunResult:
+        """The last run of `method`."""
+        return [r for r in self.runs if r.method == method][-1]

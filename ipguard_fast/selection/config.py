@@ -1,0 +1,103 @@
+"""ProtectConfig: every setting of protect(), checked once (like the search's ExtractConfig)."""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._validate import ArgumentError, finite_number, non_negative_int, positive_int
+from ..search.candidates import LABEL_MODES
+from .pool import POOL_FACTOR
+from .recipe import RECIPE, check_recipe
+from .refine import RefineConfig
+from .scores import SCORES
+
+__all__ = ["INITS", "ProtectConfig"]
+
+INITS = ("data", "uniform")   # init="auto" tries both and lets the held-out references choose
+
+
+@dataclass(frozen=True)
+class ProtectConfig:
+    """protect()'s settings.
+
+    n: fingerprints kept. k: "auto" (the pool spans the owner's median margin x
+    pool.K_FACTORS and selection picks among all its points), a number, or a list of
+    numbers (each alone and all merged, chosen by held-out references); stored as "auto"
+    or a tuple. pool_factor: pool points per k, as a multiple of n. replicas: replicas of
+    each reference kind that select; validation_replicas: more that are only measured
+    (the threshold comes from them). refine: a RefineConfig, True (the default one) or
+    False/None (keep the pool's own points). init: "data", "uniform" or "auto".
+    search: extra keywords for the pool's extract_fingerprints (batch_size, amp, ...).
+    recipe: the reference kinds to build (recipe.RECIPE; each an attack and its settings).
+    """
+
+    n: int = 100
+    k: Any = "auto"
+    pool_factor: int = POOL_FACTOR
+    score: str = "separation"
+    replicas: int = 3
+    validation_replicas: int = 1
+    refine: Any = True
+    init: str = "data"
+    labels: str = "predicted"
+    seed: int = 0
+    batch_size: int = 256
+    search: dict = field(default_factory=dict)
+    recipe: tuple = RECIPE
+
+    def __post_init__(self) -> None:
+        positive_int("n", self.n)
+        object.__setattr__(self, "k", _k(self.k))
+        positive_int("pool_factor", self.pool_factor)
+        if self.score not in SCORES:
+            raise ArgumentError("score", f"expected one of {SCORES}, got {self.score!r}")
+        positive_int("replicas", self.replicas)
+        non_negative_int("validation_replicas", self.validation_replicas)
+        object.__setattr__(self, "refine", _refine(self.refine))
+        if self.init not in (*INITS, "auto"):
+            raise ArgumentError("init", f"expected one of {(*INITS, 'auto')}, got {self.init!r}")
+        if self.labels not in LABEL_MODES:
+            raise ArgumentError("labels", f"expected one of {LABEL_MODES}, got {self.labels!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise ArgumentError("seed", f"must be an int, got {self.seed!r}")
+        positive_int("batch_size", self.batch_size)
+        object.__setattr__(self, "recipe", check_recipe(self.recipe))
+        if not isinstance(self.search, dict):
+            raise ArgumentError("search", f"expected a dict of extract_fingerprints keywords, got "
+                                          f"{type(self.search).__name__}")
+
+    @property
+    def fixed_ks(self) -> list[float] | None:
+        """The caller's k values, or None for "auto" (the grid from the owner's margins)."""
+        return None if self.k == "auto" else list(self.k)
+
+    @property
+    def inits(self) -> list[str]:
+        return list(INITS) if self.init == "auto" else [self.init]
+
+
+def _k(k) -> str | tuple[float, ...]:
+    if isinstance(k, str):
+        if k != "auto":
+            raise ArgumentError("k", f"expected 'auto', a number or a list of numbers, got {k!r}")
+        return "auto"
+    values = list(k) if isinstance(k, (list, tuple)) else [k]
+    if not values:
+        raise ArgumentError("k", "the list is empty")
+    if any(not isinstance(v, numbers.Real) or isinstance(v, bool) for v in values):
+        raise ArgumentError("k", f"expected 'auto', a number or a list of numbers, got {k!r}")
+    out = tuple(finite_number("k", v, minimum=0.0) for v in values)
+    if len(set(out)) != len(out):
+        raise ArgumentError("k", f"has repeated values {list(out)}")
+    return out
+
+
+def _refine(refine) -> RefineConfig | None:
+    if refine is None:
+        return None
+    if isinstance(refine, RefineConfig):
+        return refine if refine.steps > 0 else None
+    if not isinstance(refine, bool):
+        raise ArgumentError("refine", f"expected True, False or a RefineConfig, got {type(refine).__name__}")
+    return RefineConfig() if refine else None

@@ -1,0 +1,86 @@
+"""protect()'s inputs checked and put in shape: the training data as a Dataset of
+(image, label), the owner's input shape and class count, the caller's own references."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from .._validate import ArgumentError
+from ..modules import eval_mode, module_device
+from .references import Reference
+from .select import named_references
+
+__all__ = ["checked_owner", "given_references", "owner_shapes", "training_data"]
+
+# Data sets up to this many bytes of float32 images are gathered into one TensorDataset:
+# every reference trains for several epochs on them, and sliced tensors are much faster
+# than a DataLoader's per-item collate (it also lets distillation precompute the teacher).
+_MATERIALISE_BYTES = 1 << 30
+
+
+def checked_owner(owner) -> nn.Module:
+    if not isinstance(owner, nn.Module):
+        raise ArgumentError("owner", f"must be an nn.Module, got {type(owner).__name__}")
+    return owner
+
+
+def training_data(train_data) -> Dataset:
+    """A Dataset of (image, label) from a Dataset or a DataLoader (its dataset)."""
+    data = train_data.dataset if isinstance(train_data, DataLoader) else train_data
+    if not isinstance(data, Dataset) or not hasattr(data, "__len__"):
+        raise ArgumentError("train_data", f"must be a torch Dataset of (image, label) or a DataLoader, got "
+                                          f"{type(train_data).__name__}")
+    if len(data) == 0:
+        raise ArgumentError("train_data", "is empty")
+    item = data[0]
+    if not isinstance(item, (tuple, list)) or len(item) < 2 or not isinstance(item[0], torch.Tensor):
+        raise ArgumentError("train_data", "items must be (image tensor, label) pairs")
+    if isinstance(data, TensorDataset) or len(data) * item[0].numel() * 4 > _MATERIALISE_BYTES:
+        return data
+    images = torch.stack([torch.as_tensor(data[i][0]).float() for i in range(len(data))])
+    labels = torch.tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.int64)
+    return TensorDataset(images, labels)
+
+
+def owner_shapes(owner: nn.Module, data: Dataset) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes), from one forward of the first image."""
+    image = torch.as_tensor(data[0][0]).float()
+    with torch.no_grad(), eval_mode(owner):
+        try:
+            out = owner(image[None].to(module_device(owner)))
+        except Exception as exc:   # the owner's own error, reported against the data it was given
+            raise ArgumentError("train_data", f"the owner fails on an image of shape {list(image.shape)}: "
+                                              f"{exc}") from exc
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ArgumentError("owner", f"expected logits [B, C] with C >= 2, got {got}")
+    return tuple(image.shape), int(out.shape[1])
+
+
+def given_references(references) -> list[Reference]:
+    """The caller's references, each its own kind (left out alone for the held-out rates)."""
+    if isinstance(references, dict):
+        unknown = set(references) - {"positives", "negatives"}
+        if unknown:
+            raise ArgumentError("references", f"unknown keys {sorted(unknown)}; expected 'positives' and "
+                                              "'negatives'")
+        positives, negatives = references.get("positives"), references.get("negatives")
+    elif isinstance(references, (tuple, list)) and len(references) == 2:
+        positives, negatives = references
+    else:
+        raise ArgumentError("references", "expected {'positives': [...], 'negatives': [...]} or "
+                                          "(positives, negatives)")
+    out = []
+    for role, key, entries in (("positive", "positives", positives), ("negative", "negatives", negatives)):
+        try:
+            named = named_references(f"references['{key}']", entries if entries is not None else [])
+        except ValueError as exc:
+            if str(exc).startswith("references"):
+                raise
+            raise ArgumentError("references", str(exc)) from exc
+        if len(named) < 2:
+            raise ArgumentError("references", f"need at least 2 {key} (each is left out in turn to judge the k "
+                                              f"choice and the threshold), got {len(named)}")
+        out += [Reference(name, role, f"given/{i}", "select", model) for i, (name, model) in enumerate(named)]
+    return out

@@ -1,0 +1,110 @@
+"""protect()'s last stages: the selection to keep (refined when it can be), its threshold,
+and the fingerprint set that records both."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..fingerprints import FingerprintSet
+from .choice import threshold_between
+from .config import ProtectConfig
+from .refine import duplicate_rows, refined_pool
+from .scores import ReferenceOutputs, separation_scores
+from .select import describe_reference, selected_set, top_n
+from .stages import Choice, ReferenceSet, score_pool
+
+__all__ = ["Selection", "calibrate_threshold", "fingerprint_set", "refine_selection", "unrefined_selection"]
+
+
+@dataclass
+class Selection:
+    """The points protect keeps: `kept` indices into `points` (the pool, or the refined
+    candidates), their scores, the references' outputs on `points`, what refinement did
+    (`meta`, None when it was not asked for), and -- after refinement -- the validation
+    references' rates on the kept points (`held`)."""
+
+    points: FingerprintSet
+    outputs: ReferenceOutputs
+    kept: torch.Tensor
+    scores: torch.Tensor
+    meta: dict | None = None
+    held: tuple[list[float], list[float]] | None = None
+    pool_size: int | None = field(default=None)   # set when `points` are refined candidates of a larger pool
+
+
+def unrefined_selection(points: FingerprintSet, outputs: ReferenceOutputs, choice: Choice) -> Selection:
+    return Selection(points, outputs, choice.chosen.kept, choice.chosen.scores)
+
+
+def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet, choice: Choice,
+                     config: ProtectConfig, log=None) -> Selection:
+    """Refine the chosen configuration's top factor * n candidates and keep the top n of them;
+    the unrefined selection, with the reason in its meta, when refinement cannot be used."""
+    say = log or (lambda message: None)
+    settings, chosen, n = config.refine, choice.chosen, config.n
+    # Modules with logits only: a module returning labels has NaN margins on the pool.
+    has_logits = lambda i: bool(torch.isfinite(unrefined.outputs.margins[i]).any())  # noqa: E731
+    modules = {role: [refs.references[i].model for i in refs.rows(role, "select")
+                      if isinstance(refs.references[i].model, nn.Module) and has_logits(i)]
+               for role in ("positive", "negative")}
+    if not (modules["positive"] and modules["negative"]):
+        say("refine: skipped (it needs module references of both roles)")
+        unrefined.meta = {"skipped": "refinement needs module references of both roles (gradients)"}
+        return unrefined
+    top = top_n(torch.nan_to_num(chosen.scores, nan=float("-inf")), min(len(chosen.columns), settings.factor * n))
+    say(f"refine: {len(top)} candidates, {settings.steps} steps against {len(modules['positive'])} + "
+        f"{len(modules['negative'])} references")
+    weight = chosen.negative_weight if settings.negative_weight is None else settings.negative_weight
+    moved = refined_pool(owner, unrefined.points, top, modules["positive"], modules["negative"],
+                         negative_weight=weight, config=settings)
+    outputs = score_pool(refs, moved, config.batch_size, progress=False)
+    scores = separation_scores(outputs.rows(refs.rows("positive", "select")),
+                               outputs.rows(refs.rows("negative", "select")), config.score, chosen.negative_weight)
+    # The owner must still give label j, and two candidates never become one fingerprint.
+    usable = (moved.margins > 0) & ~duplicate_rows(moved.images)
+    if int(usable.sum()) < n:
+        unrefined.meta = {"skipped": f"only {int(usable.sum())} of {len(top)} refined candidates kept the owner's "
+                                     f"label; the unrefined selection is kept"}
+        say(f"refine: skipped ({unrefined.meta['skipped']})")
+        return unrefined
+    scores[~usable] = float("-inf")
+    kept = top_n(scores, n)
+    meta = {**settings.as_meta(), "candidates": len(top), "pool_indices": top[kept].tolist()}
+    validation = [refs.rows("positive", "validate"), refs.rows("negative", "validate")]
+    held = None
+    if validation[0] and validation[1]:   # the unrefined selection's held-out rates describe another set
+        held = tuple(outputs.rows(v).columns(kept).rates().tolist() for v in validation)
+        meta["threshold_rates"] = "validation references on the refined selection"
+    else:
+        meta["threshold_rates"] = "held-out rates of the unrefined selection (no validation references)"
+    return Selection(moved, outputs, kept, scores, meta, held, pool_size=len(unrefined.points))
+
+
+def calibrate_threshold(selection: Selection, choice: Choice, n: int) -> tuple[float, list[float], list[float]]:
+    """The verdict threshold and the held-out rates it comes from: the validation references'
+    rates on a refined selection, else the chosen configuration's held-out rates."""
+    positives, negatives = selection.held or (choice.chosen.held_out["positives"], choice.chosen.held_out["negatives"])
+    return threshold_between(positives, negatives, n), positives, negatives
+
+
+def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, config: ProtectConfig,
+                    threshold: float) -> FingerprintSet:
+    """The kept points with meta["selection"] (the references, their rates, the refinement)
+    and the threshold verify() uses."""
+    references = refs.references
+    described = {role: [dict(describe_reference(r.name, r.model), split=r.split, kind=r.kind)
+                        for r in references if r.role == role] for role in ("positive", "negative")}
+    every = list(range(len(references)))
+    rates = selection.outputs.rows(every).columns(selection.kept).rates().tolist()
+    extra = {"negative_weight": choice.chosen.negative_weight,
+             "refined": selection.meta if config.refine is not None else None}
+    if selection.pool_size is not None:
+        extra.update(pool_size=selection.pool_size, pool_indices=selection.meta["pool_indices"])
+    fps = selected_set(selection.points, selection.kept, selection.scores, score=config.score,
+                       references={"positives": described["positive"], "negatives": described["negative"]},
+                       rates={references[i].name: round(rate, 4) for i, rate in zip(every, rates)}, extra=extra)
+    fps.meta["threshold"] = threshold
+    fps.meta["init"] = choice.chosen.init_meta
+    return fps

@@ -1,0 +1,50 @@
+"""ProtectReport: what protect() chose and measured, typed; one serializer writes it into
+the fingerprint file's meta["protect"] and reads it back."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["ProtectReport"]
+
+
+@dataclass
+class ProtectReport:
+    """k: as asked ("auto" or the list); k_grid: the k the pool was extracted at;
+    k_factors and median_margin: how "auto" made the grid (None otherwise). chosen /
+    negative_weight / init_chosen: the configuration the held-out references chose;
+    candidates: every configuration with its held-out ARUC, ROC AUC, extremes and pool
+    size; threshold and the held-out rates it came from; where the references came from
+    (built or given, the cache key, each one's build seconds); each stage's seconds."""
+
+    k: Any
+    k_grid: list[float]
+    k_factors: list[float] | None
+    median_margin: float | None
+    init: str
+    init_chosen: str
+    labels: str
+    pool_factor: int
+    seed: int
+    chosen: str
+    negative_weight: float
+    candidates: list[dict]
+    threshold: float
+    held_out_rates: dict[str, list[float]]
+    references_built: bool
+    reference_cache_key: str | None
+    reference_seconds: dict[str, float]
+    timings: dict[str, float]
+
+    def to_meta(self) -> dict:
+        """The JSON-able dict stored as meta["protect"] (key names are the file format)."""
+        return asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "ProtectReport":
+        """A report from a file's meta["protect"]; keys a newer version added are ignored."""
+        known = {f.name for f in fields(cls)}
+        missing = known - set(meta)
+        if missing:
+            raise ValueError(f"meta['protect']: lacks {sorted(missing)}")
+        return cls(**{key: value for key, value in meta.items() if key in known})

@@ -1,0 +1,148 @@
+"""protect()'s stages, each a function with typed inputs and outputs, so a researcher can
+run them one by one: references -> pool -> reference outputs -> choice -> refinement ->
+threshold. protect.py composes them; refinement and its threshold live in refining.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .._progress import progress_bar
+from .._validate import ArgumentError
+from ..fingerprints import FingerprintSet, state_dict_sha256
+from ..modules import module_device
+from .cache import ReferenceCache, data_digest
+from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose
+from .config import ProtectConfig
+from .inputs import given_references
+from .pool import extract_pool, k_grid, median_margin, merge_pools, start_images
+from .recipe import RECIPE_VERSION, recipe_meta
+from .references import Reference, build_references, protect_seed
+from .scores import ReferenceOutputs, reference_outputs
+
+__all__ = ["Choice", "Pool", "ReferenceSet", "choose_configuration", "make_pool", "make_references", "rows",
+           "score_pool"]
+
+
+@dataclass
+class ReferenceSet:
+    """The reference models, and where they came from (built, cached, or the caller's)."""
+
+    references: list[Reference]
+    built_here: bool                  # False: the caller gave them
+    cache_key: str | None = None
+
+    def rows(self, role: str, split: str) -> list[int]:
+        return rows(self.references, role, split)
+
+
+@dataclass
+class Pool:
+    """The pool of candidate fingerprints and the grid it was extracted at."""
+
+    points: FingerprintSet
+    ks: list[float]
+    median_margin: float | None       # None when the caller gave the k values
+    inits: list[str]
+
+
+@dataclass
+class Choice:
+    """The configuration the held-out references chose, among every candidate."""
+
+    chosen: Candidate
+    candidates: list[Candidate]
+
+
+def rows(refs: Sequence[Reference], role: str, split: str) -> list[int]:
+    """Indices of the references of `role` ("positive"/"negative") in `split` ("select"/"validate")."""
+    return [i for i, r in enumerate(refs) if r.role == role and r.split == split]
+
+
+def make_references(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tuple, *, given=None,
+                    cache_dir=None, progress: bool = True, log=None) -> ReferenceSet:
+    """The caller's references (`given`), or the recipe's, built or loaded from `cache_dir`."""
+    if given is not None:
+        return ReferenceSet(given_references(given), built_here=False)
+    # Not the replica counts: a model depends only on its name's seed, so runs with more
+    # replicas reuse the fewer's models (which split one lands in is decided per run).
+    recipe = {"version": RECIPE_VERSION, "recipe": recipe_meta(config.recipe), "seed": config.seed}
+    cache = ReferenceCache(cache_dir, owner_sha256=state_dict_sha256(owner), recipe=recipe,
+                           data_sha256=data_digest(data))
+    refs = build_references(owner, data, config, shapes, cache=cache, device=module_device(owner), log=log,
+                            progress=progress)
+    return ReferenceSet(refs, built_here=True, cache_key=cache.key)
+
+
+def make_pool(owner: nn.Module, data: Dataset, config: ProtectConfig, input_shape: tuple, *,
+              progress: bool = True, log=None) -> Pool:
+    """IPGuard fingerprints from each start kind at each k of the grid, merged."""
+    ks, margin = config.fixed_ks, None
+    if ks is None:
+        images = start_images(data, min(len(data), 2048), protect_seed(config.seed, "margin"))
+        margin = median_margin(owner, images)
+        ks = k_grid(margin)
+    inits = config.inits
+    if log is not None:
+        log(f"pool: {config.pool_factor * config.n} points at each k in {ks} ({' and '.join(inits)} starts, "
+            f"{config.labels} labels)")
+    # Every start kind uses the same seeds: a pool from data starts is the same whether or
+    # not uniform starts are tried beside it.
+    points = merge_pools([extract_pool(owner, data, input_shape=input_shape, ks=ks, per_k=config.pool_factor * config.n,
+                                       seed=protect_seed(config.seed, "pool"), labels=config.labels, init=start,
+                                       progress=progress, options=config.search) for start in inits])
+    if len(points) < config.n:
+        raise ArgumentError("n", f"the pool holds only {len(points)} fingerprints (raise pool_factor or lower k)")
+    return Pool(points, ks, margin, inits)
+
+
+def score_pool(refs: ReferenceSet, points: FingerprintSet, batch_size: int, progress: bool = True) -> ReferenceOutputs:
+    """Every reference's margin and agreement on every point."""
+    models = refs.references
+    with progress_bar(len(models), "reference outputs", "model", progress) as bar:
+        return reference_outputs([r.model for r in models], points, batch_size=batch_size,
+                                 names=[f"references: {r.name}" for r in models],
+                                 progress=(lambda: bar.update(1)) if bar is not None else None)
+
+
+def choose_configuration(pool: Pool, refs: ReferenceSet, outputs: ReferenceOutputs, config: ProtectConfig) -> Choice:
+    """Each candidate configuration selects n points; the best held-out ARUC wins (choice.py)."""
+    candidates = _candidates(pool.points, pool.ks, pool.inits, singles=pool.median_margin is None)
+    kinds = lambda role: [refs.references[i].kind for i in refs.rows(role, "select")]  # noqa: E731
+    held = References(outputs.rows(refs.rows("positive", "select")), outputs.rows(refs.rows("negative", "select")),
+                      kinds("positive"), kinds("negative"), outputs.rows(refs.rows("positive", "validate")),
+                      outputs.rows(refs.rows("negative", "validate")))
+    return Choice(choose(candidates, held, config.n, config.score), candidates)
+
+
+def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str], singles: bool) -> list[Candidate]:
+    """The configurations the held-out references choose among: for each start kind, all k
+    merged and (`singles`: the caller's own list of k) each k alone, each with every
+    negative weight of the score. Pools of different start kinds never mix. The automatic
+    grid offers only the merged pool: it can keep any single k's points, and more
+    candidates only give the choice more noise to fit."""
+    parts = pool.meta["pool"]["parts"]
+    point_k = torch.tensor(pool.meta["pool"]["k"])
+    point_start = torch.tensor([inits.index(_start_kind(part["init"])) for part in parts
+                                for _ in range(part["size"])])
+    pools = []
+    for s, start in enumerate(inits):
+        prefix = f"{start} " if len(inits) > 1 else ""
+        mine = point_start == s
+        meta_init = next(part["init"] for part in parts if _start_kind(part["init"]) == start)
+        for k in ks if singles or len(ks) == 1 else ():
+            pools.append((f"{prefix}k={k:g}", torch.nonzero(mine & (point_k == float(k))).flatten(), start, meta_init))
+        if len(ks) > 1:
+            pools.append((prefix + "k=" + "+".join(f"{k:g}" for k in ks), torch.nonzero(mine).flatten(), start,
+                          meta_init))
+    return [Candidate(name if w == 1.0 else f"{name}, w={w:g}", columns, negative_weight=w, init=start,
+                      init_meta=meta_init)
+            for name, columns, start, meta_init in pools for w in NEGATIVE_WEIGHTS]
+
+
+def _start_kind(recorded: str) -> str:
+    """'uniform' for a pool part from noise, 'data' for one from training images."""
+    return "uniform" if recorded == "uniform" else "data"

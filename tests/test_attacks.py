@@ -1,0 +1,116 @@
+"""The attack registry: every attack is at once an evaluation suspect family and a protect()
+reference kind; settings are checked; the owner is never modified."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from ipguard_fast.attacks import (ATTACKS, AdversarialFineTune, AttackContext, Distill, FineTune, Half, Independent,
+                                  Prune, Quantize, applicable, fresh_copy_factory, get_attack, pgd, run_attack)
+from ipguard_fast.evaluation import Variant, build_variants
+from ipguard_fast.nn import seeded
+from ipguard_fast.selection import RECIPE, ProtectConfig, ReferenceKind, run_protect
+
+SETTINGS = {"fine-tune": FineTune(1e-3, 1), "prune": Prune(0.5), "quantize": Quantize(4), "half": Half(),
+            "distill": Distill(1e-3, 1, "generic"), "independent": Independent("owner", 1e-3, (1, 2)),
+            "adversarial-fine-tune": AdversarialFineTune(epochs=1, steps=2)}
+
+
+def test_every_registered_attack_builds_models_and_leaves_the_owner(owner, small):
+    assert set(ATTACKS) == set(SETTINGS), "a new attack needs an entry here (and a test of its own)"
+    state = copy.deepcopy(owner.state_dict())
+    for name, settings in SETTINGS.items():
+        attack = get_attack(name)
+        context = AttackContext(owner, small, seed=5)
+        models = attack.run(context, settings)
+        assert len(models) == len(attack.outputs(settings))
+        skeleton = attack.skeleton(context, settings)
+        for model in models:
+            assert not model.training
+            assert model(small.tensors[0][:4]).shape == (4, 10)
+            assert set(model.state_dict()) == set(skeleton.state_dict()), name   # a cached copy loads into it
+    assert all(torch.equal(v, owner.state_dict()[k]) for k, v in state.items())
+
+
+def test_attacks_are_seeded(owner, small):
+    a = run_attack("fine-tune", FineTune(1e-3, 1), AttackContext(owner, small, seed=3))[0]
+    b = run_attack("fine-tune", FineTune(1e-3, 1), AttackContext(owner, small, seed=3))[0]
+    c = run_attack("fine-tune", FineTune(1e-3, 1), AttackContext(owner, small, seed=4))[0]
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+
+
+@pytest.mark.parametrize("make, argument", [
+    (lambda: FineTune(0.0, 1), "lr"), (lambda: FineTune(1e-3, 0), "epochs"), (lambda: Prune(1.0), "rate"),
+    (lambda: Quantize(1), "bits"), (lambda: Independent("owner", 1e-3, (2, 2)), "epochs"),
+    (lambda: AdversarialFineTune(eps=-1.0), "eps"), (lambda: Distill(1e-3, 0), "epochs"),
+])
+def test_bad_settings_name_the_argument(make, argument):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert info.value.argument == argument and str(info.value).startswith(f"{argument}: ")
+
+
+def test_unknown_attack_and_wrong_settings_are_refused(owner, small):
+    with pytest.raises(ValueError, match="^attack: unknown attack 'nope'"):
+        get_attack("nope")
+    with pytest.raises(ValueError, match="^settings: attack 'prune' takes Prune, got FineTune"):
+        run_attack("prune", FineTune(1e-3, 1), AttackContext(owner, small, seed=0))
+
+
+def test_attacks_that_need_a_head_or_weights_are_not_applicable_without_them():
+    headless = nn.Sequential(nn.Flatten(), nn.Tanh())
+    assert not applicable(get_attack("fine-tune"), headless) and not applicable(get_attack("prune"), headless)
+    assert applicable(get_attack("independent"), headless)
+
+
+def test_pgd_stays_in_the_ball_and_the_box_and_raises_the_loss(owner, small):
+    x, y = small.tensors[0][:16], small.tensors[1][:16]
+    settings = AdversarialFineTune(eps=0.1, step_size=0.03, steps=5)
+    torch.manual_seed(0)
+    adv = pgd(owner, x, y, settings)
+    assert float((adv - x).abs().max()) <= 0.1 + 1e-6 and float(adv.min()) >= 0 and float(adv.max()) <= 1
+    loss = lambda images: float(nn.functional.cross_entropy(owner(images), y))  # noqa: E731
+    assert loss(adv) > loss(x)
+    assert not owner.training
+
+
+class _WithToken(nn.Module):
+    """A parameter no reset_parameters touches (like a ViT's class token)."""
+
+    def __init__(self):
+        super().__init__()
+        self.token = nn.Parameter(torch.randn(8))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(x + self.token)
+
+
+def test_fresh_copies_share_nothing_trained_with_the_owner():
+    owner = _WithToken()
+    fresh = seeded(fresh_copy_factory(owner), 1)
+    assert not torch.equal(fresh.token, owner.token) and not torch.equal(fresh.fc.weight, owner.fc.weight)
+
+
+def test_a_registered_attack_is_both_an_evaluation_family_and_a_reference_kind(owner, small):
+    """Adversarial fine-tuning, added as one module and one registry line, used by both."""
+    settings = AdversarialFineTune(epochs=1, steps=2)
+    (suspect,) = build_variants(owner, small, [Variant("advFT", "advFT", "adversarial-fine-tune", settings)])
+    assert suspect.role == "positive" and suspect.family == "advFT"
+    recipe = tuple(k for k in RECIPE if k.kind in ("FTAL", "independent-generic-lr0.003", "int4")) + (
+        ReferenceKind("advFT", "positive", "adversarial-fine-tune", settings),
+        ReferenceKind("independent-generic-lr0.01", "negative", "independent", Independent("generic", 1e-2, 2)))
+    config = ProtectConfig(n=4, k=2.0, pool_factor=2, replicas=2, validation_replicas=0, refine=False, recipe=recipe)
+    result = run_protect(owner, small, config, progress=False)
+    kinds = {r.kind for r in result.references}
+    assert {"advFT", "FTAL", "int4", "independent-generic-lr0.01"} <= kinds
+    assert len(result.fingerprints) == 4
+
+
+def test_a_recipe_is_checked():
+    with pytest.raises(ValueError, match="^recipe: needs kinds of both roles"):
+        ProtectConfig(recipe=tuple(k for k in RECIPE if k.role == "positive"))
+    with pytest.raises(ValueError, match="^attack: unknown attack"):
+        ProtectConfig(recipe=(ReferenceKind("x", "positive", "nope", None),) + RECIPE)
