@@ -1,6 +1,6 @@
 """logit_gap_loss on CPU: compiled vs careful eager vs reference, interleaved in one process.
 
-    python benchmarks/bench_loss_cpu.py --runs 80 --out benchmarks/results/ops-loss-cpu-<date>.json
+    python benchmarks/bench_loss_cpu.py --runs 80 --out benchmarks/results/ops-loss-cpu-<date>/ops-loss-cpu.json
 
 Every round times one call of each implementation at each thread count (1 and 2 by
 default, torch.set_num_threads), in a rotating order, so load from other jobs on a

@@ -1,6 +1,6 @@
 """Plain IPGuard against protect()'s selected fingerprints on the demo and hard beds, over owner seeds.
 
-    python benchmarks/selection.py --out benchmarks/results/selection-cpu-DATE.json [--seeds 0,1,2] [--owner cnn]
+    python benchmarks/selection.py --out benchmarks/results/selection-DATE/refined.json [--seeds 0,1,2] [--owner cnn]
                                    [--no-refine] [--threads 1]
 
 For each digits owner seed: builds both evaluation beds (the demo's suspects; the hard

@@ -1,6 +1,7 @@
 """Microbenchmarks of the two fused ops on CPU (and CUDA when present).
 
-    pytest benchmarks/test_bench_ops.py --benchmark-only --benchmark-json=benchmarks/results/ops-cpu.json
+    mkdir -p benchmarks/results/ops-cpu-DATE
+    pytest benchmarks/test_bench_ops.py --benchmark-only --benchmark-json=benchmarks/results/ops-cpu-DATE/ops-bench.json
 
 Peers: the pure-PyTorch reference (what ipguard_fast falls back to); for the
 loss also `careful_eager_loss`, the shortest eager version a PyTorch user writes
