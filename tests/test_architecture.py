@@ -21,7 +21,7 @@ LAYERS = [
      "_files", "_progress"],
     ["modules", "nn", "data"],                 # 1: helpers on a caller's module; layers; data sets
     ["fingerprints", "train", "search"],       # 2: the fingerprint set; the search; training
-    ["verify"],                                # 3: verdicts on objects (never a file)
+    ["verdicts"],                              # 3: verdicts on objects (never a file)
     ["io", "models"],                          # 4: files and formats into objects; architectures
     ["remote"],                                # 5: the label-only HTTP API (no argparse)
     ["evaluation", "selection"],               # 6: suspects, metrics, reports; fingerprint selection, protect

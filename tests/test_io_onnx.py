@@ -15,7 +15,7 @@ from ipguard_fast.cli import main
 from ipguard_fast.fingerprints import FingerprintSet
 from ipguard_fast.io import load_model, save_exported, save_torchscript
 from ipguard_fast.io import onnx as onnx_io
-from ipguard_fast.verify import as_label_fn, matching_rate, verify
+from ipguard_fast.verdicts import as_label_fn, matching_rate, verify
 
 SHAPE = (1, 8, 8)
 NUM_CLASSES = 10

@@ -51,7 +51,7 @@ def run(args) -> int:
                           train_digits_model)
     from ..selection import protect
     from ..train import accuracy
-    from ..verify import verify
+    from ..verdicts import verify
 
     check_arguments(args)  # all of them, before minutes of training
     start = time.perf_counter()

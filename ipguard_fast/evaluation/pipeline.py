@@ -20,7 +20,7 @@ from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..search import extract_fingerprints
 from ..search.distributed import communicator
 from ..train import accuracy
-from ..verify import matching_rate
+from ..verdicts import matching_rate
 from . import metrics
 from .suspects import Suspect, independent_seeds, negative_suspects, positive_suspects
 

@@ -6,7 +6,7 @@
   ``onnx`` package; the dynamo exporter would also need ``onnxscript`` and is used only as a
   fallback if a future torch drops the TorchScript path.
 * :class:`OnnxSuspect` runs an ONNX file with ``onnxruntime`` on the CPU; it is a callable
-  from images to logits, so it is a suspect for :mod:`ipguard_fast.verify`.
+  from images to logits, so it is a suspect for :mod:`ipguard_fast.verdicts`.
 * :func:`export_model` writes any of the three formats (``ipguard export`` calls it).
 
 Optional dependencies (extra ``onnx``): ``onnx`` (export) and ``onnxruntime``
@@ -133,7 +133,7 @@ class OnnxSuspect:
 
     ``OnnxSuspect(path)(images)`` takes a floating tensor ``[B, *input_shape]`` and returns the
     model's first output as a torch tensor (logits ``[B, C]``), so it can be passed as a suspect
-    to :func:`ipguard_fast.verify.verify` / ``matching_rate``. Models with a fixed batch size are
+    to :func:`ipguard_fast.verdicts.verify` / ``matching_rate``. Models with a fixed batch size are
     fed chunks of exactly that size (the last one padded).
 
     Attributes:
