@@ -42,7 +42,7 @@ def run(args) -> int:
 
     from .._files import check_writable_output
     from ..data import load_data
-    from ..io import load_model
+    from ..io import load_trainable_model
     from ..selection import protect
 
     start = time.perf_counter()
@@ -52,10 +52,7 @@ def run(args) -> int:
             raise ValueError(f"--threads: must be a positive int, got {args.threads}")
         torch.set_num_threads(args.threads)
     k = _k_arg(args.k)
-    owner = load_model(args.model, args.weights)
-    if isinstance(owner, torch.jit.ScriptModule) or args.model.endswith(".pt2"):
-        raise ValueError("--model: protect fine-tunes and prunes copies of the owner, so it needs a trainable model: "
-                         "give package.module:factory with --weights, not a TorchScript/.pt2 file")
+    owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = load_data(args.data, "train")
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"

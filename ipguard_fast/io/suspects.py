@@ -1,39 +1,21 @@
-"""Suspects from files: load_suspect, and the verification entry points that accept paths.
+"""The verification entry points that accept model files as suspects.
 
 ipguard_fast.verdicts works on objects (modules, exported programs, callables) and never
 opens a file. A user holding a file names it instead; these functions turn every
-path among their suspects into an object (load_suspect) and hand over to verdicts.
+path among their suspects into an object (formats.load_suspect) and hand over to verdicts.
 They are what the package exports as ipguard_fast.matching_rate, verify and
 calibrate_threshold.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
-
-import torch
 
 from .. import verdicts as _verdicts
 from ..fingerprints import FingerprintSet
-from .models import load_model
-from .weights import ModelLoadError
+from .formats import load_suspect
 
-__all__ = ["calibrate_threshold", "load_suspect", "matching_rate", "resolve_suspect", "verify"]
-
-
-def load_suspect(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
-                 device: str | torch.device = "cpu"):
-    """A suspect for verification or serving: an ONNX file (run by onnxruntime) or any load_model spec."""
-    if os.fspath(spec).endswith(".onnx"):
-        if weights is not None:
-            raise ModelLoadError("weights: do not apply to an ONNX file, which carries its own weights")
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"model file not found: {os.fspath(spec)}")
-        from .onnx import OnnxSuspect
-
-        return OnnxSuspect(spec)
-    return load_model(spec, weights=weights, device=device)
+__all__ = ["calibrate_threshold", "matching_rate", "resolve_suspect", "verify"]
 
 
 def resolve_suspect(suspect: Any) -> Any:
