@@ -17,7 +17,7 @@ from .fingerprints import FingerprintFileError, FingerprintSet
 from .io import calibrate_threshold, load_model, load_suspect, matching_rate, verify
 from .nn import Normalized
 from .search import ExtractConfig, IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
-from .verify import Verdict
+from .verdicts import Verdict
 
 __all__ = [
     "__version__", "has_extension", "ops", "reference",

@@ -21,7 +21,7 @@ LAYERS = [
      "_files", "_progress"],
     ["modules", "nn", "data"],                 # 1: helpers on a caller's module; layers; data sets
     ["fingerprints", "train", "search"],       # 2: the fingerprint set; the search; training
-    ["verify", "metrics"],                     # 3: verdicts on objects (never a file); ARUC and ROC AUC
+    ["verdicts", "metrics"],                   # 3: verdicts on objects (never a file); ARUC and ROC AUC
     ["io", "models"],                          # 4: files and formats into objects; architectures
     ["remote", "attacks"],                     # 5: the label-only HTTP API; the post-processing attacks
     ["selection"],                             # 6: fingerprint selection against reference models, protect

@@ -13,9 +13,8 @@ from torch import nn
 
 from ipguard_fast.cli import main
 from ipguard_fast.fingerprints import FingerprintSet
-from ipguard_fast.io import load_model, save_exported, save_torchscript
-from ipguard_fast.io import onnx as onnx_io
-from ipguard_fast.verify import as_label_fn, matching_rate, verify
+from ipguard_fast.io import OnnxSuspect, export_model, export_onnx, load_model, save_exported, save_torchscript
+from ipguard_fast.verdicts import as_label_fn, matching_rate, verify
 
 SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
@@ -65,8 +64,8 @@ def labels_of(suspect, images):
 def test_onnx_suspect_matches_pytorch_on_fingerprints(tmp_path):
     model = make_model()
     fingerprints = make_fingerprints(model)
-    path = onnx_io.export_onnx(model, SHAPE, tmp_path / "model.onnx")
-    suspect = onnx_io.OnnxSuspect(path)
+    path = export_onnx(model, SHAPE, tmp_path / "model.onnx")
+    suspect = OnnxSuspect(path)
     assert suspect.batch_size is None and suspect.input_shape == SHAPE  # dynamic batch axis
 
     assert torch.equal(labels_of(suspect, fingerprints.images), labels_of(model, fingerprints.images))
@@ -83,10 +82,10 @@ def test_onnx_suspect_matches_pytorch_on_fingerprints(tmp_path):
 def test_export_uses_eval_mode_and_restores_training(tmp_path):
     model = make_conv_model().train()
     images = make_fingerprints(make_conv_model()).images
-    onnx_io.export_onnx(model, SHAPE, tmp_path / "conv.onnx")
+    export_onnx(model, SHAPE, tmp_path / "conv.onnx")
     assert model.training and all(m.training for m in model.modules())
     model.eval()
-    suspect = onnx_io.OnnxSuspect(tmp_path / "conv.onnx")
+    suspect = OnnxSuspect(tmp_path / "conv.onnx")
     torch.testing.assert_close(suspect(images), model(images).detach(), atol=1e-5, rtol=1e-4)
 
 
@@ -100,9 +99,9 @@ def test_export_from_saved_models(tmp_path, kind):
     loaded = load_model(source)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the export itself stays quiet
-        onnx_io.export_onnx(loaded, SHAPE, tmp_path / "out.onnx")
+        export_onnx(loaded, SHAPE, tmp_path / "out.onnx")
     images = make_fingerprints(model).images
-    suspect = onnx_io.OnnxSuspect(tmp_path / "out.onnx")
+    suspect = OnnxSuspect(tmp_path / "out.onnx")
     assert torch.equal(labels_of(suspect, images), labels_of(model, images))
     assert suspect(images[:5]).shape == (5, NUM_CLASSES)
 
@@ -115,7 +114,7 @@ def test_fixed_batch_onnx_model_is_fed_padded_chunks(tmp_path):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(4, *SHAPE),), str(path), dynamo=False, input_names=["x"],
                           opset_version=17)
-    suspect = onnx_io.OnnxSuspect(path)
+    suspect = OnnxSuspect(path)
     assert suspect.batch_size == 4
     images = make_fingerprints(model, n=10).images
     assert torch.equal(labels_of(suspect, images), labels_of(model, images))
@@ -124,13 +123,13 @@ def test_fixed_batch_onnx_model_is_fed_padded_chunks(tmp_path):
 @needs_onnx
 def test_onnx_suspect_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
-        onnx_io.OnnxSuspect(tmp_path / "missing.onnx")
+        OnnxSuspect(tmp_path / "missing.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx model")
     with pytest.raises(ValueError, match="not a loadable ONNX model"):
-        onnx_io.OnnxSuspect(bad)
-    onnx_io.export_onnx(make_model(), SHAPE, tmp_path / "m.onnx")
-    suspect = onnx_io.OnnxSuspect(tmp_path / "m.onnx")
+        OnnxSuspect(bad)
+    export_onnx(make_model(), SHAPE, tmp_path / "m.onnx")
+    suspect = OnnxSuspect(tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="takes images"):
         suspect(torch.zeros(2, 3, 8, 8))
     with pytest.raises(ValueError):
@@ -141,23 +140,23 @@ def test_export_argument_errors(tmp_path):
     model = make_model()
     for shape in ((), (0, 8, 8), (1.5, 8), "1,8,8"):
         with pytest.raises(ValueError, match="input_shape"):
-            onnx_io.export_onnx(model, shape, tmp_path / "x.onnx")
+            export_onnx(model, shape, tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="opset"):
-        onnx_io.export_onnx(model, SHAPE, tmp_path / "x.onnx", opset=0)
+        export_onnx(model, SHAPE, tmp_path / "x.onnx", opset=0)
     with pytest.raises(ValueError, match="format"):
-        onnx_io.export_model(model, SHAPE, tmp_path / "x.bin", format="tflite")
+        export_model(model, SHAPE, tmp_path / "x.bin", format="tflite")
 
 
 def test_missing_onnxruntime_names_the_package(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     with pytest.raises(ImportError, match="pip install onnxruntime"):
-        onnx_io.OnnxSuspect(tmp_path / "m.onnx")
+        OnnxSuspect(tmp_path / "m.onnx")
 
 
 def test_missing_onnx_names_the_package(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match="pip install onnx"):
-        onnx_io.export_onnx(make_model(), SHAPE, tmp_path / "m.onnx")
+        export_onnx(make_model(), SHAPE, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -170,8 +169,8 @@ def test_onnx_suspect_served_over_http(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     model = make_model()
     fingerprints = make_fingerprints(model)
-    onnx_io.export_onnx(model, SHAPE, tmp_path / "m.onnx")
-    with serve(onnx_io.OnnxSuspect(tmp_path / "m.onnx"), input_shape=SHAPE) as running:
+    export_onnx(model, SHAPE, tmp_path / "m.onnx")
+    with serve(OnnxSuspect(tmp_path / "m.onnx"), input_shape=SHAPE) as running:
         assert verify_remote(running.url, fingerprints, batch_size=16, timeout=10) == verify(model, fingerprints)
 
 
@@ -206,7 +205,7 @@ def test_export_cli_formats(tmp_path, capsys, fmt, suffix):
     assert _run_export(argv) == 0, capsys.readouterr().err
     assert str(out) in capsys.readouterr().out
     images = make_fingerprints(model).images
-    exported = onnx_io.OnnxSuspect(out) if fmt == "onnx" else load_model(out)
+    exported = OnnxSuspect(out) if fmt == "onnx" else load_model(out)
     assert torch.equal(labels_of(exported, images), labels_of(model, images))
 
 

@@ -36,7 +36,7 @@ from ipguard_fast.remote import (
 from ipguard_fast.cli import main
 from ipguard_fast.cli.common import shape_arg
 from ipguard_fast.remote import protocol
-from ipguard_fast.verify import matching_rate, verify
+from ipguard_fast.verdicts import matching_rate, verify
 
 TIMEOUT = 10.0
 SHAPE = (1, 8, 8)

@@ -17,7 +17,7 @@ from torch import nn
 from ipguard_fast.cli import main
 from ipguard_fast.remote import RemoteError, RemoteLabelModel, serve, verify_remote
 from ipguard_fast.remote import protocol
-from ipguard_fast.verify import verify
+from ipguard_fast.verdicts import verify
 
 SHAPE = (1, 8, 8)
 

@@ -8,7 +8,7 @@ from torch import nn
 import ipguard_fast
 from ipguard_fast.fingerprints import FingerprintSet
 from ipguard_fast.io import save_torchscript
-from ipguard_fast.verify import (
+from ipguard_fast.verdicts import (
     DEFAULT_THRESHOLD,
     Verdict,
     as_label_fn,
@@ -245,3 +245,12 @@ def test_calibrated_threshold_is_exact_in_binary(calibration_fps):
     threshold = calibrate_threshold(negatives, calibration_fps, batch_size=N)
     assert verify(copier(7, calibration_fps.labels), calibration_fps, threshold, batch_size=N).pirated
     assert np.float64(threshold) == 7 / 10
+
+
+def test_the_package_name_verify_is_the_function_only():
+    """The verdicts module is ipguard_fast.verdicts: ipguard_fast.verify is one thing, the function."""
+    from pathlib import Path
+
+    assert ipguard_fast.verify.__module__ == "ipguard_fast.io.suspects"
+    package = Path(ipguard_fast.__file__).parent
+    assert not (package / "verify.py").exists() and not (package / "verify").exists()

@@ -71,9 +71,10 @@ def add_count_argument(parser: argparse.ArgumentParser, default: int | None, hel
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, onnx: bool = False) -> None:
-    also = ", or an .onnx file" if onnx else ""
-    parser.add_argument("--model", required=required, metavar="M",
-                        help=f"TorchScript file, torch.export .pt2 file, package.module:factory{also}")
+    """--model and --weights; ``onnx``: the command takes suspects, so the suspect-only formats (ONNX) too."""
+    from ..io.formats import model_help
+
+    parser.add_argument("--model", required=required, metavar="M", help=model_help(suspects=onnx))
     parser.add_argument("--weights", metavar="FILE",
                         help="state_dict (.safetensors, or a torch file loaded with weights_only) "
                              "for a package.module:factory model")

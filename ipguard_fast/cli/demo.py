@@ -55,7 +55,7 @@ def run(args) -> int:
     from ..models import train_digits_model
     from ..selection import protect
     from ..train import accuracy
-    from ..verify import verify
+    from ..verdicts import verify
 
     bed = check_arguments(args)  # all of them, before minutes of training
     shape = digits_input_shape()

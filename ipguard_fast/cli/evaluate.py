@@ -69,13 +69,10 @@ def _run(args, ranks) -> int:
     from ..data import load_data
     from ..evaluation import evaluate, make_bed, summary_table, write_report
     from ..evaluation.suspects import Suspect
-    from ..io import load_model
+    from ..io import load_model, load_trainable_model
 
     methods = tuple(filter(None, args.methods.split(",")))
-    owner = load_model(args.model, args.weights)
-    if isinstance(owner, torch.jit.ScriptModule) or args.model.endswith(".pt2"):
-        raise ValueError("--model: evaluate fine-tunes and prunes copies of the owner, so it needs a trainable "
-                         "model: give package.module:factory with --weights, not a TorchScript/.pt2 file")
+    owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = load_data(args.data, "train")
     test_set = load_data(args.test_data or args.data, "test") if (args.test_data or args.data == "digits") else None
     shape = tuple(train_set[0][0].shape)

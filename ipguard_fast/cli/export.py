@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..io.onnx import DEFAULT_OPSET, EXPORT_FORMATS
+from ..io.formats import DEFAULT_OPSET, EXPORT_FORMATS
 from .common import add_model_arguments, shape_arg
 
 
@@ -20,8 +20,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """Exit 0 on success, 1 when the exporter failed on this model, 2 on bad input."""
     from .._files import check_writable_output
-    from ..io import load_model
-    from ..io.onnx import export_model
+    from ..io import export_model, load_model
 
     check_writable_output("--out", args.out, [args.model, args.weights])
     model = load_model(args.model, args.weights)

@@ -43,7 +43,7 @@ def run(args) -> int:
     from .._files import check_writable_output
     from .._validate import positive_int
     from ..data import load_data
-    from ..io import load_model
+    from ..io import load_trainable_model
     from ..selection import protect
 
     start = time.perf_counter()
@@ -51,10 +51,7 @@ def run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(positive_int("--threads", args.threads))
     k = _k_arg(args.k)
-    owner = load_model(args.model, args.weights)
-    if isinstance(owner, torch.jit.ScriptModule) or args.model.endswith(".pt2"):
-        raise ValueError("--model: protect fine-tunes and prunes copies of the owner, so it needs a trainable model: "
-                         "give package.module:factory with --weights, not a TorchScript/.pt2 file")
+    owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = load_data(args.data, "train")
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"

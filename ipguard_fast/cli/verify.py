@@ -39,7 +39,7 @@ def run(args) -> int:
     fingerprints = FingerprintSet.load(args.fingerprints)
     if args.endpoint is None:
         from ..io import load_suspect
-        from ..verify import verify
+        from ..verdicts import verify
 
         suspect = load_suspect(args.model, weights=args.weights, device=args.device)
         verdict = verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)

@@ -22,7 +22,7 @@ from ..search.distributed import communicator
 from ..selection.config import ProtectConfig
 from ..selection.protect import run_protect
 from ..train import accuracy
-from ..verify import matching_rate
+from ..verdicts import matching_rate
 from .config import METHODS, EvaluationConfig, EvaluationResult, RunResult
 from .suspects import Suspect, build_suspects
 

@@ -1,8 +1,12 @@
 """Model files and formats in, objects out (and back): TorchScript, torch.export (.pt2),
-package.module:factory specs with safetensors weights, and ONNX."""
-from .models import load_model, save_exported, save_torchscript
-from .suspects import calibrate_threshold, load_suspect, matching_rate, resolve_suspect, verify
+package.module:factory specs with safetensors weights, and ONNX -- one module per format
+in formats/, picked by formats.format_of."""
+from .formats import (EXPORT_FORMATS, FORMATS, OnnxSuspect, export_model, export_onnx, format_of, load_model,
+                      load_suspect, load_trainable_model, require_trainable, save_exported, save_torchscript)
+from .suspects import calibrate_threshold, matching_rate, resolve_suspect, verify
 from .weights import ModelLoadError, load_weights, read_state_dict
 
-__all__ = ["ModelLoadError", "calibrate_threshold", "load_model", "load_suspect", "load_weights", "matching_rate",
-           "read_state_dict", "resolve_suspect", "save_exported", "save_torchscript", "verify"]
+__all__ = ["EXPORT_FORMATS", "FORMATS", "ModelLoadError", "OnnxSuspect", "calibrate_threshold", "export_model",
+           "export_onnx", "format_of", "load_model", "load_suspect", "load_trainable_model", "load_weights",
+           "matching_rate", "read_state_dict", "require_trainable", "resolve_suspect", "save_exported",
+           "save_torchscript", "verify"]

@@ -1,39 +1,21 @@
-"""Suspects from files: load_suspect, and the verification entry points that accept paths.
+"""The verification entry points that accept model files as suspects.
 
-ipguard_fast.verify works on objects (modules, exported programs, callables) and never
+ipguard_fast.verdicts works on objects (modules, exported programs, callables) and never
 opens a file. A user holding a file names it instead; these functions turn every
-path among their suspects into an object (load_suspect) and hand over to verify.
+path among their suspects into an object (formats.load_suspect) and hand over to verdicts.
 They are what the package exports as ipguard_fast.matching_rate, verify and
 calibrate_threshold.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from .. import verify as _verify
+from .. import verdicts as _verdicts
 from ..fingerprints import FingerprintSet
-from .models import load_model
-from .weights import ModelLoadError
+from .formats import load_suspect
 
-__all__ = ["calibrate_threshold", "load_suspect", "matching_rate", "resolve_suspect", "verify"]
-
-
-def load_suspect(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
-                 device: str | torch.device = "cpu"):
-    """A suspect for verification or serving: an ONNX file (run by onnxruntime) or any load_model spec."""
-    if os.fspath(spec).endswith(".onnx"):
-        if weights is not None:
-            raise ModelLoadError("weights: do not apply to an ONNX file, which carries its own weights")
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"model file not found: {os.fspath(spec)}")
-        from .onnx import OnnxSuspect
-
-        return OnnxSuspect(spec)
-    return load_model(spec, weights=weights, device=device)
+__all__ = ["calibrate_threshold", "matching_rate", "resolve_suspect", "verify"]
 
 
 def resolve_suspect(suspect: Any) -> Any:
@@ -44,25 +26,25 @@ def resolve_suspect(suspect: Any) -> Any:
 
 
 def matching_rate(suspect: Any, fingerprints: FingerprintSet, batch_size: int = 256) -> float:
-    """ipguard_fast.verify.matching_rate, the suspect also given as a model file."""
-    return _verify.matching_rate(resolve_suspect(suspect), fingerprints, batch_size=batch_size)
+    """ipguard_fast.verdicts.matching_rate, the suspect also given as a model file."""
+    return _verdicts.matching_rate(resolve_suspect(suspect), fingerprints, batch_size=batch_size)
 
 
 def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None = None,
-           batch_size: int = 256) -> _verify.Verdict:
-    """ipguard_fast.verify.verify, the suspect also given as a model file."""
-    return _verify.verify(resolve_suspect(suspect), fingerprints, threshold=threshold, batch_size=batch_size)
+           batch_size: int = 256) -> _verdicts.Verdict:
+    """ipguard_fast.verdicts.verify, the suspect also given as a model file."""
+    return _verdicts.verify(resolve_suspect(suspect), fingerprints, threshold=threshold, batch_size=batch_size)
 
 
 def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: FingerprintSet,
                         false_positive_rate: float = 0.01, batch_size: int = 256) -> float:
-    """ipguard_fast.verify.calibrate_threshold, each negative suspect also given as a model file."""
+    """ipguard_fast.verdicts.calibrate_threshold, each negative suspect also given as a model file."""
     if not isinstance(negative_suspects, (str, os.PathLike)) and hasattr(negative_suspects, "__iter__"):
         negative_suspects = [resolve_suspect(s) for s in negative_suspects]
-    return _verify.calibrate_threshold(negative_suspects, fingerprints, false_positive_rate=false_positive_rate,
-                                       batch_size=batch_size)
+    return _verdicts.calibrate_threshold(negative_suspects, fingerprints, false_positive_rate=false_positive_rate,
+                                         batch_size=batch_size)
 
 
-matching_rate.__doc__ += "\n\n" + (_verify.matching_rate.__doc__ or "")
-verify.__doc__ += "\n\n" + (_verify.verify.__doc__ or "")
-calibrate_threshold.__doc__ += "\n\n" + (_verify.calibrate_threshold.__doc__ or "")
+matching_rate.__doc__ += "\n\n" + (_verdicts.matching_rate.__doc__ or "")
+verify.__doc__ += "\n\n" + (_verdicts.verify.__doc__ or "")
+calibrate_threshold.__doc__ += "\n\n" + (_verdicts.calibrate_threshold.__doc__ or "")

@@ -1,7 +1,7 @@
 """Client side of the label-only HTTP API: a remote model as a suspect.
 
 :class:`RemoteLabelModel` is a callable from images to int64 labels, usable wherever a
-suspect is (``verify.matching_rate(RemoteLabelModel(url), fingerprints)``), with
+suspect is (``verdicts.matching_rate(RemoteLabelModel(url), fingerprints)``), with
 a deadline for every request, retries and backoff (over httpx, see transport.py).
 verification.py verifies through it, resumably.
 

@@ -109,7 +109,7 @@ def serve(model: Any, host: str = "127.0.0.1", port: int = 0, token: str | None 
 
     Args:
         model: an ``nn.Module`` (TorchScript and ``.pt2`` modules included), an
-            ``ExportedProgram``, or any callable accepted by :func:`ipguard_fast.verify.as_label_fn`
+            ``ExportedProgram``, or any callable accepted by :func:`ipguard_fast.verdicts.as_label_fn`
             (images ``[B, *input_shape]`` -> logits ``[B, C]`` or labels ``[B]``). Modules run
             in eval mode under ``torch.no_grad``, one batch at a time, and are left as they were.
         host, port: where to listen; ``port=0`` picks a free port (see ``.url``). Use a

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..modules import device_and_dtype, eval_mode, static_batch_size
-from ..verify import as_label_fn
+from ..verdicts import as_label_fn
 from .protocol import encode_health
 
 __all__ = ["LabelService", "probe_num_classes"]

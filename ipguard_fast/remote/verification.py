@@ -10,7 +10,7 @@ import torch
 
 from .._validate import finite_number, positive_int
 from ..fingerprints import FingerprintSet
-from ..verify import Verdict, resolve_threshold, verify
+from ..verdicts import Verdict, resolve_threshold, verify
 from .client import RemoteError, RemoteLabelModel
 from .progress import ProgressFile
 
@@ -26,7 +26,7 @@ def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, 
 
     The fingerprints are sent in batches of ``batch_size`` (batch b holds fingerprints
     ``[b * batch_size, (b + 1) * batch_size)``). The verdict equals
-    ``verify.verify(model, fingerprints, threshold)`` for the served model.
+    ``verdicts.verify(model, fingerprints, threshold)`` for the served model.
 
     Args:
         url: the server's base URL, or a configured :class:`RemoteLabelModel` (then ``token``,
@@ -44,8 +44,8 @@ def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, 
             queried. It is tied to the fingerprints (content hash) and ``batch_size``: a file
             for other fingerprints or another batch size raises :class:`ProgressFileError`.
             Kept when the run completes (a rerun then queries nothing).
-        threshold: as in :func:`verify.verify` (default: ``fingerprints.meta["threshold"]`` or
-            :data:`verify.DEFAULT_THRESHOLD`).
+        threshold: as in :func:`verdicts.verify` (default: ``fingerprints.meta["threshold"]`` or
+            :data:`verdicts.DEFAULT_THRESHOLD`).
         on_batch: called as ``on_batch(batch_index, batches_done, batches_total)`` after each
             batch is answered (and saved).
 

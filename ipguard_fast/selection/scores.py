@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..fingerprints import FingerprintSet
-from ..verify import as_output_fn
+from ..verdicts import as_output_fn
 
 __all__ = ["SCORES", "TEMPERATURE", "ReferenceOutputs", "owner_label_margin", "reference_outputs", "separation_scores",
            "soft_agreement"]
@@ -61,7 +61,7 @@ def reference_outputs(references: Sequence[Any], pool: FingerprintSet, *, batch_
                       names: Sequence[str] | None = None,
                       progress: Callable[[], None] | None = None) -> ReferenceOutputs:
     """Run every reference on the pool once, in batches. A reference is anything
-    ipguard_fast.verify accepts (a module, an exported program, a callable returning logits
+    ipguard_fast.verdicts accepts (a module, an exported program, a callable returning logits
     or labels); one that fails or returns another number of classes raises ValueError
     naming it (``names[r]``, default ``references[r]``)."""
     labels = pool.labels

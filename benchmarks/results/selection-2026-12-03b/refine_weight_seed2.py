@@ -7,7 +7,7 @@ from ipguard_fast.evaluation import build_suspects
 from ipguard_fast.models import DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTURES, DIGITS_LR, DigitsMLP, train_digits_model
 from ipguard_fast.selection import RefineConfig
 from ipguard_fast.evaluation import metrics
-from ipguard_fast.verify import matching_rate
+from ipguard_fast.verdicts import matching_rate
 seed = int(sys.argv[1]); cfgs = sys.argv[2:]
 train = load_digits("train")
 owner = train_digits_model("cnn", seed=seed)

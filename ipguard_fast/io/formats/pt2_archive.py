@@ -1,4 +1,4 @@
-"""torch.export (.pt2) archives from a party that may be hostile: inspected before torch sees them.
+"""The safety inspection of a torch.export (.pt2) archive, before torch sees it (pt2.py's ``inspect``).
 
 A suspect's model file comes from the party accused of piracy. ``torch.export.load``
 trusts its archive, and an archive can make it run code while loading:
@@ -12,13 +12,13 @@ trusts its archive, and an archive can make it run code while loading:
   ``guards_code`` is compiled into Python, and its call targets are looked up by name on
   the ``torch``, ``operator`` and ``math`` modules (``torch.os.system`` resolves).
 
-``load_exported`` reads the archive into memory once (so nothing can change between the
-check and the load), checks every member against what a plain export of an ATen graph
-contains, and hands torch the checked bytes. What it accepts: raw tensor weights and
-constants, sample inputs that load with ``weights_only=True``, graphs whose call targets
-are registered operators (``torch.ops.*``) or the symbolic-integer helpers torch itself
-serialises, shape expressions made of symbols, numbers and sympy/torch shape functions,
-and no guards code. Everything else is refused with ModelLoadError, saying why.
+``inspect_archive`` checks the archive's bytes (pt2.py reads the file once and hands torch
+those same bytes) against what a plain export of an ATen graph contains. What it accepts:
+raw tensor weights and constants, sample inputs that load with ``weights_only=True``,
+graphs whose call targets are registered operators (``torch.ops.*``) or the
+symbolic-integer helpers torch itself serialises, shape expressions made of symbols,
+numbers and sympy/torch shape functions, and no guards code. Everything else is refused
+with ModelLoadError, saying why.
 """
 from __future__ import annotations
 
@@ -28,16 +28,14 @@ import math
 import operator
 import re
 import zipfile
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch import nn
 
-from .._files import short_error as _short
-from .weights import ModelLoadError
+from ..._files import short_error as _short
+from ..weights import ModelLoadError
 
-__all__ = ["load_exported", "inspect_archive"]
+__all__ = ["inspect_archive"]
 
 # The fixed members of an archive, below its root folder.
 _FIXED = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
@@ -84,16 +82,6 @@ _SYMBOL_NAME = re.compile(r"[a-z]{1,8}\d+")
 _EXPR_TOKEN = re.compile(
     r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)"
     r"|(?P<string>'[A-Za-z_][A-Za-z0-9_]*')|(?P<op>\*\*|//|[<>!=]=|[-+*/%(),=<>~&|]))")
-
-
-def load_exported(path: Path) -> nn.Module:
-    """The module of the .pt2 archive at `path`, after inspect_archive accepted it."""
-    data = path.read_bytes()
-    inspect_archive(data, str(path))
-    try:
-        return torch.export.load(io.BytesIO(data)).module()
-    except Exception as exc:
-        raise ModelLoadError(f"{path} is not a loadable torch.export (.pt2) archive: {_short(exc)}") from exc
 
 
 def inspect_archive(data: bytes, name: str = "archive") -> None:

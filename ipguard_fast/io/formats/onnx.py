@@ -1,4 +1,4 @@
-"""ONNX export of a model, and ONNX models as suspects; plus ``ipguard export``.
+"""ONNX files: written by :func:`export_onnx`, loaded as suspects (:class:`OnnxSuspect`) only.
 
 * :func:`export_onnx` writes an ONNX file with a dynamic batch axis (input ``images``
   ``[batch, *input_shape]``, output ``logits`` ``[batch, C]``). It uses torch's
@@ -6,11 +6,12 @@
   ``onnx`` package; the dynamo exporter would also need ``onnxscript`` and is used only as a
   fallback if a future torch drops the TorchScript path.
 * :class:`OnnxSuspect` runs an ONNX file with ``onnxruntime`` on the CPU; it is a callable
-  from images to logits, so it is a suspect for :mod:`ipguard_fast.verify`.
-* :func:`export_model` writes any of the three formats (``ipguard export`` calls it).
+  from images to logits, so it is a suspect for :mod:`ipguard_fast.verdicts`. The search and
+  the evaluation need gradients, so an ONNX file never loads as a model (``load_model``).
 
-Optional dependencies (extra ``onnx``): ``onnx`` (export) and ``onnxruntime``
-(:class:`OnnxSuspect`). Importing this module needs neither.
+Trust: data only (the graph runs in onnxruntime, which runs no Python). Optional
+dependencies (extra ``onnx``): ``onnx`` (export) and ``onnxruntime`` (:class:`OnnxSuspect`).
+Importing this module needs neither.
 """
 
 from __future__ import annotations
@@ -24,20 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._atomic import atomic_save
-from .._optional import require
-from .._validate import image_shape
-from ..modules import call_in_fixed_batches, device_and_dtype, eval_mode, refuses_train_mode
-from .models import save_exported, save_torchscript
+from ..._atomic import atomic_save
+from ..._optional import require
+from ..._validate import ArgumentError, image_shape
+from ...modules import call_in_fixed_batches, eval_mode, refuses_train_mode
+from ..weights import ModelLoadError
+from .base import DEFAULT_OPSET, ExportOptions, ModelFormat, example_input, model_file, trace_exported
 
-__all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "OnnxSuspect", "export_model", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "FORMAT", "OnnxFormat", "OnnxSuspect", "export_onnx"]
 
-DEFAULT_OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
-
-# Example batch used for tracing/exporting: 2, not 1, so no exporter specialises the batch axis to 1.
-_EXAMPLE_BATCH = 2
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -60,20 +58,19 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
     """
     input_shape = image_shape("input_shape", input_shape)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 7:
-        raise ValueError(f"opset: must be an int >= 7, got {opset!r}")
+        raise ArgumentError("opset", f"must be an int >= 7, got {opset!r}")
     if isinstance(model, torch.export.ExportedProgram):
         model = model.module()
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model: must be an nn.Module or ExportedProgram, got {type(model).__name__}")
+        raise ArgumentError("model", f"must be an nn.Module or ExportedProgram, got {type(model).__name__}")
     onnx = require("onnx", "onnx", "ONNX export")
     path = Path(path)
 
-    device, dtype = device_and_dtype(model)
-    example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
+    example = example_input(model, input_shape)
     with eval_mode(model), torch.no_grad():
         # Exported (.pt2) modules refuse train()/eval(), which the ONNX exporter calls:
         # export a TorchScript trace of them instead (same graph, batch axis stays dynamic).
-        target = _trace(model, example) if refuses_train_mode(model) else model
+        target = trace_exported(model, example) if refuses_train_mode(model) else model
 
         def write(tmp: str) -> None:
             _onnx_export(target, example, tmp, opset)
@@ -115,25 +112,12 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, path: str, opset: int)
     torch.onnx.export(model, (example,), path, dynamo=True, dynamic_shapes=({0: batch},), **common)
 
 
-def _trace(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    """TorchScript trace of an exported (.pt2) module.
-
-    Its runtime input checks (``torch._check`` on the shapes) hold for the example and are
-    dropped from the trace, with a TracerWarning each: those warnings are expected and hidden.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
-                                message=r"Converting a tensor to a Python boolean")
-        return torch.jit.trace(model, example, check_trace=False)
-
-
 class OnnxSuspect:
     """An ONNX model run by onnxruntime on the CPU: a callable from images to logits.
 
     ``OnnxSuspect(path)(images)`` takes a floating tensor ``[B, *input_shape]`` and returns the
     model's first output as a torch tensor (logits ``[B, C]``), so it can be passed as a suspect
-    to :func:`ipguard_fast.verify.verify` / ``matching_rate``. Models with a fixed batch size are
+    to :func:`ipguard_fast.verdicts.verify` / ``matching_rate``. Models with a fixed batch size are
     fed chunks of exactly that size (the last one padded).
 
     Attributes:
@@ -191,39 +175,29 @@ class OnnxSuspect:
         return f"OnnxSuspect({str(self.path)!r})"
 
 
-# ---------------------------------------------------------------------- export in any format
+class OnnxFormat(ModelFormat):
+    name = "onnx"
+    description = ".onnx file"
+    suffixes = (".onnx",)
+    suspect_only = True
+
+    def inspect(self, spec: str, weights=None) -> Path:
+        return model_file(spec, weights)  # onnxruntime parses the file; nothing in it runs Python
+
+    def read(self, path: Path, spec: str, weights, device) -> OnnxSuspect:
+        return OnnxSuspect(path)
+
+    def load_model(self, spec: str, weights=None, device="cpu") -> nn.Module:
+        raise ModelLoadError(f"{spec}: an ONNX model can be verified and served (load_suspect), but the "
+                             "search and the evaluation need gradients and trainable weights: give the "
+                             "PyTorch model (TorchScript, .pt2 or package.module:factory)")
+
+    def load_suspect(self, spec: str, weights=None, device="cpu") -> OnnxSuspect:
+        return self.read(self.inspect(spec, weights), spec, weights, device)
+
+    def export(self, model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str],
+               options: ExportOptions) -> Path:
+        return export_onnx(model, input_shape, path, opset=options.opset)
 
 
-EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
-
-
-def export_model(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str],
-                 format: str = "onnx", opset: int = DEFAULT_OPSET) -> Path:  # noqa: A002 - CLI name
-    """Save ``model`` as ``onnx``, ``torchscript`` or ``pt2`` (batch axis dynamic where the format allows)."""
-    input_shape = image_shape("input_shape", input_shape)
-    if format == "onnx":
-        return export_onnx(model, input_shape, path, opset=opset)
-    device, dtype = device_and_dtype(model)
-    example = torch.zeros(_EXAMPLE_BATCH, *input_shape, device=device, dtype=dtype)
-    trainable = not refuses_train_mode(model)
-    if format == "torchscript":
-        if trainable and not isinstance(model, torch.jit.ScriptModule):
-            return save_torchscript(model, example, path)
-        path = Path(path)
-        if isinstance(model, torch.jit.ScriptModule):
-            traced = model  # already TorchScript: save as is
-        else:  # a loaded .pt2 module: trace it ourselves (save_torchscript calls eval(), which it refuses)
-            with torch.no_grad():
-                traced = _trace(model, example)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
-            atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
-        return path
-    if format == "pt2":
-        if isinstance(model, torch.jit.ScriptModule):
-            raise ValueError("model: a TorchScript model cannot be re-exported as .pt2; give a package.module:factory "
-                             "model spec with --weights instead")
-        if not trainable:
-            raise ValueError("model: it is already a .pt2 export; copy the file instead")
-        return save_exported(model, example, path)
-    raise ValueError(f"format: must be 'onnx', 'torchscript' or 'pt2', got {format!r}")
+FORMAT = OnnxFormat()
