@@ -6,6 +6,13 @@ exactly as it was afterwards, and sometimes needs to feed an exported graph whos
 batch size was fixed at export time. Exported (`torch.export`, .pt2) modules refuse
 train()/eval() -- their mode was frozen at export -- so nothing here calls them
 blindly.
+
+Process-wide state, on purpose: `module_lock` keeps one re-entrant lock per module
+object in a registry of weak references. Two threads sharing a model must take turns
+whoever started them, so the lock cannot travel with one call's arguments; keeping it
+on the module itself would add an attribute to the caller's object, and nothing the
+package is given may be changed. The registry holds no module alive (an entry goes
+with its module), starts no thread and has nothing to close. ARCHITECTURE.md lists it.
 """
 from __future__ import annotations
 
@@ -20,9 +27,9 @@ from torch import nn
 __all__ = ["call_in_fixed_batches", "device_and_dtype", "eval_mode", "frozen", "module_device", "module_lock",
            "refuses_train_mode", "set_training", "static_batch_size"]
 
-# One re-entrant lock per module object: what switches a caller's module to eval mode (or
-# freezes it) holds its lock until everything is restored, so two threads sharing a model
-# take turns instead of restoring each other's half-changed state.
+# One re-entrant lock per module object (see the module doc): what switches a caller's module
+# to eval mode (or freezes it) holds its lock until everything is restored, so two threads
+# sharing a model take turns instead of restoring each other's half-changed state.
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 _FALLBACK_LOCK = threading.RLock()  # for the rare module that cannot be weakly referenced

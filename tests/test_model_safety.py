@@ -173,3 +173,22 @@ def test_serving_leaves_the_model_unchanged(mixed, monkeypatch):
         verdict = verify_remote(running.url, fps, batch_size=5, timeout=10)
     assert verdict == ig.verify(copy.deepcopy(mixed), fps)
     assert_unchanged(mixed, before)
+
+
+def test_the_lock_registry_neither_changes_nor_keeps_a_model():
+    """module_lock's registry (the package's one deliberate process-wide structure) adds nothing
+    to the caller's module and holds only a weak reference to it."""
+    import gc
+    import weakref
+
+    from ipguard_fast.modules import eval_mode, module_lock
+
+    model = bn_model().train()
+    attributes = set(vars(model))
+    with eval_mode(model):
+        assert module_lock(model) is module_lock(model)
+    assert set(vars(model)) == attributes
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None

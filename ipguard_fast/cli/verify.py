@@ -16,6 +16,9 @@ def add_arguments(p) -> None:
     add_token_arguments(p, "of the endpoint")
     p.add_argument("--progress", metavar="FILE",
                    help="with --endpoint: saves each answered batch; rerun with it to resume an interrupted run")
+    p.add_argument("--progress-key", metavar="FILE",
+                   help="with --progress: the secret key file that authenticates it (made when missing, mode "
+                        "0600; default $IPGUARD_FAST_PROGRESS_KEY, else ~/.config/ipguard_fast/progress.key)")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="with --endpoint: seconds one request may take in all (default 30)")
     p.add_argument("--retries", type=int, default=5,
@@ -36,6 +39,8 @@ def run(args) -> int:
 
     if (args.model is None) == (args.endpoint is None):
         raise ValueError("--model, --endpoint: give exactly one of them")
+    if args.progress_key is not None and args.progress is None:
+        raise ValueError("--progress-key: authenticates a progress file: give --progress too")
     fingerprints = FingerprintSet.load(args.fingerprints)
     if args.endpoint is None:
         from ..io import load_suspect
@@ -50,6 +55,7 @@ def run(args) -> int:
 
 
 def _verify_endpoint(args, fingerprints):
+    from .._validate import ArgumentError
     from ..remote import verify_remote
 
     token = resolve_token(args)
@@ -58,6 +64,11 @@ def _verify_endpoint(args, fingerprints):
         if not args.json:
             print(f"\rqueried {done}/{total} batches", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    return verify_remote(args.endpoint, fingerprints, batch_size=args.batch_size, token=token,
-                         progress_file=args.progress, threshold=args.threshold, timeout=args.timeout,
-                         retries=args.retries, deadline=args.deadline, on_batch=report)
+    try:
+        return verify_remote(args.endpoint, fingerprints, batch_size=args.batch_size, token=token,
+                             progress_file=args.progress, key_file=args.progress_key, threshold=args.threshold,
+                             timeout=args.timeout, retries=args.retries, deadline=args.deadline, on_batch=report)
+    except ArgumentError as exc:
+        if exc.argument == "key_file":
+            raise exc.renamed("--progress-key") from None
+        raise

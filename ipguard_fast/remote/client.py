@@ -1,26 +1,24 @@
 """Client side of the label-only HTTP API: a remote model as a suspect.
 
 :class:`RemoteLabelModel` is a callable from images to int64 labels, usable wherever a
-suspect is (``verdicts.matching_rate(RemoteLabelModel(url), fingerprints)``), with
-a deadline for every request, retries and backoff (over httpx, see transport.py).
-verification.py verifies through it, resumably.
-
-Standard library only (``urllib``). The wire format is in :mod:`ipguard_fast.remote.protocol`.
+suspect is (``verdicts.matching_rate(RemoteLabelModel(url), fingerprints)``), with a
+deadline for every request, retries and backoff. The HTTP itself is httpx (the
+``remote`` extra), run by transport.py under one hard deadline per exchange; this
+module decides what to send, what to retry and what an answer means. verification.py
+verifies through it, resumably. The wire format is in :mod:`ipguard_fast.remote.protocol`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import math
-import numbers
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import torch
 
+from .._validate import ArgumentError, finite_number, non_negative_int, positive_int
 from .protocol import (
     HEALTH_PATH,
     LABELS_PATH,
@@ -31,12 +29,12 @@ from .protocol import (
     encode_images,
     encoded_request_bytes,
 )
+from .answers import error_detail, http_error_message, retry_after
 from .transport import HttpTransport, TransportError
 
 __all__ = ["RemoteError", "RemoteLabelModel"]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
-_MAX_ERROR_BODY = 64 * 1024
 
 
 class RemoteError(RuntimeError):
@@ -77,8 +75,12 @@ class RemoteLabelModel:
 
     ``labels(images, deadline=...)`` and ``health(deadline=...)`` also take an absolute
     deadline (``time.monotonic()`` seconds) that no attempt, retry or backoff may pass:
-    ``verify_remote`` bounds a whole run with it. ``close()`` (or ``with``) releases the
-    connection pool; it is also released when the object is collected.
+    ``verify_remote`` bounds a whole run with it.
+
+    The first request starts the client's own event-loop thread (httpx runs on it, see
+    transport.py). ``close()`` (or ``with``) closes the connection pool and stops and joins
+    that thread; a later call starts a new one. A client collected without ``close()`` has
+    its thread stopped by a finaliser.
 
     Calls raise :class:`RemoteError` for an unreachable server, an HTTP error, malformed JSON,
     a wrong label count, or labels that are not integers in range.
@@ -90,27 +92,22 @@ class RemoteLabelModel:
                  local_address: str | None = None) -> None:
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"url: must be an http:// or https:// URL, got {url!r}")
+            raise ArgumentError("url", f"must be an http:// or https:// URL, got {url!r}")
         if parts.query or parts.fragment:
-            raise ValueError(f"url: must be the server's base URL without query or fragment, got {url!r}")
-        _check_number("timeout", timeout, positive=True)
-        _check_number("backoff", backoff)
-        _check_number("max_backoff", max_backoff)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries: must be a non-negative int, got {retries!r}")
+            raise ArgumentError("url", f"must be the server's base URL without query or fragment, got {url!r}")
         for name, value in (("num_classes", num_classes), ("max_batch", max_batch),
                             ("max_request_bytes", max_request_bytes)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}: must be a positive int or None, got {value!r}")
+            if value is not None:
+                positive_int(name, value)
         if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise ValueError("token: must be a non-empty string or None")
+            raise ArgumentError("token", "must be a non-empty string or None")
 
         self.url = url.rstrip("/")
         self.token = token.strip() if token is not None else None
-        self.timeout = float(timeout)
-        self.retries = retries
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
+        self.timeout = finite_number("timeout", timeout, positive=True)
+        self.retries = non_negative_int("retries", retries)
+        self.backoff = finite_number("backoff", backoff, minimum=0.0)
+        self.max_backoff = finite_number("max_backoff", max_backoff, minimum=0.0)
         self.num_classes = num_classes
         self.max_batch = max_batch
         self.max_request_bytes = max_request_bytes
@@ -119,7 +116,7 @@ class RemoteLabelModel:
         self._sleep: Callable[[float], None] = time.sleep  # replaceable in tests
 
     def close(self) -> None:
-        """Release the connection pool (a later call opens a new one)."""
+        """Close the connection pool and stop the event-loop thread (a later call starts a new one)."""
         self._transport.close()
 
     def __enter__(self) -> "RemoteLabelModel":
@@ -226,10 +223,10 @@ class RemoteLabelModel:
             status = answer.status
             if status != 200:
                 if status in _RETRY_STATUSES and not last:
-                    self._pause(self._delay(attempt, _retry_after(answer.headers)), deadline)
+                    self._pause(self._delay(attempt, retry_after(answer.headers)), deadline)
                     continue
-                raise RemoteError(_http_error_message(method, url, status, _error_detail(answer.body),
-                                                      answer.headers, attempt + 1), status=status, url=url)
+                raise RemoteError(http_error_message(method, url, status, error_detail(answer.body),
+                                                     answer.headers, attempt + 1), status=status, url=url)
             if len(answer.body) > max_response:
                 raise RemoteError(f"answer from {url} is larger than {max_response} bytes", status=status, url=url)
             try:
@@ -256,60 +253,7 @@ class RemoteLabelModel:
             seconds = min(seconds, max(0.0, deadline - time.monotonic()))
         self._sleep(seconds)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        delay = retry_after if retry_after is not None else self.backoff * (2 ** attempt)
+    def _delay(self, attempt: int, advised: float | None) -> float:
+        """The wait before the next attempt: the server's Retry-After when it sent one, else the backoff."""
+        delay = advised if advised is not None else self.backoff * (2 ** attempt)
         return max(0.0, min(delay, self.max_backoff))
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value)) if math.isfinite(float(value)) else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _error_detail(raw: bytes) -> str:
-    raw = raw[:_MAX_ERROR_BODY]
-    try:
-        payload = json.loads(raw.decode("utf-8"))
-        if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-            return " ".join(payload["message"].split())[:500]
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        pass
-    return " ".join(raw[:200].decode("utf-8", "replace").split())
-
-
-def _http_error_message(method: str, url: str, status: int, detail: str, headers: Any, attempts: int) -> str:
-    text = f"{method} {url} failed with HTTP {status}"
-    if detail:
-        text += f": {detail}"
-    if status == 401:
-        text += " (check the bearer token: --token-env / token=)"
-    elif status == 413:
-        text += " (request too large: use a smaller batch size)"
-    elif 300 <= status < 400:
-        text += f" (redirect to {headers.get('Location') if headers else None!r} not followed: use that URL)"
-    if attempts > 1:
-        text += f" (after {attempts} attempts)"
-    return text
-
-
-def _check_number(name: str, value: Any, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name}: must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
-
-
-# ---------------------------------------------------------------------- resumable verification

@@ -7,8 +7,9 @@ run, and a hand-edited or forged file (labels changed to flip a verdict) is refu
 warned about. Rewritten atomically after each batch, so an interrupted run resumes
 without re-asking (and re-paying for) batches already answered.
 
-The key: the environment variable IPGUARD_FAST_PROGRESS_KEY, else a random key created
-once in ~/.config/ipguard_fast/progress.key (readable by its owner only).
+The key comes from keystore.py: the ``key_file`` argument, else the environment variable
+IPGUARD_FAST_PROGRESS_KEY, else ~/.config/ipguard_fast/progress.key (made once, atomically,
+readable by its owner only).
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import hmac
 import json
 import math
 import os
-import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -25,12 +25,12 @@ from urllib.parse import urlsplit, urlunsplit
 from .._atomic import atomic_write_bytes
 from .._hashing import tensors_sha256
 from ..fingerprints import FingerprintSet
+from .keystore import progress_key
 
 __all__ = ["PROGRESS_FORMAT", "PROGRESS_VERSION", "ProgressFile", "ProgressFileError", "fingerprints_digest"]
 
 PROGRESS_FORMAT = "ipguard_fast.remote.progress"
 PROGRESS_VERSION = 2
-KEY_ENV = "IPGUARD_FAST_PROGRESS_KEY"
 MAX_PROGRESS_BYTES = 256 * 1024 * 1024
 
 
@@ -52,10 +52,15 @@ def public_url(url: str) -> str:
 
 
 class ProgressFile:
-    """The answered batches of one run: `load()` what an earlier run saved, `save(done)` after each batch."""
+    """The answered batches of one run: `load()` what an earlier run saved, `save(done)` after each batch.
 
-    def __init__(self, path, fingerprints: FingerprintSet, batch_size: int, url: str) -> None:
+    ``key_file``: where the MAC key is kept (see keystore.py; None: its documented default).
+    """
+
+    def __init__(self, path, fingerprints: FingerprintSet, batch_size: int, url: str,
+                 key_file: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path)
+        self.key = progress_key(key_file)
         self.digest = fingerprints_digest(fingerprints)
         self.n, self.batch_size = len(fingerprints), batch_size
         self.num_batches = math.ceil(self.n / batch_size)
@@ -66,6 +71,8 @@ class ProgressFile:
         if not self.path.exists():
             return {}
         path = self.path
+        if not path.is_file():  # a FIFO would block the read, a device never end it
+            raise ProgressFileError(f"{path} is not a regular file; a progress file must be one")
         try:
             if path.stat().st_size > MAX_PROGRESS_BYTES:
                 raise ProgressFileError(f"{path} is refused: larger than any progress file of this run")
@@ -91,9 +98,9 @@ class ProgressFile:
             raise ProgressFileError(f"{path} holds answers from {str(state.get('endpoint'))[:200]!r}, not from "
                                     f"{public_url(self.url)}; use another progress file or delete it")
         stored = state.pop("mac", None)
-        if not isinstance(stored, str) or not hmac.compare_digest(stored, _mac(state)):
+        if not isinstance(stored, str) or not hmac.compare_digest(stored, self._mac(state)):
             raise ProgressFileError(f"{path} failed its integrity check: it was edited, or written with another "
-                                    f"key ({KEY_ENV} or ~/.config/ipguard_fast/progress.key); delete it to start over")
+                                    f"key than {self.key.source}; delete it to start over")
         return self._batches(state.get("batches"))
 
     def _batches(self, batches) -> dict[int, list[int]]:
@@ -126,34 +133,9 @@ class ProgressFile:
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "batches": {str(index): done[index] for index in sorted(done)},
         }
-        state["mac"] = _mac(state)
+        state["mac"] = self._mac(state)
         atomic_write_bytes(self.path, json.dumps(state, separators=(",", ":")).encode("utf-8"))
 
-
-def _mac(state: dict) -> str:
-    canonical = json.dumps(state, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return hmac.new(_key(), canonical, hashlib.sha256).hexdigest()
-
-
-def _key() -> bytes:
-    """This machine's progress-file key (see the module doc)."""
-    given = os.environ.get(KEY_ENV)
-    if given:
-        return given.encode("utf-8")
-    path = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "ipguard_fast" / "progress.key"
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ProgressFileError(f"cannot read the progress key {path}: {exc}; set {KEY_ENV}") from None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_hex(32).encode("ascii"))
-    except FileExistsError:  # another process made it first
-        pass
-    except OSError as exc:
-        raise ProgressFileError(f"cannot create the progress key {path}: {exc}; set {KEY_ENV}") from None
-    return path.read_bytes().strip()
+    def _mac(self, state: dict) -> str:
+        canonical = json.dumps(state, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return hmac.new(self.key.secret, canonical, hashlib.sha256).hexdigest()

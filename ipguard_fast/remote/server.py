@@ -6,10 +6,11 @@ request framing, header parsing, keep-alive) in a background thread and returns 
 application is asgi.py, what the API means is service.py, the wire format protocol.py
 and docs/http_api.md.
 
-uvicorn has no deadline for a request's headers; :class:`_Protocol` adds one (a
-connection whose headers are not complete within ``request_timeout`` seconds gets 408
-and is closed), and answers requests h11 refuses (malformed or conflicting
-Content-Length, bad request lines) with the API's JSON error instead of plain text.
+uvicorn is used through its settings only (``uvicorn.Config`` / ``uvicorn.Server``); the
+one thing it lacks, a deadline for request headers, is deadline.py's protocol wrapper,
+passed in as the ``http`` setting. Requests uvicorn refuses itself (a malformed request
+line, malformed or conflicting Content-Length) get uvicorn's plain-text 400 and a
+closed connection; every answer from the API itself is JSON.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any, Sequence
 from .._optional import require
 from .._validate import finite_number, image_shape, positive_int
 from .asgi import LabelApp
-from .protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES, dumps, encode_error
+from .deadline import HeaderDeadline, h11_protocol
+from .protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES
 from .service import LabelService
 
 __all__ = ["DEFAULT_MAX_CONCURRENT", "DEFAULT_MAX_PER_CLIENT", "DEFAULT_QUEUE_TIMEOUT", "DEFAULT_REQUEST_TIMEOUT",
@@ -147,11 +149,12 @@ def serve(model: Any, host: str = "127.0.0.1", port: int = 0, token: str | None 
                            input_shape=input_shape, num_classes=num_classes)
     app = LabelApp(service, max_concurrent=max_concurrent, max_per_client=max_per_client,
                    request_timeout=request_timeout, queue_timeout=queue_timeout)
+    deadline = HeaderDeadline(request_timeout, h11_protocol())
     sock = _bind(host, port)
-    protocol = type("_BoundProtocol", (_protocol_class(uvicorn),), {"header_timeout": request_timeout})
-    config = uvicorn.Config(app, http=protocol, lifespan="on", log_config=None, access_log=False,
-                            timeout_keep_alive=5, timeout_graceful_shutdown=2, server_header=False,
-                            date_header=False)
+    # ws="none": the API has no websockets, and an upgrade must not leave the header guard.
+    config = uvicorn.Config(deadline.wrap(app), http=deadline.protocol, ws="none", lifespan="on", log_config=None,
+                            access_log=False, timeout_keep_alive=5, timeout_graceful_shutdown=2,
+                            server_header=False, date_header=False)
     server = uvicorn.Server(config)
     started = threading.Event()
     thread = threading.Thread(target=_run, args=(server, sock, started), name=f"ipguard-serve:{port}", daemon=True)
@@ -188,54 +191,3 @@ def _run(server, sock: socket.socket, started: threading.Event) -> None:
         await serving
 
     asyncio.run(main())
-
-
-def _protocol_class(uvicorn):
-    """uvicorn's h11 protocol with a deadline for request headers and JSON 400 answers."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class _Protocol(H11Protocol):
-        header_timeout = DEFAULT_REQUEST_TIMEOUT
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._header_timer = None
-            self._arm_header_timer()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is h11.IDLE:
-                self._arm_header_timer()  # headers (of this or the next request) still incomplete
-            else:
-                self._cancel_header_timer()
-
-        def connection_lost(self, exc) -> None:
-            self._cancel_header_timer()
-            super().connection_lost(exc)
-
-        def _arm_header_timer(self) -> None:
-            if self._header_timer is None and not self.transport.is_closing():
-                self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
-
-        def _cancel_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _headers_too_slow(self) -> None:
-            self._header_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self._answer(408, f"request headers not received within {self.header_timeout:g} s")
-
-        def send_400_response(self, msg: str) -> None:
-            self._answer(400, f"malformed HTTP request: {msg}")
-
-        def _answer(self, status: int, message: str) -> None:
-            body = dumps(encode_error(status, message))
-            head = (f"HTTP/1.1 {status} {'Bad Request' if status == 400 else 'Request Timeout'}\r\n"
-                    f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
-            self.transport.write(head.encode("latin-1") + body)
-            self.transport.close()
-
-    return _Protocol

@@ -1,9 +1,9 @@
 """The label service behind the HTTP server, free of any HTTP: the model as a label function,
 the bearer-token check, the limits, and the counters.
 
-The transport (server.py) parses requests and calls into this; keeping the two apart
-keeps what the API means (labels only, one batch at a time, a token compared in
-constant time) independent of how bytes reach it.
+The HTTP side (asgi.py, served by uvicorn from server.py) parses requests and calls
+into this; keeping the two apart keeps what the API means (labels only, one batch at a
+time, a token compared in constant time) independent of how bytes reach it.
 """
 from __future__ import annotations
 

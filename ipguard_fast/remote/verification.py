@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from .._validate import finite_number, positive_int
+from .._validate import ArgumentError, finite_number, positive_int
 from ..fingerprints import FingerprintSet
 from ..verdicts import Verdict, resolve_threshold, verify
 from .client import RemoteError, RemoteLabelModel
@@ -19,10 +19,13 @@ __all__ = ["verify_remote"]
 
 def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, batch_size: int = 64,
                   token: str | None = None, progress_file: str | os.PathLike[str] | None = None,
-                  threshold: float | None = None, timeout: float = 30.0, retries: int = 5,
-                  backoff: float = 0.5, deadline: float | None = None,
+                  key_file: str | os.PathLike[str] | None = None, threshold: float | None = None,
+                  timeout: float = 30.0, retries: int = 5, backoff: float = 0.5, deadline: float | None = None,
                   on_batch: Callable[[int, int, int], None] | None = None) -> Verdict:
     """Verify the model behind ``url`` against ``fingerprints`` over the label-only HTTP API.
+
+    A keyword front end: it checks the arguments, makes the client (unless given one)
+    and the progress file, and runs the batches.
 
     The fingerprints are sent in batches of ``batch_size`` (batch b holds fingerprints
     ``[b * batch_size, (b + 1) * batch_size)``). The verdict equals
@@ -44,6 +47,11 @@ def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, 
             queried. It is tied to the fingerprints (content hash) and ``batch_size``: a file
             for other fingerprints or another batch size raises :class:`ProgressFileError`.
             Kept when the run completes (a rerun then queries nothing).
+        key_file: the file holding the secret key that authenticates ``progress_file``
+            (see :mod:`ipguard_fast.remote.keystore`). None: ``$IPGUARD_FAST_PROGRESS_KEY``,
+            else ``~/.config/ipguard_fast/progress.key`` (``$XDG_CONFIG_HOME`` respected),
+            created on first use. A missing key file is created atomically (mode 0600); an
+            unsafe one (empty, short, not a regular file, open to others) is refused.
         threshold: as in :func:`verdicts.verify` (default: ``fingerprints.meta["threshold"]`` or
             :data:`verdicts.DEFAULT_THRESHOLD`).
         on_batch: called as ``on_batch(batch_index, batches_done, batches_total)`` after each
@@ -53,41 +61,48 @@ def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, 
         RemoteError: the server failed (after retries) or answered something malformed; the
             batches answered so far are in ``progress_file``.
         ProgressFileError: ``progress_file`` does not belong to this run.
-        ValueError: invalid arguments.
+        ValueError: invalid arguments (an ArgumentError naming ``key_file`` for a key file that
+            cannot be made or is unsafe).
     """
     if not isinstance(fingerprints, FingerprintSet):
-        raise ValueError(f"fingerprints: must be a FingerprintSet, got {type(fingerprints).__name__}")
-    n = len(fingerprints)
-    if n == 0:
-        raise ValueError("fingerprints: is empty; a matching rate needs at least one fingerprint")
+        raise ArgumentError("fingerprints", f"must be a FingerprintSet, got {type(fingerprints).__name__}")
+    if len(fingerprints) == 0:
+        raise ArgumentError("fingerprints", "is empty; a matching rate needs at least one fingerprint")
     positive_int("batch_size", batch_size)
     resolve_threshold(threshold, fingerprints)
     end = None if deadline is None else time.monotonic() + finite_number("deadline", deadline, positive=True)
+    if key_file is not None and not progress_file:
+        raise ArgumentError("key_file", "authenticates a progress file: give progress_file too")
 
-    num_classes = fingerprints.num_classes
     own = not isinstance(url, RemoteLabelModel)
     model = RemoteLabelModel(url, token=token, timeout=timeout, retries=retries, backoff=backoff,
-                             num_classes=num_classes) if own else url
+                             num_classes=fingerprints.num_classes) if own else url
     try:
-        num_batches = math.ceil(n / batch_size)
-        progress = ProgressFile(progress_file, fingerprints, batch_size, model.url) if progress_file else None
-        done = progress.load() if progress is not None else {}
-        todo = [b for b in range(num_batches) if b not in done]
-        if todo:
-            _check_server(model, fingerprints, end)
-        for index in todo:
-            done[index] = _query_batch(model, fingerprints, index, batch_size, progress, len(done), num_batches,
-                                       end)
-            if progress is not None:
-                progress.save(done)
-            if on_batch is not None:
-                on_batch(index, len(done), num_batches)
+        progress = ProgressFile(progress_file, fingerprints, batch_size, model.url, key_file) \
+            if progress_file else None
+        labels = _answers(model, fingerprints, batch_size, progress, end, on_batch)
     finally:
         if own:
             model.close()
+    return verify(_Replay(labels), fingerprints, threshold=threshold, batch_size=len(fingerprints))
 
-    all_labels = torch.tensor([label for b in range(num_batches) for label in done[b]], dtype=torch.int64)
-    return verify(_Replay(all_labels), fingerprints, threshold=threshold, batch_size=n)
+
+def _answers(model: RemoteLabelModel, fingerprints: FingerprintSet, batch_size: int, progress: ProgressFile | None,
+             deadline: float | None, on_batch: Callable[[int, int, int], None] | None) -> torch.Tensor:
+    """The server's labels for every fingerprint: saved batches reused, the others queried (and saved)."""
+    num_batches = math.ceil(len(fingerprints) / batch_size)
+    done = progress.load() if progress is not None else {}
+    todo = [b for b in range(num_batches) if b not in done]
+    if todo:
+        _check_server(model, fingerprints, deadline)
+    for index in todo:
+        done[index] = _query_batch(model, fingerprints, index, batch_size, progress, len(done), num_batches,
+                                   deadline)
+        if progress is not None:
+            progress.save(done)
+        if on_batch is not None:
+            on_batch(index, len(done), num_batches)
+    return torch.tensor([label for b in range(num_batches) for label in done[b]], dtype=torch.int64)
 
 
 def _query_batch(model: RemoteLabelModel, fingerprints: FingerprintSet, index: int, batch_size: int,
