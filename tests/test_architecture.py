@@ -183,15 +183,23 @@ def _functions(tree: ast.AST, prefix: str):
             yield f"{prefix}.{node.name}", node
 
 
+def _docstring_lines(node) -> int:
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        return first.end_lineno - first.lineno + 1
+    return 0
+
+
 def test_modules_and_functions_stay_small():
-    """No module over 300 lines; no function over 60 lines or 10 parameters (front ends excepted)."""
+    """No module over 300 lines; no function over 60 lines (its docstring aside) or 10
+    parameters (front ends excepted)."""
     too_long, too_big, too_many = [], [], []
     for module, path in MODULES.items():
         source = path.read_text()
         if len(source.splitlines()) > MAX_MODULE_LINES:
             too_long.append(f"{module} ({len(source.splitlines())} lines)")
         for name, node in _functions(ast.parse(source), module):
-            lines = node.end_lineno - node.lineno + 1
+            lines = node.end_lineno - node.lineno + 1 - _docstring_lines(node)
             if lines > MAX_FUNCTION_LINES:
                 too_big.append(f"{name} ({lines} lines)")
             a = node.args
