@@ -7,7 +7,7 @@
 Importing the package loads the core only (ops, search, fingerprints, verification and
 model I/O; torch, numpy and safetensors). The evaluation -- ``evaluate`` and its plots,
 which need the ``eval`` extra (scikit-learn, matplotlib) -- and fingerprint selection
-(``select_fingerprints``, ``protect``) load on first use.
+(``select_fingerprints``, ``protect``, ``run_protect`` and their configs) load on first use.
 """
 
 from . import ops, reference
@@ -24,13 +24,18 @@ __all__ = [
     "extract_fingerprints", "ExtractConfig", "IPGuard", "IncompleteFingerprintsWarning",
     "FingerprintSet", "FingerprintFileError",
     "matching_rate", "verify", "Verdict", "calibrate_threshold", "load_model", "load_suspect",
-    "evaluate", "select_fingerprints", "protect", "Normalized",
+    "evaluate", "run_evaluation", "EvaluationConfig", "select_fingerprints", "protect", "run_protect",
+    "ProtectConfig", "Normalized",
 ]
 
 # name -> (module, attribute), imported on first use so `import ipguard_fast` stays light.
 _LAZY = {"evaluate": ("ipguard_fast.evaluation.pipeline", "evaluate"),
+         "run_evaluation": ("ipguard_fast.evaluation.pipeline", "run_evaluation"),
+         "EvaluationConfig": ("ipguard_fast.evaluation.config", "EvaluationConfig"),
          "select_fingerprints": ("ipguard_fast.selection.select", "select_fingerprints"),
-         "protect": ("ipguard_fast.selection.protect", "protect")}
+         "protect": ("ipguard_fast.selection.protect", "protect"),
+         "run_protect": ("ipguard_fast.selection.protect", "run_protect"),
+         "ProtectConfig": ("ipguard_fast.selection.config", "ProtectConfig")}
 
 
 def __getattr__(name: str):

@@ -210,7 +210,7 @@ def test_independent_seeds_never_the_owners():
 def test_build_suspects_trains_independents_away_from_the_owners_seed(monkeypatch, owner, data):
     # With fixed seeds (1, 2, 3), `ipguard demo --seed 1` trained an "independent" CNN from
     # the owner's own initial weights, which matched it like a copy.
-    from ipguard_fast.evaluation import pipeline
+    from ipguard_fast.evaluation import suspects as pipeline
 
     seen = {}
 
