@@ -5,7 +5,7 @@ the candidate stream and rank 0 writes the one file.
 """
 from __future__ import annotations
 
-from .common import DistributedRun, add_count_argument, add_model_arguments, shape_arg
+from .common import DistributedRun, add_count_argument, add_model_arguments, named_as_options, shape_arg
 
 
 def add_arguments(p) -> None:
@@ -33,13 +33,20 @@ def add_arguments(p) -> None:
                         "30 s and on Ctrl-C; rerunning the same command resumes; removed on success")
 
 
+# ExtractConfig's field names -> the options that set them
+_OPTIONS = {"n": "-n", "k": "--k", "input_shape": "--input-shape", "seed": "--seed", "lr": "--lr",
+            "max_steps": "--max-steps", "max_candidates": "--max-candidates", "batch_size": "--batch-size",
+            "labels": "--labels", "device": "--device"}
+
+
 def config_from_args(args):
     from ..search import ExtractConfig
 
-    return ExtractConfig(n=args.n, k=args.k, input_shape=args.input_shape, seed=args.seed, lr=args.lr,
-                         max_steps=args.max_steps, max_candidates=args.max_candidates, batch_size=args.batch_size,
-                         labels=args.labels, amp=args.amp, channels_last=args.channels_last,
-                         result_rule=args.result_rule)
+    with named_as_options(_OPTIONS):
+        return ExtractConfig(n=args.n, k=args.k, input_shape=args.input_shape, seed=args.seed, lr=args.lr,
+                             max_steps=args.max_steps, max_candidates=args.max_candidates,
+                             batch_size=args.batch_size, labels=args.labels, amp=args.amp,
+                             channels_last=args.channels_last, result_rule=args.result_rule)
 
 
 def run(args) -> int:
@@ -55,8 +62,9 @@ def run(args) -> int:
     with DistributedRun(args.device) as ranks:
         model = load_model(args.model, args.weights, device=ranks.device or "cpu")
         checkpoint = None if ranks.world > 1 else checkpoint_path
-        fps = run_extraction(model, config, device=ranks.device, progress=not args.no_progress,
-                             checkpoint=checkpoint)
+        with named_as_options(_OPTIONS):
+            fps = run_extraction(model, config, device=ranks.device, progress=not args.no_progress,
+                                 checkpoint=checkpoint)
         if ranks.is_main:
             path = fps.save(args.out)
             remove_checkpoint(checkpoint)
