@@ -6,15 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from ipguard_fast.attacks import (ATTACKS, AdversarialFineTune, AttackContext, Distill, FineTune, Half, Independent,
-                                  Prune, Quantize, applicable, fresh_copy_factory, get_attack, pgd, run_attack)
+from ipguard_fast.attacks import (ATTACKS, AdversarialFineTune, AttackContext, Distill, Extraction, FineTune, Half,
+                                  Independent, Preprocess, Prune, Quantize, owner_answers, transform, applicable, fresh_copy_factory, get_attack, pgd, run_attack)
 from ipguard_fast.evaluation import Variant, build_variants
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection import RECIPE, ProtectConfig, ReferenceKind, run_protect
 
 SETTINGS = {"fine-tune": FineTune(1e-3, 1), "prune": Prune(0.5), "quantize": Quantize(4), "half": Half(),
             "distill": Distill(1e-3, 1, "generic"), "independent": Independent("owner", 1e-3, (1, 2)),
-            "adversarial-fine-tune": AdversarialFineTune(epochs=1, steps=2)}
+            "adversarial-fine-tune": AdversarialFineTune(epochs=1, steps=2),
+            "extraction": Extraction(epochs=1), "preprocess": Preprocess("noise", 0.05)}
 
 
 def test_every_registered_attack_builds_models_and_leaves_the_owner(owner, small):
@@ -71,8 +72,8 @@ def test_pgd_stays_in_the_ball_and_the_box_and_raises_the_loss(owner, small):
     torch.manual_seed(0)
     adv = pgd(owner, x, y, settings)
     assert float((adv - x).abs().max()) <= 0.1 + 1e-6 and float(adv.min()) >= 0 and float(adv.max()) <= 1
-    loss = lambda images: float(nn.functional.cross_entropy(owner(images), y))  # noqa: E731
-    assert loss(adv) > loss(x)
+    with torch.no_grad():
+        assert nn.functional.cross_entropy(owner(adv), y) > nn.functional.cross_entropy(owner(x), y)
     assert not owner.training
 
 
@@ -114,3 +115,36 @@ def test_a_recipe_is_checked():
         ProtectConfig(recipe=tuple(k for k in RECIPE if k.role == "positive"))
     with pytest.raises(ValueError, match="^attack: unknown attack"):
         ProtectConfig(recipe=(ReferenceKind("x", "positive", "nope", None),) + RECIPE)
+
+
+def test_extraction_students_learn_the_owners_answers_on_the_attackers_data(owner, small):
+    images = small.tensors[0]
+    for answers in ("labels", "probabilities"):
+        (student,) = run_attack("extraction", Extraction(lr=3e-3, epochs=15, answers=answers),
+                                AttackContext(owner, small, seed=1))
+        agreement = float((student(images).argmax(1) == owner(images).argmax(1)).float().mean())
+        assert agreement > 0.6, (answers, agreement)
+    labels = owner_answers(owner, images[:8], "labels", "cpu")
+    probabilities = owner_answers(owner, images[:8], "probabilities", "cpu")
+    assert labels.dtype == torch.int64 and torch.allclose(probabilities.sum(1), torch.ones(8))
+    assert torch.equal(probabilities.argmax(1), labels)
+
+
+@pytest.mark.parametrize("settings", [Preprocess("noise", 0.05), Preprocess("quantize", 4), Preprocess("blur", 0.5),
+                                      Preprocess("resize", 0.5)])
+def test_preprocessing_keeps_pixels_in_the_box_and_mostly_the_labels(owner, small, settings):
+    x = small.tensors[0][:64]
+    y = transform(x, settings, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1 and not torch.equal(x, y)
+    (suspect,) = run_attack("preprocess", settings, AttackContext(owner, small, seed=2))
+    agreement = float((suspect(x).argmax(1) == owner(x).argmax(1)).float().mean())
+    assert agreement > 0.7, (settings, agreement)
+
+
+def test_quantized_input_takes_two_to_the_bits_levels():
+    x = torch.linspace(0, 1, 1000).reshape(1, 1, 10, 100)
+    assert len(torch.unique(transform(x, Preprocess("quantize", 4)))) == 16
+    with pytest.raises(ValueError, match="^strength: "):
+        Preprocess("quantize", 2.5)
+    with pytest.raises(ValueError, match="^kind: "):
+        Preprocess("jpeg", 1)

@@ -14,16 +14,18 @@ from .._validate import ArgumentError
 from .adversarial import ADVERSARIAL_FINE_TUNE, AdversarialFineTune, pgd
 from .architectures import fresh_copy_factory
 from .distill import DISTILL, Distill, distill
+from .extraction import EXTRACTION, Extraction, owner_answers
 from .fine_tune import FINE_TUNE, FineTune, fine_tune
 from .independent import INDEPENDENT, Independent, train_independent
+from .preprocess import PREPROCESS, Preprocess, Preprocessed, transform
 from .prune import PRUNE, WEIGHT_LAYERS, Prune, prune_model, weight_sparsity
 from .quantize import HALF, QUANTIZE, Half, HalfPrecision, Quantize, quantize_int8, quantize_weights
 from .registry import Attack, AttackContext, applicable, owner_needs
 from .seeds import EVALUATION_SEED_LIMIT, evaluation_seed, independent_seeds, reference_seed
 
 __all__ = ["ATTACKS", "AdversarialFineTune", "Attack", "AttackContext", "Distill", "EVALUATION_SEED_LIMIT",
-           "FineTune", "Half", "HalfPrecision", "Independent", "Prune", "Quantize", "WEIGHT_LAYERS", "applicable",
-           "distill", "evaluation_seed", "fine_tune", "fresh_copy_factory", "get_attack", "independent_seeds",
+           "Extraction", "FineTune", "Half", "HalfPrecision", "Independent", "Preprocess", "Preprocessed", "Prune",
+           "Quantize", "WEIGHT_LAYERS", "applicable", "distill", "owner_answers", "transform", "evaluation_seed", "fine_tune", "fresh_copy_factory", "get_attack", "independent_seeds",
            "owner_needs", "pgd", "prune_model", "quantize_int8", "quantize_weights", "reference_seed", "run_attack",
            "train_independent", "weight_sparsity"]
 
@@ -35,6 +37,8 @@ ATTACKS: dict[str, Attack] = {attack.name: attack for attack in (
     DISTILL,
     INDEPENDENT,
     ADVERSARIAL_FINE_TUNE,
+    EXTRACTION,
+    PREPROCESS,
 )}
 
 
