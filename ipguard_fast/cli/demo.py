@@ -51,6 +51,7 @@ def check_arguments(args):
 def run(args) -> int:
     from ..data import digits_input_shape, load_digits
     from ..evaluation import evaluate, summary_table, write_report
+    from ..evaluation.report import verdict_summary
     from ..io import save_torchscript
     from ..models import train_digits_model
     from ..selection import protect
@@ -76,7 +77,7 @@ def run(args) -> int:
     print(f"protect finished in {time.perf_counter() - protect_start:.0f} s")
     result = evaluate(owner, train_set, suspects=suspects, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
                       owner_name=f"DigitsCNN (digits, seed {args.seed})", seed=args.seed,
-                      methods=("ipguard", "selected"),
+                      methods=("ipguard", "selected", "mistakes"),
                       selected=selected)
     result.settings.update(command="ipguard demo", bed=bed.name)
     paths = write_report(result, out)
@@ -88,6 +89,13 @@ def run(args) -> int:
     arucs = ", ".join(f"k={r.k:g}: {r.aruc:.3f}" for r in plain)
     print(f"plain IPGuard ARUC: {arucs} (best k={best.k:g}, ROC AUC {best.roc_auc:.3f})")
     print(f"selected ARUC: {chosen.aruc:.3f} ({chosen.label}, ROC AUC {chosen.roc_auc:.3f})")
+    baseline = result.run("mistakes")
+    print(f"mistakes baseline ARUC: {baseline.aruc:.3f} ({baseline.n_fingerprints} of the owner's held-out mistakes, "
+          f"ROC AUC {baseline.roc_auc:.3f})")
+    for run in (best, chosen, baseline):
+        print(f"wrong verdicts, {run.label or f'plain k={run.k:g}'}: {verdict_summary(run.verdicts)}"
+              + (f"; falsely accused: {', '.join(run.verdicts['false_accusations'])}"
+                 if run.verdicts["false_accusations"] else ""))
 
     # After release: the selected file, its threshold calibrated on held-out references, verdicts.
     fp_path = selected.save(out / "fingerprints_selected.safetensors")

@@ -33,7 +33,8 @@ def add_arguments(p) -> None:
                    help="demo (the short attack grid, independents trained briefly) or hard (the wider grid incl. "
                         "RTAL for 10 epochs and 80%% pruning; independents trained like the owner)")
     p.add_argument("--methods", default="ipguard",
-                   help="ipguard (plain, at each --k) and/or selected (protect's selection), comma-separated")
+                   help="ipguard (plain, at each --k), selected (protect's selection) and/or mistakes (the owner's "
+                        "held-out mistakes, the baseline; needs test data), comma-separated")
     p.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
                    help=f"selected: pool points per k, as a multiple of n (default {POOL_FACTOR})")
     p.add_argument("--replicas", type=int, default=3, help="selected: replicas of each reference recipe")
@@ -102,4 +103,5 @@ def _run(args, ranks) -> int:
 
 # the library's argument names -> the options that set them
 _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
-            "methods": "--methods", "ks": "--k", "n": "-n", "pool_factor": "--pool-factor", "replicas": "--replicas"}
+            "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
+            "replicas": "--replicas"}

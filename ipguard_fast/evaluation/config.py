@@ -10,16 +10,18 @@ from ..selection.config import ProtectConfig
 
 __all__ = ["METHODS", "EvaluationConfig", "EvaluationResult", "RunResult"]
 
-METHODS = ("ipguard", "selected")
+METHODS = ("ipguard", "selected", "mistakes")
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     """ks: the k of each plain IPGuard run; n: fingerprints per run; seed: the search's;
-    methods: "ipguard" and/or "selected" (protect's selection, judged by the same
-    suspects); search: extra extract_fingerprints keywords; protect: the selected
-    method's settings (default ProtectConfig(n=n)); reference_cache: where protect keeps
-    its reference models."""
+    methods: "ipguard", "selected" (protect's selection, judged by the same suspects)
+    and/or "mistakes" (the owner's misclassified held-out inputs: the baseline to beat);
+    search: extra extract_fingerprints keywords; protect: the selected method's settings
+    (default ProtectConfig(n=n)); reference_cache: where protect keeps its reference
+    models; useful_drop: a copy whose test accuracy is more than this below the owner's
+    is no longer a useful copy: reported, not counted as a positive (None: all count)."""
 
     ks: Sequence[float] = (1.0, 3.0, 10.0)
     n: int = 100
@@ -28,6 +30,7 @@ class EvaluationConfig:
     search: dict = field(default_factory=dict)
     protect: ProtectConfig | None = None
     reference_cache: Any = None
+    useful_drop: float | None = 0.10
 
     def __post_init__(self) -> None:
         positive_int("n", self.n)
@@ -42,6 +45,8 @@ class EvaluationConfig:
         if not isinstance(self.search, dict):
             raise ArgumentError("search", f"expected a dict of extract_fingerprints keywords, got "
                                           f"{type(self.search).__name__}")
+        if self.useful_drop is not None:
+            finite_number("useful_drop", self.useful_drop, minimum=0.0)
         if self.protect is not None and not isinstance(self.protect, ProtectConfig):
             raise ArgumentError("protect", f"expected a ProtectConfig, got {type(self.protect).__name__}")
 
@@ -51,14 +56,17 @@ class EvaluationConfig:
     def as_meta(self) -> dict:
         """The report's "settings"."""
         return {"ks": list(self.ks), "n": self.n, "seed": self.seed, "methods": list(self.methods),
-                "extract_options": {k: str(v) for k, v in self.search.items()}}
+                "useful_drop": self.useful_drop, "extract_options": {k: str(v) for k, v in self.search.items()}}
 
 
 @dataclass
 class RunResult:
     """One method's fingerprints judged by every suspect: the suspects' rows (name, family,
-    role, accuracy, matching rate), ARUC and ROC AUC. k is None for a selected set;
-    label, threshold and selection describe a selected set."""
+    role, accuracy, matching rate, counted), ARUC and ROC AUC over the counted suspects,
+    and the verdicts at the set's threshold as a user reads them (`verdicts`: the
+    threshold, TPR, the false accusations, the missed copies, the copies no longer
+    useful). k is None for a selected set or mistakes; label, threshold and selection
+    describe a selected set."""
 
     method: str
     k: float | None
@@ -68,17 +76,20 @@ class RunResult:
     suspects: list[dict]
     aruc: float
     roc_auc: float
+    verdicts: dict = field(default_factory=dict)
     label: str | None = None
     threshold: float | None = None
     selection: dict | None = None
 
     def to_dict(self) -> dict:
         head = {"method": self.method, "k": self.k}
+        if self.label is not None:
+            head["label"] = self.label
         if self.method == "selected":
-            head.update(label=self.label, threshold=self.threshold, selection=self.selection)
+            head.update(threshold=self.threshold, selection=self.selection)
         return {**head, "n_fingerprints": self.n_fingerprints, "extract_seconds": self.extract_seconds,
                 "candidates_tried": self.candidates_tried, "suspects": self.suspects, "aruc": self.aruc,
-                "roc_auc": self.roc_auc}
+                "roc_auc": self.roc_auc, "verdicts": self.verdicts}
 
 
 @dataclass

@@ -15,15 +15,16 @@ from typing import Callable, Mapping, Sequence
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import metrics
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..search import extract_fingerprints
 from ..search.distributed import communicator
 from ..selection.config import ProtectConfig
+from ..selection.mistakes import mistakes_fingerprints
 from ..selection.protect import run_protect
 from ..train import accuracy
-from ..verdicts import matching_rate
+from ..verdicts import matching_rate, resolve_threshold
 from .config import METHODS, EvaluationConfig, EvaluationResult, RunResult
+from .judging import judged
 from .suspects import Suspect, build_suspects
 
 __all__ = ["METHODS", "build_suspects", "check_disjoint", "evaluate", "run_evaluation", "selected_fields"]
@@ -37,7 +38,8 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
              ks: Sequence[float] = (1.0, 3.0, 10.0), n: int = 100, test_set: Dataset | None = None,
              owner_name: str = "owner", seed: int = 0, extract_options: Mapping | None = None,
              methods: Sequence[str] = ("ipguard",), selected: FingerprintSet | None = None,
-             selection_options: Mapping | None = None, log=print) -> EvaluationResult:
+             selection_options: Mapping | None = None, useful_drop: float | None = 0.10,
+             log=print) -> EvaluationResult:
     """Matching rates of every suspect on fingerprints extracted at each k, and ARUC / ROC AUC.
 
     Either pass `suspects`, or the owner's `train_set` and `negative_factories`
@@ -52,7 +54,7 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
     cache = options.pop("cache_dir", None)
     protect = ProtectConfig(**{"n": n, **options}) if options else None
     config = EvaluationConfig(ks=ks, n=n, seed=seed, methods=methods, search=dict(extract_options or {}),
-                              protect=protect, reference_cache=cache)
+                              protect=protect, reference_cache=cache, useful_drop=useful_drop)
     if suspects is None:
         if train_set is None or not negative_factories:
             raise ValueError("suspects: pass suspects, or train_set and negative_factories to build them")
@@ -74,6 +76,8 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     _check_suspects(suspects)
     if "selected" in config.methods and selected is None and train_set is None:
         raise ValueError("train_set: the selected method builds its references from the owner's training data")
+    if "mistakes" in config.methods and test_set is None:
+        raise ValueError("test_set: the mistakes method takes the owner's mistakes on held-out data")
     # Under torchrun each rank scores its share of the suspects (extraction is shared by
     # extract_fingerprints itself); every rank ends with the whole table.
     comm = communicator()
@@ -81,21 +85,23 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     gathered = lambda score: _merge(comm.exchange({s.name: score(s) for s in mine}))  # noqa: E731
     accuracies = gathered(lambda s: accuracy(s.model, test_set) if test_set is not None else None)
 
+    owner_acc = accuracy(owner, test_set) if test_set is not None else None
+
     def judge(fps: FingerprintSet, seconds: float, **fields) -> RunResult:
         rates = gathered(lambda s: matching_rate(s.model, fps))
         rows = [{"name": s.name, "family": s.family, "role": s.role, "accuracy": accuracies[s.name],
                  "matching_rate": rates[s.name]} for s in suspects]
-        pos = [r["matching_rate"] for r in rows if r["role"] == "positive"]
-        neg = [r["matching_rate"] for r in rows if r["role"] == "negative"]
+        aruc, roc_auc, verdicts = judged(rows, resolve_threshold(None, fps), owner_acc, config.useful_drop)
         return RunResult(n_fingerprints=len(fps), extract_seconds=seconds,
-                         candidates_tried=fps.meta["candidates_tried"], suspects=rows, aruc=metrics.aruc(pos, neg),
-                         roc_auc=metrics.roc_auc(pos, neg), **fields)
+                         candidates_tried=fps.meta["candidates_tried"], suspects=rows, aruc=aruc, roc_auc=roc_auc,
+                         verdicts=verdicts, **fields)
 
     runs = [_plain_run(owner, k, config, input_shape, judge, log) for k in
             (config.ks if "ipguard" in config.methods else ())]
     if "selected" in config.methods:
         runs.append(_selected_run(owner, train_set, suspects, config, selected, judge, log))
-    owner_acc = accuracy(owner, test_set) if test_set is not None else None
+    if "mistakes" in config.methods:
+        runs.append(_mistakes_run(owner, test_set, config, judge, log))
     return EvaluationResult({"name": owner_name, "accuracy": owner_acc}, config.as_meta(), runs)
 
 
@@ -119,6 +125,14 @@ def _selected_run(owner, train_set, suspects, config: EvaluationConfig, selected
     check_disjoint(suspects, selected, references)
     run = judge(selected, time.perf_counter() - start, **selected_fields(selected))
     log(f"{run.label}: ARUC {run.aruc:.3f}, ROC AUC {run.roc_auc:.3f}")
+    return run
+
+
+def _mistakes_run(owner, test_set, config: EvaluationConfig, judge, log) -> RunResult:
+    start = time.perf_counter()
+    fps = mistakes_fingerprints(owner, test_set, config.n)
+    run = judge(fps, time.perf_counter() - start, method="mistakes", k=None, label="mistakes")
+    log(f"mistakes: {len(fps)} of the owner's held-out mistakes, ARUC {run.aruc:.3f}, ROC AUC {run.roc_auc:.3f}")
     return run
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from .._atomic import atomic_write_bytes
 from .rows import as_dict, check_result, family_roles, fmt, is_number, role_rates, run_label
 
-__all__ = ["run_label", "summary_table", "write_report"]
+__all__ = ["run_label", "summary_table", "verdict_summary", "write_report"]
 
 
 def summary_table(result: Mapping[str, Any]) -> str:
@@ -58,6 +58,9 @@ def summary_table(result: Mapping[str, Any]) -> str:
         + " | ".join(f"{fmt(run['aruc'])} / {fmt(run['roc_auc'])}" for run in runs)
         + " |"
     )
+    if all(run.get("verdicts") for run in runs):
+        lines.append("| **wrong verdicts** at the threshold | | | "
+                     + " | ".join(_md_cell(verdict_summary(run["verdicts"])) for run in runs) + " |")
 
     lines.append("")
     for run in runs:
@@ -68,6 +71,16 @@ def summary_table(result: Mapping[str, Any]) -> str:
             f"ARUC {fmt(run['aruc'])}, ROC AUC {fmt(run['roc_auc'])}"
         )
     return "\n".join(lines) + "\n"
+
+
+def verdict_summary(verdicts: Mapping[str, Any]) -> str:
+    """One cell: the threshold, false accusations (the worst error) and missed copies."""
+    accused, missed = verdicts["false_accusations"], verdicts["missed"]
+    text = (f"t={verdicts['threshold']:.2f}: {len(accused)}/{verdicts['negatives']} accused, "
+            f"{len(missed)}/{verdicts['positives']} missed")
+    if verdicts.get("not_useful"):
+        text += f" ({len(verdicts['not_useful'])} not useful)"
+    return text
 
 
 def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:

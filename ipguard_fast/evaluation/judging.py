@@ -1,0 +1,31 @@
+"""Suspects' matching rates turned into what a user reads: which positives count (a copy
+that lost its usefulness is no theft to catch), the rates ARUC is computed on, and the
+verdicts at the fingerprint set's threshold -- false accusations first."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .. import metrics
+
+__all__ = ["judged"]
+
+
+def judged(rows: Sequence[dict], threshold: float, owner_accuracy: float | None,
+           useful_drop: float | None) -> tuple[float, float, dict]:
+    """(ARUC, ROC AUC, verdicts) of suspect `rows` (name, role, accuracy, matching_rate);
+    each row gains "counted". A positive whose accuracy is more than `useful_drop` below
+    the owner's is reported in verdicts["not_useful"] and left out of the rest."""
+    for row in rows:
+        useless = (row["role"] == "positive" and useful_drop is not None and owner_accuracy is not None
+                   and row["accuracy"] is not None and row["accuracy"] < owner_accuracy - useful_drop)
+        row["counted"] = not useless
+    pos = [r for r in rows if r["role"] == "positive" and r["counted"]]
+    neg = [r for r in rows if r["role"] == "negative"]
+    accused = [r["name"] for r in neg if r["matching_rate"] >= threshold]
+    missed = [r["name"] for r in pos if r["matching_rate"] < threshold]
+    verdicts = {"threshold": threshold, "positives": len(pos), "negatives": len(neg),
+                "tpr": (len(pos) - len(missed)) / len(pos) if pos else None,
+                "false_accusations": accused, "missed": missed,
+                "not_useful": [r["name"] for r in rows if not r["counted"]]}
+    pos_rates, neg_rates = [r["matching_rate"] for r in pos], [r["matching_rate"] for r in neg]
+    return metrics.aruc(pos_rates, neg_rates), metrics.roc_auc(pos_rates, neg_rates), verdicts
