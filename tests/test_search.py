@@ -9,7 +9,7 @@ from safetensors import safe_open
 from ipguard_fast import reference
 from ipguard_fast.search import IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
 from ipguard_fast.search.slots import Slots, bucket_sizes
-from ipguard_fast.search.step import SearchStep
+from ipguard_fast.search.step import SearchStep, StepSettings
 from ipguard_fast.models import train_digits_model
 from ipguard_fast.data import load_digits
 
@@ -78,7 +78,7 @@ def test_converged_samples_never_move(owner):
     x0 = torch.rand(8, *SHAPE)
     i = torch.randint(0, 10, (8,))
     slots.load(list(range(8)), list(range(8)), x0, i, (i + 1) % 10)
-    step = SearchStep(owner, slots, k=1.0, lr=0.05, max_steps=500, lo=0.0, hi=1.0)
+    step = SearchStep(owner, slots, StepSettings(k=1.0, lr=0.05, max_steps=500, lo=0.0, hi=1.0))
     frozen_at = {}
     for t in range(200):
         step()

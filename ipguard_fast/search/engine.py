@@ -61,9 +61,7 @@ class SearchEngine:
         self.acceptance_model = acceptance_model or model
         self.comm = comm or SingleProcess()
         self.slots = Slots(config.slots(device), source.input_shape, device, channels_last=config.channels_last)
-        self.step = SearchStep(model, self.slots, k=config.k, lr=config.lr, max_steps=config.max_steps,
-                               lo=config.lo, hi=config.hi, amp_dtype=config.amp_dtype,
-                               cuda_graph=config.cuda_graph)
+        self.step = SearchStep.from_config(model, self.slots, config)
         # On CUDA a batch costs about the same whether its slots are full or not: spares
         # always, and the bucket filled. On CPU each slot costs its share: spares only from
         # the failure rate at which they pay for themselves.
@@ -196,7 +194,7 @@ class SearchEngine:
             self._maybe_checkpoint()
         result = self.ledger.result()
         own = {c: self.ledger.outcomes[c] for c in result if c in self.ledger.outcomes}
-        every_rank = self.comm.gather_outcomes(own)
+        every_rank = self.comm.gather_dict(own)
         self._sum_stats_over_ranks()
         self.stats.duplicates = self.ledger.duplicates()  # the global view: the same on every rank
         return [every_rank[c] for c in result]
