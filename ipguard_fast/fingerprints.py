@@ -33,6 +33,7 @@ from safetensors import safe_open
 from ._atomic import atomic_save
 from ._files import check_safetensors_header, check_writable_output, short_error
 from ._hashing import tensors_sha256, update_framed
+from ._validate import ArgumentError, finite_number, positive_int
 
 __all__ = [
     "FORMAT_NAME",
@@ -122,16 +123,18 @@ class FingerprintSet:
             raise ValueError("FingerprintSet.images: contains NaN or infinite values")
         self._check_pixel_box()
         num_classes = self.num_classes
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-            raise ValueError(f"FingerprintSet.meta['num_classes']: must be an int >= 2, got {num_classes!r}")
+        if num_classes is not None and positive_int("FingerprintSet.meta['num_classes']", num_classes) < 2:
+            raise ArgumentError("FingerprintSet.meta['num_classes']", f"must be an int >= 2, got {num_classes!r}")
         for name in ("labels", "source_labels"):
             _check_label_range(name, getattr(self, name), num_classes)
 
     def _check_pixel_box(self) -> None:
         """Fingerprints are pixels in the box the search clamped to (meta lo/hi, default [0, 1])."""
-        lo, hi = self.meta.get("lo", 0.0), self.meta.get("hi", 1.0)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)) or not lo < hi:
-            raise ValueError(f"FingerprintSet.meta: 'lo' and 'hi' must be numbers with lo < hi, got {lo!r}, {hi!r}")
+        lo = finite_number("FingerprintSet.meta['lo']", self.meta.get("lo", 0.0))
+        hi = finite_number("FingerprintSet.meta['hi']", self.meta.get("hi", 1.0))
+        if not lo < hi:
+            raise ArgumentError("FingerprintSet.meta", f"'lo' and 'hi' must be numbers with lo < hi, got {lo!r}, "
+                                                       f"{hi!r}")
         low, high = (float(self.images.min()), float(self.images.max())) if len(self) else (lo, hi)
         if low < lo - _BOX_TOLERANCE or high > hi + _BOX_TOLERANCE:
             raise ValueError(f"FingerprintSet.images: pixels span [{low:g}, {high:g}], outside the box "
@@ -202,35 +205,7 @@ class FingerprintSet:
                 f"{path} is not a readable fingerprint file (truncated, corrupted or not safetensors): "
                 f"{short_error(exc)}") from None
 
-        if metadata.get("format") != FORMAT_NAME:
-            raise FingerprintFileError(
-                f"{path} is not an ipguard_fast fingerprint file (format={metadata.get('format')!r}); "
-                "it may be corrupted or tampered with"
-            )
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise FingerprintFileError(
-                f"{path} has fingerprint format version {metadata.get('format_version')!r}; "
-                f"this library reads version {FORMAT_VERSION}"
-            )
-
-        expected_names = {name for name, _, _ in _TENSOR_FIELDS}
-        if set(tensors) != expected_names:
-            missing = sorted(expected_names - set(tensors))
-            extra = sorted(set(tensors) - expected_names)
-            raise FingerprintFileError(
-                f"{path} is corrupted or tampered with: missing tensors {missing}, unexpected tensors {extra}"
-            )
-        try:
-            meta = json.loads(metadata["ipguard_meta"])
-        except (KeyError, ValueError, RecursionError) as exc:
-            raise FingerprintFileError(f"{path} is corrupted or tampered with: unreadable ipguard_meta "
-                                       f"({short_error(exc)})") from None
-        if not isinstance(meta, dict):
-            raise FingerprintFileError(f"{path} is corrupted or tampered with: ipguard_meta is not a JSON object")
-        if not isinstance(meta.get("num_classes"), int):
-            # Without it a label outside the owner's classes could not be caught.
-            raise FingerprintFileError(f"{path} is refused: its meta records no num_classes")
-
+        meta = _checked_layout(path, metadata, tensors)
         stored_hash = metadata.get("content_sha256", "")
         actual_hash = _content_sha256(tensors, meta)
         if not hmac.compare_digest(stored_hash.encode("utf-8"), actual_hash.encode("utf-8")):
@@ -244,6 +219,39 @@ class FingerprintSet:
             raise FingerprintFileError(f"{path} holds an invalid fingerprint set: {short_error(exc)}") from None
 
 
+def _checked_layout(path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The file's meta, once its format, version, tensor names and meta are what load expects."""
+    if metadata.get("format") != FORMAT_NAME:
+        raise FingerprintFileError(
+            f"{path} is not an ipguard_fast fingerprint file (format={metadata.get('format')!r}); "
+            "it may be corrupted or tampered with"
+        )
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise FingerprintFileError(
+            f"{path} has fingerprint format version {metadata.get('format_version')!r}; "
+            f"this library reads version {FORMAT_VERSION}"
+        )
+
+    expected_names = {name for name, _, _ in _TENSOR_FIELDS}
+    if set(tensors) != expected_names:
+        missing = sorted(expected_names - set(tensors))
+        extra = sorted(set(tensors) - expected_names)
+        raise FingerprintFileError(
+            f"{path} is corrupted or tampered with: missing tensors {missing}, unexpected tensors {extra}"
+        )
+    try:
+        meta = json.loads(metadata["ipguard_meta"])
+    except (KeyError, ValueError, RecursionError) as exc:
+        raise FingerprintFileError(f"{path} is corrupted or tampered with: unreadable ipguard_meta "
+                                   f"({short_error(exc)})") from None
+    if not isinstance(meta, dict):
+        raise FingerprintFileError(f"{path} is corrupted or tampered with: ipguard_meta is not a JSON object")
+    if not isinstance(meta.get("num_classes"), int):
+        # Without it a label outside the owner's classes could not be caught.
+        raise FingerprintFileError(f"{path} is refused: its meta records no num_classes")
+    return meta
+
+
 # ---------------------------------------------------------------------- hashing
 
 
@@ -254,12 +262,13 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
     engine records this hash of the owner model in the fingerprints' meta.
     """
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model: must be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentError("model", f"must be a torch.nn.Module, got {type(model).__name__}")
     state = model.state_dict()
     for name, value in state.items():
         if not isinstance(value, torch.Tensor):
             # Non-tensor "extra state" has no canonical byte form; refuse rather than hash something unstable.
-            raise ValueError(f"model: state_dict entry {name!r} is a {type(value).__name__}, not a tensor; cannot hash it")
+            raise ArgumentError("model", f"state_dict entry {name!r} is a {type(value).__name__}, not a tensor; "
+                                         "cannot hash it")
     return tensors_sha256(sorted(state.items()), _TENSORS_DOMAIN).hexdigest()
 
 

@@ -47,6 +47,15 @@ def test_cpu_spares_wait_for_a_failure_rate_that_pays_for_them():
     assert ledger.launch_count(free=64) == math.ceil(needed / (1 - rate)) + 1 - len(ledger.pending)
 
 
+def test_without_spares_only_what_is_needed_plus_the_failures_seen():
+    ledger = CandidateLedger(n=20, max_candidates=1000, spares=False)
+    assert ledger.launch_count(free=64) == 20  # no prior: nothing has failed yet
+    ledger.merge([ledger.share(ledger.take(20))])
+    finish(ledger, [(c, c % 2 == 0) for c in range(10)])  # half fail
+    # 15 still needed, plus half of the 10 running expected to fail, less those 10.
+    assert ledger.launch_count(free=64) == 15 + 5 - 10
+
+
 def test_the_index_rule_waits_for_lower_indices_the_completion_rule_does_not():
     index, completion = CandidateLedger(3, 100), CandidateLedger(3, 100, rule="completion")
     for ledger in (index, completion):

@@ -7,9 +7,10 @@ import torch
 from safetensors import safe_open
 
 from ipguard_fast import reference
-from ipguard_fast.search import IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
+from ipguard_fast.search import (ExtractConfig, Extraction, IncompleteFingerprintsWarning, IPGuard, extract_fingerprints,
+                                 run_extraction)
 from ipguard_fast.search.slots import Slots, bucket_sizes
-from ipguard_fast.search.step import SearchStep
+from ipguard_fast.search.step import SearchStep, StepSettings
 from ipguard_fast.models import train_digits_model
 from ipguard_fast.data import load_digits
 
@@ -27,6 +28,14 @@ def extract(model, n=24, **kw):
     return extract_fingerprints(model, n, **opts)
 
 
+def run(model, n=24, **kw) -> Extraction:
+    """run_extraction with extract's defaults: the fingerprints and the engine's statistics."""
+    opts = dict(k=3.0, input_shape=SHAPE, batch_size=16, seed=0, max_steps=300)
+    opts.update(kw)
+    outside = {name: opts.pop(name) for name in ("init", "device", "checkpoint") if name in opts}
+    return run_extraction(model, ExtractConfig(n=n, **opts), progress=False, **outside)
+
+
 def test_every_fingerprint_passes_float32_acceptance(owner):
     fps = extract(owner, n=24)
     assert len(fps) == 24 and fps.complete
@@ -42,10 +51,10 @@ def test_every_fingerprint_passes_float32_acceptance(owner):
 
 
 def test_n_above_batch_size_refills(owner):
-    fps = extract(owner, n=40, batch_size=8)
-    assert len(fps) == 40
-    assert fps.stats.tried >= 40
-    assert max(fps.stats.batch_sizes) == 8
+    result = run(owner, n=40, batch_size=8)
+    assert len(result.fingerprints) == 40
+    assert result.stats.tried >= 40
+    assert max(result.stats.batch_sizes) == 8
 
 
 def test_deterministic_for_a_seed(owner):
@@ -78,7 +87,7 @@ def test_converged_samples_never_move(owner):
     x0 = torch.rand(8, *SHAPE)
     i = torch.randint(0, 10, (8,))
     slots.load(list(range(8)), list(range(8)), x0, i, (i + 1) % 10)
-    step = SearchStep(owner, slots, k=1.0, lr=0.05, max_steps=500, lo=0.0, hi=1.0)
+    step = SearchStep(owner, slots, StepSettings(k=1.0, lr=0.05, max_steps=500, lo=0.0, hi=1.0))
     frozen_at = {}
     for t in range(200):
         step()
@@ -223,8 +232,9 @@ class OutOfMemoryAbove(torch.nn.Module):
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing(owner):
     small = extract(owner, n=20, batch_size=8)
-    fps = extract(OutOfMemoryAbove(owner, 8), n=20, batch_size=32)
-    assert fps.stats.oom_halvings == 2 and fps.meta["oom_halvings"] == 2
+    result = run(OutOfMemoryAbove(owner, 8), n=20, batch_size=32)
+    fps = result.fingerprints
+    assert result.stats.oom_halvings == 2 and fps.meta["oom_halvings"] == 2
     assert torch.equal(fps.labels, small.labels) and torch.equal(fps.steps, small.steps)
     torch.testing.assert_close(fps.images, small.images, rtol=0, atol=1e-4)
 
@@ -243,8 +253,9 @@ def test_out_of_memory_mid_run_keeps_candidate_state(owner):
         return original(x)
 
     model.forward = forward
-    fps = extract(model, n=30, batch_size=16)
-    assert fps.stats.oom_halvings == 2
+    result = run(model, n=30, batch_size=16)
+    fps = result.fingerprints
+    assert result.stats.oom_halvings == 2
     assert torch.equal(fps.labels, reference_run.labels) and torch.equal(fps.steps, reference_run.steps)
     torch.testing.assert_close(fps.images, reference_run.images, rtol=0, atol=1e-4)
 
@@ -272,17 +283,18 @@ class InterruptAfter(torch.nn.Module):
 
 
 def test_interrupted_extraction_resumes_to_the_same_result(owner, tmp_path):
-    whole = extract(owner, n=30, batch_size=8)
+    whole = run(owner, n=30, batch_size=8)
     ckpt = tmp_path / "run.checkpoint"
     with pytest.raises(KeyboardInterrupt):
         extract(InterruptAfter(owner, 60), n=30, batch_size=8, checkpoint=ckpt)
     assert ckpt.exists()
     finished_before = len(json.loads(safe_open(str(ckpt), "pt").metadata()["finished"]))
     # The same model (the wrapper's state_dict, hashed into the checkpoint, names it "model.*").
-    resumed = extract(InterruptAfter(owner, -1), n=30, batch_size=8, checkpoint=ckpt)
-    assert resumed.stats.launched < whole.stats.launched  # finished candidates were not searched again
+    resumed_run = run(InterruptAfter(owner, -1), n=30, batch_size=8, checkpoint=ckpt)
+    assert resumed_run.stats.launched < whole.stats.launched  # finished candidates were not searched again
+    resumed, whole = resumed_run.fingerprints, whole.fingerprints
     # The file counts every candidate of the extraction, not only those of the last run.
-    assert resumed.meta["candidates_tried"] == finished_before + resumed.stats.launched
+    assert resumed.meta["candidates_tried"] == finished_before + resumed_run.stats.launched
     assert torch.equal(resumed.labels, whole.labels) and torch.equal(resumed.steps, whole.steps)
     torch.testing.assert_close(resumed.images, whole.images, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="^checkpoint:.*other settings.*k"):

@@ -140,9 +140,9 @@ class PeakMemory:
 
 @contextlib.contextmanager
 def env(variables: dict[str, str]):
-    """The A/B switches of a mode set (IPGUARD_FAST_FORCE_REFERENCE, IPGUARD_FAST_NO_SPARES)
-    for the duration, every other one unset, all restored afterwards."""
-    names = ("IPGUARD_FAST_FORCE_REFERENCE", "IPGUARD_FAST_NO_SPARES", *variables)
+    """The environment switches of a mode set (IPGUARD_FAST_FORCE_REFERENCE) for the
+    duration, every other one unset, all restored afterwards."""
+    names = ("IPGUARD_FAST_FORCE_REFERENCE", *variables)
     old = {name: os.environ.get(name) for name in names}
     for name in names:
         os.environ.pop(name, None)

@@ -10,7 +10,7 @@ import time
 import torch
 
 from ..modules import frozen
-from ..search import AMP_DTYPES, ExtractConfig, accept, extract_fingerprints
+from ..search import AMP_DTYPES, ExtractConfig, accept, run_extraction
 from ..search.instruments import FullBatchStep, bucket_sizes, candidate_batch
 from . import peers
 from .floors import best_floor
@@ -19,7 +19,7 @@ from .peers import torchattacks_cw
 
 __all__ = ["DEFAULT_METHODS", "ENGINE_MODES", "METHODS", "engine_step_only", "ratios_and_targets", "run_engine", "run_peer"]
 
-ENGINE_MODES = {  # name: (extract_fingerprints options, environment for the run, CUDA only)
+ENGINE_MODES = {  # name: (ExtractConfig options, environment for the run, CUDA only)
     "engine": (dict(amp=None, cuda_graph=False, channels_last=False), {}, False),
     "engine-reference-ops": (dict(amp=None, cuda_graph=False, channels_last=False),
                              {"IPGUARD_FAST_FORCE_REFERENCE": "1"}, False),
@@ -27,8 +27,7 @@ ENGINE_MODES = {  # name: (extract_fingerprints options, environment for the run
     "engine-graph-bf16-cl": (dict(amp="bf16", cuda_graph=True, channels_last=True), {}, True),
     # A/B modes, opt-in: the launch policy without spares, and the other result rule (not
     # batch-size-independent).
-    "engine-no-spares": (dict(amp=None, cuda_graph=False, channels_last=False), {"IPGUARD_FAST_NO_SPARES": "1"},
-                         False),
+    "engine-no-spares": (dict(amp=None, cuda_graph=False, channels_last=False, spares=False), {}, False),
     "engine-completion": (dict(amp=None, cuda_graph=False, channels_last=False, result_rule="completion"),
                           {}, False),
 }
@@ -77,15 +76,15 @@ def run_engine(mode, bm, args, device) -> dict:
         step, floor = engine_step_time(bm, args, device, options, args.reps)
         with PeakMemory(device) as mem:
             cpu_start, start = time.process_time(), time.perf_counter()
-            fps = extract_fingerprints(model, args.n, k=args.k, input_shape=bm.input_shape, lr=args.lr,
-                                       max_steps=args.max_steps, batch_size=args.batch_size, seed=args.seed,
-                                       device=device, progress=False, **options)
+            config = ExtractConfig(n=args.n, k=args.k, input_shape=bm.input_shape, lr=args.lr,
+                                   max_steps=args.max_steps, batch_size=args.batch_size, seed=args.seed, **options)
+            extraction = run_extraction(model, config, device=device, progress=False)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
             cpu_seconds = time.process_time() - cpu_start
     model.to(memory_format=torch.contiguous_format)  # engine_step_time switched it for channels_last modes
-    s = fps.stats
+    fps, s = extraction.fingerprints, extraction.stats
     finished = s.accepted + s.rejected + s.exhausted
     result = {
         "kind": "engine", "status": "ok", "options": {**options, "environment": variables},

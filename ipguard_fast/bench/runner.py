@@ -10,7 +10,7 @@ every output is counted with the engine's float32 acceptance rule. Methods: the
 engine ("engine": extract_fingerprints, eager; "engine-reference-ops": the same with
 IPGUARD_FAST_FORCE_REFERENCE=1, to show the fused ops' effect; on CUDA also
 "engine-graph" and "engine-graph-bf16-cl"; on request (--methods) the A/B modes
-"engine-no-spares", the launch policy without spare candidates, and
+"engine-no-spares", the launch policy without spare candidates (ExtractConfig(spares=False)), and
 "engine-completion", the completion-order result rule), and the peers in peers/ (per_sample,
 eager_batched, torchattacks_cw). The engine runs until n fingerprints are accepted;
 per_sample and torchattacks_cw run on the first --peer-n candidates and

@@ -12,6 +12,8 @@ import torch
 
 from .. import reference
 
+__all__ = ["accept", "owner_label_margin", "strict_float32"]
+
 
 @contextlib.contextmanager
 def strict_float32():
@@ -26,8 +28,11 @@ def strict_float32():
         torch.backends.cudnn.allow_tf32 = cudnn
 
 
-def owner_margin(logits: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """g_j - max_{t != j} g_t per row (positive: the owner says j)."""
+def owner_label_margin(logits: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """The margin of label j in each row of logits [m, C]: g_j - max_{t != j} g_t, shape [m].
+
+    Positive where the model says j. Differentiable (selection's refinement climbs it);
+    acceptance records it as each fingerprint's margin."""
     g_j = logits.gather(1, j[:, None]).squeeze(1)
     others = logits.scatter(1, j[:, None], float("-inf"))
     return g_j - others.max(dim=1).values
@@ -43,7 +48,7 @@ def accept(model, x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, k: float, b
             logits = model(x[sl].float()).float()
             loss, _ = reference.logit_gap_loss(logits, i[sl], j[sl], k, check=False)
             accepted.append((loss == 0) & (logits.argmax(dim=1) == j[sl]))
-            margins.append(owner_margin(logits, j[sl]))
+            margins.append(owner_label_margin(logits, j[sl]))
     if not accepted:
         return torch.zeros(0, dtype=torch.bool), torch.zeros(0)
     return torch.cat(accepted), torch.cat(margins)

@@ -1,16 +1,25 @@
-"""extract_fingerprints(): IPGuard's fingerprint extraction, from arguments to a FingerprintSet."""
+"""IPGuard's fingerprint extraction from a caller's model: extract_fingerprints and run_extraction.
+
+run_extraction takes the settings as one ExtractConfig and returns an Extraction (the
+FingerprintSet and the engine's SearchStats); extract_fingerprints is its keyword front
+end and returns the FingerprintSet alone. Around the engine this module does what
+depends on the caller's model: checks it (one probe forward), freezes it and moves it to
+the search's device and layout for the duration, and reads seed images.
+"""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 
 from .._files import short_error
 from .._progress import progress_bar
+from .._validate import ArgumentError
 from .._version import __version__
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import frozen, module_device
@@ -18,13 +27,25 @@ from .candidates import CandidateSource
 from .checkpoint import load_checkpoint, save_checkpoint, verify_resumed
 from .config import ExtractConfig
 from .distributed import communicator
-from .engine import SearchEngine
+from .engine import SearchEngine, SearchStats
 
-__all__ = ["IncompleteFingerprintsWarning", "extract_fingerprints", "run_extraction"]
+__all__ = ["Extraction", "IncompleteFingerprintsWarning", "extract_fingerprints", "run_extraction"]
 
 
 class IncompleteFingerprintsWarning(UserWarning):
     """Fewer fingerprints than requested were accepted within max_candidates."""
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What run_extraction returns: the fingerprints, and what the engine did to find them.
+
+    The statistics are a report on the run (timings, batch sizes): they are not part of the
+    fingerprint set and are not saved with it; the file's metadata keeps the counts that
+    describe the result (candidates_tried, rejected_float32, ...)."""
+
+    fingerprints: FingerprintSet
+    stats: SearchStats
 
 
 def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shape: Sequence[int],
@@ -34,7 +55,8 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
                          check_every: int | None = None, amp: str | None = None,
                          cuda_graph: bool | None = None, channels_last: bool = False,
                          compile_model: bool = False, checkpoint=None, checkpoint_every: float = 30.0,
-                         lo: float = 0.0, hi: float = 1.0, result_rule: str = "index") -> FingerprintSet:
+                         lo: float = 0.0, hi: float = 1.0, result_rule: str = "index",
+                         spares: bool = True) -> FingerprintSet:
     """Find n fingerprints of `model`: inputs it labels j with margin >= k over i, i the runner-up.
 
     model: any classifier on [B, *input_shape] pixels in [lo, hi] returning logits
@@ -74,34 +96,40 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
     "fp16" autocast for the search; acceptance stays float32), cuda_graph
     (default: on for CUDA), channels_last, compile_model (torch.compile the
     model for the search), batch_size="auto" (start large, halve on
-    out-of-memory, continuing every candidate where it was).
+    out-of-memory, continuing every candidate where it was), spares=False (launch no
+    spare candidates ahead of failures; the benchmark's baseline, same result).
+
+    A keyword front end: it builds the ExtractConfig and calls run_extraction, which also
+    returns the engine's statistics.
     """
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     config = ExtractConfig(n=n, k=k, input_shape=input_shape, num_classes=num_classes, labels=labels, lr=lr,
                            max_steps=max_steps, max_candidates=max_candidates, batch_size=batch_size, seed=seed,
                            check_every=check_every, amp=amp, cuda_graph=cuda_graph, channels_last=channels_last,
                            compile_model=compile_model, checkpoint_every=checkpoint_every, lo=lo, hi=hi,
-                           result_rule=result_rule)
-    return run_extraction(model, config, init=init, device=device, progress=progress, checkpoint=checkpoint)
+                           result_rule=result_rule, spares=spares)
+    return run_extraction(model, config, init=init, device=device, progress=progress,
+                          checkpoint=checkpoint).fingerprints
 
 
 def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="uniform", device=None,
-                   progress: bool = True, checkpoint=None) -> FingerprintSet:
-    """extract_fingerprints with its settings in one ExtractConfig (what the CLI calls)."""
+                   progress: bool = True, checkpoint=None) -> Extraction:
+    """extract_fingerprints with its settings in one ExtractConfig (what the CLI calls).
+
+    Returns an Extraction: `.fingerprints` (what extract_fingerprints returns) and `.stats`
+    (the engine's SearchStats)."""
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentError("model", f"expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, ExtractConfig):
-        raise ValueError(f"config: expected an ExtractConfig, got {type(config).__name__}")
+        raise ArgumentError("config", f"expected an ExtractConfig, got {type(config).__name__}")
     if isinstance(init, str) and init != "uniform":
-        raise ValueError(f"init: expected 'uniform', a tensor or a DataLoader of seed images, got {init!r}")
+        raise ArgumentError("init", f"expected 'uniform', a tensor or a DataLoader of seed images, got {init!r}")
     device = _compute_device("device", device) if device is not None else module_device(model)
     config = config.on_device(device)
     seeds = None if isinstance(init, str) else _seed_images(init, config.input_shape, config.max_candidates,
                                                             config.lo, config.hi)
     comm = communicator()
     if checkpoint is not None and comm.world > 1:
-        raise ValueError("checkpoint: resumable extraction runs in one process (not under torchrun) for now")
+        raise ArgumentError("checkpoint", "resumable extraction runs in one process (not under torchrun) for now")
     init_key = "uniform" if seeds is None else hashlib.sha256(seeds.numpy().tobytes()).hexdigest()
 
     with frozen(model), _on_device(model, device), _memory_format(model, config):
@@ -130,8 +158,7 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         warnings.warn(f"extract_fingerprints: only {len(fps)} of {config.n} fingerprints accepted after "
                       f"{engine.stats.tried} candidates (max_candidates={config.max_candidates}); raise "
                       "max_steps, max_candidates or lr, or lower k", IncompleteFingerprintsWarning, stacklevel=3)
-    fps.stats = engine.stats
-    return fps
+    return Extraction(fps, engine.stats)
 
 
 # ---------------------------------------------------------------------- the model, for the duration
@@ -141,11 +168,11 @@ def _compute_device(name: str, value) -> torch.device:
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"{name}: not a device: {value!r} ({exc})") from None
+        raise ArgumentError(name, f"not a device: {value!r} ({exc})") from None
     if device.type not in ("cpu", "cuda", "xpu", "mps"):
-        raise ValueError(f"{name}: the search computes on cpu or cuda, got {value!r}")
+        raise ArgumentError(name, f"the search computes on cpu or cuda, got {value!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name}: {value!r} asked for, but CUDA is not available")
+        raise ArgumentError(name, f"{value!r} asked for, but CUDA is not available")
     return device
 
 
@@ -154,8 +181,8 @@ def _on_device(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
     """The model on `device` for the duration, and back where it was afterwards."""
     devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
     if len(devices) > 1:
-        raise ValueError(f"model: its weights are spread over {sorted(map(str, devices))}; the search runs it "
-                         "on one device")
+        raise ArgumentError("model", f"its weights are spread over {sorted(map(str, devices))}; the search "
+                                     "runs it on one device")
     home = next(iter(devices), None)
     if home is None or home == device:
         yield
@@ -191,18 +218,18 @@ def _probe(model, input_shape, device, num_classes):
         with torch.no_grad():
             out = model(x)
     except Exception as exc:  # the model's own error, reported against our argument
-        raise ValueError(f"input_shape: the model fails on a batch of shape {list(x.shape)}: "
-                         f"{short_error(exc)}") from exc
+        raise ArgumentError("input_shape", f"the model fails on a batch of shape {list(x.shape)}: "
+                                           f"{short_error(exc)}") from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"model: expected logits [B, C] for a batch of 2, got {shape}")
+        raise ArgumentError("model", f"expected logits [B, C] for a batch of 2, got {shape}")
     if not out.is_floating_point() or not torch.isfinite(out).all():
-        raise ValueError("model: returned non-finite or non-floating logits on random inputs")
+        raise ArgumentError("model", "returned non-finite or non-floating logits on random inputs")
     C = out.shape[1]
     if C < 2:
-        raise ValueError(f"model: needs at least 2 classes, returns {C}")
+        raise ArgumentError("model", f"needs at least 2 classes, returns {C}")
     if num_classes is not None and num_classes != C:
-        raise ValueError(f"num_classes: {num_classes} given but the model returns {C} logits")
+        raise ArgumentError("num_classes", f"{num_classes} given but the model returns {C} logits")
     return C
 
 
@@ -218,19 +245,20 @@ def _seed_images(init, input_shape, limit: int, lo: float, hi: float) -> torch.T
             if count >= limit:
                 break
         if not chunks:
-            raise ValueError("init: the data loader yielded no images")
+            raise ArgumentError("init", "the data loader yielded no images")
         images = torch.cat(chunks)[:limit]
     if images.dim() != 1 + len(input_shape) or tuple(images.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"init: seed images must have shape [N, {', '.join(map(str, input_shape))}], "
-                         f"got {list(images.shape)}")
+        raise ArgumentError("init", f"seed images must have shape [N, {', '.join(map(str, input_shape))}], "
+                                    f"got {list(images.shape)}")
     if images.shape[0] == 0:
-        raise ValueError("init: no seed images")
+        raise ArgumentError("init", "no seed images")
     images = images.detach().float().cpu()
     if not torch.isfinite(images).all():
-        raise ValueError("init: seed images contain NaN or infinite pixels")
+        raise ArgumentError("init", "seed images contain NaN or infinite pixels")
     if float(images.min()) < lo or float(images.max()) > hi:
-        raise ValueError(f"init: seed images span [{float(images.min()):g}, {float(images.max()):g}], outside the "
-                         f"pixel box [{lo:g}, {hi:g}] (normalisation belongs inside the model: ipguard_fast.Normalized)")
+        raise ArgumentError("init", f"seed images span [{float(images.min()):g}, {float(images.max()):g}], "
+                                    f"outside the pixel box [{lo:g}, {hi:g}] (normalisation belongs inside the "
+                                    "model: ipguard_fast.Normalized)")
     return images
 
 

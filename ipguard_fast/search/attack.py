@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .._validate import ArgumentError
 from ..fingerprints import FingerprintSet
 from .api import extract_fingerprints
 
@@ -23,7 +24,7 @@ class IPGuard:
 
     def __call__(self, images: torch.Tensor) -> FingerprintSet:
         if not isinstance(images, torch.Tensor) or images.dim() < 2 or images.shape[0] == 0:
-            raise ValueError("images: expected a non-empty tensor [N, *input_shape]")
+            raise ArgumentError("images", "expected a non-empty tensor [N, *input_shape]")
         n = images.shape[0]
         options = dict(progress=False)
         options.update(self.options)

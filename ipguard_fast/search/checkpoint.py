@@ -20,6 +20,7 @@ from safetensors import safe_open
 
 from .._atomic import atomic_save
 from .._files import check_safetensors_header, short_error
+from .._validate import ArgumentError
 from .ledger import Outcome
 
 FORMAT = "ipguard_fast.extract_checkpoint/1"
@@ -59,19 +60,20 @@ def load_checkpoint(path, settings: dict) -> tuple[dict[int, bool], dict[int, Ou
             meta = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as exc:  # safetensors raises several types for a damaged file
-        raise ValueError(f"checkpoint: {path} is not a readable extraction checkpoint ({short_error(exc)})") from None
+        raise ArgumentError("checkpoint", f"{path} is not a readable extraction checkpoint "
+                                          f"({short_error(exc)})") from None
     if meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint: {path} is not an ipguard_fast extraction checkpoint")
+        raise ArgumentError("checkpoint", f"{path} is not an ipguard_fast extraction checkpoint")
     try:
         saved = json.loads(meta["settings"])
         finished_list = json.loads(meta["finished"])
     except (KeyError, ValueError, RecursionError) as exc:
-        raise ValueError(f"checkpoint: {path} is damaged ({short_error(exc)})") from None
+        raise ArgumentError("checkpoint", f"{path} is damaged ({short_error(exc)})") from None
     if saved != json.loads(json.dumps(settings, sort_keys=True)):
         keys = set(saved) | set(settings) if isinstance(saved, dict) else set(settings)
         changed = sorted(k for k in keys if not isinstance(saved, dict) or saved.get(k) != settings.get(k))
-        raise ValueError(f"checkpoint: {path} was made with other settings ({', '.join(changed)}); "
-                         "delete it or use the same settings")
+        raise ArgumentError("checkpoint", f"{path} was made with other settings ({', '.join(changed)}); "
+                                          "delete it or use the same settings")
     finished = _finished(finished_list, settings["max_candidates"], path)
     return finished, _outcomes(tensors, finished, settings, path)
 
@@ -80,7 +82,7 @@ def _finished(entries, max_candidates: int, path) -> dict[int, bool]:
     if not isinstance(entries, list) or not all(
             isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and not isinstance(e[0], bool)
             and 0 <= e[0] < max_candidates and isinstance(e[1], bool) for e in entries):
-        raise ValueError(f"checkpoint: {path} is damaged (its finished list is not [[index, accepted], ...])")
+        raise ArgumentError("checkpoint", f"{path} is damaged (its finished list is not [[index, accepted], ...])")
     return {c: ok for c, ok in entries}
 
 
@@ -93,10 +95,10 @@ def _outcomes(tensors: dict, finished: dict[int, bool], settings: dict, path) ->
     if m < 0 or index.dtype != torch.int64 or (m > 0 and any(
             name not in tensors or tensors[name].dtype != dtype or tuple(tensors[name].shape) != size
             for name, (dtype, size) in expected.items())):
-        raise ValueError(f"checkpoint: {path} is damaged (its tensors do not fit the settings)")
+        raise ArgumentError("checkpoint", f"{path} is damaged (its tensors do not fit the settings)")
     indices = index.tolist()
     if set(indices) != {c for c, ok in finished.items() if ok} or len(set(indices)) != m:
-        raise ValueError(f"checkpoint: {path} is damaged (its images and its accepted entries differ)")
+        raise ArgumentError("checkpoint", f"{path} is damaged (its images and its accepted entries differ)")
     return {c: Outcome(True, tensors["images"][n], int(tensors["i"][n]), int(tensors["j"][n]),
                        float(tensors["margins"][n]), int(tensors["steps"][n])) for n, c in enumerate(indices)}
 
@@ -117,15 +119,16 @@ def verify_resumed(outcomes: dict[int, Outcome], acceptance_model, k: float, lo:
     order = sorted(outcomes)
     images = torch.stack([outcomes[c].image for c in order])
     if not torch.isfinite(images).all() or float(images.min()) < lo or float(images.max()) > hi:
-        raise ValueError(f"checkpoint: {path} holds images outside the pixel box [{lo:g}, {hi:g}]")
+        raise ArgumentError("checkpoint", f"{path} holds images outside the pixel box [{lo:g}, {hi:g}]")
     i = torch.tensor([outcomes[c].i for c in order], dtype=torch.int64)
     j = torch.tensor([outcomes[c].j for c in order], dtype=torch.int64)
     num_classes = None
     with torch.no_grad():
         num_classes = acceptance_model(images[:1].to(device)).shape[1]
     if int(torch.cat([i, j]).min()) < 0 or int(torch.cat([i, j]).max()) >= num_classes or bool((i == j).any()):
-        raise ValueError(f"checkpoint: {path} holds labels that do not fit this model")
+        raise ArgumentError("checkpoint", f"{path} holds labels that do not fit this model")
     ok, _ = accept(acceptance_model, images.to(device), i.to(device), j.to(device), k)
     if not bool(ok.all()):
-        raise ValueError(f"checkpoint: {path} holds {int((~ok).sum())} images this model does not accept as "
-                         "fingerprints: it was not made by this extraction; delete it to start over")
+        raise ArgumentError("checkpoint", f"{path} holds {int((~ok).sum())} images this model does not accept "
+                                          "as fingerprints: it was not made by this extraction; delete it to "
+                                          "start over")

@@ -13,38 +13,43 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
+__all__ = ["Communicator", "SingleProcess", "TorchDistributed", "communicator"]
 
-class SingleProcess:
+
+class Communicator:
+    """The ranks of one run: `exchange` gives every rank the list of every rank's payload."""
+
     rank, world = 0, 1
 
-    def exchange(self, payload):
+    def exchange(self, payload) -> list:
         return [payload]
 
-    def gather_outcomes(self, local: dict) -> dict:
-        return local
+    def gather_dict(self, local: dict) -> dict:
+        """Every rank's `local` dict merged into one, the same on every rank (ranks hold
+        disjoint keys; on a shared key the highest rank's value wins)."""
+        merged = {}
+        for part in self.exchange(local):
+            merged.update(part)
+        return merged
 
 
-class TorchDistributed:
+class SingleProcess(Communicator):
+    """One process: nothing to share."""
+
+
+class TorchDistributed(Communicator):
     """The default process group (gloo on CPU, nccl on GPU), as torchrun sets it up."""
 
     def __init__(self):
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
 
-    def exchange(self, payload):
+    def exchange(self, payload) -> list:
         out = [None] * self.world
         dist.all_gather_object(out, payload)
         return out
 
-    def gather_outcomes(self, local: dict) -> dict:
-        parts = [None] * self.world
-        dist.all_gather_object(parts, local)
-        merged = {}
-        for part in parts:
-            merged.update(part)
-        return merged
 
-
-def communicator():
+def communicator() -> Communicator:
     """The process group when one is initialised with several ranks, else a no-op."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return TorchDistributed()

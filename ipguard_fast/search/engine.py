@@ -22,7 +22,7 @@ from .acceptance import accept
 from .candidates import CandidateSource
 from .config import ExtractConfig
 from .distributed import SingleProcess
-from .ledger import CPU_SPARE_BREAK_EVEN, CandidateLedger, Outcome, spares_enabled
+from .ledger import CPU_SPARE_BREAK_EVEN, CandidateLedger, Outcome
 from .slots import Slots
 from .step import SearchStep
 
@@ -31,6 +31,11 @@ __all__ = ["Outcome", "SearchEngine", "SearchStats"]
 
 @dataclass
 class SearchStats:
+    """What one extraction did: counts of candidates and steps, and where the time went.
+
+    run_extraction returns it next to the fingerprints (Extraction.stats); the file's
+    metadata keeps the counts that describe the result (candidates_tried, ...)."""
+
     tried: int = 0           # candidates started, over the whole extraction (a resume included)
     launched: int = 0        # candidates started by this call
     accepted: int = 0
@@ -61,16 +66,14 @@ class SearchEngine:
         self.acceptance_model = acceptance_model or model
         self.comm = comm or SingleProcess()
         self.slots = Slots(config.slots(device), source.input_shape, device, channels_last=config.channels_last)
-        self.step = SearchStep(model, self.slots, k=config.k, lr=config.lr, max_steps=config.max_steps,
-                               lo=config.lo, hi=config.hi, amp_dtype=config.amp_dtype,
-                               cuda_graph=config.cuda_graph)
+        self.step = SearchStep.from_config(model, self.slots, config)
         # On CUDA a batch costs about the same whether its slots are full or not: spares
         # always, and the bucket filled. On CPU each slot costs its share: spares only from
         # the failure rate at which they pay for themselves.
         self.ledger = CandidateLedger(config.n, config.max_candidates, self.comm.rank, self.comm.world, resume,
-                                      rule=config.result_rule,
+                                      rule=config.result_rule, spares=config.spares,
                                       spare_break_even=0.0 if device.type == "cuda" else CPU_SPARE_BREAK_EVEN)
-        self.fill_batch = device.type == "cuda" and spares_enabled()
+        self.fill_batch = device.type == "cuda" and config.spares
         self.parked: list[dict] = []   # candidates taken out after an out-of-memory, state kept
         self.stats = SearchStats()
         self.progress = progress
@@ -196,7 +199,7 @@ class SearchEngine:
             self._maybe_checkpoint()
         result = self.ledger.result()
         own = {c: self.ledger.outcomes[c] for c in result if c in self.ledger.outcomes}
-        every_rank = self.comm.gather_outcomes(own)
+        every_rank = self.comm.gather_dict(own)
         self._sum_stats_over_ranks()
         self.stats.duplicates = self.ledger.duplicates()  # the global view: the same on every rank
         return [every_rank[c] for c in result]

@@ -42,8 +42,7 @@ class FullBatchStep:
         self.slots = Slots(self.batch, config.input_shape, device, channels_last=cl)
         self._candidates = (x0[: self.batch], i[: self.batch], j[: self.batch])
         self.reload()
-        self.step = SearchStep(model, self.slots, k=config.k, lr=config.lr, max_steps=config.max_steps,
-                               lo=config.lo, hi=config.hi, amp_dtype=config.amp_dtype, cuda_graph=config.cuda_graph)
+        self.step = SearchStep.from_config(model, self.slots, config)
 
     def reload(self) -> None:
         positions = list(range(self.batch))

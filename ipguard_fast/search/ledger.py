@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 
 from .._hashing import tensor_bytes
+from .._validate import ArgumentError
 
 __all__ = ["CPU_SPARE_BREAK_EVEN", "CandidateLedger", "Outcome", "RESULT_RULES"]
 
@@ -41,16 +41,11 @@ _PRIOR_FAILURES, _PRIOR_TRIALS = 1.0, 20.0
 
 # On CPU a slot costs its share of the step: ResNet-20 at 32x32 on 2 cores, one candidate
 # of a full batch costs 3.3-4.5 ms a step and a batch of one 13.7-17.8 ms
-# (benchmarks/results/cpu-*-2026-11-29.json). A spare costs about one full-batch share per
+# (the CPU runs in benchmarks/results/). A spare costs about one full-batch share per
 # step it runs and saves, with probability the failure rate, about as many steps run at
 # batch one, so it pays for itself from a failure rate of about 4.1 / 16 = 0.25. Below
 # that, as in every CPU benchmark run here (0-4 % failures), spares measured 2-6 % slower.
 CPU_SPARE_BREAK_EVEN = 0.25
-
-
-def spares_enabled() -> bool:
-    """False when IPGUARD_FAST_NO_SPARES=1 asks for the launch policy without spares (for A/B runs)."""
-    return os.environ.get("IPGUARD_FAST_NO_SPARES", "0") != "1"
 
 
 @dataclass
@@ -69,11 +64,18 @@ def image_digest(image: torch.Tensor) -> bytes:
 
 
 class CandidateLedger:
+    """The global view of one extraction (the same on every rank) and this rank's own part.
+
+    spares: False launches only what is needed plus the failures seen among what runs
+    (ExtractConfig.spares; the A/B baseline of the benchmark).
+    """
+
     def __init__(self, n: int, max_candidates: int, rank: int = 0, world: int = 1, resume=None,
-                 rule: str = "index", spare_break_even: float = 0.0):
+                 rule: str = "index", spare_break_even: float = 0.0, spares: bool = True):
         if rule not in RESULT_RULES:
-            raise ValueError(f"result_rule: expected one of {RESULT_RULES}, got {rule!r}")
+            raise ArgumentError("result_rule", f"expected one of {RESULT_RULES}, got {rule!r}")
         self.n, self.max_candidates, self.rank, self.world, self.rule = n, max_candidates, rank, world, rule
+        self.spares = spares
         # Spares go out only while the expected failure rate is at least this: the rate at
         # which a spare's cost (its share of every step it runs) equals what it saves (a
         # replacement running alone at the end). 0 where a partly empty batch costs as much
@@ -147,7 +149,7 @@ class CandidateLedger:
         needed = self.n - self.accepted_count
         if needed <= 0:
             return 0
-        if spares_enabled() and self.failure_rate() >= self.spare_break_even:
+        if self.spares and self.failure_rate() >= self.spare_break_even:
             rate = min(self.failure_rate(), 0.95)
             target = math.ceil(needed / (1.0 - rate)) + 1
         else:  # the policy before spares: what is needed, plus the failures seen among what runs

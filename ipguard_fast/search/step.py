@@ -13,26 +13,61 @@ so a step can be queued without waiting and captured in a CUDA graph.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
 from .. import ops
+from .config import ExtractConfig
+
+__all__ = ["SearchStep", "StepSettings"]
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What one step needs of the extraction's settings (plus Adam's betas and eps)."""
+
+    k: float
+    lr: float
+    max_steps: int
+    lo: float = 0.0
+    hi: float = 1.0
+    amp_dtype: torch.dtype | None = None
+    cuda_graph: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    @classmethod
+    def from_config(cls, config: ExtractConfig) -> "StepSettings":
+        """The step of an extraction with these settings (config fixed by ExtractConfig.on_device)."""
+        return cls(k=config.k, lr=config.lr, max_steps=config.max_steps, lo=config.lo, hi=config.hi,
+                   amp_dtype=config.amp_dtype, cuda_graph=bool(config.cuda_graph))
 
 
 class SearchStep:
-    def __init__(self, model, slots, *, k: float, lr: float, max_steps: int, lo: float, hi: float,
-                 amp_dtype: torch.dtype | None = None, cuda_graph: bool = False,
-                 betas=(0.9, 0.999), eps: float = 1e-8):
+    """One step on `slots` with `settings`; calling it runs the step (see the module docstring).
+
+    SearchStep.from_config builds the step the engine runs, for the engine and for the
+    benchmark's instruments alike."""
+
+    def __init__(self, model, slots, settings: StepSettings):
         self.model = model
         self.slots = slots
-        self.k, self.lr, self.max_steps, self.lo, self.hi = k, lr, max_steps, lo, hi
-        self.betas, self.eps = betas, eps
-        self.amp_dtype = amp_dtype
+        self.settings = settings
+        self.k, self.lr, self.max_steps, self.lo, self.hi = (settings.k, settings.lr, settings.max_steps,
+                                                             settings.lo, settings.hi)
+        self.betas, self.eps = settings.betas, settings.eps
+        self.amp_dtype = settings.amp_dtype
         self.device = slots.x.device
-        self.cuda_graph = cuda_graph and self.device.type == "cuda"
+        self.cuda_graph = settings.cuda_graph and self.device.type == "cuda"
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         # One memory pool for every bucket's graph: they never replay concurrently.
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
+
+    @classmethod
+    def from_config(cls, model, slots, config: ExtractConfig) -> "SearchStep":
+        """The engine's step for an extraction with these settings."""
+        return cls(model, slots, StepSettings.from_config(config))
 
     def rebind(self, slots) -> None:
         """Run on other slots from now on (after an out-of-memory halving)."""
