@@ -93,8 +93,9 @@ def test_demo_smoke(tmp_path):
                  "fingerprints_selected.safetensors"):
         assert (tmp_path / name).stat().st_size > 0
     result = json.loads((tmp_path / "results.json").read_text())
-    assert [r["k"] for r in result["runs"]] == [1.0, 5.0, None]
-    assert [r["method"] for r in result["runs"]] == ["ipguard", "ipguard", "selected"]
+    assert [r["k"] for r in result["runs"]] == [1.0, 5.0, None, None]
+    assert [r["method"] for r in result["runs"]] == ["ipguard", "ipguard", "selected", "mistakes"]
+    assert "mistakes baseline ARUC" in proc.stdout and "wrong verdicts" in proc.stdout
     assert all(0.0 <= r["aruc"] <= 1.0 for r in result["runs"])
     selected = FingerprintSet.load(tmp_path / "fingerprints_selected.safetensors")
     assert selected.meta["selection"]["selected"] and len(selected) == 20

@@ -51,7 +51,6 @@ def check_arguments(args):
 def run(args) -> int:
     from ..data import digits_input_shape, load_digits
     from ..evaluation import evaluate, summary_table, write_report
-    from ..evaluation.report import verdict_summary
     from ..io import save_torchscript
     from ..models import train_digits_model
     from ..selection import protect
@@ -83,19 +82,7 @@ def run(args) -> int:
     paths = write_report(result, out)
     print()
     print(summary_table(result))
-    plain = [r for r in result.runs if r.method == "ipguard"]
-    best = max(plain, key=lambda r: r.aruc)
-    chosen = result.run("selected")
-    arucs = ", ".join(f"k={r.k:g}: {r.aruc:.3f}" for r in plain)
-    print(f"plain IPGuard ARUC: {arucs} (best k={best.k:g}, ROC AUC {best.roc_auc:.3f})")
-    print(f"selected ARUC: {chosen.aruc:.3f} ({chosen.label}, ROC AUC {chosen.roc_auc:.3f})")
-    baseline = result.run("mistakes")
-    print(f"mistakes baseline ARUC: {baseline.aruc:.3f} ({baseline.n_fingerprints} of the owner's held-out mistakes, "
-          f"ROC AUC {baseline.roc_auc:.3f})")
-    for run in (best, chosen, baseline):
-        print(f"wrong verdicts, {run.label or f'plain k={run.k:g}'}: {verdict_summary(run.verdicts)}"
-              + (f"; falsely accused: {', '.join(run.verdicts['false_accusations'])}"
-                 if run.verdicts["false_accusations"] else ""))
+    _print_methods(result)
 
     # After release: the selected file, its threshold calibrated on held-out references, verdicts.
     fp_path = selected.save(out / "fingerprints_selected.safetensors")
@@ -109,3 +96,21 @@ def run(args) -> int:
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _print_methods(result) -> None:
+    """Each method's ARUC and its wrong verdicts at its threshold, plain IPGuard's best k first."""
+    from ..evaluation.report import verdict_summary
+
+    plain = [r for r in result.runs if r.method == "ipguard"]
+    best = max(plain, key=lambda r: r.aruc)
+    chosen, baseline = result.run("selected"), result.run("mistakes")
+    arucs = ", ".join(f"k={r.k:g}: {r.aruc:.3f}" for r in plain)
+    print(f"plain IPGuard ARUC: {arucs} (best k={best.k:g}, ROC AUC {best.roc_auc:.3f})")
+    print(f"selected ARUC: {chosen.aruc:.3f} ({chosen.label}, ROC AUC {chosen.roc_auc:.3f})")
+    print(f"mistakes baseline ARUC: {baseline.aruc:.3f} ({baseline.n_fingerprints} of the owner's held-out mistakes, "
+          f"ROC AUC {baseline.roc_auc:.3f})")
+    for run in (best, chosen, baseline):
+        accused = run.verdicts["false_accusations"]
+        print(f"wrong verdicts, {run.label or f'plain k={run.k:g}'}: {verdict_summary(run.verdicts)}"
+              + (f"; falsely accused: {', '.join(accused)}" if accused else ""))

@@ -64,7 +64,7 @@ def run(args) -> int:
         checkpoint = None if ranks.world > 1 else checkpoint_path
         with named_as_options(_OPTIONS):
             fps = run_extraction(model, config, device=ranks.device, progress=not args.no_progress,
-                                 checkpoint=checkpoint)
+                                 checkpoint=checkpoint).fingerprints
         if ranks.is_main:
             path = fps.save(args.out)
             remove_checkpoint(checkpoint)

@@ -82,7 +82,7 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     # extract_fingerprints itself); every rank ends with the whole table.
     comm = communicator()
     mine = list(suspects)[comm.rank::comm.world]
-    gathered = lambda score: _merge(comm.exchange({s.name: score(s) for s in mine}))  # noqa: E731
+    gathered = lambda score: comm.gather_dict({s.name: score(s) for s in mine})  # noqa: E731
     accuracies = gathered(lambda s: accuracy(s.model, test_set) if test_set is not None else None)
 
     owner_acc = accuracy(owner, test_set) if test_set is not None else None
@@ -171,10 +171,3 @@ def check_disjoint(suspects: Sequence[Suspect], selected: FingerprintSet, refere
         if same or any(t.untyped_storage().data_ptr() in storages for t in tensors):
             raise ValueError(f"suspects: {suspect.name} is one of the selection's reference models (or shares "
                              "weights with one); the selected fingerprints would be judged on their own references")
-
-
-def _merge(parts: list[dict]) -> dict:
-    merged = {}
-    for part in parts:
-        merged.update(part)
-    return merged

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from .._validate import ArgumentError, positive_int
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import eval_mode, module_device
-from ..search.acceptance import owner_margin
+from ..search.acceptance import owner_label_margin
 
 __all__ = ["mistakes_fingerprints"]
 
@@ -35,5 +35,5 @@ def mistakes_fingerprints(owner: nn.Module, held_out: Dataset, n: int, *, batch_
             "num_classes": int(logits.shape[1]), "input_shape": list(images.shape[1:]),
             "model_sha256": state_dict_sha256(owner), "init": "held_out_data"}
     return FingerprintSet(images=images[wrong].clone(), labels=labels[wrong].clone(),
-                          source_labels=truth[wrong].clone(), margins=owner_margin(logits[wrong], labels[wrong]),
+                          source_labels=truth[wrong].clone(), margins=owner_label_margin(logits[wrong], labels[wrong]),
                           steps=torch.zeros(len(wrong), dtype=torch.int64), meta=meta)

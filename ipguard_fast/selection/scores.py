@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..fingerprints import FingerprintSet
+from ..search.acceptance import owner_label_margin
 from ..verdicts import as_output_fn
 
 __all__ = ["SCORES", "TEMPERATURE", "ReferenceOutputs", "owner_label_margin", "reference_outputs", "separation_scores",
@@ -85,13 +86,6 @@ def reference_outputs(references: Sequence[Any], pool: FingerprintSet, *, batch_
         if progress is not None:
             progress()
     return ReferenceOutputs(torch.stack(margins), torch.stack(agrees))
-
-
-def owner_label_margin(logits: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """g_j - max_{t != j} g_t per row (differentiable: refinement climbs it)."""
-    own = logits.gather(1, j[:, None]).squeeze(1)
-    others = logits.scatter(1, j[:, None], float("-inf"))
-    return own - others.max(dim=1).values
 
 
 def soft_agreement(outputs: ReferenceOutputs, score: str) -> torch.Tensor:
