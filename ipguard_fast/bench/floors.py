@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import statistics
 from typing import Callable
 
@@ -36,46 +37,68 @@ def best_floor(model, input_shape, batch: int, num_classes: int, device: torch.d
                include_compile: bool = True) -> dict:
     """{"variants": {name: median seconds or {"error": ...}}, "best": name, "best_s": seconds}."""
     cuda = device.type == "cuda"
-    variants: dict[str, dict] = {
-        "plain": dict(),
-        "channels_last": dict(channels_last=True),
+    problem = _Problem(model, tuple(input_shape), batch, num_classes, device, reps)
+    variants: dict[str, _Variant] = {
+        "plain": _Variant(),
+        "channels_last": _Variant(channels_last=True),
     }
     if cuda:
-        variants.update({"cudnn_benchmark": dict(cudnn_benchmark=True),
-                         "bf16": dict(cudnn_benchmark=True, amp=torch.bfloat16),
-                         "bf16_channels_last": dict(cudnn_benchmark=True, amp=torch.bfloat16, channels_last=True)})
+        variants.update({"cudnn_benchmark": _Variant(cudnn_benchmark=True),
+                         "bf16": _Variant(cudnn_benchmark=True, amp=torch.bfloat16),
+                         "bf16_channels_last": _Variant(cudnn_benchmark=True, amp=torch.bfloat16, channels_last=True)})
     if include_compile:
-        variants["compiled"] = dict(compile=True)
+        variants["compiled"] = _Variant(compile=True)
     results: dict[str, object] = {}
-    for name, options in variants.items():
-        results[name] = _measure(model, input_shape, batch, num_classes, device, reps, **options)
+    for name, variant in variants.items():
+        results[name] = _measure(problem, variant)
     if cuda:
         eager = [n for n in ("plain", "cudnn_benchmark", "channels_last", "bf16", "bf16_channels_last")
                  if isinstance(results.get(n), float)]
         if eager:
             fastest = min(eager, key=lambda n: results[n])
-            results["cuda_graph"] = _measure(model, input_shape, batch, num_classes, device, reps,
-                                             cuda_graph=True, **variants[fastest])
+            results["cuda_graph"] = _measure(problem, dataclasses.replace(variants[fastest], cuda_graph=True))
     timings = {n: v for n, v in results.items() if isinstance(v, float)}
     best = min(timings, key=timings.get) if timings else None
     return {"batch": batch, "variants": results, "best": best, "best_s": timings.get(best)}
 
 
-def _measure(model, input_shape, batch, num_classes, device, reps, *, channels_last=False, amp=None,
-             cudnn_benchmark=False, compile=False, cuda_graph=False):  # noqa: A002 - torch's word
+@dataclasses.dataclass(frozen=True)
+class _Problem:
+    """What is measured: one search step of `model` at `batch`, the median of `reps`."""
+
+    model: torch.nn.Module
+    input_shape: tuple
+    batch: int
+    num_classes: int
+    device: torch.device
+    reps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Variant:
+    """How it runs: the layout, autocast, cuDNN's autotuner, torch.compile, a CUDA graph."""
+
+    channels_last: bool = False
+    amp: torch.dtype | None = None
+    cudnn_benchmark: bool = False
+    compile: bool = False  # noqa: A003 - torch's word
+    cuda_graph: bool = False
+
+
+def _measure(p: _Problem, v: _Variant):
     try:
-        with _cudnn_benchmark(cudnn_benchmark):
-            copy_ = copy.deepcopy(model).to(device)
-            fmt = torch.channels_last if channels_last and len(input_shape) == 3 else torch.contiguous_format
+        with _cudnn_benchmark(v.cudnn_benchmark):
+            copy_ = copy.deepcopy(p.model).to(p.device)
+            fmt = torch.channels_last if v.channels_last and len(p.input_shape) == 3 else torch.contiguous_format
             copy_.to(memory_format=fmt)
             with frozen(copy_):
-                run = copy_ if not compile else torch.compile(copy_, dynamic=False)
-                step = _step(run, input_shape, batch, num_classes, device, fmt, amp)
+                run = copy_ if not v.compile else torch.compile(copy_, dynamic=False)
+                step = _step(run, p.input_shape, p.batch, p.num_classes, p.device, fmt, v.amp)
                 for _ in range(3):  # warm-up: algorithm choice, compilation, allocator
                     step()
-                if cuda_graph:
+                if v.cuda_graph:
                     step = _captured(step)
-                return statistics.median(timed(step, device) for _ in range(reps))
+                return statistics.median(timed(step, p.device) for _ in range(p.reps))
     except Exception as exc:  # one variant failing must not stop the others
         return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
 
