@@ -144,15 +144,24 @@ def load_imagefolder(root: str | os.PathLike, size: int = 224, resize: int | Non
         raise FileNotFoundError(f"root {root!r} has no class sub-folders with images: {exc}") from exc
 
 
-DATA_SPECS = "digits, cifar10:ROOT, cifar100:ROOT or imagefolder:ROOT"
+DATA_SPECS = "digits, mnist:ROOT, cifar10:ROOT, cifar100:ROOT or imagefolder:ROOT"
 
 
 def load_data(spec: str, split: str) -> Dataset:
-    """A data set from a command-line spec: ``digits``, ``cifar10:ROOT``, ``cifar100:ROOT``, ``imagefolder:ROOT``."""
+    """A data set from a command-line spec: ``digits``, ``mnist:ROOT`` (IDX files, gzip or raw),
+    ``cifar10:ROOT`` / ``cifar100:ROOT`` (the binary version when ROOT holds it, else
+    torchvision's folder), ``imagefolder:ROOT``."""
+    from .data_files import _CIFAR_BINARY, load_cifar_binary, load_mnist
+
     name, _, root = str(spec).partition(":")
     if name == "digits" and not root:
         return load_digits(split)
+    if name == "mnist" and root:
+        return load_mnist(root, split)
     if name in ("cifar10", "cifar100") and root:
+        binary = os.path.join(root, _CIFAR_BINARY[name][0])
+        if os.path.isdir(binary) or os.path.isfile(os.path.join(root, _CIFAR_BINARY[name][1][0])):
+            return load_cifar_binary(root, split, which=name)
         return load_cifar(root, split, which=name)
     if name == "imagefolder" and root:
         return load_imagefolder(root)
