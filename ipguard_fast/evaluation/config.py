@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .._validate import ArgumentError, finite_number, positive_int
+from ..search.config import check_search_options
 from ..selection.config import ProtectConfig
 
 __all__ = ["METHODS", "EvaluationConfig", "EvaluationResult", "RunResult"]
@@ -42,9 +43,7 @@ class EvaluationConfig:
         if "ipguard" in methods and not ks:
             raise ArgumentError("ks", "need at least one k")
         object.__setattr__(self, "ks", ks)
-        if not isinstance(self.search, dict):
-            raise ArgumentError("search", f"expected a dict of extract_fingerprints keywords, got "
-                                          f"{type(self.search).__name__}")
+        object.__setattr__(self, "search", check_search_options("search", self.search, ("n", "k", "input_shape", "seed")))
         if self.useful_drop is not None:
             finite_number("useful_drop", self.useful_drop, minimum=0.0)
         if self.protect is not None and not isinstance(self.protect, ProtectConfig):

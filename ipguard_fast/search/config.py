@@ -19,7 +19,7 @@ from .._validate import ArgumentError, finite_number, image_shape, positive_int
 from .candidates import LABEL_MODES
 from .ledger import RESULT_RULES
 
-__all__ = ["AMP_DTYPES", "AUTO_BATCH_START", "ExtractConfig"]
+__all__ = ["AMP_DTYPES", "AUTO_BATCH_START", "ExtractConfig", "check_search_options"]
 
 AMP_DTYPES = {None: None, "none": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
               "fp16": torch.float16, "float16": torch.float16}
@@ -154,3 +154,20 @@ class ExtractConfig:
             "jittered_starts": max(0, stats.tried - seed_images) if seed_images else 0,
             "duplicates_dropped": stats.duplicates,
         }
+
+
+# What a caller that sets n, k, the shape, the seed and the starts itself may still set.
+_RUN_OPTIONS = ("device", "progress", "checkpoint")
+
+
+def check_search_options(name: str, options: Any, fixed: tuple[str, ...] = ()) -> dict:
+    """`options` as a dict of extract_fingerprints keywords: ExtractConfig's fields (less the
+    `fixed` ones the caller sets) and the run's (device, progress, checkpoint)."""
+    if not isinstance(options, dict):
+        raise ArgumentError(name, f"expected a dict of extract_fingerprints keywords, got {type(options).__name__}")
+    allowed = ({f.name for f in dataclasses.fields(ExtractConfig)} | set(_RUN_OPTIONS)) - set(fixed)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ArgumentError(name, f"unknown or fixed extract_fingerprints keywords {unknown}; allowed: "
+                                  f"{sorted(allowed)}")
+    return dict(options)

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._validate import ArgumentError, finite_number, non_negative_int, positive_int
 from ..search.candidates import LABEL_MODES
+from ..search.config import check_search_options
 from .pool import POOL_FACTOR
 from .recipe import RECIPE, check_recipe
 from .refine import RefineConfig
@@ -63,9 +64,7 @@ class ProtectConfig:
             raise ArgumentError("seed", f"must be an int, got {self.seed!r}")
         positive_int("batch_size", self.batch_size)
         object.__setattr__(self, "recipe", check_recipe(self.recipe))
-        if not isinstance(self.search, dict):
-            raise ArgumentError("search", f"expected a dict of extract_fingerprints keywords, got "
-                                          f"{type(self.search).__name__}")
+        object.__setattr__(self, "search", check_search_options("search", self.search, ("n", "k", "input_shape", "seed", "labels", "progress")))
 
     @property
     def fixed_ks(self) -> list[float] | None:
