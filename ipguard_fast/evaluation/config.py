@@ -43,7 +43,8 @@ class EvaluationConfig:
         if "ipguard" in methods and not ks:
             raise ArgumentError("ks", "need at least one k")
         object.__setattr__(self, "ks", ks)
-        object.__setattr__(self, "search", check_search_options("search", self.search, ("n", "k", "input_shape", "seed")))
+        search = check_search_options("search", self.search, ("n", "k", "input_shape", "seed"))
+        object.__setattr__(self, "search", search)
         if self.useful_drop is not None:
             finite_number("useful_drop", self.useful_drop, minimum=0.0)
         if self.protect is not None and not isinstance(self.protect, ProtectConfig):

@@ -64,7 +64,8 @@ class ProtectConfig:
             raise ArgumentError("seed", f"must be an int, got {self.seed!r}")
         positive_int("batch_size", self.batch_size)
         object.__setattr__(self, "recipe", check_recipe(self.recipe))
-        object.__setattr__(self, "search", check_search_options("search", self.search, ("n", "k", "input_shape", "seed", "labels", "progress")))
+        search = check_search_options("search", self.search, ("n", "k", "input_shape", "seed", "labels", "progress"))
+        object.__setattr__(self, "search", search)
 
     @property
     def fixed_ks(self) -> list[float] | None:
