@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -199,6 +200,32 @@ def test_extra_and_missing_files_are_rebuilt(tmp_path):
         assert cache.load("kept", lambda: nn.Sequential(nn.Linear(3, 2))) is None
 
 
+def _timed_out(signum, frame):
+    raise TimeoutError("the cache blocked on a special file")
+
+
+def test_special_files_in_the_cache_folder_never_hang_it(tmp_path):
+    cache = ReferenceCache(tmp_path, key="e" * 32, key_file=tmp_path / "k")
+    cache.save("m", nn.Linear(3, 2))
+    for name in (MANIFEST, ".manifest.lock"):
+        os.replace(cache.folder / name, tmp_path / "aside")
+        os.mkfifo(cache.folder / name)
+        previous = signal.signal(signal.SIGALRM, _timed_out)
+        signal.alarm(20)   # a FIFO opened for reading without a writer would block forever
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                loaded = cache.load("m", lambda: nn.Linear(3, 2))
+                cache.save("n", nn.Linear(3, 2))
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        assert loaded is None, name   # neither the manifest nor the lock can vouch for the file: rebuilt
+        assert all(issubclass(w.category, ReferenceCacheWarning) for w in caught) and len(caught) == 2
+        os.unlink(cache.folder / name)
+        os.replace(tmp_path / "aside", cache.folder / name)
+
+
 def test_readonly_refuses_instead_of_rebuilding_and_writes_nothing(owner, small, cache):
     path = cache.file(VALIDATION_NEGATIVE)
     save_file(owner.state_dict(), path)
@@ -226,7 +253,7 @@ def test_the_key_covers_the_architecture_not_only_the_weights(owner, small):
 
     relu, tanh = factory(torch.relu)(), factory(torch.tanh)()
     tanh.load_state_dict(relu.state_dict())
-    key = lambda model, config=CONFIG: reference_cache_key(model, small, config)   # noqa: E731
+    key = lambda model, config=CONFIG: reference_cache_key(model, small, config)
     twin = factory(torch.relu)()
     twin.load_state_dict(relu.state_dict())
     assert key(relu) != key(tanh) and key(relu) == key(twin)

@@ -20,10 +20,11 @@ import hashlib
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
@@ -128,7 +129,7 @@ def _model_from(data: bytes, skeleton: Callable[[], nn.Module]) -> nn.Module:
     """The skeleton with the weights in `data`: every name, shape and dtype as the skeleton's, all finite."""
     try:
         tensors = load_safetensors(data)
-    except Exception:   # safetensors raises its own error types for a damaged file
+    except (SafetensorError, ValueError, RuntimeError, TypeError):   # not MemoryError: that is no bad file
         raise UntrustedFile("is not a readable safetensors file") from None
     _check_finite(tensors)
     model = skeleton()

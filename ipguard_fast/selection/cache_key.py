@@ -95,7 +95,7 @@ def _script_code(module: nn.Module) -> str | None:
         for read in (lambda: module.code, lambda: str(module.graph)):
             try:
                 return str(read())
-            except Exception:   # a ScriptModule without methods has neither
+            except (RuntimeError, AttributeError):   # a ScriptModule without forward has neither
                 continue
         return ""
     if isinstance(module, torch.fx.GraphModule):
@@ -103,7 +103,7 @@ def _script_code(module: nn.Module) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _class_code(cls: type) -> str:
     """The SHA-256 of a class's source and of its functions' code identity, else its name."""
     digest = hashlib.sha256(_qualified(cls).encode())

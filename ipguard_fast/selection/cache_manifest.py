@@ -22,8 +22,8 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .._atomic import atomic_write_bytes
 
@@ -91,10 +91,11 @@ def write_record(folder: Path, key: str, mac: bytes, file_name: str, data: bytes
 @contextlib.contextmanager
 def locked(folder: Path, *, exclusive: bool) -> Iterator[None]:
     """flock on the folder's lock file. A shared (reading) lock on a folder without one,
-    or one that cannot be written (a read-only cache), reads without locking."""
-    flags = (os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY) | getattr(os, "O_NOFOLLOW", 0)
+    or one that cannot be written (a read-only cache), reads without locking. Raises
+    UntrustedFile when the lock file is not a regular file."""
+    flags = (os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY) | os.O_NONBLOCK   # a FIFO must not block
     try:
-        fd = os.open(folder / LOCK, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(folder / LOCK, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError:
         if exclusive:
             raise
@@ -104,7 +105,7 @@ def locked(folder: Path, *, exclusive: bool) -> Iterator[None]:
         return
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{folder / LOCK} is not a regular file")
+            raise UntrustedFile(f"cannot be read safely: the lock file {LOCK} is not a regular file")
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
