@@ -116,7 +116,7 @@ class ReferenceCache:
 
     def _distrust(self, path: Path, reason: str, action: str) -> None:
         if self.readonly:
-            raise ArgumentError("cache_dir", f"{path} {reason}; refused, the cache is read-only (cache_readonly)")
+            raise ArgumentError("cache_dir", f"{path} {reason}; refused: the cache is read-only")
         self._warn(f"reference cache: {path} {reason}; {action}")
 
     def _warn(self, message: str) -> None:
