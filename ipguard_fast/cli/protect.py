@@ -2,7 +2,10 @@
 and a calibrated threshold -- written to one fingerprint file."""
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+import warnings
 from pathlib import Path
 
 from .common import add_count_argument, add_model_arguments, named_as_options
@@ -32,6 +35,12 @@ def add_arguments(p) -> None:
                    help="folder for the reference models (safetensors, reused by later runs; default: "
                         "ipguard-references next to --out)")
     p.add_argument("--no-cache", action="store_true", help="build the references in memory only")
+    p.add_argument("--cache-key", default=None, metavar="FILE",
+                   help="the key that authenticates the cache's manifest (default: the progress key, "
+                        "$IPGUARD_FAST_PROGRESS_KEY or ~/.config/ipguard_fast/progress.key; made when missing)")
+    p.add_argument("--cache-readonly", action="store_true",
+                   help="refuse a cached reference that fails its checks instead of rebuilding it, and write "
+                        "nothing to the cache (references it lacks are built in memory)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="the fingerprint file to write (.safetensors)")
@@ -45,20 +54,26 @@ def run(args) -> int:
     from ..data import load_data
     from ..io import load_trainable_model
     from ..selection import protect
+    from ..selection.cache import cache_secret, check_cache_dir
 
     start = time.perf_counter()
     check_writable_output("--out", args.out, [args.model, args.weights, args.data])
+    out = Path(args.out)
+    cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
+    with named_as_options(_OPTIONS):   # the cache and its key before any work
+        check_cache_dir(cache, readonly=args.cache_readonly)
+        if cache is not None:
+            cache_secret(args.cache_key)
     if args.threads is not None:
         torch.set_num_threads(positive_int("--threads", args.threads))
     k = _k_arg(args.k)
     owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = load_data(args.data, "train")
-    out = Path(args.out)
-    cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
-    with named_as_options(_OPTIONS):
+    with named_as_options(_OPTIONS), _one_line_cache_warnings():
         fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
-                      score=args.score, init=args.init, seed=args.seed, cache_dir=cache, refine=not args.no_refine,
-                      progress=not args.no_progress, log=print)
+                      score=args.score, init=args.init, seed=args.seed, cache_dir=cache, cache_key_file=args.cache_key,
+                      cache_readonly=args.cache_readonly, refine=not args.no_refine, progress=not args.no_progress,
+                      log=print)
     path = fps.save(out)
     info = fps.meta["protect"]
     for candidate in info["candidates"]:
@@ -76,7 +91,27 @@ def run(args) -> int:
 
 # protect()'s argument names -> the options that set them
 _OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
-            "init": "--init", "train_data": "--data", "owner": "--model"}
+            "init": "--init", "train_data": "--data", "owner": "--model", "cache_dir": "--cache",
+            "cache_key_file": "--cache-key"}
+
+
+@contextlib.contextmanager
+def _one_line_cache_warnings():
+    """The reference cache's warnings as one line each on stderr (the file, why, what was done)."""
+    from ..selection.cache import ReferenceCacheWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ReferenceCacheWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **options):
+            if issubclass(category, ReferenceCacheWarning):
+                print(f"ipguard protect: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **options)
+
+        warnings.showwarning = show
+        yield
 
 
 def _k_arg(text: str):

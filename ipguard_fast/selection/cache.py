@@ -1,52 +1,59 @@
-"""Reference models cached on disk: safetensors weights (never pickle), one file per model,
-in a folder keyed by a hash of everything that decides the weights.
+"""Reference models cached on disk, one safetensors file each (never pickle), authenticated.
 
-The key covers the owner's weights (SHA-256), the reference recipe (its JSON), the
-seed, and the training data's size and first items, so a cached model is reused only
-where rebuilding it would give the same weights. A model is rebuilt into a skeleton the
-caller makes (a copy of the owner, or the generic model) and its state loaded strictly.
+``folder/<key>/`` holds the references of one key (cache_key.py: the owner's architecture
+and weights, the data, the recipe, the seed, the versions) and a manifest that records
+each file's SHA-256 and size under a MAC made with a local key (cache_manifest.py). A
+cached model is used only when the manifest's MAC holds and the file is a regular file
+(no link, folder or FIFO) whose bytes hash as recorded, load strictly into the skeleton
+the caller makes (a copy of the owner, or the generic model) and are all finite; the
+bytes hashed are the bytes loaded, never the path read twice.
+
+Anything else -- a file edited, swapped, linked, missing from the manifest or recorded
+but missing, a forged manifest -- is rebuilt with a ReferenceCacheWarning naming it (a
+folder in a file's place is left alone and the rebuilt model is not cached), or, with
+``readonly=True``, refused with an ArgumentError naming it. A read-only cache never
+writes: references it does not hold are built in memory.
 """
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import re
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import nn
-from torch.utils.data import Dataset
 
-from .._atomic import atomic_save
-from .._hashing import tensor_bytes, update_framed
+from .._validate import ArgumentError
+from ..remote.keystore import progress_key
+from .cache_key import data_digest, reference_cache_key
+from .cache_manifest import MANIFEST, UntrustedFile, locked, mac_key, read_manifest, read_regular, write_record
 
-__all__ = ["ReferenceCache", "data_digest"]
+__all__ = ["ReferenceCache", "ReferenceCacheWarning", "cache_secret", "check_cache_dir", "data_digest",
+           "reference_cache_key"]
 
-_DATA_ITEMS_HASHED = 64
 
-
-def data_digest(data: Dataset) -> str:
-    """SHA-256 of a data set's length and its first 64 (image, label) items: cheap, and
-    enough to tell the data sets one owner protects with apart."""
-    digest = hashlib.sha256(b"ipguard_fast-protect-data-v1")
-    update_framed(digest, str(len(data)).encode())
-    for index in range(min(len(data), _DATA_ITEMS_HASHED)):
-        image, label = data[index][0], data[index][1]
-        update_framed(digest, tensor_bytes(torch.as_tensor(image)))
-        update_framed(digest, str(int(label)).encode())
-    return digest.hexdigest()
+class ReferenceCacheWarning(UserWarning):
+    """A cached reference (or the manifest) was not trusted and is rebuilt, or was not cached."""
 
 
 class ReferenceCache:
-    """``folder/<key>/<name>.safetensors`` for each reference; ``key`` hashes the owner,
-    the recipe, the seed and the data. ``folder=None`` caches nothing."""
+    """``folder/<key>/<name>.safetensors`` for each reference, vouched for by the folder's
+    manifest. ``folder=None`` caches nothing. ``key_file``: the local key's file (None: the
+    key store's default, see remote/keystore.py). ``readonly``: refuse what fails instead
+    of rebuilding it, and write nothing."""
 
-    def __init__(self, folder, *, owner_sha256: str, recipe: dict[str, Any], data_sha256: str):
-        text = json.dumps({"owner": owner_sha256, "recipe": recipe, "data": data_sha256}, sort_keys=True)
-        self.key = hashlib.sha256(text.encode()).hexdigest()[:32]
-        self.folder = None if folder is None else Path(folder) / self.key
+    def __init__(self, folder, *, key: str, key_file=None, readonly: bool = False):
+        self.key, self.readonly = key, bool(readonly)
+        folder = check_cache_dir(folder, readonly=self.readonly)
+        self.folder = None if folder is None else folder / key
+        self._mac = None if folder is None else mac_key(cache_secret(key_file))
+        self._warned: set[str] = set()
 
     def path(self, name: str) -> Path | None:
         if self.folder is None:
@@ -54,21 +61,133 @@ class ReferenceCache:
         return self.folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".safetensors")
 
     def load(self, name: str, skeleton: Callable[[], nn.Module]) -> nn.Module | None:
-        """The cached model `name`, or None when it is not cached (or unreadable: then rebuilt)."""
+        """The cached model `name`, or None when it is not cached or not trusted (then rebuilt)."""
         path = self.path(name)
-        if path is None or not path.is_file():
+        if path is None or not os.path.lexists(self.folder):
             return None
-        model = skeleton()
         try:
-            missing, unexpected = load_model(model, str(path), strict=True)
-        except Exception:   # a damaged or foreign file: rebuild rather than fail
+            _check_folder(self.folder)
+            with locked(self.folder, exclusive=False):
+                return self._verified(path, skeleton)
+        except UntrustedFile as exc:
+            self._distrust(path, str(exc), "rebuilt")
             return None
-        return model.eval()
 
     def save(self, name: str, model: nn.Module) -> None:
+        """Cache `model` as `name` (nothing for a read-only cache; a warning when it cannot)."""
         path = self.path(name)
-        if path is None:
+        if path is None or self.readonly:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
-            atomic_save(path, lambda tmp: save_model(model, str(tmp), metadata={"name": name}))
+            # Clones: tied weights are saved under each of their names, so a strict load fills them all.
+            tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+        try:
+            _check_finite(tensors)
+            if os.path.lexists(self.folder):
+                _check_folder(self.folder)
+            if os.path.isdir(path) and not os.path.islink(path):
+                raise UntrustedFile("is a directory (left alone)")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_record(self.folder, self.key, self._mac, path.name,
+                         save_safetensors(tensors, metadata={"name": name}))
+        except (OSError, UntrustedFile) as exc:
+            self._warn(f"reference cache: {path}: {exc}; {name} is not cached")
+
+    def _verified(self, path: Path, skeleton: Callable[[], nn.Module]) -> nn.Module | None:
+        try:
+            files = read_manifest(self.folder, self.key, self._mac)
+        except UntrustedFile as exc:
+            self._distrust(self.folder / MANIFEST, str(exc), "the files it lists are rebuilt")
+            files = {}
+        entry = files.get(path.name)
+        try:
+            data = read_regular(path, 0 if entry is None else entry["size"])
+        except FileNotFoundError:
+            if entry is None:
+                return None   # never cached
+            raise UntrustedFile("is missing (the manifest records it)") from None
+        if entry is None:
+            raise UntrustedFile("is not recorded in the manifest")
+        if len(data) != entry["size"]:
+            raise UntrustedFile(f"is not the size the manifest records ({entry['size']} bytes)")
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise UntrustedFile("its SHA-256 does not match the manifest")
+        return _model_from(data, skeleton)
+
+    def _distrust(self, path: Path, reason: str, action: str) -> None:
+        if self.readonly:
+            raise ArgumentError("cache_dir", f"{path} {reason}; refused: the cache is read-only")
+        self._warn(f"reference cache: {path} {reason}; {action}")
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:   # once per cache: a bad manifest concerns every file
+            self._warned.add(message)
+            warnings.warn(message, ReferenceCacheWarning, stacklevel=4)
+
+
+def _model_from(data: bytes, skeleton: Callable[[], nn.Module]) -> nn.Module:
+    """The skeleton with the weights in `data`: every name, shape and dtype as the skeleton's, all finite."""
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError, TypeError):   # not MemoryError: that is no bad file
+        raise UntrustedFile("is not a readable safetensors file") from None
+    _check_finite(tensors)
+    model = skeleton()
+    expected = model.state_dict()
+    if set(tensors) != set(expected):
+        raise UntrustedFile("does not hold the reference's weights (other names)")
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
+            raise UntrustedFile(f"does not fit the reference's architecture ({name})")
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()
+
+
+def _check_finite(tensors: dict[str, torch.Tensor]) -> None:
+    for name, tensor in tensors.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise UntrustedFile(f"holds non-finite weights ({name})")
+
+
+def _check_folder(folder: Path) -> None:
+    """The key's folder: made by the cache, so a link or a file in its place is not trusted."""
+    if os.path.islink(folder):
+        raise UntrustedFile(f"is in a folder that is a symbolic link ({folder})")
+    if not os.path.isdir(folder):
+        raise UntrustedFile(f"is in {folder}, which is not a folder")
+
+
+def check_cache_dir(folder, *, readonly: bool = False, argument: str = "cache_dir") -> Path | None:
+    """`folder` as a Path (None: no cache), refused when it is not a folder, or (unless
+    `readonly`) cannot be created or written. Checked before any work."""
+    if folder is None:
+        return None
+    if not isinstance(folder, (str, os.PathLike)) or not os.fspath(folder):
+        raise ArgumentError(argument, f"must be a folder path or None, got {folder!r}")
+    path = Path(folder)
+    if os.path.lexists(path) and not path.is_dir():
+        raise ArgumentError(argument, f"{path} exists and is not a folder" + (" (a broken link)" * path.is_symlink()))
+    if readonly:
+        return path
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ArgumentError(argument, f"cannot create {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArgumentError(argument, f"{existing} is not writable (a read-only cache: cache_readonly=True, "
+                                      "ipguard protect --cache-readonly)")
+    return path
+
+
+def cache_secret(key_file=None) -> bytes:
+    """The manifests' key: the progress files' key store (`key_file`, else
+    $IPGUARD_FAST_PROGRESS_KEY, else its default file), created on first use."""
+    try:
+        return progress_key(key_file).secret
+    except ArgumentError as exc:
+        if exc.argument != "key_file":
+            raise
+        problem = exc.problem.split("; give another key file")[0]
+        raise ArgumentError("cache_key_file", f"{problem}; give another key file (cache_key_file=, ipguard protect "
+                                              "--cache-key FILE), or cache nothing (cache_dir=None, --no-cache)") from None

@@ -46,8 +46,8 @@ class ProtectResult:
 def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = POOL_FACTOR,
             references=None, score: str = "separation", replicas: int = 3, validation_replicas: int = 1,
             refine: bool | RefineConfig = True, init: str = "data", labels: str = "predicted", seed: int = 0,
-            cache_dir=None, batch_size: int = 256, progress: bool = True, log=None,
-            extract_options: dict | None = None) -> FingerprintSet:
+            cache_dir=None, cache_key_file=None, cache_readonly: bool = False, batch_size: int = 256,
+            progress: bool = True, log=None, extract_options: dict | None = None) -> FingerprintSet:
     """n fingerprints of `owner`, selected from a pool so that copies keep them and
     independent models do not, with a threshold calibrated on held-out references.
 
@@ -57,7 +57,10 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     DataLoader (its dataset is used); the references train on it and the pool starts
     from it. references: None (build them, see references.py, cached in `cache_dir`), or
     the caller's own as {"positives": [...], "negatives": [...]} of anything
-    matching_rate accepts, at least two of each. The result's meta["selection"] says what
+    matching_rate accepts, at least two of each. cache_key_file: the key that
+    authenticates the cache (default: the progress files' key, remote/keystore.py);
+    cache_readonly: refuse a cached file that fails its checks instead of rebuilding it,
+    and write nothing (cache.py). The result's meta["selection"] says what
     was selected from what, meta["protect"] holds the ProtectReport, meta["threshold"]
     is what verify() uses.
     """
@@ -66,12 +69,14 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     config = ProtectConfig(n=n, k=k, pool_factor=pool_factor, score=score, replicas=replicas,
                            validation_replicas=validation_replicas, refine=refine, init=init, labels=labels,
                            seed=seed, batch_size=batch_size, search=dict(extract_options or {}))
-    return run_protect(owner, data, config, references=references, cache_dir=cache_dir, progress=progress,
+    return run_protect(owner, data, config, references=references, cache_dir=cache_dir,
+                       cache_key_file=cache_key_file, cache_readonly=cache_readonly, progress=progress,
                        log=log).fingerprints
 
 
 def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references=None, cache_dir=None,
-                progress: bool = True, log: Callable[[str], None] | None = None) -> ProtectResult:
+                cache_key_file=None, cache_readonly: bool = False, progress: bool = True,
+                log: Callable[[str], None] | None = None) -> ProtectResult:
     """protect() with its settings in one ProtectConfig; the stages in order."""
     say = log or (lambda message: None)
     owner, data = checked_owner(owner), training_data(train_data)
@@ -85,7 +90,8 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         return result
 
     refs = timed("references", lambda: make_references(owner, data, config, shapes, given=references,
-                                                       cache_dir=cache_dir, progress=progress, log=log))
+                                                       cache_dir=cache_dir, cache_key_file=cache_key_file,
+                                                       cache_readonly=cache_readonly, progress=progress, log=log))
     if refs.built_here:
         built = sum(not r.cached for r in refs.references)
         say(f"references: {len(refs.references)} ({built} built, {len(refs.references) - built} from the cache) in "

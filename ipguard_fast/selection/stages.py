@@ -12,14 +12,13 @@ from torch.utils.data import Dataset
 
 from .._progress import progress_bar
 from .._validate import ArgumentError
-from ..fingerprints import FingerprintSet, state_dict_sha256
+from ..fingerprints import FingerprintSet
 from ..modules import module_device
-from .cache import ReferenceCache, data_digest
+from .cache import ReferenceCache, reference_cache_key
 from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose
 from .config import ProtectConfig
 from .inputs import given_references
 from .pool import extract_pool, k_grid, median_margin, merge_pools, start_images
-from .recipe import RECIPE_VERSION, recipe_meta
 from .references import Reference, build_references, protect_seed
 from .scores import ReferenceOutputs, reference_outputs
 
@@ -63,15 +62,14 @@ def rows(refs: Sequence[Reference], role: str, split: str) -> list[int]:
 
 
 def make_references(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tuple, *, given=None,
-                    cache_dir=None, progress: bool = True, log=None) -> ReferenceSet:
-    """The caller's references (`given`), or the recipe's, built or loaded from `cache_dir`."""
+                    cache_dir=None, cache_key_file=None, cache_readonly: bool = False, progress: bool = True,
+                    log=None) -> ReferenceSet:
+    """The caller's references (`given`), or the recipe's, built or loaded from `cache_dir`
+    (authenticated with the key in `cache_key_file`; `cache_readonly`: refuse, never rebuild, see cache.py)."""
     if given is not None:
         return ReferenceSet(given_references(given), built_here=False)
-    # Not the replica counts: a model depends only on its name's seed, so runs with more
-    # replicas reuse the fewer's models (which split one lands in is decided per run).
-    recipe = {"version": RECIPE_VERSION, "recipe": recipe_meta(config.recipe), "seed": config.seed}
-    cache = ReferenceCache(cache_dir, owner_sha256=state_dict_sha256(owner), recipe=recipe,
-                           data_sha256=data_digest(data))
+    cache = ReferenceCache(cache_dir, key=reference_cache_key(owner, data, config), key_file=cache_key_file,
+                           readonly=cache_readonly)
     refs = build_references(owner, data, config, shapes, cache=cache, device=module_device(owner), log=log,
                             progress=progress)
     return ReferenceSet(refs, built_here=True, cache_key=cache.key)
