@@ -69,3 +69,35 @@ def test_evaluate_under_two_ranks(tmp_path):
     result = json.loads((out / "results.json").read_text())
     roles = {s["role"] for s in result["runs"][0]["suspects"]}
     assert roles == {"positive", "negative"} and result["runs"][0]["n_fingerprints"] == 12
+
+
+def test_protect_under_two_ranks_equals_one_process(tmp_path):
+    """The ranks split the reference training through the cache and share the pool; the
+    selected fingerprints and threshold are the single process's."""
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "owner.safetensors"
+    save_file(train_digits_model("cnn", seed=0, epochs=3).state_dict(), weights)
+    key = tmp_path / "cache.key"
+
+    def protect_args(out, cache):
+        return ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
+                "--num-fingerprints", "10", "--replicas", "1", "--pool-factor", "2", "--no-refine", "--no-progress",
+                "--cache", str(cache), "--cache-key", str(key), "--out", str(out)]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, "-m", "ipguard_fast", *protect_args(tmp_path / "one.safetensors",
+                                                                                 tmp_path / "cache-one")],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert single.returncode == 0, single.stdout + single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "ipguard_fast", *protect_args(tmp_path / "two.safetensors", tmp_path / "cache-two")],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert double.returncode == 0, double.stdout + double.stderr
+    a, b = FingerprintSet.load(tmp_path / "one.safetensors"), FingerprintSet.load(tmp_path / "two.safetensors")
+    assert a.meta["threshold"] == b.meta["threshold"]
+    assert a.meta["selection"]["pool_indices"] == b.meta["selection"]["pool_indices"]
+    assert torch.equal(a.labels, b.labels)
+    torch.testing.assert_close(a.images, b.images, rtol=0, atol=1e-4)
+    assert len(list((tmp_path / "cache-two").rglob("*.safetensors"))) == len(
+        list((tmp_path / "cache-one").rglob("*.safetensors")))

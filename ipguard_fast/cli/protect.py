@@ -8,7 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .common import add_count_argument, add_model_arguments, named_as_options
+from .common import DistributedRun, add_count_argument, add_model_arguments, named_as_options
 
 
 def add_arguments(p) -> None:
@@ -69,11 +69,15 @@ def run(args) -> int:
     k = _k_arg(args.k)
     owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = load_data(args.data, "train")
-    with named_as_options(_OPTIONS), _one_line_cache_warnings():
+    # Under torchrun the ranks share the reference training (through the cache) and the pool;
+    # every rank selects the same set, and rank 0 writes it.
+    with DistributedRun("cpu") as ranks, named_as_options(_OPTIONS), _one_line_cache_warnings():
         fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
                       score=args.score, init=args.init, seed=args.seed, cache_dir=cache, cache_key_file=args.cache_key,
-                      cache_readonly=args.cache_readonly, refine=not args.no_refine, progress=not args.no_progress,
-                      log=print)
+                      cache_readonly=args.cache_readonly, refine=not args.no_refine,
+                      progress=not args.no_progress and ranks.is_main, log=print if ranks.is_main else None)
+    if not ranks.is_main:
+        return 0
     path = fps.save(out)
     info = fps.meta["protect"]
     for candidate in info["candidates"]:

@@ -16,7 +16,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._progress import progress_bar
+from .._validate import ArgumentError
 from ..attacks import AttackContext, get_attack, owner_needs, reference_seed
+from ..search.distributed import communicator
 from .cache import ReferenceCache
 from .config import ProtectConfig
 from .recipe import RECIPE, RECIPE_VERSION, ReferenceKind, recipe_meta
@@ -54,26 +56,47 @@ class _Job:
 def build_references(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tuple[tuple[int, ...], int], *,
                      cache: ReferenceCache, device, log=None, progress: bool = True) -> list[Reference]:
     """Every reference of the recipe: replicas 0..config.replicas-1 (and the once-built
-    positives) select, the next config.validation_replicas validate. Cached ones are loaded."""
+    positives) select, the next config.validation_replicas validate. Cached ones are loaded.
+
+    Under torchrun each rank first builds its share of the jobs (job j on rank j mod W)
+    into the cache, then every rank loads them all from it: the same models as one
+    process builds (each depends only on its seed), the training spread over the ranks."""
     base = AttackContext(owner, data, 0, input_shape=tuple(shapes[0]), num_classes=shapes[1], device=device)
     jobs = _jobs(base, config.recipe, config.replicas, config.validation_replicas, config.seed, log)
+    comm = communicator()
+    if comm.world > 1:
+        if cache.folder is None:
+            raise ArgumentError("cache_dir", "under torchrun the ranks share the references through a cache folder "
+                                             "that every rank can read; give one")
+        with progress_bar(len(jobs[comm.rank::comm.world]), f"references (rank {comm.rank})", "model",
+                          progress) as bar:
+            for job in jobs[comm.rank::comm.world]:
+                _realise(job, cache)
+                if bar is not None:
+                    bar.update(1)
+        comm.exchange(None)   # every rank's share is in the cache
     out: list[Reference] = []
-    with progress_bar(len(jobs), "references", "model", progress) as bar:
+    with progress_bar(len(jobs), "references", "model", progress and comm.world == 1) as bar:
         for job in jobs:
-            attack = get_attack(job.kind.attack)
-            start = time.perf_counter()
-            models = [cache.load(name, lambda: attack.skeleton(job.context, job.kind.settings)) for name in job.names]
-            cached = all(m is not None for m in models)
-            if not cached:
-                models = attack.run(job.context, job.kind.settings)
-                for name, model in zip(job.names, models):
-                    cache.save(name, model)
-            seconds = (time.perf_counter() - start) / len(models)
+            models, seconds, cached = _realise(job, cache)
             out += [Reference(name, job.kind.role, job.kind.kind, job.split, model.eval(), seconds, cached)
                     for name, model in zip(job.names, models)]
             if bar is not None:
                 bar.update(1)
     return out
+
+
+def _realise(job: _Job, cache: ReferenceCache) -> tuple[list[nn.Module], float, bool]:
+    """The job's models from the cache, or built (and cached): (models, seconds each, cached)."""
+    attack = get_attack(job.kind.attack)
+    start = time.perf_counter()
+    models = [cache.load(name, lambda: attack.skeleton(job.context, job.kind.settings)) for name in job.names]
+    cached = all(m is not None for m in models)
+    if not cached:
+        models = attack.run(job.context, job.kind.settings)
+        for name, model in zip(job.names, models):
+            cache.save(name, model)
+    return models, (time.perf_counter() - start) / len(models), cached
 
 
 def _jobs(base: AttackContext, recipe: tuple[ReferenceKind, ...], replicas: int, validation_replicas: int, seed: int,
