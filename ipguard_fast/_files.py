@@ -1,5 +1,6 @@
 """Checks on files before they are parsed or written: bounded safetensors headers, output
-paths that can be read back and never overwrite an input.
+paths (files or folders) checked before any work: they can be read back, never overwrite
+an input, and can be written.
 
 safetensors parses the whole JSON header before anything else; a file from an untrusted
 party can make that header hundreds of megabytes of zero-size tensors (seconds of parsing,
@@ -11,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["check_safetensors_header", "check_writable_output", "short_error"]
+from ._validate import ArgumentError
+
+__all__ = ["check_output_folder", "check_safetensors_header", "check_writable_output", "short_error"]
 
 
 def check_safetensors_header(path: str | os.PathLike[str], limit: int, error: type[Exception] = ValueError,
@@ -36,22 +39,54 @@ def check_safetensors_header(path: str | os.PathLike[str], limit: int, error: ty
 
 
 def check_writable_output(name: str, out: str | os.PathLike[str], inputs=()) -> Path:
-    """`out` as a Path, refused when its name cannot be read back (not UTF-8) or when it is one
-    of `inputs` (writing it would destroy what the command reads)."""
-    text = os.fspath(out)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{name}: the file name {text!r} is not valid UTF-8 and could not be read back") from None
-    path = Path(text)
+    """`out` as a Path for a file to write, refused before any work when its name cannot be
+    read back (not UTF-8), when it is one of `inputs` (writing it would destroy what the
+    command reads), when it names a folder or a special file (a FIFO, a device), or when
+    its folder is missing or not writable."""
+    path = _utf8_path(name, out)
     for given in inputs:
         if given is None:
             continue
         other = Path(os.fspath(given))
         same = other.exists() and path.exists() and os.path.samefile(path, other)
         if same or path.resolve() == other.resolve():
-            raise ValueError(f"{name}: {text} is also an input ({os.fspath(given)}); writing it would destroy it")
+            raise ArgumentError(name, f"{path} is also an input ({os.fspath(given)}); writing it would destroy it")
+    if path.is_dir():
+        raise ArgumentError(name, f"{path} is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise ArgumentError(name, f"{path} is not a regular file (a FIFO, a device or a socket)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ArgumentError(name, f"the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ArgumentError(name, f"the folder {folder} is not writable")
     return path
+
+
+def check_output_folder(name: str, out: str | os.PathLike[str]) -> Path:
+    """`out` as a Path for a folder the command creates or fills, refused before any work
+    when it exists and is not a folder, or when it cannot be created in its nearest
+    existing parent."""
+    path = _utf8_path(name, out)
+    if path.exists() and not path.is_dir():
+        raise ArgumentError(name, f"{path} exists and is not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ArgumentError(name, f"{existing} is not a folder, so {path} cannot be made in it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArgumentError(name, f"the folder {existing} is not writable")
+    return path
+
+
+def _utf8_path(name: str, out) -> Path:
+    text = os.fspath(out)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArgumentError(name, f"the file name {text!r} is not valid UTF-8 and could not be read back") from None
+    return Path(text)
 
 
 def short_error(exc: BaseException, limit: int = 300) -> str:

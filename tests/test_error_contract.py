@@ -88,3 +88,38 @@ def test_a_suspect_that_cannot_take_the_images_is_a_value_error():
         ig.verify(wide, fps)
     with pytest.raises(ValueError, match="^batch_size:"):
         ig.verify(tiny_model(), fps, batch_size=True)
+
+
+FACTORY = "ipguard_fast.models:DigitsCNN"
+
+
+@pytest.mark.parametrize("case, option", [
+    ("demo out is a file", "--out"), ("evaluate out is a file", "--out"), ("extract out is a folder", "--out"),
+    ("protect out is a folder", "--out"), ("extract out in a missing folder", "--out"),
+    ("extract out is a device", "--out"), ("export opset 3", "--opset"), ("export pt2 name", "--out"),
+    ("export out is a folder", "--out"), ("export wrong shape", "--input-shape"),
+])
+def test_outputs_and_export_settings_are_checked_before_any_work(case, option, files, capsys):
+    folder = files["dir"]
+    (folder / "afile").write_text("x")
+    (folder / "adir").mkdir(exist_ok=True)
+    export = ["export", "--model", FACTORY, "--input-shape", "1,8,8"]
+    argv = {
+        "demo out is a file": ["demo", "--out", str(folder / "afile")],
+        "evaluate out is a file": ["evaluate", "--model", FACTORY, "--out", str(folder / "afile")],
+        "extract out is a folder": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1",
+                                    "--out", str(folder / "adir")],
+        "protect out is a folder": ["protect", "--model", FACTORY, "--data", "digits", "--out", str(folder / "adir")],
+        "extract out in a missing folder": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k",
+                                            "1", "--out", str(folder / "missing" / "x.safetensors")],
+        "extract out is a device": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1",
+                                    "--out", "/dev/null"],
+        "export opset 3": export + ["--opset", "3", "--out", str(folder / "m.onnx")],
+        "export pt2 name": export + ["--format", "pt2", "--out", str(folder / "m.notpt2")],
+        "export out is a folder": export + ["--out", str(folder / "adir")],
+        "export wrong shape": ["export", "--model", FACTORY, "--input-shape", "3,8,8", "--out", str(folder / "m.onnx")],
+    }[case]
+    start = time.monotonic()
+    err = one_line_exit_2(argv, capsys)
+    assert f"error: {option}: " in err, err
+    assert time.monotonic() - start < 20, "refused only after work started"

@@ -34,7 +34,7 @@ def add_arguments(p) -> None:
 
 def check_arguments(args):
     """Every argument checked before minutes of training; returns the bed."""
-    from .._files import check_writable_output
+    from .._files import check_output_folder
     from .._validate import positive_int
     from ..data import digits_input_shape
     from ..evaluation import make_bed
@@ -42,7 +42,7 @@ def check_arguments(args):
 
     positive_int("-n", args.n)
     check_margins("--k", args.k)
-    check_writable_output("--out", args.out)
+    check_output_folder("--out", args.out)
     with named_as_options({"bed": "--bed"}):
         return make_bed(args.bed, digits=True, input_shape=digits_input_shape(), num_classes=10, full=args.full,
                         small_factory=DigitsMLP)

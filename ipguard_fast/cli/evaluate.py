@@ -54,9 +54,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .._validate import positive_int
 
+    from .._files import check_output_folder
     from ..evaluation.beds import check_bed
 
-    check_margins("--k", args.k)  # before minutes of training
+    check_output_folder("--out", args.out)   # everything before minutes of training
+    check_margins("--k", args.k)
     positive_int("-n", args.n)
     with named_as_options(_OPTIONS):
         check_bed(args.bed)

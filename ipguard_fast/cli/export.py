@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..io.formats import DEFAULT_OPSET, EXPORT_FORMATS
-from .common import add_model_arguments, shape_arg
+from .common import add_model_arguments, named_as_options, shape_arg
 
 
 def add_arguments(parser) -> None:
@@ -20,13 +20,18 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """Exit 0 on success, 1 when the exporter failed on this model, 2 on bad input."""
     from .._files import check_writable_output
+    from .._validate import ArgumentError
     from ..io import export_model, load_model
+    from ..search.api import probe_classifier
 
     check_writable_output("--out", args.out, [args.model, args.weights])
     model = load_model(args.model, args.weights)
+    with named_as_options(_OPTIONS):
+        probe_classifier(model, args.input_shape, "cpu")   # a wrong --input-shape is bad input, not an export failure
     try:
-        path = export_model(model, args.input_shape, args.out, format=args.format, opset=args.opset)
-    except ImportError:
+        with named_as_options(_OPTIONS):
+            path = export_model(model, args.input_shape, args.out, format=args.format, opset=args.opset)
+    except (ImportError, ArgumentError):
         raise
     except Exception as exc:  # exporters raise many types; report them in one line
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
@@ -35,3 +40,8 @@ def run(args) -> int:
         return 1
     print(f"wrote {path}")
     return 0
+
+
+# the exporters' argument names -> the options that set them
+_OPTIONS = {"input_shape": "--input-shape", "opset": "--opset", "path": "--out", "format": "--format",
+            "model": "--model"}

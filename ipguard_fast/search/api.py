@@ -29,7 +29,7 @@ from .config import ExtractConfig
 from .distributed import communicator
 from .engine import SearchEngine, SearchStats
 
-__all__ = ["Extraction", "IncompleteFingerprintsWarning", "extract_fingerprints", "run_extraction"]
+__all__ = ["Extraction", "IncompleteFingerprintsWarning", "extract_fingerprints", "probe_classifier", "run_extraction"]
 
 
 class IncompleteFingerprintsWarning(UserWarning):
@@ -133,7 +133,7 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
     init_key = "uniform" if seeds is None else hashlib.sha256(seeds.numpy().tobytes()).hexdigest()
 
     with frozen(model), _on_device(model, device), _memory_format(model, config):
-        C = _probe(model, config.input_shape, device, config.num_classes)
+        C = probe_classifier(model, config.input_shape, device, config.num_classes)
         source = CandidateSource(model, config.input_shape, C, "uniform" if seeds is None else seeds,
                                  config.labels, config.seed, config.lo, config.hi, device)
         model_hash = state_dict_sha256(model)
@@ -211,7 +211,7 @@ def _memory_format(model: torch.nn.Module, config: ExtractConfig) -> Iterator[No
             model.to(memory_format=torch.contiguous_format)
 
 
-def _probe(model, input_shape, device, num_classes):
+def probe_classifier(model, input_shape, device, num_classes=None):
     """One forward on two random inputs: checks input_shape and the output, returns C."""
     x = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
     try:
