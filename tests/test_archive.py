@@ -6,13 +6,11 @@ import struct
 import zipfile
 
 import pytest
-import torch
-from torch import nn
+from hostile_model_files import tiny_archives
 
-from ipguard_fast.io import ModelLoadError, save_exported, save_torchscript
+from ipguard_fast.io import ModelLoadError
 from ipguard_fast.io.archive import ArchiveLimits, open_archive, read_archive_file
 
-SHAPE = (1, 8, 8)
 
 
 def zip_bytes(members, method=zipfile.ZIP_STORED, comment=b""):
@@ -37,12 +35,8 @@ def refused(data, match, **limits):
 
 @pytest.fixture(scope="module")
 def torch_archives(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("honest")
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-    example = torch.rand(2, *SHAPE)
-    return [save_exported(model, example, folder / "m.pt2").read_bytes(),
-            save_torchscript(model, example, folder / "m.pt").read_bytes()]
+    _, pt2, script = tiny_archives(tmp_path_factory.mktemp("honest"))
+    return [pt2.read_bytes(), script.read_bytes()]
 
 
 def test_torch_archives_and_plain_zips_are_read(torch_archives):

@@ -12,12 +12,8 @@ import zipfile
 import zlib
 
 import pytest
-import torch
-from torch import nn
+from hostile_model_files import tiny_archives
 
-from ipguard_fast.io import save_exported, save_torchscript
-
-SHAPE = (1, 8, 8)
 LIMIT_MB = 512
 
 MEASURE = """
@@ -76,11 +72,7 @@ def _rewrite(source, target, replace):
 @pytest.fixture(scope="module")
 def honest(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bombs")
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-    example = torch.rand(2, *SHAPE)
-    return folder, save_exported(model, example, folder / "honest.pt2"), save_torchscript(model, example,
-                                                                                          folder / "honest.pt")
+    return (folder, *tiny_archives(folder)[1:])
 
 
 def _bombs(folder, pt2, script):

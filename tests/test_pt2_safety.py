@@ -19,10 +19,9 @@ from torch import nn
 
 import ipguard_fast as ig
 from conftest import half_matching_fingerprints
-from ipguard_fast.cli import main
+from hostile_model_files import SHAPE, every_command_refuses, snapshot
 from ipguard_fast.io import ModelLoadError, load_model, load_suspect, save_exported
 
-SHAPE = (1, 8, 8)
 
 
 class Payload:
@@ -181,10 +180,6 @@ def test_torch_itself_runs_the_pickled_payload(honest, tmp_path, variant):
     assert marker.exists()
 
 
-def snapshot(folder):
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_every_loader_refuses_without_running_code(hostile):
     path, marker, reason = hostile
     before = snapshot(path.parent)
@@ -199,26 +194,8 @@ def test_every_loader_refuses_without_running_code(hostile):
 
 def test_every_command_refuses_without_running_code(hostile, tmp_path, capsys):
     path, marker, _ = hostile
-    fps = half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 10)
-    fp_path = fps.save(tmp_path / "fp.safetensors")
-    before = snapshot(tmp_path)
-    commands = [
-        ["verify", "--fingerprints", str(fp_path), "--model", str(path)],
-        ["extract", "--model", str(path), "--input-shape", "1,8,8", "-n", "2", "--k", "1", "--no-progress",
-         "--out", str(tmp_path / "out.safetensors")],
-        ["serve", "--model", str(path), "--port", "0"],
-        ["export", "--model", str(path), "--input-shape", "1,8,8", "--format", "torchscript",
-         "--out", str(tmp_path / "out.pt")],
-    ]
-    for argv in commands:
-        assert main(argv) == 2, argv[0]
-        err = capsys.readouterr().err
-        assert "refused" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    for argv in (["protect", "--model", str(path), "--data", "digits", "--no-progress", "--out", str(tmp_path / "p")],
-                 ["evaluate", "--model", str(path), "--data", "digits", "--out", str(tmp_path / "e")]):
-        assert main(argv) == 2, argv[0]  # refused as a format protect and evaluate cannot train, unread
-        assert "Traceback" not in capsys.readouterr().err
-    assert not marker.exists() and snapshot(tmp_path) == before
+    errors = every_command_refuses(path, tmp_path, capsys)
+    assert all("refused" in err for err in errors[:4]) and not marker.exists()
 
 
 def test_an_honest_export_still_loads_and_verifies(honest):
