@@ -148,3 +148,8 @@ def test_a_stream_longer_than_declared_is_refused():
     for size_at in (22, directory + 24):
         struct.pack_into("<I", data, size_at, 2000)  # less than the stream holds
     refused(bytes(data), "inflates past its declared 2000 bytes")
+
+
+def test_members_are_found_ignoring_case_as_torch_finds_them():
+    archive = open_archive(zip_bytes([("root/Data.pkl", b"pickle")]), "x.pt")
+    assert "data.pkl" in archive and archive.read("DATA.PKL", 10) == b"pickle" and archive.names == ["Data.pkl"]

@@ -143,3 +143,18 @@ def test_every_command_refuses_without_touching_files(hostile, tmp_path, capsys)
     path, victim, _ = hostile
     errors = every_command_refuses(path, tmp_path, capsys)
     assert all("refused" in err for err in errors[:4]) and not victim.exists()
+
+
+def test_a_hook_in_a_member_named_in_another_case_is_found(tmp_path):
+    """torch finds code/__torch__.py also when the archive spells it CODE/__TORCH__.PY."""
+    import zipfile
+
+    victim = tmp_path / "victim.pth"
+    torch.jit.save(torch.jit.script(WritesOnLoad(str(victim))), str(tmp_path / "s.pt"))
+    with zipfile.ZipFile(tmp_path / "s.pt") as source, zipfile.ZipFile(tmp_path / "upper.pt", "w") as target:
+        for info in source.infolist():
+            root, member = info.filename.split("/", 1)
+            target.writestr(f"{root}/{member.upper() if member.endswith('.py') else member}", source.read(info))
+    with pytest.raises(ModelLoadError, match="__setstate__"):
+        load_model(tmp_path / "upper.pt")
+    assert not victim.exists()

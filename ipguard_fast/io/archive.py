@@ -68,23 +68,27 @@ def read_archive_file(path: str | os.PathLike[str], label: str, limits: ArchiveL
 
 
 class ZipArchive:
-    """A checked archive: ``names`` (below the root folder, in directory order), ``read``, ``size``."""
+    """A checked archive: ``names`` (below the root folder, in directory order), ``read``, ``size``.
+
+    Members are found as torch finds them, ignoring ASCII case (names that differ only in case
+    were refused, so a lookup finds one member or none).
+    """
 
     def __init__(self, data: bytes, label: str, root: str, entries: list[Entry]):
         self._view = memoryview(data)
         self.label, self.root = label, root
-        self._entries = {entry.name[len(root) + 1:]: entry for entry in entries}
-        self.names = list(self._entries)
+        self.names = [entry.name[len(root) + 1:] for entry in entries]
+        self._entries = {_fold(name): entry for name, entry in zip(self.names, entries)}
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return _fold(name) in self._entries
 
     def size(self, name: str) -> int:
-        return self._entries[name].size
+        return self._entries[_fold(name)].size
 
     def chunks(self, name: str) -> Iterator[bytes | memoryview]:
         """The member's data in pieces of at most 1 MiB, never more than its declared size in all."""
-        entry = self._entries[name]
+        entry = self._entries[_fold(name)]
         raw = self._view[entry.data_offset:entry.data_offset + entry.compressed_size]
         if entry.method == headers.STORED:
             for start in range(0, len(raw), _CHUNK):
@@ -107,22 +111,26 @@ class ZipArchive:
 
     def read(self, name: str, limit: int) -> bytes:
         """The whole member, refused (before inflating it) when it is declared larger than ``limit``."""
-        if name not in self._entries:
+        if name not in self:
             raise ArchiveError(f"{self.label}: refused: {name} is missing")
-        if self._entries[name].size > limit:
-            raise ArchiveError(f"{self.label}: refused: {name} is {self._entries[name].size} bytes, more than the "
+        if self.size(name) > limit:
+            raise ArchiveError(f"{self.label}: refused: {name} is {self.size(name)} bytes, more than the "
                                f"{limit} accepted for it")
         return b"".join(self.chunks(name))
 
     def verify(self) -> None:
         """Inflate every member in bounded pieces: its real size and CRC-32 must be the declared ones."""
-        for name, entry in self._entries.items():
+        for name, entry in zip(self.names, self._entries.values()):
             crc, size = 0, 0
             for piece in self.chunks(name):
                 crc, size = zlib.crc32(piece, crc), size + len(piece)
             if size != entry.size or crc != entry.crc:
                 raise ArchiveError(f"{self.label}: refused: {name} holds {size} bytes with CRC-32 {crc:08x}, but "
                                    f"declares {entry.size} bytes with CRC-32 {entry.crc:08x}")
+
+
+def _fold(name: str) -> bytes:
+    return name.encode("utf-8").lower()  # ASCII case only, as miniz compares names
 
 
 def open_archive(data: bytes, label: str, limits: ArchiveLimits = DEFAULT_LIMITS) -> ZipArchive:

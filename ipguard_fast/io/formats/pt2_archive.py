@@ -91,7 +91,7 @@ def _read_json(archive: ZipArchive, member: str, name: str) -> Any:
         raise ModelLoadError(f"{name}: refused: {member} holds {containers} JSON lists and objects, more than "
                              f"{_MAX_JSON_CONTAINERS}")
     try:
-        return json.loads(data)
+        return json.loads(data.decode("utf-8"))  # as torch decodes it, not json's guess at the encoding
     except (ValueError, RecursionError) as exc:
         raise ModelLoadError(f"{name}: refused: {member} is not readable JSON: {_short(exc)}") from None
 

@@ -90,7 +90,7 @@ def _check_load_hooks(archive: ZipArchive, spec: str) -> None:
     if "data.pkl" not in archive:
         raise _not_torchscript(spec, "it has no data.pkl")
     for member in archive.names:
-        if (member.startswith("code/") and member.endswith(".py")) or member.endswith(".pkl"):
+        if member.lower().endswith((".py", ".pkl")):  # torch finds members ignoring case
             text = archive.read(member, _MAX_CODE_BYTES)
             hook = next((word for word in _LOAD_HOOKS if word in text), None)
             if hook is not None:
