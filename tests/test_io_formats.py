@@ -90,3 +90,16 @@ def test_export_refuses_an_unknown_format(tmp_path):
     with pytest.raises(ArgumentError) as caught:
         export_model(make_model(), SHAPE, tmp_path / "x.bin", format="factory")
     assert caught.value.argument == "format"
+
+
+@pytest.mark.parametrize("name", ["pt2", "torchscript"])
+def test_the_loader_reads_the_bytes_that_were_inspected(tmp_path, images, name):
+    """A file swapped between the check and the load cannot matter: ``read`` builds from inspect's bytes."""
+    model = make_model()
+    path = export_model(model, SHAPE, tmp_path / f"model{SUFFIX[name]}", format=name)
+    fmt = format_of(path)
+    inspected = fmt.inspect(str(path), None)
+    assert isinstance(inspected, bytes)
+    path.write_bytes(b"swapped after the check")
+    loaded = fmt.read(inspected, str(path), None, "cpu")
+    torch.testing.assert_close(loaded(images), model(images).detach())

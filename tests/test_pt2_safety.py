@@ -3,11 +3,14 @@
 A suspect's model file comes from the party accused of piracy. torch.export.load trusts its
 archive (pickled weights, pickled constants, sample inputs with an unrestricted fallback,
 native AOTInductor libraries, sympy expressions that are eval'd, guards code, call targets
-looked up by name). Each hostile archive here carries a payload that writes a marker file
-when executed; the tests assert it is refused and the marker never appears.
+looked up by name), and reads it with its own zip reader, which sees another member than
+Python's zipfile when a name is duplicated or holds a NUL. Each hostile archive here carries a
+payload that writes a marker file when executed; the tests assert it is refused, the marker
+never appears and no file in the folder is created or changed.
 """
 import json
 import pickle
+import warnings
 import zipfile
 
 import pytest
@@ -16,10 +19,9 @@ from torch import nn
 
 import ipguard_fast as ig
 from conftest import half_matching_fingerprints
-from ipguard_fast.cli import main
+from hostile_model_files import SHAPE, every_command_refuses, snapshot
 from ipguard_fast.io import ModelLoadError, load_model, load_suspect, save_exported
 
-SHAPE = (1, 8, 8)
 
 
 class Payload:
@@ -46,11 +48,19 @@ def _root(members):
     return next(iter(members)).split("/")[0] + "/"
 
 
-def _write(path, members):
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
+def _write(path, members, trailing=()):
+    """The members, then ``trailing`` (name, data) pairs, which may repeat a name (zipfile reads the last)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Duplicate name")
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+            for name, data in [*members.items(), *trailing]:
+                archive.writestr(name, data)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"json" + _NUL_STAND_IN, b"json\x00x"))  # a name zipfile cuts at NUL
     return path
+
+
+_NUL_STAND_IN = b"Qx"
 
 
 def _edit_json(members, member, edit):
@@ -80,6 +90,20 @@ def _opaque_constant(members, marker):
 
     _edit_json(members, "data/constants/model_constants_config.json", add)
     members[_root(members) + "data/constants/opaque_obj_0"] = pickle.dumps(Payload(marker))
+
+
+def _hidden_config(config, payload_file, nul):
+    """An unpickled payload behind a clean copy of ``config`` that zipfile reads instead of torch's."""
+    def build(members, marker):
+        key = _root(members) + config
+        clean = members[key]
+        value = json.loads(clean)
+        value["config"]["evil"] = {"path_name": payload_file, "is_param": False, "use_pickle": True,
+                                   "tensor_meta": None}
+        members[key] = json.dumps(value).encode()
+        members[_root(members) + config.rsplit("/", 1)[0] + "/" + payload_file] = pickle.dumps(Payload(marker))
+        return [(key + (_NUL_STAND_IN.decode() if nul else ""), clean)]
+    return build
 
 
 def _sample_inputs(members, marker):
@@ -120,6 +144,12 @@ HOSTILE = {
     "call target": (_call_target, "torch.os.system"),
     "shape expression": (_shape_expression, "shape expression"),
     "guards code": (_guards_code, "guards code"),
+    "duplicate weights config": (_hidden_config("data/weights/model_weights_config.json", "weight_9", False),
+                                 "two members are named"),
+    "duplicate constants config": (_hidden_config("data/constants/model_constants_config.json", "tensor_9", False),
+                                   "two members are named"),
+    "NUL-truncated name": (_hidden_config("data/weights/model_weights_config.json", "weight_9", True),
+                           "control byte 0x00"),
 }
 
 
@@ -128,16 +158,21 @@ def hostile(request, honest, tmp_path):
     build, reason = HOSTILE[request.param]
     members = dict(honest[2])
     marker = tmp_path / "MARKER"
-    build(members, marker)
-    return _write(tmp_path / "hostile.pt2", members), marker, reason
+    trailing = build(members, marker) or ()
+    return _write(tmp_path / "hostile.pt2", members, trailing), marker, reason
 
 
-def test_torch_itself_runs_the_pickled_payload(honest, tmp_path):
-    """Why the guard exists: torch.export.load executes the payload, even though the load then fails."""
+@pytest.mark.parametrize("variant", ["pickled weight", "duplicate weights config", "NUL-truncated name"])
+def test_torch_itself_runs_the_pickled_payload(honest, tmp_path, variant):
+    """Why the guard exists: torch.export.load executes the payload, even though the load then fails --
+    also where Python's zipfile, reading the last of two names or cutting a name at NUL, sees a clean config."""
     members = dict(honest[2])
     marker = tmp_path / "MARKER"
-    _pickled_weight(members, marker)
-    path = _write(tmp_path / "hostile.pt2", members)
+    trailing = HOSTILE[variant][0](members, marker) or ()
+    path = _write(tmp_path / "hostile.pt2", members, trailing)
+    if trailing:
+        config = _root(members) + "data/weights/model_weights_config.json"
+        assert zipfile.ZipFile(path).read(config) == honest[2][config]
     try:
         torch.export.load(str(path))
     except Exception:
@@ -147,33 +182,20 @@ def test_torch_itself_runs_the_pickled_payload(honest, tmp_path):
 
 def test_every_loader_refuses_without_running_code(hostile):
     path, marker, reason = hostile
+    before = snapshot(path.parent)
     for load in (load_model, load_suspect):
         with pytest.raises(ModelLoadError, match="refused") as info:
             load(path)
         assert reason in str(info.value)
     with pytest.raises(ModelLoadError, match="refused"):
         ig.verify(path, half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 10))
-    assert not marker.exists()
+    assert not marker.exists() and snapshot(path.parent) == before
 
 
 def test_every_command_refuses_without_running_code(hostile, tmp_path, capsys):
     path, marker, _ = hostile
-    fps = half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 10)
-    fp_path = fps.save(tmp_path / "fp.safetensors")
-    commands = [
-        ["verify", "--fingerprints", str(fp_path), "--model", str(path)],
-        ["extract", "--model", str(path), "--input-shape", "1,8,8", "-n", "2", "--k", "1", "--no-progress",
-         "--out", str(tmp_path / "out.safetensors")],
-        ["serve", "--model", str(path), "--port", "0"],
-        ["export", "--model", str(path), "--input-shape", "1,8,8", "--format", "torchscript",
-         "--out", str(tmp_path / "out.pt")],
-    ]
-    for argv in commands:
-        assert main(argv) == 2, argv[0]
-        err = capsys.readouterr().err
-        assert "refused" in err and "Traceback" not in err
-    assert not marker.exists()
-    assert not (tmp_path / "out.safetensors").exists()
+    errors = every_command_refuses(path, tmp_path, capsys)
+    assert all("refused" in err for err in errors[:4]) and not marker.exists()
 
 
 def test_an_honest_export_still_loads_and_verifies(honest):

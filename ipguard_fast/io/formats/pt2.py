@@ -2,8 +2,10 @@
 
 Trust: ``torch.export.load`` trusts its archive and can be made to run code while loading,
 so ``inspect`` reads the file into memory once and pt2_archive.inspect_archive checks every
-member (only raw tensors and graphs of registered operators pass); ``read`` hands torch
-those same bytes, so nothing can change between the check and the load.
+member (only raw tensors and graphs of allowed operators pass); ``read`` hands torch those
+same bytes, so nothing can change between the check and the load, and checks the program
+torch built (io/graphs.py: its operators, and no write into an input or a weight) before
+anything of it runs.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from ..._atomic import atomic_save
 from ..._files import short_error
 from ..._validate import ArgumentError
 from ...modules import eval_mode, refuses_train_mode
+from ..archive import read_archive_file
+from ..graphs import check_exported_program
 from ..weights import ModelLoadError
 from .base import ExportOptions, ModelFormat, example_input, model_file
 from .pt2_archive import inspect_archive
@@ -32,13 +36,18 @@ class ExportedProgramFormat(ModelFormat):
     suffixes = (".pt2",)
 
     def inspect(self, spec: str, weights=None) -> bytes:
-        data = model_file(spec, weights).read_bytes()
+        data = read_archive_file(model_file(spec, weights), spec)
         inspect_archive(data, spec)
         return data
 
     def read(self, data: bytes, spec: str, weights, device) -> nn.Module:
         try:
-            return torch.export.load(io.BytesIO(data)).module()
+            program = torch.export.load(io.BytesIO(data))
+        except Exception as exc:
+            raise ModelLoadError(f"{spec} is not a loadable torch.export (.pt2) archive: {short_error(exc)}") from exc
+        check_exported_program(program, spec)
+        try:
+            return program.module()
         except Exception as exc:
             raise ModelLoadError(f"{spec} is not a loadable torch.export (.pt2) archive: {short_error(exc)}") from exc
 

@@ -1,0 +1,163 @@
+"""Every graph a suspect's model would run, checked before it runs: its operators and its writes.
+
+Operators: every call must name an operator on the allowlist (operators.py) -- every node of
+every function a TorchScript file compiles to (methods of every submodule and class, free
+functions, nested blocks), every call of an exported program's graphs.
+
+Writes: an in-place operator (its schema marks the argument written, ``Tensor(a!)``) may only
+write into a tensor the graph made itself, or a view of one. Writing into an input would
+change the verifier's own tensors (the fingerprint images); writing into a weight, a buffer,
+a constant or a module attribute would give the model a memory from one query to the next.
+TorchScript's forward is checked with every call inlined, so a submodule's ``relu_`` on what
+its caller computed is a local write; a call that cannot be inlined is refused. (Writes no
+schema declares, such as batch norm's running statistics in training mode, are not seen.)
+"""
+from __future__ import annotations
+
+import operator as _operator
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .operators import SYMBOLIC_TARGETS, refusal
+from .weights import ModelLoadError
+
+__all__ = ["check_exported_program", "check_script_module"]
+
+
+def _refuse(label: str, operator: str, where: str, reason: str) -> ModelLoadError:
+    return ModelLoadError(f"{label}: refused: {where} calls {operator}, which is not a pure tensor operator "
+                          f"({reason}); nothing of the model ran")
+
+
+def check_operator(operator: str, where: str, label: str) -> None:
+    """ModelLoadError unless ``namespace::name`` is on the allowlist."""
+    reason = refusal(operator)
+    if reason is not None:
+        raise _refuse(label, operator, where, reason)
+
+
+# --- TorchScript -------------------------------------------------------------------------------
+
+def _script_nodes(block: Any) -> Iterator[Any]:
+    """Every node of a graph or block, each before the nodes of its own blocks (no recursion)."""
+    stack = [iter(block.nodes())]
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        yield node
+        stack.extend(iter(sub.nodes()) for sub in reversed(list(node.blocks())))
+
+
+def check_script_module(unit: torch._C.CompilationUnit, module: torch.jit.ScriptModule, label: str) -> None:
+    """Check every function of the compilation unit ``module`` was loaded into, then its forward's writes."""
+    graphs = {function.qualified_name: function.graph for function in unit.get_functions()}
+    for submodule in module.modules():
+        kind = submodule._c._type().qualified_name()
+        for name in submodule._c._method_names():
+            graphs.setdefault(f"{kind}.{name}", submodule._c._get_method(name).graph)
+    for name, graph in graphs.items():
+        for node in _script_nodes(graph):
+            check_operator(node.kind(), f"TorchScript function {name}", label)
+    if not module._c._has_method("forward"):
+        raise ModelLoadError(f"{label}: refused: the TorchScript module has no forward method")
+    forward = module._c._get_method("forward").graph.copy()
+    torch._C._jit_pass_inline(forward)
+    _check_script_writes(forward, label)
+
+
+_PASS_THROUGH = {"prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
+                 "prim::TupleIndex", "prim::TupleSlice", "prim::DictConstruct", "prim::unchecked_cast",
+                 "prim::unchecked_unwrap_optional", "aten::__getitem__", "aten::list"}
+_FRESH = {"prim::CreateObject", "prim::NumToTensor"}
+
+
+def _check_script_writes(graph: Any, label: str) -> None:
+    local: set[int] = set()  # unique() of the values the graph made
+    where = "the TorchScript forward (inlined)"
+    for node in _script_nodes(graph):
+        kind, inputs = node.kind(), list(node.inputs())
+        if kind in ("prim::CallMethod", "prim::CallFunction"):
+            raise ModelLoadError(f"{label}: refused: {where} makes a call TorchScript cannot inline ({kind}), "
+                                 "so what it writes cannot be checked")
+        if kind == "prim::SetAttr" and inputs[0].unique() not in local:
+            raise ModelLoadError(f"{label}: refused: {where} sets the model's attribute "
+                                 f"{node.s('name')!r}, which would keep state from one query to the next")
+        schema = _script_schema(node)
+        made = _check_writes(kind, schema, inputs, lambda value: value.unique() in local, where, label)
+        if made is None and kind in _PASS_THROUGH:
+            made = all(value.unique() in local for value in inputs)
+        made = made or kind in _FRESH
+        if made:
+            local.update(value.unique() for value in node.outputs())
+
+
+def _script_schema(node: Any) -> torch._C.FunctionSchema | None:
+    if not node.kind().startswith("aten::"):
+        return None
+    try:
+        return torch._C.parse_schema(node.schema())
+    except RuntimeError:  # "(no schema)": refused by the caller's rules for unknown nodes
+        return None
+
+
+def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: list[Any],
+                  is_local: Callable[[Any], bool], where: str, label: str) -> bool | None:
+    """Refuse a write into a value the graph did not make; whether the outputs are the graph's own
+    (None: no schema, the caller decides)."""
+    if schema is None:
+        return None
+    aliased = []
+    for argument, value in zip(schema.arguments, args):
+        info = argument.alias_info
+        if info is None or value is None:
+            continue
+        if info.is_write and not is_local(value):
+            raise ModelLoadError(f"{label}: refused: {where} calls {operator}, which writes into "
+                                 f"{argument.name!r}: an input, a weight or a constant, not a tensor the graph made")
+        aliased.append(value)
+    if any(ret.alias_info is not None for ret in schema.returns):  # a view of (or the same as) an argument
+        return all(is_local(value) for value in aliased)
+    return True
+
+
+# --- torch.export --------------------------------------------------------------------------------
+
+def _exported_name(target: Any) -> str:
+    if isinstance(target, torch._ops.OpOverload):
+        return target._schema.name
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return f"higher_order::{target.name()}"
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__name__', repr(target))}"
+
+
+def check_exported_program(program: torch.export.ExportedProgram, label: str) -> None:
+    """Check every call of every graph of a deserialised program, then the writes of its graph."""
+    for graph_module in program.graph_module.modules():
+        if not isinstance(graph_module, torch.fx.GraphModule):
+            continue
+        for node in graph_module.graph.nodes:
+            if node.op in ("call_module", "call_method"):
+                raise ModelLoadError(f"{label}: refused: the exported graph has a {node.op} node ({node.target})")
+            if node.op != "call_function" or node.target is _operator.getitem:
+                continue
+            name = _exported_name(node.target)
+            if name not in SYMBOLIC_TARGETS:
+                check_operator(name, "the exported graph", label)
+    local: set[torch.fx.Node] = set()
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target is _operator.getitem:
+            made = node.args[0] in local
+        else:
+            schema = getattr(node.target, "_schema", None)
+            args = [node.args[i] if i < len(node.args) else node.kwargs.get(argument.name)
+                    for i, argument in enumerate(schema.arguments)] if schema is not None else []
+            made = _check_writes(_exported_name(node.target), schema, args,
+                                 lambda value: not isinstance(value, torch.fx.Node) or value in local,
+                                 "the exported graph", label)
+        if made is not False:
+            local.add(node)

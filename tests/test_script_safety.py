@@ -1,0 +1,160 @@
+"""A hostile TorchScript file never touches the verifier's machine: refused before it loads or runs.
+
+TorchScript runs no Python, but it runs any operator its code names -- ``aten::from_file`` maps
+a file writably, so a suspect could write a ``.pth`` into site-packages during ``verify`` --
+and ``torch.jit.load`` runs a scripted ``__setstate__`` while loading. Each module here does
+one such thing; every entry point must refuse it with no file created or changed.
+"""
+from typing import Tuple
+
+import pytest
+import torch
+from conftest import half_matching_fingerprints
+from hostile_model_files import SHAPE, every_command_refuses, snapshot
+from torch import nn
+
+import ipguard_fast as ig
+from ipguard_fast.io import ModelLoadError, load_model, load_suspect
+
+
+
+class FileWriter(nn.Module):
+    def __init__(self, victim: str):
+        super().__init__()
+        self.victim = victim
+        self.lin = nn.Linear(64, 10)
+
+    def forward(self, x):
+        mapped = torch.from_file(self.victim, shared=True, size=8, dtype=torch.uint8)
+        mapped.copy_(torch.full([8], 65, dtype=torch.uint8))
+        return self.lin(x.flatten(1)) + mapped.sum() * 0
+
+
+def touch(victim: str) -> torch.Tensor:
+    mapped = torch.from_file(victim, shared=True, size=8, dtype=torch.uint8)
+    return mapped.fill_(66).sum()
+
+
+class CallsAHelper(FileWriter):
+    def forward(self, x):
+        return self.lin(x.flatten(1)) + touch(self.victim) * 0
+
+
+class WritesOnLoad(nn.Module):
+    def __init__(self, victim: str):
+        super().__init__()
+        self.victim = victim
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, bool]:
+        return (self.victim, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, bool]) -> None:
+        mapped = torch.from_file(state[0], shared=True, size=8, dtype=torch.uint8)
+        mapped.copy_(torch.full([8], 67, dtype=torch.uint8))
+        self.victim = state[0] + str(int(mapped.sum().item()))
+        self.training = state[1]
+
+
+class Prints(nn.Module):
+    def __init__(self, victim: str):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+
+    def forward(self, x):
+        print("the suspect speaks")
+        return self.lin(x.flatten(1))
+
+
+class WritesItsInput(Prints):
+    def forward(self, x):
+        x.mul_(0)
+        return self.lin(x.flatten(1))
+
+
+class WritesItsBuffer(Prints):
+    def __init__(self, victim: str):
+        super().__init__(victim)
+        self.register_buffer("seen", torch.zeros(1))
+
+    def forward(self, x):
+        self.seen.add_(1)
+        return self.lin(x.flatten(1)) + self.seen * 0
+
+
+class KeepsCount(Prints):
+    def __init__(self, victim: str):
+        super().__init__(victim)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x.flatten(1))
+
+
+HOSTILE = {
+    "from_file in forward": (FileWriter, "aten::from_file"),
+    "from_file in a helper": (CallsAHelper, "aten::from_file"),
+    "from_file in __setstate__": (WritesOnLoad, "__setstate__"),
+    "print": (Prints, "prim::Print"),
+    "write into its input": (WritesItsInput, "writes into 'self'"),
+    "write into its buffer": (WritesItsBuffer, "writes into 'self'"),
+    "attribute set": (KeepsCount, "sets the model's attribute 'calls'"),
+}
+
+
+@pytest.fixture(params=sorted(HOSTILE))
+def hostile(request, tmp_path):
+    cls, reason = HOSTILE[request.param]
+    victim = tmp_path / "victim.pth"
+    path = tmp_path / "suspect.pt"
+    torch.jit.save(torch.jit.script(cls(str(victim))), str(path))
+    return path, victim, reason
+
+
+def test_torch_itself_writes_the_file(tmp_path):
+    """Why the checks exist: plain torch.jit.load runs __setstate__ on load, and from_file when called."""
+    victim = tmp_path / "victim.pth"
+    for cls, when in ((WritesOnLoad, "load"), (FileWriter, "call")):
+        torch.jit.save(torch.jit.script(cls(str(victim))), str(tmp_path / "s.pt"))
+        loaded = torch.jit.load(str(tmp_path / "s.pt"))
+        if when == "call":
+            loaded(torch.rand(2, *SHAPE))
+        assert victim.exists(), when
+        victim.unlink()
+
+
+def test_every_loader_refuses_before_anything_runs(hostile):
+    path, victim, reason = hostile
+    before = snapshot(path.parent)
+    fps = half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 10)
+    for load in (load_model, load_suspect, lambda p: ig.verify(p, fps)):
+        with pytest.raises(ModelLoadError, match="refused") as info:
+            load(path)
+        assert reason in str(info.value) and str(path) in str(info.value)
+    assert snapshot(path.parent) == before and not victim.exists()
+
+
+def test_every_command_refuses_without_touching_files(hostile, tmp_path, capsys):
+    path, victim, _ = hostile
+    errors = every_command_refuses(path, tmp_path, capsys)
+    assert all("refused" in err for err in errors[:4]) and not victim.exists()
+
+
+def test_a_hook_in_a_member_named_in_another_case_is_found(tmp_path):
+    """torch finds code/__torch__.py also when the archive spells it CODE/__TORCH__.PY."""
+    import zipfile
+
+    victim = tmp_path / "victim.pth"
+    torch.jit.save(torch.jit.script(WritesOnLoad(str(victim))), str(tmp_path / "s.pt"))
+    with zipfile.ZipFile(tmp_path / "s.pt") as source, zipfile.ZipFile(tmp_path / "upper.pt", "w") as target:
+        for info in source.infolist():
+            root, member = info.filename.split("/", 1)
+            target.writestr(f"{root}/{member.upper() if member.endswith('.py') else member}", source.read(info))
+    with pytest.raises(ModelLoadError, match="__setstate__"):
+        load_model(tmp_path / "upper.pt")
+    assert not victim.exists()
