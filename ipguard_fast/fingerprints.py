@@ -193,6 +193,10 @@ class FingerprintSet:
                 or has an unknown format/version.
         """
         path = Path(path)
+        if path.is_dir():
+            raise FingerprintFileError(f"{path} is a folder, not a fingerprint file")
+        if path.exists() and not path.is_file():
+            raise FingerprintFileError(f"{path} is not a regular file (a FIFO, a device or a socket)")
         if not path.is_file():
             raise FileNotFoundError(f"fingerprint file not found: {path}")
         check_safetensors_header(path, MAX_HEADER_BYTES, FingerprintFileError, "fingerprint file")

@@ -62,6 +62,11 @@ def _guarded(command: str, call, debug: bool) -> int:
     except KeyboardInterrupt:
         print("ipguard: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:   # a resource ran out: exit 1, never "bad input"
+        if debug:
+            traceback.print_exc()
+        print(f"ipguard {command}: failed: out of memory", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, ImportError) as exc:
         if debug:
             traceback.print_exc()

@@ -10,7 +10,7 @@ import re
 from typing import Iterator, Mapping
 
 __all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_model_arguments", "add_token_arguments",
-           "check_margins", "floats_arg", "named_as_options", "print_verdict", "resolve_token", "shape_arg"]
+           "check_margins", "floats_arg", "named_as_options", "one_line_warnings", "print_verdict", "resolve_token", "shape_arg"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,6 +32,27 @@ def named_as_options(options: Mapping[str, str]) -> Iterator[None]:
         if exc.argument in options:
             raise exc.renamed(options[exc.argument]) from exc
         raise
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str, category: type[Warning]) -> Iterator[None]:
+    """Warnings of `category` printed as one line each on stderr ("ipguard COMMAND: warning:
+    ..."), not as Python's file:line and source listing; other warnings unchanged."""
+    import sys
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", category)
+        shown = warnings.showwarning
+
+        def show(message, kind, *rest, **options):
+            if issubclass(kind, category):
+                print(f"ipguard {command}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, kind, *rest, **options)
+
+        warnings.showwarning = show
+        yield
 
 
 def shape_arg(text: str) -> tuple[int, ...]:

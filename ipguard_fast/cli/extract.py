@@ -5,7 +5,8 @@ the candidate stream and rank 0 writes the one file.
 """
 from __future__ import annotations
 
-from .common import DistributedRun, add_count_argument, add_model_arguments, named_as_options, shape_arg
+from .common import (DistributedRun, add_count_argument, add_model_arguments, named_as_options, one_line_warnings,
+                     shape_arg)
 
 
 def add_arguments(p) -> None:
@@ -36,7 +37,7 @@ def add_arguments(p) -> None:
 # ExtractConfig's field names -> the options that set them
 _OPTIONS = {"n": "-n", "k": "--k", "input_shape": "--input-shape", "seed": "--seed", "lr": "--lr",
             "max_steps": "--max-steps", "max_candidates": "--max-candidates", "batch_size": "--batch-size",
-            "labels": "--labels", "device": "--device"}
+            "labels": "--labels", "device": "--device", "model": "--model"}
 
 
 def config_from_args(args):
@@ -52,14 +53,18 @@ def config_from_args(args):
 def run(args) -> int:
     from .._files import check_writable_output
     from ..io import load_model
-    from ..search import run_extraction
+    from ..search import IncompleteFingerprintsWarning, run_extraction
+    from ..search.api import compute_device
     from ..search.checkpoint import remove_checkpoint
 
     config = config_from_args(args)  # every setting checked before the model is loaded
     checkpoint_path = args.checkpoint or f"{args.out}.checkpoint"
     check_writable_output("--out", args.out, [args.model, args.weights, checkpoint_path])
     check_writable_output("--checkpoint", checkpoint_path, [args.model, args.weights])
-    with DistributedRun(args.device) as ranks:
+    if args.device is not None:   # a device this machine lacks is the option's fault, not the model file's
+        with named_as_options(_OPTIONS):
+            compute_device("device", args.device)
+    with DistributedRun(args.device) as ranks, one_line_warnings("extract", IncompleteFingerprintsWarning):
         model = load_model(args.model, args.weights, device=ranks.device or "cpu")
         checkpoint = None if ranks.world > 1 else checkpoint_path
         with named_as_options(_OPTIONS):

@@ -2,13 +2,10 @@
 and a calibrated threshold -- written to one fingerprint file."""
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
-import warnings
 from pathlib import Path
 
-from .common import DistributedRun, add_count_argument, add_model_arguments, named_as_options
+from .common import DistributedRun, add_count_argument, add_model_arguments, named_as_options, one_line_warnings
 
 
 def add_arguments(p) -> None:
@@ -71,7 +68,10 @@ def run(args) -> int:
     train_set = load_data(args.data, "train")
     # Under torchrun the ranks share the reference training (through the cache) and the pool;
     # every rank selects the same set, and rank 0 writes it.
-    with DistributedRun("cpu") as ranks, named_as_options(_OPTIONS), _one_line_cache_warnings():
+    from ..selection.cache import ReferenceCacheWarning
+
+    with (DistributedRun("cpu") as ranks, named_as_options(_OPTIONS),
+          one_line_warnings("protect", ReferenceCacheWarning)):
         fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
                       score=args.score, init=args.init, seed=args.seed, cache_dir=cache, cache_key_file=args.cache_key,
                       cache_readonly=args.cache_readonly, refine=not args.no_refine,
@@ -97,25 +97,6 @@ def run(args) -> int:
 _OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
             "init": "--init", "train_data": "--data", "owner": "--model", "cache_dir": "--cache",
             "cache_key_file": "--cache-key"}
-
-
-@contextlib.contextmanager
-def _one_line_cache_warnings():
-    """The reference cache's warnings as one line each on stderr (the file, why, what was done)."""
-    from ..selection.cache import ReferenceCacheWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", ReferenceCacheWarning)
-        shown = warnings.showwarning
-
-        def show(message, category, *rest, **options):
-            if issubclass(category, ReferenceCacheWarning):
-                print(f"ipguard protect: warning: {message}", file=sys.stderr)
-            else:
-                shown(message, category, *rest, **options)
-
-        warnings.showwarning = show
-        yield
 
 
 def _k_arg(text: str):

@@ -29,7 +29,7 @@ from .config import ExtractConfig
 from .distributed import communicator
 from .engine import SearchEngine, SearchStats
 
-__all__ = ["Extraction", "IncompleteFingerprintsWarning", "extract_fingerprints", "probe_classifier", "run_extraction"]
+__all__ = ["Extraction", "IncompleteFingerprintsWarning", "compute_device", "extract_fingerprints", "probe_classifier", "run_extraction"]
 
 
 class IncompleteFingerprintsWarning(UserWarning):
@@ -123,7 +123,7 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         raise ArgumentError("config", f"expected an ExtractConfig, got {type(config).__name__}")
     if isinstance(init, str) and init != "uniform":
         raise ArgumentError("init", f"expected 'uniform', a tensor or a DataLoader of seed images, got {init!r}")
-    device = _compute_device("device", device) if device is not None else module_device(model)
+    device = compute_device("device", device) if device is not None else module_device(model)
     config = config.on_device(device)
     seeds = None if isinstance(init, str) else _seed_images(init, config.input_shape, config.max_candidates,
                                                             config.lo, config.hi)
@@ -164,7 +164,7 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
 # ---------------------------------------------------------------------- the model, for the duration
 
 
-def _compute_device(name: str, value) -> torch.device:
+def compute_device(name: str, value) -> torch.device:
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError) as exc:
@@ -214,9 +214,14 @@ def _memory_format(model: torch.nn.Module, config: ExtractConfig) -> Iterator[No
 def probe_classifier(model, input_shape, device, num_classes=None):
     """One forward on two random inputs: checks input_shape and the output, returns C."""
     x = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    wide = sorted({str(p.dtype) for p in model.parameters() if p.dtype == torch.float64})
+    if wide:   # the search feeds float32 pixels; a float64 model fails on them, and not for its input shape
+        raise ArgumentError("model", f"has {wide[0]} weights; the search runs in float32 (convert it with .float())")
     try:
         with torch.no_grad():
             out = model(x)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise   # a resource ran out: not bad input
     except Exception as exc:  # the model's own error, reported against our argument
         raise ArgumentError("input_shape", f"the model fails on a batch of shape {list(x.shape)}: "
                                            f"{short_error(exc)}") from exc
