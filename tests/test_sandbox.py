@@ -2,10 +2,13 @@
 process; a model that loops, allocates without bound, crashes, writes files or answers
 garbage ends in one clear exception (exit 1 at the CLI), and the verifier lives on."""
 import ctypes
+import itertools
 import os
+import signal
 import socket
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from ipguard_fast.cli import main
 from ipguard_fast.io import (IsolatedSuspect, Isolation, ModelLoadError, SuspectFailed, SuspectResourceError,
                              save_exported, save_torchscript)
 from ipguard_fast.io.sandbox import landlock, wire
+from ipguard_fast.io.sandbox.suspect import _answer_size
 from ipguard_fast.io.sandbox.worker import describe_failure
 from ipguard_fast.verdicts import as_output_fn
 
@@ -108,6 +112,18 @@ def test_a_module_the_caller_holds_runs_in_the_callers_process(files, monkeypatc
     monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked for an object"))
     monkeypatch.setattr(os, "posix_spawn", lambda *a, **k: pytest.fail("spawned for an object"))
     assert ig.verify(files["model"], files["fps"]).matching_rate == 0.5
+
+
+def test_two_threads_share_one_worker_and_ctrl_c_is_the_verifiers(files):
+    images = files["fps"].images
+    expected = files["model"](images).detach()
+    with IsolatedSuspect(files["honest"]) as suspect:
+        os.kill(suspect._process.pid, signal.SIGINT)   # as a Ctrl-C reaches the whole process group
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: suspect(images), range(8)))
+    assert all(torch.equal(answer, expected) for answer in answers)
+    with pytest.raises(SuspectFailed, match="not running"):
+        suspect(images)
 
 
 def test_bad_input_keeps_its_in_process_class_and_message(files, tmp_path):
@@ -254,6 +270,28 @@ def test_a_worker_that_answers_garbage_is_refused_and_stopped(files, reply, prob
     assert time.monotonic() - start < 10 and gone(pid)
 
 
+def test_every_header_a_worker_can_send_is_read_or_refused_cleanly(files):
+    """Every combination of JSON values in the answer's fields: a size, or ChannelError; an error
+    answer becomes an exception of the contract's classes, never a TypeError or KeyError."""
+    values = [None, True, False, 0, -1, 40, 1.5, 2 ** 70, "", "float32", "input", "ValueError", [], [40], [40, 10],
+              [40, -1], ["40"], {}, {"a": 1}]
+    suspect = IsolatedSuspect(files["honest"])
+    for ok, dtype, shape, kind, name, message in itertools.product([True, False, None, 1], values, values,
+                                                                   ["memory", "input", "failed", 3, None],
+                                                                   values[::3], [None, 7, "x", ["x"]]):
+        header = {"ok": ok, "dtype": dtype, "shape": shape, "kind": kind, "class": name, "message": message}
+        try:
+            size = _answer_size(header, 40)
+            assert isinstance(size, int) and 0 <= size <= wire.REPLY_LIMIT
+        except wire.ChannelError:
+            continue
+        if ok is True:
+            assert len(wire.decode_tensor(header, bytearray(size))) == 40
+        else:
+            assert isinstance(suspect._refusal(header, "on a batch"), (SuspectFailed, ValueError, ImportError,
+                                                                       FileNotFoundError))
+
+
 def test_a_worker_that_goes_quiet_mid_answer_is_stopped(files):
     half = framed(b'{"ok": true, "dtype": "int64", "shape": [40]}', b"\0" * 100)
     suspect = IsolatedSuspect(files["honest"], isolation=Isolation(timeout=1), entry=ready_then(half)).start()
@@ -304,3 +342,6 @@ def test_cli_exit_codes(files, tmp_path, capsys):
         assert main(base + ["--model", files["honest"]] + bad) == 2, bad
         assert capsys.readouterr().err.startswith(f"ipguard verify: error: {option}:")
     assert main(base + ["--endpoint", "http://127.0.0.1:9", "--memory-limit", "1"]) == 2
+    capsys.readouterr()
+    assert main(base + ["--model", files["honest"], "--device", "tpu:9"]) == 2
+    assert capsys.readouterr().err.startswith("ipguard verify: error: --device:")

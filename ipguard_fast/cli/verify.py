@@ -90,7 +90,9 @@ def _verify_model(args, fingerprints, isolation):
     if isolation is None:
         suspect = load_suspect(args.model, weights=args.weights, device=args.device)
         return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
-    with IsolatedSuspect(args.model, weights=args.weights, device=args.device, isolation=isolation) as suspect:
+    with named_as_options({"device": "--device"}):
+        suspect = IsolatedSuspect(args.model, weights=args.weights, device=args.device, isolation=isolation)
+    with suspect:
         return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
 
 

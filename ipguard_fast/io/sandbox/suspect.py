@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from typing import Any
 
 import torch
 
+from ..._files import short_error
+from ..._validate import ArgumentError
 from ..formats import format_of
 from ..weights import ModelLoadError
 from . import wire, worker
@@ -60,10 +63,14 @@ class IsolatedSuspect:
         """``entry``: what the worker runs once confined, instead of loading and serving (tests)."""
         self.spec = os.fspath(spec)
         self.weights = None if weights is None else os.fspath(weights)
-        self.device = str(device)
+        try:
+            self.device = str(torch.device(device))
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ArgumentError("device", short_error(exc)) from None
         self.isolation = isolation if isolation is not None else Isolation()
         self._entry = entry
         self._process: _Process | None = None
+        self._lock = threading.Lock()  # one exchange at a time on the channel
 
     def __enter__(self) -> IsolatedSuspect:
         return self.start()
@@ -81,8 +88,6 @@ class IsolatedSuspect:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """The suspect's logits ``[B, C]`` (float32) or labels ``[B]`` (int64) for ``images``."""
-        if self._process is None:
-            raise SuspectFailed(f"suspect {self.spec}: its worker is not running (use it in a `with` block)")
         if images.dtype not in (torch.float32, torch.float64):
             images = images.float()
         header, payload = self._exchange(wire.tensor_message(images), f"on a batch of {len(images)} images",
@@ -104,7 +109,13 @@ class IsolatedSuspect:
         return "exec" if torch.cuda.is_initialized() else "fork"  # a forked worker cannot use CUDA then
 
     def _exchange(self, message, doing: str, batch: int | None) -> tuple[dict[str, Any], bytearray]:
+        with self._lock:
+            return self._exchange_locked(message, doing, batch)
+
+    def _exchange_locked(self, message, doing: str, batch: int | None) -> tuple[dict[str, Any], bytearray]:
         process = self._process
+        if process is None:
+            raise SuspectFailed(f"suspect {self.spec}: its worker is not running (use it in a `with` block)")
         deadline = time.monotonic() + self.isolation.timeout
         try:
             if message is not None:
@@ -131,8 +142,9 @@ class IsolatedSuspect:
             limit = self.isolation.memory_limit / GiB
             return SuspectResourceError(f"ran out of memory {doing} (its limit: {limit:g} GiB more than the "
                                         f"worker started with): {message}")
-        if kind == "input" and header.get("class") in _INPUT_ERRORS:
-            return _INPUT_ERRORS[header["class"]](message)  # the in-process path's own error, unchanged
+        name = header.get("class")
+        if kind == "input" and isinstance(name, str) and name in _INPUT_ERRORS:
+            return _INPUT_ERRORS[name](message)  # the in-process path's own error, unchanged
         if kind == "failed":
             return SuspectFailed(f"failed {doing}: {message}")
         return SuspectFailed(f"answered malformed data {doing}: an error of unknown kind")

@@ -94,7 +94,7 @@ def tensor_size(header: dict[str, Any], batch: int | None = None, limit: int = R
     """The payload size the header's dtype and shape announce, after checking them: a known
     dtype, 1 to 8 sizes, and, with ``batch``, labels ``[batch]`` or logits ``[batch, C]``."""
     dtype, shape = header.get("dtype"), header.get("shape")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ChannelError(f"an unknown dtype {str(dtype)[:40]!r}")
     if not isinstance(shape, list) or not 1 <= len(shape) <= 8 \
             or not all(type(size) is int and 0 <= size < 1 << 40 for size in shape):
