@@ -108,6 +108,13 @@ def test_a_pt2_file_and_a_fresh_interpreter(files, tmp_path):
     assert ig.verify(files["honest"], fps, isolate=Isolation(start="exec")) == ig.verify(files["model"], fps)
 
 
+def test_an_onnx_file(files, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = ig.io.export_onnx(files["model"], SHAPE, tmp_path / "m.onnx")
+    assert ig.verify(path, files["fps"]) == ig.verify(path, files["fps"], isolate=False)
+
+
 def test_a_module_the_caller_holds_runs_in_the_callers_process(files, monkeypatch):
     monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked for an object"))
     monkeypatch.setattr(os, "posix_spawn", lambda *a, **k: pytest.fail("spawned for an object"))
