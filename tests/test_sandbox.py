@@ -149,6 +149,8 @@ def test_bad_input_keeps_its_in_process_class_and_message(files, tmp_path):
         ig.verify(files["honest"], files["fps"], isolate="yes")
     with pytest.raises(ValueError, match="^timeout:"):
         Isolation(timeout=float("nan"))
+    with pytest.raises(ValueError, match="^isolation:"):
+        IsolatedSuspect(files["honest"], isolation={"timeout": 5})
 
 
 # ---------------------------------------------------------------------- hostile models

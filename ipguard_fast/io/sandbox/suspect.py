@@ -68,6 +68,8 @@ class IsolatedSuspect:
         except (RuntimeError, TypeError, ValueError) as exc:
             raise ArgumentError("device", short_error(exc)) from None
         self.isolation = isolation if isolation is not None else Isolation()
+        if not isinstance(self.isolation, Isolation):
+            raise ArgumentError("isolation", f"must be an Isolation, got {type(isolation).__name__}")
         self._entry = entry
         self._process: _Process | None = None
         self._lock = threading.Lock()  # one exchange at a time on the channel
