@@ -79,12 +79,13 @@ def server(model):
 
 
 def fast_client(url: str, **kwargs) -> RemoteLabelModel:
-    """A client with short timeouts whose sleeps are recorded instead of slept."""
+    """A client with short timeouts whose sleeps are recorded instead of slept, without jitter."""
     kwargs.setdefault("timeout", TIMEOUT)
     kwargs.setdefault("backoff", 0.01)
     client = RemoteLabelModel(url, **kwargs)
     client.delays = []
     client._sleep = client.delays.append
+    client._random = lambda: 0.0  # the jitter's draw: its factor is then exactly 1
     return client
 
 
