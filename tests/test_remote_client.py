@@ -3,104 +3,32 @@ Retry-After and jittered backoff, gzip/deflate, credentials never shown, special
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import threading
 import time
-import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 from conftest import half_matching_fingerprints
-from torch import nn
+from remote_helpers import FakeApi, make_model, no_proxies  # noqa: F401 - a fixture
 
 from ipguard_fast._validate import ArgumentError
 from ipguard_fast.cli import main
-from ipguard_fast.remote import RemoteError, RemoteLabelModel, RetryPolicy, protocol, verify_remote
+from ipguard_fast.remote import (
+    RemoteError,
+    RemoteLabelModel,
+    RetryPolicy,
+    verify_remote,
+)
 
 SHAPE = (1, 8, 8)
 SECRET = "s3cr3t-passw0rd"
 TOKEN = "t0ken-never-shown"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch):
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_proxies")
 
 
-def make_model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-
-
-class Api:
-    """A label API that answers as told: `encoding` compresses every answer (gzip, deflate,
-    raw-deflate, br); `script` lists (status, headers, body) answers to give first;
-    `echo` puts the request's Authorization header into an error message."""
-
-    def __init__(self, model, encoding: str = "identity", script=(), echo: bool = False) -> None:
-        self.model, self.encoding, self.script, self.echo = model, encoding, list(script), echo
-        self.seen: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                outer.seen.append(dict(self.headers))
-                self._send(200, {}, json.dumps({"status": "ok", "input_shape": list(SHAPE), "num_classes": 10}))
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.seen.append(dict(self.headers))
-                if outer.echo:
-                    message = f"refused {self.headers.get('Authorization')} for {self.path}"
-                    self._send(403, {}, json.dumps({"error": "forbidden", "message": message}))
-                elif outer.script:
-                    self._send(*outer.script.pop(0))
-                else:
-                    with torch.no_grad():
-                        labels = outer.model(protocol.decode_images(json.loads(body))).argmax(1)
-                    self._send(200, {}, json.dumps(protocol.encode_labels(labels)))
-
-            def _send(self, status, headers, text):
-                raw = text.encode() if isinstance(text, str) else text
-                raw, coding = outer.compress(raw)
-                self.send_response(status)
-                for key, value in {"Content-Type": "application/json", **coding, **headers}.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def compress(self, raw: bytes):
-        if self.encoding == "gzip":
-            return gzip.compress(raw), {"Content-Encoding": "gzip"}
-        if self.encoding == "deflate":
-            return zlib.compress(raw), {"Content-Encoding": "deflate"}
-        if self.encoding == "raw-deflate":
-            packer = zlib.compressobj(wbits=-15)
-            return packer.compress(raw) + packer.flush(), {"Content-Encoding": "deflate"}
-        if self.encoding == "br":
-            return raw, {"Content-Encoding": "br"}
-        return raw, {}
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
 
 
 # ---------------------------------------------------------------------- encodings
@@ -110,7 +38,7 @@ class Api:
 def test_a_server_that_compresses_anyway_is_understood(encoding):
     model = make_model()
     images = torch.rand(6, *SHAPE)
-    with Api(model, encoding) as api, RemoteLabelModel(api.url, timeout=10) as client:
+    with FakeApi(model, health=True, encoding=encoding) as api, RemoteLabelModel(api.url, timeout=10) as client:
         assert client(images).tolist() == model(images).argmax(1).tolist()
         assert client.health()["status"] == "ok"
     assert all(seen.get("Accept-Encoding") == "identity" for seen in api.seen)
@@ -118,12 +46,12 @@ def test_a_server_that_compresses_anyway_is_understood(encoding):
 
 def test_a_compression_bomb_and_an_unknown_encoding_are_refused():
     bomb = gzip.compress(b" " * (64 << 20))  # 64 MiB of spaces in about 64 KiB
-    with Api(make_model(), script=[(200, {"Content-Encoding": "gzip"}, bomb)]) as api:
+    with FakeApi(make_model(), script=[(200, {"Content-Encoding": "gzip"}, bomb)]) as api:
         api.compress = lambda raw: (raw, {})
         with RemoteLabelModel(api.url, timeout=10) as client:
             with pytest.raises(RemoteError, match="larger than"):
                 client(torch.rand(2, *SHAPE))
-    with Api(make_model(), "br") as api, RemoteLabelModel(api.url, timeout=10) as client:
+    with FakeApi(make_model(), encoding="br") as api, RemoteLabelModel(api.url, timeout=10) as client:
         with pytest.raises(RemoteError, match="Content-Encoding 'br'"):
             client(torch.rand(2, *SHAPE))
 
@@ -133,7 +61,7 @@ def test_a_compression_bomb_and_an_unknown_encoding_are_refused():
 
 def test_retry_after_is_honoured_with_jitter_above_it():
     busy = [(429, {"Retry-After": "2"}, "{}"), (503, {"Retry-After": "1"}, "{}")]
-    with Api(make_model(), script=busy) as api, RemoteLabelModel(api.url, timeout=10, backoff=0.1) as client:
+    with FakeApi(make_model(), script=busy) as api, RemoteLabelModel(api.url, timeout=10, backoff=0.1) as client:
         delays, draws = [], iter([0.5, 0.99])
         client._sleep, client._random = delays.append, lambda: next(draws)
         assert client(torch.rand(2, *SHAPE)).shape == (2,)
@@ -152,15 +80,15 @@ def test_busy_answers_are_retried_until_the_deadline_not_the_retry_count():
     model = make_model()
     images = torch.rand(2, *SHAPE)
     busy = [(429, {"Retry-After": "0"}, "{}")] * 8
-    with Api(model, script=list(busy)) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
+    with FakeApi(model, script=list(busy)) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
         labels = client.labels(images, deadline=time.monotonic() + 30)
         assert labels.tolist() == model(images).argmax(1).tolist() and client.requests_sent == 9
-    with Api(model, script=list(busy)) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
+    with FakeApi(model, script=list(busy)) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
         with pytest.raises(RemoteError, match="429"):
             client(images)  # no deadline: a busy answer counts as a failure
         assert client.requests_sent == 3
     failing = [(503, {}, "{}")] * 8  # a 503 without Retry-After is a failure, deadline or not
-    with Api(model, script=failing) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
+    with FakeApi(model, script=failing) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
         with pytest.raises(RemoteError, match="503"):
             client.labels(images, deadline=time.monotonic() + 30)
         assert client.requests_sent == 3
@@ -168,7 +96,7 @@ def test_busy_answers_are_retried_until_the_deadline_not_the_retry_count():
 
 def test_the_deadline_ends_busy_retries_and_names_the_last_answer():
     busy = [(429, {"Retry-After": "1"}, "{}")] * 50
-    with Api(make_model(), script=busy) as api, RemoteLabelModel(api.url, timeout=10, backoff=0.0) as client:
+    with FakeApi(make_model(), script=busy) as api, RemoteLabelModel(api.url, timeout=10, backoff=0.0) as client:
         start = time.monotonic()
         with pytest.raises(RemoteError, match=r"deadline passed .*the last: HTTP 429"):
             client.labels(torch.rand(2, *SHAPE), deadline=time.monotonic() + 2.5)
@@ -179,7 +107,7 @@ def test_the_deadline_ends_busy_retries_and_names_the_last_answer():
 
 
 def test_credentials_never_appear_in_messages_or_repr(tmp_path):
-    with Api(make_model(), echo=True) as api:
+    with FakeApi(make_model(), echo=True) as api:
         url = api.url.replace("http://", f"http://user:{SECRET}@")
         client = RemoteLabelModel(url, token=TOKEN, timeout=10)
         assert SECRET not in repr(client) and TOKEN not in repr(client) and SECRET not in client.url
@@ -190,7 +118,7 @@ def test_credentials_never_appear_in_messages_or_repr(tmp_path):
         assert SECRET not in str(info.value) and TOKEN not in str(info.value) and SECRET not in info.value.url
         sent = api.seen[-1]["Authorization"]
     assert sent == f"Bearer {TOKEN}"  # the token itself was sent (the API's credential wins over basic auth)
-    with Api(make_model(), echo=True) as api:
+    with FakeApi(make_model(), echo=True) as api:
         client = RemoteLabelModel(api.url.replace("http://", f"http://user:{SECRET}@"), timeout=10)
         with pytest.raises(RemoteError) as info:  # no token: user:password as basic auth, echoed back
             client(torch.rand(2, *SHAPE))
@@ -255,7 +183,7 @@ def test_verify_remote_refuses_a_fifo_before_any_request(tmp_path):
     fifo = tmp_path / "progress"
     os.mkfifo(fifo)
     fps = half_matching_fingerprints(make_model(), 20)
-    with Api(make_model()) as api:
+    with FakeApi(make_model()) as api:
         with pytest.raises(ValueError, match="not a regular file"):
             verify_remote(api.url, fps, progress_file=fifo, key_file=tmp_path / "key")
         assert api.seen == []

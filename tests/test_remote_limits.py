@@ -15,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from torch import nn
+from remote_helpers import make_model, no_proxies  # noqa: F401 - a fixture
 
-from ipguard_fast.remote import RemoteLabelModel, ServerLimits, serve
-from ipguard_fast.remote import protocol
+from ipguard_fast.remote import RemoteLabelModel, protocol, serve
 from ipguard_fast.remote.admission import ConnectionCount
 from ipguard_fast.remote.connections import ConnectionGuards
 from ipguard_fast.remote.logs import RateLimitedLog
@@ -26,15 +25,9 @@ from ipguard_fast.remote.logs import RateLimitedLog
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch):
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_proxies")
 
 
-def make_model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
 
 
 def connect(running, source: str = "127.0.0.1") -> socket.socket:
@@ -207,7 +200,7 @@ def test_accepted_sockets_get_tcp_nodelay():
         guard._cancel()
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        with socket.create_connection(listener.getsockname()) as client:
+        with socket.create_connection(listener.getsockname()):
             accepted, _ = listener.accept()
             with accepted:
                 accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
@@ -241,15 +234,19 @@ def test_bodies_in_flight_are_capped_before_they_are_read():
         assert running.stats()["refused"] == 1
 
 
-def test_requests_from_one_address_wait_in_line_instead_of_429():
+def slow_model(seconds: float):
     model = make_model()
 
     def slow(images):
-        time.sleep(0.05)
+        time.sleep(seconds)
         return model(images)
 
+    return slow
+
+
+def test_requests_from_one_address_wait_in_line_instead_of_429():
     images = torch.rand(3, *SHAPE)
-    with serve(slow, input_shape=SHAPE, num_classes=10, max_concurrent=1, max_per_client=1) as running:
+    with serve(slow_model(0.05), input_shape=SHAPE, num_classes=10, max_concurrent=1, max_per_client=1) as running:
         def one(_):
             with connect(running) as sock:
                 return exchange(sock, labels_request(images))
@@ -262,14 +259,8 @@ def test_requests_from_one_address_wait_in_line_instead_of_429():
 def test_one_address_holds_at_most_max_per_client_turns():
     """Four slow requests from one address and one from another, two turns, one per address:
     the other address's request is served alongside the first, not after the second."""
-    model = make_model()
-
-    def slow(images):
-        time.sleep(0.4)
-        return model(images)
-
     images = torch.rand(1, *SHAPE)
-    with serve(slow, input_shape=SHAPE, num_classes=10, max_concurrent=2, max_per_client=1) as running:
+    with serve(slow_model(0.4), input_shape=SHAPE, num_classes=10, max_concurrent=2, max_per_client=1) as running:
         def one(source):
             with connect(running, source) as sock:
                 exchange(sock, labels_request(images))
