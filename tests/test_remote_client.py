@@ -80,15 +80,16 @@ def test_busy_answers_are_retried_until_the_deadline_not_the_retry_count():
     model = make_model()
     images = torch.rand(2, *SHAPE)
     busy = [(429, {"Retry-After": "0"}, "{}")] * 8
-    with FakeApi(model, script=list(busy)) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
+    settings = dict(timeout=10, retries=2, backoff=0.0)
+    with FakeApi(model, script=list(busy)) as api, RemoteLabelModel(api.url, **settings) as client:
         labels = client.labels(images, deadline=time.monotonic() + 30)
         assert labels.tolist() == model(images).argmax(1).tolist() and client.requests_sent == 9
-    with FakeApi(model, script=list(busy)) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
+    with FakeApi(model, script=list(busy)) as api, RemoteLabelModel(api.url, **settings) as client:
         with pytest.raises(RemoteError, match="429"):
             client(images)  # no deadline: a busy answer counts as a failure
         assert client.requests_sent == 3
     failing = [(503, {}, "{}")] * 8  # a 503 without Retry-After is a failure, deadline or not
-    with FakeApi(model, script=failing) as api, RemoteLabelModel(api.url, timeout=10, retries=2, backoff=0.0) as client:
+    with FakeApi(model, script=failing) as api, RemoteLabelModel(api.url, **settings) as client:
         with pytest.raises(RemoteError, match="503"):
             client.labels(images, deadline=time.monotonic() + 30)
         assert client.requests_sent == 3

@@ -51,7 +51,8 @@ def exchange(sock: socket.socket, request: bytes) -> bytes:
             break
         data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
-        length = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+        length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length")]
         if length and len(body) >= length[0]:
             break
     return data

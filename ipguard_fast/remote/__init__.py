@@ -8,7 +8,8 @@ behind an API can be checked. ``serve`` (server side) exposes a model as
 
 and ``RemoteLabelModel`` / ``verify_remote`` (client side) query it, with retries and a
 resumable progress file. Their settings are checked dataclasses (config.py): ``ServeConfig``
-and ``ServerLimits`` for ``start_server``, ``RemoteVerifyConfig`` for ``run_remote_verification``. See docs/http_api.md and :mod:`ipguard_fast.remote.protocol`.
+and ``ServerLimits`` for ``start_server``, ``RemoteVerifyConfig`` for
+``run_remote_verification``. See docs/http_api.md and :mod:`ipguard_fast.remote.protocol`.
 Functions and classes only: the command line is in ipguard_fast.cli (serve, verify --endpoint).
 """
 

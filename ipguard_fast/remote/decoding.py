@@ -10,9 +10,10 @@ So a body is never handed whole to one such call:
   string. The long string is cut out by searching for quotes (``bytes.find``, in windows),
   the rest -- at most ``MAX_STRUCTURE`` bytes -- is parsed by ``json.loads`` with a
   placeholder where the string was, and the string itself is checked and base64-decoded
-  window by window (buffers.py, which also builds every large buffer without one long copy). A large body that is mostly JSON structure
-  (long lists, deep nesting, many keys) is refused before it is parsed: parsing it would
-  hold the lock and make objects many times its size.
+  window by window (buffers.py, which also builds every large buffer without one long
+  copy). A large body that is mostly JSON structure (long lists, deep nesting, many keys)
+  is refused before it is parsed: parsing it would hold the lock and make objects many
+  times its size.
 
 Long strings may use one escape, ``\\/`` (some JSON encoders escape every slash); any other
 backslash in them is refused, as it has no place in base64.
