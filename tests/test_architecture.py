@@ -168,6 +168,8 @@ FRONT_ENDS = {
     "ipguard_fast.selection.protect.protect",            # ProtectConfig
     "ipguard_fast.evaluation.pipeline.evaluate",         # EvaluationConfig
     "ipguard_fast.train.train_classifier",               # TrainRecipe
+    "ipguard_fast.remote.server.serve",                  # ServeConfig, ServerLimits
+    "ipguard_fast.remote.verification.verify_remote",    # RemoteVerifyConfig
 }
 # The boundary_adam_step_ op's schema (csrc/ipguard.cpp) has 12 arguments; its Python faces mirror it.
 OP_SCHEMA_MIRRORS = {

@@ -17,25 +17,25 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 from conftest import half_matching_fingerprints
+from remote_helpers import FakeApi, make_model, no_proxies  # noqa: F401 - a fixture
 from torch import nn
 
+from ipguard_fast.cli import main
+from ipguard_fast.cli.common import shape_arg
 from ipguard_fast.fingerprints import FingerprintSet
 from ipguard_fast.remote import (
     ProgressFileError,
     RemoteError,
     RemoteLabelModel,
     fingerprints_digest,
+    protocol,
     serve,
     verify_remote,
 )
-from ipguard_fast.cli import main
-from ipguard_fast.cli.common import shape_arg
-from ipguard_fast.remote import protocol
 from ipguard_fast.verdicts import matching_rate, verify
 
 TIMEOUT = 10.0
@@ -43,16 +43,7 @@ SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
 
 
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch):
-    """Loopback traffic must never be routed through a proxy from the environment."""
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def make_model(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, NUM_CLASSES)).eval()
+pytestmark = pytest.mark.usefixtures("no_proxies")
 
 
 def make_fingerprints(model: nn.Module, n: int = 40, seed: int = 1) -> FingerprintSet:
@@ -79,12 +70,13 @@ def server(model):
 
 
 def fast_client(url: str, **kwargs) -> RemoteLabelModel:
-    """A client with short timeouts whose sleeps are recorded instead of slept."""
+    """A client with short timeouts whose sleeps are recorded instead of slept, without jitter."""
     kwargs.setdefault("timeout", TIMEOUT)
     kwargs.setdefault("backoff", 0.01)
     client = RemoteLabelModel(url, **kwargs)
     client.delays = []
     client._sleep = client.delays.append
+    client._random = lambda: 0.0  # the jitter's draw: its factor is then exactly 1
     return client
 
 
@@ -339,64 +331,11 @@ def test_busy_server_answers_503_with_retry_after(model):
 # ---------------------------------------------------------------------- a scripted (misbehaving) server
 
 
-class Scripted:
-    """A fake API server: answers /v1/labels from a script of (status, headers, body), then correctly."""
-
-    def __init__(self, model: nn.Module, script: list[tuple[int, dict, bytes]] | None = None) -> None:
-        self.model, self.script, self.requests = model, list(script or []), []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                outer.requests.append("GET " + self.path)
-                self._send(404, {}, b'{"error":"not_found","message":"no health here"}')
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append("POST " + self.path)
-                if outer.script:
-                    self._send(*outer.script.pop(0))
-                    return
-                images = protocol.decode_images(json.loads(body))
-                with torch.no_grad():
-                    labels = outer.model(images).argmax(1)
-                self._send(200, {}, json.dumps(protocol.encode_labels(labels)).encode())
-
-            def _send(self, status, headers, body):
-                self.send_response(status)
-                for key, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(TIMEOUT)
-
-    @property
-    def label_requests(self) -> int:
-        return sum(r.startswith("POST") for r in self.requests)
-
-
 def test_flaky_server_is_retried_with_backoff_and_retry_after(model, fingerprints):
     script = [(503, {}, b'{"error":"unavailable","message":"warming up"}'),
               (429, {"Retry-After": "2"}, b'{"error":"too_many_requests","message":"slow down"}')]
     images = fingerprints.images[:5]
-    with Scripted(model, script) as flaky:
+    with FakeApi(model, script) as flaky:
         client = fast_client(flaky.url, retries=5, backoff=0.25)
         labels = client(images)
         assert labels.tolist() == model(images).argmax(1).tolist()
@@ -406,14 +345,14 @@ def test_flaky_server_is_retried_with_backoff_and_retry_after(model, fingerprint
 
 def test_retry_after_http_date_and_cap(model):
     when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))
-    with Scripted(model, [(429, {"Retry-After": when}, b"{}"), (502, {"Retry-After": "junk"}, b"")]) as flaky:
+    with FakeApi(model, [(429, {"Retry-After": when}, b"{}"), (502, {"Retry-After": "junk"}, b"")]) as flaky:
         client = fast_client(flaky.url, backoff=0.1, max_backoff=5.0)
         assert client(torch.rand(2, *SHAPE)).shape == (2,)
         assert client.delays == [5.0, 0.2]  # an hour capped at max_backoff; junk ignored: 0.1 * 2**1
 
 
 def test_retries_run_out(model):
-    with Scripted(model, [(503, {}, b"{}")] * 10) as down:
+    with FakeApi(model, [(503, {}, b"{}")] * 10) as down:
         client = fast_client(down.url, retries=3, backoff=0.01)
         with pytest.raises(RemoteError, match="503") as info:
             client(torch.rand(2, *SHAPE))
@@ -424,7 +363,7 @@ def test_retries_run_out(model):
 @pytest.mark.parametrize("status", [400, 403, 404, 413, 422])
 def test_other_4xx_are_not_retried(model, status):
     body = json.dumps({"error": "x", "message": "nope, because reasons"}).encode()
-    with Scripted(model, [(status, {}, body)]) as api:
+    with FakeApi(model, [(status, {}, body)]) as api:
         client = fast_client(api.url, retries=5)
         with pytest.raises(RemoteError, match="because reasons") as info:
             client(torch.rand(2, *SHAPE))
@@ -453,7 +392,7 @@ def test_connection_refused_is_retried_then_raises():
     (b"[1, 2, 3]", "'labels' list"),
 ])
 def test_malformed_answers_raise_remote_error(model, body, match):
-    with Scripted(model, [(200, {}, body)]) as api:
+    with FakeApi(model, [(200, {}, body)]) as api:
         client = fast_client(api.url, num_classes=NUM_CLASSES)
         with pytest.raises(RemoteError, match=match):
             client(torch.rand(3, *SHAPE))
@@ -461,7 +400,7 @@ def test_malformed_answers_raise_remote_error(model, body, match):
 
 
 def test_redirects_are_not_followed(model):
-    with Scripted(model, [(307, {"Location": "http://127.0.0.1:1/elsewhere"}, b"")]) as api:
+    with FakeApi(model, [(307, {"Location": "http://127.0.0.1:1/elsewhere"}, b"")]) as api:
         with pytest.raises(RemoteError, match="redirect"):
             fast_client(api.url, token="t")(torch.rand(1, *SHAPE))
 
@@ -482,7 +421,7 @@ def test_client_rejects_bad_arguments():
 
 
 def test_verify_remote_without_health_endpoint(model, fingerprints):
-    with Scripted(model) as api:  # answers 404 on GET /v1/health
+    with FakeApi(model) as api:  # answers 404 on GET /v1/health
         assert verify_remote(api.url, fingerprints, batch_size=16, timeout=TIMEOUT) == verify(model, fingerprints)
 
 

@@ -12,20 +12,22 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from conftest import half_matching_fingerprints
-from torch import nn
+from remote_helpers import make_model, no_proxies  # noqa: F401 - a fixture
 
 from ipguard_fast.cli import main
-from ipguard_fast.remote import RemoteError, RemoteLabelModel, serve, verify_remote
-from ipguard_fast.remote import protocol
+from ipguard_fast.remote import (
+    RemoteError,
+    RemoteLabelModel,
+    protocol,
+    serve,
+    verify_remote,
+)
 from ipguard_fast.verdicts import verify
 
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch):
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_proxies")
 
 
 def read_answer(sock) -> bytes:
@@ -47,9 +49,6 @@ def read_answer(sock) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def make_model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
 
 
 class HostileServer:

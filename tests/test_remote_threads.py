@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from remote_helpers import no_proxies  # noqa: F401 - a fixture
 from torch import nn
 
 from ipguard_fast.remote import RemoteLabelModel, serve, verify_remote
@@ -15,10 +16,7 @@ from ipguard_fast.remote import RemoteLabelModel, serve, verify_remote
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch):
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_proxies")
 
 
 @pytest.fixture(scope="module")

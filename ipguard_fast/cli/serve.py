@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from .common import add_model_arguments, add_token_arguments, resolve_token, shape_arg
+from .common import add_model_arguments, add_token_arguments, named_as_options, resolve_token, shape_arg
 
 
 def port_arg(text: str) -> int:
@@ -20,11 +20,26 @@ def port_arg(text: str) -> int:
     return port
 
 
-def add_arguments(parser) -> None:
-    from ..remote.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES
-    from ..remote.server import (DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_PER_CLIENT, DEFAULT_QUEUE_TIMEOUT,
-                                 DEFAULT_REQUEST_TIMEOUT)
+_LIMITS = (  # ServerLimits' fields as options: (field, type, help)
+    ("max_request_bytes", int, "largest request body accepted"),
+    ("max_batch", int, "most images per request"),
+    ("max_concurrent", int, "label requests decoded and run at once; others wait"),
+    ("max_per_client", int, "of those, how many one client address may hold; its others wait"),
+    ("request_timeout", float, "seconds for a request's headers, then its body; slower ones get 408"),
+    ("queue_timeout", float, "seconds a request waits for a turn before 503"),
+    ("max_connections", int, "open connections in all; more get 503 at accept"),
+    ("max_connections_per_client", int, "open connections from one address; more get 429 at accept"),
+    ("max_body_bytes_in_flight", int, "bytes of request bodies read or decoded at once; a body that would "
+                                      "pass it gets 503"),
+)
+_OPTIONS = {"host": "--host", "port": "--port", "token": "--token", "input_shape": "--input-shape",
+            **{name: "--" + name.replace("_", "-") for name, _, _ in _LIMITS}}
 
+
+def add_arguments(parser) -> None:
+    from ..remote.config import ServerLimits
+
+    defaults = ServerLimits()
     add_model_arguments(parser, onnx=True)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; use a token when exposing it)")
@@ -33,32 +48,23 @@ def add_arguments(parser) -> None:
                         help="shape of one image, e.g. 3,32,32 (recommended: validates requests "
                              "and lets /v1/health report num_classes)")
     add_token_arguments(parser, "that every request must send ('Authorization: Bearer <token>')")
-    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-                        help=f"largest request body accepted (default {DEFAULT_MAX_REQUEST_BYTES})")
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
-                        help=f"most images per request (default {DEFAULT_MAX_BATCH})")
-    parser.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT,
-                        help=f"label requests decoded and run at once; others wait (default {DEFAULT_MAX_CONCURRENT})")
-    parser.add_argument("--max-per-client", type=int, default=DEFAULT_MAX_PER_CLIENT,
-                        help=f"requests one client address may have in flight; more get 429 "
-                             f"(default {DEFAULT_MAX_PER_CLIENT})")
-    parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT,
-                        help=f"seconds for a request's headers, then its body; slower ones get 408 "
-                             f"(default {DEFAULT_REQUEST_TIMEOUT:g})")
-    parser.add_argument("--queue-timeout", type=float, default=DEFAULT_QUEUE_TIMEOUT,
-                        help=f"seconds a request waits for a turn before 503 (default {DEFAULT_QUEUE_TIMEOUT:g})")
+    for name, kind, text in _LIMITS:
+        default = getattr(defaults, name)
+        shown = f"{default:g}" if kind is float else str(default)
+        parser.add_argument(_OPTIONS[name], type=kind, default=default, help=f"{text} (default {shown})")
 
 
 def run(args) -> int:
     from ..io import load_suspect
-    from ..remote import serve
+    from ..remote import ServeConfig, ServerLimits, start_server
 
     token = resolve_token(args)
-    model = load_suspect(args.model, args.weights)
-    server = serve(model, host=args.host, port=args.port, token=token, max_request_bytes=args.max_request_bytes,
-                   max_batch=args.max_batch, input_shape=args.input_shape, max_concurrent=args.max_concurrent,
-                   max_per_client=args.max_per_client, request_timeout=args.request_timeout,
-                   queue_timeout=args.queue_timeout)
+    with named_as_options(_OPTIONS):
+        limits = ServerLimits(**{name: getattr(args, name) for name, _, _ in _LIMITS})
+        config = ServeConfig(host=args.host, port=args.port, token=token, input_shape=args.input_shape,
+                             limits=limits)
+        model = load_suspect(args.model, args.weights)
+        server = start_server(model, config)
     if token is None and not _is_loopback(server.host):
         print(f"ipguard serve: warning: listening on {server.host} without a token; anyone who can reach it "
               "can query the model", file=sys.stderr)

@@ -97,8 +97,7 @@ def _verify_model(args, fingerprints, isolation):
 
 
 def _verify_endpoint(args, fingerprints):
-    from .._validate import ArgumentError
-    from ..remote import verify_remote
+    from ..remote import RemoteVerifyConfig, run_remote_verification
 
     token = resolve_token(args)
 
@@ -106,12 +105,15 @@ def _verify_endpoint(args, fingerprints):
         if not args.json:
             print(f"\rqueried {done}/{total} batches", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    try:
-        return verify_remote(args.endpoint, fingerprints, batch_size=args.batch_size, token=token,
-                             progress_file=args.progress, key_file=args.progress_key, threshold=args.threshold,
-                             timeout=ENDPOINT_TIMEOUT if args.timeout is None else args.timeout,
-                             retries=args.retries, deadline=args.deadline, on_batch=report)
-    except ArgumentError as exc:
-        if exc.argument == "key_file":
-            raise exc.renamed("--progress-key") from None
-        raise
+    with named_as_options(_OPTIONS):
+        config = RemoteVerifyConfig(batch_size=args.batch_size,
+                                    timeout=ENDPOINT_TIMEOUT if args.timeout is None else args.timeout,
+                                    retries=args.retries,
+                                    deadline=args.deadline)
+        return run_remote_verification(args.endpoint, fingerprints, config, token=token,
+                                       progress_file=args.progress, key_file=args.progress_key,
+                                       threshold=args.threshold, on_batch=report)
+
+
+_OPTIONS = {"url": "--endpoint", "token": "--token", "key_file": "--progress-key", "batch_size": "--batch-size",
+            "timeout": "--timeout", "retries": "--retries", "deadline": "--deadline", "threshold": "--threshold"}

@@ -7,23 +7,32 @@ behind an API can be checked. ``serve`` (server side) exposes a model as
 * ``GET /v1/health``: ``{"status": "ok", "num_classes": C, "input_shape": [...], ...}``
 
 and ``RemoteLabelModel`` / ``verify_remote`` (client side) query it, with retries and a
-resumable progress file. See docs/http_api.md and :mod:`ipguard_fast.remote.protocol`.
+resumable progress file. Their settings are checked dataclasses (config.py): ``ServeConfig``
+and ``ServerLimits`` for ``start_server``, ``RemoteVerifyConfig`` for
+``run_remote_verification``. See docs/http_api.md and :mod:`ipguard_fast.remote.protocol`.
 Functions and classes only: the command line is in ipguard_fast.cli (serve, verify --endpoint).
 """
 
 from .client import RemoteError, RemoteLabelModel
+from .config import RemoteVerifyConfig, RetryPolicy, ServeConfig, ServerLimits
 from .progress import ProgressFileError, fingerprints_digest
 from .protocol import ProtocolError
-from .server import RunningServer, serve
-from .verification import verify_remote
+from .server import RunningServer, serve, start_server
+from .verification import run_remote_verification, verify_remote
 
 __all__ = [
     "ProgressFileError",
     "ProtocolError",
     "RemoteError",
     "RemoteLabelModel",
+    "RemoteVerifyConfig",
+    "RetryPolicy",
     "RunningServer",
+    "ServeConfig",
+    "ServerLimits",
     "fingerprints_digest",
+    "run_remote_verification",
     "serve",
+    "start_server",
     "verify_remote",
 ]

@@ -1,20 +1,62 @@
-"""What an HTTP error answer tells the client: when to retry, and one line saying what went wrong.
+"""What an HTTP answer tells the client: its body (decompressed, bounded), when to retry, and
+one line saying what went wrong.
 
-The server's errors are JSON (``{"error": code, "message": ...}``), but a proxy or the
-HTTP layer in front of it may answer plain text or HTML: each is read bounded and
-reduced to one line. Kept apart from client.py, which decides what to send and retry.
+The client asks for ``Accept-Encoding: identity``, but a server or proxy may compress
+anyway: gzip and deflate bodies are decompressed, never past the answer's size bound (a
+small compressed body can expand without limit). The server's errors are JSON
+(``{"error": code, "message": ...}``), but a proxy or the HTTP layer in front of it may
+answer plain text or HTML: each is read bounded and reduced to one line. Kept apart from
+client.py, which decides what to send and retry.
 """
 from __future__ import annotations
 
 import email.utils
 import json
 import math
+import zlib
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["error_detail", "http_error_message", "retry_after"]
+__all__ = ["AnswerError", "decoded_body", "error_detail", "http_error_message", "retry_after"]
 
 _MAX_ERROR_BODY = 64 * 1024
+
+
+class AnswerError(ValueError):
+    """An answer's body cannot be read: an unknown encoding, broken compression, or too large."""
+
+
+def decoded_body(headers: Any, raw: bytes, limit: int) -> bytes:
+    """``raw`` as the server meant it: decompressed when Content-Encoding says gzip or deflate,
+    never more than ``limit`` bytes (AnswerError beyond)."""
+    if len(raw) > limit:
+        raise AnswerError(f"larger than {limit} bytes")
+    coding = (headers.get("Content-Encoding") or "identity").strip().lower() if headers is not None else "identity"
+    if coding == "identity":
+        return raw
+    if coding in ("gzip", "x-gzip"):
+        return _inflate(raw, limit, 16 + zlib.MAX_WBITS, coding)
+    if coding == "deflate":  # zlib-wrapped as the standard says; raw deflate as some servers send
+        try:
+            return _inflate(raw, limit, zlib.MAX_WBITS, coding)
+        except AnswerError as exc:
+            if "larger than" in str(exc):
+                raise
+            return _inflate(raw, limit, -zlib.MAX_WBITS, coding)
+    raise AnswerError(f"it is sent with Content-Encoding {coding[:40]!r}, which this client does not decode")
+
+
+def _inflate(raw: bytes, limit: int, wbits: int, coding: str) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise AnswerError(f"its {coding} compression is broken: {exc}") from None
+    if len(out) > limit:
+        raise AnswerError(f"larger than {limit} bytes once decompressed")
+    if not inflater.eof:
+        raise AnswerError(f"its {coding} compression ends early")
+    return out
 
 
 def retry_after(headers: Any) -> float | None:

@@ -1,38 +1,41 @@
-"""The label API as an ASGI application: routing, auth, request deadlines, fairness, answers.
+"""The label API as an ASGI application: routing, auth, request deadlines, admission, answers.
 
 uvicorn (server.py) does the HTTP itself: strict framing and header parsing with h11
-(conflicting or malformed Content-Length refused), keep-alive, the socket. This app
-owns what the API promises on top:
+(conflicting or malformed Content-Length refused), keep-alive, the socket; each
+connection's guard (connections.py) admits it and bounds its headers' time. This app owns
+what the API promises on top:
 
 - every answer is JSON (``{"error": code, "message": ...}`` for 4xx/5xx), never a traceback;
+- a body is read only after its Content-Length is checked against the size limit and
+  reserved from the bytes-in-flight budget (503 with Retry-After when it would not fit);
 - a request's body must arrive within ``request_timeout`` seconds of its headers, or it
-  gets 408 and its connection is closed: a slow sender holds no slot for long;
-- a body is read only after its Content-Length is checked against the size limit;
-- each client address has at most ``max_per_client`` requests in flight (429 beyond);
-- at most ``max_concurrent`` requests decode and run at once; the others wait up to
-  ``queue_timeout`` seconds for a turn (503 with Retry-After after that), so a burst of
-  honest clients is queued instead of refused;
-- the model runs in a worker thread, one batch at a time (LabelService), so the event
-  loop keeps reading other requests meanwhile.
+  gets 408 and its connection is closed: a slow sender holds no turn for long;
+- decoding and the model run in worker threads, at most ``max_concurrent`` at once and
+  ``max_per_client`` for one address (admission.Turns); the others wait in line up to
+  ``queue_timeout`` seconds (503 with Retry-After after that), so a burst of honest
+  clients is queued instead of refused. Decoding goes in short steps (decoding.py), so
+  the event loop -- health answers included -- is never held for long.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
-import logging
 import time
 from typing import Any
 
-from .protocol import HEALTH_PATH, LABELS_PATH, ProtocolError, decode_images, dumps, encode_error, encode_labels
+from .admission import BodyBudget, Busy, Turns
+from .buffers import joined
+from .config import ServerLimits
+from .decoding import parse_labels_request
+from .logs import RateLimitedLog
+from .protocol import HEALTH_PATH, LABELS_PATH, ProtocolError, dumps, encode_error, encode_labels
 from .service import LabelService
 
 __all__ = ["HttpError", "LabelApp"]
 
-logger = logging.getLogger("ipguard_fast.remote")
-
 _ROUTES = {HEALTH_PATH: "GET", LABELS_PATH: "POST"}
 _KNOWN_METHODS = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
+_RETRY = {"Retry-After": "1"}
 
 
 class HttpError(Exception):
@@ -44,15 +47,11 @@ class HttpError(Exception):
 
 
 class LabelApp:
-    def __init__(self, service: LabelService, *, max_concurrent: int, max_per_client: int,
-                 request_timeout: float, queue_timeout: float) -> None:
-        self.service = service
-        self.request_timeout, self.queue_timeout = request_timeout, queue_timeout
-        self.max_per_client = max_per_client
-        self.turns: asyncio.Semaphore | None = None  # made on the server's loop
-        self.max_concurrent = max_concurrent
-        self.in_flight: dict[str, int] = {}
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_concurrent, thread_name_prefix="ipguard-model")
+    def __init__(self, service: LabelService, limits: ServerLimits, log: RateLimitedLog) -> None:
+        self.service, self.limits, self.log = service, limits, log
+        self.turns = Turns(limits.max_concurrent, limits.max_per_client, limits.queue_timeout)
+        self.budget = BodyBudget(limits.max_body_bytes_in_flight)
+        self.executor = concurrent.futures.ThreadPoolExecutor(limits.max_concurrent, thread_name_prefix="ipguard-model")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -65,14 +64,17 @@ class LabelApp:
             await self._route(scope, receive, send, started)
         except HttpError as error:
             # 501 answers a method the API does not have: the client's mistake, not a failure here.
-            failure = error.status >= 500 and error.status != 501
-            self.service.count(**{"server_errors" if failure else "client_errors": 1})
+            refused = "Retry-After" in error.headers
+            kind = "refused" if refused else "server_errors" if error.status >= 500 and error.status != 501 \
+                else "client_errors"
+            self.service.count(**{kind: 1})
             headers = dict(error.headers)
             if error.close:
                 headers["Connection"] = "close"
             await _send_json(send, error.status, encode_error(error.status, error.message), headers)
         except Exception:  # never a traceback to the client
-            logger.exception("internal error answering %s %s", scope.get("method"), scope.get("path"))
+            self.log.warning("internal", "internal error answering %s %s", scope.get("method"), scope.get("path"),
+                             exc_info=True)
             self.service.count(server_errors=1)
             await _send_json(send, 500, encode_error(500, "internal server error"))
 
@@ -80,7 +82,6 @@ class LabelApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.turns = asyncio.Semaphore(self.max_concurrent)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.executor.shutdown(wait=False, cancel_futures=True)
@@ -102,42 +103,28 @@ class LabelApp:
         if path == HEALTH_PATH:
             await _send_json(send, 200, self.service.health())
             return
-        client = (scope.get("client") or ("unknown", 0))[0]
-        if self.in_flight.get(client, 0) >= self.max_per_client:
-            raise HttpError(429, f"this client already has {self.max_per_client} requests in flight",
-                            {"Retry-After": "1"})
-        self.in_flight[client] = self.in_flight.get(client, 0) + 1
-        try:
-            await self._labels(headers, receive, send, started)
-        finally:
-            self.in_flight[client] -= 1
-            if not self.in_flight[client]:
-                del self.in_flight[client]
+        client = str((scope.get("client") or ("unknown", 0))[0])
+        await self._labels(headers, receive, send, started, client)
 
-    async def _labels(self, headers: dict[str, str], receive, send, started: float) -> None:
+    async def _labels(self, headers: dict[str, str], receive, send, started: float, client: str) -> None:
         self.service.count(labels_requests=1)
         length = self._content_length(headers)
-        body = await self._read_body(receive, length, started + self.request_timeout)
-        await self._wait_for_turn()
+        if not self.budget.reserve(length):
+            self.log.warning("budget", "refused request bodies over max_body_bytes_in_flight=%d",
+                             self.budget.limit)
+            raise HttpError(503, f"the server is reading {self.budget.used} bytes of other requests, its limit "
+                                 "for bodies in flight; retry later", _RETRY, close=True)
         try:
-            images = self._decode(body)
-            labels = await self._predict(images)
+            body = await self._read_body(receive, length, started + self.limits.request_timeout)
+            try:
+                async with self.turns.turn(client):
+                    labels, count = await asyncio.get_running_loop().run_in_executor(self.executor, self._run, body)
+            except Busy:
+                raise HttpError(503, "server busy, retry later", _RETRY) from None
         finally:
-            self.turns.release()
-        self.service.count(labels_ok=1, images=int(images.shape[0]))
+            self.budget.release(length)
+        self.service.count(labels_ok=1, images=count)
         await _send_json(send, 200, encode_labels(labels))
-
-    async def _wait_for_turn(self) -> None:
-        busy = HttpError(503, "server busy, retry later", {"Retry-After": "1"})
-        if self.queue_timeout <= 0:
-            if self.turns.locked():
-                raise busy
-            await self.turns.acquire()
-            return
-        try:
-            await asyncio.wait_for(self.turns.acquire(), timeout=self.queue_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise busy from None
 
     def _content_length(self, headers: dict[str, str]) -> int:
         # h11 has already refused malformed and conflicting Content-Length headers.
@@ -151,7 +138,8 @@ class LabelApp:
                                  f"{self.service.max_request_bytes}", close=True)
         return length
 
-    async def _read_body(self, receive, length: int, deadline: float) -> bytes:
+    async def _read_body(self, receive, length: int, deadline: float) -> list[bytes]:
+        """The body's chunks as they came: joined by the worker, never copied on the event loop."""
         chunks, received = [], 0
         while True:
             remaining = deadline - time.monotonic()
@@ -160,8 +148,8 @@ class LabelApp:
                     raise TimeoutError
                 message = await asyncio.wait_for(receive(), timeout=remaining)
             except (asyncio.TimeoutError, TimeoutError):
-                raise HttpError(408, f"timed out reading the request body ({received} of {length} bytes received "
-                                     f"in {self.request_timeout:g} s)", close=True) from None
+                raise HttpError(408, f"timed out reading the request body ({received} of {length} bytes "
+                                     f"received in {self.limits.request_timeout:g} s)", close=True) from None
             if message["type"] == "http.disconnect":
                 raise HttpError(400, f"the client went away after {received} of {length} bytes", close=True)
             chunk = message.get("body", b"")
@@ -173,26 +161,21 @@ class LabelApp:
                 break
         if received != length:
             raise HttpError(400, f"request body ended after {received} of {length} bytes", close=True)
-        return b"".join(chunks)
+        return chunks
 
-    def _decode(self, body: bytes):
+    def _run(self, chunks: list[bytes]):
+        """In a worker thread: the body to images (in short steps), then the model's labels."""
+        service = self.service
         try:
-            payload = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-            raise HttpError(400, f"request body is not valid JSON: {reason}") from None
-        try:
-            return decode_images(payload, input_shape=self.service.input_shape, max_batch=self.service.max_batch)
+            images = parse_labels_request(joined(chunks), input_shape=service.input_shape,
+                                          max_batch=service.max_batch)
         except ProtocolError as exc:
             raise HttpError(exc.status, str(exc)) from None
-
-    async def _predict(self, images):
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.executor, self.service.predict, images)
+            return service.predict(images), int(images.shape[0])
         except Exception:
-            logger.exception("model failed on a batch of shape %s", list(images.shape))
-            if self.service.input_shape is None:
+            self.log.warning("model", "the model failed on a batch of shape %s", list(images.shape), exc_info=True)
+            if service.input_shape is None:
                 # No declared shape: most likely the client sent a shape the model cannot take.
                 raise HttpError(400, f"the model could not process images of shape {list(images.shape)}") from None
             raise HttpError(500, "the model failed on this batch") from None

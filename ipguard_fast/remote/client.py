@@ -2,23 +2,29 @@
 
 :class:`RemoteLabelModel` is a callable from images to int64 labels, usable wherever a
 suspect is (``verdicts.matching_rate(RemoteLabelModel(url), fingerprints)``), with a
-deadline for every request, retries and backoff. The HTTP itself is httpx (the
-``remote`` extra), run by transport.py under one hard deadline per exchange; this
-module decides what to send, what to retry and what an answer means. verification.py
-verifies through it, resumably. The wire format is in :mod:`ipguard_fast.remote.protocol`.
+deadline for every request, retries with jittered backoff that honour the server's
+``Retry-After`` (config.RetryPolicy), answers decompressed when a server compresses them
+anyway (answers.py), and the endpoint's credentials kept out of every message
+(credentials.py). The HTTP itself is httpx (the ``remote`` extra), run by transport.py
+under one hard deadline per exchange; this module decides what to send, what to retry
+and what an answer means. verification.py verifies through it, resumably. The wire
+format is in :mod:`ipguard_fast.remote.protocol`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import torch
 
-from .._validate import ArgumentError, finite_number, non_negative_int, positive_int
+from .._validate import ArgumentError, finite_number, positive_int
+from .answers import AnswerError, decoded_body, error_detail, http_error_message, retry_after
+from .config import RetryPolicy
+from .credentials import Endpoint
 from .protocol import (
     HEALTH_PATH,
     LABELS_PATH,
@@ -29,8 +35,7 @@ from .protocol import (
     encode_images,
     encoded_request_bytes,
 )
-from .answers import error_detail, http_error_message, retry_after
-from .transport import HttpTransport, TransportError
+from .transport import Exchange, HttpTransport, TransportError
 
 __all__ = ["RemoteError", "RemoteLabelModel"]
 
@@ -60,14 +65,18 @@ class RemoteLabelModel:
     Args:
         url: base URL of the server, e.g. ``http://127.0.0.1:8080`` (a path prefix such as
             ``https://host/models/resnet`` is kept: endpoints are ``url + "/v1/labels"``).
-        token: bearer token sent as ``Authorization: Bearer <token>``.
+            A ``user:password@`` in it is sent as HTTP basic auth when there is no ``token``
+            (for a proxy in front of the API) and never shown: ``.url``, ``repr`` and every
+            error message carry the URL without it.
+        token: bearer token sent as ``Authorization: Bearer <token>`` (never shown either).
         timeout: seconds one request may take in all -- connecting, sending, and the whole
             answer -- however slowly the server trickles bytes.
-        retries: extra attempts after a retryable failure (5xx, 429, connection refused/reset,
-            timeout): at most ``retries + 1`` attempts per request. Other 4xx are not retried.
-        backoff: first delay in seconds; attempt k (0-based) waits ``backoff * 2**k`` before
-            the next one, at most ``max_backoff``. A ``Retry-After`` header (seconds or an
-            HTTP date) replaces the computed delay, also capped at ``max_backoff``.
+        retries, backoff, max_backoff: the :class:`~ipguard_fast.remote.config.RetryPolicy`:
+            at most ``retries`` failures (5xx, 429, connection refused/reset, timeout) are
+            retried, waiting ``backoff * 2**k`` or the server's ``Retry-After`` (whichever is
+            longer), jittered, at most ``max_backoff``. Other 4xx are not retried. A busy
+            answer (429, or 503 with Retry-After) under a ``deadline`` is retried until the
+            deadline instead: the server asked to come back, it did not fail.
         num_classes: when given, labels outside ``[0, num_classes)`` raise RemoteError.
         max_batch, max_request_bytes: when given, a call with more images (or a bigger body)
             is split into several requests. :meth:`configure_from_health` sets them from the server.
@@ -77,10 +86,11 @@ class RemoteLabelModel:
     deadline (``time.monotonic()`` seconds) that no attempt, retry or backoff may pass:
     ``verify_remote`` bounds a whole run with it.
 
-    The first request starts the client's own event-loop thread (httpx runs on it, see
-    transport.py). ``close()`` (or ``with``) closes the connection pool and stops and joins
-    that thread; a later call starts a new one. A client collected without ``close()`` has
-    its thread stopped by a finaliser.
+    Requests ask for ``Accept-Encoding: identity``; a gzip or deflate answer is decompressed
+    all the same (bounded). The first request starts the client's own event-loop thread
+    (httpx runs on it, see transport.py). ``close()`` (or ``with``) closes the connection
+    pool and stops and joins that thread; a later call starts a new one. A client collected
+    without ``close()`` has its thread stopped by a finaliser.
 
     Calls raise :class:`RemoteError` for an unreachable server, an HTTP error, malformed JSON,
     a wrong label count, or labels that are not integers in range.
@@ -90,30 +100,24 @@ class RemoteLabelModel:
                  backoff: float = 0.5, *, max_backoff: float = 30.0, num_classes: int | None = None,
                  max_batch: int | None = None, max_request_bytes: int | None = None,
                  local_address: str | None = None) -> None:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ArgumentError("url", f"must be an http:// or https:// URL, got {url!r}")
-        if parts.query or parts.fragment:
-            raise ArgumentError("url", f"must be the server's base URL without query or fragment, got {url!r}")
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ArgumentError("token", "must be a non-empty string or None")
+        self.token = token.strip() if token is not None else None
+        self._endpoint = Endpoint(url, self.token)
+        self.url = self._endpoint.url
         for name, value in (("num_classes", num_classes), ("max_batch", max_batch),
                             ("max_request_bytes", max_request_bytes)):
             if value is not None:
                 positive_int(name, value)
-        if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise ArgumentError("token", "must be a non-empty string or None")
-
-        self.url = url.rstrip("/")
-        self.token = token.strip() if token is not None else None
         self.timeout = finite_number("timeout", timeout, positive=True)
-        self.retries = non_negative_int("retries", retries)
-        self.backoff = finite_number("backoff", backoff, minimum=0.0)
-        self.max_backoff = finite_number("max_backoff", max_backoff, minimum=0.0)
+        self.retry = RetryPolicy(retries, backoff, max_backoff)
         self.num_classes = num_classes
         self.max_batch = max_batch
         self.max_request_bytes = max_request_bytes
         self.requests_sent = 0  # HTTP attempts made, retries included
-        self._transport = HttpTransport(local_address)
+        self._transport = HttpTransport(local_address, tls=self.url.startswith("https:"))
         self._sleep: Callable[[float], None] = time.sleep  # replaceable in tests
+        self._random: Callable[[], float] = random.random  # the backoff's jitter; replaceable in tests
 
     def close(self) -> None:
         """Close the connection pool and stop the event-loop thread (a later call starts a new one)."""
@@ -157,11 +161,12 @@ class RemoteLabelModel:
     def health(self, deadline: float | None = None) -> dict[str, Any]:
         """``GET /v1/health``: a dict with ``status``, ``num_classes``, ``input_shape``, ``max_batch``,
         ``max_request_bytes`` (None for what the server does not report)."""
-        payload = self._request("GET", self.health_url, None, 1 << 20, deadline)
+        payload = self._request("GET", HEALTH_PATH, None, 1 << 20, deadline)
         try:
             return decode_health(payload)
         except ProtocolError as exc:
-            raise RemoteError(f"malformed answer from {self.health_url}: {exc}", url=self.health_url) from None
+            raise RemoteError(f"malformed answer from {self.health_url}: {self._endpoint.redact(str(exc))}",
+                              url=self.health_url) from None
 
     def configure_from_health(self, deadline: float | None = None) -> dict[str, Any]:
         """Ask the server for its limits and adopt those not set yet (so calls are split to fit); returns health."""
@@ -193,67 +198,92 @@ class RemoteLabelModel:
     def _labels(self, images: torch.Tensor, deadline: float | None) -> torch.Tensor:
         batch = images.shape[0]
         body = dumps(encode_images(images))
-        payload = self._request("POST", self.labels_url, body, max(1 << 20, 32 * batch + 4096), deadline)
+        payload = self._request("POST", LABELS_PATH, body, max(1 << 20, 32 * batch + 4096), deadline)
         try:
             return decode_labels(payload, batch, self.num_classes)
         except ProtocolError as exc:
-            raise RemoteError(f"malformed answer from {self.labels_url}: {exc}", url=self.labels_url) from None
+            raise RemoteError(f"malformed answer from {self.labels_url}: {self._endpoint.redact(str(exc))}",
+                              url=self.labels_url) from None
 
-    def _request(self, method: str, url: str, body: bytes | None, max_response: int,
+    def _request(self, method: str, path: str, body: bytes | None, max_response: int,
                  deadline: float | None = None) -> Any:
         """One API call with retries, none past the deadline; returns the parsed JSON of a 200 answer."""
-        headers = {"Accept": "application/json", "User-Agent": "ipguard-fast"}
+        shown = self.url + path
+        failures = attempts = 0
+        last = ""
+        while True:
+            seconds = self._time_left(deadline, shown, attempts, last)
+            self.requests_sent += 1
+            attempts += 1
+            try:
+                answer = self._transport.exchange(method, self._endpoint.url + path, body, self._headers(body),
+                                                  max_response, seconds)
+            except TransportError as exc:
+                last = self._endpoint.redact(exc.reason)
+                if exc.permanent or failures >= self.retry.retries:
+                    raise RemoteError(f"cannot reach {shown}: {last} (after {_plural(attempts, 'attempt')})",
+                                      url=shown) from None
+                failures = self._pause(failures, None, deadline)
+                continue
+            if answer.status == 200:
+                return self._parsed(answer, shown, max_response)
+            advised = retry_after(answer.headers)
+            busy = answer.status == 429 or (answer.status == 503 and advised is not None)
+            last = f"HTTP {answer.status}"
+            if answer.status in _RETRY_STATUSES and (failures < self.retry.retries or (busy and deadline is not None)):
+                failures = self._pause(failures, advised, deadline)
+                continue
+            detail = self._endpoint.redact(error_detail(self._body(answer, max_response)))
+            raise RemoteError(http_error_message(method, shown, answer.status, detail, answer.headers, attempts),
+                              status=answer.status, url=shown)
+
+    def _headers(self, body: bytes | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "ipguard-fast"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        if self.token is not None:
-            headers["Authorization"] = f"Bearer {self.token}"
-        attempts = self.retries + 1
-        for attempt in range(attempts):
-            seconds = self._time_left(deadline, url, attempt)
-            self.requests_sent += 1
-            last = attempt == attempts - 1
-            try:
-                answer = self._transport.exchange(method, url, body, headers, max_response, seconds)
-            except TransportError as exc:
-                if exc.permanent or last:
-                    raise RemoteError(f"cannot reach {url}: {exc.reason} (after {attempt + 1} attempt"
-                                      f"{'s' if attempt else ''})", url=url) from None
-                self._pause(self._delay(attempt, None), deadline)
-                continue
-            status = answer.status
-            if status != 200:
-                if status in _RETRY_STATUSES and not last:
-                    self._pause(self._delay(attempt, retry_after(answer.headers)), deadline)
-                    continue
-                raise RemoteError(http_error_message(method, url, status, error_detail(answer.body),
-                                                     answer.headers, attempt + 1), status=status, url=url)
-            if len(answer.body) > max_response:
-                raise RemoteError(f"answer from {url} is larger than {max_response} bytes", status=status, url=url)
-            try:
-                return json.loads(answer.body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-                raise RemoteError(f"malformed JSON from {url}: {reason}: {answer.body[:100]!r}", status=status,
-                                  url=url) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        if self._endpoint.authorization is not None:
+            headers["Authorization"] = self._endpoint.authorization
+        return headers
 
-    def _time_left(self, deadline: float | None, url: str, attempt: int) -> float:
+    def _body(self, answer: Exchange, max_response: int) -> bytes:
+        """An error answer's body, decompressed when that works (it is only shown)."""
+        try:
+            return decoded_body(answer.headers, answer.body, max_response)
+        except AnswerError:
+            return answer.body
+
+    def _parsed(self, answer: Exchange, url: str, max_response: int) -> Any:
+        """The JSON of a 200 answer."""
+        try:
+            raw = decoded_body(answer.headers, answer.body, max_response)
+        except AnswerError as exc:
+            raise RemoteError(f"answer from {url} cannot be read: {exc}", status=200, url=url) from None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            shown = self._endpoint.redact(repr(raw[:100]))
+            raise RemoteError(f"malformed JSON from {url}: {reason}: {shown}", status=200, url=url) from None
+
+    def _time_left(self, deadline: float | None, url: str, attempts: int, last: str) -> float:
         """Seconds the next attempt may take: the per-request timeout, cut by the deadline."""
         if deadline is None:
             return self.timeout
         left = deadline - time.monotonic()
         if left <= 0:
-            raise RemoteError(f"deadline passed before {url} answered (after {attempt} attempt"
-                              f"{'' if attempt == 1 else 's'})", url=url)
+            ended = f"; the last: {last}" if last else ""
+            raise RemoteError(f"deadline passed before {url} answered (after {_plural(attempts, 'attempt')}{ended})",
+                              url=url)
         return min(self.timeout, left)
 
-    def _pause(self, seconds: float, deadline: float | None) -> None:
-        """Wait before a retry, never past the deadline."""
+    def _pause(self, failures: int, advised: float | None, deadline: float | None) -> int:
+        """Wait before a retry (jittered backoff or Retry-After), never past the deadline; the failures so far."""
+        seconds = self.retry.delay(failures, advised, self._random())
         if deadline is not None:
             seconds = min(seconds, max(0.0, deadline - time.monotonic()))
         self._sleep(seconds)
+        return failures + 1
 
-    def _delay(self, attempt: int, advised: float | None) -> float:
-        """The wait before the next attempt: the server's Retry-After when it sent one, else the backoff."""
-        delay = advised if advised is not None else self.backoff * (2 ** attempt)
-        return max(0.0, min(delay, self.max_backoff))
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"

@@ -32,6 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .buffers import WINDOW, b64decode_in_steps
+
 __all__ = [
     "API_VERSION",
     "DEFAULT_MAX_BATCH",
@@ -42,6 +44,7 @@ __all__ = [
     "LABELS_PATH",
     "MAX_RANK",
     "ProtocolError",
+    "decode_base64",
     "decode_health",
     "decode_images",
     "decode_labels",
@@ -156,7 +159,7 @@ def decode_images(payload: Any, *, input_shape: Sequence[int] | None = None,
         )
 
     data = payload["data"]
-    if not isinstance(data, str):
+    if not isinstance(data, (str, memoryview)):  # a memoryview: the raw text of a long string (decoding.py)
         raise ProtocolError("'data' must be a base64 string")
     numel = math.prod(shape)
     expected_chars = 4 * math.ceil(numel * 4 / 3)
@@ -164,18 +167,22 @@ def decode_images(payload: Any, *, input_shape: Sequence[int] | None = None,
         raise ProtocolError(
             f"'data' has {len(data)} base64 characters; shape {shape} of float32 needs {expected_chars}"
         )
-    try:
-        raw = base64.b64decode(data.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise ProtocolError(f"'data' is not valid base64: {exc}") from None
-    if len(raw) != numel * 4:
-        raise ProtocolError(f"'data' decodes to {len(raw)} bytes; shape {shape} of float32 needs {numel * 4}")
-
-    array = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)  # astype copies: writable
+    raw = decode_base64(data, numel * 4)
+    # A writable buffer, so the tensor needs no copy (float32 is little-endian on every platform torch runs).
+    array = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False).reshape(shape)
     images = torch.from_numpy(array)
     if not torch.isfinite(images).all():
         raise ProtocolError("images contain NaN or infinite pixels")
     return images
+
+
+def decode_base64(data: str | memoryview, size: int, window: int = WINDOW):
+    """``data``, standard base64 (with padding) of ``size`` bytes, decoded a window at a time
+    (buffers.py); ProtocolError for anything else."""
+    try:
+        return b64decode_in_steps(data.encode("ascii") if isinstance(data, str) else data, size, window)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise ProtocolError(f"'data' is not valid base64: {exc}") from None
 
 
 # ---------------------------------------------------------------------- labels (response)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hmac
 import threading
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .._validate import ArgumentError
 from ..modules import device_and_dtype, eval_mode, static_batch_size
 from ..verdicts import as_label_fn
+from .config import ServeConfig
 from .protocol import encode_health
 
 __all__ = ["LabelService", "probe_num_classes"]
@@ -26,21 +28,22 @@ class LabelService:
     """What the API means, shared by every request: labels only, one batch at a time through
     the model, a bearer token compared in constant time, the counters."""
 
-    def __init__(self, model: Any, *, token: str | None, max_request_bytes: int, max_batch: int,
-                 input_shape: Sequence[int] | None, num_classes: int | None) -> None:
+    def __init__(self, model: Any, config: ServeConfig) -> None:
         if isinstance(model, torch.export.ExportedProgram):
             model = model.module()
+        num_classes, input_shape = config.num_classes, config.input_shape
         if num_classes is None and input_shape is not None:
             num_classes = probe_num_classes(model, tuple(input_shape))
         self.label_fn = as_label_fn(model, num_classes=num_classes)
-        self.token = token.encode("utf-8") if token is not None else None
-        self.max_request_bytes = max_request_bytes
-        self.max_batch = max_batch
+        self.token = config.token.encode("utf-8") if config.token is not None else None
+        self.max_request_bytes = config.limits.max_request_bytes
+        self.max_batch = config.limits.max_batch
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.num_classes = num_classes
         self.model_lock = threading.Lock()
         self._stats_lock = threading.Lock()
-        self._stats = {"labels_requests": 0, "labels_ok": 0, "images": 0, "client_errors": 0, "server_errors": 0}
+        self._stats = {"labels_requests": 0, "labels_ok": 0, "images": 0, "client_errors": 0, "server_errors": 0,
+                       "refused": 0}
 
     def count(self, **increments: int) -> None:
         with self._stats_lock:
@@ -91,8 +94,8 @@ def probe_num_classes(model: Any, input_shape: tuple[int, ...]) -> int | None:
         except Exception as exc:  # try the next batch size
             error = exc
     else:
-        raise ValueError(f"input_shape: the model fails on a batch of zeros of shape "
-                         f"[B, {', '.join(map(str, input_shape))}]: {error}") from error
+        raise ArgumentError("input_shape", f"the model fails on a batch of zeros of shape "
+                            f"[B, {', '.join(map(str, input_shape))}]: {str(error)[:300]}") from error
     if not isinstance(out, torch.Tensor):
         out = torch.as_tensor(np.asarray(out))
     if out.dim() == 2 and out.is_floating_point():

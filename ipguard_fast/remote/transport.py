@@ -53,9 +53,9 @@ class HttpTransport:
     collected without being closed has its thread stopped by a finaliser.
     """
 
-    def __init__(self, local_address: str | None = None) -> None:
+    def __init__(self, local_address: str | None = None, tls: bool = True) -> None:
         self.httpx = require("httpx", "remote", "the HTTP client")
-        self.local_address = local_address
+        self.local_address, self.tls = local_address, tls
         self._lock = threading.Lock()
         self._session: _Session | None = None
         self._finalizer: weakref.finalize | None = None
@@ -88,7 +88,10 @@ class HttpTransport:
     def _started(self) -> "_Session":
         with self._lock:
             if self._session is None:
-                transport = self.httpx.AsyncHTTPTransport(local_address=self.local_address, retries=0)
+                # Loading the CA bundle costs ~30 ms a client: only an https endpoint gets it. A plain
+                # endpoint (redirects are never followed) gets a context that trusts nothing instead.
+                verify = True if self.tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                transport = self.httpx.AsyncHTTPTransport(local_address=self.local_address, retries=0, verify=verify)
                 # timeout=None: the exchange's own deadline bounds everything. Redirects are never
                 # followed: a POST would become a GET, and the token would go to another host.
                 client = self.httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)

@@ -1,4 +1,8 @@
-"""verify_remote: IPGuard verification of a model reachable only through the label-only HTTP API."""
+"""verify_remote: IPGuard verification of a model reachable only through the label-only HTTP API.
+
+``run_remote_verification(url, fingerprints, RemoteVerifyConfig(...))`` does the work;
+``verify_remote(url, fingerprints, batch_size=..., ...)`` is its keyword front end.
+"""
 from __future__ import annotations
 
 import math
@@ -8,45 +12,58 @@ from typing import Any, Callable
 
 import torch
 
-from .._validate import ArgumentError, finite_number, positive_int
+from .._validate import ArgumentError
 from ..fingerprints import FingerprintSet
 from ..verdicts import Verdict, resolve_threshold, verify
 from .client import RemoteError, RemoteLabelModel
+from .config import RemoteVerifyConfig
 from .progress import ProgressFile
 
-__all__ = ["verify_remote"]
+__all__ = ["run_remote_verification", "verify_remote"]
+
+_DEFAULTS = RemoteVerifyConfig()
 
 
-def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, batch_size: int = 64,
-                  token: str | None = None, progress_file: str | os.PathLike[str] | None = None,
+def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *,
+                  batch_size: int = _DEFAULTS.batch_size, token: str | None = None,
+                  progress_file: str | os.PathLike[str] | None = None,
                   key_file: str | os.PathLike[str] | None = None, threshold: float | None = None,
-                  timeout: float = 30.0, retries: int = 5, backoff: float = 0.5, deadline: float | None = None,
+                  timeout: float = _DEFAULTS.timeout, retries: int = _DEFAULTS.retries,
+                  backoff: float = _DEFAULTS.backoff, deadline: float | None = None,
                   on_batch: Callable[[int, int, int], None] | None = None) -> Verdict:
     """Verify the model behind ``url`` against ``fingerprints`` over the label-only HTTP API.
 
-    A keyword front end: it checks the arguments, makes the client (unless given one)
-    and the progress file, and runs the batches.
+    A keyword front end over :class:`~ipguard_fast.remote.config.RemoteVerifyConfig`
+    (``batch_size``, ``timeout``, ``retries``, ``backoff``, ``deadline``, documented there);
+    the rest is passed to :func:`run_remote_verification`, which documents it. The verdict
+    equals ``verdicts.verify(model, fingerprints, threshold)`` for the served model.
+    """
+    config = RemoteVerifyConfig(batch_size=batch_size, timeout=timeout, retries=retries, backoff=backoff,
+                                deadline=deadline)
+    return run_remote_verification(url, fingerprints, config, token=token, progress_file=progress_file,
+                                   key_file=key_file, threshold=threshold, on_batch=on_batch)
 
-    The fingerprints are sent in batches of ``batch_size`` (batch b holds fingerprints
-    ``[b * batch_size, (b + 1) * batch_size)``). The verdict equals
-    ``verdicts.verify(model, fingerprints, threshold)`` for the served model.
+
+def run_remote_verification(url: str | RemoteLabelModel, fingerprints: FingerprintSet,
+                            config: RemoteVerifyConfig = _DEFAULTS, *, token: str | None = None,
+                            progress_file: str | os.PathLike[str] | None = None,
+                            key_file: str | os.PathLike[str] | None = None, threshold: float | None = None,
+                            on_batch: Callable[[int, int, int], None] | None = None) -> Verdict:
+    """Verify the model behind ``url`` as ``config`` says; the fingerprints go in batches of
+    ``config.batch_size`` (batch b holds fingerprints ``[b * batch_size, (b + 1) * batch_size)``).
 
     Args:
-        url: the server's base URL, or a configured :class:`RemoteLabelModel` (then ``token``,
-            ``timeout``, ``retries`` and ``backoff`` are ignored).
-        fingerprints: the owner's fingerprint set.
-        batch_size: fingerprints per batch (and per progress entry). Requests are split
-            further when the server's ``/v1/health`` advertises smaller limits.
-        token, timeout, retries, backoff: see :class:`RemoteLabelModel` (timeout bounds each
-            request as a whole).
-        deadline: seconds the whole run may take, retries and backoff included (None: no
-            bound beyond the per-request timeout and the retries). A run cut by it raises
-            RemoteError with the answered batches saved in ``progress_file``.
+        url: the server's base URL, or a configured :class:`RemoteLabelModel` (then ``token``
+            and the config's ``timeout``, ``retries`` and ``backoff`` are ignored). Requests
+            are split further when the server's ``/v1/health`` advertises smaller limits.
+        token: the bearer token (see :class:`RemoteLabelModel`).
         progress_file: JSON file recording every answered batch, rewritten atomically after
             each one. When it exists, its batches are reused and only the missing ones are
-            queried. It is tied to the fingerprints (content hash) and ``batch_size``: a file
-            for other fingerprints or another batch size raises :class:`ProgressFileError`.
-            Kept when the run completes (a rerun then queries nothing).
+            queried. It is tied to the fingerprints (content hash), the batch size and the
+            endpoint; a file for another run, or one that is not a regular file (a FIFO, a
+            device), raises :class:`ProgressFileError` before any request. Kept when the run
+            completes (a rerun then queries nothing). A run cut by the deadline raises
+            RemoteError with the answered batches saved here.
         key_file: the file holding the secret key that authenticates ``progress_file``
             (see :mod:`ipguard_fast.remote.keystore`). None: ``$IPGUARD_FAST_PROGRESS_KEY``,
             else ``~/.config/ipguard_fast/progress.key`` (``$XDG_CONFIG_HOME`` respected),
@@ -64,23 +81,24 @@ def verify_remote(url: str | RemoteLabelModel, fingerprints: FingerprintSet, *, 
         ValueError: invalid arguments (an ArgumentError naming ``key_file`` for a key file that
             cannot be made or is unsafe).
     """
+    if not isinstance(config, RemoteVerifyConfig):
+        raise ArgumentError("config", f"must be a RemoteVerifyConfig, got {type(config).__name__}")
     if not isinstance(fingerprints, FingerprintSet):
         raise ArgumentError("fingerprints", f"must be a FingerprintSet, got {type(fingerprints).__name__}")
     if len(fingerprints) == 0:
         raise ArgumentError("fingerprints", "is empty; a matching rate needs at least one fingerprint")
-    positive_int("batch_size", batch_size)
     resolve_threshold(threshold, fingerprints)
-    end = None if deadline is None else time.monotonic() + finite_number("deadline", deadline, positive=True)
+    end = None if config.deadline is None else time.monotonic() + config.deadline
     if key_file is not None and not progress_file:
         raise ArgumentError("key_file", "authenticates a progress file: give progress_file too")
 
     own = not isinstance(url, RemoteLabelModel)
-    model = RemoteLabelModel(url, token=token, timeout=timeout, retries=retries, backoff=backoff,
-                             num_classes=fingerprints.num_classes) if own else url
+    model = RemoteLabelModel(url, token=token, timeout=config.timeout, retries=config.retries,
+                             backoff=config.backoff, num_classes=fingerprints.num_classes) if own else url
     try:
-        progress = ProgressFile(progress_file, fingerprints, batch_size, model.url, key_file) \
+        progress = ProgressFile(progress_file, fingerprints, config.batch_size, model.url, key_file) \
             if progress_file else None
-        labels = _answers(model, fingerprints, batch_size, progress, end, on_batch)
+        labels = _answers(model, fingerprints, config.batch_size, progress, end, on_batch)
     finally:
         if own:
             model.close()
