@@ -206,30 +206,39 @@ inline GapRow<typename L::acc_t> unit_stride_row(const typename L::scalar_t* row
   return gap_row(g_i, g_j, best, k, row_ok);
 }
 
+// The arguments with their element types.
+template <typename L>
+struct TypedRows {
+  using scalar_t = typename L::scalar_t;
+  using acc_t = typename L::acc_t;
+  const scalar_t* logits;
+  acc_t* loss;
+  scalar_t* grad;
+  acc_t k;
+
+  explicit TypedRows(const GapRowsArgs& a)
+      : logits(static_cast<const scalar_t*>(a.logits)), loss(static_cast<acc_t*>(a.loss)),
+        grad(static_cast<scalar_t*>(a.grad)), k(static_cast<acc_t>(a.k)) {}
+};
+
 // Rows [b0, b1) with unit column stride.
 template <typename L>
 void unit_stride_rows(const GapRowsArgs& a, int64_t b0, int64_t b1) {
-  using scalar_t = typename L::scalar_t;
-  using acc_t = typename L::acc_t;
-  const auto* g = static_cast<const scalar_t*>(a.logits);
-  auto* loss = static_cast<acc_t*>(a.loss);
-  auto* grad = static_cast<scalar_t*>(a.grad);
+  const TypedRows<L> t(a);
   const int64_t C = a.C, s0 = a.row_stride;
-  const acc_t k = static_cast<acc_t>(a.k);
-  const bool stream =
-      L::kCanStream && a.B * C * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamGradBytes;
+  const bool stream = L::kCanStream && a.B * C * static_cast<int64_t>(sizeof(*t.grad)) >= kStreamGradBytes;
   for (int64_t b = b0; b < b1; ++b) {
-    const scalar_t* row = g + b * s0;
+    const auto* row = t.logits + b * s0;
     const int64_t i = a.i[b], j = a.j[b];
-    const GapRow<acc_t> r = unit_stride_row<L>(row, b + 1 < b1 ? row + s0 : nullptr, C, i, j, k);
-    loss[b] = r.loss;
+    const auto r = unit_stride_row<L>(row, b + 1 < b1 ? row + s0 : nullptr, C, i, j, t.k);
+    t.loss[b] = r.loss;
     if constexpr (L::kCanStream) {
       if (stream) {
-        L::stream_grad_row(grad + b * C, C, i, j, r);
+        L::stream_grad_row(t.grad + b * C, C, i, j, r);
         continue;
       }
     }
-    write_grad_row<L>(grad + b * C, C, i, j, r);
+    write_grad_row<L>(t.grad + b * C, C, i, j, r);
   }
   if constexpr (L::kCanStream) {
     if (stream) L::stream_fence();  // streamed rows visible before the op returns
@@ -239,15 +248,11 @@ void unit_stride_rows(const GapRowsArgs& a, int64_t b0, int64_t b1) {
 // Rows [b0, b1) with any strides: the scalar fold.
 template <typename L>
 void strided_rows(const GapRowsArgs& a, int64_t b0, int64_t b1) {
-  using scalar_t = typename L::scalar_t;
   using acc_t = typename L::acc_t;
-  const auto* g = static_cast<const scalar_t*>(a.logits);
-  auto* loss = static_cast<acc_t*>(a.loss);
-  auto* grad = static_cast<scalar_t*>(a.grad);
+  const TypedRows<L> t(a);
   const int64_t C = a.C, s0 = a.row_stride, s1 = a.col_stride;
-  const acc_t k = static_cast<acc_t>(a.k);
   for (int64_t b = b0; b < b1; ++b) {
-    const scalar_t* row = g + b * s0;
+    const auto* row = t.logits + b * s0;
     const int64_t i = a.i[b], j = a.j[b];
     // Labels were checked before the launch; re-guard so no read is out of bounds.
     const bool labels_ok = labels_valid(i, j, C);
@@ -255,9 +260,9 @@ void strided_rows(const GapRowsArgs& a, int64_t b0, int64_t b1) {
     const ArgMax<acc_t> best = runner_up_fold<L>(row, C, s1, i, j, finite);
     const acc_t g_i = labels_ok ? L::to_acc(row[i * s1]) : acc_t(0);
     const acc_t g_j = labels_ok ? L::to_acc(row[j * s1]) : acc_t(0);
-    const GapRow<acc_t> r = gap_row(g_i, g_j, best, k, finite && labels_ok);
-    loss[b] = r.loss;
-    write_grad_row<L>(grad + b * C, C, i, j, r);
+    const GapRow<acc_t> r = gap_row(g_i, g_j, best, t.k, finite && labels_ok);
+    t.loss[b] = r.loss;
+    write_grad_row<L>(t.grad + b * C, C, i, j, r);
   }
 }
 

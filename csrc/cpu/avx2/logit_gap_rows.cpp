@@ -28,35 +28,38 @@
 namespace ipguard {
 namespace {
 
-// 8 float lanes (float32, and float16/bfloat16 converted exactly).
-struct F32x8 {
-  using acc_t = float;
-  using Vec = __m256;
-  static constexpr int kLanes = 8;
-  static inline Vec splat(float x) { return _mm256_set1_ps(x); }
-  static inline Vec max(Vec a, Vec m) { return _mm256_max_ps(m, a); }
-  static inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-  static inline Vec sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
-  static inline void store(Vec a, float* out) { _mm256_storeu_ps(out, a); }
-  static inline unsigned equal_mask(Vec a, Vec t) {
-    return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_EQ_OQ)));
-  }
-};
+// The two instructions whose intrinsics differ by lane type; the rest is GCC's
+// vector extensions on __v8sf / __v4df (__m256 / __m256d without may_alias).
+inline __v8sf lanes_max(__v8sf a, __v8sf m) { return _mm256_max_ps(m, a); }
+inline __v4df lanes_max(__v4df a, __v4df m) { return _mm256_max_pd(m, a); }
+inline unsigned equal_lanes(__v8sf a, __v8sf t) { return _mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_EQ_OQ)); }
+inline unsigned equal_lanes(__v4df a, __v4df t) { return _mm256_movemask_pd(_mm256_cmp_pd(a, t, _CMP_EQ_OQ)); }
 
-// 4 double lanes (float64).
-struct F64x4 {
-  using acc_t = double;
-  using Vec = __m256d;
-  static constexpr int kLanes = 4;
-  static inline Vec splat(double x) { return _mm256_set1_pd(x); }
-  static inline Vec max(Vec a, Vec m) { return _mm256_max_pd(m, a); }
-  static inline Vec add(Vec a, Vec b) { return _mm256_add_pd(a, b); }
-  static inline Vec sub(Vec a, Vec b) { return _mm256_sub_pd(a, b); }
-  static inline void store(Vec a, double* out) { _mm256_storeu_pd(out, a); }
-  static inline unsigned equal_mask(Vec a, Vec t) {
-    return static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(a, t, _CMP_EQ_OQ)));
+// One 256-bit register of acc_t: 8 float lanes (float32, and float16/bfloat16
+// converted exactly) or 4 double lanes (float64).
+template <typename A, typename V>
+struct Avx2Vec {
+  using acc_t = A;
+  using Vec = V;
+  static constexpr int kLanes = sizeof(V) / sizeof(A);
+  static inline Vec loadu(const A* p) {
+    Vec v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
   }
+  static inline Vec splat(A x) {
+    Vec v;
+    for (int l = 0; l < kLanes; ++l) v[l] = x;
+    return v;
+  }
+  static inline Vec max(Vec a, Vec m) { return lanes_max(a, m); }
+  static inline Vec add(Vec a, Vec b) { return a + b; }
+  static inline Vec sub(Vec a, Vec b) { return a - b; }
+  static inline void store(Vec a, A* out) { std::memcpy(out, &a, sizeof(a)); }
+  static inline unsigned equal_mask(Vec a, Vec t) { return equal_lanes(a, t); }
 };
+using F32x8 = Avx2Vec<float, __v8sf>;
+using F64x4 = Avx2Vec<double, __v4df>;
 
 // The gradient row written with non-temporal (streaming) stores, for gradients
 // too large to stay in cache: no read-for-ownership of the destination, a third
@@ -121,25 +124,21 @@ struct StreamStores {
 template <GapDtype>
 struct Lanes;
 
-template <>
-struct Lanes<GapDtype::kFloat32> : F32x8, StreamStores<Lanes<GapDtype::kFloat32>> {
-  using scalar_t = float;
+// float32 and float64: loaded as they are.
+template <typename T, typename Base, GapDtype D>
+struct SameTypeLanes : Base, StreamStores<Lanes<D>> {
+  using scalar_t = T;
   static constexpr int kParts = 1;
-  static constexpr int64_t kStep = 8;
-  static inline float to_acc(float x) { return x; }
-  static inline float from_acc(float x) { return x; }
-  static inline void load(const float* p, Vec* out) { out[0] = _mm256_loadu_ps(p); }
+  static constexpr int64_t kStep = Base::kLanes;
+  static inline T to_acc(T x) { return x; }
+  static inline T from_acc(T x) { return x; }
+  static inline void load(const T* p, typename Base::Vec* out) { out[0] = Base::loadu(p); }
 };
 
 template <>
-struct Lanes<GapDtype::kFloat64> : F64x4, StreamStores<Lanes<GapDtype::kFloat64>> {
-  using scalar_t = double;
-  static constexpr int kParts = 1;
-  static constexpr int64_t kStep = 4;
-  static inline double to_acc(double x) { return x; }
-  static inline double from_acc(double x) { return x; }
-  static inline void load(const double* p, Vec* out) { out[0] = _mm256_loadu_pd(p); }
-};
+struct Lanes<GapDtype::kFloat32> : SameTypeLanes<float, F32x8, GapDtype::kFloat32> {};
+template <>
+struct Lanes<GapDtype::kFloat64> : SameTypeLanes<double, F64x4, GapDtype::kFloat64> {};
 
 // IEEE binary16 as its bits (the layout of c10::Half); F16C converts exactly,
 // and rounds float to half to nearest even, as c10::Half does.
