@@ -4,9 +4,14 @@ CPU kernels are always built. CUDA kernels are built when torch sees a GPU or
 when FORCE_CUDA=1 (CI sets it so every run compiles the CUDA code too). With no
 GPU visible, TORCH_CUDA_ARCH_LIST defaults to 9.0 (Hopper). Torch must already be
 installed (`pip install --no-build-isolation .`): the build never downloads it.
+
+On x86-64, the sources in csrc/cpu/avx2/ are compiled on their own with AVX2 flags
+(setuptools gives one extension one set of flags, so _BuildExt compiles them first and
+links their objects in); the library picks them at run time by the CPU's features.
 """
 import glob
 import os
+import platform
 
 from setuptools import find_packages, setup
 
@@ -20,19 +25,49 @@ except ImportError as exc:  # pragma: no cover - a setup-time message, not a cod
     ) from exc
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# Compiled with these flags on top of the extension's own (CMakeLists.txt passes the same).
+AVX2_FLAGS = ["-mavx2", "-mf16c"]
+
+
+def _avx2_sources():
+    """The AVX2 kernels, where the target is x86-64 and the compiler takes GCC's flags."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or os.name == "nt":
+        return []
+    return sorted(glob.glob(os.path.join("csrc", "cpu", "avx2", "*.cpp")))
+
+
+class _BuildExt(BuildExtension):
+    """BuildExtension that first compiles each extension's `avx2_sources` with AVX2_FLAGS."""
+
+    def build_extension(self, ext):
+        sources = getattr(ext, "avx2_sources", [])
+        if sources:
+            args = dict(ext.extra_compile_args)
+            args["cxx"] = list(args["cxx"]) + AVX2_FLAGS
+            objects = self.compiler.compile(
+                sources, output_dir=os.path.join(self.build_temp, "avx2"), macros=ext.define_macros,
+                include_dirs=ext.include_dirs, extra_postargs=args, depends=ext.depends)
+            ext.extra_objects = [o for o in ext.extra_objects if o not in objects] + objects
+        super().build_extension(ext)
 
 
 def _extension():
+    ext = _base_extension()
+    ext.avx2_sources = _avx2_sources()
+    if ext.avx2_sources:
+        ext.define_macros.append(("IPGUARD_CPU_AVX2_KERNELS", "1"))
+    # Rebuild when a header or an AVX2 source changes (setuptools only watches `sources`).
+    ext.depends = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)) + ext.avx2_sources
+    return ext
+
+
+def _base_extension():
     sources = [os.path.join("csrc", "ipguard.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     # -fno-math-errno lets GCC vectorise sqrtf in the Adam loop (nothing here reads errno).
     # -fopenmp: at::parallel_for is a header template that only runs in parallel when the
     # extension itself is compiled with OpenMP (measured: without it the CPU kernels ran
     # single-threaded and lost to the reference on a 16-core machine).
-    # -Wno-unknown-pragmas: torch's vector headers (used by the CPU loss kernels) carry pragmas
-    # GCC does not know, one warning per include otherwise; -Wno-psabi: a note that AVX2 vector
-    # returns change the ABI, which the AVX2 kernels never expose (logit_gap_loss_avx2.cpp).
-    cxx_flags = ["-O3", "-fno-math-errno", "-fopenmp", "-Wno-unknown-pragmas", "-Wno-psabi",
-                 "-DIPGUARD_PYTHON_MODULE"]
+    cxx_flags = ["-O3", "-fno-math-errno", "-fopenmp", "-DIPGUARD_PYTHON_MODULE"]
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
     with_cuda = (torch.cuda.is_available() or force_cuda) and CUDA_HOME is not None
     if force_cuda and CUDA_HOME is None:
@@ -85,6 +120,6 @@ setup(
     extras_require=_extras(),
     entry_points={"console_scripts": ["ipguard=ipguard_fast.cli:main"]},
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": _BuildExt},
     zip_safe=False,
 )

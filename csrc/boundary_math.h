@@ -12,6 +12,11 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define IPG_HD __host__ __device__ __forceinline__
+#elif defined(IPGUARD_MATH_STATIC)
+// A file built for another instruction set (csrc/cpu/avx2/) defines this to get
+// its own copies: with plain `inline` the linker keeps one copy of a function
+// for the whole library, and that could be one compiled for AVX2.
+#define IPG_HD static inline
 #else
 #define IPG_HD inline
 #endif

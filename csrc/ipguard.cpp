@@ -23,4 +23,6 @@ TORCH_LIBRARY(ipguard, m) {
       "boundary_adam_step_(Tensor(a!) x, Tensor grad, Tensor(b!) exp_avg, "
       "Tensor(c!) exp_avg_sq, Tensor(d!) step, Tensor active, float lr, float beta1, "
       "float beta2, float eps, float lo, float hi) -> ()");
+  // Which build of the CPU loss kernels runs: "default" or "avx2" (cpu/cpu_capability.h).
+  m.def("_cpu_capability() -> str");
 }

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from . import _checks, reference
-from ._extension import has_extension, use_compiled
+from ._extension import force_reference, has_extension, use_compiled
 
-__all__ = ["logit_gap_loss", "boundary_adam_step_", "has_extension"]
+__all__ = ["logit_gap_loss", "boundary_adam_step_", "has_extension", "cpu_capability"]
 
 
 def _register_python_parts() -> None:
@@ -81,3 +81,15 @@ def boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active, lr=0.01, bet
         x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi)
     torch.ops.ipguard.boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active,
                                           lr, beta1, beta2, eps, lo, hi)
+
+
+def cpu_capability() -> str | None:
+    """Which build of the compiled CPU loss kernels runs: "avx2" or "default".
+
+    Chosen once, when the library loads, by the CPU's features;
+    IPGUARD_FAST_CPU_CAPABILITY=default|avx2 forces one (tests, A/B runs). None
+    when the compiled ops are not in use (not built, or IPGUARD_FAST_FORCE_REFERENCE=1).
+    """
+    if force_reference() or not has_extension():
+        return None
+    return torch.ops.ipguard._cpu_capability()

@@ -9,8 +9,6 @@ On an AVX2 machine the AVX2 build runs in this process; a subprocess with
 ATEN_CPU_CAPABILITY=default runs the baseline build of the same kernel.
 """
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,36 +206,3 @@ def test_baseline_build_in_subprocess():
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     assert out.stdout.strip() == "ok 84"
-
-
-def test_avx2_code_only_in_its_own_symbols():
-    # logit_gap_loss_avx2.cpp raises the instruction set with a pragma. An inline
-    # function shared with the other sources (c10, ATen, std) compiled there for
-    # AVX2 could become the one copy the linker keeps, and fault on an older CPU.
-    # So: every global symbol holding VEX instructions is in at::vec::AVX2 or
-    # ipguard::cpu_avx2 (functions in anonymous namespaces are local to a file).
-    from ipguard_fast import _C
-
-    if shutil.which("objdump") is None or shutil.which("nm") is None:
-        pytest.skip("needs binutils (objdump, nm)")
-    lib = _C.__file__
-    nm = subprocess.run(["nm", "-C", "--defined-only", lib], capture_output=True, text=True, check=True).stdout
-    global_names = set()
-    for line in nm.splitlines():
-        parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[1] in "TWVu":
-            global_names.add(parts[2])
-    dis = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", lib], capture_output=True, text=True,
-                         check=True).stdout
-    with_vex, name = set(), None
-    head = re.compile(r"^[0-9a-f]+ <(.*)>:$")
-    vex = re.compile(r"^\s+[0-9a-f]+:\s+v[a-z0-9]+\s.*%[xy]mm")
-    for line in dis.splitlines():
-        m = head.match(line)
-        if m:
-            name = m.group(1)
-        elif name is not None and vex.match(line):
-            with_vex.add(name)
-    offenders = sorted(n for n in with_vex & global_names
-                       if not (n.startswith("at::vec::AVX2::") or n.startswith("ipguard::cpu_avx2::")))
-    assert not offenders, offenders[:20]

@@ -1,48 +1,48 @@
-// CPU kernels of ipguard::logit_gap_loss for rows with unit column stride,
-// built once per instruction set and picked at run time:
+// The plain C++ interface between the logit_gap_loss op (logit_gap_loss.cpp:
+// checks, outputs, threads, which build to call) and its row kernels, which
+// are compiled once per instruction set:
 //
-//   cpu_default: logit_gap_loss.cpp, the compiler's baseline flags.
-//   cpu_avx2:    logit_gap_loss_avx2.cpp, AVX2 + FMA + F16C (x86-64, GCC), used
-//                when the CPU has them and ATen's own CPU capability
-//                (ATEN_CPU_CAPABILITY, torch.backends.cpu.get_cpu_capability())
-//                is AVX2 or AVX512, so ATEN_CPU_CAPABILITY=default forces the
-//                baseline build here too.
+//   cpu_default: logit_gap_rows_default.cpp, the compiler's baseline flags.
+//   cpu_avx2:    avx2/logit_gap_rows.cpp, built on its own with -mavx2 -mf16c
+//                (x86-64 only; the build defines IPGUARD_CPU_AVX2_KERNELS when
+//                it links it). Called only where cpu_capability.h says so.
 //
-// Both compile the same source, logit_gap_rows.h. at::vec::Vectorized only
-// emits SIMD code under a CPU_CAPABILITY_* macro and the matching compiler
-// flags; built with the extension's plain flags it is a scalar loop over an
-// array, which is why the AVX2 build exists.
+// No torch type crosses this interface (raw pointers, sizes, strides), so the
+// AVX2 file includes no torch header: an inline torch function compiled there
+// for AVX2 could otherwise be the one copy the linker keeps for the library.
 #pragma once
-
-#include <ATen/core/Tensor.h>
 
 #include <cstdint>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define IPGUARD_CPU_AVX2_KERNELS 1
-#else
-#define IPGUARD_CPU_AVX2_KERNELS 0
-#endif
-
 namespace ipguard {
 
-// loss [B] and grad [B, C] (contiguous) from logits [B, C] with stride(1) == 1;
-// labels i, j already validated. Results equal the strided path's bit for bit.
-#define IPGUARD_DECLARE_UNIT_STRIDE_KERNEL                                             \
-  void logit_gap_loss_unit_stride(const at::Tensor& logits, const int64_t* i_ptr,     \
-                                  const int64_t* j_ptr, double k, at::Tensor& loss,   \
-                                  at::Tensor& grad);
+enum class GapDtype : int { kFloat32, kFloat64, kFloat16, kBFloat16 };
+
+// One call of logit_gap_loss: rows b of the logits are at b * row_stride,
+// column c of a row at c * col_stride (elements, not bytes).
+struct GapRowsArgs {
+  GapDtype dtype;
+  const void* logits;  // [B, C] in `dtype`
+  int64_t B, C, row_stride, col_stride;
+  const int64_t* i;  // [B] labels, already checked: in [0, C), i != j
+  const int64_t* j;
+  double k;
+  void* loss;  // [B] float32 (float64 for float64 logits)
+  void* grad;  // [B, C] contiguous, in `dtype`
+};
+
+// Computes rows [b0, b1) of loss and grad; called from one thread per range.
+using GapRowsKernel = void (*)(const GapRowsArgs& args, int64_t b0, int64_t b1);
 
 namespace cpu_default {
-IPGUARD_DECLARE_UNIT_STRIDE_KERNEL
+void logit_gap_rows(const GapRowsArgs& args, int64_t b0, int64_t b1);  // col_stride == 1
+void logit_gap_rows_strided(const GapRowsArgs& args, int64_t b0, int64_t b1);  // any strides
 }  // namespace cpu_default
 
-#if IPGUARD_CPU_AVX2_KERNELS
+#ifdef IPGUARD_CPU_AVX2_KERNELS
 namespace cpu_avx2 {
-IPGUARD_DECLARE_UNIT_STRIDE_KERNEL
+void logit_gap_rows(const GapRowsArgs& args, int64_t b0, int64_t b1);  // col_stride == 1
 }  // namespace cpu_avx2
 #endif
-
-#undef IPGUARD_DECLARE_UNIT_STRIDE_KERNEL
 
 }  // namespace ipguard
