@@ -9,7 +9,7 @@ import os
 import re
 from typing import Iterator, Mapping
 
-__all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_model_arguments", "add_token_arguments",
+__all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_model_arguments", "add_selection_arguments", "add_token_arguments",
            "check_margins", "floats_arg", "named_as_options", "one_line_warnings", "print_verdict", "resolve_token", "shape_arg"]
 
 
@@ -89,6 +89,19 @@ def add_count_argument(parser: argparse.ArgumentParser, default: int | None, hel
     parser.add_argument("-n", "--num-fingerprints", dest="n", type=int, default=default, metavar="N",
                         help=help_text + shown)
     parser.add_argument("--n", dest="n", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """protect's --pool-factor, --replicas and --no-refine (`prefix` says which method they set)."""
+    from ..selection.pool import POOL_FACTOR
+
+    parser.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
+                        help=f"{prefix}pool points per k, as a multiple of n (default {POOL_FACTOR})")
+    parser.add_argument("--replicas", type=int, default=3,
+                        help=f"{prefix}replicas of each reference kind that select (default 3)")
+    parser.add_argument("--no-refine", action="store_true",
+                        help=f"{prefix}keep the selected pool points as they are (default: refine the top candidates "
+                             "against the references)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, onnx: bool = False) -> None:

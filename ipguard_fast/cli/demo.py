@@ -11,12 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import add_count_argument, check_margins, floats_arg, named_as_options
+from .common import add_count_argument, add_selection_arguments, check_margins, floats_arg, named_as_options
 
 
 def add_arguments(p) -> None:
-    from ..selection.pool import POOL_FACTOR
-
     p.add_argument("--out", default="ipguard-demo", help="output folder (default ./ipguard-demo)")
     add_count_argument(p, 100, "fingerprints per k")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 5.0, 10.0], help="margins to sweep (default 1,3,5,10)")
@@ -26,10 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--bed", default="demo", help="the suspects: demo (default) or hard (independents trained like "
                                                  "the owner over five architectures; the wider attack grid)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
-    p.add_argument("--replicas", type=int, default=3, help="protect: replicas of each reference recipe (default 3)")
-    p.add_argument("--no-refine", action="store_true", help="protect: keep the selected pool points unrefined")
-    p.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
-                   help=f"protect: pool points per k, as a multiple of n (default {POOL_FACTOR})")
+    add_selection_arguments(p, "protect: ")
 
 
 def check_arguments(args):

@@ -8,13 +8,12 @@ writes the report.
 """
 from __future__ import annotations
 
-from .common import (DistributedRun, add_count_argument, add_model_arguments, check_margins, floats_arg,
-                     named_as_options)
+from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, check_margins,
+                     floats_arg, named_as_options)
 
 
 def add_arguments(p) -> None:
     from ..data import DATA_SPECS
-    from ..selection.pool import POOL_FACTOR
 
     add_model_arguments(p)
     p.add_argument("--data", default="digits",
@@ -35,10 +34,7 @@ def add_arguments(p) -> None:
     p.add_argument("--methods", default="ipguard",
                    help="ipguard (plain, at each --k), selected (protect's selection) and/or mistakes (the owner's "
                         "held-out mistakes, the baseline; needs test data), comma-separated")
-    p.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
-                   help=f"selected: pool points per k, as a multiple of n (default {POOL_FACTOR})")
-    p.add_argument("--replicas", type=int, default=3, help="selected: replicas of each reference recipe")
-    p.add_argument("--no-refine", action="store_true", help="selected: keep the selected pool points unrefined")
+    add_selection_arguments(p, "selected: ")
     p.add_argument("--cache", default=None,
                    help="selected: folder for protect's reference models (default: OUT/references)")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 10.0])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import DistributedRun, add_count_argument, add_model_arguments, named_as_options, one_line_warnings
+from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, named_as_options,
+                     one_line_warnings)
 
 
 def add_arguments(p) -> None:
     from ..data import DATA_SPECS
-    from ..selection.pool import POOL_FACTOR
 
     add_model_arguments(p)
     p.add_argument("--data", required=True, help=f"the owner's training data: {DATA_SPECS} (local folders only)")
@@ -18,12 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("--k", default="auto",
                    help="'auto' (chosen on held-out references from a grid scaled by the owner's margins), a number, "
                         "or comma-separated numbers to choose among")
-    p.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
-                   help=f"pool points per k, as a multiple of n (default {POOL_FACTOR})")
-    p.add_argument("--replicas", type=int, default=3, help="replicas of each reference recipe that select (default 3)")
-    p.add_argument("--no-refine", action="store_true",
-                   help="keep the selected pool points as they are (default: refine the top candidates against "
-                        "the references, see selection/refine.py)")
+    add_selection_arguments(p)
     p.add_argument("--score", default="separation", help="separation (default) or agreement")
     p.add_argument("--init", default="data",
                    help="pool starts: data (default), uniform, or auto (both, chosen by held-out references)")
