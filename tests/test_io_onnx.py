@@ -215,8 +215,9 @@ def test_export_cli_errors(tmp_path, capsys):
     source = tmp_path / "m.pt"
     save_torchscript(make_model(), torch.zeros(2, *SHAPE), source)
     assert _run_export(["--model", str(source), "--input-shape", "1,x", "--out", str(tmp_path / "o.onnx")]) == 2
+    # A TorchScript model cannot be re-exported with torch.export: bad input (issue 21's contract), exit 2.
     assert _run_export(["--model", str(source), "--input-shape", "1,8,8", "--format", "pt2",
-                        "--out", str(tmp_path / "o.pt2")]) == 1
+                        "--out", str(tmp_path / "o.pt2")]) == 2
     assert "TorchScript" in capsys.readouterr().err
 
 

@@ -41,12 +41,14 @@ class Loops(nn.Module):
 
 
 class Hog(nn.Module):
-    """Asks for 4 GiB of address space, 64 MiB at a time (never touched: harmless without a limit)."""
+    """Asks for gigabytes, a copy of its input repeated 65536 times per step, with allowlisted
+    operators only (a constant-size torch.zeros would be folded away by TorchScript): only the
+    worker's memory limit stops it (the tests run it isolated, under 0.25 GiB)."""
 
     def forward(self, x):
         chunks: list[torch.Tensor] = []
         for _ in range(64):
-            chunks.append(x.new_empty(1 << 24))
+            chunks.append(x.flatten().repeat(1 << 16))
         return x.flatten(1)[:, :10] + float(len(chunks)) * 0
 
 

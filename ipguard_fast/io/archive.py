@@ -61,9 +61,14 @@ def read_archive_file(path: str | os.PathLike[str], label: str, limits: ArchiveL
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {label}")
     with open(path, "rb") as file:
-        data = file.read(limits.max_file_bytes + 1)
-    if len(data) > limits.max_file_bytes:
-        raise ArchiveError(f"{label}: refused: the file is larger than {limits.max_file_bytes} bytes")
+        # The size first: read(n) reserves n bytes up front, which a confined worker's
+        # address-space limit (io/sandbox) would refuse for n = the 16 GiB bound.
+        size = os.fstat(file.fileno()).st_size
+        if size > limits.max_file_bytes:
+            raise ArchiveError(f"{label}: refused: the file is larger than {limits.max_file_bytes} bytes")
+        data = file.read(size + 1)
+    if len(data) != size:
+        raise ArchiveError(f"{label}: refused: the file changed while it was read")
     return data
 
 
