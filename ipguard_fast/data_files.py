@@ -49,10 +49,23 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
         size = int(np.prod(dims))
         if not 0 < dims[0] <= _MAX_ITEMS or any(d == 0 or d > 4096 for d in dims[1:]) or size > _MAX_BYTES:
             raise ArgumentError("data", f"{path}: implausible IDX dimensions {dims}")
-        data = handle.read(size + 1)    # one byte more than declared: a longer file is refused
+        data = _read_at_most(handle, size + 1)   # one byte more than declared: a longer file is refused
     if len(data) != size:
         raise ArgumentError("data", f"{path}: holds {len(data)} data bytes where its header declares {size}")
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+
+
+def _read_at_most(handle, limit: int, chunk: int = 1 << 24) -> bytes:
+    """Up to `limit` bytes, read in chunks: read(limit) would reserve `limit` bytes at once,
+    so a 16-byte file whose header claims gigabytes would cost gigabytes before it is refused."""
+    parts, left = [], limit
+    while left > 0:
+        part = handle.read(min(chunk, left))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def _idx_file(root: Path, stem: str) -> Path:
