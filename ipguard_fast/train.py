@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ._validate import ArgumentError, finite_number, non_negative_int, positive_int
+from .augment import random_shift
 from .modules import eval_mode, module_device
 
 __all__ = ["Perturb", "TrainRecipe", "accuracy", "distillation_loss", "predict", "train_classifier", "train_model"]
@@ -32,7 +33,8 @@ class TrainRecipe:
     """How a model is trained: every setting checked once, here.
 
     loss: "ce" (labels), "kd" (a teacher's logits at `temperature`, labels ignored) or
-    "soft" (logits the data set carries in place of labels)."""
+    "soft" (logits the data set carries in place of labels). augment: each batch's images
+    shifted by a few random pixels (augment.random_shift)."""
 
     epochs: int
     lr: float = 1e-3
@@ -42,6 +44,7 @@ class TrainRecipe:
     momentum: float = 0.9
     loss: str = "ce"
     temperature: float = 4.0
+    augment: bool = False
 
     def __post_init__(self):
         non_negative_int("epochs", self.epochs)
@@ -53,6 +56,8 @@ class TrainRecipe:
         if self.loss not in _LOSSES:
             raise ArgumentError("loss", f"must be one of {_LOSSES}, got {self.loss!r}")
         finite_number("temperature", self.temperature, positive=True)
+        if not isinstance(self.augment, bool):
+            raise ArgumentError("augment", f"must be True or False, got {self.augment!r}")
 
 
 # perturb(model, x, y) -> x': the batch a step trains on (adversarial training's inner attack).
@@ -63,17 +68,18 @@ def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int, lr: flo
                      optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9, seed: int = 0,
                      params: Iterable[nn.Parameter] | None = None, device: str | torch.device = "cpu",
                      loss: str = "ce", teacher: nn.Module | None = None, temperature: float = 4.0,
-                     on_epoch: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
+                     on_epoch: Callable[[int, nn.Module], bool | None] | None = None,
+                     augment: bool = False) -> nn.Module:
     """train_model with the recipe's settings as keywords."""
     recipe = TrainRecipe(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
-                         momentum=momentum, loss=loss, temperature=temperature)
+                         momentum=momentum, loss=loss, temperature=temperature, augment=augment)
     return train_model(model, dataset, recipe, seed=seed, params=params, device=device, teacher=teacher,
                        on_epoch=on_epoch)
 
 
 def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed: int = 0,
                 params: Iterable[nn.Parameter] | None = None, device: str | torch.device = "cpu",
-                teacher: nn.Module | None = None, on_epoch: Callable[[int, nn.Module], None] | None = None,
+                teacher: nn.Module | None = None, on_epoch: Callable[[int, nn.Module], bool | None] | None = None,
                 perturb: Perturb | None = None) -> nn.Module:
     """Train ``model`` in place on ``dataset`` of (image, label); return it in eval mode.
 
@@ -87,7 +93,8 @@ def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed
     the recipe's temperature, scaled by T^2 as in Hinton et al. so gradient magnitudes
     do not shrink with T. The teacher runs in eval mode without gradients and its mode
     is restored afterwards. ``perturb`` replaces each batch's images before the step
-    (adversarial training).
+    (adversarial training). ``on_epoch(epoch, model)`` runs after each epoch; when it
+    returns True, training stops there.
     """
     _check_args(model, dataset, recipe, teacher)
     device = torch.device(device)
@@ -98,9 +105,13 @@ def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed
     trainable = _select_params(all_params, params)
     opt = _optimizer(recipe.optimizer, trainable, recipe.lr, recipe.weight_decay, recipe.momentum)
     generator = torch.Generator().manual_seed(seed)
+    # Shifts from a generator of their own: the batch order is the same with or without them.
+    shifts = torch.Generator().manual_seed(seed + 1)
     only = {id(p) for p in trainable} if params is not None else None
 
     def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if recipe.augment:
+            x = random_shift(x, shifts)
         if perturb is not None:
             x = perturb(model, x, y.to(device))
         logits = model(x)
@@ -124,8 +135,8 @@ def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 opt.step()
-            if on_epoch is not None:
-                on_epoch(epoch, model)
+            if on_epoch is not None and on_epoch(epoch, model):
+                break   # the caller's stopping rule (e.g. an accuracy reached)
     return model.eval()
 
 

@@ -100,13 +100,15 @@ def test_a_registered_attack_is_both_an_evaluation_family_and_a_reference_kind(o
     settings = AdversarialFineTune(epochs=1, steps=2)
     (suspect,) = build_variants(owner, small, [Variant("advFT", "advFT", "adversarial-fine-tune", settings)])
     assert suspect.role == "positive" and suspect.family == "advFT"
-    recipe = tuple(k for k in RECIPE if k.kind in ("FTAL", "independent-generic-lr0.003", "int4")) + (
+    recipe = tuple(k for k in RECIPE if k.kind in ("FTAL", "int4")) + (
         ReferenceKind("advFT", "positive", "adversarial-fine-tune", settings),
+        ReferenceKind("independent-owner-matched", "negative", "independent",
+                      Independent("owner", 3e-3, (1, 3), match_owner=True)),
         ReferenceKind("independent-generic-lr0.01", "negative", "independent", Independent("generic", 1e-2, 2)))
     config = ProtectConfig(n=4, k=2.0, pool_factor=2, replicas=2, validation_replicas=0, refine=False, recipe=recipe)
     result = run_protect(owner, small, config, progress=False)
     kinds = {r.kind for r in result.references}
-    assert {"advFT", "FTAL", "int4", "independent-generic-lr0.01"} <= kinds
+    assert {"advFT", "FTAL", "int4", "independent-generic-lr0.01", "independent-owner-matched"} <= kinds
     assert len(result.fingerprints) == 4
 
 

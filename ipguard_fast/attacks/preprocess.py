@@ -44,7 +44,9 @@ def transform(x: torch.Tensor, s: Preprocess, generator: torch.Generator | None 
         return (x + s.strength * noise).clamp(0, 1)
     if s.kind == "quantize":
         levels = 2 ** int(s.strength) - 1
-        return torch.round(x * levels) / levels
+        # The rounded value, with the identity's gradient (straight-through): protect's
+        # refinement climbs through this suspect's transformation like any other.
+        return x + (torch.round(x * levels) / levels - x).detach()
     if x.dim() != 4:   # blur and resize act on images
         return x
     if s.kind == "blur":

@@ -27,7 +27,9 @@ NEEDS = ("head", "weights")   # a Linear head (re-drawn or trained alone); conv/
 @dataclass(frozen=True)
 class AttackContext:
     """What every attack is given: the owner (read only: attacks work on copies), the
-    data the attacker trains on, the seed of this one model, and how to train."""
+    data the attacker trains on, the seed of this one model, and how to train.
+    holdout: data no attack trains on, where a training can measure held-out accuracy
+    (Independent(match_owner=True) trains until it reaches the owner's there)."""
 
     owner: nn.Module
     data: Dataset
@@ -37,6 +39,7 @@ class AttackContext:
     batch_size: int = 64
     device: str | torch.device = "cpu"
     on_epoch: Callable[[int, nn.Module], None] | None = field(default=None, compare=False)
+    holdout: Dataset | None = field(default=None, compare=False)
 
     def owner_copy(self) -> nn.Module:
         """A private copy of the owner to attack."""

@@ -21,8 +21,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="the owner's seed; the suspects' and the search's follow it (the independents take the "
                         "three seeds after it)")
-    p.add_argument("--bed", default="demo", help="the suspects: demo (default) or hard (independents trained like "
-                                                 "the owner over five architectures; the wider attack grid)")
+    p.add_argument("--bed", default="demo",
+                   help="the suspects: demo (default), foreign (independents trained by recipes protect never uses) "
+                        "or hard (independents trained like the owner over five architectures; the wider grid)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
     add_selection_arguments(p, "protect: ")
 

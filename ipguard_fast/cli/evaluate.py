@@ -2,9 +2,11 @@
 
 --methods ipguard,selected adds the fingerprints protect() selects, judged by the same
 suspects; --bed hard trains the independents like the owner and uses the wider attack
-grid. Under torchrun the ranks share the extraction and the suspects' scoring; every
-rank builds the same (seeded) suspects (and runs the same seeded protect), and rank 0
-writes the report.
+grid; --bed foreign trains them by recipes protect() never uses. Every bed also builds the
+field's hard families (extraction students, adversarial fine-tuning, preprocessing) on
+the attacker's data (--attacker-data, default a seeded half of --data). Under torchrun
+the ranks share the extraction and the suspects' scoring; every rank builds the same
+(seeded) suspects (and runs the same seeded protect), and rank 0 writes the report.
 """
 from __future__ import annotations
 
@@ -28,8 +30,13 @@ def add_arguments(p) -> None:
                    help="epochs of each independent model (default 5; --bed hard: the owner's, known for digits)")
     p.add_argument("--negative-lr", type=float, default=None,
                    help="Adam lr of the independent models (default 1e-3; --bed hard: the owner's, known for digits)")
+    p.add_argument("--attacker-data", default=None,
+                   help="same forms as --data: the attacker's own data, on which extraction students and other-data "
+                        "fine-tuning train (default: a seeded half of --data)")
     p.add_argument("--bed", default="demo",
-                   help="demo (the short attack grid, independents trained briefly) or hard (the wider grid incl. "
+                   help="demo (the short attack grid, independents trained briefly), foreign (independents trained "
+                        "by recipes protect never uses: SGD with momentum, augmentation, other widths) or hard "
+                        "(the wider grid incl. "
                         "RTAL for 10 epochs and 80%% pruning; independents trained like the owner)")
     p.add_argument("--methods", default="ipguard",
                    help="ipguard (plain, at each --k), selected (protect's selection) and/or mistakes (the owner's "
@@ -82,7 +89,8 @@ def _run(args, ranks) -> int:
         bed = make_bed(args.bed, digits=args.data == "digits", input_shape=shape, num_classes=num_classes,
                        architectures=architectures, negative_epochs=args.negative_epochs,
                        negative_lr=args.negative_lr, full=args.full)
-    suspects = bed.suspects(owner, train_set, seed=args.seed)
+    attacker = load_data(args.attacker_data, "train") if args.attacker_data else None
+    suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker)
     suspects += [Suspect(str(path), "independent-given", "negative", load_model(path)) for path in args.negatives]
     with named_as_options(_OPTIONS):
         result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
@@ -90,7 +98,8 @@ def _run(args, ranks) -> int:
                           selection_options={"pool_factor": args.pool_factor, "replicas": args.replicas,
                                              "refine": not args.no_refine,
                                              "cache_dir": args.cache or f"{args.out}/references"})
-    result.settings.update(command="ipguard evaluate", bed=bed.name, negative_lr=bed.negative_lr)
+    result.settings.update(command="ipguard evaluate", bed=bed.name,
+                           negatives=sorted({group.label for group in bed.negatives}))
     if not ranks.is_main:
         return 0
     paths = write_report(result, args.out)

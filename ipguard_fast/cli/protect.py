@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--init", default="data",
                    help="pool starts: data (default), uniform, or auto (both, chosen by held-out references)")
     p.add_argument("--seed", type=int, default=0)
+    _add_recipe_arguments(p)
     p.add_argument("--cache", default=None,
                    help="folder for the reference models (safetensors, reused by later runs; default: "
                         "ipguard-references next to --out)")
@@ -36,6 +37,34 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="the fingerprint file to write (.safetensors)")
+
+
+def _add_recipe_arguments(p) -> None:
+    group = p.add_argument_group(
+        "the owner's training recipe", "when known, some negative references are trained exactly so (default: "
+        "they train until their held-out accuracy reaches the owner's); --negative-epochs turns it on")
+    group.add_argument("--negative-epochs", type=int, default=None, help="the owner's epochs")
+    group.add_argument("--negative-lr", type=float, default=None, help="its learning rate (default 1e-3)")
+    group.add_argument("--negative-optimizer", default=None, help="adam (default) or sgd (momentum 0.9)")
+    group.add_argument("--negative-batch-size", type=int, default=None, help="its batch size (default 64)")
+    group.add_argument("--negative-weight-decay", type=float, default=None, help="its weight decay (default 0)")
+    group.add_argument("--negative-augment", action="store_true", help="it trained with random shifts")
+
+
+def _train_recipe(args):
+    """The owner's TrainRecipe from the --negative-* options (None when none is given)."""
+    from .._validate import ArgumentError
+    from ..train import TrainRecipe
+
+    given = {key: getattr(args, f"negative_{key}") for key in ("epochs", "lr", "optimizer", "batch_size",
+                                                              "weight_decay")}
+    if all(value is None for value in given.values()) and not args.negative_augment:
+        return None
+    if given["epochs"] is None:
+        raise ArgumentError("--negative-epochs", "the owner's recipe needs its epochs")
+    options = {key: value for key, value in given.items() if value is not None}
+    with named_as_options({key: f"--negative-{key.replace('_', '-')}" for key in given}):
+        return TrainRecipe(**options, augment=args.negative_augment)
 
 
 def run(args) -> int:
@@ -59,6 +88,7 @@ def run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(positive_int("--threads", args.threads))
     k = _k_arg(args.k)
+    train_recipe = _train_recipe(args)
     owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = load_data(args.data, "train")
     # Under torchrun the ranks share the reference training (through the cache) and the pool;
@@ -69,7 +99,7 @@ def run(args) -> int:
           one_line_warnings("protect", ReferenceCacheWarning)):
         fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
                       score=args.score, init=args.init, seed=args.seed, cache_dir=cache, cache_key_file=args.cache_key,
-                      cache_readonly=args.cache_readonly, refine=not args.no_refine,
+                      cache_readonly=args.cache_readonly, refine=not args.no_refine, train_recipe=train_recipe,
                       progress=not args.no_progress and ranks.is_main, log=print if ranks.is_main else None)
     if not ranks.is_main:
         return 0

@@ -1,5 +1,6 @@
-"""Test beds: which suspects judge a fingerprint. A bed is the positive grid (short or wide)
-plus the independent models (architectures and how they are trained).
+"""Test beds: which suspects judge a fingerprint. A bed is the positive grid (short or wide),
+the field's hard families (on the attacker's data), and the independent models
+(architectures and how each is trained).
 
 * demo: the short attack grid; independents trained briefly (5 epochs, Adam 1e-3).
 * hard: the wide grid (RTAL for 10 epochs, 80 % pruning with fine-tuning, 30-epoch
@@ -7,45 +8,87 @@ plus the independent models (architectures and how they are trained).
   ones that decide a verdict. For the embedded digits the owner's recipe and five
   architectures are known (models.digits); for other data the caller gives the owner's
   epochs and learning rate.
+* foreign: the wide grid, and independents trained by recipes protect() never uses (SGD
+  with momentum and weight decay at other rates and batch sizes, augmentation, long and
+  short runs, other widths): a bed the selection's own references do not resemble, so a
+  method is not judged on a bed built by the code that built its references.
+
+The attacker's data: half of the training data, seeded (attacker_half), unless the caller
+gives data of its own. An owner trained on all of it shares that half with the attacker;
+train the owner on the other half (owner_half) for a clean split.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
+import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .._validate import ArgumentError, finite_number, positive_int
 from ..models import DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTURES, DIGITS_LR, build_model
-from .suspects import Suspect, build_suspects
+from .foreign import FOREIGN_DIGITS_NEGATIVES, foreign_negatives
+from .negatives import NegativeGroup
+from .grids import field_variants, positive_variants
+from .suspects import Suspect, Variant, build_variants
 
-__all__ = ["BEDS", "Bed", "check_bed", "make_bed"]
+__all__ = ["BEDS", "Bed", "NegativeGroup", "attacker_half", "check_bed", "make_bed", "owner_half"]
 
-BEDS = ("demo", "hard")
+BEDS = ("demo", "hard", "foreign")
 _DEMO_EPOCHS, _DEMO_LR = 5, 1e-3
 
 
 @dataclass(frozen=True)
 class Bed:
-    """wide_grid: the wide positive grid; negatives: architecture name -> factory, each
-    trained at negative_lr for negative_epochs with the independents' seeds;
-    small_factory: the student of "distill-small" (None: not built)."""
+    """wide_grid: the wide positive grid; negatives: the independents' groups; field: the
+    field's hard families too; small_factory: the student of "distill-small" and of
+    label-only extraction (None: distill-small not built, extraction into the generic MLP)."""
 
     name: str
     wide_grid: bool
-    negatives: Mapping[str, Callable[[], nn.Module]]
-    negative_epochs: int
-    negative_lr: float
+    negatives: tuple[NegativeGroup, ...]
     small_factory: Callable[[], nn.Module] | None = None
+    field: bool = True
 
-    def suspects(self, owner: nn.Module, train_set: Dataset, *, seed: int = 0,
-                 negative_seeds: Sequence[int] | None = None, log=print) -> list[Suspect]:
-        """The bed's positives (copies of `owner`) and negatives, all seeded from `seed`."""
-        return build_suspects(owner, train_set, negative_factories=self.negatives,
-                              negative_epochs=self.negative_epochs, negative_seeds=negative_seeds,
-                              negative_lr=self.negative_lr, small_factory=self.small_factory, seed=seed,
-                              quick=not self.wide_grid, log=log)
+    def variants(self, seed: int = 0) -> list[Variant]:
+        """Every suspect to build, positives first."""
+        positives = positive_variants(not self.wide_grid, small_factory=self.small_factory)
+        hard = field_variants(self.small_factory) if self.field else []
+        return positives + hard + [v for group in self.negatives for v in group.variants(seed)]
+
+    def suspects(self, owner: nn.Module, train_set: Dataset, *, seed: int = 0, attacker_data: Dataset | None = None,
+                 log=print) -> list[Suspect]:
+        """The bed's positives (copies of `owner`) and negatives, all seeded from `seed`;
+        attacker_data: the attacker's own data (default attacker_half(train_set, seed))."""
+        start = time.perf_counter()
+        attacker = attacker_data if attacker_data is not None else attacker_half(train_set, seed)
+        out = build_variants(owner, train_set, self.variants(seed), seed=seed, attacker_data=attacker)
+        roles = [s.role for s in out]
+        log(f"built {roles.count('positive')} positive and {roles.count('negative')} negative suspects in "
+            f"{time.perf_counter() - start:.1f} s")
+        return out
+
+
+def attacker_half(data: Dataset, seed: int) -> Dataset:
+    """The attacker's half of `data` (seeded); owner_half is the other."""
+    return _half(data, seed, 1)
+
+
+def owner_half(data: Dataset, seed: int) -> Dataset:
+    """The owner's half of `data`: the items attacker_half(data, seed) leaves out."""
+    return _half(data, seed, 0)
+
+
+def _half(data: Dataset, seed: int, which: int) -> Dataset:
+    if len(data) < 2:
+        raise ArgumentError("train_set", "needs at least 2 items to split between owner and attacker")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(int(seed) + 7919))
+    part = order[len(data) // 2:] if which else order[:len(data) // 2]
+    if isinstance(data, TensorDataset):
+        return TensorDataset(*(t[part] for t in data.tensors))
+    return Subset(data, part.tolist())
 
 
 def check_bed(name: str) -> str:
@@ -63,13 +106,17 @@ def make_bed(name: str, *, digits: bool, input_shape: Sequence[int], num_classes
     digits data, whose owner recipe and architectures are known). architectures: model
     registry names of the independents (default: the digits CNN and MLP; the hard digits
     bed: its five). full: the wide grid on the demo bed too."""
-    hard = check_bed(name) == "hard"
+    check_bed(name)
     names = list(architectures) if architectures is not None else None
     if names is None and digits:
-        factories = dict(DIGITS_HARD_ARCHITECTURES if hard else DIGITS_ARCHITECTURES)
+        factories = dict(DIGITS_ARCHITECTURES if name == "demo" else DIGITS_HARD_ARCHITECTURES)
     else:
         names = names if names is not None else ["digits_cnn", "digits_mlp"]
         factories = {n: (lambda n=n: build_model(n, num_classes, tuple(input_shape))) for n in names}
+    if name == "foreign":
+        groups = FOREIGN_DIGITS_NEGATIVES if names is None and digits else foreign_negatives(factories)
+        return Bed(name, True, groups, small_factory)
+    hard = name == "hard"
     if hard and not digits and (negative_epochs is None or negative_lr is None):
         raise ArgumentError("negative_lr" if negative_lr is None else "negative_epochs",
                             "the hard bed trains the independents like the owner: give the owner's epochs and "
@@ -77,4 +124,5 @@ def make_bed(name: str, *, digits: bool, input_shape: Sequence[int], num_classes
     default_epochs, default_lr = (DIGITS_EPOCHS, DIGITS_LR) if hard else (_DEMO_EPOCHS, _DEMO_LR)
     epochs = positive_int("negative_epochs", default_epochs if negative_epochs is None else negative_epochs)
     lr = finite_number("negative_lr", default_lr if negative_lr is None else negative_lr, positive=True)
-    return Bed(name, hard or full, factories, epochs, lr, small_factory)
+    groups = tuple(NegativeGroup(arch, factory, {"lr": lr, "epochs": epochs}) for arch, factory in factories.items())
+    return Bed(name, hard or full, groups, small_factory)

@@ -64,15 +64,21 @@ class Variant:
     settings: Any
     role: str = "positive"
     seed: int | None = None
+    data: str = "owner"     # what it trains on: "owner" (the owner's data) or "attacker" (the attacker's own)
 
 
 def build_variants(owner: nn.Module, data: Dataset, variants: Sequence[Variant], *, seed: int = 0,
-                   batch_size: int = 64, device: str | torch.device = "cpu") -> list[Suspect]:
-    """Every variant's model, in order, in eval mode; the owner is never modified."""
+                   batch_size: int = 64, device: str | torch.device = "cpu",
+                   attacker_data: Dataset | None = None) -> list[Suspect]:
+    """Every variant's model, in order, in eval mode; the owner is never modified. Variants
+    of the attacker's data train on `attacker_data`."""
     out = []
     for v in variants:
         s = v.seed if v.seed is not None else evaluation_seed(seed, v.name)
-        context = AttackContext(owner, data, s, batch_size=batch_size, device=device)
+        if v.data == "attacker" and attacker_data is None:
+            raise ArgumentError("attacker_data", f"{v.name} trains on the attacker's data: give it")
+        context = AttackContext(owner, attacker_data if v.data == "attacker" else data, s, batch_size=batch_size,
+                                device=device)
         (model,) = get_attack(v.attack).run(context, v.settings)
         out.append(Suspect(v.name, v.family, v.role, model))
     return out

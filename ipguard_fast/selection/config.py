@@ -9,7 +9,7 @@ from .._validate import ArgumentError, finite_number, non_negative_int, positive
 from ..search.candidates import LABEL_MODES
 from ..search.config import check_search_options
 from .pool import POOL_FACTOR
-from .recipe import RECIPE, check_recipe
+from .recipe import RECIPE, check_recipe, with_owner_recipe
 from .refine import RefineConfig
 from .scores import SCORES
 
@@ -31,6 +31,9 @@ class ProtectConfig:
     False/None (keep the pool's own points). init: "data", "uniform" or "auto".
     search: extra keywords for the pool's extract_fingerprints (batch_size, amp, ...).
     recipe: the reference kinds to build (recipe.RECIPE; each an attack and its settings).
+    train_recipe: the owner's own training recipe (a train.TrainRecipe), when known: the
+    negatives then include independents trained exactly so (recipe.with_owner_recipe);
+    without it they train until their held-out accuracy reaches the owner's.
     """
 
     n: int = 100
@@ -46,6 +49,7 @@ class ProtectConfig:
     batch_size: int = 256
     search: dict = field(default_factory=dict)
     recipe: tuple = RECIPE
+    train_recipe: Any = None
 
     def __post_init__(self) -> None:
         positive_int("n", self.n)
@@ -63,7 +67,10 @@ class ProtectConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ArgumentError("seed", f"must be an int, got {self.seed!r}")
         positive_int("batch_size", self.batch_size)
-        object.__setattr__(self, "recipe", check_recipe(self.recipe))
+        recipe = check_recipe(self.recipe)
+        if self.train_recipe is not None:
+            recipe = check_recipe(with_owner_recipe(recipe, self.train_recipe))
+        object.__setattr__(self, "recipe", recipe)
         search = check_search_options("search", self.search, ("n", "k", "input_shape", "seed", "labels", "progress"))
         object.__setattr__(self, "search", search)
 

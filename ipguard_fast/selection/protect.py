@@ -47,13 +47,14 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
             references=None, score: str = "separation", replicas: int = 3, validation_replicas: int = 1,
             refine: bool | RefineConfig = True, init: str = "data", labels: str = "predicted", seed: int = 0,
             cache_dir=None, cache_key_file=None, cache_readonly: bool = False, batch_size: int = 256,
-            progress: bool = True, log=None, extract_options: dict | None = None) -> FingerprintSet:
+            progress: bool = True, log=None, extract_options: dict | None = None, train_recipe=None) -> FingerprintSet:
     """n fingerprints of `owner`, selected from a pool so that copies keep them and
     independent models do not, with a threshold calibrated on held-out references.
 
     The keywords are ProtectConfig's (config.py; `extract_options` is its `search`);
     run_protect takes the config itself and also returns the report and the reference
-    models. train_data: the owner's training data, a Dataset of (image, label) or a
+    models. train_recipe: how the owner was trained (a TrainRecipe), when known: some
+    negatives are then trained exactly so. train_data: the owner's training data, a Dataset of (image, label) or a
     DataLoader (its dataset is used); the references train on it and the pool starts
     from it. references: None (build them, see references.py, cached in `cache_dir`), or
     the caller's own as {"positives": [...], "negatives": [...]} of anything
@@ -68,7 +69,8 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     data = training_data(train_data)
     config = ProtectConfig(n=n, k=k, pool_factor=pool_factor, score=score, replicas=replicas,
                            validation_replicas=validation_replicas, refine=refine, init=init, labels=labels,
-                           seed=seed, batch_size=batch_size, search=dict(extract_options or {}))
+                           seed=seed, batch_size=batch_size, search=dict(extract_options or {}),
+                           train_recipe=train_recipe)
     return run_protect(owner, data, config, references=references, cache_dir=cache_dir,
                        cache_key_file=cache_key_file, cache_readonly=cache_readonly, progress=progress,
                        log=log).fingerprints

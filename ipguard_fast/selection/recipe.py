@@ -2,8 +2,10 @@
 ipguard_fast.attacks with its settings, built per replica or once.
 
 Positives are copies a thief could deploy; negatives independent models. The
-independents that decide a verdict are the ones trained as hard as the owner, so the
-negatives span weak to strong training (one run gives several epochs' snapshots).
+independents that decide a verdict are the ones trained as hard as the owner, so every
+negative trains until its held-out accuracy reaches the owner's (a snapshot on the way
+keeps a weaker one), or by the owner's own recipe when the caller gives it
+(with_owner_recipe).
 A researcher passes a recipe of their own through ProtectConfig(recipe=...); bump
 RECIPE_VERSION whenever the default recipe or an attack it uses changes (the reference
 cache is keyed by both).
@@ -14,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._validate import ArgumentError
-from ..attacks import Distill, FineTune, Independent, Prune, Quantize, get_attack
+from ..attacks import (AdversarialFineTune, Distill, Extraction, FineTune, Independent, Preprocess, Prune, Quantize,
+                       get_attack)
+from ..train import TrainRecipe
 
-__all__ = ["RECIPE", "RECIPE_VERSION", "ReferenceKind", "check_recipe", "recipe_meta"]
+__all__ = ["NEGATIVES", "RECIPE", "RECIPE_VERSION", "ReferenceKind", "check_recipe", "recipe_meta", "with_owner_recipe"]
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,25 @@ class ReferenceKind:
     seed_name: str | None = None
 
 
+# The negatives are trained until their held-out accuracy reaches the owner's (capped at
+# _CAP epochs; a snapshot at 5 epochs keeps a weaker one too) and span the recipe space:
+# both optimizers, with and without augmentation, the owner's architecture and another.
+_CAP = 60
+_ADAM = dict(lr=1e-3, optimizer="adam")
+_SGD = dict(lr=0.05, optimizer="sgd", weight_decay=5e-4)
+
+
+def _negative(arch: str, optimizer: dict, augment: bool) -> ReferenceKind:
+    name = f"independent-{arch}-{optimizer['optimizer']}{'-aug' if augment else ''}"
+    return ReferenceKind(name, "negative", "independent",
+                         Independent(arch, epochs=(5, _CAP), augment=augment, match_owner=True, **optimizer))
+
+
+NEGATIVES: tuple[ReferenceKind, ...] = (
+    _negative("owner", _ADAM, False), _negative("owner", _SGD, True),
+    _negative("generic", _ADAM, True), _negative("generic", _SGD, False),
+)
+
 RECIPE: tuple[ReferenceKind, ...] = (
     ReferenceKind("FTLL", "positive", "fine-tune", FineTune(1e-2, 3, last_only=True)),
     ReferenceKind("FTAL", "positive", "fine-tune", FineTune(1e-3, 3)),
@@ -41,19 +64,36 @@ RECIPE: tuple[ReferenceKind, ...] = (
     ReferenceKind("RTAL", "positive", "fine-tune", FineTune(1e-3, 5, reinit_last=True)),
     ReferenceKind("prune-70ft", "positive", "prune", Prune(0.7, finetune_epochs=2)),
     ReferenceKind("distill-small", "positive", "distill", Distill(1e-3, 10, "generic", precompute_teacher=True)),
-    ReferenceKind("independent-owner-lr0.001", "negative", "independent", Independent("owner", 1e-3, (5, 10)),
-                  seed_name="owner-lr0.001"),
-    ReferenceKind("independent-owner-lr0.003", "negative", "independent", Independent("owner", 3e-3, (5,)),
-                  seed_name="owner-lr0.003"),
-    ReferenceKind("independent-generic-lr0.001", "negative", "independent", Independent("generic", 1e-3, (5, 10)),
-                  seed_name="generic-lr0.001"),
-    ReferenceKind("independent-generic-lr0.003", "negative", "independent", Independent("generic", 3e-3, (5,)),
-                  seed_name="generic-lr0.003"),
-    # Settings the evaluation never uses (it prunes 20-80 % and rounds to int8).
+    # The field's hard copies: students of the owner's answers, adversarial fine-tuning.
+    ReferenceKind("extract-labels", "positive", "extraction", Extraction(1e-3, 10, "generic", "labels")),
+    ReferenceKind("extract-probabilities", "positive", "extraction", Extraction(1e-3, 10, "owner", "probabilities")),
+    ReferenceKind("adversarial-ft", "positive", "adversarial-fine-tune", AdversarialFineTune(1e-3, 2, eps=6 / 255)),
+    *NEGATIVES,
+    # Settings the evaluation never uses (it prunes 20-80 %, rounds weights to int8, and
+    # preprocesses with noise 0.05, 4-bit pixels, blur 0.7): stronger ones, so that points
+    # that survive these survive the milder ones (the expectation over the transforms).
     ReferenceKind("prune-50", "positive", "prune", Prune(0.5), per_replica=False),
     ReferenceKind("prune-90", "positive", "prune", Prune(0.9), per_replica=False),
     ReferenceKind("int4", "positive", "quantize", Quantize(4), per_replica=False),
+    ReferenceKind("noise-0.1", "positive", "preprocess", Preprocess("noise", 0.1), per_replica=False),
+    ReferenceKind("pixels-3bit", "positive", "preprocess", Preprocess("quantize", 3), per_replica=False),
+    ReferenceKind("blur-1", "positive", "preprocess", Preprocess("blur", 1.0), per_replica=False),
 )
+
+
+def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> tuple[ReferenceKind, ...]:
+    """`recipe` whose negatives are the owner's own recipe (`train`, for fixed epochs) on the
+    owner's architecture and another, plus the default negatives of the other optimizer, so
+    that the recipe space stays spanned."""
+    if not isinstance(train, TrainRecipe):
+        raise ArgumentError("train_recipe", f"expected a TrainRecipe, got {type(train).__name__}")
+    settings = dict(lr=train.lr, epochs=train.epochs, optimizer=train.optimizer, weight_decay=train.weight_decay,
+                    momentum=train.momentum, batch_size=train.batch_size, augment=train.augment)
+    own = tuple(ReferenceKind(f"independent-{arch}-owner-recipe", "negative", "independent",
+                              Independent(arch, **settings)) for arch in ("owner", "generic"))
+    others = tuple(k for k in recipe if k.role == "negative" and k.attack == "independent"
+                   and k.settings.optimizer != train.optimizer)
+    return tuple(k for k in recipe if k.role == "positive") + own + others
 
 
 def recipe_meta(recipe: tuple[ReferenceKind, ...] = RECIPE) -> list[dict]:

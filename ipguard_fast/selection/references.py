@@ -21,6 +21,7 @@ from ..attacks import AttackContext, get_attack, owner_needs, reference_seed
 from ..search.distributed import communicator
 from .cache import ReferenceCache
 from .config import ProtectConfig
+from .holdout import holdout_split
 from .recipe import RECIPE, RECIPE_VERSION, ReferenceKind, recipe_meta
 
 __all__ = ["RECIPE", "RECIPE_VERSION", "Reference", "ReferenceKind", "build_references", "protect_seed",
@@ -62,7 +63,8 @@ def build_references(owner: nn.Module, data: Dataset, config: ProtectConfig, sha
     into the cache, then every rank loads them all from it: the same models as one
     process builds (each depends only on its seed), the training spread over the ranks."""
     base = AttackContext(owner, data, 0, input_shape=tuple(shapes[0]), num_classes=shapes[1], device=device)
-    jobs = _jobs(base, config.recipe, config.replicas, config.validation_replicas, config.seed, log)
+    splits = dict(zip(("train", "holdout"), holdout_split(data, reference_seed(config.seed, "holdout"))))
+    jobs = _jobs(base, splits, config.recipe, config.replicas, config.validation_replicas, config.seed, log)
     comm = communicator()
     if comm.world > 1:
         if cache.folder is None:
@@ -99,8 +101,8 @@ def _realise(job: _Job, cache: ReferenceCache) -> tuple[list[nn.Module], float, 
     return models, (time.perf_counter() - start) / len(models), cached
 
 
-def _jobs(base: AttackContext, recipe: tuple[ReferenceKind, ...], replicas: int, validation_replicas: int, seed: int,
-          log) -> list[_Job]:
+def _jobs(base: AttackContext, splits: dict, recipe: tuple[ReferenceKind, ...], replicas: int,
+          validation_replicas: int, seed: int, log) -> list[_Job]:
     offered = owner_needs(base.owner)
     usable = [k for k in recipe if set(get_attack(k.attack).needs) <= offered]
     skipped = [k.kind for k in recipe if k not in usable]
@@ -111,18 +113,21 @@ def _jobs(base: AttackContext, recipe: tuple[ReferenceKind, ...], replicas: int,
     jobs = []
     for r in range(replicas + validation_replicas):
         split = "select" if r < replicas else "validate"
-        jobs += [_job(base, kind, seed, f"/r{r}", split) for kind in usable if kind.per_replica]
-    jobs += [_job(base, kind, seed, "", "select") for kind in usable if not kind.per_replica]
+        jobs += [_job(base, splits, kind, seed, f"/r{r}", split) for kind in usable if kind.per_replica]
+    jobs += [_job(base, splits, kind, seed, "", "select") for kind in usable if not kind.per_replica]
     return jobs
 
 
 _NEED_WORDS = {"head": "Linear head", "weights": "conv/linear weights"}
 
 
-def _job(base: AttackContext, kind: ReferenceKind, seed: int, replica: str, split: str) -> _Job:
+def _job(base: AttackContext, splits: dict, kind: ReferenceKind, seed: int, replica: str, split: str) -> _Job:
+    """One kind's run. Negatives train without the held-out split, where they measure their
+    accuracy against the owner's; copies train on all the owner's data, as a thief would."""
     labels = get_attack(kind.attack).outputs(kind.settings)
     names = tuple(f"protect/{kind.kind}{label}{replica}" for label in labels)
     s = reference_seed(seed, f"{kind.seed_name or kind.kind}{replica}")
-    context = AttackContext(base.owner, base.data, s, input_shape=base.input_shape, num_classes=base.num_classes,
-                            device=base.device)
+    data = splits["train"] if kind.role == "negative" else base.data
+    context = AttackContext(base.owner, data, s, input_shape=base.input_shape, num_classes=base.num_classes,
+                            device=base.device, holdout=splits["holdout"])
     return _Job(names, kind, split, context)

@@ -1,0 +1,127 @@
+"""protect()'s selected fingerprints, plain IPGuard and the mistakes baseline on the demo,
+hard and foreign beds, over owner seeds: the issue-19 measurement.
+
+    python benchmarks/three_beds.py --out benchmarks/results/three-beds-DATE [--seeds 0,1,2] [--beds demo,hard,foreign]
+
+Owners: the demo owner (models.digits: DigitsCNN, 5 epochs Adam 3e-3 on all the digits
+training data) judges the demo and hard beds; the foreign owner (DigitsCNN trained by
+evaluation.foreign.FOREIGN_OWNER_RECIPE: 40 epochs SGD with momentum, weight decay and
+augmentation) trains on the owner's half of the data only, and its bed's extraction
+students on the other half. protect() runs once per owner (its references never meet a
+suspect: evaluate checks) and both of the demo owner's beds judge the same fingerprints.
+Writes one JSON per (bed, seed) with every suspect's rate and the verdicts, and
+summary.json / summary.md over all of them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+PAPER_FAMILIES = {"FTLL", "FTAL", "RTLL", "RTAL", "prune", "quant-int8", "fp16", "distill", "distill-small"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--beds", default="demo,hard,foreign")
+    p.add_argument("--ks", default="1,3,10", help="plain IPGuard margins")
+    p.add_argument("-n", type=int, default=100)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for bed_name, result, protect_seconds in _one_seed(args, seed, out):
+            summary = _summary(bed_name, seed, result, protect_seconds)
+            rows.append(summary)
+            (out / f"{bed_name}-seed{seed}.json").write_text(json.dumps(
+                {"command": command, "bed": bed_name, "seed": seed, "summary": summary, **result.to_dict()},
+                indent=1, default=str) + "\n")
+            _write_summary(out, rows, command)
+    print(f"wrote {out}")
+    return 0
+
+
+def _one_seed(args, seed: int, out: Path):
+    from ipguard_fast.data import digits_input_shape, load_digits
+    from ipguard_fast.evaluation import evaluate, make_bed
+    from ipguard_fast.evaluation.beds import attacker_half, owner_half
+    from ipguard_fast.evaluation.foreign import FOREIGN_OWNER_RECIPE
+    from ipguard_fast.models import DigitsCNN, DigitsMLP, train_digits_model
+    from ipguard_fast.nn import seeded
+    from ipguard_fast.selection import run_protect
+    from ipguard_fast.selection.config import ProtectConfig
+    from ipguard_fast.train import train_model
+
+    train, test = load_digits("train"), load_digits("test")
+    shape = digits_input_shape()
+    ks = [float(k) for k in args.ks.split(",")]
+    selected = {}
+    for bed_name in args.beds.split(","):
+        if bed_name == "foreign":
+            data, attacker = owner_half(train, seed), attacker_half(train, seed)
+            owner = train_model(seeded(DigitsCNN, seed), data, FOREIGN_OWNER_RECIPE, seed=seed)
+        else:
+            data, attacker = train, None
+            owner = train_digits_model("cnn", seed=seed)
+        key = "foreign" if bed_name == "foreign" else "demo-owner"
+        if key not in selected:
+            start = time.perf_counter()
+            fps = run_protect(owner, data, ProtectConfig(n=args.n, seed=seed), progress=False, log=print,
+                              cache_dir=out / "references" / f"{key}-seed{seed}").fingerprints
+            selected[key] = (fps, time.perf_counter() - start)
+        bed = make_bed(bed_name, digits=True, input_shape=shape, num_classes=10, small_factory=DigitsMLP)
+        suspects = bed.suspects(owner, data, seed=seed, attacker_data=attacker)
+        result = evaluate(owner, data, suspects=suspects, input_shape=shape, ks=ks, n=args.n, test_set=test,
+                          owner_name=f"DigitsCNN ({key}, seed {seed})", seed=seed,
+                          methods=("ipguard", "selected", "mistakes"), selected=selected[key][0])
+        result.settings.update(bed=bed_name, machine={"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                                                      "torch": torch.__version__, "load": os.getloadavg()})
+        yield bed_name, result, selected[key][1]
+
+
+def _summary(bed: str, seed: int, result, protect_seconds: float) -> dict:
+    from ipguard_fast import metrics
+
+    row = {"bed": bed, "seed": seed, "owner_accuracy": result.owner["accuracy"], "protect_seconds": protect_seconds}
+    plain = max((r for r in result.runs if r.method == "ipguard"), key=lambda r: r.aruc)
+    for name, run in (("plain", plain), ("selected", result.run("selected")), ("mistakes", result.run("mistakes"))):
+        counted = [s for s in run.suspects if s.get("counted", True)]
+        paper = [s["matching_rate"] for s in counted if s["role"] == "positive" and s["family"] in PAPER_FAMILIES]
+        negatives = [s["matching_rate"] for s in counted if s["role"] == "negative"]
+        row[name] = {"aruc": run.aruc, "roc_auc": run.roc_auc, "k": run.k,
+                     "aruc_paper_families": metrics.aruc(paper, negatives), "verdicts": run.verdicts,
+                     "field_families": {s["name"]: s["matching_rate"] for s in counted
+                                        if s["role"] == "positive" and s["family"] not in PAPER_FAMILIES}}
+    return row
+
+
+def _write_summary(out: Path, rows: list[dict], command: str) -> None:
+    (out / "summary.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1, default=str) + "\n")
+    lines = ["| bed | seed | method | ARUC | ARUC (paper families) | ROC AUC | threshold | false accusations | "
+             "missed | TPR |", "|---|---:|---|---:|---:|---:|---:|---|---|---:|"]
+    for row in rows:
+        for name in ("plain", "selected", "mistakes"):
+            r, v = row[name], row[name]["verdicts"]
+            lines.append(f"| {row['bed']} | {row['seed']} | {name}{_k(r['k'])} "
+                         f"| {r['aruc']:.3f} | {r['aruc_paper_families']:.3f} | {r['roc_auc']:.3f} | "
+                         f"{v.get('threshold', float('nan')):.2f} | {', '.join(v.get('false_accusations', [])) or '-'} "
+                         f"| {', '.join(v.get('missed', [])) or '-'} | {v.get('tpr', float('nan')):.2f} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _k(k) -> str:
+    return "" if k is None else f" k={k:g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

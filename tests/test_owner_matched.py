@@ -1,0 +1,89 @@
+"""Owner-matched negatives: independents trained until their held-out accuracy reaches the
+owner's, augmentation in the training recipe, the held-out split, the owner's own recipe."""
+import pytest
+import torch
+
+from ipguard_fast.attacks import AttackContext, Independent, run_attack
+from ipguard_fast.attacks import independent as independent_module
+from ipguard_fast.augment import default_shift, random_shift
+from ipguard_fast.selection import ProtectConfig
+from ipguard_fast.selection.holdout import holdout_split
+from ipguard_fast.selection.recipe import NEGATIVES, RECIPE, with_owner_recipe
+from ipguard_fast.train import TrainRecipe, accuracy, train_model
+
+
+def test_random_shift_moves_each_image_by_at_most_the_bound_and_is_seeded():
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0
+    a = random_shift(x, torch.Generator().manual_seed(0))
+    b = random_shift(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, x)                       # some images moved
+    assert torch.equal(a.sum((1, 2, 3)), x.sum((1, 2, 3)))   # a one-pixel shift keeps the central blob
+    moved = [(a[i] != x[i]).any() for i in range(64)]
+    assert 0 < sum(moved) < 64
+    assert default_shift(8, 8) == 1 and default_shift(32, 32) == 4
+    flat = torch.rand(4, 10)
+    assert random_shift(flat, torch.Generator()) is flat
+
+
+def test_augmentation_changes_training_but_not_the_batch_order(small):
+    from ipguard_fast.models import DigitsMLP
+    from ipguard_fast.nn import seeded
+
+    plain = train_model(seeded(DigitsMLP, 1), small, TrainRecipe(epochs=1), seed=1)
+    again = train_model(seeded(DigitsMLP, 1), small, TrainRecipe(epochs=1), seed=1)
+    shifted = train_model(seeded(DigitsMLP, 1), small, TrainRecipe(epochs=1, augment=True), seed=1)
+    assert torch.equal(plain.fc.weight, again.fc.weight)
+    assert not torch.equal(plain.fc.weight, shifted.fc.weight)
+    with pytest.raises(ValueError, match="^augment: must be True or False"):
+        TrainRecipe(epochs=1, augment="yes")
+
+
+def test_holdout_split_is_disjoint_seeded_and_bounded(small):
+    train, held = holdout_split(small, seed=3)
+    assert len(train) + len(held) == len(small) and len(held) == round(0.1 * len(small))
+    rows = lambda d: {tuple(x.flatten().tolist()) for x in d.tensors[0]}  # noqa: E731
+    assert not rows(train) & rows(held)
+    assert torch.equal(holdout_split(small, seed=3)[1].tensors[0], held.tensors[0])
+    with pytest.raises(ValueError, match="^train_data: needs at least 2"):
+        holdout_split(torch.utils.data.TensorDataset(torch.zeros(1, 1, 8, 8), torch.zeros(1)), seed=0)
+
+
+def test_a_matched_independent_stops_once_it_reaches_the_owners_held_out_accuracy(owner, small, monkeypatch):
+    train, held = holdout_split(small, seed=0)
+    epochs_run = []
+    context = AttackContext(owner, train, seed=11, holdout=held, on_epoch=lambda e, m: epochs_run.append(e))
+    early, matched = run_attack("independent", Independent("owner", 3e-3, (1, 40), match_owner=True), context)
+    target = accuracy(owner, held) - independent_module.MATCH_TOLERANCE
+    reached = accuracy(matched, held) >= target
+    assert epochs_run[-1] < 40                        # stopped: matched, or converged (no gain for PATIENCE epochs)
+    assert reached or epochs_run[-1] >= independent_module.MATCH_PATIENCE
+    assert early is not matched
+    assert Independent("owner", 1e-3, (5, 60), match_owner=True).labels() == ("-e5", "-matched")
+    with pytest.raises(ValueError, match="^holdout: "):
+        run_attack("independent", Independent("owner", 3e-3, 2, match_owner=True), AttackContext(owner, train, 1))
+    with pytest.raises(ValueError, match="^epochs: with match_owner the cap comes last"):
+        Independent("owner", 3e-3, (9, 2), match_owner=True)
+
+
+def test_the_default_negatives_span_optimizers_augmentation_and_architectures():
+    settings = [k.settings for k in NEGATIVES]
+    assert all(s.match_owner for s in settings)
+    assert {s.optimizer for s in settings} == {"adam", "sgd"} and {s.augment for s in settings} == {True, False}
+    assert {s.arch for s in settings} == {"owner", "generic"}
+    assert all(k in RECIPE for k in NEGATIVES)
+
+
+def test_the_owners_recipe_trains_some_negatives_exactly_so():
+    owner_recipe = TrainRecipe(epochs=7, lr=0.02, batch_size=32, optimizer="sgd", augment=True)
+    recipe = ProtectConfig(train_recipe=owner_recipe).recipe
+    negatives = [k for k in recipe if k.role == "negative"]
+    own = [k.settings for k in negatives if k.kind.endswith("owner-recipe")]
+    assert {s.arch for s in own} == {"owner", "generic"}
+    assert all((s.epochs, s.lr, s.batch_size, s.optimizer, s.augment, s.match_owner)
+               == (7, 0.02, 32, "sgd", True, False) for s in own)
+    assert {k.settings.optimizer for k in negatives} == {"sgd", "adam"}   # the other optimizer still spans
+    assert [k for k in recipe if k.role == "positive"] == [k for k in RECIPE if k.role == "positive"]
+    with pytest.raises(ValueError, match="^train_recipe: expected a TrainRecipe"):
+        with_owner_recipe(RECIPE, {"epochs": 3})
