@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .._errors import ran_out_of_memory
 from .._files import short_error
 from .._progress import progress_bar
 from .._validate import ArgumentError
@@ -220,9 +221,9 @@ def probe_classifier(model, input_shape, device, num_classes=None):
     try:
         with torch.no_grad():
             out = model(x)
-    except (MemoryError, torch.OutOfMemoryError):
-        raise   # a resource ran out: not bad input
-    except Exception as exc:  # the model's own error, reported against our argument
+    except Exception as exc:  # the model's own error, reported against our argument ...
+        if ran_out_of_memory(exc):
+            raise   # ... unless a resource ran out: not bad input
         raise ArgumentError("input_shape", f"the model fails on a batch of shape {list(x.shape)}: "
                                            f"{short_error(exc)}") from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..._errors import ran_out_of_memory
 from ..._files import short_error
 from ...verdicts import as_output_fn
 from ..formats import load_suspect
@@ -31,7 +32,6 @@ __all__ = ["Job", "exec_main", "run", "serve"]
 
 # The exception classes the in-process path reports as bad input, sent by name.
 INPUT_ERRORS = (ModelLoadError, FileNotFoundError, ImportError, ValueError)
-_MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc")
 MESSAGE_LIMIT = 1000
 
 
@@ -94,20 +94,6 @@ def describe_failure(exc: BaseException) -> dict[str, Any]:
         if isinstance(exc, cls):
             return {"ok": False, "kind": "input", "class": cls.__name__, "message": message}
     return {"ok": False, "kind": "failed", "message": f"{type(exc).__name__}: {message}"}
-
-
-def ran_out_of_memory(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or an exception it came from is a failed allocation (MemoryError, torch's
-    allocators, CUDA out of memory) -- also under the ValueError the in-process path wraps it in."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MemoryError):
-            return True
-        if isinstance(exc, RuntimeError) and any(word in str(exc).lower() for word in _MEMORY_WORDS):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _request_size(header: dict[str, Any]) -> int:
