@@ -48,9 +48,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .._validate import positive_int
-
     from .._files import check_output_folder
+    from .._validate import positive_int
     from ..evaluation.beds import check_bed
 
     check_output_folder("--out", args.out)   # everything before minutes of training
