@@ -18,6 +18,7 @@ from torch import nn
 from .._errors import ran_out_of_memory
 from .._files import short_error
 from .._validate import ArgumentError
+from ..io import SuspectFailed
 from ..modules import device_and_dtype, eval_mode, static_batch_size
 from ..verdicts import as_label_fn
 from .config import ServeConfig
@@ -94,8 +95,8 @@ def probe_num_classes(model: Any, input_shape: tuple[int, ...]) -> int | None:
                 out = forward(torch.zeros(size, *input_shape))
             break
         except Exception as exc:  # try the next batch size
-            if ran_out_of_memory(exc):
-                raise   # a resource ran out: not a wrong input shape
+            if ran_out_of_memory(exc) or isinstance(exc, SuspectFailed):
+                raise   # a resource ran out, or the model's worker failed: not a wrong input shape
             error = exc
     else:
         raise ArgumentError("input_shape", f"the model fails on a batch of zeros of shape "
