@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import worker
 
-__all__ = ["WorkerProcess", "signal_name"]
+__all__ = ["WorkerProcess", "autograd_survives_fork", "signal_name"]
 
 _ROOT = str(Path(__file__).resolve().parents[3])  # where `import ipguard_fast` finds this copy
 _EXEC_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -101,3 +101,21 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def autograd_survives_fork() -> bool:
+    """Whether a forked worker could take gradients: torch refuses autograd in a child forked after
+    the parent's autograd engine started its threads (any backward here), so an extraction's
+    worker is then started as a fresh interpreter instead. Costs one fork of a child that runs a
+    one-element backward and exits."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            import torch
+
+            torch.ones(1, requires_grad=True).sum().backward()
+            code = 0
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

@@ -29,12 +29,13 @@ from ..formats import format_of
 from ..weights import ModelLoadError
 from . import wire, worker
 from .limits import GiB, Isolation
-from .process import WorkerProcess, signal_name
+from .process import WorkerProcess, autograd_survives_fork, signal_name
 
 __all__ = ["Conversation", "IsolatedSuspect", "SuspectFailed", "SuspectResourceError"]
 
 _INPUT_ERRORS = {cls.__name__: cls for cls in (ModelLoadError, FileNotFoundError, ImportError, ValueError)}
 _GRACE = 2.0  # seconds a worker that closed its channel has to exit before it is killed
+_EXEC_START = 30.0  # seconds a fresh interpreter may take to start (import torch) before the load's timeout runs
 
 
 class SuspectFailed(RuntimeError):
@@ -84,8 +85,10 @@ class IsolatedSuspect:
         """Start the worker and wait until it has loaded the model (within ``isolation.timeout``)."""
         if self._process is None:
             format_of(self.spec)  # a missing file is the caller's mistake, told without a worker
-            self._process = WorkerProcess.start(self._job_for, self._method(), self._entry)
-            self._exchange(None, "while loading it", batch=None)
+            method = self._method()
+            self._process = WorkerProcess.start(self._job_for, method, self._entry)
+            with self.conversation("while loading it") as channel:   # a fresh interpreter first imports torch
+                channel.receive(lambda header: _answer_size(header, None), extra=_EXEC_START if method == "exec" else 0)
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -108,7 +111,9 @@ class IsolatedSuspect:
     def _method(self) -> str:
         if self.isolation.start != "auto":
             return self.isolation.start
-        return "exec" if torch.cuda.is_initialized() else "fork"  # a forked worker cannot use CUDA then
+        if torch.cuda.is_initialized():
+            return "exec"  # a forked worker cannot use CUDA then
+        return "fork" if self.load != "model" or autograd_survives_fork() else "exec"  # nor autograd, for extraction
 
     def _exchange(self, message, doing: str, batch: int | None) -> tuple[dict[str, Any], bytearray]:
         """One request (None: none, the answer to loading) and its answer."""
@@ -222,9 +227,11 @@ class Conversation:
     def send(self, header: dict[str, Any], payload: Any = b"") -> None:
         wire.send(self._sock, header, payload, time.monotonic() + self._suspect.isolation.timeout)
 
-    def receive(self, payload_size: Callable[[dict[str, Any]], int]) -> tuple[dict[str, Any], bytearray]:
-        """The worker's next answer, its payload sized by ``payload_size(header)``; an error answer is raised."""
-        header, payload = wire.receive(self._sock, time.monotonic() + self._suspect.isolation.timeout,
+    def receive(self, payload_size: Callable[[dict[str, Any]], int],
+                extra: float = 0.0) -> tuple[dict[str, Any], bytearray]:
+        """The worker's next answer (within the timeout and ``extra`` seconds), its payload sized by
+        ``payload_size(header)``; an error answer is raised."""
+        header, payload = wire.receive(self._sock, time.monotonic() + self._suspect.isolation.timeout + extra,
                                        lambda header: payload_size(header) if _is_result(header) else 0)
         if header["ok"] is not True:
             refusal = self._suspect._refusal(header, self._doing)
