@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._errors import ran_out_of_memory
 from ._files import short_error
 from ._validate import positive_int, probability
 from .fingerprints import FingerprintSet
@@ -136,7 +137,9 @@ def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
                 if fixed_batch is None:
                     return module(x)
                 return call_in_fixed_batches(lambda chunk: _as_tensor(module(chunk)), x, fixed_batch)
-            except Exception as exc:  # the suspect cannot take these images: our caller's bad input
+            except Exception as exc:  # the suspect cannot take these images: our caller's bad input ...
+                if ran_out_of_memory(exc):
+                    raise   # ... unless a resource ran out: that is no mistake of the caller's
                 raise ValueError(f"suspect: fails on images of shape {list(x.shape)}: {short_error(exc)}") from exc
 
     return forward

@@ -27,12 +27,14 @@ def extract_args(model, out, n=16):
 
 
 def test_two_ranks_equal_one(owner_file, tmp_path):
+    """One process runs the file in its confined worker; under torchrun each rank runs it in-process
+    (--no-isolate: the ranks' process group needs it)."""
     single = tmp_path / "single.safetensors"
     assert main(extract_args(owner_file, single)) == 0
     double = tmp_path / "double.safetensors"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "ipguard_fast", *extract_args(owner_file, double)],
+                           "-m", "ipguard_fast", *extract_args(owner_file, double), "--no-isolate"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     a, b = FingerprintSet.load(single), FingerprintSet.load(double)
@@ -46,7 +48,7 @@ def test_a_failing_rank_fails_the_run_without_a_file(tmp_path):
     out = tmp_path / "never.safetensors"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "ipguard_fast", *extract_args("does_not_exist.pt", out)],
+                           "-m", "ipguard_fast", *extract_args("does_not_exist.pt", out), "--no-isolate"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode != 0
     assert not out.exists()

@@ -12,6 +12,7 @@ from torch import nn
 import ipguard_fast as ig
 from ipguard_fast.cli import main
 from ipguard_fast.io import save_torchscript
+from ipguard_fast.remote import serve as remote_serve
 
 SHAPE = (1, 8, 8)
 
@@ -122,4 +123,60 @@ def test_outputs_and_export_settings_are_checked_before_any_work(case, option, f
     start = time.monotonic()
     err = one_line_exit_2(argv, capsys)
     assert f"error: {option}: " in err, err
+    assert time.monotonic() - start < 20, "refused only after work started"
+
+
+class OutOfMemory(nn.Module):
+    """A model whose forward fails to allocate (as one too large for the machine does)."""
+
+    errors = {"memory": lambda: MemoryError(), "cuda": lambda: torch.OutOfMemoryError("CUDA out of memory. Tried "
+                                                                                      "to allocate 2.00 GiB"),
+              "cpu": lambda: RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB")}
+    kind = "memory"
+
+    def forward(self, x):
+        raise self.errors[self.kind]()
+
+
+@pytest.mark.parametrize("kind", sorted(OutOfMemory.errors))
+def test_a_model_that_runs_out_of_memory_is_a_resource_failure_not_bad_input(kind, monkeypatch):
+    monkeypatch.setattr(OutOfMemory, "kind", kind)
+    fps = half_matching_fingerprints(tiny_model(), 10)
+    expected = MemoryError if kind == "memory" else RuntimeError
+    with pytest.raises(expected) as caught:
+        ig.verify(OutOfMemory(), fps)
+    assert not isinstance(caught.value, ValueError)
+    with pytest.raises(expected):
+        ig.extract_fingerprints(OutOfMemory(), 2, k=1.0, input_shape=SHAPE, progress=False)
+    with pytest.raises(expected):
+        remote_serve(OutOfMemory(), port=0, input_shape=SHAPE)
+
+
+@pytest.mark.parametrize("command", ["verify", "extract", "serve"])
+def test_the_cli_reports_a_model_out_of_memory_as_exit_1(command, files, capsys):
+    model = ["--model", "test_error_contract:OutOfMemory", "--no-isolate"]
+    argv = {"verify": ["verify", "--fingerprints", files["fp"]] + model,
+            "extract": ["extract", *model, "--input-shape", "1,8,8", "--k", "1", "--no-progress",
+                        "--out", str(files["dir"] / "oom.safetensors")],
+            "serve": ["serve", *model, "--input-shape", "1,8,8", "--port", "0"]}[command]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"ipguard {command}: failed: ran out of memory"), err
+
+
+def test_serve_with_a_wrong_input_shape_names_the_option(files, capsys):
+    for extra in ([], ["--no-isolate"]):
+        err = one_line_exit_2(["serve", "--model", files["model"], "--input-shape", "3,32,32", "--port", "0", *extra],
+                              capsys)
+        assert err.startswith("ipguard serve: error: --input-shape: the model fails"), err
+
+
+@pytest.mark.parametrize("case", ["missing", "junk", "folder"])
+def test_evaluate_checks_its_negatives_before_any_training(case, files, capsys):
+    (files["dir"] / "junk.pt").write_bytes(b"not a model")
+    path = {"missing": files["dir"] / "missing.pt", "junk": files["dir"] / "junk.pt", "folder": files["dir"]}[case]
+    start = time.monotonic()
+    err = one_line_exit_2(["evaluate", "--model", FACTORY, "--negatives", files["model"], str(path),
+                           "--out", str(files["dir"] / f"eval-{case}")], capsys)
+    assert err.startswith(f"ipguard evaluate: error: --negatives: {path}"), err
     assert time.monotonic() - start < 20, "refused only after work started"

@@ -5,7 +5,8 @@ Each subcommand lives in its own module with `add_arguments(parser)` and
 --help` is fast and an optional part that is missing fails its own command with a
 message naming the extra to install. Exit codes: 0 done, 2 bad input (usage, invalid
 arguments or files, a missing extra: one line), 1 any other failure (one line, or the
-traceback with --debug), 130 interrupted.
+traceback with --debug; a resource that ran out, such as a model's memory, is "ran out of
+memory" here, never bad input, also when a library layer wrapped it), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _guarded(command: str, call, debug: bool) -> int:
+    from .._errors import ran_out_of_memory
     from ..remote.client import RemoteError
 
     try:
@@ -62,24 +64,19 @@ def _guarded(command: str, call, debug: bool) -> int:
     except KeyboardInterrupt:
         print("ipguard: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:   # a resource ran out: exit 1, never "bad input"
-        if debug:
-            traceback.print_exc()
-        print(f"ipguard {command}: failed: out of memory", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"ipguard {command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except RemoteError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"ipguard {command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
         if debug:
             traceback.print_exc()
+        if ran_out_of_memory(exc):   # a resource ran out (checked first: also under a ValueError): never bad input
+            detail = "" if _one_line(exc) == type(exc).__name__ else f": {_one_line(exc)}"
+            print(f"ipguard {command}: failed: ran out of memory: {type(exc).__name__}{detail}", file=sys.stderr)
+            return 1
+        if isinstance(exc, (ValueError, FileNotFoundError, ImportError)):
+            print(f"ipguard {command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        if isinstance(exc, RemoteError):
+            print(f"ipguard {command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 1
         print(f"ipguard {command}: failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
 

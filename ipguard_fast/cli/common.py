@@ -1,5 +1,6 @@
-"""What the subcommands share: argument types, the model and fingerprint-count options, the
-token resolver, the verdict printer, and the torchrun process group."""
+"""What the subcommands share: argument types, the model, fingerprint-count and isolation options
+(the confined worker that runs a model file), the token resolver, the verdict printer, and the
+torchrun process group."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,9 @@ import os
 import re
 from typing import Iterator, Mapping
 
-__all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_model_arguments", "add_selection_arguments", "add_token_arguments",
-           "check_margins", "floats_arg", "named_as_options", "one_line_warnings", "print_verdict", "resolve_token", "shape_arg"]
+__all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_isolation_arguments", "add_model_arguments",
+           "add_selection_arguments", "add_token_arguments", "check_margins", "floats_arg", "isolation_from_args",
+           "named_as_options", "one_line_warnings", "print_verdict", "resolve_token", "shape_arg"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -112,6 +114,41 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, 
     parser.add_argument("--weights", metavar="FILE",
                         help="state_dict (.safetensors, or a torch file loaded with weights_only) "
                              "for a package.module:factory model")
+
+
+def add_isolation_arguments(parser: argparse.ArgumentParser, timeout_help: str, prefix: str = "") -> None:
+    """--timeout, --memory-limit and --no-isolate: the confined worker that runs a model file
+    (``prefix``: when they apply, e.g. "with --model: ")."""
+    parser.add_argument("--timeout", type=float, default=None, help=timeout_help)
+    parser.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
+                        help=f"{prefix}GiB of memory the worker running the model may allocate (default 4)")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help=f"{prefix}load and run the model in this process, not in a confined worker "
+                             "(only for a file you trust)")
+
+
+def isolation_from_args(args: argparse.Namespace, remote: bool = False):
+    """The worker's limits from the options (None: --no-isolate, or ``remote``: no model file is
+    run here), checked before any work."""
+    from .._validate import ArgumentError, finite_number
+    from ..io import Isolation
+
+    if remote or args.no_isolate:
+        misplaced = [option for option, given in (("--no-isolate", args.no_isolate and remote),
+                                                  ("--memory-limit", args.memory_limit is not None),
+                                                  ("--timeout", args.no_isolate and args.timeout is not None)) if given]
+        if misplaced:
+            raise ArgumentError(misplaced[0], "applies to the worker that runs a local --model (not with "
+                                              f"{'--endpoint' if remote else '--no-isolate'})")
+        return None
+    limits = {}
+    if args.timeout is not None:
+        limits["timeout"] = args.timeout
+    if args.memory_limit is not None:
+        limits["memory_limit"] = max(1, round(finite_number("--memory-limit", args.memory_limit, positive=True)
+                                              * 2**30))
+    with named_as_options({"timeout": "--timeout", "memory_limit": "--memory-limit"}):
+        return Isolation(**limits)
 
 
 def add_token_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:

@@ -55,9 +55,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .._validate import positive_int
-
     from .._files import check_output_folder
+    from .._validate import positive_int
     from ..evaluation.beds import check_bed
 
     check_output_folder("--out", args.out)   # everything before minutes of training
@@ -65,17 +64,34 @@ def run(args) -> int:
     positive_int("-n", args.n)
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
+    negatives = _load_negatives(args.negatives)
     with DistributedRun("cpu") as ranks:
-        return _run(args, ranks)
+        return _run(args, ranks, negatives)
 
 
-def _run(args, ranks) -> int:
+def _load_negatives(paths) -> list:
+    """The --negatives models, loaded (so checked: they exist, are readable and of a known format) before
+    the bed's minutes of training; a bad one is bad input naming the option."""
+    from .._files import short_error
+    from .._validate import ArgumentError
+    from ..io import ModelLoadError, load_model
+
+    models = []
+    for path in paths:
+        try:
+            models.append((str(path), load_model(path)))
+        except (FileNotFoundError, ModelLoadError, ValueError, ImportError) as exc:
+            raise ArgumentError("--negatives", f"{path}: {short_error(exc)}") from exc
+    return models
+
+
+def _run(args, ranks, negatives) -> int:
     import torch
 
     from ..data import load_data
     from ..evaluation import evaluate, make_bed, summary_table, write_report
     from ..evaluation.suspects import Suspect
-    from ..io import load_model, load_trainable_model
+    from ..io import load_trainable_model
 
     methods = tuple(filter(None, args.methods.split(",")))
     owner = load_trainable_model(args.model, args.weights, "--model")
@@ -91,7 +107,7 @@ def _run(args, ranks) -> int:
                        negative_lr=args.negative_lr, full=args.full)
     attacker = load_data(args.attacker_data, "train") if args.attacker_data else None
     suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker)
-    suspects += [Suspect(str(path), "independent-given", "negative", load_model(path)) for path in args.negatives]
+    suspects += [Suspect(path, "independent-given", "negative", model) for path, model in negatives]
     with named_as_options(_OPTIONS):
         result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
                           owner_name=args.model, seed=args.seed, suspects=suspects, methods=methods,

@@ -1,4 +1,11 @@
-"""ipguard serve: a model behind the label-only HTTP API, until SIGINT or SIGTERM."""
+"""ipguard serve: a model behind the label-only HTTP API, until SIGINT or SIGTERM.
+
+The model file is run by a confined worker process (io/sandbox) unless --no-isolate: a served
+model answers anyone who can reach the port, and its file may come from anyone. Each request's
+batch goes to the worker and only labels come back; a batch the model cannot take is that
+request's error (the worker goes on), while a model that loops, allocates without bound or
+crashes stops the worker, and serving ends with one line and exit 1.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +14,8 @@ import signal
 import sys
 import threading
 
-from .common import add_model_arguments, add_token_arguments, named_as_options, resolve_token, shape_arg
+from .common import (add_isolation_arguments, add_model_arguments, add_token_arguments, isolation_from_args,
+                     named_as_options, resolve_token, shape_arg)
 
 
 def port_arg(text: str) -> int:
@@ -48,6 +56,8 @@ def add_arguments(parser) -> None:
                         help="shape of one image, e.g. 3,32,32 (recommended: validates requests "
                              "and lets /v1/health report num_classes)")
     add_token_arguments(parser, "that every request must send ('Authorization: Bearer <token>')")
+    add_isolation_arguments(parser, "seconds the worker may take to load the model, then for each request's batch "
+                                    "(default 60); a model that takes longer is stopped and serving ends (exit 1)")
     for name, kind, text in _LIMITS:
         default = getattr(defaults, name)
         shown = f"{default:g}" if kind is float else str(default)
@@ -55,35 +65,56 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..io import load_suspect
-    from ..remote import ServeConfig, ServerLimits, start_server
+    import contextlib
 
     token = resolve_token(args)
+    isolation = isolation_from_args(args)
+    with contextlib.ExitStack() as stack:
+        model, server = _start(args, token, isolation, stack)
+        if token is None and not _is_loopback(server.host):
+            print(f"ipguard serve: warning: listening on {server.host} without a token; anyone who can reach it "
+                  "can query the model", file=sys.stderr)
+        print(f"ipguard serve: serving labels on {server.url} (Ctrl-C to stop)", flush=True)
+        failure = (lambda: model.failure) if isolation is not None else (lambda: None)
+        try:
+            _wait_for_stop(lambda: failure() is not None)
+        finally:
+            server.shutdown()
+        if failure() is not None:   # the model's worker failed: every later answer would fail too
+            raise failure()
+    return 0
+
+
+def _start(args, token, isolation, stack):
+    """The model (in a confined worker unless ``isolation`` is None, stopped with ``stack``) and its server."""
+    from ..io import IsolatedSuspect, load_suspect
+    from ..remote import ServeConfig, ServerLimits, start_server
+
     with named_as_options(_OPTIONS):
         limits = ServerLimits(**{name: getattr(args, name) for name, _, _ in _LIMITS})
         config = ServeConfig(host=args.host, port=args.port, token=token, input_shape=args.input_shape,
                              limits=limits)
-        model = load_suspect(args.model, args.weights)
-        server = start_server(model, config)
-    if token is None and not _is_loopback(server.host):
-        print(f"ipguard serve: warning: listening on {server.host} without a token; anyone who can reach it "
-              "can query the model", file=sys.stderr)
-    print(f"ipguard serve: serving labels on {server.url} (Ctrl-C to stop)", flush=True)
+        if isolation is None:
+            model = load_suspect(args.model, args.weights)
+        else:
+            model = stack.enter_context(IsolatedSuspect(args.model, weights=args.weights, isolation=isolation))
+        return model, start_server(model, config)
 
+
+def _wait_for_stop(failed) -> None:
+    """Until SIGINT, SIGTERM or ``failed()``."""
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(0.5) and not failed():
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return 0
 
 
 def _is_loopback(host: str) -> bool:

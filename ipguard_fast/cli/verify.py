@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_model_arguments, add_token_arguments, named_as_options, print_verdict, resolve_token
+from .common import (add_isolation_arguments, add_model_arguments, add_token_arguments, isolation_from_args,
+                     named_as_options, print_verdict, resolve_token)
 
 DEFAULT_BATCH_SIZE = 256
 ENDPOINT_TIMEOUT = 30.0
@@ -21,14 +22,9 @@ def add_arguments(p) -> None:
     p.add_argument("--progress-key", metavar="FILE",
                    help="with --progress: the secret key file that authenticates it (made when missing, mode "
                         "0600; default $IPGUARD_FAST_PROGRESS_KEY, else ~/.config/ipguard_fast/progress.key)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help=f"with --endpoint: seconds one request may take in all (default {ENDPOINT_TIMEOUT:g}); with "
-                        "--model: seconds the worker may take to load the model, and again for each batch (default 60)")
-    p.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
-                   help="with --model: GiB of memory the worker running the model may allocate (default 4)")
-    p.add_argument("--no-isolate", action="store_true",
-                   help="with --model: load and run the model in this process, not in a confined worker "
-                        "(only for a file you trust)")
+    add_isolation_arguments(p, f"with --endpoint: seconds one request may take in all (default {ENDPOINT_TIMEOUT:g}); "
+                               "with --model: seconds the worker may take to load the model, and again for each batch "
+                               "(default 60)", prefix="with --model: ")
     p.add_argument("--retries", type=int, default=5,
                    help="with --endpoint: retries on 5xx/429/connection errors (default 5)")
     p.add_argument("--deadline", type=float, default=3600.0,
@@ -49,7 +45,7 @@ def run(args) -> int:
         raise ValueError("--model, --endpoint: give exactly one of them")
     if args.progress_key is not None and args.progress is None:
         raise ValueError("--progress-key: authenticates a progress file: give --progress too")
-    isolation = _isolation(args)
+    isolation = isolation_from_args(args, remote=args.endpoint is not None)
     fingerprints = FingerprintSet.load(args.fingerprints)
     if args.endpoint is None:
         verdict = _verify_model(args, fingerprints, isolation)
@@ -57,29 +53,6 @@ def run(args) -> int:
         verdict = _verify_endpoint(args, fingerprints)
     print_verdict(verdict, args.json)
     return 0
-
-
-def _isolation(args):
-    """The worker's limits for --model (None: --no-isolate), checked before any work."""
-    from .._validate import ArgumentError, finite_number
-    from ..io import Isolation
-
-    if args.endpoint is not None or args.no_isolate:
-        misplaced = [option for option, given in (("--no-isolate", args.no_isolate and args.endpoint is not None),
-                                                  ("--memory-limit", args.memory_limit is not None),
-                                                  ("--timeout", args.no_isolate and args.timeout is not None)) if given]
-        if misplaced:
-            raise ArgumentError(misplaced[0], "applies to the worker that runs a local --model (not with --endpoint "
-                                              "or --no-isolate)")
-        return None
-    limits = {}
-    if args.timeout is not None:
-        limits["timeout"] = args.timeout
-    if args.memory_limit is not None:
-        limits["memory_limit"] = max(1, round(finite_number("--memory-limit", args.memory_limit, positive=True)
-                                              * 2**30))
-    with named_as_options({"timeout": "--timeout", "memory_limit": "--memory-limit"}):
-        return Isolation(**limits)
 
 
 def _verify_model(args, fingerprints, isolation):

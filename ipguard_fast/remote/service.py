@@ -15,7 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._errors import ran_out_of_memory
+from .._files import short_error
 from .._validate import ArgumentError
+from ..io import SuspectFailed
 from ..modules import device_and_dtype, eval_mode, static_batch_size
 from ..verdicts import as_label_fn
 from .config import ServeConfig
@@ -92,10 +95,12 @@ def probe_num_classes(model: Any, input_shape: tuple[int, ...]) -> int | None:
                 out = forward(torch.zeros(size, *input_shape))
             break
         except Exception as exc:  # try the next batch size
+            if ran_out_of_memory(exc) or isinstance(exc, SuspectFailed):
+                raise   # a resource ran out, or the model's worker failed: not a wrong input shape
             error = exc
     else:
         raise ArgumentError("input_shape", f"the model fails on a batch of zeros of shape "
-                            f"[B, {', '.join(map(str, input_shape))}]: {str(error)[:300]}") from error
+                            f"[B, {', '.join(map(str, input_shape))}]: {short_error(error)}") from error
     if not isinstance(out, torch.Tensor):
         out = torch.as_tensor(np.asarray(out))
     if out.dim() == 2 and out.is_floating_point():

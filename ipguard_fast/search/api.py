@@ -13,10 +13,11 @@ import hashlib
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from .._errors import ran_out_of_memory
 from .._files import short_error
 from .._progress import progress_bar
 from .._validate import ArgumentError
@@ -29,7 +30,8 @@ from .config import ExtractConfig
 from .distributed import communicator
 from .engine import SearchEngine, SearchStats
 
-__all__ = ["Extraction", "IncompleteFingerprintsWarning", "compute_device", "extract_fingerprints", "probe_classifier", "run_extraction"]
+__all__ = ["Extraction", "IncompleteFingerprintsWarning", "compute_device", "extract_fingerprints", "probe_classifier",
+           "run_extraction", "warn_if_incomplete"]
 
 
 class IncompleteFingerprintsWarning(UserWarning):
@@ -112,11 +114,14 @@ def extract_fingerprints(model: torch.nn.Module, n: int, *, k: float, input_shap
 
 
 def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="uniform", device=None,
-                   progress: bool = True, checkpoint=None) -> Extraction:
+                   progress: Any = True, checkpoint=None, checkpoint_writer=None) -> Extraction:
     """extract_fingerprints with its settings in one ExtractConfig (what the CLI calls).
 
     Returns an Extraction: `.fingerprints` (what extract_fingerprints returns) and `.stats`
-    (the engine's SearchStats)."""
+    (the engine's SearchStats). progress: a bar (True), none (False), or an object the engine
+    reports to as to a tqdm bar (`update(count)`, `set_postfix(**fields)` after every harvest).
+    checkpoint_writer: takes each checkpoint's bytes instead of the file `checkpoint`, which still
+    supplies the resume (a confined worker writes no file: its parent does)."""
     if not isinstance(model, torch.nn.Module):
         raise ArgumentError("model", f"expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, ExtractConfig):
@@ -143,9 +148,11 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
             resume = load_checkpoint(checkpoint, resume_key)
             verify_resumed(resume[1], model, config.k, config.lo, config.hi, device, checkpoint)
         on_checkpoint = None if checkpoint is None else (
-            lambda finished, outcomes: save_checkpoint(checkpoint, resume_key, finished, outcomes))
+            lambda finished, outcomes: save_checkpoint(checkpoint, resume_key, finished, outcomes, checkpoint_writer))
         search_model = torch.compile(model, dynamic=False) if config.compile_model else model
-        with progress_bar(config.n, "fingerprints", "fp", progress and comm.rank == 0) as bar:
+        shown = progress_bar(config.n, "fingerprints", "fp", progress and comm.rank == 0) \
+            if isinstance(progress, bool) else contextlib.nullcontext(progress)
+        with shown as bar:
             engine = SearchEngine(search_model, source, config, device, comm=comm, progress=bar,
                                   acceptance_model=model, resume=resume, on_checkpoint=on_checkpoint)
             wins = engine.run()
@@ -154,11 +161,17 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
                        library_version=__version__, stats=engine.stats, world_size=comm.world,
                        seed_images=0 if seeds is None else int(seeds.shape[0]))
     fps = _to_set(wins, config.input_shape, meta)
+    warn_if_incomplete(fps, config, stacklevel=4)
+    return Extraction(fps, engine.stats)
+
+
+def warn_if_incomplete(fps: FingerprintSet, config: ExtractConfig, stacklevel: int = 2) -> None:
+    """An IncompleteFingerprintsWarning when ``fps`` holds fewer fingerprints than ``config`` asked for."""
     if len(fps) < config.n:
         warnings.warn(f"extract_fingerprints: only {len(fps)} of {config.n} fingerprints accepted after "
-                      f"{engine.stats.tried} candidates (max_candidates={config.max_candidates}); raise "
-                      "max_steps, max_candidates or lr, or lower k", IncompleteFingerprintsWarning, stacklevel=3)
-    return Extraction(fps, engine.stats)
+                      f"{fps.meta.get('candidates_tried')} candidates (max_candidates={config.max_candidates}); "
+                      "raise max_steps, max_candidates or lr, or lower k", IncompleteFingerprintsWarning,
+                      stacklevel=stacklevel)
 
 
 # ---------------------------------------------------------------------- the model, for the duration
@@ -220,9 +233,9 @@ def probe_classifier(model, input_shape, device, num_classes=None):
     try:
         with torch.no_grad():
             out = model(x)
-    except (MemoryError, torch.OutOfMemoryError):
-        raise   # a resource ran out: not bad input
-    except Exception as exc:  # the model's own error, reported against our argument
+    except Exception as exc:  # the model's own error, reported against our argument ...
+        if ran_out_of_memory(exc):
+            raise   # ... unless a resource ran out: not bad input
         raise ArgumentError("input_shape", f"the model fails on a batch of shape {list(x.shape)}: "
                                            f"{short_error(exc)}") from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:

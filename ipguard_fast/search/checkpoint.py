@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import safetensors.torch
@@ -26,7 +27,23 @@ from .ledger import Outcome
 FORMAT = "ipguard_fast.extract_checkpoint/1"
 
 
-def save_checkpoint(path, settings: dict, finished: dict[int, bool], outcomes: dict[int, Outcome]) -> None:
+def save_checkpoint(path, settings: dict, finished: dict[int, bool], outcomes: dict[int, Outcome],
+                    writer: Callable[[bytes], None] | None = None) -> None:
+    """The checkpoint written to ``path`` atomically, or its bytes handed to ``writer``."""
+    data = checkpoint_bytes(settings, finished, outcomes)
+    if writer is not None:
+        writer(data)
+    else:
+        write_checkpoint(path, data)
+
+
+def write_checkpoint(path, data: bytes) -> None:
+    """A checkpoint's bytes written to ``path`` atomically."""
+    atomic_save(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def checkpoint_bytes(settings: dict, finished: dict[int, bool], outcomes: dict[int, Outcome]) -> bytes:
+    """The checkpoint file's content (safetensors) for what has finished."""
     wins = sorted(c for c, ok in finished.items() if ok and c in outcomes)
     if wins:
         tensors = {
@@ -42,7 +59,7 @@ def save_checkpoint(path, settings: dict, finished: dict[int, bool], outcomes: d
     # A finished success without its image (not gathered yet) is left out: it reruns.
     done = [[c, ok] for c, ok in sorted(finished.items()) if not ok or c in outcomes]
     metadata = {"format": FORMAT, "settings": json.dumps(settings, sort_keys=True), "finished": json.dumps(done)}
-    atomic_save(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
+    return safetensors.torch.save(tensors, metadata=metadata)
 
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024  # the finished list of 10^6 candidates is ~15 MB of JSON

@@ -12,18 +12,13 @@ ImportError).
 """
 from __future__ import annotations
 
-import gc
+import contextlib
 import os
-import shutil
 import signal
 import socket
-import sys
-import tempfile
 import threading
 import time
-import weakref
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -34,14 +29,13 @@ from ..formats import format_of
 from ..weights import ModelLoadError
 from . import wire, worker
 from .limits import GiB, Isolation
+from .process import WorkerProcess, autograd_survives_fork, signal_name
 
-__all__ = ["IsolatedSuspect", "SuspectFailed", "SuspectResourceError"]
+__all__ = ["Conversation", "IsolatedSuspect", "SuspectFailed", "SuspectResourceError"]
 
 _INPUT_ERRORS = {cls.__name__: cls for cls in (ModelLoadError, FileNotFoundError, ImportError, ValueError)}
-_ROOT = str(Path(__file__).resolve().parents[3])  # where `import ipguard_fast` finds this copy
-_EXEC_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); "
-              "from ipguard_fast.io.sandbox.worker import exec_main; exec_main()")
 _GRACE = 2.0  # seconds a worker that closed its channel has to exit before it is killed
+_EXEC_START = 30.0  # seconds a fresh interpreter may take to start (import torch) before the load's timeout runs
 
 
 class SuspectFailed(RuntimeError):
@@ -55,13 +49,19 @@ class SuspectResourceError(SuspectFailed):
 class IsolatedSuspect:
     """The model in ``spec`` (any file or spec io.load_suspect takes), loaded and run by a confined
     worker process. Use it as a context manager (the worker starts on entry, loading the file, and
-    stops on exit) and call it with float image batches."""
+    stops on exit) and call it with float image batches. A batch the model cannot take raises the
+    in-process path's ValueError and the worker goes on; any other failure stops it, and ``failure``
+    keeps the exception (a server stops serving then: every later call would fail)."""
 
     def __init__(self, spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
                  device: str | torch.device = "cpu", isolation: Isolation | None = None,
-                 entry: Callable[[socket.socket, worker.Job], int] | None = None):
-        """``entry``: what the worker runs once confined, instead of loading and serving (tests)."""
-        self.spec = os.fspath(spec)
+                 entry: Callable[[socket.socket, worker.Job], int] | None = None, load: str = "suspect"):
+        """``load``: "suspect" (io.load_suspect: any format, ONNX included) or "model" (io.load_model: a
+        module the worker can take gradients through, for an extraction). ``entry``: what the worker runs
+        once confined, instead of loading and serving (tests)."""
+        if load not in worker.LOADERS:
+            raise ArgumentError("load", f"must be one of {tuple(worker.LOADERS)}, got {load!r}")
+        self.spec, self.load = os.fspath(spec), load
         self.weights = None if weights is None else os.fspath(weights)
         try:
             self.device = str(torch.device(device))
@@ -71,8 +71,9 @@ class IsolatedSuspect:
         if not isinstance(self.isolation, Isolation):
             raise ArgumentError("isolation", f"must be an Isolation, got {type(isolation).__name__}")
         self._entry = entry
-        self._process: _Process | None = None
+        self._process: WorkerProcess | None = None
         self._lock = threading.Lock()  # one exchange at a time on the channel
+        self.failure: Exception | None = None  # what stopped the worker, once something has (a server checks)
 
     def __enter__(self) -> IsolatedSuspect:
         return self.start()
@@ -84,8 +85,10 @@ class IsolatedSuspect:
         """Start the worker and wait until it has loaded the model (within ``isolation.timeout``)."""
         if self._process is None:
             format_of(self.spec)  # a missing file is the caller's mistake, told without a worker
-            self._process = _Process.start(self._job_for, self._method(), self._entry)
-            self._exchange(None, "while loading it", batch=None)
+            method = self._method()
+            self._process = WorkerProcess.start(self._job_for, method, self._entry)
+            with self.conversation("while loading it") as channel:   # a fresh interpreter first imports torch
+                channel.receive(lambda header: _answer_size(header, None), extra=_EXEC_START if method == "exec" else 0)
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -103,36 +106,42 @@ class IsolatedSuspect:
         return None if process is None else process.stop(grace)
 
     def _job_for(self, workdir: str) -> worker.Job:
-        return worker.Job(self.spec, self.weights, self.device, self.isolation, workdir, os.getpid())
+        return worker.Job(self.spec, self.weights, self.device, self.isolation, workdir, os.getpid(), self.load)
 
     def _method(self) -> str:
         if self.isolation.start != "auto":
             return self.isolation.start
-        return "exec" if torch.cuda.is_initialized() else "fork"  # a forked worker cannot use CUDA then
+        if torch.cuda.is_initialized():
+            return "exec"  # a forked worker cannot use CUDA then
+        return "fork" if self.load != "model" or autograd_survives_fork() else "exec"  # nor autograd, for extraction
 
     def _exchange(self, message, doing: str, batch: int | None) -> tuple[dict[str, Any], bytearray]:
-        with self._lock:
-            return self._exchange_locked(message, doing, batch)
-
-    def _exchange_locked(self, message, doing: str, batch: int | None) -> tuple[dict[str, Any], bytearray]:
-        process = self._process
-        if process is None:
-            raise SuspectFailed(f"suspect {self.spec}: its worker is not running (use it in a `with` block)")
-        deadline = time.monotonic() + self.isolation.timeout
-        try:
+        """One request (None: none, the answer to loading) and its answer."""
+        with self.conversation(doing) as channel:
             if message is not None:
-                wire.send(process.sock, {"op": "run", **message[0]}, message[1], deadline)
-            header, payload = wire.receive(process.sock, deadline, lambda h: _answer_size(h, batch))
-        except wire.ChannelTimeout:
-            raise self._stop(SuspectResourceError(f"did not answer within {self.isolation.timeout:g} s {doing} "
-                                                  "(the wall-clock limit); the worker was stopped")) from None
-        except wire.ChannelClosed:
-            raise self._named(self._ended(self.close(), doing)) from None
-        except wire.ChannelError as exc:
-            raise self._stop(SuspectFailed(f"answered malformed data {doing}: {exc}; the worker was stopped")) from None
-        if header["ok"] is not True:
-            raise self._stop(self._refusal(header, doing))
-        return header, payload
+                channel.send({"op": "run", **message[0]}, message[1])
+            return channel.receive(lambda header: _answer_size(header, batch))
+
+    @contextlib.contextmanager
+    def conversation(self, doing: str) -> Iterator[Conversation]:
+        """The channel to the worker for one exchange of any number of messages (a batch; an
+        extraction, whose worker reports progress as it goes), held by this caller alone. Each
+        message has ``isolation.timeout`` seconds; the worker's failures, and a ChannelError the
+        caller raises about what it read, become this class's exceptions (``doing``: "on ...")."""
+        with self._lock:
+            process = self._process
+            if process is None:
+                raise SuspectFailed(f"suspect {self.spec}: its worker is not running (use it in a `with` block)")
+            try:
+                yield Conversation(self, process.sock, doing)
+            except wire.ChannelTimeout:
+                raise self._stop(SuspectResourceError(f"did not answer within {self.isolation.timeout:g} s {doing} "
+                                                      "(the wall-clock limit); the worker was stopped")) from None
+            except wire.ChannelClosed:
+                raise self._failed(self._named(self._ended(self.close(), doing))) from None
+            except wire.ChannelError as exc:
+                raise self._stop(SuspectFailed(f"answered malformed data {doing}: {exc}; the worker was "
+                                               "stopped")) from None
 
     def _refusal(self, header: dict[str, Any], doing: str) -> Exception:
         """The exception for the worker's error answer (every field of it checked)."""
@@ -144,7 +153,10 @@ class IsolatedSuspect:
             limit = self.isolation.memory_limit / GiB
             return SuspectResourceError(f"ran out of memory {doing} (its limit: {limit:g} GiB more than the "
                                         f"worker started with): {message}")
-        name = header.get("class")
+        name, argument = header.get("class"), header.get("argument")
+        if kind == "input" and name == "ValueError" and isinstance(argument, str) \
+                and message.startswith(f"{argument}: "):   # an ArgumentError: its argument named for the caller
+            return ArgumentError(argument, message[len(argument) + 2:])
         if kind == "input" and isinstance(name, str) and name in _INPUT_ERRORS:
             return _INPUT_ERRORS[name](message)  # the in-process path's own error, unchanged
         if kind == "failed":
@@ -156,7 +168,7 @@ class IsolatedSuspect:
         code = None if status is None else os.waitstatus_to_exitcode(status)
         if code is None or code >= 0:
             return SuspectFailed(f"its worker exited (code {code}) {doing} without answering")
-        name = _signal_name(-code)
+        name = signal_name(-code)
         if -code == signal.SIGXCPU:
             return SuspectResourceError(f"used up its {self.isolation.cpu_time} s of CPU time {doing}")
         if -code == signal.SIGKILL:
@@ -166,7 +178,13 @@ class IsolatedSuspect:
     def _stop(self, exc: Exception) -> Exception:
         """Kill the worker; ``exc`` to raise (see _named)."""
         self.close(grace=0.0)
-        return self._named(exc)
+        return self._failed(self._named(exc))
+
+    def _failed(self, exc: Exception) -> Exception:
+        """``exc``, kept as ``failure`` when it is the first that stopped the worker."""
+        if self.failure is None:
+            self.failure = exc
+        return exc
 
     def _named(self, exc: Exception) -> Exception:
         """A failure of the worker with the suspect's file named first; bad input keeps the in-process
@@ -174,85 +192,24 @@ class IsolatedSuspect:
         return type(exc)(f"suspect {self.spec}: {exc}") if isinstance(exc, SuspectFailed) else exc
 
 
-class _Process:
-    """One worker process, its channel and its temporary folder; stopped at the latest when collected."""
-
-    def __init__(self, pid: int, sock: socket.socket, workdir: str):
-        self.pid, self.sock, self.workdir = pid, sock, workdir
-        self._finalizer = weakref.finalize(self, _stop_process, pid, sock, workdir, 0.0)
-
-    @classmethod
-    def start(cls, job_for: Callable[[str], worker.Job], method: str, entry) -> _Process:
-        workdir = tempfile.mkdtemp(prefix="ipguard-suspect-")
-        mine, theirs = socket.socketpair()
-        try:
-            job = job_for(workdir)
-            pid = _fork(theirs, job, entry) if method == "fork" else _spawn(theirs, job)
-        except BaseException:
-            mine.close()
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
-        finally:
-            theirs.close()
-        return cls(pid, mine, workdir)
-
-    def stop(self, grace: float) -> int | None:
-        """Close the channel, wait up to ``grace`` s, kill; returns the wait status (None if unknown)."""
-        self._finalizer.detach()
-        return _stop_process(self.pid, self.sock, self.workdir, grace)
-
-
-def _stop_process(pid: int, sock: socket.socket, workdir: str, grace: float) -> int | None:
-    sock.close()
-    status = None
-    try:
-        end = time.monotonic() + grace
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() >= end:
-                os.kill(pid, signal.SIGKILL)
-                status = os.waitpid(pid, 0)[1]
-                break
-            time.sleep(0.002)
-    except ChildProcessError:  # someone else reaped it
-        status = None
-    shutil.rmtree(workdir, ignore_errors=True)
-    return status
-
-
-def _fork(sock: socket.socket, job: worker.Job, entry) -> int:
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 3
-    try:
-        gc.freeze()  # the verifier's objects are never collected here: their finalisers would close reused fds
-        code = worker.run(sock, job, entry)
-    finally:
-        os._exit(code)
-
-
-def _spawn(sock: socket.socket, job: worker.Job) -> int:
-    os.set_inheritable(sock.fileno(), True)
-    actions = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    actions.append((os.POSIX_SPAWN_DUP2, sock.fileno(), 3))
-    argv = [sys.executable, "-c", _EXEC_CODE, _ROOT, job.to_json()]
-    return os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions)
-
-
 def _answer_size(header: dict[str, Any], batch: int | None) -> int:
     """The payload size of the worker's answer: none for an error or the "ready" after loading."""
-    if header.get("ok") is False:
+    if not _is_result(header):
         return 0
-    if header.get("ok") is not True:
-        raise wire.ChannelError("an answer that is neither a result nor an error")
     if batch is None:
         if header.get("ready") is not True:
             raise wire.ChannelError("an answer where the worker was to say it had loaded the model")
         return 0
     return wire.tensor_size(header, batch=batch)
+
+
+def _is_result(header: dict[str, Any]) -> bool:
+    """True for a result, False for an error answer (no payload); a ChannelError for anything else."""
+    if header.get("ok") is False:
+        return False
+    if header.get("ok") is not True:
+        raise wire.ChannelError("an answer that is neither a result nor an error")
+    return True
 
 
 def _clean(text: str, limit: int = worker.MESSAGE_LIMIT) -> str:
@@ -261,8 +218,24 @@ def _clean(text: str, limit: int = worker.MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+class Conversation:
+    """The verifier's side of the channel while IsolatedSuspect.conversation holds it."""
+
+    def __init__(self, suspect: IsolatedSuspect, sock: socket.socket, doing: str):
+        self._suspect, self._sock, self._doing = suspect, sock, doing
+
+    def send(self, header: dict[str, Any], payload: Any = b"") -> None:
+        wire.send(self._sock, header, payload, time.monotonic() + self._suspect.isolation.timeout)
+
+    def receive(self, payload_size: Callable[[dict[str, Any]], int],
+                extra: float = 0.0) -> tuple[dict[str, Any], bytearray]:
+        """The worker's next answer (within the timeout and ``extra`` seconds), its payload sized by
+        ``payload_size(header)``; an error answer is raised."""
+        header, payload = wire.receive(self._sock, time.monotonic() + self._suspect.isolation.timeout + extra,
+                                       lambda header: payload_size(header) if _is_result(header) else 0)
+        if header["ok"] is not True:
+            refusal = self._suspect._refusal(header, self._doing)
+            if header.get("alive") is True and header.get("kind") == "input":
+                raise refusal   # bad input that the worker survives: it awaits the next request
+            raise self._suspect._stop(refusal)
+        return header, payload

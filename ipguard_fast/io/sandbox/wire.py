@@ -25,16 +25,19 @@ __all__ = [
     "ChannelError",
     "ChannelTimeout",
     "decode_tensor",
+    "decode_tensors",
     "receive",
     "send",
     "tensor_message",
     "tensor_size",
+    "tensors_message",
+    "tensors_size",
 ]
 
 HEADER_LIMIT = 64 * 1024
 REPLY_LIMIT = 64 << 20        # the most bytes of one answer (labels or logits of one batch)
 REQUEST_LIMIT = 16 << 30      # the verifier's images: trusted, bounded only against mistakes
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "uint8": torch.uint8}
 _NAMES = {dtype: name for name, dtype in DTYPES.items()}
 _LENGTH = struct.Struct(">I")
 _CHUNK = 1 << 20
@@ -113,6 +116,38 @@ def decode_tensor(header: dict[str, Any], payload: bytearray) -> torch.Tensor:
     if not payload:
         return torch.empty(shape, dtype=dtype)
     return torch.frombuffer(payload, dtype=dtype).reshape(shape)
+
+
+def tensors_message(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, Any], bytes]:
+    """Several named tensors in one message: their dtypes and shapes under "tensors", their bytes in order."""
+    entries, parts = [], []
+    for name, tensor in tensors.items():
+        header, data = tensor_message(tensor)
+        entries.append({"name": name, **header})
+        parts.append(data)
+    return {"tensors": entries}, b"".join(parts)
+
+
+def tensors_size(header: dict[str, Any], names: tuple[str, ...], limit: int) -> int:
+    """The payload size of a tensors_message holding exactly ``names`` (in order), at most ``limit`` bytes."""
+    entries = header.get("tensors")
+    if not isinstance(entries, list) or len(entries) != len(names) \
+            or not all(isinstance(entry, dict) and entry.get("name") == name for entry, name in zip(entries, names)):
+        raise ChannelError(f"a message without exactly the tensors {', '.join(names)}")
+    size = sum(tensor_size(entry, limit=limit) for entry in entries)
+    if size > limit:
+        raise ChannelError(f"a message of {size} bytes (at most {limit})")
+    return size
+
+
+def decode_tensors(header: dict[str, Any], payload: bytearray) -> dict[str, torch.Tensor]:
+    """The tensors a checked header (tensors_size) and its payload describe, by name."""
+    tensors, view, offset = {}, memoryview(payload), 0
+    for entry in header["tensors"]:
+        size = tensor_size(entry, limit=len(payload))
+        tensors[entry["name"]] = decode_tensor(entry, view[offset:offset + size])
+        offset += size
+    return tensors
 
 
 def _read(sock: socket.socket, size: int, deadline: float | None) -> bytearray:

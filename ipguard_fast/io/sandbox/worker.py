@@ -1,10 +1,11 @@
-"""The worker process: confine itself, load the suspect's file, answer batches until the verifier hangs up.
+"""The worker process: confine itself, load the model file, answer requests until the verifier hangs up.
 
 It runs the package's own code on a hostile file, so it is the one place a parser bug or an
 operator that touches files can act, and limits.confine has bounded it before the file is
 opened. It answers each batch of images with the suspect's logits (float32), or its labels
 (int64) where the suspect gives labels or where float32 logits would not give the same
-labels, computed exactly as ipguard_fast.verdicts computes them in-process. A failure is
+labels, computed exactly as ipguard_fast.verdicts computes them in-process; an "extract"
+request runs a whole fingerprint extraction here (worker_extraction.py). A failure is
 answered with its kind: "input" (what the in-process path reports as bad input, with its
 class), "memory" (the suspect ran out of memory), or "failed"; then the worker ends.
 """
@@ -20,19 +21,21 @@ from typing import Any
 
 import torch
 
+from ..._errors import ran_out_of_memory
 from ..._files import short_error
+from ..._validate import ArgumentError
 from ...verdicts import as_output_fn
-from ..formats import load_suspect
+from ..formats import load_model, load_suspect
 from ..weights import ModelLoadError
-from . import wire
+from . import wire, worker_extraction
 from .limits import Isolation, confine
 
-__all__ = ["Job", "exec_main", "run", "serve"]
+__all__ = ["LOADERS", "Job", "exec_main", "run", "serve"]
 
 # The exception classes the in-process path reports as bad input, sent by name.
 INPUT_ERRORS = (ModelLoadError, FileNotFoundError, ImportError, ValueError)
-_MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc")
 MESSAGE_LIMIT = 1000
+LOADERS = {"suspect": load_suspect, "model": load_model}
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Job:
     isolation: Isolation
     workdir: str
     parent: int  # the verifier's process id
+    load: str = "suspect"  # which loader reads the file (LOADERS)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -69,15 +73,24 @@ def run(sock: socket.socket, job: Job, entry: Callable[[socket.socket, Job], int
 
 
 def serve(sock: socket.socket, job: Job) -> int:
-    """Load the suspect, say so, then answer every batch until the channel closes."""
+    """Load the model, say so, then answer every request until the channel closes; a failure ends
+    the worker, but a batch the model cannot take (bad input) is answered and the next one awaited."""
     try:
-        suspect = load_suspect(job.spec, weights=job.weights, device=job.device)
+        model = LOADERS[job.load](job.spec, weights=job.weights, device=job.device)
         wire.send(sock, {"ok": True, "ready": True})
-        outputs = as_output_fn(suspect)
+        outputs = as_output_fn(model)
         while True:
             header, payload = wire.receive(sock, None, _request_size)
-            labels, logits = outputs(wire.decode_tensor(header, payload))
-            wire.send(sock, *_answer(labels, logits))
+            if header.get("op") == worker_extraction.OP:
+                worker_extraction.extract(sock, model, header)
+                continue
+            try:
+                answer = _answer(*outputs(wire.decode_tensor(header, payload)))
+            except INPUT_ERRORS as exc:
+                if ran_out_of_memory(exc):
+                    raise
+                answer = ({**describe_failure(exc), "alive": True}, b"")   # e.g. a server's client sent bad images
+            wire.send(sock, *answer)
     except wire.ChannelClosed:
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure is the verifier's to report
@@ -92,25 +105,14 @@ def describe_failure(exc: BaseException) -> dict[str, Any]:
         return {"ok": False, "kind": "memory", "message": message}
     for cls in INPUT_ERRORS:
         if isinstance(exc, cls):
-            return {"ok": False, "kind": "input", "class": cls.__name__, "message": message}
+            named = {"argument": exc.argument} if isinstance(exc, ArgumentError) else {}
+            return {"ok": False, "kind": "input", "class": cls.__name__, "message": message, **named}
     return {"ok": False, "kind": "failed", "message": f"{type(exc).__name__}: {message}"}
 
 
-def ran_out_of_memory(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or an exception it came from is a failed allocation (MemoryError, torch's
-    allocators, CUDA out of memory) -- also under the ValueError the in-process path wraps it in."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MemoryError):
-            return True
-        if isinstance(exc, RuntimeError) and any(word in str(exc).lower() for word in _MEMORY_WORDS):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def _request_size(header: dict[str, Any]) -> int:
+    if header.get("op") == worker_extraction.OP:
+        return 0
     return wire.tensor_size(header, limit=wire.REQUEST_LIMIT)
 
 
