@@ -183,3 +183,14 @@ def test_serve_of_a_hostile_model_is_one_line_and_exit_1(files, model, options, 
     assert main(["serve", "--model", files[model], "--input-shape", "1,8,8", "--port", "0", *options]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and message in err, err
+
+
+def test_relative_model_paths_are_the_callers_not_the_workers(tmp_path, monkeypatch, capsys):
+    """The worker runs in a temporary folder of its own; `--model m.pt` still means ./m.pt."""
+    torch.manual_seed(0)
+    save_torchscript(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval(), torch.rand(2, 1, 8, 8), tmp_path / "m.pt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["extract", "--model", "m.pt", "--input-shape", "1,8,8", "-n", "4", "--k", "1", "--no-progress",
+                 "--out", "fp.safetensors"]) == 0
+    assert main(["verify", "--fingerprints", "fp.safetensors", "--model", "m.pt"]) == 0
+    assert "PIRATED" in capsys.readouterr().out

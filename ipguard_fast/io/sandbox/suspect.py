@@ -61,8 +61,9 @@ class IsolatedSuspect:
         once confined, instead of loading and serving (tests)."""
         if load not in worker.LOADERS:
             raise ArgumentError("load", f"must be one of {tuple(worker.LOADERS)}, got {load!r}")
-        self.spec, self.load = os.fspath(spec), load
-        self.weights = None if weights is None else os.fspath(weights)
+        # The worker runs in a temporary folder of its own: relative paths are the caller's.
+        self.spec, self.load = _absolute_if_file(os.fspath(spec)), load
+        self.weights = None if weights is None else os.path.abspath(os.fspath(weights))
         try:
             self.device = str(torch.device(device))
         except (RuntimeError, TypeError, ValueError) as exc:
@@ -239,3 +240,8 @@ class Conversation:
                 raise refusal   # bad input that the worker survives: it awaits the next request
             raise self._suspect._stop(refusal)
         return header, payload
+
+
+def _absolute_if_file(spec: str) -> str:
+    """A path that names something here, made absolute; a `package.module:factory` spec as it is."""
+    return os.path.abspath(spec) if os.path.lexists(spec) else spec
