@@ -2,6 +2,8 @@
 hard and foreign beds, over owner seeds: the issue-19 measurement.
 
     python benchmarks/three_beds.py --out benchmarks/results/three-beds-DATE [--seeds 0,1,2] [--beds demo,hard,foreign]
+                                    [--threads 1] [--cache FOLDER]
+    python benchmarks/three_beds.py --out benchmarks/results/three-beds-DATE --summarize   # after parallel runs
 
 Owners: the demo owner (models.digits: DigitsCNN, 5 epochs Adam 3e-3 on all the digits
 training data) judges the demo and hard beds; the foreign owner (DigitsCNN trained by
@@ -10,7 +12,8 @@ augmentation) trains on the owner's half of the data only, and its bed's extract
 students on the other half. protect() runs once per owner (its references never meet a
 suspect: evaluate checks) and both of the demo owner's beds judge the same fingerprints.
 Writes one JSON per (bed, seed) with every suspect's rate and the verdicts, and
-summary.json / summary.md over all of them.
+summary.json / summary.md over every (bed, seed) file in the folder (so runs of
+different seeds may go in parallel, each with --threads 1, and --summarize joins them).
 """
 from __future__ import annotations
 
@@ -34,24 +37,28 @@ def main(argv=None) -> int:
     p.add_argument("--beds", default="demo,hard,foreign")
     p.add_argument("--ks", default="1,3,10", help="plain IPGuard margins")
     p.add_argument("-n", type=int, default=100)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
+    p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
-    rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        for bed_name, result, protect_seconds in _one_seed(args, seed, out):
+    for seed in ([] if args.summarize else (int(s) for s in args.seeds.split(","))):
+        for bed_name, result, protect_seconds in _one_seed(args, seed):
             summary = _summary(bed_name, seed, result, protect_seconds)
-            rows.append(summary)
             (out / f"{bed_name}-seed{seed}.json").write_text(json.dumps(
                 {"command": command, "bed": bed_name, "seed": seed, "summary": summary, **result.to_dict()},
                 indent=1, default=str) + "\n")
-            _write_summary(out, rows, command)
+            _write_summary(out)
+    _write_summary(out)
     print(f"wrote {out}")
     return 0
 
 
-def _one_seed(args, seed: int, out: Path):
+def _one_seed(args, seed: int):
     from ipguard_fast.data import digits_input_shape, load_digits
     from ipguard_fast.evaluation import evaluate, make_bed
     from ipguard_fast.evaluation.beds import attacker_half, owner_half
@@ -77,7 +84,7 @@ def _one_seed(args, seed: int, out: Path):
         if key not in selected:
             start = time.perf_counter()
             fps = run_protect(owner, data, ProtectConfig(n=args.n, seed=seed), progress=False, log=print,
-                              cache_dir=out / "references" / f"{key}-seed{seed}").fingerprints
+                              cache_dir=Path(args.cache) / f"{key}-seed{seed}").fingerprints
             selected[key] = (fps, time.perf_counter() - start)
         bed = make_bed(bed_name, digits=True, input_shape=shape, num_classes=10, small_factory=DigitsMLP)
         suspects = bed.suspects(owner, data, seed=seed, attacker_data=attacker)
@@ -105,8 +112,13 @@ def _summary(bed: str, seed: int, result, protect_seconds: float) -> dict:
     return row
 
 
-def _write_summary(out: Path, rows: list[dict], command: str) -> None:
-    (out / "summary.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1, default=str) + "\n")
+def _write_summary(out: Path) -> None:
+    files = sorted(out.glob("*-seed*.json"))
+    rows = [json.loads(f.read_text())["summary"] for f in files]
+    order = {"demo": 0, "hard": 1, "foreign": 2}
+    rows.sort(key=lambda r: (order.get(r["bed"], 9), r["seed"]))
+    commands = sorted({json.loads(f.read_text())["command"] for f in files})
+    (out / "summary.json").write_text(json.dumps({"commands": commands, "rows": rows}, indent=1, default=str) + "\n")
     lines = ["| bed | seed | method | ARUC | ARUC (paper families) | ROC AUC | threshold | false accusations | "
              "missed | TPR |", "|---|---:|---|---:|---:|---:|---:|---|---|---:|"]
     for row in rows:

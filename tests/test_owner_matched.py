@@ -87,3 +87,23 @@ def test_the_owners_recipe_trains_some_negatives_exactly_so():
     assert [k for k in recipe if k.role == "positive"] == [k for k in RECIPE if k.role == "positive"]
     with pytest.raises(ValueError, match="^train_recipe: expected a TrainRecipe"):
         with_owner_recipe(RECIPE, {"epochs": 3})
+
+
+def test_the_callers_own_independent_models_join_the_negatives(owner, small):
+    from ipguard_fast.attacks import FineTune
+    from ipguard_fast.models import DigitsMLP
+    from ipguard_fast.nn import seeded
+    from ipguard_fast.selection import ReferenceKind, run_protect
+
+    recipe = (ReferenceKind("FTAL", "positive", "fine-tune", FineTune(1e-3, 1)),
+              ReferenceKind("indep", "negative", "independent", Independent("generic", 3e-3, 1)))
+    mine = [train_model(seeded(DigitsMLP, s), small, TrainRecipe(epochs=2)) for s in (21, 22, 23)]
+    config = ProtectConfig(n=4, k=2.0, pool_factor=2, replicas=2, validation_replicas=1, refine=False, recipe=recipe)
+    result = run_protect(owner, small, config, negatives=mine, progress=False)
+    given = [r for r in result.references if r.kind.startswith("given-negative/")]
+    assert [r.model for r in given] == mine and [r.split for r in given] == ["select", "validate", "select"]
+    assert len({r.kind for r in given}) == 3 and all(r.role == "negative" for r in given)
+    recorded = result.fingerprints.meta["selection"]["references"]["negatives"]
+    assert sum(entry["name"].startswith("given/") for entry in recorded) == 3
+    with pytest.raises(ValueError, match="^negatives"):
+        run_protect(owner, small, config, negatives=[42], progress=False)

@@ -12,12 +12,11 @@ from test_sandbox import Hog, Loops, script
 from torch import nn
 
 from ipguard_fast.cli import main
-from ipguard_fast.io import Isolation, load_model, run_isolated_extraction, save_torchscript
+from ipguard_fast.io import load_model, run_isolated_extraction, save_torchscript
 from ipguard_fast.io.sandbox import wire
 from ipguard_fast.io.sandbox.extraction import _fingerprints, _payload_size
 from ipguard_fast.remote import RemoteLabelModel
 from ipguard_fast.search import ExtractConfig, run_extraction
-from ipguard_fast.search.checkpoint import load_checkpoint
 
 SHAPE = (1, 8, 8)
 CONFIG = ExtractConfig(n=12, k=1.0, input_shape=SHAPE, max_steps=300, batch_size=8)

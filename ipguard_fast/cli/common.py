@@ -106,6 +106,23 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
                              "against the references)")
 
 
+def load_negative_models(paths) -> list:
+    """The --negatives models as (path, model), loaded (so checked: they exist, are readable and
+    of a known format) before minutes of training; a bad one is bad input naming the option.
+    They are the user's own independent models, so they load here, not in the worker."""
+    from .._files import short_error
+    from .._validate import ArgumentError
+    from ..io import ModelLoadError, load_model
+
+    models = []
+    for path in paths:
+        try:
+            models.append((str(path), load_model(path)))
+        except (FileNotFoundError, ModelLoadError, ValueError, ImportError) as exc:
+            raise ArgumentError("--negatives", f"{path}: {short_error(exc)}") from exc
+    return models
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, onnx: bool = False) -> None:
     """--model and --weights; ``onnx``: the command takes suspects, so the suspect-only formats (ONNX) too."""
     from ..io.formats import model_help

@@ -11,7 +11,7 @@ the ranks share the extraction and the suspects' scoring; every rank builds the 
 from __future__ import annotations
 
 from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, check_margins,
-                     floats_arg, named_as_options)
+                     floats_arg, load_negative_models, named_as_options)
 
 
 def add_arguments(p) -> None:
@@ -64,25 +64,9 @@ def run(args) -> int:
     positive_int("-n", args.n)
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
-    negatives = _load_negatives(args.negatives)
+    negatives = load_negative_models(args.negatives)
     with DistributedRun("cpu") as ranks:
         return _run(args, ranks, negatives)
-
-
-def _load_negatives(paths) -> list:
-    """The --negatives models, loaded (so checked: they exist, are readable and of a known format) before
-    the bed's minutes of training; a bad one is bad input naming the option."""
-    from .._files import short_error
-    from .._validate import ArgumentError
-    from ..io import ModelLoadError, load_model
-
-    models = []
-    for path in paths:
-        try:
-            models.append((str(path), load_model(path)))
-        except (FileNotFoundError, ModelLoadError, ValueError, ImportError) as exc:
-            raise ArgumentError("--negatives", f"{path}: {short_error(exc)}") from exc
-    return models
 
 
 def _run(args, ranks, negatives) -> int:

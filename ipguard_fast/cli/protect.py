@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, named_as_options,
-                     one_line_warnings)
+from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments,
+                     load_negative_models, named_as_options, one_line_warnings)
 
 
 def add_arguments(p) -> None:
@@ -24,6 +24,9 @@ def add_arguments(p) -> None:
                    help="pool starts: data (default), uniform, or auto (both, chosen by held-out references)")
     p.add_argument("--seed", type=int, default=0)
     _add_recipe_arguments(p)
+    p.add_argument("--negatives", nargs="*", default=[], metavar="M",
+                   help="independent models you already have (model files), used as negative references beside "
+                        "the trained ones: free, and by construction not copies")
     p.add_argument("--cache", default=None,
                    help="folder for the reference models (safetensors, reused by later runs; default: "
                         "ipguard-references next to --out)")
@@ -89,6 +92,7 @@ def run(args) -> int:
         torch.set_num_threads(positive_int("--threads", args.threads))
     k = _k_arg(args.k)
     train_recipe = _train_recipe(args)
+    negatives = [model for _, model in load_negative_models(args.negatives)]
     owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = load_data(args.data, "train")
     # Under torchrun the ranks share the reference training (through the cache) and the pool;
@@ -100,6 +104,7 @@ def run(args) -> int:
         fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
                       score=args.score, init=args.init, seed=args.seed, cache_dir=cache, cache_key_file=args.cache_key,
                       cache_readonly=args.cache_readonly, refine=not args.no_refine, train_recipe=train_recipe,
+                      negatives=negatives or None,
                       progress=not args.no_progress and ranks.is_main, log=print if ranks.is_main else None)
     if not ranks.is_main:
         return 0

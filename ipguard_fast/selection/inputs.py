@@ -11,7 +11,7 @@ from ..modules import eval_mode, module_device
 from .references import Reference
 from .select import named_references
 
-__all__ = ["checked_owner", "given_references", "owner_shapes", "training_data"]
+__all__ = ["checked_owner", "given_negatives", "given_references", "owner_shapes", "training_data"]
 
 # Data sets up to this many bytes of float32 images are gathered into one TensorDataset:
 # every reference trains for several epochs on them, and sliced tensors are much faster
@@ -84,3 +84,15 @@ def given_references(references) -> list[Reference]:
                                               f"choice and the threshold), got {len(named)}")
         out += [Reference(name, role, f"given/{i}", "select", model) for i, (name, model) in enumerate(named)]
     return out
+
+
+def given_negatives(negatives) -> list[Reference]:
+    """The caller's own independent models, mixed with the recipe's negatives: each its own
+    kind (left out alone for the held-out rates), every second one validating (so the
+    threshold meets them too), never cached."""
+    try:
+        named = named_references("negatives", list(negatives))
+    except TypeError:
+        raise ArgumentError("negatives", f"expected a list of models, got {type(negatives).__name__}") from None
+    return [Reference(f"given/{name}", "negative", f"given-negative/{i}", "validate" if i % 2 else "select", model)
+            for i, (name, model) in enumerate(named)]

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..fingerprints import FingerprintSet
 from .config import ProtectConfig
-from .inputs import checked_owner, owner_shapes, training_data
+from .inputs import checked_owner, given_negatives, owner_shapes, training_data
 from .pool import K_FACTORS, POOL_FACTOR
 from .references import Reference
 from .refine import RefineConfig
@@ -47,13 +47,16 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
             references=None, score: str = "separation", replicas: int = 3, validation_replicas: int = 1,
             refine: bool | RefineConfig = True, init: str = "data", labels: str = "predicted", seed: int = 0,
             cache_dir=None, cache_key_file=None, cache_readonly: bool = False, batch_size: int = 256,
-            progress: bool = True, log=None, extract_options: dict | None = None, train_recipe=None) -> FingerprintSet:
+            progress: bool = True, log=None, extract_options: dict | None = None, train_recipe=None,
+            negatives=None) -> FingerprintSet:
     """n fingerprints of `owner`, selected from a pool so that copies keep them and
     independent models do not, with a threshold calibrated on held-out references.
 
     The keywords are ProtectConfig's (config.py; `extract_options` is its `search`);
     run_protect takes the config itself and also returns the report and the reference
-    models. train_recipe: how the owner was trained (a TrainRecipe), when known: some
+    models. negatives: independent models the caller already has (modules, model files,
+    label-only callables), used beside the built ones: free negatives, by construction
+    not copies. train_recipe: how the owner was trained (a TrainRecipe), when known: some
     negatives are then trained exactly so. train_data: the owner's training data, a Dataset of (image, label) or a
     DataLoader (its dataset is used); the references train on it and the pool starts
     from it. references: None (build them, see references.py, cached in `cache_dir`), or
@@ -71,13 +74,13 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
                            validation_replicas=validation_replicas, refine=refine, init=init, labels=labels,
                            seed=seed, batch_size=batch_size, search=dict(extract_options or {}),
                            train_recipe=train_recipe)
-    return run_protect(owner, data, config, references=references, cache_dir=cache_dir,
+    return run_protect(owner, data, config, references=references, negatives=negatives, cache_dir=cache_dir,
                        cache_key_file=cache_key_file, cache_readonly=cache_readonly, progress=progress,
                        log=log).fingerprints
 
 
-def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references=None, cache_dir=None,
-                cache_key_file=None, cache_readonly: bool = False, progress: bool = True,
+def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references=None, negatives=None,
+                cache_dir=None, cache_key_file=None, cache_readonly: bool = False, progress: bool = True,
                 log: Callable[[str], None] | None = None) -> ProtectResult:
     """protect() with its settings in one ProtectConfig; the stages in order."""
     say = log or (lambda message: None)
@@ -91,13 +94,17 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         timings[stage] = time.perf_counter() - start
         return result
 
+    extra = given_negatives(negatives) if negatives is not None else []   # checked before any training
     refs = timed("references", lambda: make_references(owner, data, config, shapes, given=references,
                                                        cache_dir=cache_dir, cache_key_file=cache_key_file,
                                                        cache_readonly=cache_readonly, progress=progress, log=log))
+    refs.references += extra
     if refs.built_here:
-        built = sum(not r.cached for r in refs.references)
-        say(f"references: {len(refs.references)} ({built} built, {len(refs.references) - built} from the cache) in "
-            f"{timings['references']:.1f} s")
+        yours = sum(r.kind.startswith("given-negative/") for r in refs.references)
+        built = sum(not r.cached for r in refs.references) - yours
+        cached = len(refs.references) - built - yours
+        say(f"references: {len(refs.references)} ({built} built, {cached} from the cache"
+            + (f", {yours} of yours" if yours else "") + f") in {timings['references']:.1f} s")
     pool = timed("pool", lambda: make_pool(owner, data, config, shapes[0], progress=progress, log=say))
     outputs = timed("reference_outputs", lambda: score_pool(refs, pool.points, config.batch_size, progress))
     choice = timed("choice", lambda: choose_configuration(pool, refs, outputs, config))
