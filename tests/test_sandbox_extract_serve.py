@@ -193,3 +193,26 @@ def test_relative_model_paths_are_the_callers_not_the_workers(tmp_path, monkeypa
                  "--out", "fp.safetensors"]) == 0
     assert main(["verify", "--fingerprints", "fp.safetensors", "--model", "m.pt"]) == 0
     assert "PIRATED" in capsys.readouterr().out
+
+
+def test_a_device_this_machine_lacks_is_the_options_fault_not_the_files(tmp_path, capsys):
+    model = save_torchscript(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval(), torch.rand(2, 1, 8, 8),
+                             tmp_path / "m.pt")
+    missing = f"cuda:{torch.cuda.device_count() + 3}"
+    assert main(["extract", "--model", str(model), "--input-shape", "1,8,8", "-n", "2", "--k", "1",
+                 "--out", str(tmp_path / "fp.safetensors")]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--fingerprints", str(tmp_path / "fp.safetensors"), "--model", str(model),
+                 "--device", missing]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ipguard verify: error: --device:") and "\n" not in err, err
+
+
+def test_an_extraction_that_finds_nothing_comes_back_from_the_worker(tmp_path, capsys):
+    """Zero accepted fingerprints are empty tensors, which the channel carries too."""
+    model = save_torchscript(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval(), torch.rand(2, 1, 8, 8),
+                             tmp_path / "m.pt")
+    out = tmp_path / "none.safetensors"
+    assert main(["extract", "--model", str(model), "--input-shape", "1,8,8", "-n", "4", "--k", "1000",
+                 "--max-steps", "2", "--no-progress", "--out", str(out)]) == 1   # incomplete: exit 1, as in-process
+    assert "wrote 0 fingerprints" in capsys.readouterr().out and out.exists()

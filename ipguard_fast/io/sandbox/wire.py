@@ -90,6 +90,8 @@ def tensor_message(tensor: torch.Tensor) -> tuple[dict[str, Any], memoryview]:
     """The header fields and raw bytes of a CPU tensor of one of the channel's dtypes."""
     tensor = tensor.detach().cpu().contiguous()
     header = {"dtype": _NAMES[tensor.dtype], "shape": list(tensor.shape)}
+    if tensor.numel() == 0:   # memoryview cannot cast a view with a zero in its shape
+        return header, memoryview(b"")
     return header, memoryview(tensor.numpy()).cast("B")
 
 
