@@ -85,3 +85,16 @@ def test_protect_names_a_bad_owner_recipe_option(extra, option, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert option in err and "\n" not in err, err
     assert not (tmp_path / "f.safetensors").exists()
+
+
+def test_wrappers_of_one_model_with_other_transformations_are_other_models(owner):
+    """The evaluation's noise-0.05 suspect is not protect's noise-0.1 reference, though both
+    wrap the owner's weights: what a wrapper does is part of its state."""
+    from ipguard_fast.attacks import Preprocess, Preprocessed
+    from ipguard_fast.fingerprints import state_dict_sha256
+
+    hashes = {state_dict_sha256(Preprocessed(owner, Preprocess(kind, strength)))
+              for kind, strength in (("noise", 0.05), ("noise", 0.1), ("quantize", 4), ("blur", 0.7))}
+    assert len(hashes) == 4
+    same = Preprocessed(owner, Preprocess("noise", 0.05))
+    assert state_dict_sha256(same) == state_dict_sha256(Preprocessed(owner, Preprocess("noise", 0.05)))

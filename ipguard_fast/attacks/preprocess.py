@@ -76,6 +76,9 @@ class Preprocessed(nn.Module):
         super().__init__()
         self.model = copy.deepcopy(model).eval()
         self.settings = settings
+        # What the wrapper does is part of its state: two wrappers of one model with other
+        # transformations are other models (weight hashes tell suspects and references apart).
+        self.register_buffer("transformation", torch.tensor([TRANSFORMS.index(settings.kind), settings.strength]))
         self.generator = torch.Generator().manual_seed(int(seed) % 2**63)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
