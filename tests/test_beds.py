@@ -98,3 +98,9 @@ def test_wrappers_of_one_model_with_other_transformations_are_other_models(owner
     assert len(hashes) == 4
     same = Preprocessed(owner, Preprocess("noise", 0.05))
     assert state_dict_sha256(same) == state_dict_sha256(Preprocessed(owner, Preprocess("noise", 0.05)))
+
+
+def test_the_foreign_bed_refuses_the_independents_recipe_options():
+    for keyword in ("negative_epochs", "negative_lr"):
+        with pytest.raises(ValueError, match=f"^{keyword}: the foreign bed trains its independents"):
+            make_bed("foreign", digits=True, input_shape=(1, 8, 8), num_classes=10, **{keyword: 3})

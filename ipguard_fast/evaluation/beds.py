@@ -114,6 +114,10 @@ def make_bed(name: str, *, digits: bool, input_shape: Sequence[int], num_classes
         names = names if names is not None else ["digits_cnn", "digits_mlp"]
         factories = {n: (lambda n=n: build_model(n, num_classes, tuple(input_shape))) for n in names}
     if name == "foreign":
+        if negative_epochs is not None or negative_lr is not None:
+            raise ArgumentError("negative_lr" if negative_lr is not None else "negative_epochs",
+                                "the foreign bed trains its independents by its own recipes (evaluation/foreign.py); "
+                                "leave it out")
         groups = FOREIGN_DIGITS_NEGATIVES if names is None and digits else foreign_negatives(factories)
         return Bed(name, True, groups, small_factory)
     hard = name == "hard"
