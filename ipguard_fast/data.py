@@ -10,12 +10,12 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ._optional import require
 from ._validate import positive_int
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "digits_input_shape",
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "digits_input_shape", "seeded_split",
            "load_cifar", "load_data", "load_digits", "load_imagefolder"]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -145,6 +145,17 @@ def load_imagefolder(root: str | os.PathLike, size: int = 224, resize: int | Non
 
 
 DATA_SPECS = "digits, mnist:ROOT, cifar10:ROOT, cifar100:ROOT or imagefolder:ROOT"
+
+
+def seeded_split(data: Dataset, seed: int, first: int) -> tuple[Dataset, Dataset]:
+    """(`first` items of `data`, the rest), drawn by a seeded permutation: the same parts for
+    the same seed. TensorDatasets stay TensorDatasets (sliced tensors train fast); anything
+    else becomes Subsets."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(int(seed)))
+    parts = order[:first], order[first:]
+    if isinstance(data, TensorDataset):
+        return tuple(TensorDataset(*(t[part] for t in data.tensors)) for part in parts)
+    return tuple(Subset(data, part.tolist()) for part in parts)
 
 
 def load_data(spec: str, split: str) -> Dataset:

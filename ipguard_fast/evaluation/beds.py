@@ -23,11 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
 from .._validate import ArgumentError, finite_number, positive_int
+from ..data import seeded_split
 from ..models import DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTURES, DIGITS_LR, build_model
 from .foreign import FOREIGN_DIGITS_NEGATIVES, foreign_negatives
 from .negatives import NegativeGroup
@@ -73,22 +73,18 @@ class Bed:
 
 def attacker_half(data: Dataset, seed: int) -> Dataset:
     """The attacker's half of `data` (seeded); owner_half is the other."""
-    return _half(data, seed, 1)
+    return _halves(data, seed)[1]
 
 
 def owner_half(data: Dataset, seed: int) -> Dataset:
     """The owner's half of `data`: the items attacker_half(data, seed) leaves out."""
-    return _half(data, seed, 0)
+    return _halves(data, seed)[0]
 
 
-def _half(data: Dataset, seed: int, which: int) -> Dataset:
+def _halves(data: Dataset, seed: int) -> tuple[Dataset, Dataset]:
     if len(data) < 2:
         raise ArgumentError("train_set", "needs at least 2 items to split between owner and attacker")
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(int(seed) + 7919))
-    part = order[len(data) // 2:] if which else order[:len(data) // 2]
-    if isinstance(data, TensorDataset):
-        return TensorDataset(*(t[part] for t in data.tensors))
-    return Subset(data, part.tolist())
+    return seeded_split(data, int(seed) + 7919, len(data) // 2)
 
 
 def check_bed(name: str) -> str:

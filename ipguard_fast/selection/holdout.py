@@ -3,10 +3,10 @@ it, and there compare their accuracy with the owner's (attacks.Independent(match
 so protect's negatives are trained as hard as the owner, not for a fixed short budget."""
 from __future__ import annotations
 
-import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
 from .._validate import ArgumentError
+from ..data import seeded_split
 
 __all__ = ["HOLDOUT_FRACTION", "HOLDOUT_MAX", "holdout_split"]
 
@@ -20,8 +20,5 @@ def holdout_split(data: Dataset, seed: int) -> tuple[Dataset, Dataset]:
     if len(data) < 2:
         raise ArgumentError("train_data", "needs at least 2 items (some are held out to measure accuracy)")
     held = min(HOLDOUT_MAX, max(1, round(HOLDOUT_FRACTION * len(data))))
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    parts = order[held:], order[:held]
-    if isinstance(data, TensorDataset):
-        return tuple(TensorDataset(*(t[part] for t in data.tensors)) for part in parts)
-    return tuple(Subset(data, part.tolist()) for part in parts)
+    holdout, train = seeded_split(data, seed, held)
+    return train, holdout
