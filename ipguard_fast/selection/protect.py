@@ -57,9 +57,9 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     models. negatives: independent models the caller already has (modules, model files,
     label-only callables), used beside the built ones: free negatives, by construction
     not copies. train_recipe: how the owner was trained (a TrainRecipe), when known: some
-    negatives are then trained exactly so. train_data: the owner's training data, a Dataset of (image, label) or a
-    DataLoader (its dataset is used); the references train on it and the pool starts
-    from it. references: None (build them, see references.py, cached in `cache_dir`), or
+    negatives are then trained exactly so. train_data: the owner's training data, a
+    Dataset of (image, label) or a DataLoader (its dataset is used); the references
+    train on it and the pool starts from it. references: None (build them, see references.py, cached in `cache_dir`), or
     the caller's own as {"positives": [...], "negatives": [...]} of anything
     matching_rate accepts, at least two of each. cache_key_file: the key that
     authenticates the cache (default: the progress files' key, remote/keystore.py);
