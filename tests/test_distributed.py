@@ -74,8 +74,9 @@ def test_evaluate_under_two_ranks(tmp_path):
 
 
 def test_protect_under_two_ranks_equals_one_process(tmp_path):
-    """The ranks split the reference training through the cache and share the pool; the
-    selected fingerprints and threshold are the single process's."""
+    """The ranks split the reference training through the cache, the pool, the reference
+    outputs and the refinement (75 candidates: three chunks); the selected fingerprints
+    and threshold are the single process's."""
     from safetensors.torch import save_file
 
     weights = tmp_path / "owner.safetensors"
@@ -84,7 +85,7 @@ def test_protect_under_two_ranks_equals_one_process(tmp_path):
 
     def protect_args(out, cache):
         return ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
-                "--num-fingerprints", "10", "--replicas", "1", "--pool-factor", "2", "--no-refine", "--no-progress",
+                "--num-fingerprints", "25", "--replicas", "1", "--pool-factor", "2", "--no-progress",
                 "--cache", str(cache), "--cache-key", str(key), "--out", str(out)]
 
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -4,6 +4,7 @@ points are fragile to exactly that, and the verifier sees only the labels."""
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from .._validate import ArgumentError, finite_number
 from .registry import Attack
 
-__all__ = ["PREPROCESS", "Preprocess", "Preprocessed", "TRANSFORMS", "transform"]
+__all__ = ["PREPROCESS", "Preprocess", "Preprocessed", "TRANSFORMS", "restart_noise", "transform"]
 
 TRANSFORMS = ("noise", "quantize", "blur", "resize")
 
@@ -70,7 +71,10 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 class Preprocessed(nn.Module):
     """A copy of `model` behind the input transformation `settings`; the noise is drawn
-    from a generator of its own (seeded), so a run is reproducible."""
+    from a generator of its own (seeded), so a run is reproducible. `restart_noise(stream)`
+    starts the draws over at a stream of the seed: work shared out in parts (torchrun
+    ranks) restarts each part's noise at the part's number, so the draws do not depend on
+    which process ran the parts before."""
 
     def __init__(self, model: nn.Module, settings: Preprocess, seed: int = 0):
         super().__init__()
@@ -79,7 +83,12 @@ class Preprocessed(nn.Module):
         # What the wrapper does is part of its state: two wrappers of one model with other
         # transformations are other models (weight hashes tell suspects and references apart).
         self.register_buffer("transformation", torch.tensor([TRANSFORMS.index(settings.kind), settings.strength]))
-        self.generator = torch.Generator().manual_seed(int(seed) % 2**63)
+        self.seed = int(seed) % 2**63
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def restart_noise(self, stream: int) -> None:
+        digest = hashlib.sha256(f"ipguard_fast.noise/{self.seed}/{int(stream)}".encode()).digest()
+        self.generator.manual_seed(int.from_bytes(digest[:8], "big") % 2**63)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(transform(x, self.settings, self.generator))
@@ -87,3 +96,10 @@ class Preprocessed(nn.Module):
 
 PREPROCESS = Attack("preprocess", Preprocess, lambda ctx, s: [Preprocessed(ctx.owner, s, ctx.seed)],
                     skeleton=lambda ctx, s: Preprocessed(ctx.owner, s, ctx.seed))
+
+
+def restart_noise(models, stream: int) -> None:
+    """Restart the noise of every Preprocessed model in `models` at `stream` (others have none)."""
+    for model in models:
+        if isinstance(model, Preprocessed):
+            model.restart_noise(stream)

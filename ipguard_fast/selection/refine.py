@@ -29,8 +29,10 @@ import torch
 from torch import nn
 
 from .._validate import finite_number, positive_int
+from ..attacks.preprocess import restart_noise
 from ..fingerprints import FingerprintSet
 from ..modules import frozen, module_device
+from ..search.distributed import communicator
 from .scores import owner_label_margin
 
 __all__ = ["RefineConfig", "duplicate_rows", "refine_points", "refined_pool"]
@@ -41,7 +43,7 @@ class RefineConfig:
     """Settings of the refinement: Adam at `lr` on [0, 1] pixels for `steps`, each reference
     pushed until it is `cap` logits sure, the owner kept `min_margin` logits on its label
     (a violation costs `penalty`); the top `factor` * n of the ranking are refined, in
-    chunks of `batch_size`. The defaults are the measured best for their cost
+    chunks of at most `batch_size` (at least four: torchrun ranks share them). The defaults are the measured best for their cost
     (benchmarks/results/README.md)."""
 
     steps: int = 50
@@ -81,14 +83,34 @@ def refine_points(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     if config.steps == 0 or len(out) == 0:
         return out.to(images.device)
     models = [owner, *positives, *negatives]
+    chunks = _chunks(len(out), config.batch_size)
+    comm = communicator()
+    refined = {}
     with contextlib.ExitStack() as stack:
         for model in dict.fromkeys(models):   # a model given twice is frozen once
             stack.enter_context(frozen(model))
-        for start in range(0, len(out), config.batch_size):
-            chunk = slice(start, start + config.batch_size)
-            out[chunk] = _refine_chunk(owner, out[chunk], labels[chunk], positives, negatives, negative_weight,
-                                       lo, hi, config)
+        for c in range(comm.rank, len(chunks), comm.world):
+            restart_noise(models, c)   # a noisy reference draws the same noise on any rank
+            refined[c] = _refine_chunk(owner, out[chunks[c]], labels[chunks[c]], positives, negatives,
+                                       negative_weight, lo, hi, config)
+    if comm.world > 1:
+        refined = {c: x.to(out.device) for c, x in comm.gather_dict({c: x.cpu() for c, x in refined.items()}).items()}
+    for c, chunk in enumerate(chunks):
+        out[chunk] = refined[c]
     return out.to(images.device)
+
+
+def _chunks(count: int, batch_size: int) -> list[slice]:
+    """The candidates' chunks: at most batch_size each, and at least _MIN_CHUNKS of them
+    (of _MIN_CHUNK_SIZE or more) so that torchrun ranks can share them. Every candidate's
+    steps depend on its own pixels only, but a chunk's size can change the float rounding
+    of the models' kernels: the chunks are the same whatever the number of ranks, so the
+    refined points are the single process's."""
+    size = min(batch_size, max(_MIN_CHUNK_SIZE, -(-count // _MIN_CHUNKS)))
+    return [slice(start, start + size) for start in range(0, count, size)]
+
+
+_MIN_CHUNKS, _MIN_CHUNK_SIZE = 4, 32
 
 
 def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: RefineConfig) -> torch.Tensor:

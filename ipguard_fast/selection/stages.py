@@ -12,8 +12,10 @@ from torch.utils.data import Dataset
 
 from .._progress import progress_bar
 from .._validate import ArgumentError
+from ..attacks.preprocess import restart_noise
 from ..fingerprints import FingerprintSet
 from ..modules import module_device
+from ..search.distributed import communicator
 from .cache import ReferenceCache, reference_cache_key
 from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose
 from .config import ProtectConfig
@@ -98,12 +100,22 @@ def make_pool(owner: nn.Module, data: Dataset, config: ProtectConfig, input_shap
 
 
 def score_pool(refs: ReferenceSet, points: FingerprintSet, batch_size: int, progress: bool = True) -> ReferenceOutputs:
-    """Every reference's margin and agreement on every point."""
+    """Every reference's margin and agreement on every point. Under torchrun each rank runs
+    its share of the references (r on rank r mod W) and every rank ends with all rows: each
+    row depends only on its reference, so the table is the single process's."""
     models = refs.references
-    with progress_bar(len(models), "reference outputs", "model", progress) as bar:
-        return reference_outputs([r.model for r in models], points, batch_size=batch_size,
-                                 names=[f"references: {r.name}" for r in models],
-                                 progress=(lambda: bar.update(1)) if bar is not None else None)
+    comm = communicator()
+    mine = list(range(comm.rank, len(models), comm.world))
+    restart_noise([models[r].model for r in mine], 0)   # the same draws whichever rank scores a noisy one
+    with progress_bar(len(mine), "reference outputs", "model", progress and comm.rank == 0) as bar:
+        local = reference_outputs([models[r].model for r in mine], points, batch_size=batch_size,
+                                  names=[f"references: {models[r].name}" for r in mine],
+                                  progress=(lambda: bar.update(1)) if bar is not None else None) if mine else None
+    if comm.world == 1:
+        return local
+    rows = comm.gather_dict({r: (local.margins[i], local.agrees[i]) for i, r in enumerate(mine)})
+    return ReferenceOutputs(torch.stack([rows[r][0] for r in range(len(models))]),
+                            torch.stack([rows[r][1] for r in range(len(models))]))
 
 
 def choose_configuration(pool: Pool, refs: ReferenceSet, outputs: ReferenceOutputs, config: ProtectConfig) -> Choice:
