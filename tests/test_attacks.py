@@ -150,3 +150,19 @@ def test_quantized_input_takes_two_to_the_bits_levels():
         Preprocess("quantize", 2.5)
     with pytest.raises(ValueError, match="^kind: "):
         Preprocess("jpeg", 1)
+
+
+def test_a_noisy_suspects_draws_restart_at_a_stream_whatever_ran_before(owner, small):
+    """torchrun ranks run parts of one job; each part restarts the noise at its number, so a
+    part's draws are the same on any rank."""
+    from ipguard_fast.attacks.preprocess import restart_noise
+
+    (noisy,) = run_attack("preprocess", Preprocess("noise", 0.1), AttackContext(owner, small, seed=2))
+    x = small.tensors[0][:16]
+    restart_noise([noisy, owner], 3)
+    first = noisy(x)
+    noisy(x)                                         # what another part drew in between
+    restart_noise([noisy], 3)
+    assert torch.equal(noisy(x), first)
+    restart_noise([noisy], 4)
+    assert not torch.equal(noisy(x), first)
