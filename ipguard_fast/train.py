@@ -22,7 +22,8 @@ from ._validate import ArgumentError, finite_number, non_negative_int, positive_
 from .augment import random_shift
 from .modules import eval_mode, module_device
 
-__all__ = ["Perturb", "TrainRecipe", "accuracy", "distillation_loss", "predict", "train_classifier", "train_model"]
+__all__ = ["Perturb", "TrainRecipe", "accuracy", "distillation_loss", "mean_loss", "predict", "train_classifier",
+           "train_model"]
 
 _OPTIMIZERS = ("adam", "sgd")
 _LOSSES = ("ce", "kd", "soft")
@@ -172,6 +173,21 @@ def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float
         for x, y in _batches(dataset, batch_size, shuffle=False):
             correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
     return correct / len(dataset)
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
+    """Mean cross-entropy of ``model`` on ``dataset``'s (image, label) pairs, in eval mode:
+    how closely a model fits the data it trained on, past its accuracy."""
+    positive_int("batch_size", batch_size)
+    if len(dataset) == 0:
+        raise ValueError("dataset: must not be empty")
+    device = module_device(model)
+    total = 0.0
+    with eval_mode(model):
+        for x, y in _batches(dataset, batch_size, shuffle=False):
+            total += float(F.cross_entropy(model(x.to(device)).float().cpu(), y, reduction="sum"))
+    return total / len(dataset)
 
 
 # ---------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Owner-matched negatives: independents trained until their held-out accuracy reaches the
 owner's, augmentation in the training recipe, the held-out split, the owner's own recipe."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from ipguard_fast.attacks import independent as independent_module
 from ipguard_fast.augment import default_shift, random_shift
 from ipguard_fast.selection import ProtectConfig
 from ipguard_fast.selection.holdout import holdout_split
-from ipguard_fast.selection.recipe import NEGATIVES, RECIPE, with_owner_recipe
+from ipguard_fast.selection.recipe import NEGATIVES, RECIPE, THRESHOLD_NEGATIVES, with_owner_recipe
 from ipguard_fast.train import TrainRecipe, accuracy, train_model
 
 
@@ -65,6 +67,30 @@ def test_a_matched_independent_stops_once_it_reaches_the_owners_held_out_accurac
         run_attack("independent", Independent("owner", 3e-3, 2, match_owner=True), AttackContext(owner, train, 1))
     with pytest.raises(ValueError, match="^epochs: with match_owner the cap comes last"):
         Independent("owner", 3e-3, (9, 2), match_owner=True)
+
+
+def test_an_independent_trained_until_converged_stops_when_its_loss_stops_falling(owner, small, monkeypatch):
+    losses = iter([1.0, 0.5, 0.3, 0.299, 0.2985, 0.298, 0.2975, 0.2972, 0.1, 0.1])
+    monkeypatch.setattr(independent_module, "mean_loss", lambda m, d: next(losses))
+    epochs_run = []
+    context = AttackContext(owner, small, seed=11, on_epoch=lambda e, m: epochs_run.append(e))
+    (model,) = run_attack("independent", Independent("generic", 1e-3, 30, until_converged=True), context)
+    assert epochs_run == list(range(1, 9))            # 0.3 then five epochs without a 1 % gain
+    assert Independent("generic", 1e-3, 30, until_converged=True).labels() == ("-e30",)
+    with pytest.raises(ValueError, match="^until_converged: "):
+        Independent("generic", 1e-3, (5, 30), until_converged=True)
+    with pytest.raises(ValueError, match="^until_converged: "):
+        Independent("generic", 1e-3, 30, match_owner=True, until_converged=True)
+
+
+def test_the_threshold_negatives_are_converged_independents_only_for_the_threshold():
+    assert THRESHOLD_NEGATIVES and all(k in RECIPE for k in THRESHOLD_NEGATIVES)
+    assert all(k.threshold_only and k.role == "negative" and k.settings.until_converged for k in THRESHOLD_NEGATIVES)
+    assert {k.settings.arch for k in THRESHOLD_NEGATIVES} == {"owner", "generic"}
+    assert {k.settings.optimizer for k in THRESHOLD_NEGATIVES} == {"adam", "sgd"}
+    assert all(k in with_owner_recipe(RECIPE, TrainRecipe(epochs=3)) for k in THRESHOLD_NEGATIVES)
+    with pytest.raises(ValueError, match="threshold_only kind is a negative"):
+        ProtectConfig(recipe=RECIPE + (dataclasses.replace(RECIPE[0], kind="x", threshold_only=True),))
 
 
 def test_the_default_negatives_span_optimizers_augmentation_and_architectures():

@@ -210,9 +210,13 @@ def test_protect_builds_references_in_their_own_namespace(protected):
     result, _ = protected
     fps, refs = result.fingerprints, result.references
     per_replica = [k for k in RECIPE if k.per_replica]
-    kinds_per_replica = sum(len(k.settings.epoch_list()) if k.attack == "independent" else 1 for k in per_replica)
-    assert len(refs) == 2 * kinds_per_replica + len(RECIPE) - len(per_replica)
-    assert {r.split for r in refs} == {"select", "validate"}
+    outputs = lambda kinds: sum(len(k.settings.epoch_list()) if k.attack == "independent" else 1  # noqa: E731
+                                for k in kinds)
+    # the threshold's own negatives are built for the validation replica only
+    selecting = [k for k in per_replica if not k.threshold_only]
+    assert len(refs) == outputs(selecting) + outputs(per_replica) + len(RECIPE) - len(per_replica)
+    assert {r.split for r in refs} == {"select", "validate", "threshold"}
+    assert {r.kind for r in refs if r.split == "threshold"} == {k.kind for k in RECIPE if k.threshold_only}
     assert all(r.name.startswith("protect/") for r in refs)
     assert all(r.model.training is False for r in refs)
     info = fps.meta["protect"]
@@ -241,9 +245,15 @@ def test_protect_refines_keeping_the_owners_label_and_thresholds_on_validation(p
     own = logits.gather(1, fps.labels[:, None]).squeeze(1)
     runner_up = logits.scatter(1, fps.labels[:, None], float("-inf")).max(1).values
     assert torch.allclose(own - runner_up, fps.margins, atol=1e-4) and bool((fps.margins > 0).all())
-    validation = [r for r in result.references if r.split == "validate"]
+    validation = [r for r in result.references if r.split in ("validate", "threshold")]
     held = fps.meta["protect"]["held_out_rates"]
     assert len(held["positives"]) + len(held["negatives"]) == len(validation)
+    # the threshold's own negatives (trained to convergence) count in the threshold, above them all
+    rates = fps.meta["selection"]["reference_rates_on_selection"]
+    for r in result.references:
+        if r.split == "threshold":
+            assert any(abs(rates[r.name] - h) < 1e-3 for h in held["negatives"])
+            assert fps.meta["threshold"] > rates[r.name]
     assert len(torch.unique(fps.images.reshape(len(fps), -1), dim=0)) == len(fps)
 
 

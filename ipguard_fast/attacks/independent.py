@@ -15,11 +15,11 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from .._validate import ArgumentError, finite_number, positive_int
 from ..nn import seeded
-from ..train import TrainRecipe, accuracy, train_model
+from ..train import TrainRecipe, accuracy, mean_loss, train_model
 from .architectures import Architecture, factory_for
 from .registry import Attack, AttackContext
 
@@ -29,6 +29,10 @@ __all__ = ["INDEPENDENT", "Independent", "train_independent"]
 MATCH_TOLERANCE = 0.005
 # ...or once it has not improved for this many epochs (converged: as strong as the recipe gets).
 MATCH_PATIENCE = 5
+# until_converged: the training loss, on up to FIT_SAMPLE items, has not fallen by this
+# fraction for MATCH_PATIENCE epochs.
+LOSS_GAIN = 0.01
+FIT_SAMPLE = 2000
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,9 @@ class Independent:
     models shorter runs with this seed give); the attack returns one model per entry.
     match_owner: the largest entry is a cap; the run stops once accuracy on the context's
     holdout reaches the owner's there (or stops improving), and that model is the last one
-    returned ("-matched")."""
+    returned ("-matched"). until_converged: `epochs` is a cap; the run stops once its
+    training loss (on up to FIT_SAMPLE items of its data) has not improved by a relative
+    LOSS_GAIN for MATCH_PATIENCE epochs: what a party that trains to the end has."""
 
     arch: Architecture
     lr: float
@@ -53,6 +59,7 @@ class Independent:
     batch_size: int | None = None
     augment: bool = False
     match_owner: bool = False
+    until_converged: bool = False
 
     def __post_init__(self):
         finite_number("lr", self.lr, positive=True)
@@ -65,6 +72,8 @@ class Independent:
             raise ArgumentError("epochs", f"must be distinct positive ints, got {self.epochs!r}")
         if self.match_owner and epochs[-1] != max(epochs):
             raise ArgumentError("epochs", f"with match_owner the cap comes last, got {self.epochs!r}")
+        if self.until_converged and (self.match_owner or len(epochs) > 1):
+            raise ArgumentError("until_converged", "takes one epochs cap and no match_owner (one stopping rule)")
 
     def epoch_list(self) -> tuple[int, ...]:
         values = self.epochs if isinstance(self.epochs, tuple) else (self.epochs,)
@@ -111,10 +120,24 @@ class _OwnerMatch:
         return self.stale >= MATCH_PATIENCE
 
 
+class _Converged:
+    """The stopping rule of until_converged: True once the training loss has not improved
+    by a relative LOSS_GAIN for MATCH_PATIENCE epochs."""
+
+    def __init__(self, ctx: AttackContext):
+        self.sample = Subset(ctx.data, range(min(FIT_SAMPLE, len(ctx.data))))
+        self.best, self.stale = float("inf"), 0
+
+    def __call__(self, model: nn.Module) -> bool:
+        loss = mean_loss(model, self.sample)
+        self.best, self.stale = (loss, 0) if loss < self.best * (1 - LOSS_GAIN) else (self.best, self.stale + 1)
+        return self.stale >= MATCH_PATIENCE
+
+
 def _build(ctx: AttackContext, s: Independent) -> list[nn.Module]:
     epochs = s.epoch_list()
     earlier = epochs[:-1] if s.match_owner else tuple(e for e in epochs if e != max(epochs))
-    stop = _OwnerMatch(ctx) if s.match_owner else None
+    stop = _OwnerMatch(ctx) if s.match_owner else _Converged(ctx) if s.until_converged else None
     snapshots = {}
 
     def after_epoch(epoch, model):

@@ -14,7 +14,8 @@ that did the selecting would reward the selection for fitting them, so both use
   over references, so each redo is one subtraction and a sort: no model runs again.
 * Validation references (protect's validation_replicas, default one replica) are
   measured on the full selection and join the held-out rates; after refinement the
-  threshold comes from their rates on the refined set alone (protect.py).
+  threshold comes from their rates on the refined set and those of the threshold's own
+  negatives (split "threshold", recipe.THRESHOLD_NEGATIVES), which no choice sees.
 
 A configuration is a pool (a k, or all k merged) and the negatives' weight in the score
 (mean_pos - w * mean_neg, w in NEGATIVE_WEIGHTS): the easy copies (pruned, quantised)

@@ -10,7 +10,8 @@ as a short composition of the stages in stages.py and refining.py.
 5. Refinement (refine.py, default on): the chosen configuration's top candidates climb
    the separation against the selecting module references; the top n are kept.
 6. Threshold: from the validation references' rates on the refined selection, or the
-   held-out rates of the chosen selection.
+   held-out rates of the chosen selection, and the rates of the negatives that only set
+   the threshold (independents trained to convergence, recipe.THRESHOLD_NEGATIVES).
 """
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     selection = unrefined_selection(pool.points, outputs, choice)
     if config.refine is not None:
         selection = timed("refine", lambda: refine_selection(owner, selection, refs, choice, config, log=say))
-    threshold, held_pos, held_neg = calibrate_threshold(selection, choice, config.n)
+    threshold, held_pos, held_neg = calibrate_threshold(selection, choice, config.n, refs)
     say(f"threshold {threshold:.3f}")
     fps = fingerprint_set(selection, refs, choice, config, threshold)
     report = _report(config, pool, refs, choice, threshold, (held_pos, held_neg), timings)

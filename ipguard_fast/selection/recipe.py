@@ -19,15 +19,19 @@ from .._validate import ArgumentError
 from ..attacks import AdversarialFineTune, Distill, FineTune, Independent, Preprocess, Prune, Quantize, get_attack
 from ..train import TrainRecipe
 
-__all__ = ["NEGATIVES", "RECIPE", "RECIPE_VERSION", "ReferenceKind", "check_recipe", "recipe_meta", "with_owner_recipe"]
+__all__ = ["NEGATIVES", "RECIPE", "RECIPE_VERSION", "THRESHOLD_NEGATIVES", "ReferenceKind", "check_recipe", "recipe_meta",
+           "with_owner_recipe"]
 
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 
 @dataclass(frozen=True)
 class ReferenceKind:
     """One kind of reference: attack `attack` with `settings`, built for every replica or
-    once. `seed_name` is the name its seed is drawn from, when not the kind's own."""
+    once. `seed_name` is the name its seed is drawn from, when not the kind's own.
+    `threshold_only`: a negative built for each validation replica (split "threshold")
+    that takes no part in selection or in the choice of configuration, only in the
+    threshold."""
 
     kind: str
     role: str
@@ -35,6 +39,7 @@ class ReferenceKind:
     settings: Any
     per_replica: bool = True
     seed_name: str | None = None
+    threshold_only: bool = False   # built for the validation replicas only, and only sets the threshold
 
 
 # The negatives are trained until their held-out accuracy reaches the owner's (capped at
@@ -59,6 +64,17 @@ NEGATIVES: tuple[ReferenceKind, ...] = (
     _negative("generic", _SGD, False), _negative("generic", _SGD, True),
 )
 
+# The threshold is set against independents that train to the end, not only to the
+# owner's accuracy: the longer an independent trains, the more of the points it keeps
+# (benchmarks/results/negatives-fit-2026-12-04). As negatives of the selection they made
+# the points no more unique; as the threshold's negatives they keep it above them.
+THRESHOLD_NEGATIVES: tuple[ReferenceKind, ...] = tuple(
+    ReferenceKind(f"independent-{arch}-{opt['optimizer']}{'-aug' if augment else ''}-converged", "negative",
+                  "independent", Independent(arch, epochs=_CAP, augment=augment, until_converged=True, **opt),
+                  threshold_only=True)
+    for arch, opt, augment in (("owner", _ADAM, False), ("owner", _SGD, True), ("generic", _ADAM, False),
+                               ("generic", _SGD, True)))
+
 RECIPE: tuple[ReferenceKind, ...] = (
     ReferenceKind("FTLL", "positive", "fine-tune", FineTune(1e-2, 3, last_only=True)),
     ReferenceKind("FTAL", "positive", "fine-tune", FineTune(1e-3, 3)),
@@ -72,6 +88,7 @@ RECIPE: tuple[ReferenceKind, ...] = (
     # (measured: benchmarks/results/three-beds-2026-12-04-students-as-references).
     ReferenceKind("adversarial-ft", "positive", "adversarial-fine-tune", AdversarialFineTune(1e-3, 2, eps=6 / 255)),
     *NEGATIVES,
+    *THRESHOLD_NEGATIVES,
     # Settings the evaluation never uses (it prunes 20-80 %, rounds weights to int8, and
     # preprocesses with noise 0.05, 4-bit pixels, blur 0.7): stronger ones, so that points
     # that survive these survive the milder ones (the expectation over the transforms).
@@ -94,15 +111,17 @@ def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> 
                     momentum=train.momentum, batch_size=train.batch_size, augment=train.augment)
     own = tuple(ReferenceKind(f"independent-{arch}-owner-recipe", "negative", "independent",
                               Independent(arch, **settings)) for arch in ("owner", "generic"))
-    others = tuple(k for k in recipe if k.role == "negative" and k.attack == "independent"
+    others = tuple(k for k in recipe if k.role == "negative" and k.attack == "independent" and not k.threshold_only
                    and k.settings.optimizer != train.optimizer)
-    return tuple(k for k in recipe if k.role == "positive") + own + others
+    return (tuple(k for k in recipe if k.role == "positive") + own + others
+            + tuple(k for k in recipe if k.threshold_only))
 
 
 def recipe_meta(recipe: tuple[ReferenceKind, ...] = RECIPE) -> list[dict]:
     """The recipe as JSON-able data (what the reference cache is keyed by)."""
     return [{"kind": k.kind, "role": k.role, "attack": k.attack, "settings": repr(k.settings),
-             "per_replica": k.per_replica, "seed_name": k.seed_name} for k in recipe]
+             "per_replica": k.per_replica, "seed_name": k.seed_name, "threshold_only": k.threshold_only}
+            for k in recipe]
 
 
 def check_recipe(recipe) -> tuple[ReferenceKind, ...]:
@@ -114,8 +133,10 @@ def check_recipe(recipe) -> tuple[ReferenceKind, ...]:
         get_attack(k.attack)
         if k.role not in ("positive", "negative"):
             raise ArgumentError("recipe", f"{k.kind}: role must be 'positive' or 'negative', got {k.role!r}")
+        if k.threshold_only and (k.role != "negative" or not k.per_replica):
+            raise ArgumentError("recipe", f"{k.kind}: a threshold_only kind is a negative built per replica")
     if len({k.kind for k in kinds}) != len(kinds):
         raise ArgumentError("recipe", "has repeated kinds")
-    if {k.role for k in kinds} != {"positive", "negative"}:
+    if {k.role for k in kinds if not k.threshold_only} != {"positive", "negative"}:
         raise ArgumentError("recipe", "needs kinds of both roles")
     return kinds

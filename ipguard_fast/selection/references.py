@@ -32,8 +32,9 @@ protect_seed = reference_seed   # the name this seed function had first
 
 @dataclass
 class Reference:
-    """One reference model. ``split`` is "select" (scores the pool) or "validate" (held out
-    from selection: k choice and threshold)."""
+    """One reference model. ``split`` is "select" (scores the pool), "validate" (held out
+    from selection: the choice of configuration and the threshold) or "threshold" (only
+    the threshold: recipe.THRESHOLD_NEGATIVES)."""
 
     name: str
     role: str
@@ -113,7 +114,8 @@ def _jobs(base: AttackContext, splits: dict, recipe: tuple[ReferenceKind, ...], 
     jobs = []
     for r in range(replicas + validation_replicas):
         split = "select" if r < replicas else "validate"
-        jobs += [_job(base, splits, kind, seed, f"/r{r}", split) for kind in usable if kind.per_replica]
+        jobs += [_job(base, splits, kind, seed, f"/r{r}", "threshold" if kind.threshold_only else split)
+                 for kind in usable if kind.per_replica and (split == "validate" or not kind.threshold_only)]
     jobs += [_job(base, splits, kind, seed, "", "select") for kind in usable if not kind.per_replica]
     return jobs
 

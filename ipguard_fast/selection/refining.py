@@ -82,10 +82,15 @@ def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet,
     return Selection(moved, outputs, kept, scores, meta, held, pool_size=len(unrefined.points))
 
 
-def calibrate_threshold(selection: Selection, choice: Choice, n: int) -> tuple[float, list[float], list[float]]:
+def calibrate_threshold(selection: Selection, choice: Choice, n: int,
+                        refs: ReferenceSet | None = None) -> tuple[float, list[float], list[float]]:
     """The verdict threshold and the held-out rates it comes from: the validation references'
-    rates on a refined selection, else the chosen configuration's held-out rates."""
+    rates on a refined selection, else the chosen configuration's held-out rates; with
+    the rates of the threshold's own negatives (split "threshold") on the kept points."""
     positives, negatives = selection.held or (choice.chosen.held_out["positives"], choice.chosen.held_out["negatives"])
+    extra = refs.rows("negative", "threshold") if refs is not None else []
+    if extra:
+        negatives = list(negatives) + selection.outputs.rows(extra).columns(selection.kept).rates().tolist()
     return threshold_between(positives, negatives, n), positives, negatives
 
 
