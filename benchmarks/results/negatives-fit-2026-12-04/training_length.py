@@ -1,8 +1,8 @@
-import sys, time, torch
+import sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
 from ipguard_fast.data import load_digits
-from ipguard_fast.evaluation.beds import attacker_half, owner_half
+from ipguard_fast.evaluation.beds import owner_half
 from ipguard_fast.evaluation.foreign import FOREIGN_OWNER_RECIPE
 from ipguard_fast.models import DigitsCNN
 from ipguard_fast.nn import seeded
