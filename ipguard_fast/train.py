@@ -161,24 +161,21 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> to
     return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
     """Fraction of ``dataset`` (image, label) pairs that ``model`` classifies correctly."""
-    positive_int("batch_size", batch_size)
-    if len(dataset) == 0:
-        raise ValueError("dataset: must not be empty")
-    device = module_device(model)
-    correct = 0
-    with eval_mode(model):
-        for x, y in _batches(dataset, batch_size, shuffle=False):
-            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-    return correct / len(dataset)
+    return _mean_over(model, dataset, batch_size, lambda logits, y: float((logits.argmax(1) == y).sum()))
 
 
-@torch.no_grad()
 def mean_loss(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
     """Mean cross-entropy of ``model`` on ``dataset``'s (image, label) pairs, in eval mode:
     how closely a model fits the data it trained on, past its accuracy."""
+    return _mean_over(model, dataset, batch_size,
+                      lambda logits, y: float(F.cross_entropy(logits.float(), y, reduction="sum")))
+
+
+@torch.no_grad()
+def _mean_over(model: nn.Module, dataset: Dataset, batch_size: int, per_batch) -> float:
+    """The sum of per_batch(logits on CPU, labels) over ``dataset``, in eval mode, per item."""
     positive_int("batch_size", batch_size)
     if len(dataset) == 0:
         raise ValueError("dataset: must not be empty")
@@ -186,7 +183,7 @@ def mean_loss(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> floa
     total = 0.0
     with eval_mode(model):
         for x, y in _batches(dataset, batch_size, shuffle=False):
-            total += float(F.cross_entropy(model(x.to(device)).float().cpu(), y, reduction="sum"))
+            total += per_batch(model(x.to(device)).cpu(), y)
     return total / len(dataset)
 
 
