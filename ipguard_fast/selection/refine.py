@@ -43,8 +43,8 @@ class RefineConfig:
     """Settings of the refinement: Adam at `lr` on [0, 1] pixels for `steps`, each reference
     pushed until it is `cap` logits sure, the owner kept `min_margin` logits on its label
     (a violation costs `penalty`); the top `factor` * n of the ranking are refined, in
-    chunks of at most `batch_size` (at least four: torchrun ranks share them). The defaults are the measured best for their cost
-    (benchmarks/results/README.md)."""
+    chunks of at most `batch_size` (at least four: torchrun ranks share them). The
+    defaults are the measured best for their cost (benchmarks/results/README.md)."""
 
     steps: int = 50
     lr: float = 0.01
