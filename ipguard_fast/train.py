@@ -1,14 +1,14 @@
 """A small, deterministic supervised training loop (cross-entropy or distillation) and accuracy.
 
-It takes a model and a data set, nothing else: the demo's models and recipes live in
-ipguard_fast.models.digits. Everything that trains takes a ``seed``: batch order
-comes from a local ``torch.Generator`` and any stochastic layers (dropout) run under
-a forked, seeded global RNG, so the same call gives the same weights on CPU and the
-caller's RNG state is left untouched.
+It takes a model and a data set, nothing else (the demo's models: ipguard_fast.models.digits).
+Everything that trains takes a ``seed``: batch order comes from a local ``torch.Generator``
+and any stochastic layers (dropout) run under a forked, seeded global RNG, so the same call
+gives the same weights on CPU and the caller's RNG state is left untouched.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
 
@@ -22,7 +22,7 @@ from ._validate import ArgumentError, finite_number, non_negative_int, positive_
 from .augment import random_shift
 from .modules import eval_mode, module_device
 
-__all__ = ["Perturb", "TrainRecipe", "accuracy", "distillation_loss", "mean_loss", "predict", "train_classifier",
+__all__ = ["Perturb", "TrainRecipe", "TrainingPrecision", "training_precision", "accuracy", "distillation_loss", "mean_loss", "predict", "train_classifier",
            "train_model"]
 
 _OPTIMIZERS = ("adam", "sgd")
@@ -127,12 +127,14 @@ def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed
     teacher_mode = eval_mode(teacher) if teacher is not None else contextlib.nullcontext()
     # fork_rng: dropout & co. are reproducible and the caller's RNG is untouched.
     fork_devices = [device.index or 0] if device.type == "cuda" else []
+    precision = training_precision(model, device)
     with _only_trainable(all_params, trainable), teacher_mode, torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         for epoch in range(1, recipe.epochs + 1):
             _set_train_mode(model, only)
-            for x, y in _batches(dataset, recipe.batch_size, shuffle=True, generator=generator):
-                value = batch_loss(x.to(device), y)
+            for x, y in _batches(dataset, recipe.batch_size, shuffle=True, generator=generator, device=device):
+                with precision.autocast():
+                    value = batch_loss(precision.images(x.to(device, non_blocking=True)), y)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 opt.step()
@@ -213,10 +215,35 @@ def _only_trainable(all_params: list[nn.Parameter], trainable: list[nn.Parameter
             p.requires_grad_(flag)
 
 
-def _batches(dataset: Dataset, batch_size: int, *, shuffle: bool,
-             generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+class TrainingPrecision:
+    """On CUDA bf16 autocast and channels_last images and conv weights (tensor cores; the
+    README's cost table), unless IPGUARD_FAST_TRAIN_PRECISION=fp32; on CPU float32."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.enabled else contextlib.nullcontext()
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.enabled and x.dim() == 4 else x
+
+
+def training_precision(model: nn.Module, device: torch.device) -> TrainingPrecision:
+    """The precision `model` trains at on `device` (its conv weights made channels_last there)."""
+    enabled = (device.type == "cuda" and os.environ.get("IPGUARD_FAST_TRAIN_PRECISION", "bf16") != "fp32"
+               and torch.cuda.is_bf16_supported())
+    if enabled and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return TrainingPrecision(enabled)
+
+
+def _batches(dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+             device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) mini-batches. TensorDatasets are sliced directly (much faster
-    than a DataLoader's per-sample collate); anything else goes through one."""
+    than a DataLoader's per-sample collate); anything else goes through one, read by
+    worker processes into pinned memory when training on CUDA (the CPU's cores then
+    only feed the GPU). The batch order comes from `generator` either way."""
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
         x_all, y_all = dataset.tensors[0], dataset.tensors[1]
         n = len(x_all)
@@ -225,7 +252,10 @@ def _batches(dataset: Dataset, batch_size: int, *, shuffle: bool,
             idx = order[start : start + batch_size]
             yield x_all[idx], y_all[idx]
         return
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    cuda = device is not None and torch.device(device).type == "cuda"
+    workers = min(8, (os.cpu_count() or 1) // 2) if cuda else 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                        pin_memory=cuda)
     for x, y in loader:
         yield x, torch.as_tensor(y)
 

@@ -37,6 +37,13 @@ def add_arguments(p) -> None:
     p.add_argument("--cache-readonly", action="store_true",
                    help="refuse a cached reference that fails its checks instead of rebuilding it, and write "
                         "nothing to the cache (references it lacks are built in memory)")
+    p.add_argument("--budget", default=None, metavar="DURATION",
+                   help="time this machine may spend, e.g. 90s, 30m, 2h: protect measures the owner's step costs, "
+                        "then trains references on fewer images, fewer replicas, a smaller pool and shorter "
+                        "refinement until its estimate fits (default: the full recipe); the plan is printed and "
+                        "stored in the file")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (knobs and each stage's estimated time) and stop; --out is not written")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="the fingerprint file to write (.safetensors)")
@@ -77,11 +84,13 @@ def run(args) -> int:
     from .._validate import positive_int
     from ..data import load_data
     from ..io import load_trainable_model
-    from ..selection import protect
+    from ..selection import ProtectConfig, plan_protect, run_protect
+    from ..selection.plan import parse_duration, plan_lines
     from ..selection.cache import cache_secret, check_cache_dir
 
     start = time.perf_counter()
-    check_writable_output("--out", args.out, [args.model, args.weights, args.data])
+    if not args.dry_run:
+        check_writable_output("--out", args.out, [args.model, args.weights, args.data])
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
     with named_as_options(_OPTIONS):   # the cache and its key before any work
@@ -91,6 +100,7 @@ def run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(positive_int("--threads", args.threads))
     k = _k_arg(args.k)
+    budget = parse_duration(args.budget, "--budget") if args.budget is not None else None
     train_recipe = _train_recipe(args)
     negatives = [model for _, model in load_negative_models(args.negatives)]
     owner = load_trainable_model(args.model, args.weights, "--model")
@@ -101,11 +111,17 @@ def run(args) -> int:
 
     with (DistributedRun("cpu") as ranks, named_as_options(_OPTIONS),
           one_line_warnings("protect", ReferenceCacheWarning)):
-        fps = protect(owner, train_set, args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas,
-                      score=args.score, init=args.init, seed=args.seed, cache_dir=cache, cache_key_file=args.cache_key,
-                      cache_readonly=args.cache_readonly, refine=not args.no_refine, train_recipe=train_recipe,
-                      negatives=negatives or None,
-                      progress=not args.no_progress and ranks.is_main, log=print if ranks.is_main else None)
+        config = ProtectConfig(n=args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas, score=args.score,
+                               init=args.init, seed=args.seed, refine=not args.no_refine, train_recipe=train_recipe,
+                               budget=budget)
+        if args.dry_run:
+            for line in plan_lines(plan_protect(owner, train_set, config)) if ranks.is_main else ():
+                print(line)
+            return 0
+        fps = run_protect(owner, train_set, config, cache_dir=cache, cache_key_file=args.cache_key,
+                          cache_readonly=args.cache_readonly, negatives=negatives or None,
+                          progress=not args.no_progress and ranks.is_main,
+                          log=print if ranks.is_main else None).fingerprints
     if not ranks.is_main:
         return 0
     path = fps.save(out)

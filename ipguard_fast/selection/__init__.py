@@ -9,7 +9,8 @@ the pool's points), and says so in meta["selection"]["refined"].
 """
 from .pool import extract_pool, k_grid, median_margin, merge_pools
 from .config import ProtectConfig
-from .protect import ProtectResult, protect, run_protect
+from .plan import Plan
+from .protect import ProtectResult, plan_protect, protect, run_protect
 from .refine import RefineConfig, refine_points
 from .recipe import RECIPE, ReferenceKind
 from .references import protect_seed
@@ -17,5 +18,5 @@ from .report import ProtectReport
 from .scores import SCORES, reference_outputs, separation_scores
 from .select import select_fingerprints, top_n
 
-__all__ = ["RECIPE", "SCORES", "ProtectConfig", "ProtectReport", "ProtectResult", "ReferenceKind", "RefineConfig", "extract_pool", "k_grid", "median_margin", "merge_pools", "protect",
+__all__ = ["RECIPE", "SCORES", "Plan", "ProtectConfig", "ProtectReport", "ProtectResult", "ReferenceKind", "RefineConfig", "extract_pool", "k_grid", "median_margin", "merge_pools", "plan_protect", "protect",
            "protect_seed", "reference_outputs", "run_protect", "refine_points", "select_fingerprints", "separation_scores", "top_n"]

@@ -45,7 +45,10 @@ def reference_cache_key(owner: nn.Module, data: Dataset, config: ProtectConfig) 
     text = json.dumps({"format": "ipguard_fast-reference-cache-key-v2", "architecture": architecture_sha256(owner),
                        "weights": state_dict_sha256(owner), "data": data_digest(data),
                        "recipe": recipe_meta(config.recipe), "recipe_version": RECIPE_VERSION, "seed": config.seed,
-                       "version": __version__, "torch": torch.__version__}, sort_keys=True)
+                       "version": __version__, "torch": torch.__version__,
+                       # only when set, so that the keys of full-data caches stay as they were
+                       **({"reference_images": config.reference_images} if config.reference_images else {})},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

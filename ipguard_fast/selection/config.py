@@ -34,6 +34,10 @@ class ProtectConfig:
     train_recipe: the owner's own training recipe (a train.TrainRecipe), when known: the
     negatives then include independents trained exactly so (recipe.with_owner_recipe);
     without it they train until their held-out accuracy reaches the owner's.
+    reference_images: the references train on a seeded subset of at most this many of
+    the training images (None: all of them); the plan's first knob (plan.py). budget:
+    seconds this machine may spend; the plan cuts knobs until its estimate fits (None:
+    the full recipe, estimated only).
     """
 
     n: int = 100
@@ -50,6 +54,8 @@ class ProtectConfig:
     search: dict = field(default_factory=dict)
     recipe: tuple = RECIPE
     train_recipe: Any = None
+    reference_images: int | None = None
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         positive_int("n", self.n)
@@ -67,6 +73,12 @@ class ProtectConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ArgumentError("seed", f"must be an int, got {self.seed!r}")
         positive_int("batch_size", self.batch_size)
+        if self.reference_images is not None:
+            positive_int("reference_images", self.reference_images)
+        if self.budget is not None:
+            if isinstance(self.budget, bool) or not isinstance(self.budget, numbers.Real):
+                raise ArgumentError("budget", f"must be seconds (a number), got {self.budget!r}")
+            object.__setattr__(self, "budget", finite_number("budget", self.budget, positive=True))
         recipe = check_recipe(self.recipe)
         if self.train_recipe is not None:
             recipe = check_recipe(with_owner_recipe(recipe, self.train_recipe))

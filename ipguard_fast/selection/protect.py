@@ -1,6 +1,8 @@
 """protect(): the owner's whole job -- references, a pool, selection, refinement, a threshold --
 as a short composition of the stages in stages.py and refining.py.
 
+0. Plan (plan.py): unit costs measured on the owner, each stage's estimate, and under a
+   budget the knobs that fit it.
 1. References: copies of the owner and independent models (references.py), or the caller's.
 2. Pool: IPGuard fingerprints from training images at each k of a grid scaled by the
    owner's margins (pool.py), pool_factor * n per k.
@@ -29,9 +31,10 @@ from .references import Reference
 from .refine import RefineConfig
 from .refining import calibrate_threshold, fingerprint_set, refine_selection, unrefined_selection
 from .report import ProtectReport
-from .stages import choose_configuration, make_pool, make_references, score_pool
+from .plan import Plan, plan_lines
+from .stages import choose_configuration, make_plan, make_pool, make_references, score_pool
 
-__all__ = ["ProtectResult", "protect", "run_protect"]
+__all__ = ["ProtectResult", "plan_protect", "protect", "run_protect"]
 
 
 @dataclass
@@ -49,7 +52,7 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
             refine: bool | RefineConfig = True, init: str = "data", labels: str = "predicted", seed: int = 0,
             cache_dir=None, cache_key_file=None, cache_readonly: bool = False, batch_size: int = 256,
             progress: bool = True, log=None, extract_options: dict | None = None, train_recipe=None,
-            negatives=None) -> FingerprintSet:
+            negatives=None, budget: float | None = None) -> FingerprintSet:
     """n fingerprints of `owner`, selected from a pool so that copies keep them and
     independent models do not, with a threshold calibrated on held-out references.
 
@@ -67,23 +70,33 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     cache_readonly: refuse a cached file that fails its checks instead of rebuilding it,
     and write nothing (cache.py). The result's meta["selection"] says what
     was selected from what, meta["protect"] holds the ProtectReport, meta["threshold"]
-    is what verify() uses.
+    is what verify() uses. budget: seconds this machine may spend (plan.py: fewer
+    reference images, replicas, pool points and refinement steps until the estimate fits;
+    None: the full recipe); the plan is printed through `log` and kept in meta["protect"]["plan"].
     """
     checked_owner(owner)
     data = training_data(train_data)
     config = ProtectConfig(n=n, k=k, pool_factor=pool_factor, score=score, replicas=replicas,
                            validation_replicas=validation_replicas, refine=refine, init=init, labels=labels,
                            seed=seed, batch_size=batch_size, search=dict(extract_options or {}),
-                           train_recipe=train_recipe)
+                           train_recipe=train_recipe, budget=budget)
     return run_protect(owner, data, config, references=references, negatives=negatives, cache_dir=cache_dir,
                        cache_key_file=cache_key_file, cache_readonly=cache_readonly, progress=progress,
                        log=log).fingerprints
 
 
+def plan_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references_given: bool = False) -> Plan:
+    """The plan run_protect would follow (what `ipguard protect --dry-run` prints), from unit
+    costs measured now on the owner; nothing else runs."""
+    owner, data = checked_owner(owner), training_data(train_data)
+    return make_plan(owner, data, config, owner_shapes(owner, data), built=not references_given)
+
+
 def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references=None, negatives=None,
                 cache_dir=None, cache_key_file=None, cache_readonly: bool = False, progress: bool = True,
                 log: Callable[[str], None] | None = None) -> ProtectResult:
-    """protect() with its settings in one ProtectConfig; the stages in order."""
+    """protect() with its settings in one ProtectConfig; the stages in order, as planned
+    for config.budget (the plan's knobs replace the config's)."""
     say = log or (lambda message: None)
     owner, data = checked_owner(owner), training_data(train_data)
     shapes = owner_shapes(owner, data)
@@ -96,6 +109,10 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         return result
 
     extra = given_negatives(negatives) if negatives is not None else []   # checked before any training
+    plan = timed("plan", lambda: make_plan(owner, data, config, shapes, built=references is None))
+    for line in plan_lines(plan):
+        say(line)
+    config = plan.config
     refs = timed("references", lambda: make_references(owner, data, config, shapes, given=references,
                                                        cache_dir=cache_dir, cache_key_file=cache_key_file,
                                                        cache_readonly=cache_readonly, progress=progress, log=log))
@@ -116,12 +133,13 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     threshold, held_pos, held_neg = calibrate_threshold(selection, choice, config.n, refs)
     say(f"threshold {threshold:.3f}")
     fps = fingerprint_set(selection, refs, choice, config, threshold)
-    report = _report(config, pool, refs, choice, threshold, (held_pos, held_neg), timings)
+    report = _report(config, pool, refs, choice, threshold, (held_pos, held_neg), timings, plan)
     fps.meta["protect"] = report.to_meta()
     return ProtectResult(fps, report, refs.references)
 
 
-def _report(config: ProtectConfig, pool, refs, choice, threshold: float, held, timings: dict) -> ProtectReport:
+def _report(config: ProtectConfig, pool, refs, choice, threshold: float, held, timings: dict,
+            plan: Plan) -> ProtectReport:
     chosen = choice.chosen
     return ProtectReport(
         k=config.k if config.k == "auto" else pool.ks, k_grid=pool.ks,
@@ -132,4 +150,4 @@ def _report(config: ProtectConfig, pool, refs, choice, threshold: float, held, t
         held_out_rates={"positives": [round(r, 4) for r in held[0]], "negatives": [round(r, 4) for r in held[1]]},
         references_built=refs.built_here, reference_cache_key=refs.cache_key,
         reference_seconds={r.name: round(r.seconds, 3) for r in refs.references},
-        timings={name: round(value, 3) for name, value in timings.items()})
+        timings={name: round(value, 3) for name, value in timings.items()}, plan=plan.to_meta())

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from .._progress import progress_bar
 from .._validate import ArgumentError
 from ..attacks import AttackContext, get_attack, owner_needs, reference_seed
+from ..data import seeded_split
 from ..search.distributed import communicator
 from .cache import ReferenceCache
 from .config import ProtectConfig
@@ -64,7 +65,9 @@ def build_references(owner: nn.Module, data: Dataset, config: ProtectConfig, sha
     into the cache, then every rank loads them all from it: the same models as one
     process builds (each depends only on its seed), the training spread over the ranks."""
     base = AttackContext(owner, data, 0, input_shape=tuple(shapes[0]), num_classes=shapes[1], device=device)
-    splits = dict(zip(("train", "holdout"), holdout_split(data, reference_seed(config.seed, "holdout"))))
+    train, holdout = holdout_split(data, reference_seed(config.seed, "holdout"))
+    subset = lambda part: _at_most(part, config.reference_images, reference_seed(config.seed, "subset"))  # noqa: E731
+    splits = {"all": subset(data), "train": subset(train), "holdout": holdout}
     jobs = _jobs(base, splits, config.recipe, config.replicas, config.validation_replicas, config.seed, log)
     comm = communicator()
     if comm.world > 1:
@@ -87,6 +90,14 @@ def build_references(owner: nn.Module, data: Dataset, config: ProtectConfig, sha
             if bar is not None:
                 bar.update(1)
     return out
+
+
+def _at_most(data: Dataset, count: int | None, seed: int) -> Dataset:
+    """A seeded subset of at most `count` items of `data` (all of it when None or enough):
+    references of a large owner train by fewer steps on part of its data (plan.py)."""
+    if count is None or count >= len(data):
+        return data
+    return seeded_split(data, seed, count)[0]
 
 
 def _realise(job: _Job, cache: ReferenceCache) -> tuple[list[nn.Module], float, bool]:
@@ -125,11 +136,12 @@ _NEED_WORDS = {"head": "Linear head", "weights": "conv/linear weights"}
 
 def _job(base: AttackContext, splits: dict, kind: ReferenceKind, seed: int, replica: str, split: str) -> _Job:
     """One kind's run. Negatives train without the held-out split, where they measure their
-    accuracy against the owner's; copies train on all the owner's data, as a thief would."""
+    accuracy against the owner's; copies train on all the owner's data, as a thief would
+    (both on a seeded subset of it when the plan caps reference_images)."""
     labels = get_attack(kind.attack).outputs(kind.settings)
     names = tuple(f"protect/{kind.kind}{label}{replica}" for label in labels)
     s = reference_seed(seed, f"{kind.seed_name or kind.kind}{replica}")
-    data = splits["train"] if kind.role == "negative" else base.data
+    data = splits["train"] if kind.role == "negative" else splits["all"]
     context = AttackContext(base.owner, data, s, input_shape=base.input_shape, num_classes=base.num_classes,
                             device=base.device, holdout=splits["holdout"])
     return _Job(names, kind, split, context)

@@ -2,7 +2,7 @@
 the fingerprint file's meta["protect"] and reads it back."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 __all__ = ["ProtectReport"]
@@ -15,7 +15,8 @@ class ProtectReport:
     negative_weight / init_chosen: the configuration the held-out references chose;
     candidates: every configuration with its held-out ARUC, ROC AUC, extremes and pool
     size; threshold and the held-out rates it came from; where the references came from
-    (built or given, the cache key, each one's build seconds); each stage's seconds."""
+    (built or given, the cache key, each one's build seconds); each stage's seconds;
+    the plan that set the knobs (with its estimates, beside `timings`)."""
 
     k: Any
     k_grid: list[float]
@@ -35,16 +36,22 @@ class ProtectReport:
     reference_cache_key: str | None
     reference_seconds: dict[str, float]
     timings: dict[str, float]
+    plan: dict | None = None          # plan.Plan.to_meta(): the knobs, the budget, the estimates
+
 
     def to_meta(self) -> dict:
-        """The JSON-able dict stored as meta["protect"] (key names are the file format)."""
-        return asdict(self)
+        """The JSON-able dict stored as meta["protect"] (key names are the file format; a
+        report without a plan, read from a file older than plans, is written back without one)."""
+        meta = asdict(self)
+        if meta["plan"] is None:
+            del meta["plan"]
+        return meta
 
     @classmethod
     def from_meta(cls, meta: dict) -> "ProtectReport":
         """A report from a file's meta["protect"]; keys a newer version added are ignored."""
         known = {f.name for f in fields(cls)}
-        missing = known - set(meta)
+        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(meta)
         if missing:
             raise ValueError(f"meta['protect']: lacks {sorted(missing)}")
         return cls(**{key: value for key, value in meta.items() if key in known})

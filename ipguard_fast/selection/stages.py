@@ -14,18 +14,20 @@ from .._progress import progress_bar
 from .._validate import ArgumentError
 from ..attacks.preprocess import restart_noise
 from ..fingerprints import FingerprintSet
-from ..modules import module_device
+from ..modules import frozen, module_device
 from ..search.distributed import communicator
 from .cache import ReferenceCache, reference_cache_key
 from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose
 from .config import ProtectConfig
 from .inputs import given_references
+from .plan import Plan, fit_plan
+from .plan_costs import measure_unit_costs
 from .pool import extract_pool, k_grid, median_margin, merge_pools, start_images
 from .references import Reference, build_references, protect_seed
 from .scores import ReferenceOutputs, reference_outputs
 
-__all__ = ["Choice", "Pool", "ReferenceSet", "choose_configuration", "make_pool", "make_references", "rows",
-           "score_pool"]
+__all__ = ["Choice", "Pool", "ReferenceSet", "choose_configuration", "make_plan", "make_pool", "make_references",
+           "rows", "score_pool"]
 
 
 @dataclass
@@ -61,6 +63,23 @@ class Choice:
 def rows(refs: Sequence[Reference], role: str, split: str) -> list[int]:
     """Indices of the references of `role` ("positive"/"negative") in `split` ("select"/"validate")."""
     return [i for i, r in enumerate(refs) if r.role == role and r.split == split]
+
+
+def make_plan(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tuple, *, built: bool = True) -> Plan:
+    """The plan (plan.py) from unit costs measured on the owner: a training step, a forward,
+    an input gradient, and a pilot extraction at the middle k of the pool's grid. Under
+    torchrun every rank measures (the pilot is shared) and every rank takes rank 0's plan,
+    so that all build the same references."""
+    images = start_images(data, min(len(data), 2048), protect_seed(config.seed, "margin"))
+    ks = config.fixed_ks or k_grid(median_margin(owner, images))
+    with torch.no_grad(), frozen(owner):
+        labels = torch.cat([owner(part.to(module_device(owner))).argmax(1).cpu() for part in images[:256].split(128)])
+    costs = measure_unit_costs(owner, images[:256], labels, input_shape=shapes[0], num_classes=shapes[1],
+                               pilot_k=sorted(ks)[len(ks) // 2], search_options=config.search,
+                               seed=protect_seed(config.seed, "plan"))
+    comm = communicator()
+    costs = comm.exchange(costs)[0]
+    return fit_plan(config, costs, len(data), config.budget, world=comm.world, built=built)
 
 
 def make_references(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tuple, *, given=None,

@@ -1,0 +1,133 @@
+"""What one unit of each of protect()'s kinds of work costs on this machine, measured on the
+owner before any of it runs (plan.py turns these into a plan and stage estimates):
+
+* a training step of the owner's architecture and of the generic one (per image, Adam),
+* a forward of each (per image: scoring the pool with a reference),
+* a forward and backward to the input of each (per image: a refinement step against a
+  reference),
+* one pool point (a pilot extraction of a few points at the grid's middle k, with the
+  pool's own options: the engine's real cost, search steps included).
+
+Nothing here changes the owner: training steps run on a copy, the rest under `frozen`.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import AttackContext
+from ..attacks.architectures import factory_for
+from ..modules import frozen, module_device
+from ..nn import seeded
+from ..search import extract_fingerprints
+
+__all__ = ["UnitCosts", "measure_unit_costs"]
+
+_TRAIN_BATCH = 64     # the references' default batch (AttackContext.batch_size)
+_SCORE_BATCH = 256
+_PILOT_POINTS = 256
+_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Seconds per image of each kind of work (see the module docstring), and per pool point."""
+
+    owner_train: float
+    generic_train: float
+    owner_forward: float
+    generic_forward: float
+    owner_input_grad: float
+    generic_input_grad: float
+    pool_point: float
+    device: str
+
+    def to_meta(self) -> dict:
+        return {key: (value if isinstance(value, str) else float(f"{value:.4g}")) for key, value in asdict(self).items()}
+
+
+def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, input_shape, num_classes: int,
+                       pilot_k: float, search_options: dict, seed: int) -> UnitCosts:
+    """The unit costs on `images` (a batch of the owner's training images, at least one) and
+    their `labels`; the pilot extraction starts from them at k = `pilot_k`."""
+    device = module_device(owner)
+    context = AttackContext(owner, None, seed, input_shape=tuple(input_shape), num_classes=num_classes, device=device)
+    train_x = _batch(images, _TRAIN_BATCH).to(device)
+    train_y = _batch(labels, _TRAIN_BATCH).to(device)
+    owner_copy = seeded(lambda: copy.deepcopy(owner), seed)
+    generic = seeded(factory_for("generic", context), seed).to(device)
+    score_x = _batch(images, _SCORE_BATCH).to(device)
+    inference = {}
+    for name, model in (("owner", owner), ("generic", generic)):
+        with frozen(model):
+            inference[f"{name}_forward"] = _per_image(lambda: model(score_x), len(score_x), device)
+            inference[f"{name}_input_grad"] = _per_image(lambda: _input_grad(model, score_x), len(score_x), device)
+    pilot = _pilot_seconds(owner, images, input_shape, pilot_k, search_options, seed)
+    return UnitCosts(owner_train=_train_step(owner_copy, train_x, train_y, device),
+                     generic_train=_train_step(generic, train_x, train_y, device),
+                     pool_point=pilot, device=str(device), **inference)
+
+
+def _batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """`size` rows of `tensor`, repeated when it has fewer."""
+    repeats = -(-size // len(tensor))
+    return tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:size]
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> float:
+    """Seconds per image of an Adam step of `model` (a private copy) on (x, y)."""
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _per_image(step, len(x), device)
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor) -> None:
+    x = x.clone().requires_grad_(True)
+    model(x).float().logsumexp(1).sum().backward()
+
+
+def _per_image(call, count: int, device) -> float:
+    """The median of _REPEATS timed calls after one warm-up, per image."""
+    call()
+    times = []
+    for _ in range(_REPEATS):
+        _sync(device)
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / count
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _pilot_seconds(owner: nn.Module, images: torch.Tensor, input_shape, k: float, options: dict, seed: int) -> float:
+    """Seconds per accepted pool point: a small extraction like the pool's (one batch of
+    the engine's default size, the pool's options), after a one-point warm-up."""
+    starts = _batch(images, _PILOT_POINTS).float()
+    run = lambda count: extract_fingerprints(owner, count, k=float(k), input_shape=tuple(input_shape),  # noqa: E731
+                                             init=starts[:count].clone(), labels="predicted", seed=seed,
+                                             progress=False, **options)
+    with warnings.catch_warnings():   # a pilot that accepts few points is an estimate, not the user's result
+        warnings.simplefilter("ignore")
+        run(1)
+        start = time.perf_counter()
+        found = run(len(starts))
+        return (time.perf_counter() - start) / max(len(found), 1)

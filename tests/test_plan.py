@@ -1,0 +1,172 @@
+"""protect()'s plan: the estimate, the budget ladder, the knobs it sets, the reference subset,
+the CLI's --budget and --dry-run, and the plan recorded in the file. Tiny settings."""
+import copy
+import dataclasses
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ipguard_fast.cli import main
+from ipguard_fast.selection import ProtectConfig, plan_protect, run_protect
+from ipguard_fast.selection.cache_key import reference_cache_key
+from ipguard_fast.selection.plan import (LADDER, _with_knobs, estimate_stages, fit_plan, negative_epoch_cap,
+                                        parse_duration, plan_lines)
+from ipguard_fast.selection.plan_costs import UnitCosts
+from ipguard_fast.selection.references import _at_most
+
+# Unit costs of a made-up machine: enough to check the arithmetic, independent of this one's speed.
+COSTS = UnitCosts(owner_train=1e-3, generic_train=2e-4, owner_forward=2e-4, generic_forward=5e-5,
+                  owner_input_grad=5e-4, generic_input_grad=1e-4, pool_point=2e-2, device="test")
+
+
+def test_no_budget_keeps_the_full_recipe_and_estimates_every_stage():
+    config = ProtectConfig()
+    plan = fit_plan(config, COSTS, 60000, None)
+    assert plan.config == config and plan.rung == 0 and plan.budget is None
+    assert set(plan.estimate) == {"references", "pool", "reference_outputs", "refine"}
+    assert all(seconds > 0 for seconds in plan.estimate.values())
+    # the pool: 30 x 100 points at each of the 5 k of the automatic grid
+    assert plan.estimate["pool"] == pytest.approx(30 * 100 * 5 * COSTS.pool_point)
+    assert "refine" not in fit_plan(ProtectConfig(refine=False), COSTS, 60000, None).estimate
+
+
+def test_estimates_scale_with_the_work():
+    full = estimate_stages(ProtectConfig(), COSTS, 60000)
+    # reference training is linear in the images it trains on
+    half = estimate_stages(ProtectConfig(), COSTS, 30000)
+    assert half["references"] == pytest.approx(full["references"] / 2, rel=0.02)
+    assert half["pool"] == full["pool"]
+    # twice as slow a machine, twice the estimate; two ranks, half of it
+    slow = dataclasses.replace(COSTS, **{f.name: 2 * getattr(COSTS, f.name) for f in dataclasses.fields(COSTS)
+                                         if f.name != "device"})
+    assert estimate_stages(ProtectConfig(), slow, 60000) == pytest.approx({k: 2 * v for k, v in full.items()})
+    assert estimate_stages(ProtectConfig(), COSTS, 60000, world=2) == pytest.approx(
+        {k: v / 2 for k, v in full.items()})
+    # given references: nothing to train
+    assert estimate_stages(ProtectConfig(), COSTS, 60000, built=False)["references"] == 0
+
+
+def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_fits():
+    totals = []
+    for rung in range(len(LADDER)):
+        plan = fit_plan(ProtectConfig(), COSTS, 60000, None)
+        knobs = {}
+        for cut in LADDER[:rung + 1]:
+            knobs.update(cut)
+        totals.append(sum(estimate_stages(_with_knobs(plan.config, knobs, 60000), COSTS, 60000).values()))
+    assert all(later < earlier for earlier, later in zip(totals, totals[1:])), totals
+    for rung in (0, 3, len(LADDER) - 1):
+        plan = fit_plan(ProtectConfig(), COSTS, 60000, totals[rung] * 1.001)
+        assert plan.rung == rung and plan.total <= plan.budget
+    cheapest = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001).config
+    assert cheapest.replicas == 1 and cheapest.pool_factor == 5 and cheapest.reference_images == 2000
+    assert cheapest.refine.steps == 20 and negative_epoch_cap(cheapest) == 10
+    assert negative_epoch_cap(ProtectConfig()) == 60
+
+
+def test_an_epoch_cap_keeps_every_negative_and_its_snapshots_within_it():
+    config = _with_knobs(ProtectConfig(), {"epoch_cap": 10}, 60000)
+    before = [k for k in ProtectConfig().recipe if k.attack == "independent"]
+    after = [k for k in config.recipe if k.attack == "independent"]
+    assert [k.kind for k in after] == [k.kind for k in before]
+    for old, new in zip(before, after):
+        assert max(new.settings.epoch_list()) == 10 and len(new.settings.labels()) == len(old.settings.labels())
+    positives = [k for k in config.recipe if k.role == "positive"]
+    assert positives == [k for k in ProtectConfig().recipe if k.role == "positive"]
+
+
+def test_the_plan_never_raises_a_knob_the_caller_lowered():
+    config = ProtectConfig(replicas=1, pool_factor=5, refine=False)
+    budget = 1e-9 + sum(estimate_stages(config, COSTS, 500).values())
+    plan = fit_plan(config, COSTS, 500, budget)
+    assert plan.config == dataclasses.replace(config, budget=budget)
+    # data smaller than every subset rung: all of it
+    tight = fit_plan(ProtectConfig(), COSTS, 500, 1.0e6)
+    assert tight.config.reference_images is None
+
+
+@pytest.mark.parametrize("budget", [0, -5, float("nan"), float("inf"), "10m", True])
+def test_a_bad_budget_names_it(budget):
+    with pytest.raises(ValueError, match="^budget: "):
+        ProtectConfig(budget=budget)
+    if not isinstance(budget, (str, bool)):
+        with pytest.raises(ValueError, match="^budget: "):
+            fit_plan(ProtectConfig(), COSTS, 1000, budget)
+
+
+def test_a_budget_below_the_cheapest_plan_says_what_it_needs():
+    with pytest.raises(ValueError, match="^budget: 1 s is less than the cheapest plan's estimate"):
+        fit_plan(ProtectConfig(), COSTS, 60000, 1.0)
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("1.5h", 5400), (" 2H ", 7200)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "abc", "-3m", "0", "nan", "inf", "1e999h", "30 min"])
+def test_bad_durations_name_the_option(text):
+    with pytest.raises(ValueError, match="^--budget: "):
+        parse_duration(text, "--budget")
+
+
+def test_reference_images_take_a_seeded_subset_and_key_the_cache(owner, small):
+    part = _at_most(small, 50, 7)
+    assert len(part) == 50 and torch.equal(part.tensors[0], _at_most(small, 50, 7).tensors[0])
+    assert _at_most(small, 500, 7) is small and _at_most(small, None, 7) is small
+    keys = {reference_cache_key(owner, small, ProtectConfig(reference_images=r)) for r in (None, 50, 80)}
+    keys.add(reference_cache_key(owner, small, _with_knobs(ProtectConfig(), {"epoch_cap": 10}, len(small))))
+    assert len(keys) == 4
+    with pytest.raises(ValueError, match="^reference_images: "):
+        ProtectConfig(reference_images=0)
+
+
+def test_plan_protect_measures_without_changing_the_owner(owner, small):
+    before = copy.deepcopy(owner.state_dict())
+    flags = [p.requires_grad for p in owner.parameters()]
+    owner.train()
+    plan = plan_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1))
+    assert owner.training and [p.requires_grad for p in owner.parameters()] == flags
+    owner.eval()
+    assert all(torch.equal(before[k], v) for k, v in owner.state_dict().items())
+    costs = plan.costs
+    assert all(getattr(costs, f.name) > 0 for f in dataclasses.fields(costs) if f.name != "device")
+    lines = plan_lines(plan)
+    assert lines[0].startswith("plan (full recipe): replicas 1 + 1 validation") and lines[-1].lstrip().startswith("total")
+
+
+def test_protect_under_a_budget_follows_and_records_its_plan(owner, small, tmp_path, monkeypatch):
+    # This machine's speed made fixed (COSTS), so the budget falls between two known rungs.
+    import ipguard_fast.selection.stages as stages
+    monkeypatch.setattr(stages, "measure_unit_costs", lambda *args, **kwargs: COSTS)
+    config = ProtectConfig(n=8, pool_factor=4, replicas=2, validation_replicas=1)
+    full = fit_plan(config, COSTS, len(small), None)
+    one = dataclasses.replace(config, replicas=1)
+    budget = (full.total + fit_plan(one, COSTS, len(small), None).total) / 2   # below the full plan
+    expected = fit_plan(config, COSTS, len(small), budget)
+    assert expected.rung > 0
+    result = run_protect(owner, small, dataclasses.replace(config, budget=budget), progress=False, cache_dir=tmp_path)
+    plan = result.fingerprints.meta["protect"]["plan"]
+    assert plan == expected.to_meta() and plan["budget_seconds"] == budget
+    assert plan["estimated_total_seconds"] <= budget and plan["unit_costs"]["device"] == "test"
+    assert sum(r.split == "select" and r.kind == "FTAL" for r in result.references) == plan["replicas"]
+    capped = [r for r in result.references if r.kind == "independent-owner-adam-converged"]
+    assert [r.name for r in capped] == [f"protect/independent-owner-adam-converged-e{plan['negative_epoch_cap']}/r"
+                                        f"{plan['replicas']}"]
+    assert sum(r.split == "validate" and r.kind == "FTAL" for r in result.references) == 1
+    assert "plan" in result.report.timings
+
+
+def test_cli_dry_run_prints_the_plan_and_writes_nothing(owner, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_file(owner.state_dict(), tmp_path / "owner.safetensors")
+    out = tmp_path / "fps.safetensors"
+    args = ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", "owner.safetensors", "--data", "digits", "-n", "8", "--pool-factor", "2", "--replicas", "1",
+            "--dry-run", "--out", str(out)]
+    assert main(args + ["--budget", "10m"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("plan (budget 10.0 min: rung 0 of"), printed
+    assert "references" in printed and "total" in printed and not out.exists()
+    assert not (tmp_path / "ipguard-references").exists()
+    assert main(args + ["--budget", "soon"]) == 2
+    assert "--budget: expected seconds or a duration" in capsys.readouterr().err
