@@ -131,7 +131,11 @@ def budget_run(spec: str, device: str) -> dict:
     owner, data, search = owner_and_data(row, device)
     config = ProtectConfig(search=search, budget=float(seconds))
     start = time.perf_counter()
-    result = run_protect(owner, data, config, progress=False, log=lambda line: print(f"[{row} run] {line}", flush=True))
+    try:
+        result = run_protect(owner, data, config, progress=False,
+                             log=lambda line: print(f"[{row} run] {line}", flush=True))
+    except ValueError as exc:   # a budget below the cheapest plan: say so in the results
+        return {"row": row, "budget_seconds": float(seconds), "error": str(exc)}
     wall = time.perf_counter() - start
     report = result.report
     chosen = next(c for c in report.candidates if c["name"] == report.chosen)
