@@ -27,6 +27,7 @@ from ..attacks.architectures import factory_for
 from ..modules import frozen, module_device
 from ..nn import seeded
 from ..search import extract_fingerprints
+from ..train import training_precision
 
 __all__ = ["UnitCosts", "measure_unit_costs"]
 
@@ -85,9 +86,12 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> f
     """Seconds per image of an Adam step of `model` (a private copy) on (x, y)."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    precision = training_precision(model, torch.device(device))   # as the references will train
+    x = precision.images(x)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        with precision.autocast():
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
