@@ -97,9 +97,7 @@ def precision_steps(owner, shape, device: str) -> dict:
     y = torch.randint(0, 10, (64,), device=device)
     out = {}
     for name, value in (("fp32", "fp32"), ("bf16_channels_last", "bf16")):
-        os.environ["IPGUARD_FAST_TRAIN_PRECISION"] = value
-        out[name] = _train_step(copy.deepcopy(owner).to(device), x, y, device)
-    os.environ.pop("IPGUARD_FAST_TRAIN_PRECISION")
+        out[name] = _train_step(copy.deepcopy(owner).to(device), x, y, torch.device(device), value)
     out["speedup"] = out["fp32"] / out["bf16_channels_last"]
     return out
 

@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from ._validate import ArgumentError, finite_number, non_negative_int, positive_int
 from .augment import random_shift
 from .modules import eval_mode, module_device
+from .precision import training_precision
 
-__all__ = ["Perturb", "TrainRecipe", "TrainingPrecision", "training_precision", "accuracy", "distillation_loss", "mean_loss", "predict", "train_classifier",
+__all__ = ["Perturb", "TrainRecipe", "accuracy", "distillation_loss", "mean_loss", "predict", "train_classifier",
            "train_model"]
 
 _OPTIMIZERS = ("adam", "sgd")
@@ -140,6 +141,7 @@ def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed
                 opt.step()
             if on_epoch is not None and on_epoch(epoch, model):
                 break   # the caller's stopping rule (e.g. an accuracy reached)
+    precision.restore(model)
     return model.eval()
 
 
@@ -213,29 +215,6 @@ def _only_trainable(all_params: list[nn.Parameter], trainable: list[nn.Parameter
     finally:
         for p, flag in zip(all_params, saved):
             p.requires_grad_(flag)
-
-
-class TrainingPrecision:
-    """On CUDA bf16 autocast and channels_last images and conv weights (tensor cores; the
-    README's cost table), unless IPGUARD_FAST_TRAIN_PRECISION=fp32; on CPU float32."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.enabled else contextlib.nullcontext()
-
-    def images(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.enabled and x.dim() == 4 else x
-
-
-def training_precision(model: nn.Module, device: torch.device) -> TrainingPrecision:
-    """The precision `model` trains at on `device` (its conv weights made channels_last there)."""
-    enabled = (device.type == "cuda" and os.environ.get("IPGUARD_FAST_TRAIN_PRECISION", "bf16") != "fp32"
-               and torch.cuda.is_bf16_supported())
-    if enabled and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        model.to(memory_format=torch.channels_last)
-    return TrainingPrecision(enabled)
 
 
 def _batches(dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,

@@ -47,6 +47,7 @@ def prune_model(model: nn.Module, amount: float, *, finetune_set: Dataset | None
     targets = [(m, "weight") for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
     if not targets:
         raise ArgumentError("model", f"({type(model).__name__}) has no conv/linear weights to prune")
+    model.to(memory_format=torch.contiguous_format)   # torch's global pruning flattens weights with view()
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
     if finetune_set is not None and finetune_epochs > 0:
         train_classifier(model, finetune_set, epochs=finetune_epochs, lr=lr, seed=seed, batch_size=batch_size,

@@ -233,7 +233,8 @@ def plan_lines(plan: Plan) -> list[str]:
              f"negatives at most {negative_epoch_cap(c)} epochs, pool {c.pool_factor} x n per k, "
              f"refinement {refine} steps"]
     lines += [f"  {stage:18s} ~{_duration(seconds)}" for stage, seconds in plan.estimate.items()]
-    lines.append(f"  {'total':18s} ~{_duration(plan.total)} (unit costs measured on {plan.costs.device})")
+    lines.append(f"  {'total':18s} ~{_duration(plan.total)} (unit costs measured on {plan.costs.device}; "
+                 f"references train at {plan.costs.precision})")
     return lines
 
 

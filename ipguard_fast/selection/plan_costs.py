@@ -1,7 +1,8 @@
 """What one unit of each of protect()'s kinds of work costs on this machine, measured on the
 owner before any of it runs (plan.py turns these into a plan and stage estimates):
 
-* a training step of the owner's architecture and of the generic one (per image, Adam),
+* a training step of the owner's architecture and of the generic one (per image, Adam; on
+  CUDA the owner's at float32 and at bf16 + channels_last, and the faster one is chosen),
 * a forward of each (per image: scoring the pool with a reference),
 * a forward and backward to the input of each (per image: a refinement step against a
   reference),
@@ -27,7 +28,7 @@ from ..attacks.architectures import factory_for
 from ..modules import frozen, module_device
 from ..nn import seeded
 from ..search import extract_fingerprints
-from ..train import training_precision
+from ..precision import PRECISIONS, training_precision
 
 __all__ = ["UnitCosts", "measure_unit_costs"]
 
@@ -49,6 +50,7 @@ class UnitCosts:
     generic_input_grad: float
     pool_point: float
     device: str
+    precision: str = "fp32"    # what the references train at: the faster of the two on CUDA (precision.py)
 
     def to_meta(self) -> dict:
         return {key: (value if isinstance(value, str) else float(f"{value:.4g}")) for key, value in asdict(self).items()}
@@ -71,9 +73,12 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
             inference[f"{name}_forward"] = _per_image(lambda: model(score_x), len(score_x), device)
             inference[f"{name}_input_grad"] = _per_image(lambda: _input_grad(model, score_x), len(score_x), device)
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, search_options, seed)
-    return UnitCosts(owner_train=_train_step(owner_copy, train_x, train_y, device),
-                     generic_train=_train_step(generic, train_x, train_y, device),
-                     pool_point=pilot, device=str(device), **inference)
+    steps = {name: _train_step(copy.deepcopy(owner_copy), train_x, train_y, device, name)
+             for name in (PRECISIONS if device.type == "cuda" else ("fp32",))}
+    precision = min(steps, key=steps.get)
+    return UnitCosts(owner_train=steps[precision],
+                     generic_train=_train_step(generic, train_x, train_y, device, precision),
+                     pool_point=pilot, device=str(device), precision=precision, **inference)
 
 
 def _batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
@@ -82,11 +87,11 @@ def _batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
     return tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:size]
 
 
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> float:
-    """Seconds per image of an Adam step of `model` (a private copy) on (x, y)."""
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, precision: str = "fp32") -> float:
+    """Seconds per image of an Adam step of `model` (a private copy) on (x, y) at `precision`."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    precision = training_precision(model, torch.device(device))   # as the references will train
+    precision = training_precision(model, torch.device(device), precision)
     x = precision.images(x)
 
     def step():

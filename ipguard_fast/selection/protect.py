@@ -24,6 +24,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..fingerprints import FingerprintSet
+from ..precision import chosen_precision
 from .config import ProtectConfig
 from .inputs import checked_owner, given_negatives, owner_shapes, training_data
 from .pool import K_FACTORS, POOL_FACTOR
@@ -113,9 +114,10 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     for line in plan_lines(plan):
         say(line)
     config = plan.config
-    refs = timed("references", lambda: make_references(owner, data, config, shapes, given=references,
-                                                       cache_dir=cache_dir, cache_key_file=cache_key_file,
-                                                       cache_readonly=cache_readonly, progress=progress, log=log))
+    build = lambda: make_references(owner, data, config, shapes, given=references, cache_dir=cache_dir,  # noqa: E731
+                                    cache_key_file=cache_key_file, cache_readonly=cache_readonly,
+                                    progress=progress, log=log)
+    refs = timed("references", lambda: _at_precision(plan, build))
     refs.references += extra
     if refs.built_here:
         yours = sum(r.kind.startswith("given-negative/") for r in refs.references)
@@ -136,6 +138,12 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     report = _report(config, pool, refs, choice, threshold, (held_pos, held_neg), timings, plan)
     fps.meta["protect"] = report.to_meta()
     return ProtectResult(fps, report, refs.references)
+
+
+def _at_precision(plan: Plan, call: Callable[[], Any]) -> Any:
+    """`call` with the references training at the precision the plan measured faster."""
+    with chosen_precision(plan.costs.precision):
+        return call()
 
 
 def _report(config: ProtectConfig, pool, refs, choice, threshold: float, held, timings: dict,
