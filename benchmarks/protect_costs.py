@@ -16,7 +16,8 @@ Each row: the unit costs, the full recipe's estimate per stage, and the plan cho
 against bf16 + channels_last (the references' default there).
 
 --run-budget ROW:SECONDS runs protect() for real on that row under that budget and records
-its stage times beside the plan's estimates (the budget honoured or not).
+its stage times beside the plan's estimates (the budget honoured or not). --replan JSON...
+--budgets 30m,2h prints the plans of recorded rows at other budgets (no model runs).
 
     python benchmarks/protect_costs.py --device cpu --rows digits,digits28-10k --out costs.json
 """
@@ -143,14 +144,44 @@ def budget_run(spec: str, device: str) -> dict:
             "honoured": wall <= 1.2 * float(seconds)}
 
 
+def replan(paths: list[str], budgets: list[str]) -> None:
+    """The plans at `budgets` for every row of recorded results: a plan is a pure function of
+    the unit costs, the image count and the budget, so no model needs to run again."""
+    from ipguard_fast.selection.plan import parse_duration
+    from ipguard_fast.selection.plan_costs import UnitCosts
+
+    for path in paths:
+        with open(path) as f:
+            recorded = json.load(f)
+        for row in recorded["rows"]:
+            meta = dict(row["full"]["unit_costs"])
+            costs = UnitCosts(**meta)
+            config = ProtectConfig(search={"max_steps": 100} if row["row"] == "resnet50-imagenet" else {})
+            for budget in [None, *budgets]:
+                seconds = parse_duration(budget) if budget else None
+                print(f"[{path}: {row['row']}, {row['images']} images, budget {budget or 'none'}]")
+                try:
+                    print("\n".join(plan_lines(fit_plan(config, costs, row["images"], seconds))))
+                except ValueError as exc:
+                    print(f"  {exc}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--rows", default="digits")
     p.add_argument("--run-budget", default=None, metavar="ROW:SECONDS")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None)
+    p.add_argument("--replan", nargs="*", default=None, metavar="JSON",
+                   help="print the plans of recorded results at --budgets instead of measuring")
+    p.add_argument("--budgets", default="", help="comma-separated durations for --replan (30m,2h,...)")
     args = p.parse_args(argv)
+    if args.replan is not None:
+        replan(args.replan, [b for b in args.budgets.split(",") if b])
+        return 0
+    if args.out is None:
+        p.error("--out is required")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]),

@@ -171,3 +171,12 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(owner, tmp_path, capsys,
     assert not (tmp_path / "ipguard-references").exists()
     assert main(args + ["--budget", "soon"]) == 2
     assert "--budget: expected seconds or a duration" in capsys.readouterr().err
+
+
+def test_a_rung_that_cuts_images_uses_the_budget_it_has():
+    full = fit_plan(ProtectConfig(), COSTS, 60000, None).total
+    first = sum(estimate_stages(_with_knobs(ProtectConfig(), LADDER[1], 60000), COSTS, 60000).values())
+    budget = (full + first) / 2
+    plan = fit_plan(ProtectConfig(), COSTS, 60000, budget)
+    assert plan.rung == 1 and 10000 < plan.config.reference_images < 60000
+    assert 0.97 * budget <= plan.total <= budget

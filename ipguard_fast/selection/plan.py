@@ -92,13 +92,30 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
     config = dataclasses.replace(config, budget=budget)
     knobs: dict = {}
     for rung, cut in enumerate(LADDER):
+        upper = knobs.get("reference_images", n_items)
         knobs.update(cut)
         candidate = _with_knobs(config, knobs, n_items)
         estimate = estimate_stages(candidate, costs, n_items, world, built)
         if sum(estimate.values()) <= budget:
+            if "reference_images" in cut and candidate.reference_images is not None:
+                candidate = _stretch_images(candidate, costs, n_items, budget, upper, world, built)
+                estimate = estimate_stages(candidate, costs, n_items, world, built)
             return Plan(candidate, rung, budget, costs, estimate, world)
     raise ArgumentError("budget", f"{_duration(budget)} is less than the cheapest plan's estimate "
                                   f"({_duration(sum(estimate.values()))} on this machine); raise it")
+
+
+def _stretch_images(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: float, upper: int, world: int,
+                    built: bool) -> ProtectConfig:
+    """`config` with the most reference images below `upper` (the previous rung's) that
+    still fits `budget`: a rung that cuts images uses the budget it has, not a step down."""
+    fits = lambda images: sum(estimate_stages(dataclasses.replace(config, reference_images=images),  # noqa: E731
+                                              costs, n_items, world, built).values()) <= budget
+    low, high = config.reference_images, min(upper, n_items)
+    while high - low > max(1, low // 100):   # to within 1 %
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return dataclasses.replace(config, reference_images=None if low >= n_items else low)
 
 
 def _with_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConfig:
