@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--ks", default="1,3,10", help="plain IPGuard margins")
     p.add_argument("-n", type=int, default=100)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--budget", type=float, default=None, help="protect's budget in seconds (default: the full recipe)")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -83,7 +84,8 @@ def _one_seed(args, seed: int):
         key = "foreign" if bed_name == "foreign" else "demo-owner"
         if key not in selected:
             start = time.perf_counter()
-            fps = run_protect(owner, data, ProtectConfig(n=args.n, seed=seed), progress=False, log=print,
+            fps = run_protect(owner, data, ProtectConfig(n=args.n, seed=seed, budget=args.budget), progress=False,
+                              log=print,
                               cache_dir=Path(args.cache) / f"{key}-seed{seed}").fingerprints
             selected[key] = (fps, time.perf_counter() - start)
         bed = make_bed(bed_name, digits=True, input_shape=shape, num_classes=10, small_factory=DigitsMLP)
@@ -91,7 +93,7 @@ def _one_seed(args, seed: int):
         result = evaluate(owner, data, suspects=suspects, input_shape=shape, ks=ks, n=args.n, test_set=test,
                           owner_name=f"DigitsCNN ({key}, seed {seed})", seed=seed,
                           methods=("ipguard", "selected", "mistakes"), selected=selected[key][0])
-        result.settings.update(bed=bed_name, machine={"cpu_count": os.cpu_count(), "platform": platform.platform(),
+        result.settings.update(bed=bed_name, protect_plan=selected[key][0].meta["protect"].get("plan"), machine={"cpu_count": os.cpu_count(), "platform": platform.platform(),
                                                       "torch": torch.__version__, "load": os.getloadavg()})
         yield bed_name, result, selected[key][1]
 

@@ -59,8 +59,8 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
         plan = fit_plan(ProtectConfig(), COSTS, 60000, totals[rung] * 1.001)
         assert plan.rung == rung and plan.total <= plan.budget
     cheapest = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001).config
-    assert cheapest.replicas == 1 and cheapest.pool_factor == 5 and cheapest.reference_images == 2000
-    assert cheapest.refine.steps == 20 and negative_epoch_cap(cheapest) == 10
+    assert cheapest.replicas == 1 and cheapest.pool_factor == 5 and cheapest.reference_images == 1000
+    assert cheapest.refine.steps == 10 and negative_epoch_cap(cheapest) == 5
     assert negative_epoch_cap(ProtectConfig()) == 60
 
 

@@ -51,6 +51,7 @@ LADDER: tuple[dict, ...] = (
     {"replicas": 1},
     {"reference_images": 2000, "refine_steps": 20},
     {"epoch_cap": 10, "pool_factor": 5},
+    {"reference_images": 1000, "epoch_cap": 5, "refine_steps": 10},
 )
 
 
