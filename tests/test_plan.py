@@ -164,9 +164,9 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(owner, tmp_path, capsys,
     out = tmp_path / "fps.safetensors"
     args = ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", "owner.safetensors", "--data", "digits", "-n", "8", "--pool-factor", "2", "--replicas", "1",
             "--dry-run", "--out", str(out)]
-    assert main(args + ["--budget", "10m"]) == 0
+    assert main(args + ["--budget", "10h"]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith("plan (budget 10.0 min: rung 0 of"), printed
+    assert printed.startswith("plan (budget 10.0 h: rung 0 of"), printed
     assert "references" in printed and "total" in printed and not out.exists()
     assert not (tmp_path / "ipguard-references").exists()
     assert main(args + ["--budget", "soon"]) == 2

@@ -11,7 +11,7 @@ import re
 from typing import Iterator, Mapping
 
 __all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_isolation_arguments", "add_model_arguments",
-           "add_selection_arguments", "add_token_arguments", "check_margins", "floats_arg", "isolation_from_args",
+           "add_selection_arguments", "add_token_arguments", "budget_arg", "check_margins", "floats_arg", "isolation_from_args",
            "named_as_options", "one_line_warnings", "print_verdict", "resolve_token", "shape_arg"]
 
 
@@ -104,6 +104,18 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
     parser.add_argument("--no-refine", action="store_true",
                         help=f"{prefix}keep the selected pool points as they are (default: refine the top candidates "
                              "against the references)")
+    parser.add_argument("--budget", default=None, metavar="DURATION",
+                        help=f"{prefix}time protect may spend on this machine, e.g. 90s, 30m, 2h: it measures the "
+                             "owner's step costs, then trains references on fewer images, fewer replicas, a smaller "
+                             "pool and shorter refinement until its estimate fits (default: the full recipe); the "
+                             "plan is printed and stored in the file")
+
+
+def budget_arg(args) -> float | None:
+    """--budget in seconds (None when not given)."""
+    from ..selection.plan import parse_duration
+
+    return parse_duration(args.budget, "--budget") if args.budget is not None else None
 
 
 def load_negative_models(paths) -> list:

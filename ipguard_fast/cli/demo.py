@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import add_count_argument, add_selection_arguments, check_margins, floats_arg, named_as_options
+from .common import (add_count_argument, add_selection_arguments, budget_arg, check_margins, floats_arg,
+                     named_as_options)
 
 
 def add_arguments(p) -> None:
@@ -37,6 +38,7 @@ def check_arguments(args):
     from ..models import DigitsMLP
 
     positive_int("-n", args.n)
+    budget_arg(args)
     check_margins("--k", args.k)
     check_output_folder("--out", args.out)
     with named_as_options({"bed": "--bed"}):
@@ -67,6 +69,7 @@ def run(args) -> int:
     # The owner's job: references of its own (cached under --out), a pool, selection, refinement, a threshold.
     protect_start = time.perf_counter()
     selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
+                       budget=budget_arg(args),
                        refine=not args.no_refine, seed=args.seed, cache_dir=out / "references", progress=False,
                        log=print)
     print(f"protect finished in {time.perf_counter() - protect_start:.0f} s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments,
+from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, budget_arg,
                      load_negative_models, named_as_options, one_line_warnings)
 
 
@@ -37,11 +37,6 @@ def add_arguments(p) -> None:
     p.add_argument("--cache-readonly", action="store_true",
                    help="refuse a cached reference that fails its checks instead of rebuilding it, and write "
                         "nothing to the cache (references it lacks are built in memory)")
-    p.add_argument("--budget", default=None, metavar="DURATION",
-                   help="time this machine may spend, e.g. 90s, 30m, 2h: protect measures the owner's step costs, "
-                        "then trains references on fewer images, fewer replicas, a smaller pool and shorter "
-                        "refinement until its estimate fits (default: the full recipe); the plan is printed and "
-                        "stored in the file")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (knobs and each stage's estimated time) and stop; --out is not written")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -85,7 +80,7 @@ def run(args) -> int:
     from ..data import load_data
     from ..io import load_trainable_model
     from ..selection import ProtectConfig, plan_protect, run_protect
-    from ..selection.plan import parse_duration, plan_lines
+    from ..selection.plan import plan_lines
     from ..selection.cache import cache_secret, check_cache_dir
 
     start = time.perf_counter()
@@ -100,7 +95,7 @@ def run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(positive_int("--threads", args.threads))
     k = _k_arg(args.k)
-    budget = parse_duration(args.budget, "--budget") if args.budget is not None else None
+    budget = budget_arg(args)
     train_recipe = _train_recipe(args)
     negatives = [model for _, model in load_negative_models(args.negatives)]
     owner = load_trainable_model(args.model, args.weights, "--model")
