@@ -93,8 +93,9 @@ def _one_seed(args, seed: int):
         result = evaluate(owner, data, suspects=suspects, input_shape=shape, ks=ks, n=args.n, test_set=test,
                           owner_name=f"DigitsCNN ({key}, seed {seed})", seed=seed,
                           methods=("ipguard", "selected", "mistakes"), selected=selected[key][0])
-        result.settings.update(bed=bed_name, protect_plan=selected[key][0].meta["protect"].get("plan"), machine={"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                                                      "torch": torch.__version__, "load": os.getloadavg()})
+        machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                   "load": os.getloadavg()}
+        result.settings.update(bed=bed_name, protect_plan=selected[key][0].meta["protect"].get("plan"), machine=machine)
         yield bed_name, result, selected[key][1]
 
 
