@@ -95,7 +95,9 @@ def _one_seed(args, seed: int):
                           methods=("ipguard", "selected", "mistakes"), selected=selected[key][0])
         machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                    "load": os.getloadavg()}
-        result.settings.update(bed=bed_name, protect_plan=selected[key][0].meta["protect"].get("plan"), machine=machine)
+        report = selected[key][0].meta["protect"]
+        result.settings.update(bed=bed_name, protect_plan=report.get("plan"), protect_timings=report["timings"],
+                               machine=machine)
         yield bed_name, result, selected[key][1]
 
 

@@ -83,14 +83,18 @@ class Plan:
 
 
 def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: float | None, *, world: int = 1,
-             built: bool = True) -> Plan:
+             built: bool = True, spent: float = 0.0) -> Plan:
     """The plan for `config` on `n_items` training images: the full config without a
-    budget, else the first rung of LADDER whose estimate is within `budget` seconds.
-    built: False when the caller gives the references (nothing to train)."""
+    budget, else the first rung of LADDER whose estimate is within `budget` seconds, of
+    which measuring the costs already took `spent`. built: False when the caller gives
+    the references (nothing to train)."""
+    measured = {"plan": spent} if spent else {}
     if budget is None:
-        return Plan(config, 0, None, costs, estimate_stages(config, costs, n_items, world, built), world)
+        return Plan(config, 0, None, costs, {**measured, **estimate_stages(config, costs, n_items, world, built)},
+                    world)
     budget = finite_number("budget", budget, positive=True)
     config = dataclasses.replace(config, budget=budget)
+    budget -= spent
     knobs: dict = {}
     for rung, cut in enumerate(LADDER):
         upper = knobs.get("reference_images", n_items)
@@ -101,9 +105,9 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
             if "reference_images" in cut and candidate.reference_images is not None:
                 candidate = _stretch_images(candidate, costs, n_items, budget, upper, world, built)
                 estimate = estimate_stages(candidate, costs, n_items, world, built)
-            return Plan(candidate, rung, budget, costs, estimate, world)
-    raise ArgumentError("budget", f"{_duration(budget)} is less than the cheapest plan's estimate "
-                                  f"({_duration(sum(estimate.values()))} on this machine); raise it")
+            return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world)
+    raise ArgumentError("budget", f"{_duration(budget + spent)} is less than the cheapest plan's estimate "
+                                  f"({_duration(sum(estimate.values()) + spent)} on this machine); raise it")
 
 
 def _stretch_images(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: float, upper: int, world: int,
@@ -163,7 +167,9 @@ def estimate_stages(config: ProtectConfig, costs: UnitCosts, n_items: int, world
            "pool": pool * costs.pool_point,
            "reference_outputs": pool * forward}
     if config.refine is not None:
-        per_point = sum(counts["select", arch] * getattr(costs, f"{arch}_input_grad") for arch in _ARCHS)
+        # every selecting reference and the owner itself (it keeps its label) at every step
+        per_point = costs.owner_input_grad + sum(counts["select", arch] * getattr(costs, f"{arch}_input_grad")
+                                                 for arch in _ARCHS)
         out["refine"] = config.refine.factor * config.n * config.refine.steps * per_point
     return {stage: seconds / world for stage, seconds in out.items()}
 

@@ -34,6 +34,7 @@ __all__ = ["UnitCosts", "measure_unit_costs"]
 
 _TRAIN_BATCH = 64     # the references' default batch (AttackContext.batch_size)
 _SCORE_BATCH = 256
+_REFINE_BATCH = 64    # refinement runs its candidates in at least four chunks: 75 for the default 3 x 100
 _PILOT_POINTS = 256
 _REPEATS = 3
 
@@ -67,11 +68,12 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     owner_copy = seeded(lambda: copy.deepcopy(owner), seed)
     generic = seeded(factory_for("generic", context), seed).to(device)
     score_x = _batch(images, _SCORE_BATCH).to(device)
+    refine_x = _batch(images, _REFINE_BATCH).to(device)
     inference = {}
     for name, model in (("owner", owner), ("generic", generic)):
         with frozen(model):
             inference[f"{name}_forward"] = _per_image(lambda: model(score_x), len(score_x), device)
-            inference[f"{name}_input_grad"] = _per_image(lambda: _input_grad(model, score_x), len(score_x), device)
+            inference[f"{name}_input_grad"] = _per_image(lambda: _input_grad(model, refine_x), len(refine_x), device)
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, search_options, seed)
     steps = {name: _train_step(copy.deepcopy(owner_copy), train_x, train_y, device, name)
              for name in (PRECISIONS if device.type == "cuda" else ("fp32",))}

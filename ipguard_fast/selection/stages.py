@@ -3,6 +3,7 @@ run them one by one: references -> pool -> reference outputs -> choice -> refine
 threshold. protect.py composes them; refinement and its threshold live in refining.py."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -70,6 +71,7 @@ def make_plan(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tu
     an input gradient, and a pilot extraction at the middle k of the pool's grid. Under
     torchrun every rank measures (the pilot is shared) and every rank takes rank 0's plan,
     so that all build the same references."""
+    start = time.perf_counter()
     images = start_images(data, min(len(data), 2048), protect_seed(config.seed, "margin"))
     ks = config.fixed_ks or k_grid(median_margin(owner, images))
     with torch.no_grad(), frozen(owner):
@@ -78,8 +80,8 @@ def make_plan(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tu
                                pilot_k=sorted(ks)[len(ks) // 2], search_options=config.search,
                                seed=protect_seed(config.seed, "plan"))
     comm = communicator()
-    costs = comm.exchange(costs)[0]
-    return fit_plan(config, costs, len(data), config.budget, world=comm.world, built=built)
+    costs, spent = comm.exchange((costs, time.perf_counter() - start))[0]
+    return fit_plan(config, costs, len(data), config.budget, world=comm.world, built=built, spent=spent)
 
 
 def make_references(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tuple, *, given=None,
