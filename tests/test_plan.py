@@ -61,6 +61,13 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
     cheapest = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001).config
     assert cheapest.replicas == 1 and cheapest.pool_factor == 5 and cheapest.reference_images == 1000
     assert cheapest.refine.steps == 10 and negative_epoch_cap(cheapest) == 5
+    weak = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001)
+    assert weak.weakened and weak.to_meta()["weakened_negatives"] and plan_lines(weak)[-1].startswith("warning: ")
+    # 5,000 images: rungs 1-3 cut no images, only the pool and the replicas: nothing weakened
+    knobs = {k: v for cut in LADDER[:4] for k, v in cut.items()}
+    rung3 = sum(estimate_stages(_with_knobs(ProtectConfig(), knobs, 5000), COSTS, 5000).values())
+    strong = fit_plan(ProtectConfig(), COSTS, 5000, rung3 * 1.001)
+    assert strong.rung == 3 and not strong.weakened and not plan_lines(strong)[-1].startswith("warning")
     assert negative_epoch_cap(ProtectConfig()) == 60
 
 

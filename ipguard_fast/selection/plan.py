@@ -66,6 +66,7 @@ class Plan:
     costs: UnitCosts
     estimate: dict
     world: int = 1
+    weakened: bool = False    # the cuts train the negatives less than the full recipe (warned: plan_lines)
 
     @property
     def total(self) -> float:
@@ -79,7 +80,8 @@ class Plan:
                 "refine_steps": refine.steps if refine is not None else 0,
                 "negative_epoch_cap": negative_epoch_cap(self.config),
                 "estimated_seconds": {k: round(v, 2) for k, v in self.estimate.items()},
-                "estimated_total_seconds": round(self.total, 2), "unit_costs": self.costs.to_meta()}
+                "estimated_total_seconds": round(self.total, 2), "unit_costs": self.costs.to_meta(),
+                "weakened_negatives": self.weakened}
 
 
 def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: float | None, *, world: int = 1,
@@ -105,7 +107,9 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
             if "reference_images" in cut and candidate.reference_images is not None:
                 candidate = _stretch_images(candidate, costs, n_items, budget, upper, world, built)
                 estimate = estimate_stages(candidate, costs, n_items, world, built)
-            return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world)
+            weakened = (candidate.reference_images is not None
+                        or negative_epoch_cap(candidate) < negative_epoch_cap(config))
+            return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world, weakened)
     raise ArgumentError("budget", f"{_duration(budget + spent)} is less than the cheapest plan's estimate "
                                   f"({_duration(sum(estimate.values()) + spent)} on this machine); raise it")
 
@@ -259,6 +263,11 @@ def plan_lines(plan: Plan) -> list[str]:
     lines += [f"  {stage:18s} ~{_duration(seconds)}" for stage, seconds in plan.estimate.items()]
     lines.append(f"  {'total':18s} ~{_duration(plan.total)} (unit costs measured on {plan.costs.device}; "
                  f"references train at {plan.costs.precision})")
+    if plan.weakened:
+        lines.append("warning: this budget trains the negative references less than the full recipe, so the "
+                     "points are less unique and the threshold is set against weaker independents; at a fifth of "
+                     "the full recipe's time protect accused innocent models on a foreign bed (README: quality "
+                     "against budget). Give more time where a verdict matters.")
     return lines
 
 
