@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from ipguard_fast.cli import main
 from ipguard_fast.selection import ProtectConfig, plan_protect, run_protect
 from ipguard_fast.selection.cache_key import reference_cache_key
-from ipguard_fast.selection.plan import (LADDER, _with_knobs, estimate_stages, fit_plan, negative_epoch_cap,
-                                        parse_duration, plan_lines)
+from ipguard_fast.selection.plan import LADDER, _with_knobs, estimate_stages, fit_plan, parse_duration, plan_lines
+from ipguard_fast.selection.recipe import negative_epoch_cap
 from ipguard_fast.selection.plan_costs import UnitCosts
 from ipguard_fast.selection.references import _at_most
 
@@ -60,7 +60,7 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
         assert plan.rung == rung and plan.total <= plan.budget
     cheapest = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001).config
     assert cheapest.replicas == 1 and cheapest.pool_factor == 5 and cheapest.reference_images == 1000
-    assert cheapest.refine.steps == 10 and negative_epoch_cap(cheapest) == 5
+    assert cheapest.refine.steps == 10 and negative_epoch_cap(cheapest.recipe) == 5
     weak = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001)
     assert weak.weakened and weak.to_meta()["weakened_negatives"] and plan_lines(weak)[-1].startswith("warning: ")
     # 5,000 images: rungs 1-3 cut no images, only the pool and the replicas: nothing weakened
@@ -68,7 +68,7 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
     rung3 = sum(estimate_stages(_with_knobs(ProtectConfig(), knobs, 5000), COSTS, 5000).values())
     strong = fit_plan(ProtectConfig(), COSTS, 5000, rung3 * 1.001)
     assert strong.rung == 3 and not strong.weakened and not plan_lines(strong)[-1].startswith("warning")
-    assert negative_epoch_cap(ProtectConfig()) == 60
+    assert negative_epoch_cap(ProtectConfig().recipe) == 60
 
 
 def test_an_epoch_cap_keeps_every_negative_and_its_snapshots_within_it():

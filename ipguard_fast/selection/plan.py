@@ -5,7 +5,9 @@ Without a budget the plan is the full recipe (ProtectConfig as given) and only e
 With `budget` seconds it walks LADDER -- each rung cuts one knob, the cheapest cuts in
 quality first -- and keeps the first rung whose estimate fits. The knobs: the images the
 references train on (a seeded subset: copies and independents by fewer steps), the
-replicas of each reference kind, the pool's size, the refinement's steps.
+replicas of each reference kind, the pool's size, the refinement's steps, the negatives'
+epoch cap. A plan that trains the negatives less than the caller's config says so: weaker
+negatives make the points less unique and the threshold lower (measured: README).
 
 The estimate is a sum of (work x unit cost): reference training as epochs x images x the
 architecture's per-image step (epochs read from each kind's settings; a negative that
@@ -25,9 +27,9 @@ from .config import ProtectConfig
 from .holdout import HOLDOUT_FRACTION, HOLDOUT_MAX
 from .plan_costs import UnitCosts
 from .pool import K_FACTORS
-from .recipe import ReferenceKind
+from .recipe import capped_recipe, negative_epoch_cap
 
-__all__ = ["LADDER", "Plan", "estimate_stages", "fit_plan", "plan_lines"]
+__all__ = ["LADDER", "Plan", "estimate_stages", "fit_plan", "parse_duration", "plan_lines"]
 
 # Epochs a negative with a stopping rule trained on the digits owner of seed 0 (recipe
 # version 4; the first run of plan.py's estimates): the owner-matched ones stopped after
@@ -78,7 +80,7 @@ class Plan:
                 "replicas": self.config.replicas, "pool_factor": self.config.pool_factor,
                 "reference_images": self.config.reference_images,
                 "refine_steps": refine.steps if refine is not None else 0,
-                "negative_epoch_cap": negative_epoch_cap(self.config),
+                "negative_epoch_cap": negative_epoch_cap(self.config.recipe),
                 "estimated_seconds": {k: round(v, 2) for k, v in self.estimate.items()},
                 "estimated_total_seconds": round(self.total, 2), "unit_costs": self.costs.to_meta(),
                 "weakened_negatives": self.weakened}
@@ -107,8 +109,8 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
             if "reference_images" in cut and candidate.reference_images is not None:
                 candidate = _stretch_images(candidate, costs, n_items, budget, upper, world, built)
                 estimate = estimate_stages(candidate, costs, n_items, world, built)
-            weakened = (candidate.reference_images is not None
-                        or negative_epoch_cap(candidate) < negative_epoch_cap(config))
+            weakened = (candidate.reference_images != config.reference_images
+                        or negative_epoch_cap(candidate.recipe) < negative_epoch_cap(config.recipe))
             return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world, weakened)
     raise ArgumentError("budget", f"{_duration(budget + spent)} is less than the cheapest plan's estimate "
                                   f"({_duration(sum(estimate.values()) + spent)} on this machine); raise it")
@@ -134,31 +136,10 @@ def _with_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConf
     if images is not None and images < min(n_items, config.reference_images or n_items):
         changes["reference_images"] = images
     if "epoch_cap" in knobs:
-        changes["recipe"] = tuple(_capped(kind, knobs["epoch_cap"]) for kind in config.recipe)
+        changes["recipe"] = capped_recipe(config.recipe, knobs["epoch_cap"])
     if "refine_steps" in knobs and config.refine is not None:
         changes["refine"] = dataclasses.replace(config.refine, steps=min(knobs["refine_steps"], config.refine.steps))
     return dataclasses.replace(config, **changes)
-
-
-def _capped(kind: ReferenceKind, cap: int) -> ReferenceKind:
-    """`kind` with an independent's epochs (its cap, its snapshots) at most `cap`: the
-    negatives that train to a rule are the dearest references of a large owner."""
-    settings = kind.settings
-    if type(settings).__name__ != "Independent" or max(settings.epoch_list()) <= cap:
-        return kind
-    epochs = tuple(sorted({min(e, cap) for e in settings.epoch_list()}))
-    if settings.match_owner and len(epochs) == 1:   # the snapshot and the cap met: keep a weaker snapshot
-        epochs = (max(1, cap // 2), cap) if cap > 1 else (cap,)
-    value = epochs if isinstance(settings.epochs, tuple) and len(epochs) > 1 else epochs[-1]
-    if settings.match_owner and not isinstance(value, tuple):
-        value = (value,)
-    return dataclasses.replace(kind, settings=dataclasses.replace(settings, epochs=value))
-
-
-def negative_epoch_cap(config: ProtectConfig) -> int:
-    """The most epochs any independent reference of `config` may train."""
-    caps = [max(k.settings.epoch_list()) for k in config.recipe if type(k.settings).__name__ == "Independent"]
-    return max(caps, default=0)
 
 
 def estimate_stages(config: ProtectConfig, costs: UnitCosts, n_items: int, world: int = 1,
@@ -258,7 +239,7 @@ def plan_lines(plan: Plan) -> list[str]:
     lines = [f"plan ({head}{f', {plan.world} ranks' if plan.world > 1 else ''}): replicas {c.replicas} + "
              f"{c.validation_replicas} validation, references on "
              f"{'all images' if c.reference_images is None else f'at most {c.reference_images} images'}, "
-             f"negatives at most {negative_epoch_cap(c)} epochs, pool {c.pool_factor} x n per k, "
+             f"negatives at most {negative_epoch_cap(c.recipe)} epochs, pool {c.pool_factor} x n per k, "
              f"refinement {refine} steps"]
     lines += [f"  {stage:18s} ~{_duration(seconds)}" for stage, seconds in plan.estimate.items()]
     lines.append(f"  {'total':18s} ~{_duration(plan.total)} (unit costs measured on {plan.costs.device}; "

@@ -12,6 +12,7 @@ cache is keyed by both).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,8 @@ from .._validate import ArgumentError
 from ..attacks import AdversarialFineTune, Distill, FineTune, Independent, Preprocess, Prune, Quantize, get_attack
 from ..train import TrainRecipe
 
-__all__ = ["NEGATIVES", "RECIPE", "RECIPE_VERSION", "THRESHOLD_NEGATIVES", "ReferenceKind", "check_recipe", "recipe_meta",
-           "with_owner_recipe"]
+__all__ = ["NEGATIVES", "RECIPE", "RECIPE_VERSION", "THRESHOLD_NEGATIVES", "ReferenceKind", "capped_recipe",
+           "check_recipe", "negative_epoch_cap", "recipe_meta", "with_owner_recipe"]
 
 RECIPE_VERSION = 4
 
@@ -140,3 +141,29 @@ def check_recipe(recipe) -> tuple[ReferenceKind, ...]:
     if {k.role for k in kinds if not k.threshold_only} != {"positive", "negative"}:
         raise ArgumentError("recipe", "needs kinds of both roles")
     return kinds
+
+
+def capped_recipe(recipe: tuple[ReferenceKind, ...], cap: int) -> tuple[ReferenceKind, ...]:
+    """`recipe` with every independent trained at most `cap` epochs (plan.py's last cuts)."""
+    return tuple(_capped(kind, cap) for kind in recipe)
+
+
+def _capped(kind: ReferenceKind, cap: int) -> ReferenceKind:
+    """`kind` with an independent's epochs (its cap, its snapshots) at most `cap`: the
+    negatives that train to a rule are the dearest references of a large owner."""
+    settings = kind.settings
+    if not isinstance(settings, Independent) or max(settings.epoch_list()) <= cap:
+        return kind
+    epochs = tuple(sorted({min(e, cap) for e in settings.epoch_list()}))
+    if settings.match_owner and len(epochs) == 1:   # the snapshot and the cap met: keep a weaker snapshot
+        epochs = (max(1, cap // 2), cap) if cap > 1 else (cap,)
+    value = epochs if isinstance(settings.epochs, tuple) and len(epochs) > 1 else epochs[-1]
+    if settings.match_owner and not isinstance(value, tuple):
+        value = (value,)
+    return dataclasses.replace(kind, settings=dataclasses.replace(settings, epochs=value))
+
+
+def negative_epoch_cap(recipe: tuple[ReferenceKind, ...]) -> int:
+    """The most epochs any independent reference of `recipe` may train."""
+    caps = [max(k.settings.epoch_list()) for k in recipe if isinstance(k.settings, Independent)]
+    return max(caps, default=0)
