@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from ipguard_fast.cli import main
+from ipguard_fast.nn import seeded
 from ipguard_fast.selection import ProtectConfig, plan_protect, run_protect
 from ipguard_fast.selection.cache_key import reference_cache_key
 from ipguard_fast.selection.plan import LADDER, _with_knobs, estimate_stages, fit_plan, parse_duration, plan_lines
@@ -193,3 +194,20 @@ def test_a_rung_that_cuts_images_uses_the_budget_it_has():
     plan = fit_plan(ProtectConfig(), COSTS, 60000, budget)
     assert plan.rung == 1 and 10000 < plan.config.reference_images < 60000
     assert 0.97 * budget <= plan.total <= budget
+
+
+def test_negatives_given_as_factory_and_weights(tmp_path):
+    from ipguard_fast.cli.common import load_negative_models
+    from ipguard_fast.models import DigitsMLP
+
+    model = seeded(DigitsMLP, 3)
+    save_file(model.state_dict(), tmp_path / "mlp.safetensors")
+    (spec, loaded), = load_negative_models([f"ipguard_fast.models:DigitsMLP={tmp_path / 'mlp.safetensors'}"])
+    assert spec.startswith("ipguard_fast.models:DigitsMLP=")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    for bad, needle in ((f"ipguard_fast.models:DigitsMLP={tmp_path / 'none.safetensors'}", "not found"),
+                        ("ipguard_fast.models:DigitsMLP=", "needs its weights"),
+                        (f"ipguard_fast.models:DigitsCNN={tmp_path / 'mlp.safetensors'}", "")):
+        with pytest.raises(ValueError, match="^--negatives: ") as info:
+            load_negative_models([bad])
+        assert needle in str(info.value)

@@ -118,21 +118,36 @@ def budget_arg(args) -> float | None:
     return parse_duration(args.budget, "--budget") if args.budget is not None else None
 
 
-def load_negative_models(paths) -> list:
-    """The --negatives models as (path, model), loaded (so checked: they exist, are readable and
+def load_negative_models(specs) -> list:
+    """The --negatives models as (spec, model), loaded (so checked: they exist, are readable and
     of a known format) before minutes of training; a bad one is bad input naming the option.
-    They are the user's own independent models, so they load here, not in the worker."""
+    A spec is a model file, or `package.module:factory=WEIGHTS` (your own code, or a
+    torchvision/timm builder such as `torchvision.models:resnet18=r18.safetensors`, with
+    local weights). They are the user's own independent models, so they load here, not in
+    the worker."""
     from .._files import short_error
     from .._validate import ArgumentError
     from ..io import ModelLoadError, load_model
 
     models = []
-    for path in paths:
+    for spec in specs:
         try:
-            models.append((str(path), load_model(path)))
+            models.append((str(spec), load_model(*_model_and_weights(str(spec)))))
         except (FileNotFoundError, ModelLoadError, ValueError, ImportError) as exc:
-            raise ArgumentError("--negatives", f"{path}: {short_error(exc)}") from exc
+            raise ArgumentError("--negatives", f"{spec}: {short_error(exc)}") from exc
     return models
+
+
+def _model_and_weights(spec: str) -> tuple[str, str | None]:
+    """(`factory`, `weights`) from `factory=weights` when the left side is a factory spec; else (spec, None)."""
+    from ..io.formats.factory import FORMAT as FACTORY
+
+    left, sep, right = spec.partition("=")
+    if sep and FACTORY.recognises(left):
+        if not right:
+            raise ValueError(f"{left}: the factory needs its weights after '='")
+        return left, right
+    return spec, None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, onnx: bool = False) -> None:

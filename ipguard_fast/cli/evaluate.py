@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
                    help="architectures trained independently as negatives (registry names: digits_cnn, digits_mlp, "
                         "resnet20, wrn28_10, tv:<name>, timm:<name>; default: the bed's, for digits)")
     p.add_argument("--negatives", nargs="*", default=[], metavar="M",
-                   help="already trained independent models (TorchScript/.pt2 files), used as negatives too")
+                   help="already trained independent models (TorchScript/.pt2 files, or package.module:factory=WEIGHTS), "
+                        "used as negatives too")
     p.add_argument("--negative-epochs", type=int, default=None,
                    help="epochs of each independent model (default 5; --bed hard: the owner's, known for digits)")
     p.add_argument("--negative-lr", type=float, default=None,

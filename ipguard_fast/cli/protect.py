@@ -25,8 +25,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     _add_recipe_arguments(p)
     p.add_argument("--negatives", nargs="*", default=[], metavar="M",
-                   help="independent models you already have (model files), used as negative references beside "
-                        "the trained ones: free, and by construction not copies")
+                   help="independent models you already have (model files, or package.module:factory=WEIGHTS such "
+                        "as torchvision.models:resnet18=r18.safetensors), used as negative references beside the "
+                        "trained ones: free, and by construction not copies")
     p.add_argument("--cache", default=None,
                    help="folder for the reference models (safetensors, reused by later runs; default: "
                         "ipguard-references next to --out)")
