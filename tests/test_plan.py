@@ -60,8 +60,8 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
         plan = fit_plan(ProtectConfig(), COSTS, 60000, totals[rung] * 1.001)
         assert plan.rung == rung and plan.total <= plan.budget
     cheapest = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001).config
-    assert cheapest.replicas == 1 and cheapest.pool_factor == 5 and cheapest.reference_images == 1000
-    assert cheapest.refine.steps == 10 and negative_epoch_cap(cheapest.recipe) == 5
+    assert cheapest.replicas == 1 and cheapest.pool_factor == 5 and cheapest.reference_images == 2000
+    assert cheapest.refine.steps == 20 and negative_epoch_cap(cheapest.recipe) == 10
     weak = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001)
     assert weak.weakened and weak.to_meta()["weakened_negatives"] and plan_lines(weak)[-1].startswith("warning: ")
     # 5,000 images: rungs 1-3 cut no images, only the pool and the replicas: nothing weakened
