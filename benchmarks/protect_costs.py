@@ -13,7 +13,7 @@ Rows (--rows):
                   pool estimate is a lower bound)
 Each row: the unit costs, the full recipe's estimate per stage, and the plan chosen at
 10 %, 25 % and 50 % of the full estimate. On CUDA also the training step at float32
-against bf16 + channels_last (the references' default there).
+against bf16 + channels_last (the plan trains references at the faster).
 
 --run-budget ROW:SECONDS runs protect() for real on that row under that budget and records
 its stage times beside the plan's estimates (the budget honoured or not). --replan JSON...
@@ -39,7 +39,7 @@ from ipguard_fast.models import build_model, train_digits_model
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection import ProtectConfig, plan_protect, run_protect
 from ipguard_fast.selection.plan import fit_plan, plan_lines
-from ipguard_fast.selection.plan_costs import _train_step
+from ipguard_fast.selection.plan_costs import train_step_seconds
 from ipguard_fast.train import train_classifier
 
 IMAGENET_TRAIN = 1_281_167
@@ -98,7 +98,7 @@ def precision_steps(owner, shape, device: str) -> dict:
     y = torch.randint(0, 10, (64,), device=device)
     out = {}
     for name, value in (("fp32", "fp32"), ("bf16_channels_last", "bf16")):
-        out[name] = _train_step(copy.deepcopy(owner).to(device), x, y, torch.device(device), value)
+        out[name] = train_step_seconds(copy.deepcopy(owner).to(device), x, y, torch.device(device), value)
     out["speedup"] = out["fp32"] / out["bf16_channels_last"]
     return out
 

@@ -30,7 +30,7 @@ from ..nn import seeded
 from ..search import extract_fingerprints
 from ..precision import PRECISIONS, training_precision
 
-__all__ = ["UnitCosts", "measure_unit_costs"]
+__all__ = ["UnitCosts", "measure_unit_costs", "train_step_seconds"]
 
 _TRAIN_BATCH = 64     # the references' default batch (AttackContext.batch_size)
 _SCORE_BATCH = 256
@@ -75,11 +75,11 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
             inference[f"{name}_forward"] = _per_image(lambda: model(score_x), len(score_x), device)
             inference[f"{name}_input_grad"] = _per_image(lambda: _input_grad(model, refine_x), len(refine_x), device)
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, search_options, seed)
-    steps = {name: _train_step(copy.deepcopy(owner_copy), train_x, train_y, device, name)
+    steps = {name: train_step_seconds(copy.deepcopy(owner_copy), train_x, train_y, device, name)
              for name in (PRECISIONS if device.type == "cuda" else ("fp32",))}
     precision = min(steps, key=steps.get)
     return UnitCosts(owner_train=steps[precision],
-                     generic_train=_train_step(generic, train_x, train_y, device, precision),
+                     generic_train=train_step_seconds(generic, train_x, train_y, device, precision),
                      pool_point=pilot, device=str(device), precision=precision, **inference)
 
 
@@ -89,7 +89,7 @@ def _batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
     return tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:size]
 
 
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, precision: str = "fp32") -> float:
+def train_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, precision: str = "fp32") -> float:
     """Seconds per image of an Adam step of `model` (a private copy) on (x, y) at `precision`."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
