@@ -18,8 +18,9 @@ from ipguard_fast.selection import ProtectConfig
 def argv(owner, small, tmp_path, monkeypatch):
     """protect's command line for the test owner on 160 digits, with the small recipe."""
     monkeypatch.setattr(data, "load_data", lambda spec, split: small)
-    protect_module = importlib.import_module("ipguard_fast.selection.protect")   # the package exports the function
-    monkeypatch.setattr(protect_module, "ProtectConfig",
+    # `ipguard protect` builds its ProtectConfig from the package (ipguard_fast.selection)
+    selection = importlib.import_module("ipguard_fast.selection")
+    monkeypatch.setattr(selection, "ProtectConfig",
                         lambda **kw: ProtectConfig(**{**kw, "recipe": CONFIG.recipe, "k": CONFIG.k}))
     save_file(owner.state_dict(), tmp_path / "owner.safetensors")
     return ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(tmp_path / "owner.safetensors"),
