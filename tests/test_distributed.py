@@ -104,3 +104,10 @@ def test_protect_under_two_ranks_equals_one_process(tmp_path):
     torch.testing.assert_close(a.images, b.images, rtol=0, atol=1e-4)
     assert len(list((tmp_path / "cache-two").rglob("*.safetensors"))) == len(
         list((tmp_path / "cache-one").rglob("*.safetensors")))
+    # --dry-run under torchrun: every rank measures (the pilot is shared), rank 0 prints once
+    dry = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "ipguard_fast", *protect_args(tmp_path / "dry.safetensors", tmp_path / "cache-dry"),
+                          "--dry-run", "--budget", "10h"], capture_output=True, text=True, timeout=300, env=env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert dry.stdout.count("plan (budget 10.0 h: rung 0 of") == 1 and ", 2 ranks)" in dry.stdout, dry.stdout
+    assert not (tmp_path / "dry.safetensors").exists()

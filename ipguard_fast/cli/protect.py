@@ -110,9 +110,10 @@ def run(args) -> int:
         config = ProtectConfig(n=args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas, score=args.score,
                                init=args.init, seed=args.seed, refine=not args.no_refine, train_recipe=train_recipe,
                                budget=budget)
-        if args.dry_run:
-            for line in plan_lines(plan_protect(owner, train_set, config)) if ranks.is_main else ():
-                print(line)
+        if args.dry_run:   # every rank measures (the pilot extraction is shared); rank 0 prints
+            lines = plan_lines(plan_protect(owner, train_set, config))
+            if ranks.is_main:
+                print("\n".join(lines))
             return 0
         fps = run_protect(owner, train_set, config, cache_dir=cache, cache_key_file=args.cache_key,
                           cache_readonly=args.cache_readonly, negatives=negatives or None,
