@@ -121,7 +121,13 @@ def run(args) -> int:
                           log=print if ranks.is_main else None).fingerprints
     if not ranks.is_main:
         return 0
-    path = fps.save(out)
+    _print_result(fps, fps.save(out))
+    print(f"protect finished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _print_result(fps, path) -> None:
+    """Every candidate configuration's held-out scores (the chosen one starred), then what was written."""
     info = fps.meta["protect"]
     for candidate in info["candidates"]:
         mark = "*" if candidate["name"] == info["chosen"] else " "
@@ -132,8 +138,6 @@ def run(args) -> int:
            else f"refined from the top {refined['candidates']}")
     print(f"{len(fps)} fingerprints selected from {fps.meta['selection']['pool_size']} ({info['chosen']}; {how}), "
           f"threshold {info['threshold']:.3f}: {path}")
-    print(f"protect finished in {time.perf_counter() - start:.0f} s")
-    return 0
 
 
 # protect()'s argument names -> the options that set them
