@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("-n", type=int, default=100)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--budget", type=float, default=None, help="protect's budget in seconds (default: the full recipe)")
+    p.add_argument("--owner-recipe", action="store_true",
+                   help="give protect the owner's training recipe (train_recipe=), as an owner who knows it would")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -65,10 +67,11 @@ def _one_seed(args, seed: int):
     from ipguard_fast.evaluation.beds import attacker_half, owner_half
     from ipguard_fast.evaluation.foreign import FOREIGN_OWNER_RECIPE
     from ipguard_fast.models import DigitsCNN, DigitsMLP, train_digits_model
+    from ipguard_fast.models.digits import DIGITS_EPOCHS, DIGITS_LR
     from ipguard_fast.nn import seeded
     from ipguard_fast.selection import run_protect
     from ipguard_fast.selection.config import ProtectConfig
-    from ipguard_fast.train import train_model
+    from ipguard_fast.train import TrainRecipe, train_model
 
     train, test = load_digits("train"), load_digits("test")
     shape = digits_input_shape()
@@ -77,15 +80,18 @@ def _one_seed(args, seed: int):
     for bed_name in args.beds.split(","):
         if bed_name == "foreign":
             data, attacker = owner_half(train, seed), attacker_half(train, seed)
-            owner = train_model(seeded(DigitsCNN, seed), data, FOREIGN_OWNER_RECIPE, seed=seed)
+            owner_recipe = FOREIGN_OWNER_RECIPE
+            owner = train_model(seeded(DigitsCNN, seed), data, owner_recipe, seed=seed)
         else:
             data, attacker = train, None
+            owner_recipe = TrainRecipe(epochs=DIGITS_EPOCHS, lr=DIGITS_LR)   # what train_digits_model does
             owner = train_digits_model("cnn", seed=seed)
         key = "foreign" if bed_name == "foreign" else "demo-owner"
         if key not in selected:
             start = time.perf_counter()
-            fps = run_protect(owner, data, ProtectConfig(n=args.n, seed=seed, budget=args.budget), progress=False,
-                              log=print,
+            config = ProtectConfig(n=args.n, seed=seed, budget=args.budget,
+                                   train_recipe=owner_recipe if args.owner_recipe else None)
+            fps = run_protect(owner, data, config, progress=False, log=print,
                               cache_dir=Path(args.cache) / f"{key}-seed{seed}").fingerprints
             selected[key] = (fps, time.perf_counter() - start)
         bed = make_bed(bed_name, digits=True, input_shape=shape, num_classes=10, small_factory=DigitsMLP)

@@ -105,17 +105,22 @@ RECIPE: tuple[ReferenceKind, ...] = (
 def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> tuple[ReferenceKind, ...]:
     """`recipe` whose negatives are the owner's own recipe (`train`, for fixed epochs) on the
     owner's architecture and another, plus the default negatives of the other optimizer, so
-    that the recipe space stays spanned."""
+    that the recipe space stays spanned. The threshold too is set against independents
+    trained by the owner's recipe (besides the converged defaults): an independent trained
+    exactly like the owner is the closest an innocent model comes to it."""
     if not isinstance(train, TrainRecipe):
         raise ArgumentError("train_recipe", f"expected a TrainRecipe, got {type(train).__name__}")
     settings = dict(lr=train.lr, epochs=train.epochs, optimizer=train.optimizer, weight_decay=train.weight_decay,
                     momentum=train.momentum, batch_size=train.batch_size, augment=train.augment)
     own = tuple(ReferenceKind(f"independent-{arch}-owner-recipe", "negative", "independent",
                               Independent(arch, **settings)) for arch in ("owner", "generic"))
+    own_threshold = tuple(ReferenceKind(f"independent-{arch}-owner-recipe-threshold", "negative", "independent",
+                                        Independent(arch, **settings), threshold_only=True)
+                          for arch in ("owner", "generic"))
     others = tuple(k for k in recipe if k.role == "negative" and k.attack == "independent" and not k.threshold_only
                    and k.settings.optimizer != train.optimizer)
     return (tuple(k for k in recipe if k.role == "positive") + own + others
-            + tuple(k for k in recipe if k.threshold_only))
+            + tuple(k for k in recipe if k.threshold_only) + own_threshold)
 
 
 def recipe_meta(recipe: tuple[ReferenceKind, ...] = RECIPE) -> list[dict]:
