@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=float, default=None, help="protect's budget in seconds (default: the full recipe)")
     p.add_argument("--owner-recipe", action="store_true",
                    help="give protect the owner's training recipe (train_recipe=), as an owner who knows it would")
+    p.add_argument("--label-share", type=float, default=None,
+                   help="protect's label_share (selection/spread.py; default: none, the plain top n)")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -90,7 +92,8 @@ def _one_seed(args, seed: int):
         if key not in selected:
             start = time.perf_counter()
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget,
-                                   train_recipe=owner_recipe if args.owner_recipe else None)
+                                   train_recipe=owner_recipe if args.owner_recipe else None,
+                                   label_share=args.label_share)
             fps = run_protect(owner, data, config, progress=False, log=print,
                               cache_dir=Path(args.cache) / f"{key}-seed{seed}").fingerprints
             selected[key] = (fps, time.perf_counter() - start)

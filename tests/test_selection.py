@@ -68,6 +68,15 @@ def test_kept_points_are_the_top_scores(pool, refs):
     assert min(scores[kept]) >= max(scores[rest])
 
 
+def test_selection_can_spread_its_points_over_labels(pool, refs):
+    positives, negatives = refs
+    fps = select_fingerprints(pool, 8, positives=positives, negatives=negatives, label_share=1.0)
+    present = len(pool.labels.unique())   # label_cap(8, 10, 1.0) == 1: one point per label while labels last
+    assert len(fps) == 8 and len(fps.labels.unique()) == min(8, present)
+    with pytest.raises(ValueError, match="^label_share: "):
+        select_fingerprints(pool, 8, positives=positives, negatives=negatives, label_share=0.5)
+
+
 def test_ties_go_to_the_lower_index():
     scores = torch.tensor([0.5, 0.9, 0.5, 0.5, 0.9, 0.1], dtype=torch.float64)
     assert top_n(scores, 3).tolist() == [0, 1, 4]

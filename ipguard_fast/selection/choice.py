@@ -27,13 +27,13 @@ pool: a merged multi-k pool can keep any of its single-k parts' points).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from .. import metrics
 from .scores import ReferenceOutputs, soft_agreement
-from .select import top_n
+from .spread import spread_top_n
 
 __all__ = ["NEGATIVE_WEIGHTS", "Candidate", "References", "choose", "threshold_between"]
 
@@ -51,6 +51,15 @@ class References:
     negative_kinds: Sequence[str]
     validation_positives: ReferenceOutputs | None = None
     validation_negatives: ReferenceOutputs | None = None
+    labels: torch.Tensor | None = None       # the owner's label of each pool point (spread.py)
+    num_classes: int | None = None
+    label_share: float | None = None         # None: the plain top n
+
+    def top(self, scores: torch.Tensor, count: int, columns: torch.Tensor) -> torch.Tensor:
+        """Positions in `columns` of the `count` points a selection keeps by `scores` (over
+        those columns), spread over labels as protect keeps them."""
+        labels = self.labels[columns] if self.labels is not None else None
+        return spread_top_n(scores, count, labels, self.num_classes, self.label_share)
 
 
 @dataclass
@@ -77,15 +86,16 @@ def choose(candidates: list[Candidate], refs: References, n: int, score: str) ->
         sp, sn = pos_soft[:, c], neg_soft[:, c]
         w = candidate.negative_weight
         local = sp.mean(0) - w * sn.mean(0)
-        candidate.kept = c[top_n(local, count)]
+        candidate.kept = c[refs.top(local, count, c)]
         candidate.scores = torch.full((pos_soft.shape[1],), float("nan"), dtype=local.dtype).index_put_((c,), local)
         pos_rates, neg_rates = [], []
         for outputs, v in ((refs.validation_positives, pos_rates), (refs.validation_negatives, neg_rates)):
             if outputs is not None and outputs.agrees.shape[0]:
                 v += outputs.columns(candidate.kept).rates().tolist()
-        pos_rates += _left_out_rates(sp, sn, refs.positives.agrees[:, c], refs.positive_kinds, count, positive=True,
+        keep = lambda scores: refs.top(scores, count, c)  # noqa: E731
+        pos_rates += _left_out_rates(sp, sn, refs.positives.agrees[:, c], refs.positive_kinds, keep, positive=True,
                                      weight=w)
-        neg_rates += _left_out_rates(sn, sp, refs.negatives.agrees[:, c], refs.negative_kinds, count, positive=False,
+        neg_rates += _left_out_rates(sn, sp, refs.negatives.agrees[:, c], refs.negative_kinds, keep, positive=False,
                                      weight=w)
         candidate.held_out = {"positives": pos_rates, "negatives": neg_rates}
         candidate.validation = {"aruc": metrics.aruc(pos_rates, neg_rates),
@@ -96,11 +106,11 @@ def choose(candidates: list[Candidate], refs: References, n: int, score: str) ->
                                           len(c.columns), c.negative_weight == 1.0))
 
 
-def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor, kinds: Sequence[str], count: int,
-                    *, positive: bool, weight: float = 1.0) -> list[float]:
-    """For each kind: its rows' matching rates on the top `count` selected without that kind
-    (own: this role's soft agreements [R, P], other: the other role's; weight: the
-    negatives' weight in the score)."""
+def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor, kinds: Sequence[str],
+                    keep: Callable[[torch.Tensor], torch.Tensor], *, positive: bool, weight: float = 1.0) -> list[float]:
+    """For each kind: its rows' matching rates on the points selected without that kind
+    (own: this role's soft agreements [R, P], other: the other role's; keep: the kept
+    positions for a score over the columns; weight: the negatives' weight in the score)."""
     rates: list[float] = []
     kinds = list(kinds)
     for kind in dict.fromkeys(kinds):
@@ -109,7 +119,7 @@ def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor
             continue
         rest = own[~out].mean(0)
         scores = rest - weight * other.mean(0) if positive else other.mean(0) - weight * rest
-        kept = top_n(scores, count)
+        kept = keep(scores)
         rates += agrees[out][:, kept].double().mean(1).tolist()
     return rates
 

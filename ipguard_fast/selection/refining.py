@@ -12,7 +12,8 @@ from .choice import threshold_between
 from .config import ProtectConfig
 from .refine import duplicate_rows, refined_pool
 from .scores import ReferenceOutputs, separation_scores
-from .select import describe_reference, selected_set, top_n
+from .select import describe_reference, selected_set
+from .spread import spread_top_n
 from .stages import Choice, ReferenceSet, score_pool
 
 __all__ = ["Selection", "calibrate_threshold", "fingerprint_set", "refine_selection", "unrefined_selection"]
@@ -53,7 +54,9 @@ def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet,
         say("refine: skipped (it needs module references of both roles)")
         unrefined.meta = {"skipped": "refinement needs module references of both roles (gradients)"}
         return unrefined
-    top = top_n(torch.nan_to_num(chosen.scores, nan=float("-inf")), min(len(chosen.columns), settings.factor * n))
+    labels, classes = unrefined.points.labels, unrefined.points.num_classes
+    top = spread_top_n(torch.nan_to_num(chosen.scores, nan=float("-inf")), min(len(chosen.columns), settings.factor * n),
+                       labels, classes, config.label_share)
     say(f"refine: {len(top)} candidates, {settings.steps} steps against {len(modules['positive'])} + "
         f"{len(modules['negative'])} references")
     weight = chosen.negative_weight if settings.negative_weight is None else settings.negative_weight
@@ -70,7 +73,7 @@ def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet,
         say(f"refine: skipped ({unrefined.meta['skipped']})")
         return unrefined
     scores[~usable] = float("-inf")
-    kept = top_n(scores, n)
+    kept = spread_top_n(scores, n, moved.labels, classes, config.label_share)
     meta = {**settings.as_meta(), "candidates": len(top), "pool_indices": top[kept].tolist()}
     validation = [refs.rows("positive", "validate"), refs.rows("negative", "validate")]
     held = None
@@ -103,7 +106,7 @@ def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, co
                         for r in references if r.role == role] for role in ("positive", "negative")}
     every = list(range(len(references)))
     rates = selection.outputs.rows(every).columns(selection.kept).rates().tolist()
-    extra = {"negative_weight": choice.chosen.negative_weight,
+    extra = {"negative_weight": choice.chosen.negative_weight, "label_share": config.label_share,
              "refined": selection.meta if config.refine is not None else None}
     if selection.pool_size is not None:
         extra.update(pool_size=selection.pool_size, pool_indices=selection.meta["pool_indices"])

@@ -17,13 +17,14 @@ from .._validate import positive_int
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..io.suspects import resolve_suspect
 from .scores import SCORES, TEMPERATURE, ReferenceOutputs, reference_outputs, separation_scores
+from .spread import check_share, spread_top_n
 
 __all__ = ["check_pool", "describe_reference", "named_references", "select_fingerprints", "selected_set", "top_n"]
 
 
 def select_fingerprints(pool: FingerprintSet, n: int, *, positives: Sequence[Any], negatives: Sequence[Any],
                         score: str = "separation", batch_size: int = 256,
-                        owner: nn.Module | None = None) -> FingerprintSet:
+                        owner: nn.Module | None = None, label_share: float | None = None) -> FingerprintSet:
     """The n pool points with the highest score: positives keep their label, negatives do not.
 
     pool: a FingerprintSet (e.g. extract_fingerprints with n several times what you keep;
@@ -38,7 +39,9 @@ def select_fingerprints(pool: FingerprintSet, n: int, *, positives: Sequence[Any
     counts as 1 or 0. "agreement" uses 1 / 0 for every reference (the plain agreement
     difference; 0.02-0.05 ARUC worse on held-out suspects). Ties go to the lower pool index,
     so the result is deterministic. owner: when given, the pool must have been extracted
-    from it (its recorded weight hash).
+    from it (its recorded weight hash). label_share: at most this multiple of an even
+    share of the n points per label (spread.py; protect's default is spread.LABEL_SHARE);
+    None: the plain top n.
     """
     n = check_pool(pool, n, owner)
     pos_refs = named_references("positives", positives)
@@ -51,7 +54,7 @@ def select_fingerprints(pool: FingerprintSet, n: int, *, positives: Sequence[Any
     neg = reference_outputs([r for _, r in neg_refs], pool, batch_size=batch_size,
                             names=[f"negatives[{i}]" for i in range(len(neg_refs))])
     scores = separation_scores(pos, neg, score)
-    kept = top_n(scores, n)
+    kept = spread_top_n(scores, n, pool.labels, pool.num_classes, check_share(label_share))
     references = {"positives": [describe_reference(name, ref) for name, ref in pos_refs],
                   "negatives": [describe_reference(name, ref) for name, ref in neg_refs]}
     return selected_set(pool, kept, scores, score=score, references=references, rates=_rates(pos, neg, kept))

@@ -145,7 +145,8 @@ def choose_configuration(pool: Pool, refs: ReferenceSet, outputs: ReferenceOutpu
     kinds = lambda role: [refs.references[i].kind for i in refs.rows(role, "select")]  # noqa: E731
     held = References(outputs.rows(refs.rows("positive", "select")), outputs.rows(refs.rows("negative", "select")),
                       kinds("positive"), kinds("negative"), outputs.rows(refs.rows("positive", "validate")),
-                      outputs.rows(refs.rows("negative", "validate")))
+                      outputs.rows(refs.rows("negative", "validate")), labels=pool.points.labels,
+                      num_classes=pool.points.num_classes, label_share=config.label_share)
     return Choice(choose(candidates, held, config.n, config.score), candidates)
 
 
