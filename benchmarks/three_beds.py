@@ -43,6 +43,8 @@ def main(argv=None) -> int:
                    help="give protect the owner's training recipe (train_recipe=), as an owner who knows it would")
     p.add_argument("--label-share", type=float, default=None,
                    help="protect's label_share (selection/spread.py; default: none, the plain top n)")
+    p.add_argument("--drop-kinds", default="",
+                   help="comma-separated reference kinds left out of protect's recipe (an ablation)")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -91,7 +93,7 @@ def _one_seed(args, seed: int):
         key = "foreign" if bed_name == "foreign" else "demo-owner"
         if key not in selected:
             start = time.perf_counter()
-            config = ProtectConfig(n=args.n, seed=seed, budget=args.budget,
+            config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=_recipe(args.drop_kinds),
                                    train_recipe=owner_recipe if args.owner_recipe else None,
                                    label_share=args.label_share)
             fps = run_protect(owner, data, config, progress=False, log=print,
@@ -108,6 +110,17 @@ def _one_seed(args, seed: int):
         result.settings.update(bed=bed_name, protect_plan=report.get("plan"), protect_timings=report["timings"],
                                machine=machine)
         yield bed_name, result, selected[key][1]
+
+
+def _recipe(drop: str) -> tuple:
+    """protect's default recipe without the kinds named in `drop`."""
+    from ipguard_fast.selection.recipe import RECIPE
+
+    names = {name for name in drop.split(",") if name}
+    unknown = names - {k.kind for k in RECIPE}
+    if unknown:
+        raise SystemExit(f"--drop-kinds: no such kind in the recipe: {sorted(unknown)}")
+    return tuple(k for k in RECIPE if k.kind not in names)
 
 
 def _summary(bed: str, seed: int, result, protect_seconds: float) -> dict:
