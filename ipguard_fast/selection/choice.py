@@ -107,7 +107,8 @@ def choose(candidates: list[Candidate], refs: References, n: int, score: str) ->
 
 
 def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor, kinds: Sequence[str],
-                    keep: Callable[[torch.Tensor], torch.Tensor], *, positive: bool, weight: float = 1.0) -> list[float]:
+                    keep: Callable[[torch.Tensor], torch.Tensor], *, positive: bool,
+                    weight: float = 1.0) -> list[float]:
     """For each kind: its rows' matching rates on the points selected without that kind
     (own: this role's soft agreements [R, P], other: the other role's; keep: the kept
     positions for a score over the columns; weight: the negatives' weight in the score)."""

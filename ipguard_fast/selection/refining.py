@@ -54,9 +54,10 @@ def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet,
         say("refine: skipped (it needs module references of both roles)")
         unrefined.meta = {"skipped": "refinement needs module references of both roles (gradients)"}
         return unrefined
-    labels, classes = unrefined.points.labels, unrefined.points.num_classes
-    top = spread_top_n(torch.nan_to_num(chosen.scores, nan=float("-inf")), min(len(chosen.columns), settings.factor * n),
-                       labels, classes, config.label_share)
+    classes = unrefined.points.num_classes
+    ranked = torch.nan_to_num(chosen.scores, nan=float("-inf"))
+    top = spread_top_n(ranked, min(len(chosen.columns), settings.factor * n), unrefined.points.labels, classes,
+                       config.label_share)
     say(f"refine: {len(top)} candidates, {settings.steps} steps against {len(modules['positive'])} + "
         f"{len(modules['negative'])} references")
     weight = chosen.negative_weight if settings.negative_weight is None else settings.negative_weight

@@ -40,8 +40,8 @@ def select_fingerprints(pool: FingerprintSet, n: int, *, positives: Sequence[Any
     difference; 0.02-0.05 ARUC worse on held-out suspects). Ties go to the lower pool index,
     so the result is deterministic. owner: when given, the pool must have been extracted
     from it (its recorded weight hash). label_share: at most this multiple of an even
-    share of the n points per label (spread.py; protect's default is spread.LABEL_SHARE);
-    None: the plain top n.
+    share of the n points per label (spread.py; spread.LABEL_SHARE is the share measured);
+    None, the default: the plain top n.
     """
     n = check_pool(pool, n, owner)
     pos_refs = named_references("positives", positives)

@@ -1,6 +1,6 @@
 """How many fingerprints may carry the same label: the top of a ranking, spread over labels.
 
-Why: a suspect's matching rate is a mean over the fingerprints, and it only measures
+The idea: a suspect's matching rate is a mean over the fingerprints, and it only measures
 "copy or not" when the points fail or survive in an independent model more or less
 independently of each other. Ranked by score alone, the kept points crowd onto the one or
 two labels whose boundary the references separate best (measured: 98 of 100 points
