@@ -61,7 +61,7 @@ def spread_top_n(scores: torch.Tensor, n: int, labels: torch.Tensor | None, num_
     by_label = torch.argsort(ranked_labels, stable=True)   # score order kept within each label
     grouped = ranked_labels[by_label]
     rank_in_label = torch.empty_like(by_label)
-    rank_in_label[by_label] = torch.arange(len(grouped)) - torch.searchsorted(grouped, grouped)
+    rank_in_label[by_label] = torch.arange(len(grouped), device=grouped.device) - torch.searchsorted(grouped, grouped)
     eligible = (rank_in_label < cap) & torch.isfinite(scores[order])
     kept = torch.cat([order[eligible], order[~eligible]])[:n]
     return torch.sort(kept).values
