@@ -22,7 +22,8 @@ FORCE_CUDA=1 timeout 240 python3 setup.py -q build_ext --inplace > "$OUT/build.l
   || { tail -30 "$OUT/build.log"; echo "BUILD FAILED"; status=1; }
 
 stage "CUDA tests"
-timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_ops_cuda.py tests/test_search_cuda.py tests/test_precision.py \
+timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_ops_cuda.py tests/test_search_cuda.py tests/test_precision.py tests/test_spread.py \
+  tests/test_refine.py \
   --junitxml="$OUT/cuda-tests.xml" 2>&1 | tail -15 || status=1
 
 stage "unit costs and plans"

@@ -2,6 +2,7 @@
 out, non-finite scores last, and the plain top n without a share."""
 import pytest
 import torch
+from conftest import requires_cuda
 
 from ipguard_fast.selection import top_n
 from ipguard_fast.selection.choice import Candidate, References, choose
@@ -60,3 +61,14 @@ def test_protect_takes_a_share_and_checks_it():
     for bad in (0.5, float("nan"), "2", True):
         with pytest.raises(ValueError, match="^label_share: "):
             ProtectConfig(label_share=bad)
+
+
+@requires_cuda
+def test_a_cuda_ranking_keeps_what_the_cpu_ranking_keeps():
+    g = torch.Generator().manual_seed(1)
+    scores, labels = torch.rand(400, generator=g), torch.randint(0, 10, (400,), generator=g)
+    scores[::37] = float("nan")
+    for share in (None, 1.0, 2.0):
+        on_cpu = spread_top_n(scores, 60, labels, 10, share)
+        on_cuda = spread_top_n(scores.cuda(), 60, labels.cuda(), 10, share)
+        assert torch.equal(on_cuda.cpu(), on_cpu), share
