@@ -45,6 +45,9 @@ def main(argv=None) -> int:
                    help="protect's label_share (selection/spread.py; default: none, the plain top n)")
     p.add_argument("--drop-kinds", default="",
                    help="comma-separated reference kinds left out of protect's recipe (an ablation)")
+    p.add_argument("--threshold-twins", type=int, default=0,
+                   help="add this many more seeds of each threshold negative of the owner's architecture "
+                        "(kinds ending -twinN), to compare thresholds offline (threshold_variants.py)")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -93,7 +96,8 @@ def _one_seed(args, seed: int):
         key = "foreign" if bed_name == "foreign" else "demo-owner"
         if key not in selected:
             start = time.perf_counter()
-            config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=_recipe(args.drop_kinds),
+            recipe = _recipe(args.drop_kinds, args.threshold_twins)
+            config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    train_recipe=owner_recipe if args.owner_recipe else None,
                                    label_share=args.label_share)
             fps = run_protect(owner, data, config, progress=False, log=print,
@@ -108,19 +112,34 @@ def _one_seed(args, seed: int):
                    "load": os.getloadavg()}
         report = selected[key][0].meta["protect"]
         result.settings.update(bed=bed_name, protect_plan=report.get("plan"), protect_timings=report["timings"],
-                               machine=machine)
+                               machine=machine, protect_references=_reference_rates(selected[key][0]))
         yield bed_name, result, selected[key][1]
 
 
-def _recipe(drop: str) -> tuple:
-    """protect's default recipe without the kinds named in `drop`."""
-    from ipguard_fast.selection.recipe import RECIPE
+def _reference_rates(fps) -> dict:
+    """Every reference's kind, split and rate on the kept points, and the held-out rates the
+    threshold came from: enough to recompute the threshold by another rule offline."""
+    selection, report = fps.meta["selection"], fps.meta["protect"]
+    refs = [dict(name=r["name"], kind=r.get("kind"), split=r.get("split"), role=role[:-1])
+            for role in ("positives", "negatives") for r in selection.get("references", {}).get(role, [])]
+    return {"threshold": fps.meta.get("threshold"), "held_out_rates": report.get("held_out_rates"), "references": refs}
 
+
+def _recipe(drop: str, twins: int = 0) -> tuple:
+    """protect's default recipe without the kinds named in `drop`, with `twins` more seeds
+    of each threshold negative of the owner's architecture."""
+    import dataclasses
+
+    from ipguard_fast.selection.recipe import RECIPE, THRESHOLD_NEGATIVES
+
+    owners = [k for k in THRESHOLD_NEGATIVES if k.settings.arch == "owner"]
+    recipe = RECIPE + tuple(dataclasses.replace(k, kind=f"{k.kind}-twin{i}") for i in range(1, twins + 1)
+                            for k in owners)
     names = {name for name in drop.split(",") if name}
-    unknown = names - {k.kind for k in RECIPE}
+    unknown = names - {k.kind for k in recipe}
     if unknown:
         raise SystemExit(f"--drop-kinds: no such kind in the recipe: {sorted(unknown)}")
-    return tuple(k for k in RECIPE if k.kind not in names)
+    return tuple(k for k in recipe if k.kind not in names)
 
 
 def _summary(bed: str, seed: int, result, protect_seconds: float) -> dict:
