@@ -96,9 +96,8 @@ def _one_seed(args, seed: int):
         key = "foreign" if bed_name == "foreign" else "demo-owner"
         if key not in selected:
             start = time.perf_counter()
-            recipe = _recipe(args.drop_kinds, args.threshold_twins)
+            recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
-                                   train_recipe=owner_recipe if args.owner_recipe else None,
                                    label_share=args.label_share)
             fps = run_protect(owner, data, config, progress=False, log=print,
                               cache_dir=Path(args.cache) / f"{key}-seed{seed}").fingerprints
@@ -125,16 +124,17 @@ def _reference_rates(fps) -> dict:
     return {"threshold": fps.meta.get("threshold"), "held_out_rates": report.get("held_out_rates"), "references": refs}
 
 
-def _recipe(drop: str, twins: int = 0) -> tuple:
-    """protect's default recipe without the kinds named in `drop`, with `twins` more seeds
-    of each threshold negative of the owner's architecture."""
+def _recipe(drop: str, twins: int = 0, owner_recipe=None) -> tuple:
+    """protect's default recipe (recipe.with_owner_recipe's when `owner_recipe` is given)
+    without the kinds named in `drop`, with `twins` more seeds of each threshold negative
+    of the owner's architecture."""
     import dataclasses
 
-    from ipguard_fast.selection.recipe import RECIPE, THRESHOLD_NEGATIVES
+    from ipguard_fast.selection.recipe import RECIPE, with_owner_recipe
 
-    owners = [k for k in THRESHOLD_NEGATIVES if k.settings.arch == "owner"]
-    recipe = RECIPE + tuple(dataclasses.replace(k, kind=f"{k.kind}-twin{i}") for i in range(1, twins + 1)
-                            for k in owners)
+    recipe = RECIPE if owner_recipe is None else with_owner_recipe(RECIPE, owner_recipe)
+    owners = [k for k in recipe if k.threshold_only and k.settings.arch == "owner"]
+    recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-twin{i}") for i in range(1, twins + 1) for k in owners)
     names = {name for name in drop.split(",") if name}
     unknown = names - {k.kind for k in recipe}
     if unknown:

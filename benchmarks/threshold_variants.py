@@ -66,7 +66,8 @@ def main(folder: str) -> int:
         for name, keep in VARIANTS.items():
             threshold, top = threshold_of(refs, keep, selected["n_fingerprints"])
             rows.append({"bed": result["bed"], "seed": result["seed"], "variant": name,
-                         "top_threshold_negative": top, **verdicts(selected["suspects"], threshold)})
+                         "top_threshold_negative": top, **verdicts(selected["suspects"], threshold),
+                         "threshold_negatives": {kind: rate for kind, rate in held_out(refs)[2] if keep(kind)}})
     order = {"demo": 0, "hard": 1, "foreign": 2}
     rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), order.get(r["bed"], 9), r["seed"]))
     (out / "threshold-variants.json").write_text(json.dumps(rows, indent=1) + "\n")
