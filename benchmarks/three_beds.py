@@ -47,7 +47,7 @@ def main(argv=None) -> int:
                    help="comma-separated reference kinds left out of protect's recipe (an ablation)")
     p.add_argument("--threshold-twins", type=int, default=0,
                    help="add this many more seeds of each threshold negative of the owner's architecture "
-                        "(kinds ending -twinN), to compare thresholds offline (threshold_variants.py)")
+                        "(kinds ending -extraN), to compare thresholds offline (threshold_variants.py)")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -134,7 +134,7 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None) -> tuple:
 
     recipe = RECIPE if owner_recipe is None else with_owner_recipe(RECIPE, owner_recipe)
     owners = [k for k in recipe if k.threshold_only and k.settings.arch == "owner"]
-    recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-twin{i}") for i in range(1, twins + 1) for k in owners)
+    recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-extra{i}") for i in range(1, twins + 1) for k in owners)
     names = {name for name in drop.split(",") if name}
     unknown = names - {k.kind for k in recipe}
     if unknown:

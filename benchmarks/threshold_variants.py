@@ -2,14 +2,16 @@
 folder run with --threshold-twins 2: the selection is the same for every variant
 (threshold negatives take no part in it), so only the threshold and the verdicts change.
 
-    python benchmarks/threshold_variants.py benchmarks/results/<folder>
+    python benchmarks/threshold_variants.py benchmarks/results/<folder> [--extra-suffix -extra]
 
-Variants: the validation replica's negatives plus the default threshold negatives
-(recipe.THRESHOLD_NEGATIVES), plus one, plus two more seeds of each of them that has the
-owner's architecture (the "-twinN" kinds). Writes <folder>/threshold-variants.{json,md}.
+Variants: the validation replica's negatives plus the recipe's threshold negatives, plus
+one, plus two more seeds of each of them that has the owner's architecture (the kinds
+three_beds.py named "<kind>-extraN"; "-twinN" in runs made before recipe version 5, whose
+own second seeds took that name). Writes <folder>/threshold-variants.{json,md}.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,10 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipguard_fast.selection.choice import threshold_between  # noqa: E402
 
-VARIANTS = {"default (RECIPE_VERSION 4)": lambda kind: "-twin" not in kind,
-            "default + one more seed of each owner-architecture one": lambda kind: "-twin" not in kind
-            or kind.endswith("-twin1"),
-            "default + two more seeds": lambda kind: True}
+def variants(suffix: str) -> dict:
+    """Variant name -> which threshold negatives it keeps, by kind."""
+    return {"the recipe's": lambda kind: suffix not in kind,
+            "the recipe's + one more seed of each owner-architecture one": lambda kind: suffix not in kind
+            or kind.endswith(f"{suffix}1"),
+            "the recipe's + two more seeds": lambda kind: True}
 
 
 def held_out(recorded: dict) -> tuple[list[float], list[tuple[str, float]], list[tuple[str, float]]]:
@@ -53,8 +57,12 @@ def verdicts(suspects: list[dict], threshold: float) -> dict:
             "missed": [s["name"] for s in counted if s["role"] == "positive" and s["matching_rate"] < threshold]}
 
 
-def main(folder: str) -> int:
-    out = Path(folder)
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder")
+    p.add_argument("--extra-suffix", default="-extra", help="how three_beds.py named the extra seeds")
+    args = p.parse_args(argv)
+    out, chosen = Path(args.folder), variants(args.extra_suffix)
     rows = []
     for path in sorted(out.glob("*-seed*.json")):
         result = json.loads(path.read_text())
@@ -63,13 +71,13 @@ def main(folder: str) -> int:
         every, _ = threshold_of(refs, lambda kind: True, selected["n_fingerprints"])
         if abs(every - refs["threshold"]) > 1e-9:
             raise SystemExit(f"{path.name}: recomputed {every} != stored threshold {refs['threshold']}")
-        for name, keep in VARIANTS.items():
+        for name, keep in chosen.items():
             threshold, top = threshold_of(refs, keep, selected["n_fingerprints"])
             rows.append({"bed": result["bed"], "seed": result["seed"], "variant": name,
                          "top_threshold_negative": top, **verdicts(selected["suspects"], threshold),
                          "threshold_negatives": {kind: rate for kind, rate in held_out(refs)[2] if keep(kind)}})
     order = {"demo": 0, "hard": 1, "foreign": 2}
-    rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), order.get(r["bed"], 9), r["seed"]))
+    rows.sort(key=lambda r: (list(chosen).index(r["variant"]), order.get(r["bed"], 9), r["seed"]))
     (out / "threshold-variants.json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = ["| threshold negatives | bed | seed | top of them | threshold | false accusations | missed |",
              "|---|---|---:|---:|---:|---|---|"]
@@ -77,7 +85,7 @@ def main(folder: str) -> int:
         lines.append(f"| {r['variant']} | {r['bed']} | {r['seed']} | {r['top_threshold_negative']:.2f} | "
                      f"{r['threshold']:.2f} | {', '.join(r['false_accusations']) or '-'} | "
                      f"{', '.join(r['missed']) or '-'} |")
-    for name in VARIANTS:
+    for name in chosen:
         mine = [r for r in rows if r["variant"] == name]
         lines.append(f"\n{name}: {sum(len(r['false_accusations']) for r in mine)} false accusations, "
                      f"{sum(len(r['missed']) for r in mine)} missed, in {len(mine)} cells")
@@ -87,4 +95,4 @@ def main(folder: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main())

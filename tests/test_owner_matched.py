@@ -88,6 +88,12 @@ def test_the_threshold_negatives_are_converged_independents_only_for_the_thresho
     assert all(k.threshold_only and k.role == "negative" and k.settings.until_converged for k in THRESHOLD_NEGATIVES)
     assert {k.settings.arch for k in THRESHOLD_NEGATIVES} == {"owner", "generic"}
     assert {k.settings.optimizer for k in THRESHOLD_NEGATIVES} == {"adam", "sgd"}
+    # the owner's architecture at two seeds (a kind's seed is drawn from its name), the generic one at one
+    by_settings = {}
+    for k in THRESHOLD_NEGATIVES:
+        by_settings.setdefault(k.settings, []).append(k.kind)
+    assert sorted(len(kinds) for s, kinds in by_settings.items() if s.arch == "owner") == [2, 2]
+    assert all(len(kinds) == 1 for s, kinds in by_settings.items() if s.arch == "generic")
     assert all(k in with_owner_recipe(RECIPE, TrainRecipe(epochs=3)) for k in THRESHOLD_NEGATIVES)
     with pytest.raises(ValueError, match="threshold_only kind is a negative"):
         ProtectConfig(recipe=RECIPE + (dataclasses.replace(RECIPE[0], kind="x", threshold_only=True),))

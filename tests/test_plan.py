@@ -33,9 +33,12 @@ def test_no_budget_keeps_the_full_recipe_and_estimates_every_stage():
 
 def test_estimates_scale_with_the_work():
     full = estimate_stages(ProtectConfig(), COSTS, 60000)
-    # reference training is linear in the images it trains on
+    # reference training is linear in the images it trains on, but for the parts that are
+    # not (a converged negative checks its loss on at most FIT_SAMPLE items, the held-out
+    # split that matched negatives measure is capped)
     half = estimate_stages(ProtectConfig(), COSTS, 30000)
-    assert half["references"] == pytest.approx(full["references"] / 2, rel=0.02)
+    assert half["references"] == pytest.approx(full["references"] / 2, rel=0.04)
+    assert half["references"] < full["references"] / 2
     assert half["pool"] == full["pool"]
     # twice as slow a machine, twice the estimate; two ranks, half of it
     slow = dataclasses.replace(COSTS, **{f.name: 2 * getattr(COSTS, f.name) for f in dataclasses.fields(COSTS)
