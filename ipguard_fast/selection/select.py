@@ -17,7 +17,7 @@ from .._validate import positive_int
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..io.suspects import resolve_suspect
 from .scores import SCORES, TEMPERATURE, ReferenceOutputs, reference_outputs, separation_scores
-from .spread import check_share, spread_top_n
+from .spread import check_share, spread_top_n, top_n
 
 __all__ = ["check_pool", "describe_reference", "named_references", "select_fingerprints", "selected_set", "top_n"]
 
@@ -78,12 +78,6 @@ def check_pool(pool: Any, n: Any, owner: nn.Module | None) -> int:
             raise ValueError(f"pool: was extracted from another model (weights {recorded[:12]}..., the owner's "
                              f"are {state_dict_sha256(owner)[:12]}...)")
     return n
-
-
-def top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of the n highest scores in ascending index order; ties go to the lower index."""
-    order = torch.argsort(-scores, stable=True)   # stable: equal scores keep index order
-    return torch.sort(order[:n]).values
 
 
 def selected_set(pool: FingerprintSet, kept: torch.Tensor, scores: torch.Tensor, *, score: str,

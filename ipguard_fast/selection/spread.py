@@ -28,7 +28,7 @@ import torch
 
 from .._validate import finite_number
 
-__all__ = ["LABEL_SHARE", "check_share", "label_cap", "spread_top_n"]
+__all__ = ["LABEL_SHARE", "check_share", "label_cap", "spread_top_n", "top_n"]
 
 # The share measured: at most twice an even share per label (20 of 100 on 10 classes, so
 # at least 5 labels; 1 per label on 1,000 classes).
@@ -47,15 +47,21 @@ def check_share(share) -> float | None:
     return finite_number("label_share", share, minimum=1.0)
 
 
+def top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the n highest scores in ascending index order; ties go to the lower index."""
+    order = torch.argsort(-scores, stable=True)   # stable: equal scores keep index order
+    return torch.sort(order[:n]).values
+
+
 def spread_top_n(scores: torch.Tensor, n: int, labels: torch.Tensor | None, num_classes: int | None,
                  share: float | None) -> torch.Tensor:
     """Indices (ascending) of the n highest scores with at most label_cap(n, ...) per label;
     when the capped labels cannot fill n, the best of the remaining points fill it. Points
     with non-finite scores come last, as in a plain ranking. share None (or no labels):
     the plain top n. Ties go to the lower index."""
+    if share is None or labels is None or not num_classes or len(scores) <= n:
+        return top_n(scores, n)
     order = torch.argsort(-scores, stable=True)
-    if share is None or labels is None or not num_classes or len(order) <= n:
-        return torch.sort(order[:n]).values
     cap = label_cap(n, num_classes, share)
     ranked_labels = labels.to(order.device)[order]
     by_label = torch.argsort(ranked_labels, stable=True)   # score order kept within each label
