@@ -115,7 +115,8 @@ def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> 
     owner's architecture and another, plus the default negatives of the other optimizer, so
     that the recipe space stays spanned. The threshold too is set against independents
     trained by the owner's recipe (besides the converged defaults): an independent trained
-    exactly like the owner is the closest an innocent model comes to it."""
+    exactly like the owner is the closest an innocent model comes to it (the owner's
+    architecture at two seeds, as in THRESHOLD_NEGATIVES)."""
     if not isinstance(train, TrainRecipe):
         raise ArgumentError("train_recipe", f"expected a TrainRecipe, got {type(train).__name__}")
     settings = dict(lr=train.lr, epochs=train.epochs, optimizer=train.optimizer, weight_decay=train.weight_decay,
@@ -125,6 +126,8 @@ def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> 
     own_threshold = tuple(ReferenceKind(f"independent-{arch}-owner-recipe-threshold", "negative", "independent",
                                         Independent(arch, **settings), threshold_only=True)
                           for arch in ("owner", "generic"))
+    own_threshold += tuple(dataclasses.replace(k, kind=f"{k.kind}-twin1") for k in own_threshold
+                           if k.settings.arch == "owner")   # two seeds, as THRESHOLD_NEGATIVES
     others = tuple(k for k in recipe if k.role == "negative" and k.attack == "independent" and not k.threshold_only
                    and k.settings.optimizer != train.optimizer)
     return (tuple(k for k in recipe if k.role == "positive") + own + others
