@@ -116,8 +116,9 @@ def _one_seed(args, seed: int):
 
 
 def _reference_rates(fps) -> dict:
-    """Every reference's kind, split and rate on the kept points, and the held-out rates the
-    threshold came from: enough to recompute the threshold by another rule offline."""
+    """Every reference's name, kind, split and role, and the held-out rates the threshold came
+    from (the validation replica's, then the threshold negatives', in the references' order):
+    enough to recompute the threshold from another set of negatives offline."""
     selection, report = fps.meta["selection"], fps.meta["protect"]
     refs = [dict(name=r["name"], kind=r.get("kind"), split=r.get("split"), role=role[:-1])
             for role in ("positives", "negatives") for r in selection.get("references", {}).get(role, [])]

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipguard_fast.selection.choice import threshold_between  # noqa: E402
 
+
 def variants(suffix: str) -> dict:
     """Variant name -> which threshold negatives it keeps, by kind."""
     return {"the recipe's": lambda kind: suffix not in kind,
