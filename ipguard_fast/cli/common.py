@@ -254,7 +254,9 @@ class DistributedRun:
     def __enter__(self) -> "DistributedRun":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self.started:
             import torch.distributed as dist
+            if exc_type is None:   # tear down together: a rank whose peer had already closed its
+                dist.barrier()     # gloo connections aborted in teardown (terminate, SIGABRT)
             dist.destroy_process_group()
