@@ -81,8 +81,12 @@ _CONVERGED: tuple[ReferenceKind, ...] = tuple(
 # lowers the chance that an innocent one lies above it (three beds x three seeds: false
 # accusations 4 -> 2, missed copies 37 -> 39; a third seed changed nothing:
 # benchmarks/results/threshold-twins-2026-12-04).
-THRESHOLD_NEGATIVES: tuple[ReferenceKind, ...] = _CONVERGED + tuple(
-    dataclasses.replace(k, kind=f"{k.kind}-twin1") for k in _CONVERGED if k.settings.arch == "owner")
+def _owner_twins(kinds: tuple[ReferenceKind, ...]) -> tuple[ReferenceKind, ...]:
+    """The kinds of the owner's architecture once more, at the seed their "-twin1" name draws."""
+    return tuple(dataclasses.replace(k, kind=f"{k.kind}-twin1") for k in kinds if k.settings.arch == "owner")
+
+
+THRESHOLD_NEGATIVES: tuple[ReferenceKind, ...] = _CONVERGED + _owner_twins(_CONVERGED)
 
 RECIPE: tuple[ReferenceKind, ...] = (
     ReferenceKind("FTLL", "positive", "fine-tune", FineTune(1e-2, 3, last_only=True)),
@@ -126,8 +130,7 @@ def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> 
     own_threshold = tuple(ReferenceKind(f"independent-{arch}-owner-recipe-threshold", "negative", "independent",
                                         Independent(arch, **settings), threshold_only=True)
                           for arch in ("owner", "generic"))
-    own_threshold += tuple(dataclasses.replace(k, kind=f"{k.kind}-twin1") for k in own_threshold
-                           if k.settings.arch == "owner")   # two seeds, as THRESHOLD_NEGATIVES
+    own_threshold += _owner_twins(own_threshold)   # two seeds, as THRESHOLD_NEGATIVES
     others = tuple(k for k in recipe if k.role == "negative" and k.attack == "independent" and not k.threshold_only
                    and k.settings.optimizer != train.optimizer)
     return (tuple(k for k in recipe if k.role == "positive") + own + others
