@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     p.add_argument("--threshold-twins", type=int, default=0,
                    help="add this many more seeds of each threshold negative of the owner's architecture "
                         "(kinds ending -extraN), to compare thresholds offline (threshold_variants.py)")
+    p.add_argument("--held-out-mistakes", action="store_true",
+                   help="give protect the digits test split as held_out_data: the owner's mistakes on it join the "
+                        "pool, and the choice decides whether the selection takes them")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -76,7 +79,7 @@ def _one_seed(args, seed: int):
     from ipguard_fast.models import DigitsCNN, DigitsMLP, train_digits_model
     from ipguard_fast.models.digits import DIGITS_EPOCHS, DIGITS_LR
     from ipguard_fast.nn import seeded
-    from ipguard_fast.selection import run_protect
+    from ipguard_fast.selection import CacheLocation, run_protect
     from ipguard_fast.selection.config import ProtectConfig
     from ipguard_fast.train import TrainRecipe, train_model
 
@@ -100,7 +103,8 @@ def _one_seed(args, seed: int):
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    label_share=args.label_share)
             fps = run_protect(owner, data, config, progress=False, log=print,
-                              cache_dir=Path(args.cache) / f"{key}-seed{seed}").fingerprints
+                              cache=CacheLocation(Path(args.cache) / f"{key}-seed{seed}"),
+                              held_out=test if args.held_out_mistakes else None).fingerprints
             selected[key] = (fps, time.perf_counter() - start)
         bed = make_bed(bed_name, digits=True, input_shape=shape, num_classes=10, small_factory=DigitsMLP)
         suspects = bed.suspects(owner, data, seed=seed, attacker_data=attacker)

@@ -99,6 +99,7 @@ FACTORY = "ipguard_fast.models:DigitsCNN"
     ("protect out is a folder", "--out"), ("extract out in a missing folder", "--out"),
     ("extract out is a device", "--out"), ("export opset 3", "--opset"), ("export pt2 name", "--out"),
     ("export out is a folder", "--out"), ("export wrong shape", "--input-shape"),
+    ("protect held-out data unknown", "--held-out-data"), ("protect held-out data missing", "--held-out-data"),
 ])
 def test_outputs_and_export_settings_are_checked_before_any_work(case, option, files, capsys):
     folder = files["dir"]
@@ -111,6 +112,10 @@ def test_outputs_and_export_settings_are_checked_before_any_work(case, option, f
         "extract out is a folder": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1",
                                     "--out", str(folder / "adir")],
         "protect out is a folder": ["protect", "--model", FACTORY, "--data", "digits", "--out", str(folder / "adir")],
+        "protect held-out data unknown": ["protect", "--model", FACTORY, "--data", "digits", "--held-out-data", "x",
+                                          "--out", str(folder / "p.safetensors")],
+        "protect held-out data missing": ["protect", "--model", FACTORY, "--data", "digits", "--held-out-data",
+                                          f"mnist:{folder / 'missing'}", "--out", str(folder / "p.safetensors")],
         "extract out in a missing folder": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k",
                                             "1", "--out", str(folder / "missing" / "x.safetensors")],
         "extract out is a device": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1",

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from ipguard_fast.cli import main
 from ipguard_fast.nn import seeded
-from ipguard_fast.selection import ProtectConfig, plan_protect, run_protect
+from ipguard_fast.selection import CacheLocation, ProtectConfig, plan_protect, run_protect
 from ipguard_fast.selection.cache_key import reference_cache_key
 from ipguard_fast.selection.plan import LADDER, _with_knobs, estimate_stages, fit_plan, parse_duration, plan_lines
 from ipguard_fast.selection.recipe import negative_epoch_cap
@@ -157,7 +157,8 @@ def test_protect_under_a_budget_follows_and_records_its_plan(owner, small, tmp_p
     budget = (full.total + fit_plan(one, COSTS, len(small), None).total) / 2   # below the full plan
     expected = fit_plan(config, COSTS, len(small), budget)
     assert expected.rung > 0
-    result = run_protect(owner, small, dataclasses.replace(config, budget=budget), progress=False, cache_dir=tmp_path)
+    result = run_protect(owner, small, dataclasses.replace(config, budget=budget), progress=False,
+                         cache=CacheLocation(tmp_path))
     plan = result.fingerprints.meta["protect"]["plan"]
     # the same plan, beside the seconds its measuring took (counted against the budget)
     estimated = plan.pop("estimated_seconds")

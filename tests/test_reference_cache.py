@@ -21,8 +21,8 @@ from torch import nn
 from ipguard_fast._validate import ArgumentError
 from ipguard_fast.attacks import FineTune, Independent, Prune
 from ipguard_fast.selection import ProtectConfig, run_protect
-from ipguard_fast.selection.cache import (ReferenceCache, ReferenceCacheWarning, cache_secret, check_cache_dir,
-                                          reference_cache_key)
+from ipguard_fast.selection.cache import (CacheLocation, ReferenceCache, ReferenceCacheWarning, cache_secret,
+                                          check_cache_dir, reference_cache_key)
 from ipguard_fast.selection.cache_manifest import MANIFEST, mac_key, write_record
 from ipguard_fast.selection.recipe import ReferenceKind
 
@@ -48,7 +48,7 @@ class Cached(NamedTuple):
 @pytest.fixture(scope="module")
 def clean(owner, small, tmp_path_factory):
     root = tmp_path_factory.mktemp("clean")
-    result = run_protect(owner, small, CONFIG, cache_dir=root / "cache", cache_key_file=root / "cache.key",
+    result = run_protect(owner, small, CONFIG, cache=CacheLocation(root / "cache", root / "cache.key"),
                          progress=False)
     assert not any(r.cached for r in result.references)
     return root, result.fingerprints.meta["threshold"]
@@ -68,7 +68,7 @@ def rerun(owner, small, cached: Cached, **options):
     """protect() again on `cached`: the result and the cache's warnings."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run_protect(owner, small, CONFIG, cache_dir=cached.root, cache_key_file=cached.key_file,
+        result = run_protect(owner, small, CONFIG, cache=CacheLocation(cached.root, cached.key_file),
                              progress=False, **options)
     return result, [str(w.message) for w in caught if issubclass(w.category, ReferenceCacheWarning)]
 
@@ -231,12 +231,12 @@ def test_readonly_refuses_instead_of_rebuilding_and_writes_nothing(owner, small,
     save_file(owner.state_dict(), path)
     tampered = path.read_bytes()
     with pytest.raises(ArgumentError, match=f"^cache_dir: {path} is not the size the manifest records .*read-only") as info:
-        run_protect(owner, small, CONFIG, cache_dir=cache.root, cache_key_file=cache.key_file, progress=False,
-                    cache_readonly=True)
+        run_protect(owner, small, CONFIG, cache=CacheLocation(cache.root, cache.key_file, readonly=True),
+                    progress=False)
     assert info.value.argument == "cache_dir" and path.read_bytes() == tampered
     empty = cache.root.parent / "empty"
-    result = run_protect(owner, small, CONFIG, cache_dir=empty, cache_key_file=cache.key_file, progress=False,
-                         cache_readonly=True)
+    result = run_protect(owner, small, CONFIG, cache=CacheLocation(empty, cache.key_file, readonly=True),
+                         progress=False)
     assert not empty.exists() and result.fingerprints.meta["threshold"] == cache.threshold
 
 
@@ -267,11 +267,11 @@ def test_the_key_covers_the_architecture_not_only_the_weights(owner, small):
 def test_bad_cache_folders_and_keys_are_refused_before_any_work(owner, small, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ArgumentError, match="^cache_dir: .*file exists and is not a folder"):
-        run_protect(owner, small, CONFIG, cache_dir=tmp_path / "file", cache_key_file=tmp_path / "k")
+        run_protect(owner, small, CONFIG, cache=CacheLocation(tmp_path / "file", tmp_path / "k"))
     with pytest.raises(ArgumentError, match="^cache_dir: cannot create"):
         check_cache_dir(tmp_path / "file" / "sub")
     with pytest.raises(ArgumentError, match="^cache_key_file: .*not a regular file.*--cache-key"):
-        run_protect(owner, small, CONFIG, cache_dir=tmp_path / "c", cache_key_file=tmp_path)
+        run_protect(owner, small, CONFIG, cache=CacheLocation(tmp_path / "c", tmp_path))
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(ArgumentError, match="^cache_key_file: "):
         cache_secret(tmp_path / "fifo")

@@ -15,7 +15,7 @@ from test_reference_cache import CONFIG
 from torch import nn
 
 from ipguard_fast.fingerprints import state_dict_sha256
-from ipguard_fast.selection.cache import ReferenceCache, ReferenceCacheWarning
+from ipguard_fast.selection.cache import CacheLocation, ReferenceCache, ReferenceCacheWarning
 from ipguard_fast.selection.inputs import owner_shapes
 from ipguard_fast.selection.stages import make_references
 
@@ -52,14 +52,15 @@ from ipguard_fast.data import load_digits
 from ipguard_fast.fingerprints import state_dict_sha256
 from ipguard_fast.models import DigitsCNN
 from ipguard_fast.selection.inputs import owner_shapes
+from ipguard_fast.selection.cache import CacheLocation
 from ipguard_fast.selection.stages import make_references
 torch.set_num_threads(1)
 owner = DigitsCNN()
 owner.load_state_dict(load_file(folder / "owner.safetensors"))
 data = load_digits("train")
 small = TensorDataset(data.tensors[0][:160].clone(), data.tensors[1][:160].clone())
-refs = make_references(owner.eval(), small, CONFIG, owner_shapes(owner, small), cache_dir=folder / "cache",
-                       cache_key_file=folder / "key", progress=False)
+refs = make_references(owner.eval(), small, CONFIG, owner_shapes(owner, small),
+                       cache=CacheLocation(folder / "cache", folder / "key"), progress=False)
 print(json.dumps({r.name: state_dict_sha256(r.model) for r in refs.references}))
 """
 
@@ -106,7 +107,7 @@ def test_two_protect_runs_building_one_cache_agree_with_it(owner, small, tmp_pat
     assert all(b == built[0] for b in built[1:])   # the same references
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReferenceCacheWarning)
-        again = make_references(owner, small, CONFIG, owner_shapes(owner, small), cache_dir=tmp_path / "cache",
-                                cache_key_file=tmp_path / "key", progress=False)
+        again = make_references(owner, small, CONFIG, owner_shapes(owner, small),
+                                cache=CacheLocation(tmp_path / "cache", tmp_path / "key"), progress=False)
     assert all(r.cached for r in again.references)
     assert {r.name: state_dict_sha256(r.model) for r in again.references} == built[0]

@@ -20,7 +20,7 @@ from ipguard_fast.nn import seeded
 from ipguard_fast.selection import merge_pools, protect_seed, select_fingerprints, top_n
 from ipguard_fast.selection.choice import NEGATIVE_WEIGHTS
 from ipguard_fast.selection.pool import K_FACTORS, start_images
-from ipguard_fast.selection import ProtectConfig, ProtectReport, run_protect
+from ipguard_fast.selection import CacheLocation, ProtectConfig, ProtectReport, run_protect
 from ipguard_fast.selection.references import RECIPE
 from ipguard_fast.train import train_classifier
 
@@ -211,7 +211,8 @@ def protected(owner, small, tmp_path_factory):
     """protect() building its own references (1 replica selects, 1 more is only measured) on 160 images."""
     cache = tmp_path_factory.mktemp("refs")
     config = ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1)
-    result = run_protect(owner, DataLoader(small, batch_size=32), config, progress=False, cache_dir=cache)
+    result = run_protect(owner, DataLoader(small, batch_size=32), config, progress=False,
+                         cache=CacheLocation(cache))
     return result, cache
 
 
@@ -342,7 +343,7 @@ def test_protect_reuses_cached_references(protected, owner, small):
     files = list(cache.rglob("*.safetensors"))
     assert len(files) == len(result.references)
     again = run_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1),
-                        progress=False, cache_dir=cache)
+                        progress=False, cache=CacheLocation(cache))
     assert all(r.cached for r in again.references)
     assert torch.equal(again.fingerprints.images, fps.images)
     assert again.fingerprints.meta["threshold"] == fps.meta["threshold"]

@@ -14,6 +14,10 @@ def add_arguments(p) -> None:
 
     add_model_arguments(p)
     p.add_argument("--data", required=True, help=f"the owner's training data: {DATA_SPECS} (local folders only)")
+    p.add_argument("--held-out-data", default=None, metavar="SPEC",
+                   help="data the owner never trained on (the spec's test split; an imagefolder is read whole): its "
+                        "mistakes there join the pool, and the held-out references choose whether the selection "
+                        "takes them beside the boundary points")
     add_count_argument(p, 100, "fingerprints to keep")
     p.add_argument("--k", default="auto",
                    help="'auto' (chosen on held-out references from a grid scaled by the owner's margins), a number, "
@@ -80,13 +84,13 @@ def run(args) -> int:
     from .._validate import positive_int
     from ..data import load_data
     from ..io import load_trainable_model
-    from ..selection import ProtectConfig, plan_protect, run_protect
+    from ..selection import CacheLocation, ProtectConfig, plan_protect, run_protect
     from ..selection.plan import plan_lines
     from ..selection.cache import cache_secret, check_cache_dir
 
     start = time.perf_counter()
     if not args.dry_run:
-        check_writable_output("--out", args.out, [args.model, args.weights, args.data])
+        check_writable_output("--out", args.out, [args.model, args.weights, args.data, args.held_out_data])
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
     with named_as_options(_OPTIONS):   # the cache and its key before any work
@@ -101,6 +105,7 @@ def run(args) -> int:
     negatives = [model for _, model in load_negative_models(args.negatives)]
     owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = load_data(args.data, "train")
+    held_out = _held_out(args.held_out_data) if args.held_out_data else None
     # Under torchrun the ranks share the reference training (through the cache) and the pool;
     # every rank selects the same set, and rank 0 writes it.
     from ..selection.cache import ReferenceCacheWarning
@@ -115,8 +120,8 @@ def run(args) -> int:
             if ranks.is_main:
                 print("\n".join(lines))
             return 0
-        fps = run_protect(owner, train_set, config, cache_dir=cache, cache_key_file=args.cache_key,
-                          cache_readonly=args.cache_readonly, negatives=negatives or None,
+        fps = run_protect(owner, train_set, config, cache=CacheLocation(cache, args.cache_key, args.cache_readonly),
+                          negatives=negatives or None, held_out=held_out,
                           progress=not args.no_progress and ranks.is_main,
                           log=print if ranks.is_main else None).fingerprints
     if not ranks.is_main:
@@ -143,7 +148,17 @@ def _print_result(fps, path) -> None:
 # protect()'s argument names -> the options that set them
 _OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
             "init": "--init", "train_data": "--data", "owner": "--model", "cache_dir": "--cache",
-            "cache_key_file": "--cache-key"}
+            "cache_key_file": "--cache-key", "held_out_data": "--held-out-data"}
+
+
+def _held_out(spec: str):
+    """--held-out-data's data set (the spec's test split), its errors named by the option."""
+    from ..data import load_data
+
+    try:
+        return load_data(spec, "test")
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"--held-out-data: {str(exc).removeprefix('data: ')}") from None
 
 
 def _k_arg(text: str):

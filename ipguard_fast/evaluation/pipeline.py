@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..search import extract_fingerprints
 from ..search.distributed import communicator
+from ..selection.cache import CacheLocation
 from ..selection.config import ProtectConfig
 from ..selection.mistakes import mistakes_fingerprints
 from ..selection.protect import run_protect
@@ -119,7 +120,7 @@ def _selected_run(owner, train_set, suspects, config: EvaluationConfig, selected
     start = time.perf_counter()
     references = ()
     if selected is None:
-        result = run_protect(owner, train_set, config.protect_config(), cache_dir=config.reference_cache,
+        result = run_protect(owner, train_set, config.protect_config(), cache=CacheLocation(config.reference_cache),
                              progress=False, log=log)
         selected, references = result.fingerprints, result.references
     check_disjoint(suspects, selected, references)

@@ -7,6 +7,7 @@ pool's own points, unchanged, and plain IPGuard is untouched. protect() then ref
 the top candidates against its references by default (refine.py; refine=False keeps
 the pool's points), and says so in meta["selection"]["refined"].
 """
+from .cache import CacheLocation
 from .pool import extract_pool, k_grid, median_margin, merge_pools
 from .config import ProtectConfig
 from .plan import Plan
@@ -18,5 +19,7 @@ from .report import ProtectReport
 from .scores import SCORES, reference_outputs, separation_scores
 from .select import select_fingerprints, top_n
 
-__all__ = ["RECIPE", "SCORES", "Plan", "ProtectConfig", "ProtectReport", "ProtectResult", "ReferenceKind", "RefineConfig", "extract_pool", "k_grid", "median_margin", "merge_pools", "plan_protect", "protect",
-           "protect_seed", "reference_outputs", "run_protect", "refine_points", "select_fingerprints", "separation_scores", "top_n"]
+__all__ = ["RECIPE", "SCORES", "CacheLocation", "Plan", "ProtectConfig", "ProtectReport", "ProtectResult",
+           "ReferenceKind", "RefineConfig", "extract_pool", "k_grid", "median_margin", "merge_pools", "plan_protect",
+           "protect", "protect_seed", "reference_outputs", "run_protect", "refine_points", "select_fingerprints",
+           "separation_scores", "top_n"]

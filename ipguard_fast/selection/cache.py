@@ -21,7 +21,9 @@ import os
 import re
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -34,12 +36,23 @@ from ..remote.keystore import progress_key
 from .cache_key import data_digest, reference_cache_key
 from .cache_manifest import MANIFEST, UntrustedFile, locked, mac_key, read_manifest, read_regular, write_record
 
-__all__ = ["ReferenceCache", "ReferenceCacheWarning", "cache_secret", "check_cache_dir", "data_digest",
-           "reference_cache_key"]
+__all__ = ["CacheLocation", "ReferenceCache", "ReferenceCacheWarning", "cache_secret", "check_cache_dir",
+           "data_digest", "reference_cache_key"]
 
 
 class ReferenceCacheWarning(UserWarning):
     """A cached reference (or the manifest) was not trusted and is rebuilt, or was not cached."""
+
+
+@dataclass(frozen=True)
+class CacheLocation:
+    """Where protect keeps its reference models: `folder` (None: in memory only), the file of
+    the key that authenticates its manifests (`key_file`, None: the progress files' key) and
+    whether it is `readonly` (protect's cache_dir, cache_key_file, cache_readonly)."""
+
+    folder: Any = None
+    key_file: Any = None
+    readonly: bool = False
 
 
 class ReferenceCache:

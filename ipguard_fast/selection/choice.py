@@ -17,12 +17,14 @@ that did the selecting would reward the selection for fitting them, so both use
   threshold comes from their rates on the refined set and those of the threshold's own
   negatives (split "threshold", recipe.THRESHOLD_NEGATIVES), which no choice sees.
 
-A configuration is a pool (a k, or all k merged) and the negatives' weight in the score
+A configuration is a pool (a k, or all k merged; with held-out data given, also with the
+owner's mistakes on it) and the negatives' weight in the score
 (mean_pos - w * mean_neg, w in NEGATIVE_WEIGHTS): the easy copies (pruned, quantised)
 keep nearly every point, so the ranking is a trade between the hard copies (RTAL,
 distillation) and the independents, and which trade holds out best depends on the
-owner. The configuration with the highest held-out ARUC wins (then ROC AUC, then the larger
-pool: a merged multi-k pool can keep any of its single-k parts' points).
+owner. The configuration with the highest held-out ARUC wins (then ROC AUC, then the pool
+without mistakes, then the larger pool: a merged multi-k pool can keep any of its single-k
+parts' points).
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ class Candidate:
     negative_weight: float = 1.0                         # score = mean_pos - weight * mean_neg
     init: str = "data"                                   # the start kind of its pool points
     init_meta: str | None = None                         # how the pool records that start
+    mistakes: bool = False                               # its columns include the owner's held-out mistakes
 
 
 def choose(candidates: list[Candidate], refs: References, n: int, score: str) -> Candidate:
@@ -102,8 +105,10 @@ def choose(candidates: list[Candidate], refs: References, n: int, score: str) ->
                                 "roc_auc": metrics.roc_auc(pos_rates, neg_rates),
                                 "min_positive": min(pos_rates), "max_negative": max(neg_rates),
                                 "pool_size": int(len(c))}
+    # Ties go to the boundary points alone (what the mistakes add did not help), then to the
+    # larger pool, then to the plain weight.
     return max(candidates, key=lambda c: (round(c.validation["aruc"], 6), round(c.validation["roc_auc"], 6),
-                                          len(c.columns), c.negative_weight == 1.0))
+                                          not c.mistakes, len(c.columns), c.negative_weight == 1.0))
 
 
 def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor, kinds: Sequence[str],

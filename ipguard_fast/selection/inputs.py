@@ -11,7 +11,7 @@ from ..modules import eval_mode, module_device
 from .references import Reference
 from .select import named_references
 
-__all__ = ["checked_owner", "given_negatives", "given_references", "owner_shapes", "training_data"]
+__all__ = ["checked_owner", "given_negatives", "given_references", "held_out_data", "owner_shapes", "training_data"]
 
 # Data sets up to this many bytes of float32 images are gathered into one TensorDataset:
 # every reference trains for several epochs on them, and sliced tensors are much faster
@@ -25,22 +25,33 @@ def checked_owner(owner) -> nn.Module:
     return owner
 
 
-def training_data(train_data) -> Dataset:
-    """A Dataset of (image, label) from a Dataset or a DataLoader (its dataset)."""
+def training_data(train_data, argument: str = "train_data") -> Dataset:
+    """A Dataset of (image, label) from a Dataset or a DataLoader (its dataset); `argument`
+    names it in errors."""
     data = train_data.dataset if isinstance(train_data, DataLoader) else train_data
     if not isinstance(data, Dataset) or not hasattr(data, "__len__"):
-        raise ArgumentError("train_data", f"must be a torch Dataset of (image, label) or a DataLoader, got "
-                                          f"{type(train_data).__name__}")
+        raise ArgumentError(argument, f"must be a torch Dataset of (image, label) or a DataLoader, got "
+                                      f"{type(train_data).__name__}")
     if len(data) == 0:
-        raise ArgumentError("train_data", "is empty")
+        raise ArgumentError(argument, "is empty")
     item = data[0]
     if not isinstance(item, (tuple, list)) or len(item) < 2 or not isinstance(item[0], torch.Tensor):
-        raise ArgumentError("train_data", "items must be (image tensor, label) pairs")
+        raise ArgumentError(argument, "items must be (image tensor, label) pairs")
     if isinstance(data, TensorDataset) or len(data) * item[0].numel() * 4 > _MATERIALISE_BYTES:
         return data
     images = torch.stack([torch.as_tensor(data[i][0]).float() for i in range(len(data))])
     labels = torch.tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.int64)
     return TensorDataset(images, labels)
+
+
+def held_out_data(value, input_shape: tuple) -> Dataset:
+    """protect's held_out_data, checked before any work: a Dataset (or DataLoader) of
+    (image, label) with images of the owner's input shape."""
+    data = training_data(value, "held_out_data")
+    shape = tuple(torch.as_tensor(data[0][0]).shape)
+    if shape != tuple(input_shape):
+        raise ArgumentError("held_out_data", f"holds images of shape {shape}; the owner takes {tuple(input_shape)}")
+    return data
 
 
 def owner_shapes(owner: nn.Module, data: Dataset) -> tuple[tuple[int, ...], int]:

@@ -76,17 +76,16 @@ def extract_pool(owner: nn.Module, data: Dataset, *, input_shape, ks: Sequence[f
 
 def merge_pools(parts: Sequence[FingerprintSet]) -> FingerprintSet:
     """One pool from several fingerprint sets of one owner: tensors concatenated; meta["pool"]
-    records each point's k and each part's k, seed, size and start (and meta["k"] the list of k)."""
+    records each point's k and each part's k, seed, size and start (and meta["k"] the list of k).
+    A part found without a margin (the owner's mistakes, mistakes.py) has k None."""
     if not parts:
         raise ValueError("parts: need at least one fingerprint set")
     owners = {p.meta.get("model_sha256") for p in parts}
     if len(owners) > 1:
         raise ValueError("parts: come from different models (their model_sha256 differ)")
     meta = copy.deepcopy(parts[0].meta)
-    # A part may itself be a merged pool: its points keep their own k and its parts are listed.
-    point_k = [k for p in parts for k in (p.meta["pool"]["k"] if "pool" in p.meta
-                                          else [float(p.meta.get("k"))] * len(p))]
-    meta["k"] = sorted(set(point_k))
+    point_k = [k for p in parts for k in _point_ks(p)]
+    meta["k"] = sorted({k for k in point_k if k is not None})
     meta["requested"] = sum(p.requested for p in parts)
     meta["candidates_tried"] = sum(int(p.meta.get("candidates_tried", len(p))) for p in parts)
     meta["pool"] = {"k": point_k, "parts": [entry for p in parts for entry in (p.meta["pool"]["parts"] if "pool" in p.meta else [
@@ -96,3 +95,11 @@ def merge_pools(parts: Sequence[FingerprintSet]) -> FingerprintSet:
     cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
     return FingerprintSet(images=cat("images"), labels=cat("labels"), source_labels=cat("source_labels"),
                           margins=cat("margins"), steps=cat("steps"), meta=meta)
+
+
+def _point_ks(part: FingerprintSet) -> list:
+    """Each point's k: a merged part keeps its own list; a set without a k (mistakes) gives None."""
+    if "pool" in part.meta:
+        return list(part.meta["pool"]["k"])
+    k = part.meta.get("k")
+    return [None if k is None else float(k)] * len(part)

@@ -25,8 +25,9 @@ from torch import nn
 
 from ..fingerprints import FingerprintSet
 from ..precision import chosen_precision
+from .cache import CacheLocation
 from .config import ProtectConfig
-from .inputs import checked_owner, given_negatives, owner_shapes, training_data
+from .inputs import checked_owner, given_negatives, held_out_data, owner_shapes, training_data
 from .pool import K_FACTORS, POOL_FACTOR
 from .references import Reference
 from .refine import RefineConfig
@@ -53,7 +54,7 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
             refine: bool | RefineConfig = True, init: str = "data", labels: str = "predicted", seed: int = 0,
             cache_dir=None, cache_key_file=None, cache_readonly: bool = False, batch_size: int = 256,
             progress: bool = True, log=None, extract_options: dict | None = None, train_recipe=None,
-            negatives=None, budget: float | None = None) -> FingerprintSet:
+            negatives=None, budget: float | None = None, held_out_data=None) -> FingerprintSet:
     """n fingerprints of `owner`, selected from a pool so that copies keep them and
     independent models do not, with a threshold calibrated on held-out references.
 
@@ -74,6 +75,10 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     is what verify() uses. budget: seconds this machine may spend (plan.py: fewer
     reference images, replicas, pool points and refinement steps until the estimate fits;
     None: the full recipe); the plan is printed through `log` and kept in meta["protect"]["plan"].
+    held_out_data: data the owner never trained on (a test split, a Dataset of (image,
+    label)): the owner's mistakes on it join the pool, and the held-out references choose
+    whether the selection takes them beside the boundary points (the mistakes baseline
+    and IPGuard's points, one selection).
     """
     checked_owner(owner)
     data = training_data(train_data)
@@ -81,8 +86,8 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
                            validation_replicas=validation_replicas, refine=refine, init=init, labels=labels,
                            seed=seed, batch_size=batch_size, search=dict(extract_options or {}),
                            train_recipe=train_recipe, budget=budget)
-    return run_protect(owner, data, config, references=references, negatives=negatives, cache_dir=cache_dir,
-                       cache_key_file=cache_key_file, cache_readonly=cache_readonly, progress=progress,
+    return run_protect(owner, data, config, references=references, negatives=negatives, held_out=held_out_data,
+                       cache=CacheLocation(cache_dir, cache_key_file, cache_readonly), progress=progress,
                        log=log).fingerprints
 
 
@@ -94,10 +99,11 @@ def plan_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referen
 
 
 def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references=None, negatives=None,
-                cache_dir=None, cache_key_file=None, cache_readonly: bool = False, progress: bool = True,
+                held_out=None, cache: CacheLocation | None = None, progress: bool = True,
                 log: Callable[[str], None] | None = None) -> ProtectResult:
     """protect() with its settings in one ProtectConfig; the stages in order, as planned
-    for config.budget (the plan's knobs replace the config's)."""
+    for config.budget (the plan's knobs replace the config's). held_out: protect's
+    held_out_data; cache: where the references are kept (None: in memory only)."""
     say = log or (lambda message: None)
     owner, data = checked_owner(owner), training_data(train_data)
     shapes = owner_shapes(owner, data)
@@ -110,12 +116,12 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         return result
 
     extra = given_negatives(negatives) if negatives is not None else []   # checked before any training
+    held_out = held_out_data(held_out, shapes[0]) if held_out is not None else None
     plan = timed("plan", lambda: make_plan(owner, data, config, shapes, built=references is None))
     for line in plan_lines(plan):
         say(line)
     config = plan.config
-    build = lambda: make_references(owner, data, config, shapes, given=references, cache_dir=cache_dir,  # noqa: E731
-                                    cache_key_file=cache_key_file, cache_readonly=cache_readonly,
+    build = lambda: make_references(owner, data, config, shapes, given=references, cache=cache,  # noqa: E731
                                     progress=progress, log=log)
     refs = timed("references", lambda: _at_precision(plan, build))
     refs.references += extra
@@ -125,7 +131,8 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         cached = len(refs.references) - built - yours
         say(f"references: {len(refs.references)} ({built} built, {cached} from the cache"
             + (f", {yours} of yours" if yours else "") + f") in {timings['references']:.1f} s")
-    pool = timed("pool", lambda: make_pool(owner, data, config, shapes[0], progress=progress, log=say))
+    pool = timed("pool", lambda: make_pool(owner, data, config, shapes[0], held_out=held_out, progress=progress,
+                                           log=say))
     outputs = timed("reference_outputs", lambda: score_pool(refs, pool.points, config.batch_size, progress))
     choice = timed("choice", lambda: choose_configuration(pool, refs, outputs, config))
     say(f"chosen {choice.chosen.name}: held-out ARUC {choice.chosen.validation['aruc']:.3f}")
@@ -158,4 +165,5 @@ def _report(config: ProtectConfig, pool, refs, choice, threshold: float, held, t
         held_out_rates={"positives": [round(r, 4) for r in held[0]], "negatives": [round(r, 4) for r in held[1]]},
         references_built=refs.built_here, reference_cache_key=refs.cache_key,
         reference_seconds={r.name: round(r.seconds, 3) for r in refs.references},
-        timings={name: round(value, 3) for name, value in timings.items()}, plan=plan.to_meta())
+        timings={name: round(value, 3) for name, value in timings.items()}, plan=plan.to_meta(),
+        pool_mistakes=pool.mistakes)

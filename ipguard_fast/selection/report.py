@@ -37,14 +37,17 @@ class ProtectReport:
     reference_seconds: dict[str, float]
     timings: dict[str, float]
     plan: dict | None = None          # plan.Plan.to_meta(): the knobs, the budget, the estimates
+    pool_mistakes: int | None = None  # the owner's held-out mistakes in the pool (None: no held_out_data given)
 
 
     def to_meta(self) -> dict:
         """The JSON-able dict stored as meta["protect"] (key names are the file format; a
-        report without a plan, read from a file older than plans, is written back without one)."""
+        report without a plan, read from a file older than plans, is written back without one;
+        pool_mistakes only when held-out data was given)."""
         meta = asdict(self)
-        if meta["plan"] is None:
-            del meta["plan"]
+        for optional in ("plan", "pool_mistakes"):
+            if meta[optional] is None:
+                del meta[optional]
         return meta
 
     @classmethod

@@ -86,7 +86,7 @@ def selected_set(pool: FingerprintSet, kept: torch.Tensor, scores: torch.Tensor,
     meta = {key: value for key, value in pool.meta.items() if key not in ("pool", "selection")}
     pool_k = pool.meta.get("pool", {}).get("k")
     if pool_k is not None:   # a merged pool: each kept point's own k
-        meta["k"] = sorted(set(pool_k[i] for i in kept.tolist()))
+        meta["k"] = sorted({pool_k[i] for i in kept.tolist()} - {None})   # None: a mistake, found without a k
         meta["k_per_fingerprint"] = [pool_k[i] for i in kept.tolist()]
     meta["requested"] = int(len(kept))
     meta["selection"] = {

@@ -17,12 +17,13 @@ from ..attacks.preprocess import restart_noise
 from ..fingerprints import FingerprintSet
 from ..modules import frozen, module_device
 from ..search.distributed import communicator
-from .cache import ReferenceCache, reference_cache_key
+from .cache import CacheLocation, ReferenceCache, reference_cache_key
 from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose
 from .config import ProtectConfig
 from .inputs import given_references
 from .plan import Plan, fit_plan
 from .plan_costs import measure_unit_costs
+from .mistakes import mistakes_fingerprints
 from .pool import extract_pool, k_grid, median_margin, merge_pools, start_images
 from .references import Reference, build_references, protect_seed
 from .scores import ReferenceOutputs, reference_outputs
@@ -51,6 +52,7 @@ class Pool:
     ks: list[float]
     median_margin: float | None       # None when the caller gave the k values
     inits: list[str]
+    mistakes: int | None = None       # the owner's held-out mistakes in the pool (its last points; None: none given)
 
 
 @dataclass
@@ -85,22 +87,24 @@ def make_plan(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tu
 
 
 def make_references(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tuple, *, given=None,
-                    cache_dir=None, cache_key_file=None, cache_readonly: bool = False, progress: bool = True,
-                    log=None) -> ReferenceSet:
-    """The caller's references (`given`), or the recipe's, built or loaded from `cache_dir`
-    (authenticated with the key in `cache_key_file`; `cache_readonly`: refuse, never rebuild, see cache.py)."""
+                    cache: CacheLocation | None = None, progress: bool = True, log=None) -> ReferenceSet:
+    """The caller's references (`given`), or the recipe's, built or loaded from the cache's
+    folder (authenticated with its key; read only: refuse, never rebuild, see cache.py)."""
     if given is not None:
         return ReferenceSet(given_references(given), built_here=False)
-    cache = ReferenceCache(cache_dir, key=reference_cache_key(owner, data, config), key_file=cache_key_file,
-                           readonly=cache_readonly)
+    where = cache or CacheLocation()
+    cache = ReferenceCache(where.folder, key=reference_cache_key(owner, data, config), key_file=where.key_file,
+                           readonly=where.readonly)
     refs = build_references(owner, data, config, shapes, cache=cache, device=module_device(owner), log=log,
                             progress=progress)
     return ReferenceSet(refs, built_here=True, cache_key=cache.key)
 
 
 def make_pool(owner: nn.Module, data: Dataset, config: ProtectConfig, input_shape: tuple, *,
-              progress: bool = True, log=None) -> Pool:
-    """IPGuard fingerprints from each start kind at each k of the grid, merged."""
+              held_out: Dataset | None = None, progress: bool = True, log=None) -> Pool:
+    """IPGuard fingerprints from each start kind at each k of the grid, merged; with
+    `held_out` (data the owner never trained on; inputs.held_out_data checks it) the owner's
+    mistakes on it too, which the choice may add to each start kind's points (_candidates)."""
     ks, margin = config.fixed_ks, None
     if ks is None:
         images = start_images(data, min(len(data), 2048), protect_seed(config.seed, "margin"))
@@ -112,12 +116,17 @@ def make_pool(owner: nn.Module, data: Dataset, config: ProtectConfig, input_shap
             f"{config.labels} labels)")
     # Every start kind uses the same seeds: a pool from data starts is the same whether or
     # not uniform starts are tried beside it.
-    points = merge_pools([extract_pool(owner, data, input_shape=input_shape, ks=ks, per_k=config.pool_factor * config.n,
-                                       seed=protect_seed(config.seed, "pool"), labels=config.labels, init=start,
-                                       progress=progress, options=config.search) for start in inits])
+    parts = [extract_pool(owner, data, input_shape=input_shape, ks=ks, per_k=config.pool_factor * config.n,
+                          seed=protect_seed(config.seed, "pool"), labels=config.labels, init=start,
+                          progress=progress, options=config.search) for start in inits]
+    mistakes = (mistakes_fingerprints(owner, held_out, len(held_out), argument="held_out_data")
+                if held_out is not None else None)
+    if mistakes is not None and log is not None:
+        log(f"pool: {len(mistakes)} mistakes of the owner on {len(held_out)} held-out inputs")
+    points = merge_pools(parts + ([mistakes] if mistakes is not None and len(mistakes) else []))
     if len(points) < config.n:
         raise ArgumentError("n", f"the pool holds only {len(points)} fingerprints (raise pool_factor or lower k)")
-    return Pool(points, ks, margin, inits)
+    return Pool(points, ks, margin, inits, mistakes=len(mistakes) if mistakes is not None else None)
 
 
 def score_pool(refs: ReferenceSet, points: FingerprintSet, batch_size: int, progress: bool = True) -> ReferenceOutputs:
@@ -141,7 +150,8 @@ def score_pool(refs: ReferenceSet, points: FingerprintSet, batch_size: int, prog
 
 def choose_configuration(pool: Pool, refs: ReferenceSet, outputs: ReferenceOutputs, config: ProtectConfig) -> Choice:
     """Each candidate configuration selects n points; the best held-out ARUC wins (choice.py)."""
-    candidates = _candidates(pool.points, pool.ks, pool.inits, singles=pool.median_margin is None)
+    candidates = _candidates(pool.points, pool.ks, pool.inits, singles=pool.median_margin is None,
+                             mistakes=pool.mistakes or 0)
     kinds = lambda role: [refs.references[i].kind for i in refs.rows(role, "select")]  # noqa: E731
     held = References(outputs.rows(refs.rows("positive", "select")), outputs.rows(refs.rows("negative", "select")),
                       kinds("positive"), kinds("negative"), outputs.rows(refs.rows("positive", "validate")),
@@ -150,16 +160,19 @@ def choose_configuration(pool: Pool, refs: ReferenceSet, outputs: ReferenceOutpu
     return Choice(choose(candidates, held, config.n, config.score), candidates)
 
 
-def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str], singles: bool) -> list[Candidate]:
+def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str], singles: bool,
+                mistakes: int = 0) -> list[Candidate]:
     """The configurations the held-out references choose among: for each start kind, all k
     merged and (`singles`: the caller's own list of k) each k alone, each with every
     negative weight of the score. Pools of different start kinds never mix. The automatic
     grid offers only the merged pool: it can keep any single k's points, and more
-    candidates only give the choice more noise to fit."""
+    candidates only give the choice more noise to fit. With the owner's `mistakes` (the
+    pool's last points) each start kind's widest pool is offered once more with them:
+    the mistakes baseline and the boundary points, one selection over both."""
     parts = pool.meta["pool"]["parts"]
-    point_k = torch.tensor(pool.meta["pool"]["k"])
-    point_start = torch.tensor([inits.index(_start_kind(part["init"])) for part in parts
-                                for _ in range(part["size"])])
+    point_k = torch.tensor([float("nan") if k is None else k for k in pool.meta["pool"]["k"]])
+    point_start = torch.tensor([inits.index(_start_kind(part["init"])) if part["init"] != "held_out_data" else -1
+                                for part in parts for _ in range(part["size"])])
     pools = []
     for s, start in enumerate(inits):
         prefix = f"{start} " if len(inits) > 1 else ""
@@ -170,8 +183,12 @@ def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str], singles
         if len(ks) > 1:
             pools.append((prefix + "k=" + "+".join(f"{k:g}" for k in ks), torch.nonzero(mine).flatten(), start,
                           meta_init))
+        if mistakes:
+            name, columns = pools[-1][:2]
+            pools.append((f"{name} + mistakes", torch.cat([columns, torch.nonzero(point_start == -1).flatten()]),
+                          start, meta_init))
     return [Candidate(name if w == 1.0 else f"{name}, w={w:g}", columns, negative_weight=w, init=start,
-                      init_meta=meta_init)
+                      init_meta=meta_init, mistakes=name.endswith(" + mistakes"))
             for name, columns, start, meta_init in pools for w in NEGATIVE_WEIGHTS]
 
 

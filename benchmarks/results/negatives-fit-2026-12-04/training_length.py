@@ -6,7 +6,7 @@ from ipguard_fast.evaluation.beds import owner_half
 from ipguard_fast.evaluation.foreign import FOREIGN_OWNER_RECIPE
 from ipguard_fast.models import DigitsCNN
 from ipguard_fast.nn import seeded
-from ipguard_fast.selection import run_protect
+from ipguard_fast.selection import CacheLocation, run_protect
 from ipguard_fast.selection.config import ProtectConfig
 from ipguard_fast.train import train_model, TrainRecipe, predict
 from ipguard_fast.fingerprints import FingerprintSet
@@ -19,7 +19,7 @@ if out.exists():
     fps = FingerprintSet.load(out)
 else:
     res = run_protect(owner, data, ProtectConfig(n=100, seed=seed), progress=False, log=print,
-                      cache_dir=Path(f"/tmp/x/tbcache4/foreign-seed{seed}"))
+                      cache=CacheLocation(Path(f"/tmp/x/tbcache4/foreign-seed{seed}")))
     fps = res.fingerprints
     fps.save(out)
 rates = fps.meta["selection"]["reference_rates_on_selection"]
