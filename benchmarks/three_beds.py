@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     p.add_argument("--threshold-twins", type=int, default=0,
                    help="add this many more seeds of each threshold negative of the owner's architecture "
                         "(kinds ending -extraN), to compare thresholds offline (threshold_variants.py)")
+    p.add_argument("--add-preprocess", default="",
+                   help="comma-separated KIND:STRENGTH (e.g. resize:0.6): positive references of the input "
+                        "transformation added to protect's recipe (built once, like its other transformations)")
     p.add_argument("--held-out-mistakes", action="store_true",
                    help="give protect the digits test split as held_out_data: the owner's mistakes on it join the "
                         "pool, and the choice decides whether the selection takes them")
@@ -99,7 +102,8 @@ def _one_seed(args, seed: int):
         key = "foreign" if bed_name == "foreign" else "demo-owner"
         if key not in selected:
             start = time.perf_counter()
-            recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None)
+            recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None,
+                             args.add_preprocess)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    label_share=args.label_share)
             fps = run_protect(owner, data, config, progress=False, log=print,
@@ -129,15 +133,21 @@ def _reference_rates(fps) -> dict:
     return {"threshold": fps.meta.get("threshold"), "held_out_rates": report.get("held_out_rates"), "references": refs}
 
 
-def _recipe(drop: str, twins: int = 0, owner_recipe=None) -> tuple:
+def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "") -> tuple:
     """protect's default recipe (recipe.with_owner_recipe's when `owner_recipe` is given)
     without the kinds named in `drop`, with `twins` more seeds of each threshold negative
-    of the owner's architecture."""
+    of the owner's architecture, and a positive reference for each KIND:STRENGTH of
+    `preprocess`."""
     import dataclasses
 
-    from ipguard_fast.selection.recipe import RECIPE, with_owner_recipe
+    from ipguard_fast.attacks import Preprocess
+    from ipguard_fast.selection.recipe import RECIPE, ReferenceKind, with_owner_recipe
 
     recipe = RECIPE if owner_recipe is None else with_owner_recipe(RECIPE, owner_recipe)
+    for entry in filter(None, preprocess.split(",")):
+        kind, _, strength = entry.partition(":")
+        recipe += (ReferenceKind(f"{kind}-{strength}", "positive", "preprocess", Preprocess(kind, float(strength)),
+                                 per_replica=False),)
     owners = [k for k in recipe if k.threshold_only and k.settings.arch == "owner"]
     recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-extra{i}") for i in range(1, twins + 1) for k in owners)
     names = {name for name in drop.split(",") if name}

@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 import ipguard_fast as ig
 from ipguard_fast.attacks import prune_model, quantize_int8
 from ipguard_fast.data import load_digits
+from ipguard_fast.evaluation.suspects import Suspect
 from ipguard_fast.models import DigitsMLP
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection import merge_pools
@@ -110,3 +111,20 @@ def test_held_out_data_is_checked_before_any_work(owner, small, given, monkeypat
     for value, needle in cases:
         with pytest.raises(ValueError, match=f"^held_out_data: .*{needle}"):
             ig.protect(owner, small, n=4, pool_factor=2, references=given, progress=False, held_out_data=value)
+
+
+def test_evaluate_gives_protect_its_test_set_as_held_out_data(owner, small, held_out, monkeypatch):
+    pipeline = importlib.import_module("ipguard_fast.evaluation.pipeline")
+    seen = {}
+
+    def stop(owner, train_set, config, **options):
+        seen.update(options)
+        raise RuntimeError("stopped after the call")
+
+    monkeypatch.setattr(pipeline, "run_protect", stop)
+    suspects = [Suspect("copy", "FTLL", "positive", copy.deepcopy(owner)),
+                Suspect("mlp", "independent-mlp", "negative", DigitsMLP())]
+    with pytest.raises(RuntimeError, match="stopped"):
+        ig.evaluate(owner, small, input_shape=SHAPE, suspects=suspects, methods=("selected",), test_set=held_out,
+                    log=lambda *a: None)
+    assert seen["held_out"] is held_out

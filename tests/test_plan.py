@@ -10,7 +10,7 @@ from ipguard_fast.cli import main
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection import CacheLocation, ProtectConfig, plan_protect, run_protect
 from ipguard_fast.selection.cache_key import reference_cache_key
-from ipguard_fast.selection.plan import LADDER, _with_knobs, estimate_stages, fit_plan, parse_duration, plan_lines
+from ipguard_fast.selection.plan import LADDER, apply_knobs, estimate_stages, fit_plan, parse_duration, plan_lines
 from ipguard_fast.selection.recipe import negative_epoch_cap
 from ipguard_fast.selection.plan_costs import UnitCosts
 from ipguard_fast.selection.references import _at_most
@@ -57,7 +57,7 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
         knobs = {}
         for cut in LADDER[:rung + 1]:
             knobs.update(cut)
-        totals.append(sum(estimate_stages(_with_knobs(plan.config, knobs, 60000), COSTS, 60000).values()))
+        totals.append(sum(estimate_stages(apply_knobs(plan.config, knobs, 60000), COSTS, 60000).values()))
     assert all(later < earlier for earlier, later in zip(totals, totals[1:])), totals
     for rung in (0, 3, len(LADDER) - 1):
         plan = fit_plan(ProtectConfig(), COSTS, 60000, totals[rung] * 1.001)
@@ -69,14 +69,14 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
     assert weak.weakened and weak.to_meta()["weakened_negatives"] and plan_lines(weak)[-1].startswith("warning: ")
     # 5,000 images: rungs 1-3 cut no images, only the pool and the replicas: nothing weakened
     knobs = {k: v for cut in LADDER[:4] for k, v in cut.items()}
-    rung3 = sum(estimate_stages(_with_knobs(ProtectConfig(), knobs, 5000), COSTS, 5000).values())
+    rung3 = sum(estimate_stages(apply_knobs(ProtectConfig(), knobs, 5000), COSTS, 5000).values())
     strong = fit_plan(ProtectConfig(), COSTS, 5000, rung3 * 1.001)
     assert strong.rung == 3 and not strong.weakened and not plan_lines(strong)[-1].startswith("warning")
     assert negative_epoch_cap(ProtectConfig().recipe) == 60
 
 
 def test_an_epoch_cap_keeps_every_negative_and_its_snapshots_within_it():
-    config = _with_knobs(ProtectConfig(), {"epoch_cap": 10}, 60000)
+    config = apply_knobs(ProtectConfig(), {"epoch_cap": 10}, 60000)
     before = [k for k in ProtectConfig().recipe if k.attack == "independent"]
     after = [k for k in config.recipe if k.attack == "independent"]
     assert [k.kind for k in after] == [k.kind for k in before]
@@ -126,7 +126,7 @@ def test_reference_images_take_a_seeded_subset_and_key_the_cache(owner, small):
     assert len(part) == 50 and torch.equal(part.tensors[0], _at_most(small, 50, 7).tensors[0])
     assert _at_most(small, 500, 7) is small and _at_most(small, None, 7) is small
     keys = {reference_cache_key(owner, small, ProtectConfig(reference_images=r)) for r in (None, 50, 80)}
-    keys.add(reference_cache_key(owner, small, _with_knobs(ProtectConfig(), {"epoch_cap": 10}, len(small))))
+    keys.add(reference_cache_key(owner, small, apply_knobs(ProtectConfig(), {"epoch_cap": 10}, len(small))))
     assert len(keys) == 4
     with pytest.raises(ValueError, match="^reference_images: "):
         ProtectConfig(reference_images=0)
@@ -193,7 +193,7 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(owner, tmp_path, capsys,
 
 def test_a_rung_that_cuts_images_uses_the_budget_it_has():
     full = fit_plan(ProtectConfig(), COSTS, 60000, None).total
-    first = sum(estimate_stages(_with_knobs(ProtectConfig(), LADDER[1], 60000), COSTS, 60000).values())
+    first = sum(estimate_stages(apply_knobs(ProtectConfig(), LADDER[1], 60000), COSTS, 60000).values())
     budget = (full + first) / 2
     plan = fit_plan(ProtectConfig(), COSTS, 60000, budget)
     assert plan.rung == 1 and 10000 < plan.config.reference_images < 60000

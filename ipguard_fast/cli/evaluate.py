@@ -113,4 +113,4 @@ def _run(args, ranks, negatives) -> int:
 # the library's argument names -> the options that set them
 _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
             "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
-            "replicas": "--replicas"}
+            "replicas": "--replicas", "held_out_data": "--test-data"}

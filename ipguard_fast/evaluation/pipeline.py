@@ -4,8 +4,8 @@ For each k: extract fingerprints from the owner, compute every suspect's matchin
 then robustness R(t) (share of positives with rate >= t), uniqueness U(t) (share of
 negatives with rate < t), ROC AUC and ARUC = integral over t in [0, 1] of min(R(t), U(t)).
 With the "selected" method the same suspects also judge the fingerprints protect()
-selects (one more run, side by side); its reference models are checked to be none of the
-suspects.
+selects (one more run, side by side; given a test set, protect may also select among the
+owner's mistakes on it); its reference models are checked to be none of the suspects.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     runs = [_plain_run(owner, k, config, input_shape, judge, log) for k in
             (config.ks if "ipguard" in config.methods else ())]
     if "selected" in config.methods:
-        runs.append(_selected_run(owner, train_set, suspects, config, selected, judge, log))
+        runs.append(_selected_run(owner, train_set, test_set, suspects, config, selected, judge, log))
     if "mistakes" in config.methods:
         runs.append(_mistakes_run(owner, test_set, config, judge, log))
     return EvaluationResult({"name": owner_name, "accuracy": owner_acc}, config.as_meta(), runs)
@@ -116,12 +116,15 @@ def _plain_run(owner, k: float, config: EvaluationConfig, input_shape, judge, lo
     return run
 
 
-def _selected_run(owner, train_set, suspects, config: EvaluationConfig, selected, judge, log) -> RunResult:
+def _selected_run(owner, train_set, test_set, suspects, config: EvaluationConfig, selected, judge,
+                  log) -> RunResult:
+    """protect's set (or the one given) judged; protect also gets the test set as held-out
+    data, so that its selection may take the owner's mistakes (the baseline) beside its points."""
     start = time.perf_counter()
     references = ()
     if selected is None:
         result = run_protect(owner, train_set, config.protect_config(), cache=CacheLocation(config.reference_cache),
-                             progress=False, log=log)
+                             held_out=test_set, progress=False, log=log)
         selected, references = result.fingerprints, result.references
     check_disjoint(suspects, selected, references)
     run = judge(selected, time.perf_counter() - start, **selected_fields(selected))

@@ -29,7 +29,7 @@ from .plan_costs import UnitCosts
 from .pool import K_FACTORS
 from .recipe import capped_recipe, negative_epoch_cap
 
-__all__ = ["LADDER", "Plan", "estimate_stages", "fit_plan", "parse_duration", "plan_lines"]
+__all__ = ["LADDER", "Plan", "apply_knobs", "estimate_stages", "fit_plan", "parse_duration", "plan_lines"]
 
 # Epochs a negative with a stopping rule trained on the digits owner of seed 0 (recipe
 # version 4; the first run of plan.py's estimates): the owner-matched ones stopped after
@@ -71,6 +71,7 @@ class Plan:
     estimate: dict
     world: int = 1
     weakened: bool = False    # the cuts train the negatives less than the full recipe (warned: plan_lines)
+    refit: dict | None = None  # the later stages cut after the references ran long (plan_refit.py)
 
     @property
     def total(self) -> float:
@@ -85,7 +86,7 @@ class Plan:
                 "negative_epoch_cap": negative_epoch_cap(self.config.recipe),
                 "estimated_seconds": {k: round(v, 2) for k, v in self.estimate.items()},
                 "estimated_total_seconds": round(self.total, 2), "unit_costs": self.costs.to_meta(),
-                "weakened_negatives": self.weakened}
+                "weakened_negatives": self.weakened, **({"refit": self.refit} if self.refit else {})}
 
 
 def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: float | None, *, world: int = 1,
@@ -105,7 +106,7 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
     for rung, cut in enumerate(LADDER):
         upper = knobs.get("reference_images", n_items)
         knobs.update(cut)
-        candidate = _with_knobs(config, knobs, n_items)
+        candidate = apply_knobs(config, knobs, n_items)
         estimate = estimate_stages(candidate, costs, n_items, world, built)
         if sum(estimate.values()) <= budget:
             if "reference_images" in cut and candidate.reference_images is not None:
@@ -131,7 +132,8 @@ def _stretch_images(config: ProtectConfig, costs: UnitCosts, n_items: int, budge
     return dataclasses.replace(config, reference_images=None if low >= n_items else low)
 
 
-def _with_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConfig:
+def apply_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConfig:
+    """`config` with the ladder's `knobs` applied; a knob is only ever lowered."""
     changes = {key: min(value, getattr(config, key)) for key, value in knobs.items()
                if key in ("replicas", "pool_factor")}
     images = knobs.get("reference_images")

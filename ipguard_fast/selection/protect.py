@@ -25,6 +25,7 @@ from torch import nn
 
 from ..fingerprints import FingerprintSet
 from ..precision import chosen_precision
+from ..search.distributed import communicator
 from .cache import CacheLocation
 from .config import ProtectConfig
 from .inputs import checked_owner, given_negatives, held_out_data, owner_shapes, training_data
@@ -34,6 +35,7 @@ from .refine import RefineConfig
 from .refining import calibrate_threshold, fingerprint_set, refine_selection, unrefined_selection
 from .report import ProtectReport
 from .plan import Plan, plan_lines
+from .plan_refit import refit_later_stages
 from .stages import choose_configuration, make_plan, make_pool, make_references, score_pool
 
 __all__ = ["ProtectResult", "plan_protect", "protect", "run_protect"]
@@ -124,6 +126,8 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     build = lambda: make_references(owner, data, config, shapes, given=references, cache=cache,  # noqa: E731
                                     progress=progress, log=log)
     refs = timed("references", lambda: _at_precision(plan, build))
+    plan = _refit(plan, timings, len(data), built=references is None, say=say)
+    config = plan.config
     refs.references += extra
     if refs.built_here:
         yours = sum(r.kind.startswith("given-negative/") for r in refs.references)
@@ -145,6 +149,17 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     report = _report(config, pool, refs, choice, threshold, (held_pos, held_neg), timings, plan)
     fps.meta["protect"] = report.to_meta()
     return ProtectResult(fps, report, refs.references)
+
+
+def _refit(plan: Plan, timings: dict, n_items: int, *, built: bool, say: Callable[[str], None]) -> Plan:
+    """The plan with its later stages refitted to the budget's time left (plan_refit.py),
+    from rank 0's clock under torchrun, so that every rank cuts alike."""
+    elapsed = communicator().exchange(timings["plan"] + timings["references"])[0]
+    refit = refit_later_stages(plan, elapsed, n_items, built=built)
+    if refit is not plan:
+        say(f"plan: {elapsed:.0f} s spent, {refit.refit['seconds_left']:.0f} s of the budget left: pool cut to "
+            f"{refit.refit['pool_factor']} x n per k, refinement to {refit.refit['refine_steps']} steps")
+    return refit
 
 
 def _at_precision(plan: Plan, call: Callable[[], Any]) -> Any:
