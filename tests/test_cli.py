@@ -96,6 +96,7 @@ def test_demo_smoke(tmp_path):
     assert [r["k"] for r in result["runs"]] == [1.0, 5.0, None, None]
     assert [r["method"] for r in result["runs"]] == ["ipguard", "ipguard", "selected", "mistakes"]
     assert "mistakes baseline ARUC" in proc.stdout and "wrong verdicts" in proc.stdout
+    assert "mistakes of the owner on 360 held-out inputs" in proc.stdout   # protect's pool took them too
     assert all(0.0 <= r["aruc"] <= 1.0 for r in result["runs"])
     selected = FingerprintSet.load(tmp_path / "fingerprints_selected.safetensors")
     assert selected.meta["selection"]["selected"] and len(selected) == 20

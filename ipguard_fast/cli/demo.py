@@ -66,10 +66,11 @@ def run(args) -> int:
     save_torchscript(owner, train_set.tensors[0][:2], out / "owner.pt")
 
     suspects = bed.suspects(owner, train_set, seed=args.seed)
-    # The owner's job: references of its own (cached under --out), a pool, selection, refinement, a threshold.
+    # The owner's job: references of its own (cached under --out), a pool (with the owner's
+    # mistakes on its test split, as evaluate gives them), selection, refinement, a threshold.
     protect_start = time.perf_counter()
     selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
-                       budget=budget_arg(args),
+                       budget=budget_arg(args), held_out_data=test_set,
                        refine=not args.no_refine, seed=args.seed, cache_dir=out / "references", progress=False,
                        log=print)
     print(f"protect finished in {time.perf_counter() - protect_start:.0f} s")
