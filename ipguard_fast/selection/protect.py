@@ -153,7 +153,10 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
 
 def _refit(plan: Plan, timings: dict, n_items: int, *, built: bool, say: Callable[[str], None]) -> Plan:
     """The plan with its later stages refitted to the budget's time left (plan_refit.py),
-    from rank 0's clock under torchrun, so that every rank cuts alike."""
+    from rank 0's clock under torchrun, so that every rank cuts alike (without a budget
+    there is nothing to refit, and the ranks exchange nothing)."""
+    if plan.budget is None:
+        return plan
     elapsed = communicator().exchange(timings["plan"] + timings["references"])[0]
     refit = refit_later_stages(plan, elapsed, n_items, built=built)
     if refit is not plan:
