@@ -31,6 +31,16 @@ def test_no_budget_keeps_the_full_recipe_and_estimates_every_stage():
     assert "refine" not in fit_plan(ProtectConfig(refine=False), COSTS, 60000, None).estimate
 
 
+def test_the_pool_searches_in_the_layout_the_costs_chose_unless_the_caller_chose_one():
+    fast = dataclasses.replace(COSTS, channels_last=True)
+    assert fit_plan(ProtectConfig(), fast, 1000, None).config.search == {"channels_last": True}
+    assert fit_plan(ProtectConfig(), COSTS, 1000, None).config.search == {}
+    mine = ProtectConfig(search={"channels_last": False})
+    assert fit_plan(mine, fast, 1000, None).config.search == {"channels_last": False}
+    assert fit_plan(ProtectConfig(), fast, 1000, 3600.0).config.search == {"channels_last": True}
+    assert "channels_last" in plan_lines(fit_plan(ProtectConfig(), fast, 1000, None))[-1]
+
+
 def test_estimates_scale_with_the_work():
     full = estimate_stages(ProtectConfig(), COSTS, 60000)
     # reference training is linear in the images it trains on, but for the parts that are
@@ -135,14 +145,19 @@ def test_reference_images_take_a_seeded_subset_and_key_the_cache(owner, small):
 def test_plan_protect_measures_without_changing_the_owner(owner, small):
     before = copy.deepcopy(owner.state_dict())
     flags = [p.requires_grad for p in owner.parameters()]
+    layout = [(p.data_ptr(), p.stride()) for p in owner.parameters()]
     owner.train()
     plan = plan_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1))
     assert owner.training and [p.requires_grad for p in owner.parameters()] == flags
+    assert [(p.data_ptr(), p.stride()) for p in owner.parameters()] == layout   # both layouts timed, none left
     owner.eval()
     assert all(torch.equal(before[k], v) for k, v in owner.state_dict().items())
     costs = plan.costs
-    assert all(getattr(costs, f.name) > 0 for f in dataclasses.fields(costs) if f.name not in ("device", "precision"))
-    assert costs.precision == "fp32"   # bf16 is only tried on CUDA
+    assert all(getattr(costs, f.name) > 0 for f in dataclasses.fields(costs)
+               if f.name not in ("device", "precision", "channels_last"))
+    assert costs.precision in ("fp32", "fp32-cl")   # bf16 is only tried on CUDA
+    assert (costs.precision == "fp32-cl") <= any(p.dim() == 4 for p in owner.parameters())
+    assert plan.config.search.get("channels_last", False) == costs.channels_last
     lines = plan_lines(plan)
     assert lines[0].startswith("plan (full recipe): replicas 1 + 1 validation") and lines[-1].lstrip().startswith("total")
 

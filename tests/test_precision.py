@@ -56,3 +56,20 @@ def test_cuda_training_at_either_precision_leaves_the_model_contiguous(precision
     assert not all(torch.equal(a.cpu(), b) for a, b in zip(trained.parameters(), before.parameters()))
     assert torch.isfinite(trained(x[:8].cuda())).all()
     prune_model(copy.deepcopy(trained), 0.3)
+
+
+def test_fp32_channels_last_trains_on_cpu_like_fp32_and_leaves_the_model_as_it_came(monkeypatch):
+    """fp32-cl: the same float32 arithmetic in oneDNN's layout (equal up to rounding), and
+    the trained model contiguous again."""
+    monkeypatch.delenv("IPGUARD_FAST_TRAIN_PRECISION", raising=False)
+    x = torch.rand(128, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    data = torch.utils.data.TensorDataset(x, torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(1)))
+    trained = {}
+    for name in ("fp32", "fp32-cl"):
+        with chosen_precision(name):
+            precision = training_precision(seeded(DigitsCNN, 0), torch.device("cpu"))
+            assert precision.channels_last == (name == "fp32-cl") and not precision.enabled
+            trained[name] = train_classifier(seeded(DigitsCNN, 0), data, epochs=2, seed=0)
+        assert all(p.is_contiguous() for p in trained[name].parameters())
+    for a, b in zip(trained["fp32"].parameters(), trained["fp32-cl"].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)

@@ -273,9 +273,10 @@ def test_protect_without_refinement_keeps_pool_points(owner, small, refs):
     given = {"positives": positives + [prune_model(copy.deepcopy(owner), 0.3)], "negatives": negatives + more}
     plain = ig.protect(owner, small, n=6, k=2.0, pool_factor=2, progress=False, references=given, refine=False)
     assert plain.meta["selection"]["refined"] is None
+    layout = plain.meta["protect"]["plan"]["unit_costs"]["channels_last"]   # the layout the plan timed faster
     pool = ig.extract_fingerprints(owner, 12, k=2.0, input_shape=SHAPE, init=start_images(
         small, 12, plain.meta["selection"]["pool_parts"][0]["seed"]), labels="predicted",
-        seed=plain.meta["selection"]["pool_parts"][0]["seed"], progress=False)
+        seed=plain.meta["selection"]["pool_parts"][0]["seed"], progress=False, channels_last=layout)
     index = torch.tensor(plain.meta["selection"]["pool_indices"])
     assert torch.equal(plain.images, pool.images[index]) and torch.equal(plain.labels, pool.labels[index])
     refined = ig.protect(owner, small, n=6, k=2.0, pool_factor=2, progress=False, references=given)

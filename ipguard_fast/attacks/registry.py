@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._validate import ArgumentError
+from ..modules import canonical_layout
 
 __all__ = ["Attack", "AttackContext", "applicable", "owner_needs"]
 
@@ -78,7 +79,7 @@ class Attack:
         if not isinstance(settings, self.settings):
             raise ArgumentError("settings", f"attack {self.name!r} takes {self.settings.__name__}, got "
                                             f"{type(settings).__name__}")
-        return [model.eval() for model in self.build(context, settings)]
+        return [canonical_layout(model).eval() for model in self.build(context, settings)]
 
 
 def owner_needs(owner: nn.Module) -> set[str]:

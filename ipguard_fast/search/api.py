@@ -23,7 +23,7 @@ from .._progress import progress_bar
 from .._validate import ArgumentError
 from .._version import __version__
 from ..fingerprints import FingerprintSet, state_dict_sha256
-from ..modules import frozen, module_device
+from ..modules import channels_last, frozen, module_device
 from .candidates import CandidateSource
 from .checkpoint import load_checkpoint, save_checkpoint, verify_resumed
 from .config import ExtractConfig
@@ -137,7 +137,8 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         raise ArgumentError("checkpoint", "resumable extraction runs in one process (not under torchrun) for now")
     init_key = "uniform" if seeds is None else hashlib.sha256(seeds.numpy().tobytes()).hexdigest()
 
-    with frozen(model), _on_device(model, device), _memory_format(model, config):
+    with frozen(model), _on_device(model, device), \
+            channels_last([model], config.channels_last and len(config.input_shape) == 3):
         C = probe_classifier(model, config.input_shape, device, config.num_classes)
         source = CandidateSource(model, config.input_shape, C, "uniform" if seeds is None else seeds,
                                  config.labels, config.seed, config.lo, config.hi, device)
@@ -205,23 +206,6 @@ def _on_device(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
         yield
     finally:
         model.to(home)
-
-
-@contextlib.contextmanager
-def _memory_format(model: torch.nn.Module, config: ExtractConfig) -> Iterator[None]:
-    """channels_last weights for the search; the model's own layout back afterwards."""
-    if not (config.channels_last and len(config.input_shape) == 3):
-        yield
-        return
-    weights = [p for p in model.parameters() if p.dim() == 4]
-    was = weights and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-                          for p in weights)
-    model.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        if not was:
-            model.to(memory_format=torch.contiguous_format)
 
 
 def probe_classifier(model, input_shape, device, num_classes=None):

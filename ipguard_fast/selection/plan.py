@@ -95,6 +95,7 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
     budget, else the first rung of LADDER whose estimate is within `budget` seconds, of
     which measuring the costs already took `spent`. built: False when the caller gives
     the references (nothing to train)."""
+    config = _with_layout(config, costs)
     measured = {"plan": spent} if spent else {}
     if budget is None:
         return Plan(config, 0, None, costs, {**measured, **estimate_stages(config, costs, n_items, world, built)},
@@ -130,6 +131,14 @@ def _stretch_images(config: ProtectConfig, costs: UnitCosts, n_items: int, budge
         middle = (low + high) // 2
         low, high = (middle, high) if fits(middle) else (low, middle)
     return dataclasses.replace(config, reference_images=None if low >= n_items else low)
+
+
+def _with_layout(config: ProtectConfig, costs: UnitCosts) -> ProtectConfig:
+    """`config` whose pool searches with channels_last conv weights when the costs measured
+    that layout faster on the owner, unless the caller's search options chose a layout."""
+    if not costs.channels_last or "channels_last" in config.search:
+        return config
+    return dataclasses.replace(config, search={**config.search, "channels_last": True})
 
 
 def apply_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConfig:
@@ -247,7 +256,8 @@ def plan_lines(plan: Plan) -> list[str]:
              f"refinement {refine} steps"]
     lines += [f"  {stage:18s} ~{_duration(seconds)}" for stage, seconds in plan.estimate.items()]
     lines.append(f"  {'total':18s} ~{_duration(plan.total)} (unit costs measured on {plan.costs.device}; "
-                 f"references train at {plan.costs.precision})")
+                 f"references train at {plan.costs.precision}"
+                 f"{', conv weights channels_last' if plan.costs.channels_last else ''})")
     if plan.weakened:
         lines.append("warning: this budget trains the negative references less than the full recipe, so the "
                      "points are less unique and the threshold is set against weaker independents (measured at a "

@@ -1,8 +1,11 @@
 """What one unit of each of protect()'s kinds of work costs on this machine, measured on the
 owner before any of it runs (plan.py turns these into a plan and stage estimates):
 
-* a training step of the owner's architecture and of the generic one (per image, Adam; on
-  CUDA the owner's at float32 and at bf16 + channels_last, and the faster one is chosen),
+* a training step of the owner's architecture and of the generic one (per image, Adam; the
+  owner's at float32 and at bf16 + channels_last on CUDA, at float32 and fp32-cl on CPU,
+  and the faster one is chosen),
+* the layout the owner's conv weights run fastest in for the pool, scoring and refinement
+  (contiguous or channels_last, timed on its input gradient),
 * a forward of each (per image: scoring the pool with a reference),
 * a forward and backward to the input of each (per image: a refinement step against a
   reference),
@@ -25,10 +28,10 @@ from torch import nn
 
 from ..attacks import AttackContext
 from ..attacks.architectures import factory_for
-from ..modules import frozen, module_device
+from ..modules import channels_last, frozen, has_conv_weights, module_device
 from ..nn import seeded
 from ..search import extract_fingerprints
-from ..precision import PRECISIONS, training_precision
+from ..precision import training_precision
 
 __all__ = ["UnitCosts", "measure_unit_costs", "train_step_seconds"]
 
@@ -36,6 +39,9 @@ _TRAIN_BATCH = 64     # the references' default batch (AttackContext.batch_size)
 _SCORE_BATCH = 256
 _REFINE_BATCH = 64    # refinement runs its candidates in at least four chunks: 75 for the default 3 x 100
 _PILOT_POINTS = 256
+# channels_last only when clearly faster: two runs of protect on one machine should take
+# the same layout (it changes the float rounding), not flip on timing noise.
+_CLEAR_WIN = 0.9
 _REPEATS = 3
 
 
@@ -51,10 +57,12 @@ class UnitCosts:
     generic_input_grad: float
     pool_point: float
     device: str
-    precision: str = "fp32"    # what the references train at: the faster of the two on CUDA (precision.py)
+    precision: str = "fp32"    # what the references train at: the fastest candidate (precision.py)
+    channels_last: bool = False   # the pool, scoring and refinement run conv weights channels_last
 
     def to_meta(self) -> dict:
-        return {key: (value if isinstance(value, str) else float(f"{value:.4g}")) for key, value in asdict(self).items()}
+        return {key: (value if isinstance(value, (str, bool)) else float(f"{value:.4g}"))
+                for key, value in asdict(self).items()}
 
 
 def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, input_shape, num_classes: int,
@@ -69,18 +77,30 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     generic = seeded(factory_for("generic", context), seed).to(device)
     score_x = _batch(images, _SCORE_BATCH).to(device)
     refine_x = _batch(images, _REFINE_BATCH).to(device)
-    inference = {}
-    for name, model in (("owner", owner), ("generic", generic)):
-        with frozen(model):
-            inference[f"{name}_forward"] = _per_image(lambda: model(score_x), len(score_x), device)
-            inference[f"{name}_input_grad"] = _per_image(lambda: _input_grad(model, refine_x), len(refine_x), device)
-    pilot = _pilot_seconds(owner, images, input_shape, pilot_k, search_options, seed)
+    layouts = (False, True) if has_conv_weights(owner) and len(input_shape) == 3 else (False,)
+    inference = {layout: _inference_seconds(owner, generic, score_x, refine_x, device, layout) for layout in layouts}
+    layout = len(layouts) > 1 and inference[True]["owner_input_grad"] < _CLEAR_WIN * inference[False]["owner_input_grad"]
+    options = {"channels_last": True, **search_options} if layout else search_options
+    pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed)
+    candidates = ("fp32", "bf16") if device.type == "cuda" else ("fp32", "fp32-cl") if len(layouts) > 1 else ("fp32",)
     steps = {name: train_step_seconds(copy.deepcopy(owner_copy), train_x, train_y, device, name)
-             for name in (PRECISIONS if device.type == "cuda" else ("fp32",))}
+             for name in candidates}
     precision = min(steps, key=steps.get)
     return UnitCosts(owner_train=steps[precision],
                      generic_train=train_step_seconds(generic, train_x, train_y, device, precision),
-                     pool_point=pilot, device=str(device), precision=precision, **inference)
+                     pool_point=pilot, device=str(device), precision=precision, channels_last=layout,
+                     **inference[layout])
+
+
+def _inference_seconds(owner: nn.Module, generic: nn.Module, score_x, refine_x, device, layout: bool) -> dict:
+    """Per image: a forward and an input gradient of the owner and of the generic model,
+    their conv weights channels_last when `layout`."""
+    out = {}
+    for name, model in (("owner", owner), ("generic", generic)):
+        with frozen(model), channels_last([model], layout):
+            out[f"{name}_forward"] = _per_image(lambda: model(score_x), len(score_x), device)
+            out[f"{name}_input_grad"] = _per_image(lambda: _input_grad(model, refine_x), len(refine_x), device)
+    return out
 
 
 def _batch(tensor: torch.Tensor, size: int) -> torch.Tensor:

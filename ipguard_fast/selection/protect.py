@@ -17,6 +17,7 @@ as a short composition of the stages in stages.py and refining.py.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..fingerprints import FingerprintSet
+from ..modules import channels_last
 from ..precision import chosen_precision
 from ..search.distributed import communicator
 from .cache import CacheLocation
@@ -137,12 +139,14 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
             + (f", {yours} of yours" if yours else "") + f") in {timings['references']:.1f} s")
     pool = timed("pool", lambda: make_pool(owner, data, config, shapes[0], held_out=held_out, progress=progress,
                                            log=say))
-    outputs = timed("reference_outputs", lambda: score_pool(refs, pool.points, config.batch_size, progress))
+    with _layout(plan, owner, refs):
+        outputs = timed("reference_outputs", lambda: score_pool(refs, pool.points, config.batch_size, progress))
     choice = timed("choice", lambda: choose_configuration(pool, refs, outputs, config))
     say(f"chosen {choice.chosen.name}: held-out ARUC {choice.chosen.validation['aruc']:.3f}")
     selection = unrefined_selection(pool.points, outputs, choice)
     if config.refine is not None:
-        selection = timed("refine", lambda: refine_selection(owner, selection, refs, choice, config, log=say))
+        with _layout(plan, owner, refs):
+            selection = timed("refine", lambda: refine_selection(owner, selection, refs, choice, config, log=say))
     threshold, held_pos, held_neg = calibrate_threshold(selection, choice, config.n, refs)
     say(f"threshold {threshold:.3f}")
     fps = fingerprint_set(selection, refs, choice, config, threshold)
@@ -163,6 +167,13 @@ def _refit(plan: Plan, timings: dict, n_items: int, *, built: bool, say: Callabl
         say(f"plan: {elapsed:.0f} s spent, {refit.refit['seconds_left']:.0f} s of the budget left: pool cut to "
             f"{refit.refit['pool_factor']} x n per k, refinement to {refit.refit['refine_steps']} steps")
     return refit
+
+
+def _layout(plan: Plan, owner: nn.Module, refs) -> contextlib.AbstractContextManager:
+    """The owner's and the references' conv weights channels_last while they score and refine
+    when the pool searched so (the plan's measured choice, or the caller's search option);
+    every tensor put back afterwards."""
+    return channels_last([owner, *(r.model for r in refs.references)], plan.config.search.get("channels_last", False))
 
 
 def _at_precision(plan: Plan, call: Callable[[], Any]) -> Any:
