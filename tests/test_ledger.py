@@ -84,3 +84,44 @@ def test_completion_rule_end_to_end():
     assert len(fps) == 6 and fps.meta["result_rule"] == "completion"
     assert torch.equal(fps.labels, again.labels) and torch.equal(fps.images, again.images)  # same schedule
     assert ig.matching_rate(model, fps) == 1.0
+
+
+def _reference_determined(ledger) -> bool:
+    """determined() as first written: from the whole wins() list."""
+    wins = ledger.wins()
+    if ledger.rule == "completion":
+        return len(wins) >= ledger.n or (not ledger.pending and ledger.streams_done)
+    if len(wins) >= ledger.n:
+        return all(c > wins[ledger.n - 1] for c in ledger.pending)
+    return not ledger.pending and ledger.streams_done
+
+
+@pytest.mark.parametrize("rule", ["index", "completion"])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_running_result_rule_equals_wins_after_every_harvest(rule, seed):
+    """The ledger keeps the accepted count, the duplicates and the stop decision up to date
+    as outcomes arrive; they must equal what wins() says from scratch, whatever the order
+    of arrival, with repeated images (also a lower index arriving after a higher one with
+    the same image) and outcomes without an image."""
+    g = torch.Generator().manual_seed(seed)
+    n, total = 12, 80
+    ledger = CandidateLedger(n, total, rule=rule)
+    images = [torch.tensor([float(int(v))]) for v in torch.randint(0, 30, (total,), generator=g)]
+    order = torch.randperm(total, generator=g).tolist()
+    running = list(range(total))
+    while order:
+        size = int(torch.randint(1, 9, (1,), generator=g))
+        batch, order = order[:size], order[size:]
+        for c in batch:
+            ok = bool(torch.rand(1, generator=g) < 0.7)
+            ledger.record(c, Outcome(ok, images[c] if c % 7 else None))
+        running = [c for c in running if c not in batch]
+        ledger.merge([(ledger.share(running)[0], running, not order)])
+        wins = ledger.wins()
+        assert ledger.accepted_count == len(wins)
+        assert ledger.duplicates() == sum(ledger.finished.values()) - len(wins)
+        assert ledger.determined() == _reference_determined(ledger)
+        if rule == "index":   # the stop decision's n-th win, at every position
+            assert [ledger._nth_win(k) for k in range(len(wins))] == wins
+    resumed = CandidateLedger(n, total, rule="index", resume=(ledger.finished, ledger.outcomes))
+    assert resumed.accepted_count == len(resumed.wins()) and resumed.result() == resumed.wins()[:n]
