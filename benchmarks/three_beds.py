@@ -54,6 +54,9 @@ def main(argv=None) -> int:
     p.add_argument("--held-out-mistakes", action="store_true",
                    help="give protect the digits test split as held_out_data: the owner's mistakes on it join the "
                         "pool, and the choice decides whether the selection takes them")
+    p.add_argument("--contiguous", action="store_true",
+                   help="protect's pool, scoring and refinement with contiguous conv weights, whatever its plan "
+                        "measures (with IPGUARD_FAST_TRAIN_PRECISION=fp32: protect as before channels_last)")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -105,7 +108,8 @@ def _one_seed(args, seed: int):
             recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None,
                              args.add_preprocess)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
-                                   label_share=args.label_share)
+                                   label_share=args.label_share,
+                                   search={"channels_last": False} if args.contiguous else {})
             fps = run_protect(owner, data, config, progress=False, log=print,
                               cache=CacheLocation(Path(args.cache) / f"{key}-seed{seed}"),
                               held_out=test if args.held_out_mistakes else None).fingerprints

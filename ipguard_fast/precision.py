@@ -23,7 +23,7 @@ from torch import nn
 from ._validate import ArgumentError
 from .modules import canonical_layout
 
-__all__ = ["PRECISIONS", "TrainingPrecision", "chosen_precision", "training_precision"]
+__all__ = ["PRECISIONS", "TrainingPrecision", "chosen_precision", "effective_precision", "training_precision"]
 
 PRECISIONS = ("fp32", "fp32-cl", "bf16")
 _CHOSEN: contextvars.ContextVar[str | None] = contextvars.ContextVar("ipguard_fast_train_precision", default=None)
@@ -62,6 +62,11 @@ def training_precision(model: nn.Module, device: torch.device, precision: str | 
     if converted:
         model.to(memory_format=torch.channels_last)
     return TrainingPrecision(enabled, converted, channels_last=layout)
+
+
+def effective_precision(chosen: str) -> str:
+    """What a training inside chosen_precision(`chosen`) runs at: the environment's, if set."""
+    return os.environ.get("IPGUARD_FAST_TRAIN_PRECISION") or chosen
 
 
 @contextlib.contextmanager

@@ -39,6 +39,15 @@ def test_the_pool_searches_in_the_layout_the_costs_chose_unless_the_caller_chose
     assert fit_plan(mine, fast, 1000, None).config.search == {"channels_last": False}
     assert fit_plan(ProtectConfig(), fast, 1000, 3600.0).config.search == {"channels_last": True}
     assert "channels_last" in plan_lines(fit_plan(ProtectConfig(), fast, 1000, None))[-1]
+    assert "channels_last" not in plan_lines(fit_plan(mine, fast, 1000, None))[-1]   # what runs, not what was timed
+
+
+def test_the_plan_prints_the_precision_the_environment_forces(monkeypatch):
+    costs = dataclasses.replace(COSTS, precision="fp32-cl")
+    monkeypatch.delenv("IPGUARD_FAST_TRAIN_PRECISION", raising=False)
+    assert "references train at fp32-cl" in plan_lines(fit_plan(ProtectConfig(), costs, 1000, None))[-1]
+    monkeypatch.setenv("IPGUARD_FAST_TRAIN_PRECISION", "fp32")
+    assert "references train at fp32)" in plan_lines(fit_plan(ProtectConfig(), costs, 1000, None))[-1]
 
 
 def test_estimates_scale_with_the_work():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from .._validate import ArgumentError, finite_number
 from .config import ProtectConfig
 from .holdout import HOLDOUT_FRACTION, HOLDOUT_MAX
+from ..precision import effective_precision
 from .plan_costs import UnitCosts
 from .pool import K_FACTORS
 from .recipe import capped_recipe, negative_epoch_cap
@@ -256,8 +257,8 @@ def plan_lines(plan: Plan) -> list[str]:
              f"refinement {refine} steps"]
     lines += [f"  {stage:18s} ~{_duration(seconds)}" for stage, seconds in plan.estimate.items()]
     lines.append(f"  {'total':18s} ~{_duration(plan.total)} (unit costs measured on {plan.costs.device}; "
-                 f"references train at {plan.costs.precision}"
-                 f"{', conv weights channels_last' if plan.costs.channels_last else ''})")
+                 f"references train at {effective_precision(plan.costs.precision)}"
+                 f"{', conv weights channels_last' if c.search.get('channels_last') else ''})")
     if plan.weakened:
         lines.append("warning: this budget trains the negative references less than the full recipe, so the "
                      "points are less unique and the threshold is set against weaker independents (measured at a "
