@@ -5,9 +5,9 @@ channels_last (tensor cores).
 Which is faster depends on the model: measured on an H200, bf16 + channels_last trains
 ResNet-50 at 224x224 1.56x faster, and small CNNs and ResNet-20 at 32x32 (launch-bound at
 batch 64) 0.76-0.96x as fast (benchmarks/results/protect-costs-2026-12-04). So float32
-is the default, and protect's plan times the candidates on the owner (fp32 and bf16 on
-CUDA, fp32 and fp32-cl on CPU, where channels_last trains the digits CNN 1.1-1.3x faster) and
-trains its references at the fastest (`chosen_precision`);
+is the default, and protect's plan times both on the owner on CUDA and trains its
+references at the faster (`chosen_precision`); on CPU they train at fp32 (why:
+selection/plan_costs.py), though fp32-cl trains the digits CNN 1.1-1.3x faster.
 IPGUARD_FAST_TRAIN_PRECISION=fp32|fp32-cl|bf16 forces one.
 """
 from __future__ import annotations
