@@ -24,8 +24,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-__all__ = ["call_in_fixed_batches", "canonical_layout", "channels_last", "device_and_dtype", "eval_mode", "frozen", "has_conv_weights",
-           "module_device", "module_lock", "refuses_train_mode", "set_training", "static_batch_size"]
+__all__ = ["call_in_fixed_batches", "canonical_layout", "channels_last", "device_and_dtype", "eval_mode", "frozen",
+           "has_conv_weights", "module_device", "module_lock", "refuses_train_mode", "set_training",
+           "static_batch_size"]
 
 # One re-entrant lock per module object (see the module doc): what switches a caller's module
 # to eval mode (or freezes it) holds its lock until everything is restored, so two threads

@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass
 
 from .._validate import ArgumentError, finite_number
+from ..precision import effective_precision
 from .config import ProtectConfig
 from .holdout import HOLDOUT_FRACTION, HOLDOUT_MAX
-from ..precision import effective_precision
 from .plan_costs import UnitCosts
 from .pool import K_FACTORS
 from .recipe import capped_recipe, negative_epoch_cap

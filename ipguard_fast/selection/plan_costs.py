@@ -84,10 +84,8 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     generic = seeded(factory_for("generic", context), seed).to(device)
     score_x = _batch(images, _SCORE_BATCH).to(device)
     refine_x = _batch(images, _REFINE_BATCH).to(device)
-    layouts = (False, True) if has_conv_weights(owner) and len(input_shape) == 3 else (False,)
-    inference = {layout: _inference_seconds(owner, generic, score_x, refine_x, device, layout) for layout in layouts}
-    layout = len(layouts) > 1 and inference[True]["owner_input_grad"] < _CLEAR_WIN * inference[False]["owner_input_grad"]
-    options = {"channels_last": True, **search_options} if layout else search_options
+    layout, inference = _layout(owner, generic, score_x, refine_x, device, input_shape, search_options)
+    options = {**search_options, "channels_last": layout}
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed)
     candidates = ("fp32", "bf16") if device.type == "cuda" else _CPU_PRECISIONS
     steps = {name: train_step_seconds(copy.deepcopy(owner_copy), train_x, train_y, device, name)
@@ -96,7 +94,20 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     return UnitCosts(owner_train=steps[precision],
                      generic_train=train_step_seconds(generic, train_x, train_y, device, precision),
                      pool_point=pilot, device=str(device), precision=precision, channels_last=layout,
-                     **inference[layout])
+                     **inference)
+
+
+def _layout(owner, generic, score_x, refine_x, device, input_shape, search_options: dict) -> tuple[bool, dict]:
+    """Whether the pool, scoring and refinement run channels_last (the caller's search option,
+    else measured: only a conv owner on images, and only when clearly faster), and the
+    inference costs in that layout."""
+    given = search_options.get("channels_last")
+    layouts = ((bool(given),) if given is not None
+               else (False, True) if has_conv_weights(owner) and len(input_shape) == 3 else (False,))
+    inference = {cl: _inference_seconds(owner, generic, score_x, refine_x, device, cl) for cl in layouts}
+    layout = layouts[0] if len(layouts) == 1 else (
+        inference[True]["owner_input_grad"] < _CLEAR_WIN * inference[False]["owner_input_grad"])
+    return layout, inference[layout]
 
 
 def _inference_seconds(owner: nn.Module, generic: nn.Module, score_x, refine_x, device, layout: bool) -> dict:
