@@ -21,6 +21,11 @@ SETTINGS = {"fine-tune": FineTune(1e-3, 1), "prune": Prune(0.5), "quantize": Qua
 def test_every_registered_attack_builds_models_and_leaves_the_owner(owner, small):
     assert set(ATTACKS) == set(SETTINGS), "a new attack needs an entry here (and a test of its own)"
     state = copy.deepcopy(owner.state_dict())
+    # The owner's own tensors too (storage and strides: Attack.run gives its models canonical
+    # strides, which must never reach the owner through a model that shares them).
+    first = owner.features[0].weight
+    first.data = first.data.clone(memory_format=torch.channels_last)   # 1 channel: non-canonical strides
+    tensors = [(t, t.data_ptr(), t.stride()) for t in owner.state_dict().values()]
     for name, settings in SETTINGS.items():
         attack = get_attack(name)
         context = AttackContext(owner, small, seed=5)
@@ -32,6 +37,8 @@ def test_every_registered_attack_builds_models_and_leaves_the_owner(owner, small
             assert model(small.tensors[0][:4]).shape == (4, 10)
             assert set(model.state_dict()) == set(skeleton.state_dict()), name   # a cached copy loads into it
     assert all(torch.equal(v, owner.state_dict()[k]) for k, v in state.items())
+    assert all(t.data_ptr() == ptr and t.stride() == stride for t, ptr, stride in tensors)
+    first.data = first.data.clone(memory_format=torch.contiguous_format)   # the shared fixture as it was
 
 
 def test_attacks_are_seeded(owner, small):
