@@ -86,3 +86,43 @@ def test_canonical_layout_gives_one_channel_weights_the_contiguous_strides():
         fresh.load_state_dict(built.state_dict())
         with channels_last([built, fresh]):
             assert torch.equal(built.eval()(x), fresh.eval()(x))
+
+
+class _ViewsItsWeights(nn.Module):
+    """A conv net whose forward views a conv weight and a 4-D table: the first fails on a
+    channels_last weight (not contiguous), the second would if it were laid out so."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)   # 2 input channels: channels_last is not contiguous
+        self.table = nn.Parameter(torch.zeros(1, 4, 8, 8))
+        self.fc = nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        scale = self.conv.weight.view(-1).abs().mean()
+        return self.fc(((self.conv(x) + self.table.view(1, 4, 8, 8)) * scale).flatten(1))
+
+
+def test_only_convolution_weights_change_layout():
+    model = _ViewsItsWeights()
+    with channels_last([model]):
+        assert model.table.is_contiguous()
+        assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_plan_keeps_the_contiguous_layout_for_an_owner_that_cannot_take_the_other():
+    from ipguard_fast.selection.plan_costs import measure_unit_costs
+
+    owner = seeded(_ViewsItsWeights, 0)
+    images = torch.rand(32, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        labels = owner(images).argmax(1)
+    before = [(t.data_ptr(), t.stride()) for t in owner.parameters()]
+    costs = measure_unit_costs(owner, images, labels, input_shape=(2, 8, 8), num_classes=10, pilot_k=0.01,
+                               search_options={}, seed=0)
+    assert costs.channels_last is False
+    assert [(t.data_ptr(), t.stride()) for t in owner.parameters()] == before
+    with pytest.raises(RuntimeError):   # asked for, it is not silently dropped
+        measure_unit_costs(owner, images, labels, input_shape=(2, 8, 8), num_classes=10, pilot_k=0.01,
+                           search_options={"channels_last": True}, seed=0)
+    assert [(t.data_ptr(), t.stride()) for t in owner.parameters()] == before

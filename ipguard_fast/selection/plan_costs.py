@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._errors import ran_out_of_memory
 from ..attacks import AttackContext
 from ..attacks.architectures import factory_for
 from ..modules import channels_last, frozen, has_conv_weights, module_device
@@ -104,7 +105,14 @@ def _layout(owner, generic, score_x, refine_x, device, input_shape, search_optio
     given = search_options.get("channels_last")
     layouts = ((bool(given),) if given is not None
                else (False, True) if has_conv_weights(owner) and len(input_shape) == 3 else (False,))
-    inference = {cl: _inference_seconds(owner, generic, score_x, refine_x, device, cl) for cl in layouts}
+    inference = {cl: _inference_seconds(owner, generic, score_x, refine_x, device, cl) for cl in layouts if not cl}
+    if True in layouts:
+        try:
+            inference[True] = _inference_seconds(owner, generic, score_x, refine_x, device, True)
+        except RuntimeError as exc:   # an owner whose code cannot take that layout: the one it was given
+            if given or ran_out_of_memory(exc):
+                raise
+            layouts = (False,)
     layout = layouts[0] if len(layouts) == 1 else (
         inference[True]["owner_input_grad"] < _CLEAR_WIN * inference[False]["owner_input_grad"])
     return layout, inference[layout]
