@@ -3,12 +3,11 @@ weights ("fp32-cl": oneDNN's fast layout on CPU), or on CUDA bf16 autocast with
 channels_last (tensor cores).
 
 Which is faster depends on the model: measured on an H200, bf16 + channels_last trains
-ResNet-50 at 224x224 1.56x faster, and small CNNs and ResNet-20 at 32x32 (launch-bound at
-batch 64) 0.76-0.96x as fast (benchmarks/results/protect-costs-2026-12-04). So float32
-is the default, and protect's plan times both on the owner on CUDA and trains its
-references at the faster (`chosen_precision`); on CPU they train at fp32 (why:
-selection/plan_costs.py), though fp32-cl trains the digits CNN 1.1-1.3x faster.
-IPGUARD_FAST_TRAIN_PRECISION=fp32|fp32-cl|bf16 forces one.
+ResNet-50 at 224x224 1.18-1.56x faster, and small CNNs and ResNet-20 at 32x32 (launch-bound
+at batch 64) 0.76-0.96x as fast (benchmarks/results/protect-costs-2026-12-04); on CPU
+fp32-cl trains the digits CNN 1.1-1.3x faster. float32 is the default, and protect's
+references train at it on every device (`chosen_precision`; why a fixed one and not the
+fastest: selection/plan_costs.py). IPGUARD_FAST_TRAIN_PRECISION=fp32|fp32-cl|bf16 forces one.
 """
 from __future__ import annotations
 

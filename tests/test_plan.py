@@ -158,16 +158,34 @@ def test_plan_protect_measures_without_changing_the_owner(owner, small):
     owner.train()
     plan = plan_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1))
     assert owner.training and [p.requires_grad for p in owner.parameters()] == flags
-    assert [(p.data_ptr(), p.stride()) for p in owner.parameters()] == layout   # both layouts timed, none left
+    assert [(p.data_ptr(), p.stride()) for p in owner.parameters()] == layout   # timed channels_last, none left
     owner.eval()
     assert all(torch.equal(before[k], v) for k, v in owner.state_dict().items())
     costs = plan.costs
     assert all(getattr(costs, f.name) > 0 for f in dataclasses.fields(costs)
                if f.name not in ("device", "precision", "channels_last"))
-    assert costs.precision == "fp32"   # bf16 is only tried on CUDA, fp32-cl only when asked for
+    assert costs.precision == "fp32"   # fp32-cl and bf16 only when asked for
     assert plan.config.search.get("channels_last", False) == costs.channels_last
     lines = plan_lines(plan)
     assert lines[0].startswith("plan (full recipe): replicas 1 + 1 validation") and lines[-1].lstrip().startswith("total")
+
+
+@pytest.mark.parametrize("speed", [0.5, 2.0])
+def test_the_layout_and_precision_do_not_depend_on_timing(owner, small, monkeypatch, speed):
+    """They change the float rounding, so the fingerprints: two runs on one machine must take
+    the same (a timed choice flipped in CI on an owner whose two layouts cost the same)."""
+    import ipguard_fast.selection.plan_costs as plan_costs
+    timed = plan_costs._per_image
+
+    def skewed(call, count, device):   # what runs with channels_last conv weights takes `speed` times as long
+        laid_out = any(not p.is_contiguous() for p in owner.parameters() if p.dim() == 4)
+        return timed(call, count, device) * (speed if laid_out else 1.0)
+
+    monkeypatch.setattr(plan_costs, "_per_image", skewed)
+    costs = plan_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1)).costs
+    assert costs.channels_last is True and costs.precision == "fp32"   # a conv owner on CPU: oneDNN's layout
+    given = plan_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1, search={"channels_last": False}))
+    assert given.costs.channels_last is False
 
 
 def test_protect_under_a_budget_follows_and_records_its_plan(owner, small, tmp_path, monkeypatch):

@@ -1,11 +1,10 @@
 """What one unit of each of protect()'s kinds of work costs on this machine, measured on the
 owner before any of it runs (plan.py turns these into a plan and stage estimates):
 
-* a training step of the owner's architecture and of the generic one (per image, Adam; on
-  CUDA the owner's at float32 and at bf16 + channels_last, and the faster one is chosen;
-  on CPU float32, see _CPU_PRECISIONS),
-* the layout the owner's conv weights run fastest in for the pool, scoring and refinement
-  (contiguous or channels_last, timed on its input gradient),
+* a training step of the owner's architecture and of the generic one (per image, Adam, at
+  _PRECISION or the one IPGUARD_FAST_TRAIN_PRECISION forces),
+* the layout the pool, scoring and refinement run the conv weights in (a rule, not a timing:
+  see _layout),
 * a forward of each (per image: scoring the pool with a reference),
 * a forward and backward to the input of each (per image: a refinement step against a
   reference),
@@ -32,7 +31,7 @@ from ..attacks.architectures import factory_for
 from ..modules import channels_last, frozen, has_conv_weights, module_device
 from ..nn import seeded
 from ..search import extract_fingerprints
-from ..precision import training_precision
+from ..precision import effective_precision, training_precision
 
 __all__ = ["UnitCosts", "measure_unit_costs", "train_step_seconds"]
 
@@ -40,16 +39,16 @@ _TRAIN_BATCH = 64     # the references' default batch (AttackContext.batch_size)
 _SCORE_BATCH = 256
 _REFINE_BATCH = 64    # refinement runs its candidates in at least four chunks: 75 for the default 3 x 100
 _PILOT_POINTS = 256
-# On CPU the references train at float32 in the contiguous layout, though fp32-cl trains
-# conv nets 1.1-1.3x faster: a reference trained in another layout is another draw (60
-# epochs turn the rounding into other weights), and the threshold, the highest rate of a
-# few such draws, moved by up to 0.2 on the foreign bed (benchmarks/results/
-# three-beds-channels-last-2026-12-05), where the pool, scoring and refinement in
-# channels_last changed nothing. IPGUARD_FAST_TRAIN_PRECISION=fp32-cl opts in.
-_CPU_PRECISIONS = ("fp32",)
-# channels_last only when clearly faster: two runs of protect on one machine should take
-# the same layout (it changes the float rounding), not flip on timing noise.
-_CLEAR_WIN = 0.9
+# The references train at float32 on every device unless IPGUARD_FAST_TRAIN_PRECISION asks
+# for another, though other precisions train faster on some models (CPU: fp32-cl 1.1-1.3x on
+# conv nets; H200: bf16 1.18-1.56x on ResNet-50 at 224, slower on small nets). A reference
+# trained at another precision is another draw (epochs turn the rounding into other
+# weights), and the threshold, the highest rate of a few such draws, moved by up to 0.2 on
+# the foreign bed with fp32-cl (benchmarks/results/three-beds-channels-last-2026-12-05).
+# Choosing by timing would make that draw depend on timing noise: ResNet-50's bf16 ratio
+# was 0.64 in one run and 0.85 in the next (protect-costs-2026-12-04), so no margin keeps
+# two runs of protect on one machine on the same precision. A fixed default does.
+_PRECISION = "fp32"
 _REPEATS = 3
 
 
@@ -65,7 +64,7 @@ class UnitCosts:
     generic_input_grad: float
     pool_point: float
     device: str
-    precision: str = "fp32"    # what the references train at: the fastest candidate (precision.py)
+    precision: str = _PRECISION   # what the references train at unless the environment forces another
     channels_last: bool = False   # the pool, scoring and refinement run conv weights channels_last
 
     def to_meta(self) -> dict:
@@ -88,34 +87,31 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     layout, inference = _layout(owner, generic, score_x, refine_x, device, input_shape, search_options)
     options = {**search_options, "channels_last": layout}
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed)
-    candidates = ("fp32", "bf16") if device.type == "cuda" else _CPU_PRECISIONS
-    steps = {name: train_step_seconds(copy.deepcopy(owner_copy), train_x, train_y, device, name)
-             for name in candidates}
-    precision = min(steps, key=steps.get)
-    return UnitCosts(owner_train=steps[precision],
-                     generic_train=train_step_seconds(generic, train_x, train_y, device, precision),
-                     pool_point=pilot, device=str(device), precision=precision, channels_last=layout,
+    runs_at = effective_precision(_PRECISION)
+    return UnitCosts(owner_train=train_step_seconds(owner_copy, train_x, train_y, device, runs_at),
+                     generic_train=train_step_seconds(generic, train_x, train_y, device, runs_at),
+                     pool_point=pilot, device=str(device), precision=_PRECISION, channels_last=layout,
                      **inference)
 
 
 def _layout(owner, generic, score_x, refine_x, device, input_shape, search_options: dict) -> tuple[bool, dict]:
-    """Whether the pool, scoring and refinement run channels_last (the caller's search option,
-    else measured: only a conv owner on images, and only when clearly faster), and the
-    inference costs in that layout."""
+    """Whether the pool, scoring and refinement run channels_last, and the inference costs in
+    that layout: the caller's search option, else channels_last for a conv owner on images on
+    CPU, where oneDNN's channels_last kernels ran every conv net measured 1.1-2.5x faster
+    (benchmarks/results/channels-last-cpu-2026-12-05), unless the owner's code fails in it.
+    A rule, not a timing: the layout changes the float rounding, and two runs of protect on
+    one machine must give the same fingerprints (a timed choice flipped between two runs of
+    a small owner, whose two layouts cost about the same)."""
     given = search_options.get("channels_last")
-    layouts = ((bool(given),) if given is not None
-               else (False, True) if has_conv_weights(owner) and len(input_shape) == 3 else (False,))
-    inference = {cl: _inference_seconds(owner, generic, score_x, refine_x, device, cl) for cl in layouts if not cl}
-    if True in layouts:
+    if given is not None:
+        return bool(given), _inference_seconds(owner, generic, score_x, refine_x, device, bool(given))
+    if device.type == "cpu" and has_conv_weights(owner) and len(input_shape) == 3:
         try:
-            inference[True] = _inference_seconds(owner, generic, score_x, refine_x, device, True)
+            return True, _inference_seconds(owner, generic, score_x, refine_x, device, True)
         except RuntimeError as exc:   # an owner whose code cannot take that layout: the one it was given
-            if given or ran_out_of_memory(exc):
+            if ran_out_of_memory(exc):
                 raise
-            layouts = (False,)
-    layout = layouts[0] if len(layouts) == 1 else (
-        inference[True]["owner_input_grad"] < _CLEAR_WIN * inference[False]["owner_input_grad"])
-    return layout, inference[layout]
+    return False, _inference_seconds(owner, generic, score_x, refine_x, device, False)
 
 
 def _inference_seconds(owner: nn.Module, generic: nn.Module, score_x, refine_x, device, layout: bool) -> dict:
