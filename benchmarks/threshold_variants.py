@@ -7,7 +7,9 @@ folder run with --threshold-twins 2: the selection is the same for every variant
 Variants: the validation replica's negatives plus the recipe's threshold negatives, plus
 one, plus two more seeds of each of them that has the owner's architecture (the kinds
 three_beds.py named "<kind>-extraN"; "-twinN" in runs made before recipe version 5, whose
-own second seeds took that name). Writes <folder>/threshold-variants.{json,md}.
+own second seeds took that name). Each variant's threshold is made as protect makes it: the
+level, plus the sampling-noise margin at the significance the run recorded (none in runs
+made before the margin). Writes <folder>/threshold-variants.{json,md}.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipguard_fast.selection.choice import threshold_between  # noqa: E402
+from ipguard_fast.selection.significance import significant_threshold  # noqa: E402
 
 
 def variants(suffix: str) -> dict:
@@ -47,7 +50,10 @@ def threshold_of(recorded: dict, keep, n: int) -> tuple[float, float]:
     threshold negatives whose kind `keep` accepts."""
     positives, validate, threshold = held_out(recorded)
     extra = [rate for kind, rate in threshold if keep(kind)]
-    return threshold_between(positives, [rate for _, rate in validate] + extra, n), max(extra, default=float("nan"))
+    level = threshold_between(positives, [rate for _, rate in validate] + extra, n)
+    significance = recorded.get("threshold_significance")
+    stored = level if significance is None else significant_threshold(level, n, significance)[0]
+    return stored, max(extra, default=float("nan"))
 
 
 def verdicts(suspects: list[dict], threshold: float) -> dict:

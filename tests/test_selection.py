@@ -18,10 +18,11 @@ from ipguard_fast.fingerprints import FingerprintSet, state_dict_sha256
 from ipguard_fast.models import DigitsCNN, DigitsMLP, train_digits_model
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection import merge_pools, protect_seed, select_fingerprints, top_n
-from ipguard_fast.selection.choice import NEGATIVE_WEIGHTS
+from ipguard_fast.selection.choice import NEGATIVE_WEIGHTS, threshold_between
 from ipguard_fast.selection.pool import K_FACTORS, start_images
 from ipguard_fast.selection import CacheLocation, ProtectConfig, ProtectReport, run_protect
 from ipguard_fast.selection.references import RECIPE
+from ipguard_fast.selection.significance import significant_threshold
 from ipguard_fast.train import train_classifier
 
 SHAPE = (1, 8, 8)
@@ -152,8 +153,9 @@ def test_protect_with_given_references(owner, small, refs):
     more = [train_classifier(seeded(DigitsMLP, s), small, epochs=2, seed=s) for s in (9, 10)]
     fps = ig.protect(owner, small, n=6, k=[1.0, 2.0], pool_factor=2, progress=False,
                      references={"positives": positives + [prune_model(copy.deepcopy(owner), 0.3)],
-                                 "negatives": negatives + more})
+                                 "negatives": negatives + more}, threshold_significance=None)
     info = fps.meta["protect"]
+    assert info["threshold"] == info["threshold_level"] and info["threshold_significance"] is None   # no margin
     assert len(fps) == 6 and info["k_grid"] == [1.0, 2.0] and info["references_built"] is False
     assert [c["name"] for c in info["candidates"]] == [
         "k=1, w=0.5", "k=1", "k=1, w=2", "k=2, w=0.5", "k=2", "k=2, w=2", "k=1+2, w=0.5", "k=1+2", "k=1+2, w=2"]
@@ -265,6 +267,11 @@ def test_protect_refines_keeping_the_owners_label_and_thresholds_on_validation(p
             assert any(abs(rates[r.name] - h) < 1e-3 for h in held["negatives"])
             assert fps.meta["threshold"] > rates[r.name]
     assert len(torch.unique(fps.images.reshape(len(fps), -1), dim=0)) == len(fps)
+    # The stored threshold is the level plus the sampling noise of len(fps) points.
+    info = fps.meta["protect"]
+    level = threshold_between(held["positives"], held["negatives"], len(fps))
+    assert info["threshold_level"] == pytest.approx(level, abs=1e-3) and info["threshold_significance"] == 0.05
+    assert fps.meta["threshold"] == significant_threshold(info["threshold_level"], len(fps))[0] > level
 
 
 def test_protect_without_refinement_keeps_pool_points(owner, small, refs):

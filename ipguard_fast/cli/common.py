@@ -11,8 +11,9 @@ import re
 from typing import Iterator, Mapping
 
 __all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_isolation_arguments", "add_model_arguments",
-           "add_selection_arguments", "add_token_arguments", "budget_arg", "check_margins", "floats_arg", "isolation_from_args",
-           "named_as_options", "one_line_warnings", "print_verdict", "resolve_token", "shape_arg"]
+           "add_selection_arguments", "add_token_arguments", "budget_arg", "check_margins", "floats_arg",
+           "isolation_from_args", "named_as_options", "one_line_warnings", "print_verdict", "resolve_token", "shape_arg",
+           "significance_arg"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -109,6 +110,27 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
                              "owner's step costs, then trains references on fewer images, fewer replicas, a smaller "
                              "pool and shorter refinement until its estimate fits (default: the full recipe); the "
                              "plan is printed and stored in the file")
+    parser.add_argument("--threshold-significance", default="0.05", metavar="P",
+                        help=f"{prefix}the stored threshold is the smallest matching rate that a model agreeing "
+                             "at the calibrated level reaches by chance with probability at most P (a one-sided "
+                             "binomial test over the n fingerprints); 'none' stores the level itself (default 0.05)")
+
+
+def significance_arg(args) -> float | None:
+    """--threshold-significance as a probability in (0, 1), or None for 'none'."""
+    from .._validate import ArgumentError
+
+    text = str(args.threshold_significance).strip().lower()
+    if text == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise ArgumentError("--threshold-significance", f"expected a probability in (0, 1) or 'none', "
+                                                        f"got {args.threshold_significance!r}")
+    return value
 
 
 def budget_arg(args) -> float | None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .common import (add_count_argument, add_selection_arguments, budget_arg, check_margins, floats_arg,
-                     named_as_options)
+                     named_as_options, significance_arg)
 
 
 def add_arguments(p) -> None:
@@ -38,7 +38,7 @@ def check_arguments(args):
     from ..models import DigitsMLP
 
     positive_int("-n", args.n)
-    budget_arg(args)
+    budget_arg(args), significance_arg(args)
     check_margins("--k", args.k)
     check_output_folder("--out", args.out)
     with named_as_options({"bed": "--bed"}):
@@ -70,7 +70,7 @@ def run(args) -> int:
     # mistakes on its test split, as evaluate gives them), selection, refinement, a threshold.
     protect_start = time.perf_counter()
     selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
-                       budget=budget_arg(args), held_out_data=test_set,
+                       budget=budget_arg(args), held_out_data=test_set, threshold_significance=significance_arg(args),
                        refine=not args.no_refine, seed=args.seed, cache_dir=out / "references", progress=False,
                        log=print)
     print(f"protect finished in {time.perf_counter() - protect_start:.0f} s")

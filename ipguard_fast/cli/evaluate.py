@@ -11,7 +11,7 @@ the ranks share the extraction and the suspects' scoring; every rank builds the 
 from __future__ import annotations
 
 from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, budget_arg,
-                     check_margins, floats_arg, load_negative_models, named_as_options)
+                     check_margins, floats_arg, load_negative_models, named_as_options, significance_arg)
 
 
 def add_arguments(p) -> None:
@@ -63,7 +63,7 @@ def run(args) -> int:
     check_output_folder("--out", args.out)   # everything before minutes of training
     check_margins("--k", args.k)
     positive_int("-n", args.n)
-    budget_arg(args)   # a bad --budget before minutes of training
+    budget_arg(args), significance_arg(args)   # a bad --budget or significance before minutes of training
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
     negatives = load_negative_models(args.negatives)
@@ -99,6 +99,7 @@ def _run(args, ranks, negatives) -> int:
                           owner_name=args.model, seed=args.seed, suspects=suspects, methods=methods,
                           selection_options={"pool_factor": args.pool_factor, "replicas": args.replicas,
                                              "refine": not args.no_refine, "budget": budget_arg(args),
+                                             "threshold_significance": significance_arg(args),
                                              "cache_dir": args.cache or f"{args.out}/references"})
     result.settings.update(command="ipguard evaluate", bed=bed.name,
                            negatives=sorted({group.label for group in bed.negatives}))

@@ -12,6 +12,7 @@ from .pool import POOL_FACTOR
 from .recipe import RECIPE, check_recipe, with_owner_recipe
 from .refine import RefineConfig
 from .scores import SCORES
+from .significance import SIGNIFICANCE
 from .spread import check_share
 
 __all__ = ["INITS", "ProtectConfig"]
@@ -40,7 +41,9 @@ class ProtectConfig:
     seconds this machine may spend; the plan cuts knobs until its estimate fits (None:
     the full recipe, estimated only). label_share: at most this multiple of an even share
     of the n points may carry one label (spread.py; None, the default: the plain top n,
-    which measured better over the three beds).
+    which measured better over the three beds). threshold_significance: the stored
+    threshold is the smallest count of n that a model agreeing at the calibrated level
+    reaches with at most this probability (significance.py; None: the level itself).
     """
 
     n: int = 100
@@ -60,6 +63,7 @@ class ProtectConfig:
     reference_images: int | None = None
     budget: float | None = None
     label_share: float | None = None
+    threshold_significance: float | None = SIGNIFICANCE
 
     def __post_init__(self) -> None:
         positive_int("n", self.n)
@@ -78,6 +82,12 @@ class ProtectConfig:
             raise ArgumentError("seed", f"must be an int, got {self.seed!r}")
         positive_int("batch_size", self.batch_size)
         object.__setattr__(self, "label_share", check_share(self.label_share))
+        if self.threshold_significance is not None:
+            significance = self.threshold_significance
+            if isinstance(significance, bool) or not isinstance(significance, numbers.Real) \
+                    or not 0 < significance < 1:
+                raise ArgumentError("threshold_significance", f"must be in (0, 1) or None, got {significance!r}")
+            object.__setattr__(self, "threshold_significance", float(significance))
         if self.reference_images is not None:
             positive_int("reference_images", self.reference_images)
         if self.budget is not None:

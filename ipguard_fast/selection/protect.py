@@ -36,6 +36,7 @@ from .references import Reference
 from .refine import RefineConfig
 from .refining import calibrate_threshold, fingerprint_set, refine_selection, unrefined_selection
 from .report import ProtectReport
+from .significance import SIGNIFICANCE
 from .plan import Plan, plan_lines
 from .plan_refit import refit_later_stages
 from .stages import choose_configuration, make_plan, make_pool, make_references, score_pool
@@ -58,7 +59,8 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
             refine: bool | RefineConfig = True, init: str = "data", labels: str = "predicted", seed: int = 0,
             cache_dir=None, cache_key_file=None, cache_readonly: bool = False, batch_size: int = 256,
             progress: bool = True, log=None, extract_options: dict | None = None, train_recipe=None,
-            negatives=None, budget: float | None = None, held_out_data=None) -> FingerprintSet:
+            negatives=None, budget: float | None = None, held_out_data=None,
+            threshold_significance: float | None = SIGNIFICANCE) -> FingerprintSet:
     """n fingerprints of `owner`, selected from a pool so that copies keep them and
     independent models do not, with a threshold calibrated on held-out references.
 
@@ -89,7 +91,7 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     config = ProtectConfig(n=n, k=k, pool_factor=pool_factor, score=score, replicas=replicas,
                            validation_replicas=validation_replicas, refine=refine, init=init, labels=labels,
                            seed=seed, batch_size=batch_size, search=dict(extract_options or {}),
-                           train_recipe=train_recipe, budget=budget)
+                           train_recipe=train_recipe, budget=budget, threshold_significance=threshold_significance)
     return run_protect(owner, data, config, references=references, negatives=negatives, held_out=held_out_data,
                        cache=CacheLocation(cache_dir, cache_key_file, cache_readonly), progress=progress,
                        log=log).fingerprints
@@ -147,10 +149,10 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     if config.refine is not None:
         with _layout(plan, owner, refs):
             selection = timed("refine", lambda: refine_selection(owner, selection, refs, choice, config, log=say))
-    threshold, held_pos, held_neg = calibrate_threshold(selection, choice, config.n, refs)
-    say(f"threshold {threshold:.3f}")
+    threshold, level, held_pos, held_neg = calibrate_threshold(selection, choice, config.threshold_significance, refs)
+    say(f"threshold {threshold:.3f} (level {level:.3f}, significance {config.threshold_significance})")
     fps = fingerprint_set(selection, refs, choice, config, threshold)
-    report = _report(config, pool, refs, choice, threshold, (held_pos, held_neg), timings, plan)
+    report = _report(config, pool, refs, choice, (threshold, level), (held_pos, held_neg), timings, plan)
     fps.meta["protect"] = report.to_meta()
     return ProtectResult(fps, report, refs.references)
 
@@ -182,15 +184,16 @@ def _at_precision(plan: Plan, call: Callable[[], Any]) -> Any:
         return call()
 
 
-def _report(config: ProtectConfig, pool, refs, choice, threshold: float, held, timings: dict,
+def _report(config: ProtectConfig, pool, refs, choice, thresholds: tuple[float, float], held, timings: dict,
             plan: Plan) -> ProtectReport:
-    chosen = choice.chosen
+    chosen, (threshold, level) = choice.chosen, thresholds
     return ProtectReport(
         k=config.k if config.k == "auto" else pool.ks, k_grid=pool.ks,
         k_factors=list(K_FACTORS) if pool.median_margin else None, median_margin=pool.median_margin,
         init=config.init, init_chosen=chosen.init, labels=config.labels, pool_factor=config.pool_factor,
         seed=config.seed, chosen=chosen.name, negative_weight=chosen.negative_weight,
         candidates=[{"name": c.name, **c.validation} for c in choice.candidates], threshold=threshold,
+        threshold_level=level, threshold_significance=config.threshold_significance,
         held_out_rates={"positives": [round(r, 4) for r in held[0]], "negatives": [round(r, 4) for r in held[1]]},
         references_built=refs.built_here, reference_cache_key=refs.cache_key,
         reference_seconds={r.name: round(r.seconds, 3) for r in refs.references},

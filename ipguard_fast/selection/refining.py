@@ -2,6 +2,7 @@
 and the fingerprint set that records both."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +14,7 @@ from .config import ProtectConfig
 from .refine import duplicate_rows, refined_pool
 from .scores import ReferenceOutputs, separation_scores
 from .select import describe_reference, selected_set
+from .significance import significant_threshold
 from .spread import spread_top_n
 from .stages import Choice, ReferenceSet, score_pool
 
@@ -86,16 +88,27 @@ def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet,
     return Selection(moved, outputs, kept, scores, meta, held, pool_size=len(unrefined.points))
 
 
-def calibrate_threshold(selection: Selection, choice: Choice, n: int,
-                        refs: ReferenceSet | None = None) -> tuple[float, list[float], list[float]]:
-    """The verdict threshold and the held-out rates it comes from: the validation references'
-    rates on a refined selection, else the chosen configuration's held-out rates; with
-    the rates of the threshold's own negatives (split "threshold") on the kept points."""
+def calibrate_threshold(selection: Selection, choice: Choice, significance: float | None,
+                        refs: ReferenceSet | None = None) -> tuple[float, float, list[float], list[float]]:
+    """The verdict threshold, the level it adds the fingerprints' sampling noise to (the
+    same when `significance` is None; significance.py), and the held-out rates the level
+    comes from: the validation references' rates on a refined selection, else the chosen
+    configuration's held-out rates; with the rates of the threshold's own negatives (split
+    "threshold") on the kept points."""
     positives, negatives = selection.held or (choice.chosen.held_out["positives"], choice.chosen.held_out["negatives"])
     extra = refs.rows("negative", "threshold") if refs is not None else []
     if extra:
         negatives = list(negatives) + selection.outputs.rows(extra).columns(selection.kept).rates().tolist()
-    return threshold_between(positives, negatives, n), positives, negatives
+    n = len(selection.kept)
+    level = threshold_between(positives, negatives, n)
+    if significance is None:
+        return level, level, positives, negatives
+    threshold, shown = significant_threshold(level, n, significance)
+    if not shown:
+        warnings.warn(f"protect: {n} fingerprints cannot show agreement above the calibrated level {level:.3f} at "
+                      f"threshold_significance={significance}; the threshold is 1.0 (keep more fingerprints)",
+                      stacklevel=3)
+    return threshold, level, positives, negatives
 
 
 def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, config: ProtectConfig,

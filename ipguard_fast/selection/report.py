@@ -14,9 +14,11 @@ class ProtectReport:
     k_factors and median_margin: how "auto" made the grid (None otherwise). chosen /
     negative_weight / init_chosen: the configuration the held-out references chose;
     candidates: every configuration with its held-out ARUC, ROC AUC, extremes and pool
-    size; threshold and the held-out rates it came from; where the references came from
-    (built or given, the cache key, each one's build seconds); each stage's seconds;
-    the plan that set the knobs (with its estimates, beside `timings`)."""
+    size; threshold, the level it adds the fingerprints' sampling noise to at
+    threshold_significance (significance.py), and the held-out rates the level came from;
+    where the references came from (built or given, the cache key, each one's build
+    seconds); each stage's seconds; the plan that set the knobs (with its estimates,
+    beside `timings`)."""
 
     k: Any
     k_grid: list[float]
@@ -38,16 +40,20 @@ class ProtectReport:
     timings: dict[str, float]
     plan: dict | None = None          # plan.Plan.to_meta(): the knobs, the budget, the estimates
     pool_mistakes: int | None = None  # the owner's held-out mistakes in the pool (None: no held_out_data given)
+    threshold_level: float | None = None          # None: a file older than the significance margin
+    threshold_significance: float | None = None   # None: no margin (or an older file)
 
 
     def to_meta(self) -> dict:
         """The JSON-able dict stored as meta["protect"] (key names are the file format; a
-        report without a plan, read from a file older than plans, is written back without one;
-        pool_mistakes only when held-out data was given)."""
+        report without a plan or a threshold level, read from a file older than them, is
+        written back without them; pool_mistakes only when held-out data was given)."""
         meta = asdict(self)
         for optional in ("plan", "pool_mistakes"):
             if meta[optional] is None:
                 del meta[optional]
+        if meta["threshold_level"] is None:   # a file from before the significance margin
+            del meta["threshold_level"], meta["threshold_significance"]
         return meta
 
     @classmethod
