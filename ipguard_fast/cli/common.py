@@ -97,6 +97,7 @@ def add_count_argument(parser: argparse.ArgumentParser, default: int | None, hel
 def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """protect's --pool-factor, --replicas and --no-refine (`prefix` says which method they set)."""
     from ..selection.pool import POOL_FACTOR
+    from ..selection.significance import SIGNIFICANCE
 
     parser.add_argument("--pool-factor", type=int, default=POOL_FACTOR,
                         help=f"{prefix}pool points per k, as a multiple of n (default {POOL_FACTOR})")
@@ -110,10 +111,10 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
                              "owner's step costs, then trains references on fewer images, fewer replicas, a smaller "
                              "pool and shorter refinement until its estimate fits (default: the full recipe); the "
                              "plan is printed and stored in the file")
-    parser.add_argument("--threshold-significance", default="0.05", metavar="P",
+    parser.add_argument("--threshold-significance", default=str(SIGNIFICANCE), metavar="P",
                         help=f"{prefix}the stored threshold is the smallest matching rate that a model agreeing "
                              "at the calibrated level reaches by chance with probability at most P (a one-sided "
-                             "binomial test over the n fingerprints); 'none' stores the level itself (default 0.05)")
+                             f"binomial test over the n fingerprints); 'none' stores the level itself (default {SIGNIFICANCE})")
 
 
 def significance_arg(args) -> float | None:

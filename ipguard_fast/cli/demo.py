@@ -38,7 +38,8 @@ def check_arguments(args):
     from ..models import DigitsMLP
 
     positive_int("-n", args.n)
-    budget_arg(args), significance_arg(args)
+    budget_arg(args)
+    significance_arg(args)
     check_margins("--k", args.k)
     check_output_folder("--out", args.out)
     with named_as_options({"bed": "--bed"}):

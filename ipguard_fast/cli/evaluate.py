@@ -63,7 +63,8 @@ def run(args) -> int:
     check_output_folder("--out", args.out)   # everything before minutes of training
     check_margins("--k", args.k)
     positive_int("-n", args.n)
-    budget_arg(args), significance_arg(args)   # a bad --budget or significance before minutes of training
+    budget_arg(args)   # a bad --budget or --threshold-significance before minutes of training
+    significance_arg(args)
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
     negatives = load_negative_models(args.negatives)
