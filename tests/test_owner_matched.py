@@ -11,6 +11,7 @@ from ipguard_fast.augment import default_shift, random_shift
 from ipguard_fast.selection import ProtectConfig
 from ipguard_fast.selection.holdout import holdout_split
 from ipguard_fast.selection.recipe import NEGATIVES, RECIPE, THRESHOLD_NEGATIVES, with_owner_recipe
+from ipguard_fast import train as train_module
 from ipguard_fast.train import TrainRecipe, accuracy, train_model
 
 
@@ -81,6 +82,19 @@ def test_an_independent_trained_until_converged_stops_when_its_loss_stops_fallin
         Independent("generic", 1e-3, (5, 30), until_converged=True)
     with pytest.raises(ValueError, match="^until_converged: "):
         Independent("generic", 1e-3, 30, match_owner=True, until_converged=True)
+
+
+def test_the_convergence_rule_measures_the_same_loss_on_sliced_tensors_as_item_by_item(owner, small, monkeypatch):
+    monkeypatch.setattr(independent_module, "FIT_SAMPLE", 50)
+    as_items = torch.utils.data.Subset(small, range(len(small)))   # the same data, not a TensorDataset
+    rules = [independent_module._Converged(AttackContext(owner, data, seed=1)) for data in (small, as_items)]
+    assert isinstance(rules[0].sample, torch.utils.data.TensorDataset) and len(rules[0].sample) == 50
+    measured = []
+    monkeypatch.setattr(independent_module, "mean_loss",
+                        lambda m, d: measured.append(train_module.mean_loss(m, d)) or measured[-1])
+    for rule in rules:
+        rule(owner)
+    assert measured[0] == measured[1]
 
 
 def test_the_threshold_negatives_are_converged_independents_only_for_the_threshold():

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .._validate import ArgumentError, finite_number, positive_int
 from ..nn import seeded
@@ -125,7 +125,12 @@ class _Converged:
     by a relative LOSS_GAIN for MATCH_PATIENCE epochs."""
 
     def __init__(self, ctx: AttackContext):
-        self.sample = Subset(ctx.data, range(min(FIT_SAMPLE, len(ctx.data))))
+        count = min(FIT_SAMPLE, len(ctx.data))
+        # A TensorDataset's first items as one (views): batches sliced, not collated item by
+        # item -- the same items in the same batches, so the same losses, at less cost
+        # (measured every epoch, this was a sixth of the rule's time on the digits owner).
+        self.sample = (TensorDataset(*(t[:count] for t in ctx.data.tensors)) if isinstance(ctx.data, TensorDataset)
+                       else Subset(ctx.data, range(count)))
         self.best, self.stale = float("inf"), 0
 
     def __call__(self, model: nn.Module) -> bool:
