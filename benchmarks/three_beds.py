@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=float, default=None, help="protect's budget in seconds (default: the full recipe)")
     p.add_argument("--owner-recipe", action="store_true",
                    help="give protect the owner's training recipe (train_recipe=), as an owner who knows it would")
+    p.add_argument("--init", default="data", choices=("data", "uniform", "auto"),
+                   help="protect's pool starts (ProtectConfig.init; default: data)")
     p.add_argument("--label-share", type=float, default=None,
                    help="protect's label_share (selection/spread.py; default: none, the plain top n)")
     p.add_argument("--drop-kinds", default="",
@@ -108,7 +110,7 @@ def _one_seed(args, seed: int):
             recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None,
                              args.add_preprocess)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
-                                   label_share=args.label_share,
+                                   label_share=args.label_share, init=args.init,
                                    search={"channels_last": False} if args.contiguous else {})
             fps = run_protect(owner, data, config, progress=False, log=print,
                               cache=CacheLocation(Path(args.cache) / f"{key}-seed{seed}"),
