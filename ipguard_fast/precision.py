@@ -22,7 +22,8 @@ from torch import nn
 from ._validate import ArgumentError
 from .modules import canonical_layout
 
-__all__ = ["PRECISIONS", "TrainingPrecision", "chosen_precision", "effective_precision", "training_precision"]
+__all__ = ["PRECISIONS", "TrainingPrecision", "chosen_precision", "current_precision", "effective_precision",
+           "training_precision"]
 
 PRECISIONS = ("fp32", "fp32-cl", "bf16")
 _CHOSEN: contextvars.ContextVar[str | None] = contextvars.ContextVar("ipguard_fast_train_precision", default=None)
@@ -52,7 +53,7 @@ def training_precision(model: nn.Module, device: torch.device, precision: str | 
     """The precision `model` trains at on `device`: `precision`, else the environment's, else
     the one chosen for the enclosing block, else float32. bf16 applies on CUDA only; with it
     and with fp32-cl `model`'s conv weights become channels_last until `restore`."""
-    name = precision or os.environ.get("IPGUARD_FAST_TRAIN_PRECISION") or _CHOSEN.get() or "fp32"
+    name = precision or current_precision()
     if name not in PRECISIONS:
         raise ArgumentError("precision", f"expected one of {PRECISIONS}, got {name!r}")
     enabled = name == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -61,6 +62,12 @@ def training_precision(model: nn.Module, device: torch.device, precision: str | 
     if converted:
         model.to(memory_format=torch.channels_last)
     return TrainingPrecision(enabled, converted, channels_last=layout)
+
+
+def current_precision() -> str:
+    """What a training here runs at unless its caller names one: the environment's, else
+    the enclosing chosen_precision block's, else float32."""
+    return os.environ.get("IPGUARD_FAST_TRAIN_PRECISION") or _CHOSEN.get() or "fp32"
 
 
 def effective_precision(chosen: str) -> str:

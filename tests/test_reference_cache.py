@@ -264,6 +264,21 @@ def test_the_key_covers_the_architecture_not_only_the_weights(owner, small):
     assert key(owner) != key(owner, dataclasses.replace(CONFIG, recipe=SMALL_RECIPE[:1] + SMALL_RECIPE[2:]))
 
 
+def test_the_key_names_the_precision_the_references_train_at(owner, small, monkeypatch):
+    from ipguard_fast.precision import chosen_precision
+
+    monkeypatch.delenv("IPGUARD_FAST_TRAIN_PRECISION", raising=False)
+    plain = reference_cache_key(owner, small, CONFIG)
+    with chosen_precision("fp32"):
+        assert reference_cache_key(owner, small, CONFIG) == plain   # float32 caches keep their keys
+    with chosen_precision("fp32-cl"):
+        channels_last = reference_cache_key(owner, small, CONFIG)
+    monkeypatch.setenv("IPGUARD_FAST_TRAIN_PRECISION", "fp32-cl")
+    assert reference_cache_key(owner, small, CONFIG) == channels_last != plain   # the environment forces one too
+    with chosen_precision("fp32"):
+        assert reference_cache_key(owner, small, CONFIG) == channels_last
+
+
 def test_bad_cache_folders_and_keys_are_refused_before_any_work(owner, small, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ArgumentError, match="^cache_dir: .*file exists and is not a folder"):

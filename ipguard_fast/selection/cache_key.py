@@ -3,7 +3,8 @@
 A reference is reused only where rebuilding it would give the same model, so the key
 covers the owner's weights *and* its architecture -- two owners with equal weights but
 another activation must never share references -- plus the training data, the recipe,
-RECIPE_VERSION, the seed, and the library's and torch's versions.
+RECIPE_VERSION, the seed, the precision the references train at, and the library's and
+torch's versions.
 
 The architecture is the module tree: every submodule's qualified name and class, its
 extra_repr, its plain attributes (an activation function kept as an attribute), its
@@ -26,6 +27,7 @@ from torch.utils.data import Dataset
 
 from .._hashing import tensor_bytes, update_framed
 from .._version import __version__
+from ..precision import current_precision
 from ..fingerprints import state_dict_sha256
 from .config import ProtectConfig
 from .recipe import RECIPE_VERSION, recipe_meta
@@ -38,16 +40,22 @@ _SIMPLE = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch
 
 
 def reference_cache_key(owner: nn.Module, data: Dataset, config: ProtectConfig) -> str:
-    """The cache folder's name for `owner`'s references built from `data` under `config`.
+    """The cache folder's name for `owner`'s references built from `data` under `config`,
+    trained at the precision in force here (precision.current_precision: protect computes
+    the key inside its references' chosen_precision block).
 
     Not the replica counts: a model depends only on its name's seed, so runs with more
-    replicas reuse the fewer's models (which split one lands in is decided per run)."""
+    replicas reuse the fewer's models (which split one lands in is decided per run). The
+    precision is: a reference trained at another one is another model (the rounding of
+    every step differs), and a cache hit across precisions would mix two runs' draws."""
+    precision = current_precision()
     text = json.dumps({"format": "ipguard_fast-reference-cache-key-v2", "architecture": architecture_sha256(owner),
                        "weights": state_dict_sha256(owner), "data": data_digest(data),
                        "recipe": recipe_meta(config.recipe), "recipe_version": RECIPE_VERSION, "seed": config.seed,
                        "version": __version__, "torch": torch.__version__,
-                       # only when set, so that the keys of full-data caches stay as they were
-                       **({"reference_images": config.reference_images} if config.reference_images else {})},
+                       # only when set, so that the keys of full-data, float32 caches stay as they were
+                       **({"reference_images": config.reference_images} if config.reference_images else {}),
+                       **({"precision": precision} if precision != "fp32" else {})},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
