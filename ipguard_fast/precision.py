@@ -5,9 +5,10 @@ channels_last (tensor cores).
 Which is faster depends on the model: measured on an H200, bf16 + channels_last trains
 ResNet-50 at 224x224 1.18-1.56x faster, and small CNNs and ResNet-20 at 32x32 (launch-bound
 at batch 64) 0.76-0.96x as fast (benchmarks/results/protect-costs-2026-12-04); on CPU
-fp32-cl trains the digits CNN 1.1-1.3x faster. float32 is the default, and protect's
-references train at it on every device (`chosen_precision`; why a fixed one and not the
-fastest: selection/plan_costs.py). IPGUARD_FAST_TRAIN_PRECISION=fp32|fp32-cl|bf16 forces one.
+fp32-cl trains the digits CNN 1.1-1.3x faster on an AVX2 EPYC and 1.5-2.1x on an AVX-512
+Xeon. float32 is the default; protect's references train at fp32-cl where its pool runs
+channels_last (a conv owner on CPU), else at float32 (`chosen_precision`; why a rule and not
+the fastest: selection/plan_costs.py). IPGUARD_FAST_TRAIN_PRECISION=fp32|fp32-cl|bf16 forces one.
 """
 from __future__ import annotations
 

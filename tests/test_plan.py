@@ -164,7 +164,7 @@ def test_plan_protect_measures_without_changing_the_owner(owner, small):
     costs = plan.costs
     assert all(getattr(costs, f.name) > 0 for f in dataclasses.fields(costs)
                if f.name not in ("device", "precision", "channels_last"))
-    assert costs.precision == "fp32"   # fp32-cl and bf16 only when asked for
+    assert costs.precision == ("fp32-cl" if costs.channels_last else "fp32")   # the layout the pool runs in; bf16 when asked
     assert plan.config.search.get("channels_last", False) == costs.channels_last
     lines = plan_lines(plan)
     assert lines[0].startswith("plan (full recipe): replicas 1 + 1 validation") and lines[-1].lstrip().startswith("total")
@@ -183,9 +183,34 @@ def test_the_layout_and_precision_do_not_depend_on_timing(owner, small, monkeypa
 
     monkeypatch.setattr(plan_costs, "_per_image", skewed)
     costs = plan_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1)).costs
-    assert costs.channels_last is True and costs.precision == "fp32"   # a conv owner on CPU: oneDNN's layout
+    assert costs.channels_last is True and costs.precision == "fp32-cl"   # a conv owner on CPU: oneDNN's layout
     given = plan_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1, search={"channels_last": False}))
-    assert given.costs.channels_last is False
+    assert given.costs.channels_last is False and given.costs.precision == "fp32"
+
+
+class _FlattensByView(torch.nn.Module):
+    """A conv owner whose code cannot take channels_last tensors (it views a conv output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return self.fc(out.view(out.size(0), -1))
+
+
+def test_an_owner_that_cannot_train_channels_last_keeps_its_references_at_float32(small):
+    import ipguard_fast.selection.plan_costs as plan_costs
+
+    owner = _FlattensByView()
+    x, y = small.tensors[0][:8], small.tensors[1][:8]
+    before = [p.stride() for p in owner.parameters()]
+    precision, seconds = plan_costs._reference_precision(owner, x, y, torch.device("cpu"), True)
+    assert precision == "fp32" and seconds > 0 and [p.stride() for p in owner.parameters()] == before
+    costs = plan_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1)).costs
+    assert costs.channels_last is False and costs.precision == "fp32"   # it cannot search in that layout either
 
 
 def test_protect_under_a_budget_follows_and_records_its_plan(owner, small, tmp_path, monkeypatch):

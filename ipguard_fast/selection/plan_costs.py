@@ -2,7 +2,8 @@
 owner before any of it runs (plan.py turns these into a plan and stage estimates):
 
 * a training step of the owner's architecture and of the generic one (per image, Adam, at
-  _PRECISION or the one IPGUARD_FAST_TRAIN_PRECISION forces),
+  the references' precision -- see _reference_precision -- or the one
+  IPGUARD_FAST_TRAIN_PRECISION forces),
 * the layout the pool, scoring and refinement run the conv weights in (a rule, not a timing:
   see _layout),
 * a forward of each (per image: scoring the pool with a reference),
@@ -28,7 +29,7 @@ from torch import nn
 from .._errors import ran_out_of_memory
 from ..attacks import AttackContext
 from ..attacks.architectures import factory_for
-from ..modules import channels_last, frozen, has_conv_weights, module_device
+from ..modules import canonical_layout, channels_last, frozen, has_conv_weights, module_device
 from ..nn import seeded
 from ..search import extract_fingerprints
 from ..precision import effective_precision, training_precision
@@ -39,16 +40,6 @@ _TRAIN_BATCH = 64     # the references' default batch (AttackContext.batch_size)
 _SCORE_BATCH = 256
 _REFINE_BATCH = 64    # refinement runs its candidates in at least four chunks: 75 for the default 3 x 100
 _PILOT_POINTS = 256
-# The references train at float32 on every device unless IPGUARD_FAST_TRAIN_PRECISION asks
-# for another, though other precisions train faster on some models (CPU: fp32-cl 1.1-1.3x on
-# conv nets; H200: bf16 1.18-1.56x on ResNet-50 at 224, slower on small nets). A reference
-# trained at another precision is another draw (epochs turn the rounding into other
-# weights), and the threshold, the highest rate of a few such draws, moved by up to 0.2 on
-# the foreign bed with fp32-cl (benchmarks/results/three-beds-channels-last-2026-12-05).
-# Choosing by timing would make that draw depend on timing noise: ResNet-50's bf16 ratio
-# was 0.64 in one run and 0.85 in the next (protect-costs-2026-12-04), so no margin keeps
-# two runs of protect on one machine on the same precision. A fixed default does.
-_PRECISION = "fp32"
 _REPEATS = 3
 
 
@@ -64,7 +55,7 @@ class UnitCosts:
     generic_input_grad: float
     pool_point: float
     device: str
-    precision: str = _PRECISION   # what the references train at unless the environment forces another
+    precision: str = "fp32"       # what the references train at unless the environment forces another
     channels_last: bool = False   # the pool, scoring and refinement run conv weights channels_last
 
     def to_meta(self) -> dict:
@@ -87,11 +78,36 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     layout, inference = _layout(owner, generic, score_x, refine_x, device, input_shape, search_options)
     options = {**search_options, "channels_last": layout}
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed)
-    runs_at = effective_precision(_PRECISION)
-    return UnitCosts(owner_train=train_step_seconds(owner_copy, train_x, train_y, device, runs_at),
-                     generic_train=train_step_seconds(generic, train_x, train_y, device, runs_at),
-                     pool_point=pilot, device=str(device), precision=_PRECISION, channels_last=layout,
+    precision, owner_train = _reference_precision(owner_copy, train_x, train_y, device, layout)
+    return UnitCosts(owner_train=owner_train,
+                     generic_train=train_step_seconds(generic, train_x, train_y, device, effective_precision(precision)),
+                     pool_point=pilot, device=str(device), precision=precision, channels_last=layout,
                      **inference)
+
+
+def _reference_precision(owner_copy: nn.Module, x, y, device, layout: bool) -> tuple[str, float]:
+    """The precision the references train at, and the owner's training step at it (per
+    image): float32 in the layout the pool, scoring and refinement run the conv weights in
+    -- "fp32-cl" when that is channels_last (on CPU oneDNN's channels_last kernels trained
+    the digits CNN 1.5-2.1x faster on an AVX-512 Xeon, 1.1-1.3x on an AVX2 EPYC), else
+    "fp32" -- unless the owner's code cannot train in that layout.
+
+    A rule, not a timing: a reference trained at another precision is another draw of its
+    recipe (every step's rounding differs), and two runs of protect on one machine must
+    build the same references (ResNet-50's bf16 ratio on the H200 was 0.64 in one run and
+    0.85 in the next, protect-costs-2026-12-04: no margin keeps a timed choice stable).
+    Another draw is not a worse one: on the three beds x three owner seeds the fp32-cl
+    references gave the float32 ones' ARUC and verdicts within the seeds' spread
+    (benchmarks/results/three-beds-fp32-cl-references-2026-12-05). bf16 only when the
+    environment asks for it (IPGUARD_FAST_TRAIN_PRECISION), which also overrides this."""
+    if layout:
+        try:
+            return "fp32-cl", train_step_seconds(owner_copy, x, y, device, effective_precision("fp32-cl"))
+        except RuntimeError as exc:   # an owner whose code cannot train in that layout: float32 as given
+            if ran_out_of_memory(exc):
+                raise
+            canonical_layout(owner_copy)
+    return "fp32", train_step_seconds(owner_copy, x, y, device, effective_precision("fp32"))
 
 
 def _layout(owner, generic, score_x, refine_x, device, input_shape, search_options: dict) -> tuple[bool, dict]:
