@@ -27,8 +27,8 @@ from torch.utils.data import Dataset
 
 from .._hashing import tensor_bytes, update_framed
 from .._version import __version__
-from ..precision import current_precision
 from ..fingerprints import state_dict_sha256
+from ..precision import current_precision
 from .config import ProtectConfig
 from .recipe import RECIPE_VERSION, recipe_meta
 
