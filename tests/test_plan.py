@@ -281,3 +281,32 @@ def test_negatives_given_as_factory_and_weights(tmp_path):
         with pytest.raises(ValueError, match="^--negatives: ") as info:
             load_negative_models([bad])
         assert needle in str(info.value)
+
+
+class _Constant(torch.nn.Module):
+    """An owner no search can move: its logits do not depend on the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.linspace(0.0, 1.0, 10))
+
+    def forward(self, x):
+        return self.bias.expand(len(x), -1) + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_the_pilot_tries_a_bounded_number_of_candidates_on_an_owner_no_search_moves(small, monkeypatch):
+    import ipguard_fast.selection.plan_costs as plan_costs
+
+    tried = []
+    real = plan_costs.extract_fingerprints
+
+    def counted(*args, **kwargs):
+        found = real(*args, **kwargs)
+        tried.append((kwargs["max_candidates"], found.meta["candidates_tried"], len(found)))
+        return found
+
+    monkeypatch.setattr(plan_costs, "extract_fingerprints", counted)
+    seconds = plan_costs._pilot_seconds(_Constant(), small.tensors[0][:16], (1, 8, 8), 1.0, {"max_steps": 3}, 0)
+    points = plan_costs._PILOT_POINTS
+    assert tried[-1] == (plan_costs._PILOT_TRIES * points, plan_costs._PILOT_TRIES * points, 0)   # none found
+    assert seconds > 0

@@ -40,6 +40,7 @@ _TRAIN_BATCH = 64     # the references' default batch (AttackContext.batch_size)
 _SCORE_BATCH = 256
 _REFINE_BATCH = 64    # refinement runs its candidates in at least four chunks: 75 for the default 3 x 100
 _PILOT_POINTS = 256
+_PILOT_TRIES = 2      # candidates the pilot may try per point it asks for
 _REPEATS = 3
 
 
@@ -189,11 +190,15 @@ def _sync(device) -> None:
 
 def _pilot_seconds(owner: nn.Module, images: torch.Tensor, input_shape, k: float, options: dict, seed: int) -> float:
     """Seconds per accepted pool point: a small extraction like the pool's (one batch of
-    the engine's default size, the pool's options), after a one-point warm-up."""
+    the engine's default size, the pool's options), after a one-point warm-up. It tries at
+    most _PILOT_TRIES candidates per point asked: an owner on which few searches succeed (an
+    untrained one: `ipguard protect` without --weights) would otherwise run the engine's
+    default of ten tries per point for minutes before the plan is printed; its estimate is
+    then as large as the pool would really be."""
     starts = _batch(images, _PILOT_POINTS).float()
     run = lambda count: extract_fingerprints(owner, count, k=float(k), input_shape=tuple(input_shape),  # noqa: E731
                                              init=starts[:count].clone(), labels="predicted", seed=seed,
-                                             progress=False, **options)
+                                             progress=False, **{**options, "max_candidates": _PILOT_TRIES * count})
     with warnings.catch_warnings():   # a pilot that accepts few points is an estimate, not the user's result
         warnings.simplefilter("ignore")
         run(1)
