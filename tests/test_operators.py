@@ -13,7 +13,7 @@ from ipguard_fast.io import ModelLoadError, export_model, load_model
 from ipguard_fast.io.formats.pt2_graph import check_program
 from ipguard_fast.io.graphs import check_exported_program
 from ipguard_fast.io.operators import ATEN_OPERATORS, PRIM_OPERATORS, SYMBOLIC_TARGETS, exported_operator, refusal
-from ipguard_fast.models import DigitsCNN, DigitsMLP, GenericMLP, build_model
+from ipguard_fast.models import DigitsCNN, DigitsMLP, GenericCNN, GenericMLP, build_model
 from ipguard_fast.modules import device_and_dtype
 from ipguard_fast.nn import Normalized
 
@@ -26,6 +26,7 @@ def own_models():
         "digits_cnn": (DigitsCNN(10), DIGITS),
         "digits_mlp": (DigitsMLP(10), DIGITS),
         "generic_mlp": (GenericMLP(CIFAR, 10), CIFAR),
+        "generic_cnn": (GenericCNN(CIFAR, 10), CIFAR),
         "resnet20": (build_model("resnet20", 10, CIFAR, seed=0), CIFAR),
         "normalized": (Normalized(DigitsCNN(10), [0.5], [0.25]), DIGITS),
         "half": (HalfPrecision(DigitsCNN(10)), DIGITS),

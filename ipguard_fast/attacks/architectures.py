@@ -1,5 +1,5 @@
 """The architectures an attack trains from scratch: the owner's own (fresh weights), a
-generic MLP for the input shape, or the caller's factory."""
+generic MLP or a generic conv net for the input shape, or the caller's factory."""
 from __future__ import annotations
 
 import copy
@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 from .._validate import ArgumentError
-from ..models.generic import GenericMLP
+from ..models.generic import GenericCNN, GenericMLP
 from ..nn import reinitialize
 from .registry import AttackContext
 
 __all__ = ["Architecture", "factory_for", "fresh_copy_factory"]
 
-# "owner": the owner's architecture re-drawn; "generic": GenericMLP; or a factory.
+# "owner": the owner's architecture re-drawn; "generic": GenericMLP; "generic-cnn":
+# GenericCNN for image inputs [C, H, W] (GenericMLP for any other shape); or a factory.
 Architecture = Union[str, Callable[[], nn.Module]]
 
 
@@ -28,7 +29,12 @@ def factory_for(arch: Architecture, context: AttackContext) -> Callable[[], nn.M
     if arch == "generic":
         shape, classes = context.shapes()
         return lambda: GenericMLP(shape, classes)
-    raise ArgumentError("arch", f"expected 'owner', 'generic' or a model factory, got {arch!r}")
+    if arch == "generic-cnn":
+        shape, classes = context.shapes()
+        if len(shape) == 3:
+            return lambda: GenericCNN(shape, classes)
+        return lambda: GenericMLP(shape, classes)
+    raise ArgumentError("arch", f"expected 'owner', 'generic', 'generic-cnn' or a model factory, got {arch!r}")
 
 
 def fresh_copy_factory(owner: nn.Module) -> Callable[[], nn.Module]:
