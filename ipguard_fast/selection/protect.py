@@ -34,7 +34,7 @@ from .inputs import checked_owner, given_negatives, held_out_data, owner_shapes,
 from .pool import K_FACTORS, POOL_FACTOR
 from .references import Reference
 from .refine import RefineConfig
-from .refining import calibrate_threshold, fingerprint_set, refine_selection, unrefined_selection
+from .refining import Calibration, calibrate_threshold, fingerprint_set, refine_selection, unrefined_selection
 from .report import ProtectReport
 from .significance import SIGNIFICANCE
 from .plan import Plan, plan_lines
@@ -149,10 +149,11 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     if config.refine is not None:
         with _layout(plan, owner, refs):
             selection = timed("refine", lambda: refine_selection(owner, selection, refs, choice, config, log=say))
-    threshold, level, held_pos, held_neg = calibrate_threshold(selection, choice, config.threshold_significance, refs)
-    say(f"threshold {threshold:.3f} (level {level:.3f}, significance {config.threshold_significance})")
-    fps = fingerprint_set(selection, refs, choice, config, threshold)
-    report = _report(config, pool, refs, choice, (threshold, level), (held_pos, held_neg), timings, plan)
+    calibration = calibrate_threshold(selection, choice, config.threshold_significance, refs)
+    say(f"threshold {calibration.threshold:.3f} (level {calibration.level:.3f}, at least the held-out kinds' "
+        f"{calibration.floor:.3f}; significance {config.threshold_significance})")
+    fps = fingerprint_set(selection, refs, choice, config, calibration.threshold)
+    report = _report(config, pool, refs, choice, calibration, timings, plan)
     fps.meta["protect"] = report.to_meta()
     return ProtectResult(fps, report, refs.references)
 
@@ -184,16 +185,17 @@ def _at_precision(plan: Plan, call: Callable[[], Any]) -> Any:
         return call()
 
 
-def _report(config: ProtectConfig, pool, refs, choice, thresholds: tuple[float, float], held, timings: dict,
+def _report(config: ProtectConfig, pool, refs, choice, calibration: Calibration, timings: dict,
             plan: Plan) -> ProtectReport:
-    chosen, (threshold, level) = choice.chosen, thresholds
+    chosen, held = choice.chosen, (calibration.positives, calibration.negatives)
     return ProtectReport(
         k=config.k if config.k == "auto" else pool.ks, k_grid=pool.ks,
         k_factors=list(K_FACTORS) if pool.median_margin else None, median_margin=pool.median_margin,
         init=config.init, init_chosen=chosen.init, labels=config.labels, pool_factor=config.pool_factor,
         seed=config.seed, chosen=chosen.name, negative_weight=chosen.negative_weight,
-        candidates=[{"name": c.name, **c.validation} for c in choice.candidates], threshold=threshold,
-        threshold_level=level, threshold_significance=config.threshold_significance,
+        candidates=[{"name": c.name, **c.validation} for c in choice.candidates], threshold=calibration.threshold,
+        threshold_level=calibration.level, threshold_floor=calibration.floor,
+        threshold_significance=config.threshold_significance,
         held_out_rates={"positives": [round(r, 4) for r in held[0]], "negatives": [round(r, 4) for r in held[1]]},
         references_built=refs.built_here, reference_cache_key=refs.cache_key,
         reference_seconds={r.name: round(r.seconds, 3) for r in refs.references},

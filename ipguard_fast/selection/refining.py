@@ -18,7 +18,7 @@ from .significance import significant_threshold
 from .spread import spread_top_n
 from .stages import Choice, ReferenceSet, score_pool
 
-__all__ = ["Selection", "calibrate_threshold", "fingerprint_set", "refine_selection", "unrefined_selection"]
+__all__ = ["Calibration", "Selection", "calibrate_threshold", "fingerprint_set", "refine_selection", "unrefined_selection"]
 
 
 @dataclass
@@ -88,27 +88,49 @@ def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet,
     return Selection(moved, outputs, kept, scores, meta, held, pool_size=len(unrefined.points))
 
 
+@dataclass
+class Calibration:
+    """The verdict threshold and where it came from: the level it adds the fingerprints'
+    sampling noise to, the floor under that level, and the held-out rates the level was
+    calibrated on."""
+
+    threshold: float
+    level: float
+    floor: float
+    positives: list[float]
+    negatives: list[float]
+
+
 def calibrate_threshold(selection: Selection, choice: Choice, significance: float | None,
-                        refs: ReferenceSet | None = None) -> tuple[float, float, list[float], list[float]]:
+                        refs: ReferenceSet | None = None) -> Calibration:
     """The verdict threshold, the level it adds the fingerprints' sampling noise to (the
     same when `significance` is None; significance.py), and the held-out rates the level
     comes from: the validation references' rates on a refined selection, else the chosen
     configuration's held-out rates; with the rates of the threshold's own negatives (split
-    "threshold") on the kept points."""
+    "threshold") on the kept points.
+
+    The level is never below the floor: the highest rate of the chosen configuration's
+    held-out negatives, each measured on a selection made without its kind (choice.py's
+    leave one kind out). That is the closest protect comes to an independent recipe it
+    never simulated, and innocents of such recipes keep about as much: on the three beds
+    the held-out kinds kept 0.68-0.82 where the validation and threshold negatives, siblings
+    of the kinds that refined the points, kept 0.16-0.54, and the innocents accused at the
+    lower level kept 0.70-0.96 (benchmarks/results/threshold-unseen-kinds-2026-12-05)."""
     positives, negatives = selection.held or (choice.chosen.held_out["positives"], choice.chosen.held_out["negatives"])
     extra = refs.rows("negative", "threshold") if refs is not None else []
     if extra:
         negatives = list(negatives) + selection.outputs.rows(extra).columns(selection.kept).rates().tolist()
     n = len(selection.kept)
-    level = threshold_between(positives, negatives, n)
+    floor = max(choice.chosen.held_out["negatives"], default=0.0)
+    level = max(threshold_between(positives, negatives, n), floor)
     if significance is None:
-        return level, level, positives, negatives
+        return Calibration(level, level, floor, positives, negatives)
     threshold, shown = significant_threshold(level, n, significance)
     if not shown:
         warnings.warn(f"protect: {n} fingerprints cannot show agreement above the calibrated level {level:.3f} at "
                       f"threshold_significance={significance}; the threshold is 1.0 (keep more fingerprints)",
                       stacklevel=3)
-    return threshold, level, positives, negatives
+    return Calibration(threshold, level, floor, positives, negatives)
 
 
 def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, config: ProtectConfig,

@@ -42,6 +42,7 @@ class ProtectReport:
     pool_mistakes: int | None = None  # the owner's held-out mistakes in the pool (None: no held_out_data given)
     threshold_level: float | None = None          # None: a file older than the significance margin
     threshold_significance: float | None = None   # None: no margin (or an older file)
+    threshold_floor: float | None = None          # None: a file older than the held-out kinds' floor
 
 
     def to_meta(self) -> dict:
@@ -54,6 +55,8 @@ class ProtectReport:
                 del meta[optional]
         if meta["threshold_level"] is None:   # a file from before the significance margin
             del meta["threshold_level"], meta["threshold_significance"]
+        if meta["threshold_floor"] is None:   # a file from before the held-out kinds' floor
+            del meta["threshold_floor"]
         return meta
 
     @classmethod

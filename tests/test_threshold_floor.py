@@ -1,0 +1,42 @@
+"""protect's level never sits below what an independent kind held out of the selection kept
+(refining.calibrate_threshold): the validation and threshold negatives are siblings of the
+kinds that refined the points and can keep far less than an innocent of an unseen recipe."""
+import pytest
+import torch
+
+from ipguard_fast.fingerprints import FingerprintSet
+from ipguard_fast.selection.choice import Candidate, threshold_between
+from ipguard_fast.selection.refining import Selection, calibrate_threshold
+from ipguard_fast.selection.scores import ReferenceOutputs
+from ipguard_fast.selection.significance import significant_threshold
+from ipguard_fast.selection.stages import Choice
+
+N = 100
+
+
+def _case(held_out_negatives, refined_negatives):
+    zeros = torch.zeros(N, dtype=torch.int64)
+    points = FingerprintSet(images=torch.zeros(N, 1, 2, 2), labels=zeros, source_labels=zeros.clone(),
+                            margins=torch.ones(N), steps=zeros.clone())
+    outputs = ReferenceOutputs(torch.zeros(0, N), torch.zeros(0, N, dtype=torch.bool))
+    chosen = Candidate("k=1", torch.arange(N), held_out={"positives": [0.9, 1.0, 1.0],
+                                                         "negatives": list(held_out_negatives)})
+    selection = Selection(points, outputs, torch.arange(N), torch.zeros(N),
+                          held=([0.95, 1.0, 1.0], list(refined_negatives)))
+    return selection, Choice(chosen, [chosen])
+
+
+def test_a_held_out_kind_above_the_calibrated_level_raises_it():
+    selection, choice = _case(held_out_negatives=[0.1, 0.82], refined_negatives=[0.0, 0.17])
+    calibrated = threshold_between([0.95, 1.0, 1.0], [0.0, 0.17], N)     # 0.585: below what the unseen kind kept
+    result = calibrate_threshold(selection, choice, significance=0.05)
+    assert result.floor == 0.82 and result.level == 0.82 > calibrated
+    assert result.threshold == significant_threshold(0.82, N)[0] > 0.82
+    assert result.negatives == [0.0, 0.17]   # the rates the level was calibrated on, as recorded
+
+
+def test_a_floor_below_the_calibrated_level_changes_nothing():
+    selection, choice = _case(held_out_negatives=[0.1, 0.3], refined_negatives=[0.0, 0.5])
+    result = calibrate_threshold(selection, choice, significance=None)
+    assert result.floor == 0.3
+    assert result.level == result.threshold == pytest.approx(threshold_between([0.95, 1.0, 1.0], [0.0, 0.5], N))
