@@ -8,6 +8,6 @@ from .hub import timm_model, torchvision_model
 from .registry import BUILDERS, MODEL_NAMES, build_model
 
 __all__ = ["BUILDERS", "CifarResNet", "DIGITS_ARCHITECTURES", "DIGITS_EPOCHS", "DIGITS_HARD_ARCHITECTURES",
-           "DIGITS_LR", "DigitsCNN", "DigitsMLP", "GenericCNN", "GenericMLP", "MODEL_NAMES", "WideResNet", "build_model",
-           "cifar_resnet", "resnet20", "timm_model", "torchvision_model", "train_digits_model", "wide_resnet",
-           "wide_resnet28_10"]
+           "DIGITS_LR", "DigitsCNN", "DigitsMLP", "GenericCNN", "GenericMLP", "MODEL_NAMES", "WideResNet",
+           "build_model", "cifar_resnet", "resnet20", "timm_model", "torchvision_model", "train_digits_model",
+           "wide_resnet", "wide_resnet28_10"]

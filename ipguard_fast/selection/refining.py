@@ -18,7 +18,8 @@ from .significance import significant_threshold
 from .spread import spread_top_n
 from .stages import Choice, ReferenceSet, score_pool
 
-__all__ = ["Calibration", "Selection", "calibrate_threshold", "fingerprint_set", "refine_selection", "unrefined_selection"]
+__all__ = ["Calibration", "Selection", "calibrate_threshold", "fingerprint_set", "refine_selection",
+           "unrefined_selection"]
 
 
 @dataclass
@@ -115,7 +116,7 @@ def calibrate_threshold(selection: Selection, choice: Choice, significance: floa
     never simulated, and innocents of such recipes keep about as much: on the three beds
     the held-out kinds kept 0.68-0.82 where the validation and threshold negatives, siblings
     of the kinds that refined the points, kept 0.16-0.54, and the innocents accused at the
-    lower level kept 0.70-0.96 (benchmarks/results/threshold-unseen-kinds-2026-12-05)."""
+    lower level kept 0.70-1.00 (benchmarks/results/threshold-unseen-kinds-2026-12-05)."""
     positives, negatives = selection.held or (choice.chosen.held_out["positives"], choice.chosen.held_out["negatives"])
     extra = refs.rows("negative", "threshold") if refs is not None else []
     if extra:
