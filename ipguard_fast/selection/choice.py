@@ -72,7 +72,8 @@ class Candidate:
     columns: torch.Tensor
     kept: torch.Tensor | None = None                     # pool indices of its selection
     scores: torch.Tensor | None = None                   # its scores over the pool (NaN off its columns)
-    held_out: dict = field(default_factory=dict)         # {"positives": [...], "negatives": [...]} rates
+    held_out: dict = field(default_factory=dict)         # {"positives": [...], "negatives": [...]} rates,
+    #                                                      "negative_sources": where each negative rate came from
     validation: dict | None = None
     negative_weight: float = 1.0                         # score = mean_pos - weight * mean_neg
     init: str = "data"                                   # the start kind of its pool points
@@ -96,11 +97,13 @@ def choose(candidates: list[Candidate], refs: References, n: int, score: str) ->
             if outputs is not None and outputs.agrees.shape[0]:
                 v += outputs.columns(candidate.kept).rates().tolist()
         keep = lambda scores: refs.top(scores, count, c)  # noqa: E731
-        pos_rates += _left_out_rates(sp, sn, refs.positives.agrees[:, c], refs.positive_kinds, keep, positive=True,
-                                     weight=w)
-        neg_rates += _left_out_rates(sn, sp, refs.negatives.agrees[:, c], refs.negative_kinds, keep, positive=False,
-                                     weight=w)
-        candidate.held_out = {"positives": pos_rates, "negatives": neg_rates}
+        pos_rates += [rate for _, rate in _left_out_rates(sp, sn, refs.positives.agrees[:, c], refs.positive_kinds,
+                                                          keep, positive=True, weight=w)]
+        left_out = _left_out_rates(sn, sp, refs.negatives.agrees[:, c], refs.negative_kinds, keep, positive=False,
+                                   weight=w)
+        sources = ["validation replica"] * len(neg_rates) + [f"{kind}, held out" for kind, _ in left_out]
+        neg_rates += [rate for _, rate in left_out]
+        candidate.held_out = {"positives": pos_rates, "negatives": neg_rates, "negative_sources": sources}
         candidate.validation = {"aruc": metrics.aruc(pos_rates, neg_rates),
                                 "roc_auc": metrics.roc_auc(pos_rates, neg_rates),
                                 "min_positive": min(pos_rates), "max_negative": max(neg_rates),
@@ -113,11 +116,11 @@ def choose(candidates: list[Candidate], refs: References, n: int, score: str) ->
 
 def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor, kinds: Sequence[str],
                     keep: Callable[[torch.Tensor], torch.Tensor], *, positive: bool,
-                    weight: float = 1.0) -> list[float]:
-    """For each kind: its rows' matching rates on the points selected without that kind
-    (own: this role's soft agreements [R, P], other: the other role's; keep: the kept
+                    weight: float = 1.0) -> list[tuple[str, float]]:
+    """For each kind: its rows' (kind, matching rate) on the points selected without that
+    kind (own: this role's soft agreements [R, P], other: the other role's; keep: the kept
     positions for a score over the columns; weight: the negatives' weight in the score)."""
-    rates: list[float] = []
+    rates: list[tuple[str, float]] = []
     kinds = list(kinds)
     for kind in dict.fromkeys(kinds):
         out = torch.tensor([k == kind for k in kinds])
@@ -126,7 +129,7 @@ def _left_out_rates(own: torch.Tensor, other: torch.Tensor, agrees: torch.Tensor
         rest = own[~out].mean(0)
         scores = rest - weight * other.mean(0) if positive else other.mean(0) - weight * rest
         kept = keep(scores)
-        rates += agrees[out][:, kept].double().mean(1).tolist()
+        rates += [(kind, rate) for rate in agrees[out][:, kept].double().mean(1).tolist()]
     return rates
 
 

@@ -231,6 +231,8 @@ def _work(settings, held: int, items: int) -> tuple[float, str, float, str]:
 
 
 def _arch(arch) -> str:
+    """The measured architecture a kind's cost is read from: the generic MLP's, else the
+    owner's (a caller's factory or "generic-cnn" is costed as the owner, never measured)."""
     return "generic" if arch == "generic" else "owner"
 
 

@@ -150,8 +150,8 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         with _layout(plan, owner, refs):
             selection = timed("refine", lambda: refine_selection(owner, selection, refs, choice, config, log=say))
     calibration = calibrate_threshold(selection, choice, config.threshold_significance, refs)
-    say(f"threshold {calibration.threshold:.3f} (level {calibration.level:.3f}, at least the held-out kinds' "
-        f"{calibration.floor:.3f}; significance {config.threshold_significance})")
+    say(f"threshold {calibration.threshold:.3f} (level {calibration.level:.3f}, at least the held-out "
+        f"{calibration.floor:.3f} of {calibration.floor_source}; significance {config.threshold_significance})")
     fps = fingerprint_set(selection, refs, choice, config, calibration.threshold)
     report = _report(config, pool, refs, choice, calibration, timings, plan)
     fps.meta["protect"] = report.to_meta()
@@ -195,6 +195,7 @@ def _report(config: ProtectConfig, pool, refs, choice, calibration: Calibration,
         seed=config.seed, chosen=chosen.name, negative_weight=chosen.negative_weight,
         candidates=[{"name": c.name, **c.validation} for c in choice.candidates], threshold=calibration.threshold,
         threshold_level=calibration.level, threshold_floor=calibration.floor,
+        threshold_floor_source=calibration.floor_source,
         threshold_significance=config.threshold_significance,
         held_out_rates={"positives": [round(r, 4) for r in held[0]], "negatives": [round(r, 4) for r in held[1]]},
         references_built=refs.built_here, reference_cache_key=refs.cache_key,

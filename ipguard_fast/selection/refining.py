@@ -100,6 +100,7 @@ class Calibration:
     floor: float
     positives: list[float]
     negatives: list[float]
+    floor_source: str | None = None   # the held-out reference kind whose rate is the floor
 
 
 def calibrate_threshold(selection: Selection, choice: Choice, significance: float | None,
@@ -122,16 +123,26 @@ def calibrate_threshold(selection: Selection, choice: Choice, significance: floa
     if extra:
         negatives = list(negatives) + selection.outputs.rows(extra).columns(selection.kept).rates().tolist()
     n = len(selection.kept)
-    floor = max(choice.chosen.held_out["negatives"], default=0.0)
+    floor, source = _floor(choice.chosen.held_out)
     level = max(threshold_between(positives, negatives, n), floor)
     if significance is None:
-        return Calibration(level, level, floor, positives, negatives)
+        return Calibration(level, level, floor, positives, negatives, source)
     threshold, shown = significant_threshold(level, n, significance)
     if not shown:
         warnings.warn(f"protect: {n} fingerprints cannot show agreement above the calibrated level {level:.3f} at "
                       f"threshold_significance={significance}; the threshold is 1.0 (keep more fingerprints)",
                       stacklevel=3)
-    return Calibration(threshold, level, floor, positives, negatives)
+    return Calibration(threshold, level, floor, positives, negatives, source)
+
+
+def _floor(held_out: dict) -> tuple[float, str | None]:
+    """The highest held-out negative rate and where it came from (0.0 and None without one)."""
+    rates = held_out["negatives"]
+    if not rates:
+        return 0.0, None
+    sources = held_out.get("negative_sources") or [None] * len(rates)
+    top = max(range(len(rates)), key=rates.__getitem__)
+    return rates[top], sources[top]
 
 
 def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, config: ProtectConfig,

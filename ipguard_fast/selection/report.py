@@ -15,7 +15,9 @@ class ProtectReport:
     negative_weight / init_chosen: the configuration the held-out references chose;
     candidates: every configuration with its held-out ARUC, ROC AUC, extremes and pool
     size; threshold, the level it adds the fingerprints' sampling noise to at
-    threshold_significance (significance.py), and the held-out rates the level came from;
+    threshold_significance (significance.py), the floor under that level (the highest
+    held-out negative rate and the kind it came from, refining.calibrate_threshold), and
+    the held-out rates the level came from;
     where the references came from (built or given, the cache key, each one's build
     seconds); each stage's seconds; the plan that set the knobs (with its estimates,
     beside `timings`)."""
@@ -43,6 +45,7 @@ class ProtectReport:
     threshold_level: float | None = None          # None: a file older than the significance margin
     threshold_significance: float | None = None   # None: no margin (or an older file)
     threshold_floor: float | None = None          # None: a file older than the held-out kinds' floor
+    threshold_floor_source: str | None = None     # the held-out reference kind that set the floor
 
 
     def to_meta(self) -> dict:
@@ -57,6 +60,8 @@ class ProtectReport:
             del meta["threshold_level"], meta["threshold_significance"]
         if meta["threshold_floor"] is None:   # a file from before the held-out kinds' floor
             del meta["threshold_floor"]
+        if meta["threshold_floor_source"] is None:
+            del meta["threshold_floor_source"]
         return meta
 
     @classmethod
