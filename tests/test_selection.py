@@ -274,7 +274,7 @@ def test_protect_refines_keeping_the_owners_label_and_thresholds_on_validation(p
     assert info["threshold_floor"] == pytest.approx(chosen["max_negative"])
     kinds = {r.kind for r in result.references if r.role == "negative" and r.split == "select"}
     source = info["threshold_floor_source"]
-    assert source == "validation replica" or source.removesuffix(", held out") in kinds
+    assert source == "validation replica" or source.removesuffix(" (held out of the selection)") in kinds
     level = max(threshold_between(held["positives"], held["negatives"], len(fps)), info["threshold_floor"])
     assert info["threshold_level"] == pytest.approx(level, abs=1e-3) and info["threshold_significance"] == 0.05
     assert fps.meta["threshold"] == significant_threshold(info["threshold_level"], len(fps))[0] > level

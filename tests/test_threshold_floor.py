@@ -19,7 +19,8 @@ def _case(held_out_negatives, refined_negatives):
     points = FingerprintSet(images=torch.zeros(N, 1, 2, 2), labels=zeros, source_labels=zeros.clone(),
                             margins=torch.ones(N), steps=zeros.clone())
     outputs = ReferenceOutputs(torch.zeros(0, N), torch.zeros(0, N, dtype=torch.bool))
-    sources = ["validation replica"] + [f"kind{i}, held out" for i in range(1, len(held_out_negatives))]
+    sources = ["validation replica"] + [f"kind{i} (held out of the selection)"
+                                        for i in range(1, len(held_out_negatives))]
     chosen = Candidate("k=1", torch.arange(N), held_out={"positives": [0.9, 1.0, 1.0],
                                                          "negatives": list(held_out_negatives),
                                                          "negative_sources": sources})
@@ -33,7 +34,7 @@ def test_a_held_out_kind_above_the_calibrated_level_raises_it():
     calibrated = threshold_between([0.95, 1.0, 1.0], [0.0, 0.17], N)     # 0.585: below what the unseen kind kept
     result = calibrate_threshold(selection, choice, significance=0.05)
     assert result.floor == 0.82 and result.level == 0.82 > calibrated
-    assert result.floor_source == "kind1, held out"   # the file says which held-out kind set it
+    assert result.floor_source == "kind1 (held out of the selection)"   # the file says which kind set it
     assert result.threshold == significant_threshold(0.82, N)[0] > 0.82
     assert result.negatives == [0.0, 0.17]   # the rates the level was calibrated on, as recorded
 

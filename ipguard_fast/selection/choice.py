@@ -101,7 +101,8 @@ def choose(candidates: list[Candidate], refs: References, n: int, score: str) ->
                                                           keep, positive=True, weight=w)]
         left_out = _left_out_rates(sn, sp, refs.negatives.agrees[:, c], refs.negative_kinds, keep, positive=False,
                                    weight=w)
-        sources = ["validation replica"] * len(neg_rates) + [f"{kind}, held out" for kind, _ in left_out]
+        sources = (["validation replica"] * len(neg_rates)
+                   + [f"{kind} (held out of the selection)" for kind, _ in left_out])
         neg_rates += [rate for _, rate in left_out]
         candidate.held_out = {"positives": pos_rates, "negatives": neg_rates, "negative_sources": sources}
         candidate.validation = {"aruc": metrics.aruc(pos_rates, neg_rates),

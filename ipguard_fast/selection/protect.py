@@ -150,8 +150,10 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         with _layout(plan, owner, refs):
             selection = timed("refine", lambda: refine_selection(owner, selection, refs, choice, config, log=say))
     calibration = calibrate_threshold(selection, choice, config.threshold_significance, refs)
-    say(f"threshold {calibration.threshold:.3f} (level {calibration.level:.3f}, at least the held-out "
-        f"{calibration.floor:.3f} of {calibration.floor_source}; significance {config.threshold_significance})")
+    floor = (f"the {calibration.floor:.3f} that {calibration.floor_source} kept" if calibration.floor_source
+             else f"{calibration.floor:.3f}")
+    say(f"threshold {calibration.threshold:.3f} (level {calibration.level:.3f}, at least {floor}; "
+        f"significance {config.threshold_significance})")
     fps = fingerprint_set(selection, refs, choice, config, calibration.threshold)
     report = _report(config, pool, refs, choice, calibration, timings, plan)
     fps.meta["protect"] = report.to_meta()
