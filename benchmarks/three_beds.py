@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     p.add_argument("--contiguous", action="store_true",
                    help="protect's pool, scoring and refinement with contiguous conv weights, whatever its plan "
                         "measures (with IPGUARD_FAST_TRAIN_PRECISION=fp32: protect as before channels_last)")
+    p.add_argument("--refine", default="",
+                   help="protect's refinement settings other than the default, KEY=VALUE,... of RefineConfig "
+                        "(for example steps=25 or cap=1); the references and their cache are the same")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -110,7 +113,7 @@ def _one_seed(args, seed: int):
             recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None,
                              args.add_preprocess)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
-                                   label_share=args.label_share, init=args.init,
+                                   label_share=args.label_share, init=args.init, refine=_refine_config(args.refine),
                                    search={"channels_last": False} if args.contiguous else {})
             fps = run_protect(owner, data, config, progress=False, log=print,
                               cache=CacheLocation(Path(args.cache) / f"{key}-seed{seed}"),
@@ -161,6 +164,24 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "") 
     if unknown:
         raise SystemExit(f"--drop-kinds: no such kind in the recipe: {sorted(unknown)}")
     return tuple(k for k in recipe if k.kind not in names)
+
+
+def _refine_config(overrides: str):
+    """True (protect's default refinement), or a RefineConfig with the KEY=VALUE overrides."""
+    if not overrides:
+        return True
+    import dataclasses
+
+    from ipguard_fast.selection.refine import RefineConfig
+
+    fields = {f.name: f.type for f in dataclasses.fields(RefineConfig)}
+    settings = {}
+    for entry in overrides.split(","):
+        key, _, value = entry.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--refine: RefineConfig has no {key!r} (it has {sorted(fields)})")
+        settings[key] = int(value) if key in ("steps", "factor", "batch_size") else float(value)
+    return RefineConfig(**settings)
 
 
 def _summary(bed: str, seed: int, result, protect_seconds: float) -> dict:
