@@ -174,13 +174,15 @@ def _refine_config(overrides: str):
 
     from ipguard_fast.selection.refine import RefineConfig
 
-    fields = {f.name: f.type for f in dataclasses.fields(RefineConfig)}
+    default = RefineConfig()
+    names = sorted(f.name for f in dataclasses.fields(RefineConfig))
     settings = {}
     for entry in overrides.split(","):
         key, _, value = entry.partition("=")
-        if key not in fields:
-            raise SystemExit(f"--refine: RefineConfig has no {key!r} (it has {sorted(fields)})")
-        settings[key] = int(value) if key in ("steps", "factor", "batch_size") else float(value)
+        if key not in names:
+            raise SystemExit(f"--refine: RefineConfig has no {key!r} (it has {names})")
+        # a setting's type is its default's (negative_weight, None by default, is a float)
+        settings[key] = int(value) if isinstance(getattr(default, key), int) else float(value)
     return RefineConfig(**settings)
 
 
