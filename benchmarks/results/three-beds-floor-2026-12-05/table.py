@@ -3,7 +3,7 @@ mistakes baselines, the selected ARUC (paper's families), ROC AUC, the threshold
 calibrated level, the held-out kinds' floor, the stored threshold), the innocents accused,
 the field's families caught and the copies missed.
 
-    python benchmarks/results/three-beds-floor-2026-12-05/table.py
+    python benchmarks/results/three-beds-floor-2026-12-05/table.py [FOLDER, default this one]
 """
 import json
 import sys
@@ -36,7 +36,8 @@ def row(path: Path) -> str:
 
 if __name__ == "__main__":
     order = {"demo": 0, "hard": 1, "foreign": 2}
-    files = sorted(HERE.glob("*-seed*.json"), key=lambda p: (order[p.name.split("-")[0]], p.name))
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    files = sorted(folder.glob("*-seed*.json"), key=lambda p: (order[p.name.split("-")[0]], p.name))
     print("| bed | seed | plain best ARUC | mistakes ARUC | selected ARUC (paper's families) | ROC AUC | "
           "threshold: level / floor -> stored | falsely accused | field families caught | missed |")
     print("|---|---:|---:|---:|---:|---:|---|---|---|---|")
