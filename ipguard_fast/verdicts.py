@@ -26,17 +26,8 @@ from ._validate import positive_int, probability
 from .fingerprints import FingerprintSet
 from .modules import call_in_fixed_batches, device_and_dtype, eval_mode, static_batch_size
 
-__all__ = [
-    "DEFAULT_THRESHOLD",
-    "LabelFn",
-    "Verdict",
-    "as_label_fn",
-    "as_output_fn",
-    "calibrate_threshold",
-    "matching_rate",
-    "resolve_threshold",
-    "verify",
-]
+__all__ = ["DEFAULT_THRESHOLD", "LabelFn", "Verdict", "as_label_fn", "as_output_fn", "calibrate_threshold",
+           "conclusive_threshold", "matching_rate", "resolve_threshold", "verify"]
 
 # IPGuard declares a suspect pirated when its matching rate reaches a threshold. The right
 # threshold depends on how often *independent* models agree with the fingerprints, so the
@@ -51,13 +42,15 @@ LabelFn = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Verdict:
-    """Outcome of :func:`verify`. ``to_dict`` gives the JSON the CLI prints."""
+    """Outcome of :func:`verify`. ``to_dict`` gives the JSON the CLI prints. ``conclusive``
+    False: the file's own threshold can show no copy, and ``pirated`` is False at any rate."""
 
     matching_rate: float
     pirated: bool
     threshold: float
     matches: int
     total: int
+    conclusive: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,15 +194,17 @@ def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None =
 
     ``threshold`` defaults to ``fingerprints.meta["threshold"]`` when the fingerprints carry a
     calibrated one, else :data:`DEFAULT_THRESHOLD`. The suspect is judged pirated when its
-    matching rate is at least the threshold.
+    matching rate is at least the threshold, unless the file's own threshold can show no
+    copy (:func:`conclusive_threshold`): the verdict is then inconclusive.
     """
     _check_fingerprints(fingerprints)
+    conclusive = threshold is not None or conclusive_threshold(fingerprints)
     threshold = resolve_threshold(threshold, fingerprints)
     matches = _count_matches(suspect, fingerprints, batch_size)
     total = len(fingerprints)
     rate = matches / total
-    return Verdict(matching_rate=rate, pirated=rate >= threshold, threshold=threshold,
-                   matches=matches, total=total)
+    return Verdict(matching_rate=rate, pirated=conclusive and rate >= threshold, threshold=threshold,
+                   matches=matches, total=total, conclusive=conclusive)
 
 
 def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: FingerprintSet,
@@ -286,3 +281,12 @@ def resolve_threshold(threshold: Any, fingerprints: FingerprintSet) -> float:
     if threshold is not None:
         return probability("threshold", threshold)
     return probability("fingerprints.meta['threshold']", fingerprints.meta.get("threshold", DEFAULT_THRESHOLD))
+
+
+def conclusive_threshold(fingerprints: FingerprintSet) -> bool:
+    """False when protect() recorded (meta["threshold_shown"]) that independents held out of
+    its selection agree so often that even n of n matches is no evidence of a copy."""
+    shown = fingerprints.meta.get("threshold_shown", True)
+    if not isinstance(shown, bool):
+        raise ValueError(f"fingerprints.meta['threshold_shown']: must be true or false, got {shown!r}")
+    return shown

@@ -33,6 +33,13 @@ def test_extract_then_verify(owner_file, tmp_path, capsys):
     assert main(["verify", "--fingerprints", str(out), "--model", str(owner_file), "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["matching_rate"] == 1.0 and verdict["pirated"] is True and verdict["total"] == 10
+    # A file whose own threshold can show no copy (protect's threshold_shown False): even the
+    # owner, which matches every point, gets an inconclusive verdict, said in words.
+    fps.meta.update(threshold=1.0, threshold_shown=False)
+    fps.save(tmp_path / "weak.safetensors")
+    assert main(["verify", "--fingerprints", str(tmp_path / "weak.safetensors"), "--model", str(owner_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "(10/10)" in printed and "inconclusive" in printed and "PIRATED" not in printed
 
 
 def test_factory_model_with_weights(tmp_path, capsys):

@@ -6,7 +6,7 @@ import ipguard_fast as ig
 from ipguard_fast.data import load_digits
 from ipguard_fast.evaluation import Suspect
 from ipguard_fast.evaluation.judging import judged
-from ipguard_fast.evaluation.report import summary_table
+from ipguard_fast.evaluation.report import summary_table, verdict_summary
 from ipguard_fast.models import DigitsMLP
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection.mistakes import mistakes_fingerprints
@@ -29,6 +29,13 @@ def test_verdicts_name_false_accusations_misses_and_useless_copies():
     assert everyone["not_useful"] == [] and everyone["positives"] == 3
     _, _, unknown = judged([dict(r) for r in rows], 0.6, owner_accuracy=None, useful_drop=0.1)
     assert unknown["not_useful"] == []   # without accuracies every copy counts
+    # A set whose threshold can show no copy (verdicts.conclusive_threshold): nobody is
+    # accused, every counted copy is missed, and the summary says why.
+    aruc_again, _, inconclusive = judged([dict(r) for r in rows], 0.6, owner_accuracy=0.95, useful_drop=0.10,
+                                         conclusive=False)
+    assert inconclusive["false_accusations"] == [] and inconclusive["missed"] == ["copy", "weak copy"]
+    assert inconclusive["conclusive"] is False and verdicts["conclusive"] is True and aruc_again == aruc
+    assert "inconclusive" in verdict_summary(inconclusive) and "inconclusive" not in verdict_summary(verdicts)
 
 
 def test_mistakes_are_the_owners_wrong_answers_on_held_out_data(owner):

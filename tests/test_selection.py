@@ -278,6 +278,8 @@ def test_protect_refines_keeping_the_owners_label_and_thresholds_on_validation(p
     level = max(threshold_between(held["positives"], held["negatives"], len(fps)), info["threshold_floor"])
     assert info["threshold_level"] == pytest.approx(level, abs=1e-3) and info["threshold_significance"] == 0.05
     assert fps.meta["threshold"] == significant_threshold(info["threshold_level"], len(fps))[0] > level
+    # whether a verdict at it can show a copy is recorded beside it (verdicts.conclusive_threshold)
+    assert fps.meta["threshold_shown"] is significant_threshold(info["threshold_level"], len(fps))[1]
 
 
 def test_protect_without_refinement_keeps_pool_points(owner, small, refs):

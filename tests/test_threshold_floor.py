@@ -46,6 +46,17 @@ def test_a_floor_below_the_calibrated_level_changes_nothing():
     assert result.level == result.threshold == pytest.approx(threshold_between([0.95, 1.0, 1.0], [0.0, 0.5], N))
 
 
+def test_a_level_no_count_can_exceed_makes_the_threshold_inconclusive():
+    """A held-out kind that kept 0.99: not even 100 of 100 matches is unlikely (p > 0.05) for
+    a model at that level, so the calibration says so and verify will call no copy."""
+    selection, choice = _case(held_out_negatives=[0.1, 0.99], refined_negatives=[0.0, 0.2])
+    with pytest.warns(UserWarning, match="inconclusive"):
+        result = calibrate_threshold(selection, choice, significance=0.05)
+    assert (result.level, result.threshold, result.shown) == (0.99, 1.0, False)
+    selection, choice = _case(held_out_negatives=[0.1, 0.9], refined_negatives=[0.0, 0.2])
+    assert calibrate_threshold(selection, choice, significance=0.05).shown
+
+
 def test_without_held_out_negatives_there_is_no_floor():
     selection, choice = _case(held_out_negatives=[], refined_negatives=[0.0, 0.2])
     result = calibrate_threshold(selection, choice, significance=None)

@@ -173,7 +173,8 @@ def test_verdict_at_and_below_threshold():
     assert at == Verdict(matching_rate=0.5, pirated=True, threshold=0.5, matches=5, total=N)
     below = verify(copier(4, fps.labels), fps, threshold=0.5, batch_size=N)
     assert not below.pirated and below.matches == 4
-    assert below.to_dict() == {"matching_rate": 0.4, "pirated": False, "threshold": 0.5, "matches": 4, "total": N}
+    assert below.to_dict() == {"matching_rate": 0.4, "pirated": False, "threshold": 0.5, "matches": 4, "total": N,
+                               "conclusive": True}
 
 
 def test_threshold_defaults(owner_fps):
@@ -189,6 +190,23 @@ def test_threshold_defaults(owner_fps):
 def test_threshold_must_be_in_unit_interval(owner, owner_fps, threshold):
     with pytest.raises(ValueError, match="threshold: must be a number in \\[0, 1\\]"):
         verify(owner, owner_fps, threshold=threshold)
+
+
+def test_a_threshold_that_can_show_no_copy_gives_inconclusive_verdicts():
+    """protect records threshold_shown False when independents held out of its selection
+    agree so often that even n of n matches is no evidence: its own threshold then calls no
+    suspect a copy, not even one that matches every point; a threshold the caller gives
+    decides as usual."""
+    fps = fingerprints_for(torch.arange(N) % 10, threshold=1.0, threshold_shown=False)
+    every = verify(copier(N, fps.labels), fps, batch_size=N)
+    assert every.matching_rate == 1.0 and not every.pirated and not every.conclusive
+    assert every.to_dict()["conclusive"] is False
+    given = verify(copier(N, fps.labels), fps, threshold=1.0, batch_size=N)
+    assert given.pirated and given.conclusive
+    shown = fingerprints_for(torch.arange(N) % 10, threshold=1.0, threshold_shown=True)
+    assert verify(copier(N, fps.labels), shown, batch_size=N).pirated
+    with pytest.raises(ValueError, match="threshold_shown"):
+        verify(copier(N, fps.labels), fingerprints_for(torch.arange(N) % 10, threshold_shown="no"), batch_size=N)
 
 
 def test_bad_threshold_in_meta_is_named(owner, owner_fps):

@@ -11,19 +11,21 @@ __all__ = ["judged"]
 
 
 def judged(rows: Sequence[dict], threshold: float, owner_accuracy: float | None,
-           useful_drop: float | None) -> tuple[float, float, dict]:
+           useful_drop: float | None, conclusive: bool = True) -> tuple[float, float, dict]:
     """(ARUC, ROC AUC, verdicts) of suspect `rows` (name, role, accuracy, matching_rate);
     each row gains "counted". A positive whose accuracy is more than `useful_drop` below
-    the owner's is reported in verdicts["not_useful"] and left out of the rest."""
+    the owner's is reported in verdicts["not_useful"] and left out of the rest.
+    conclusive False (verdicts.conclusive_threshold): verify calls no suspect a copy at this
+    set's threshold, so nobody is accused and every counted copy is missed."""
     for row in rows:
         useless = (row["role"] == "positive" and useful_drop is not None and owner_accuracy is not None
                    and row["accuracy"] is not None and row["accuracy"] < owner_accuracy - useful_drop)
         row["counted"] = not useless
     pos = [r for r in rows if r["role"] == "positive" and r["counted"]]
     neg = [r for r in rows if r["role"] == "negative"]
-    accused = [r["name"] for r in neg if r["matching_rate"] >= threshold]
-    missed = [r["name"] for r in pos if r["matching_rate"] < threshold]
-    verdicts = {"threshold": threshold, "positives": len(pos), "negatives": len(neg),
+    accused = [r["name"] for r in neg if conclusive and r["matching_rate"] >= threshold]
+    missed = [r["name"] for r in pos if not conclusive or r["matching_rate"] < threshold]
+    verdicts = {"threshold": threshold, "conclusive": conclusive, "positives": len(pos), "negatives": len(neg),
                 "tpr": (len(pos) - len(missed)) / len(pos) if pos else None,
                 "false_accusations": accused, "missed": missed,
                 "not_useful": [r["name"] for r in rows if not r["counted"]]}

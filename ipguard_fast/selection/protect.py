@@ -153,8 +153,9 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     floor = (f"the {calibration.floor:.3f} that {calibration.floor_source} kept" if calibration.floor_source
              else f"{calibration.floor:.3f}")
     say(f"threshold {calibration.threshold:.3f} (level {calibration.level:.3f}, at least {floor}; "
-        f"significance {config.threshold_significance})")
-    fps = fingerprint_set(selection, refs, choice, config, calibration.threshold)
+        f"significance {config.threshold_significance})"
+        + ("" if calibration.shown else ": no suspect can be shown to be a copy at it, verdicts are inconclusive"))
+    fps = fingerprint_set(selection, refs, choice, config, calibration)
     report = _report(config, pool, refs, choice, calibration, timings, plan)
     fps.meta["protect"] = report.to_meta()
     return ProtectResult(fps, report, refs.references)

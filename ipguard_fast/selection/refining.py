@@ -101,6 +101,7 @@ class Calibration:
     positives: list[float]
     negatives: list[float]
     floor_source: str | None = None   # the held-out reference kind whose rate is the floor
+    shown: bool = True                # False: not even n of n matches is unlikely at the level
 
 
 def calibrate_threshold(selection: Selection, choice: Choice, significance: float | None,
@@ -129,10 +130,12 @@ def calibrate_threshold(selection: Selection, choice: Choice, significance: floa
         return Calibration(level, level, floor, positives, negatives, source)
     threshold, shown = significant_threshold(level, n, significance)
     if not shown:
-        warnings.warn(f"protect: {n} fingerprints cannot show agreement above the calibrated level {level:.3f} at "
-                      f"threshold_significance={significance}; the threshold is 1.0 (keep more fingerprints)",
+        warnings.warn(f"protect: {n} fingerprints cannot show agreement above the calibrated level {level:.3f} "
+                      f"(what independent models held out of the selection reach) at threshold_significance="
+                      f"{significance}: verify calls no suspect a copy with this file's threshold, its verdicts are "
+                      f"inconclusive (keep more fingerprints; independents trained like the owner share its points)",
                       stacklevel=3)
-    return Calibration(threshold, level, floor, positives, negatives, source)
+    return Calibration(threshold, level, floor, positives, negatives, source, shown)
 
 
 def _floor(held_out: dict) -> tuple[float, str | None]:
@@ -146,9 +149,10 @@ def _floor(held_out: dict) -> tuple[float, str | None]:
 
 
 def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, config: ProtectConfig,
-                    threshold: float) -> FingerprintSet:
-    """The kept points with meta["selection"] (the references, their rates, the refinement)
-    and the threshold verify() uses."""
+                    calibration: Calibration) -> FingerprintSet:
+    """The kept points with meta["selection"] (the references, their rates, the refinement),
+    the threshold verify() uses, and whether verdicts at it can be conclusive
+    (meta["threshold_shown"]: verdicts.file_threshold_shown)."""
     references = refs.references
     described = {role: [dict(describe_reference(r.name, r.model), split=r.split, kind=r.kind)
                         for r in references if r.role == role] for role in ("positive", "negative")}
@@ -161,6 +165,7 @@ def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, co
     fps = selected_set(selection.points, selection.kept, selection.scores, score=config.score,
                        references={"positives": described["positive"], "negatives": described["negative"]},
                        rates={references[i].name: round(rate, 4) for i, rate in zip(every, rates)}, extra=extra)
-    fps.meta["threshold"] = threshold
+    fps.meta["threshold"] = calibration.threshold
+    fps.meta["threshold_shown"] = calibration.shown
     fps.meta["init"] = choice.chosen.init_meta
     return fps
