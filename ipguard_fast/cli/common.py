@@ -244,8 +244,8 @@ def print_verdict(verdict, as_json: bool) -> None:
         return
     word = "PIRATED" if verdict.pirated else "not pirated"
     if not verdict.conclusive:
-        word = ("inconclusive (independent models reach this file's threshold as often as copies: it can show no "
-                "copy; protect warned when it wrote the file)")
+        word = ("inconclusive (independent models agree with nearly every fingerprint of this file, so no rate "
+                "shows a copy; protect warned when it wrote the file)")
     print(f"matching rate {verdict.matching_rate:.4f} ({verdict.matches}/{verdict.total}) vs threshold "
           f"{verdict.threshold:.4f}: {word}")
 

@@ -152,7 +152,7 @@ def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, co
                     calibration: Calibration) -> FingerprintSet:
     """The kept points with meta["selection"] (the references, their rates, the refinement),
     the threshold verify() uses, and whether verdicts at it can be conclusive
-    (meta["threshold_shown"]: verdicts.file_threshold_shown)."""
+    (meta["threshold_shown"]: verdicts.conclusive_threshold)."""
     references = refs.references
     described = {role: [dict(describe_reference(r.name, r.model), split=r.split, kind=r.kind)
                         for r in references if r.role == role] for role in ("positive", "negative")}
