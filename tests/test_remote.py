@@ -508,7 +508,19 @@ def test_verify_remote_threshold_and_arguments(server, model, fingerprints):
     for kwargs in ({"threshold": 1.5}, {"batch_size": 0}, {"batch_size": True}):
         with pytest.raises(ValueError):
             verify_remote(server.url, fingerprints, timeout=TIMEOUT, **kwargs)
+    bad = FingerprintSet(images=fingerprints.images, labels=fingerprints.labels,
+                         source_labels=fingerprints.source_labels, margins=fingerprints.margins,
+                         steps=fingerprints.steps, meta={**fingerprints.meta, "threshold_shown": "no"})
+    with pytest.raises(ValueError, match="threshold_shown"):   # refused before any query
+        verify_remote(server.url, bad, timeout=TIMEOUT)
     assert server.stats()["labels_requests"] == before
+    # A file whose threshold can show no copy: the remote verdict is inconclusive too.
+    weak = FingerprintSet(images=fingerprints.images, labels=fingerprints.labels,
+                          source_labels=fingerprints.source_labels, margins=fingerprints.margins,
+                          steps=fingerprints.steps, meta={**fingerprints.meta, "threshold": 0.0,
+                                                          "threshold_shown": False})
+    verdict = verify_remote(server.url, weak, batch_size=64, timeout=TIMEOUT)
+    assert not verdict.conclusive and not verdict.pirated and verdict == verify(model, weak)
 
 
 def test_verify_remote_accepts_a_configured_client(server, model, fingerprints):

@@ -14,7 +14,7 @@ import torch
 
 from .._validate import ArgumentError
 from ..fingerprints import FingerprintSet
-from ..verdicts import Verdict, resolve_threshold, verify
+from ..verdicts import Verdict, conclusive_threshold, resolve_threshold, verify
 from .client import RemoteError, RemoteLabelModel
 from .config import RemoteVerifyConfig
 from .progress import ProgressFile
@@ -87,7 +87,9 @@ def run_remote_verification(url: str | RemoteLabelModel, fingerprints: Fingerpri
         raise ArgumentError("fingerprints", f"must be a FingerprintSet, got {type(fingerprints).__name__}")
     if len(fingerprints) == 0:
         raise ArgumentError("fingerprints", "is empty; a matching rate needs at least one fingerprint")
-    resolve_threshold(threshold, fingerprints)
+    resolve_threshold(threshold, fingerprints)   # a bad threshold is refused before any query
+    if threshold is None:
+        conclusive_threshold(fingerprints)
     end = None if config.deadline is None else time.monotonic() + config.deadline
     if key_file is not None and not progress_file:
         raise ArgumentError("key_file", "authenticates a progress file: give progress_file too")
