@@ -104,6 +104,18 @@ def test_the_deadline_ends_busy_retries_and_names_the_last_answer():
         assert time.monotonic() - start < 4
 
 
+def test_a_wait_past_the_deadline_ends_the_call_at_the_deadline_naming_the_answer():
+    # The server asks for 5 s, 1 s is left: no doomed attempt with a sliver of time (its
+    # timeout would be named instead of the 429); the wait is cut at the deadline.
+    busy = [(429, {"Retry-After": "5"}, "{}")] * 5
+    with FakeApi(make_model(), script=busy) as api, RemoteLabelModel(api.url, timeout=10, backoff=0.0) as client:
+        delays = []
+        client._sleep = delays.append
+        with pytest.raises(RemoteError, match=r"deadline passed .*after 1 attempt; the last: HTTP 429"):
+            client.labels(torch.rand(2, *SHAPE), deadline=time.monotonic() + 1.0)
+        assert client.requests_sent == 1 and len(delays) == 1 and 0.0 <= delays[0] <= 1.0
+
+
 # ---------------------------------------------------------------------- credentials
 
 

@@ -40,6 +40,9 @@ from .transport import Exchange, HttpTransport, TransportError
 __all__ = ["RemoteError", "RemoteLabelModel"]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+# Under a deadline, no retry starts with less time than this left: a request needs a round
+# trip, and an attempt given a millisecond can only time out.
+MIN_ATTEMPT_SECONDS = 0.05
 
 
 class RemoteError(RuntimeError):
@@ -223,7 +226,7 @@ class RemoteLabelModel:
                 if exc.permanent or failures >= self.retry.retries:
                     raise RemoteError(f"cannot reach {shown}: {last} (after {_plural(attempts, 'attempt')})",
                                       url=shown) from None
-                failures = self._pause(failures, None, deadline)
+                failures = self._pause(failures, None, deadline, shown, attempts, last)
                 continue
             if answer.status == 200:
                 return self._parsed(answer, shown, max_response)
@@ -231,7 +234,7 @@ class RemoteLabelModel:
             busy = answer.status == 429 or (answer.status == 503 and advised is not None)
             last = f"HTTP {answer.status}"
             if answer.status in _RETRY_STATUSES and (failures < self.retry.retries or (busy and deadline is not None)):
-                failures = self._pause(failures, advised, deadline)
+                failures = self._pause(failures, advised, deadline, shown, attempts, last)
                 continue
             detail = self._endpoint.redact(error_detail(self._body(answer, max_response)))
             raise RemoteError(http_error_message(method, shown, answer.status, detail, answer.headers, attempts),
@@ -271,18 +274,25 @@ class RemoteLabelModel:
             return self.timeout
         left = deadline - time.monotonic()
         if left <= 0:
-            ended = f"; the last: {last}" if last else ""
-            raise RemoteError(f"deadline passed before {url} answered (after {_plural(attempts, 'attempt')}{ended})",
-                              url=url)
+            raise _deadline_passed(url, attempts, last)
         return min(self.timeout, left)
 
-    def _pause(self, failures: int, advised: float | None, deadline: float | None) -> int:
-        """Wait before a retry (jittered backoff or Retry-After), never past the deadline; the failures so far."""
+    def _pause(self, failures: int, advised: float | None, deadline: float | None, url: str, attempts: int,
+               last: str) -> int:
+        """Wait before a retry (jittered backoff or Retry-After); the failures so far. A wait that
+        leaves less than MIN_ATTEMPT_SECONDS before the deadline ends the call there instead,
+        naming the last answer (a doomed last attempt's timeout would hide the server's 429)."""
         seconds = self.retry.delay(failures, advised, self._random())
-        if deadline is not None:
-            seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+        if deadline is not None and time.monotonic() + seconds > deadline - MIN_ATTEMPT_SECONDS:
+            self._sleep(max(0.0, deadline - time.monotonic()))
+            raise _deadline_passed(url, attempts, last)
         self._sleep(seconds)
         return failures + 1
+
+
+def _deadline_passed(url: str, attempts: int, last: str) -> RemoteError:
+    ended = f"; the last: {last}" if last else ""
+    return RemoteError(f"deadline passed before {url} answered (after {_plural(attempts, 'attempt')}{ended})", url=url)
 
 
 def _plural(count: int, word: str) -> str:
