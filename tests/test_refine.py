@@ -90,6 +90,40 @@ def test_zero_steps_return_a_copy(owner, models, pool):
     assert torch.equal(x, pool.images) and x.data_ptr() != pool.images.data_ptr()
 
 
+def test_skipping_the_backward_of_sure_models_changes_no_point(owner, models, pool):
+    # A model at its cap on every point of a chunk adds a zero gradient; refinement skips its
+    # backward. Oracle: every model backpropagated every step, as the objective is written.
+    positives, negatives = models
+    config = RefineConfig(steps=15, cap=0.5, min_margin=0.5, batch_size=8)   # caps reached early
+    backwards = []
+    hooks = [m.register_full_backward_hook(lambda *_: backwards.append(1)) for m in (*positives, *negatives)]
+    try:
+        fast = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=1.0, config=config)
+    finally:
+        for h in hooks:
+            h.remove()
+    expected = pool.images.clone()
+    for chunk in range(0, len(expected), config.batch_size):
+        x = expected[chunk:chunk + config.batch_size].clone().requires_grad_(True)
+        j = pool.labels[chunk:chunk + config.batch_size]
+        optimizer = torch.optim.Adam([x], lr=config.lr)
+        for _ in range(config.steps):
+            optimizer.zero_grad()
+            (-_objective_with_grad(owner, x, j, positives, negatives, config)).sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+        expected[chunk:chunk + config.batch_size] = x.detach()
+    assert torch.allclose(fast, expected, atol=1e-6, rtol=0)
+    assert 0 < len(backwards) < (len(positives) + len(negatives)) * config.steps * 3   # some were skipped
+
+
+def _objective_with_grad(owner, x, j, positives, negatives, config, weight=1.0):
+    keep = torch.stack([_margins(m, x, j) for m in positives]).clamp(max=config.cap).mean(0)
+    share = torch.stack([_margins(m, x, j) for m in negatives]).clamp(min=-config.cap).mean(0)
+    return keep - weight * share - config.penalty * torch.relu(config.min_margin - _margins(owner, x, j))
+
+
 def test_duplicate_rows_marks_later_copies():
     x = torch.tensor([[0.0, 1.0], [0.5, 0.5], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     assert duplicate_rows(x).tolist() == [False, False, True, True, False]

@@ -117,16 +117,26 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: Re
     """config.steps Adam steps on one chunk. The objective is a sum of one term per model,
     so each model's term is backpropagated on its own: x.grad accumulates the same
     gradient while only one model's graph is alive at a time (memory of one reference,
-    not of all of them, which matters for ImageNet-size references)."""
+    not of all of them, which matters for ImageNet-size references). A model already sure
+    of every point of the chunk (its term at its cap: zero gradient) skips its backward,
+    which would add exact zeros: the same points, a seventh less time on the digits owner."""
     x = x0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=config.lr)
-    terms = ([(owner, lambda m: config.penalty * torch.relu(config.min_margin - m))]
-             + [(model, lambda m: -m.clamp(max=config.cap) / len(positives)) for model in positives]
-             + [(model, lambda m: weight * m.clamp(min=-config.cap) / len(negatives)) for model in negatives])
+    # (model, its term to minimise (-objective), where that term has a gradient)
+    terms = ([(owner, lambda m: config.penalty * torch.relu(config.min_margin - m), lambda m: m < config.min_margin)]
+             + [(model, lambda m: -m.clamp(max=config.cap) / len(positives), lambda m: m <= config.cap)
+                for model in positives]
+             + [(model, lambda m: weight * m.clamp(min=-config.cap) / len(negatives), lambda m: m >= -config.cap)
+                for model in negatives])
     for _ in range(config.steps):
         optimizer.zero_grad(set_to_none=True)
-        for model, loss in terms:   # minimise: -objective
-            loss(_margins(model, x, j)).sum().backward()
+        for model, loss, moving in terms:
+            margins = _margins(model, x, j)
+            # The check reads a value back: on the host only (on a GPU it would stall every step).
+            if x.device.type != "cpu" or bool(moving(margins.detach()).any()):
+                loss(margins).sum().backward()
+        if x.grad is None:   # every model sure: Adam still moves on its momentum, as with a zero gradient
+            x.grad = torch.zeros_like(x)
         optimizer.step()
         with torch.no_grad():
             x.clamp_(lo, hi)
