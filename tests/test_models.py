@@ -40,6 +40,32 @@ def test_digits_models_shapes_and_last_layer():
 # ------------------------------------------------------------- CIFAR models
 
 
+@pytest.mark.parametrize("side", [8, 32])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_digits_cnn_pool_shortcut_is_exact_and_exports_still_pool(side, channels_last):
+    # DigitsCNN hands a 4x4 map past its adaptive pool (slow backward in channels_last):
+    # the logits and input gradients are those of nn.AdaptiveAvgPool2d(4), bit for bit.
+    torch.manual_seed(0)
+    fast = DigitsCNN().eval()
+    plain = DigitsCNN().eval()
+    plain.load_state_dict(fast.state_dict())
+    plain.features[5] = nn.AdaptiveAvgPool2d(4)
+    x = torch.rand(5, 1, side, side)
+    if channels_last:
+        fast, plain = fast.to(memory_format=torch.channels_last), plain.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    grads = []
+    for model in (fast, plain):
+        x_ = x.clone().requires_grad_(True)
+        model(x_).logsumexp(1).sum().backward()
+        grads.append((model(x).detach(), x_.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    traced = torch.jit.trace(fast, torch.rand(2, 1, 8, 8))   # traced at 8x8, still pools a 32x32 input
+    big = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(traced(big), plain(big), atol=1e-6)
+    assert torch.allclose(torch.jit.script(fast)(big), plain(big), atol=1e-6)
+
+
 def test_resnet20_structure():
     model = resnet20()
     assert _n_params(model) == 269_722  # the published ~0.27M
