@@ -91,7 +91,7 @@ def test_demo_smoke(tmp_path):
     # One thread: on a 2-core machine shared with other jobs, two threads contend (measured 10x slower).
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "ipguard_fast", "demo", "--out", str(tmp_path), "--n", "20",
-                           "--k", "1,5", "--replicas", "1", "--pool-factor", "3"],
+                           "--k", "1,5", "--replicas", "1", "--pool-factor", "3", "--threads", "1"],
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "ARUC" in proc.stdout and "| FTAL | positive |" in proc.stdout

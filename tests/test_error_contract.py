@@ -41,7 +41,7 @@ def one_line_exit_2(argv, capsys):
 
 
 @pytest.mark.parametrize("case", ["verify wrong shape", "extract wrong shape", "serve port", "demo nan k",
-                                  "evaluate nan k", "extract bad device"])
+                                  "demo zero threads", "evaluate nan k", "extract bad device"])
 def test_bad_command_lines_are_one_line_and_exit_2(case, files, capsys):
     argv = {
         "verify wrong shape": ["verify", "--fingerprints", files["fp"], "--model", files["wide"]],
@@ -49,6 +49,7 @@ def test_bad_command_lines_are_one_line_and_exit_2(case, files, capsys):
                                 "--no-progress", "--out", str(files["dir"] / "o.safetensors")],
         "serve port": ["serve", "--model", files["model"], "--port", "70000"],
         "demo nan k": ["demo", "--k", "1,nan", "--out", str(files["dir"] / "demo")],
+        "demo zero threads": ["demo", "--threads", "0", "--out", str(files["dir"] / "demo")],
         "evaluate nan k": ["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--k", "nan",
                            "--out", str(files["dir"] / "eval")],
         "extract bad device": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1",

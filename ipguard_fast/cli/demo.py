@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
                    help="the suspects: demo (default), foreign (independents trained by recipes protect never uses) "
                         "or hard (independents trained like the owner over five architectures; the wider grid)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for the whole demo (default: torch's; 1 when other jobs share the cores)")
     add_selection_arguments(p, "protect: ")
 
 
@@ -42,6 +44,8 @@ def check_arguments(args):
     significance_arg(args)
     check_margins("--k", args.k)
     check_output_folder("--out", args.out)
+    if args.threads is not None:
+        positive_int("--threads", args.threads)
     with named_as_options({"bed": "--bed"}):
         return make_bed(args.bed, digits=True, input_shape=digits_input_shape(), num_classes=10, full=args.full,
                         small_factory=DigitsMLP)
@@ -57,6 +61,9 @@ def run(args) -> int:
     from ..verdicts import verify
 
     bed = check_arguments(args)  # all of them, before minutes of training
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
     shape = digits_input_shape()
     start = time.perf_counter()
     out = Path(args.out)
