@@ -64,6 +64,7 @@ def test_digits_cnn_pool_shortcut_is_exact_and_exports_still_pool(side, channels
     big = torch.rand(2, 1, 32, 32)
     assert torch.allclose(traced(big), plain(big), atol=1e-6)
     assert torch.allclose(torch.jit.script(fast)(big), plain(big), atol=1e-6)
+    assert torch.allclose(torch.fx.symbolic_trace(fast)(big), plain(big), atol=1e-6)
 
 
 def test_resnet20_structure():

@@ -25,8 +25,8 @@ class _PoolTo(nn.Module):
     """nn.AdaptiveAvgPool2d(size) that hands an input already at that size straight through:
     the average of one pixel is that pixel, so the values and gradients are the same, but
     PyTorch's channels_last adaptive-pool backward is slow at that size (a seventh of an 8x8
-    DigitsCNN's input-gradient step on a 2-core Xeon). Traced, scripted or compiled, it pools,
-    so an exported graph accepts every input size, as it did before."""
+    DigitsCNN's input-gradient step on a 2-core Xeon). Traced (torch.jit, torch.fx), scripted or
+    compiled, it pools, so an exported graph accepts every input size, as it did before."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
@@ -34,7 +34,8 @@ class _PoolTo(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():   # TorchScript compiles only the pooling
-            exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+            # Traced (jit, dynamo, or torch.fx, whose x is a Proxy): the graph keeps the pool.
+            exporting = not isinstance(x, torch.Tensor) or torch.jit.is_tracing() or torch.compiler.is_compiling()
             if not exporting and x.shape[-2:] == (self.size, self.size):
                 return x
         return F.adaptive_avg_pool2d(x, self.size)
