@@ -33,9 +33,7 @@ def pool(owner, small):
 
 def _objective(owner, x, j, positives, negatives, config, weight=1.0):
     with torch.no_grad():
-        keep = torch.stack([_margins(m, x, j) for m in positives]).clamp(max=config.cap).mean(0)
-        share = torch.stack([_margins(m, x, j) for m in negatives]).clamp(min=-config.cap).mean(0)
-        return keep - weight * share - config.penalty * torch.relu(config.min_margin - _margins(owner, x, j))
+        return _objective_with_grad(owner, x, j, positives, negatives, config, weight)
 
 
 def test_refinement_climbs_its_objective_inside_the_box(owner, models, pool):
