@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     p.add_argument("--add-preprocess", default="",
                    help="comma-separated KIND:STRENGTH (e.g. resize:0.6): positive references of the input "
                         "transformation added to protect's recipe (built once, like its other transformations)")
+    p.add_argument("--converged-selection", action="store_true",
+                   help="the selecting negatives of the owner's architecture train until converged (as the "
+                        "threshold negatives do) instead of until they match the owner's held-out accuracy")
     p.add_argument("--held-out-mistakes", action="store_true",
                    help="give protect the digits test split as held_out_data: the owner's mistakes on it join the "
                         "pool, and the choice decides whether the selection takes them")
@@ -111,7 +114,7 @@ def _one_seed(args, seed: int):
         if key not in selected:
             start = time.perf_counter()
             recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None,
-                             args.add_preprocess)
+                             args.add_preprocess, args.converged_selection)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    label_share=args.label_share, init=args.init, refine=_refine_config(args.refine),
                                    search={"channels_last": False} if args.contiguous else {})
@@ -142,11 +145,12 @@ def _reference_rates(fps) -> dict:
     return {"threshold": fps.meta.get("threshold"), "held_out_rates": report.get("held_out_rates"), "references": refs}
 
 
-def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "") -> tuple:
+def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "", converged_selection: bool = False) -> tuple:
     """protect's default recipe (recipe.with_owner_recipe's when `owner_recipe` is given)
     without the kinds named in `drop`, with `twins` more seeds of each threshold negative
     of the owner's architecture, and a positive reference for each KIND:STRENGTH of
-    `preprocess`."""
+    `preprocess`; with `converged_selection`, the selecting negatives of the owner's
+    architecture that train to the owner's accuracy train until converged instead."""
     import dataclasses
 
     from ipguard_fast.attacks import Preprocess
@@ -157,6 +161,8 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "") 
         kind, _, strength = entry.partition(":")
         recipe += (ReferenceKind(f"{kind}-{strength}", "positive", "preprocess", Preprocess(kind, float(strength)),
                                  per_replica=False),)
+    if converged_selection:
+        recipe = tuple(_converged(k) for k in recipe)
     owners = [k for k in recipe if k.threshold_only and k.settings.arch == "owner"]
     recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-extra{i}") for i in range(1, twins + 1) for k in owners)
     names = {name for name in drop.split(",") if name}
@@ -164,6 +170,19 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "") 
     if unknown:
         raise SystemExit(f"--drop-kinds: no such kind in the recipe: {sorted(unknown)}")
     return tuple(k for k in recipe if k.kind not in names)
+
+
+def _converged(kind):
+    """`kind` trained until converged, capped at its epochs' most, if it is a selecting negative of the
+    owner's architecture that trains to the owner's accuracy; otherwise `kind` as it is."""
+    import dataclasses
+
+    settings = kind.settings
+    if kind.role != "negative" or kind.threshold_only or getattr(settings, "arch", None) != "owner" \
+            or not getattr(settings, "match_owner", False):
+        return kind
+    return dataclasses.replace(kind, settings=dataclasses.replace(settings, epochs=max(settings.epoch_list()),
+                                                                  match_owner=False, until_converged=True))
 
 
 def _refine_config(overrides: str):
