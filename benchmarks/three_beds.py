@@ -145,7 +145,8 @@ def _reference_rates(fps) -> dict:
     return {"threshold": fps.meta.get("threshold"), "held_out_rates": report.get("held_out_rates"), "references": refs}
 
 
-def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "", converged_selection: bool = False) -> tuple:
+def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
+            converged_selection: bool = False) -> tuple:
     """protect's default recipe (recipe.with_owner_recipe's when `owner_recipe` is given)
     without the kinds named in `drop`, with `twins` more seeds of each threshold negative
     of the owner's architecture, and a positive reference for each KIND:STRENGTH of

@@ -34,10 +34,13 @@ from ipguard_fast.nn import seeded  # noqa: E402
 from ipguard_fast.selection import run_protect  # noqa: E402
 from ipguard_fast.selection.config import ProtectConfig  # noqa: E402
 from ipguard_fast.selection.holdout import holdout_split  # noqa: E402
+from ipguard_fast.selection.recipe import THRESHOLD_NEGATIVES  # noqa: E402
 from ipguard_fast.train import train_model  # noqa: E402
 
 SEEDS = range(1000, 1008)
-_ADAM, _SGD = dict(lr=1e-3, optimizer="adam"), dict(lr=0.05, optimizer="sgd", weight_decay=5e-4)
+# protect's converged threshold recipes on the owner's architecture, as its recipe defines them
+PROTECT_CONVERGED = {k.kind.replace("independent-", "protect-"): k.settings for k in THRESHOLD_NEGATIVES
+                     if k.settings.arch == "owner" and not k.kind.endswith("-twin1")}
 
 
 def main() -> None:
@@ -61,10 +64,7 @@ def main() -> None:
     fps = run_protect(owner, data, config, progress=False, log=lambda *a: None, held_out=test).fingerprints
     threshold = fps.meta["threshold"]
     print(f"{args.bed} seed {args.seed}: stored threshold {threshold}", flush=True)
-    kinds = {"like-owner": like_owner,
-             "protect-owner-adam-converged": Independent("owner", epochs=60, until_converged=True, **_ADAM),
-             "protect-owner-sgd-aug-converged": Independent("owner", epochs=60, augment=True, until_converged=True,
-                                                            **_SGD)}
+    kinds = {"like-owner": like_owner, **PROTECT_CONVERGED}
     part = holdout_split(data, 12345)[0]
     rows = {}
     for name, settings in kinds.items():
