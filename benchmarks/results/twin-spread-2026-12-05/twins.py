@@ -9,11 +9,13 @@ beside them.
 
     python benchmarks/results/twin-spread-2026-12-05/twins.py foreign 1 OUT.json [--converged-selection]
     python benchmarks/results/twin-spread-2026-12-05/twins.py hard 1 OUT.json [--converged-selection]
+    python benchmarks/results/twin-spread-2026-12-05/twins.py foreign 1 OUT.json --owner-recipe
 
 foreign: the foreign owner (owner's half of the digits, FOREIGN_OWNER_RECIPE) and its
 bed's like-owner recipe on the owner's architecture; hard: the demo owner and the hard
 bed's 64-wide CNN trained like it (5 epochs of Adam at 3e-3). protect as three_beds.py
-runs it (default recipe, held-out mistakes), with --converged-selection as there.
+runs it (default recipe, held-out mistakes), with --converged-selection and
+--owner-recipe (protect given the owner's training recipe, `train_recipe=`) as there.
 """
 import argparse
 import json
@@ -35,7 +37,8 @@ from ipguard_fast.selection import run_protect  # noqa: E402
 from ipguard_fast.selection.config import ProtectConfig  # noqa: E402
 from ipguard_fast.selection.holdout import holdout_split  # noqa: E402
 from ipguard_fast.selection.recipe import THRESHOLD_NEGATIVES  # noqa: E402
-from ipguard_fast.train import train_model  # noqa: E402
+from ipguard_fast.models.digits import DIGITS_EPOCHS, DIGITS_LR  # noqa: E402
+from ipguard_fast.train import TrainRecipe, train_model  # noqa: E402
 
 SEEDS = range(1000, 1008)
 # protect's converged threshold recipes on the owner's architecture, as its recipe defines them
@@ -49,6 +52,7 @@ def main() -> None:
     p.add_argument("seed", type=int)
     p.add_argument("out")
     p.add_argument("--converged-selection", action="store_true")
+    p.add_argument("--owner-recipe", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     train, test = load_digits("train"), load_digits("test")
@@ -56,11 +60,14 @@ def main() -> None:
         data = owner_half(train, args.seed)
         owner = train_model(seeded(DigitsCNN, args.seed), data, FOREIGN_OWNER_RECIPE, seed=args.seed)
         like_owner = Independent(DigitsCNN, **FOREIGN_RECIPES["sgd-aug-e40"])
+        owner_recipe = FOREIGN_OWNER_RECIPE
     else:
         data = train
         owner = train_digits_model("cnn", seed=args.seed)
-        like_owner = Independent(lambda: DigitsCNN(width=64), epochs=5, lr=3e-3)
-    config = ProtectConfig(n=100, seed=args.seed, recipe=_recipe("", converged_selection=args.converged_selection))
+        like_owner = Independent(lambda: DigitsCNN(width=64), epochs=DIGITS_EPOCHS, lr=DIGITS_LR)
+        owner_recipe = TrainRecipe(epochs=DIGITS_EPOCHS, lr=DIGITS_LR)   # what train_digits_model does
+    config = ProtectConfig(n=100, seed=args.seed, recipe=_recipe("", 0, owner_recipe if args.owner_recipe else None,
+                                                                   converged_selection=args.converged_selection))
     fps = run_protect(owner, data, config, progress=False, log=lambda *a: None, held_out=test).fingerprints
     threshold = fps.meta["threshold"]
     print(f"{args.bed} seed {args.seed}: stored threshold {threshold}", flush=True)
@@ -80,7 +87,8 @@ def main() -> None:
             print(f"{name:34} {split:4} " + " ".join(f"{r:.2f}" for r in rates)
                   + f"  mean {sum(rates) / len(rates):.3f}, {above} of {len(rates)} >= {threshold}", flush=True)
     Path(args.out).write_text(json.dumps({"bed": args.bed, "seed": args.seed, "threshold": threshold,
-                                          "converged_selection": args.converged_selection, "rows": rows}, indent=1))
+                                          "converged_selection": args.converged_selection,
+                                          "owner_recipe": args.owner_recipe, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
