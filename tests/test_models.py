@@ -177,3 +177,19 @@ def test_build_model_seed_and_errors():
         build_model("tv:resnet18", 10, (1, 32, 32))
     with pytest.raises(ValueError, match="num_classes"):
         build_model("digits_cnn", 0, (1, 8, 8))
+
+
+# ------------------------------------------------------------------ LeNet-5
+
+
+def test_lenet5_is_the_classic_network_at_28x28_and_accepts_other_sides():
+    from ipguard_fast.models import LeNet5
+
+    model = LeNet5().eval()
+    # conv1 156 + conv2 2,416 + 400x120 48,120 + 120x84 10,164 + 84x10 850: the 61,706 of LeNet-5
+    assert _n_params(model) == 61_706
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    wide = build_model("lenet5", 4, (3, 32, 32), width=2).eval()
+    assert wide.features[0].out_channels == 12 and wide(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+    with pytest.raises(ValueError, match="width"):
+        LeNet5(width=0)

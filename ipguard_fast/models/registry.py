@@ -17,6 +17,7 @@ from ..nn import seeded
 from .cifar import resnet20, wide_resnet28_10
 from .digits import DigitsCNN, DigitsMLP
 from .hub import timm_model, torchvision_model
+from .lenet import LeNet5
 
 __all__ = ["BUILDERS", "MODEL_NAMES", "build_model"]
 
@@ -24,6 +25,7 @@ __all__ = ["BUILDERS", "MODEL_NAMES", "build_model"]
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "digits_cnn": lambda classes, shape, **kw: DigitsCNN(classes, in_channels=shape[0], **kw),
     "digits_mlp": lambda classes, shape, **kw: DigitsMLP(classes, in_features=math.prod(shape), **kw),
+    "lenet5": lambda classes, shape, **kw: LeNet5(classes, in_channels=shape[0], **kw),
     "resnet20": lambda classes, shape, **kw: resnet20(classes, in_channels=shape[0], **kw),
     "wrn28_10": lambda classes, shape, **kw: wide_resnet28_10(classes, in_channels=shape[0], **kw),
 }
