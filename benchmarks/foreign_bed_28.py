@@ -19,8 +19,9 @@ augmentation) on its half. protect() runs with `--budget` seconds (default 20 mi
 the full recipe) on the owner's half, the test digits as held-out data. The bed is
 evaluation's foreign bed for non-digits data: the owner's architecture and an MLP, each by
 the four foreign recipes (one of them the owner's own), the wide positive grid and the
-field's families on the attacker's half. Writes foreign28-seedS.json per seed (the same
-layout as three_beds.py's files, so its table.py reads them) and summary.json / .md.
+field's families on the attacker's half. Writes foreign28-seedS.json per seed (the layout of
+three_beds.py's files: the results folder's table.py reads them with the three-bed table's
+row) and summary.json / .md.
 """
 from __future__ import annotations
 
@@ -36,25 +37,18 @@ import torch
 from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from three_beds import _reference_rates, _summary, _write_summary  # noqa: E402
+from protect_costs import grown  # noqa: E402
+from three_beds import _reference_rates, _summary, _write_summary, prepare_run  # noqa: E402
 
 
 def grown_halves(count: int, seed: int, side: int = 28) -> tuple[TensorDataset, TensorDataset]:
     """(owner's, attacker's) data: the training digits at side x side, split in two by a
     seeded permutation, each half grown to `count` images by shifted copies."""
-    from ipguard_fast.augment import random_shift
     from ipguard_fast.data import load_digits, seeded_split
 
     base = load_digits("train", size=side)
-    halves = seeded_split(base, int(seed) + 7919, len(base) // 2)
-    out = []
-    for index, half in enumerate(halves):
-        x, y = half.tensors
-        g = torch.Generator().manual_seed(int(seed) * 2 + index)
-        reps = -(-count // len(x))
-        xs = [x] + [random_shift(x, g, max_shift=max(1, side // 8)) for _ in range(reps - 1)]
-        out.append(TensorDataset(torch.cat(xs)[:count].contiguous(), y.repeat(reps)[:count].clone()))
-    return out[0], out[1]
+    owner, attacker = seeded_split(base, int(seed) + 7919, len(base) // 2)
+    return grown(owner, count, int(seed) * 2), grown(attacker, count, int(seed) * 2 + 1)
 
 
 def one_seed(args, seed: int) -> dict:
@@ -113,11 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default="ipguard-foreign28-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    out, command = prepare_run(args, argv)
     for seed in ([] if args.summarize else (int(s) for s in args.seeds.split(","))):
         record = one_seed(args, seed)
         (out / f"foreign28-seed{seed}.json").write_text(json.dumps({"command": command, **record}, indent=1,

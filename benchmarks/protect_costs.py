@@ -63,11 +63,16 @@ class RandomImages(Dataset):
 def grown_digits(count: int, size: int, channels: int, seed: int = 0) -> TensorDataset:
     """`count` images from the digits training split upsampled to size x size, each copy
     after the first shifted by a few random pixels."""
-    base = load_digits("train", size=size, channels=channels)
-    x, y = base.tensors
+    return grown(load_digits("train", size=size, channels=channels), count, seed)
+
+
+def grown(images: TensorDataset, count: int, seed: int) -> TensorDataset:
+    """`count` items: `images`, then copies of them each shifted by up to a side / 8 of
+    random pixels (seeded), cut at `count`."""
+    x, y = images.tensors
     g = torch.Generator().manual_seed(seed)
     reps = -(-count // len(x))
-    xs = [x] + [random_shift(x, g, max_shift=max(1, size // 8)) for _ in range(reps - 1)]
+    xs = [x] + [random_shift(x, g, max_shift=max(1, x.shape[-1] // 8)) for _ in range(reps - 1)]
     return TensorDataset(torch.cat(xs)[:count].contiguous(), y.repeat(reps)[:count].clone())
 
 

@@ -68,11 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    out, command = prepare_run(args, argv)
     for seed in ([] if args.summarize else (int(s) for s in args.seeds.split(","))):
         for bed_name, result, protect_seconds in _one_seed(args, seed):
             summary = _summary(bed_name, seed, result, protect_seconds)
@@ -83,6 +79,15 @@ def main(argv=None) -> int:
     _write_summary(out)
     print(f"wrote {out}")
     return 0
+
+
+def prepare_run(args, argv) -> tuple[Path, str]:
+    """Apply --threads, make the --out folder; (that folder, the command line as run)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
 
 
 def _one_seed(args, seed: int):
