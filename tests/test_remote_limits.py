@@ -261,7 +261,18 @@ def test_one_address_holds_at_most_max_per_client_turns():
     """Four slow requests from one address and one from another, two turns, one per address:
     the other address's request is served alongside the first, not after the second."""
     images = torch.rand(1, *SHAPE)
-    with serve(slow_model(0.4), input_shape=SHAPE, num_classes=10, max_concurrent=2, max_per_client=1) as running:
+    # The other address sends once the first address's first request is inside the model,
+    # and every turn lasts a second: on a busy machine thread start-up and decoding then
+    # shift both sides alike instead of deciding the order (a 0.4 s turn after a fixed
+    # 0.1 s wait once failed beside a benchmark).
+    started = threading.Event()
+    model = slow_model(1.0)
+
+    def signalling(batch):
+        started.set()
+        return model(batch)
+
+    with serve(signalling, input_shape=SHAPE, num_classes=10, max_concurrent=2, max_per_client=1) as running:
         def one(source):
             with connect(running, source) as sock:
                 exchange(sock, labels_request(images))
@@ -269,7 +280,7 @@ def test_one_address_holds_at_most_max_per_client_turns():
 
         with ThreadPoolExecutor(5) as pool:
             first = [pool.submit(one, "127.0.0.1") for _ in range(4)]
-            time.sleep(0.1)
+            assert started.wait(30), "the first address's request never reached the model"
             other = pool.submit(one, "127.0.0.2").result()
             ends = sorted(f.result() for f in first)
     assert other < ends[1], "the second address waited behind the first one's queue"
