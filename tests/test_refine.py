@@ -122,6 +122,44 @@ def _objective_with_grad(owner, x, j, positives, negatives, config, weight=1.0):
     return keep - weight * share - config.penalty * torch.relu(config.min_margin - _margins(owner, x, j))
 
 
+def test_focus_on_the_least_sure_kind_follows_its_definition(owner, models, pool):
+    # Oracle: the objective written out, the positives' weights per point the softmin (at the
+    # focus temperature) over the kinds of their capped mean margins at the previous step.
+    positives, negatives = models
+    positives = [*positives, copy.deepcopy(positives[0])]
+    kinds = ["prune", "fine-tune", "prune"]
+    config = RefineConfig(steps=12, batch_size=8, positive_focus=0.5)
+    got = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=2.0, config=config,
+                        positive_kinds=kinds)
+    names = list(dict.fromkeys(kinds))
+    of = torch.tensor([names.index(k) for k in kinds])
+    expected = pool.images.clone()
+    for chunk in range(0, len(expected), config.batch_size):
+        x = expected[chunk:chunk + config.batch_size].clone().requires_grad_(True)
+        j = pool.labels[chunk:chunk + config.batch_size]
+        weights = torch.full((len(names), len(x)), 1.0 / len(names))
+        optimizer = torch.optim.Adam([x], lr=config.lr)
+        for _ in range(config.steps):
+            optimizer.zero_grad()
+            margins = torch.stack([_margins(m, x, j) for m in positives])
+            per_reference = weights[of] / torch.bincount(of).float()[of, None]
+            keep = (margins.clamp(max=config.cap) * per_reference).sum(0)
+            share = torch.stack([_margins(m, x, j) for m in negatives]).clamp(min=-config.cap).mean(0)
+            objective = keep - 2.0 * share - config.penalty * torch.relu(config.min_margin - _margins(owner, x, j))
+            (-objective).sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+            kind_margins = torch.stack([margins.detach()[of == k].clamp(-config.cap, config.cap).mean(0)
+                                        for k in range(len(names))])
+            weights = torch.softmax(-kind_margins / config.positive_focus, dim=0)
+        expected[chunk:chunk + config.batch_size] = x.detach()
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    plain = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=2.0,
+                          config=RefineConfig(steps=12, batch_size=8), positive_kinds=kinds)
+    assert not torch.allclose(got, plain, atol=1e-4)   # the focus moves the points elsewhere
+
+
 def test_duplicate_rows_marks_later_copies():
     x = torch.tensor([[0.0, 1.0], [0.5, 0.5], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     assert duplicate_rows(x).tolist() == [False, False, True, True, False]
@@ -132,11 +170,15 @@ def test_bad_settings_name_the_argument(owner, models, pool):
     for change, needle in [(dict(steps=-1), "refine steps: "), (dict(steps=1.5), "refine steps: "),
                            (dict(lr=0.0), "refine lr: "), (dict(cap=float("nan")), "refine cap: "),
                            (dict(factor=0), "refine factor: "), (dict(batch_size=0), "refine batch_size: "),
-                           (dict(min_margin=-1.0), "refine min_margin: ")]:
+                           (dict(min_margin=-1.0), "refine min_margin: "),
+                           (dict(positive_focus=0.0), "refine positive_focus: ")]:
         with pytest.raises(ValueError, match=f"^{needle}"):
             RefineConfig(**change)
     with pytest.raises(ValueError, match="^refine: needs at least one positive"):
         refine_points(owner, pool.images, pool.labels, [], negatives, negative_weight=1.0)
+    with pytest.raises(ValueError, match="^refine: positive_kinds has 1 entries for 2 positives"):
+        refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=1.0,
+                      positive_kinds=["FTAL"])
     with pytest.raises(ValueError, match="^refine: "):
         ig.protect(owner, TensorDataset(pool.images, pool.labels), n=4, refine="yes", progress=False,
                    references={"positives": positives, "negatives": negatives})
@@ -150,3 +192,28 @@ def test_refinement_on_cuda_matches_cpu(owner, models, pool):
     moved = [copy.deepcopy(m).cuda() for m in (owner, *positives, *negatives)]
     gpu = refine_points(moved[0], pool.images, pool.labels, moved[1:3], moved[3:], negative_weight=1.0, config=config)
     assert gpu.device == pool.images.device and torch.allclose(gpu, cpu, atol=1e-3)
+
+
+@pytest.mark.parametrize("command", ["protect", "evaluate", "demo"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_bad_positive_focus_on_the_command_line_is_refused_before_any_work(command, value, tmp_path, capsys,
+                                                                            monkeypatch):
+    from ipguard_fast.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = {"protect": ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--data", "digits", "--out", "f"],
+            "evaluate": ["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--data", "digits", "--out", "e"],
+            "demo": ["demo", "--out", "d"]}[command]
+    assert main(args + ["--positive-focus", value]) == 2
+    assert "--positive-focus: must be a positive number of logits" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_positive_focus_argument_becomes_protects_refine():
+    from types import SimpleNamespace
+
+    from ipguard_fast.cli.refine_args import refine_arg
+
+    assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=None)) is True
+    assert refine_arg(SimpleNamespace(no_refine=True, positive_focus=2.0)) is False
+    assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=2.0)) == RefineConfig(positive_focus=2.0)

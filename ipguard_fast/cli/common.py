@@ -106,6 +106,11 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
     parser.add_argument("--no-refine", action="store_true",
                         help=f"{prefix}keep the selected pool points as they are (default: refine the top candidates "
                              "against the references)")
+    parser.add_argument("--positive-focus", type=float, default=None, metavar="T",
+                        help=f"{prefix}refinement weighs the kinds of copy per point by a softmin at temperature T "
+                             "logits of their margins, so the kind least sure of keeping a point gets most of the "
+                             "weight: distilled and extracted students keep more of the points, but independent "
+                             "models too (measured: README, three beds; default: off, every copy weighs the same)")
     parser.add_argument("--budget", default=None, metavar="DURATION",
                         help=f"{prefix}time protect may spend on this machine, e.g. 90s, 30m, 2h: it measures the "
                              "owner's step costs, then trains references on fewer images, fewer replicas, a smaller "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .common import (add_count_argument, add_selection_arguments, budget_arg, check_margins, floats_arg,
                      named_as_options, significance_arg)
+from .refine_args import refine_arg
 
 
 def add_arguments(p) -> None:
@@ -42,6 +43,7 @@ def check_arguments(args):
     positive_int("-n", args.n)
     budget_arg(args)
     significance_arg(args)
+    refine_arg(args)
     check_margins("--k", args.k)
     check_output_folder("--out", args.out)
     if args.threads is not None:
@@ -79,7 +81,7 @@ def run(args) -> int:
     protect_start = time.perf_counter()
     selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
                        budget=budget_arg(args), held_out_data=test_set, threshold_significance=significance_arg(args),
-                       refine=not args.no_refine, seed=args.seed, cache_dir=out / "references", progress=False,
+                       refine=refine_arg(args), seed=args.seed, cache_dir=out / "references", progress=False,
                        log=print)
     print(f"protect finished in {time.perf_counter() - protect_start:.0f} s")
     result = evaluate(owner, train_set, suspects=suspects, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,

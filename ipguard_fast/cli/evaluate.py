@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, budget_arg,
                      check_margins, floats_arg, load_negative_models, named_as_options, significance_arg)
+from .refine_args import refine_arg
 
 
 def add_arguments(p) -> None:
@@ -63,8 +64,9 @@ def run(args) -> int:
     check_output_folder("--out", args.out)   # everything before minutes of training
     check_margins("--k", args.k)
     positive_int("-n", args.n)
-    budget_arg(args)   # a bad --budget or --threshold-significance before minutes of training
+    budget_arg(args)   # a bad --budget, --threshold-significance or --positive-focus before minutes of training
     significance_arg(args)
+    refine_arg(args)
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
     negatives = load_negative_models(args.negatives)
@@ -99,7 +101,7 @@ def _run(args, ranks, negatives) -> int:
         result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
                           owner_name=args.model, seed=args.seed, suspects=suspects, methods=methods,
                           selection_options={"pool_factor": args.pool_factor, "replicas": args.replicas,
-                                             "refine": not args.no_refine, "budget": budget_arg(args),
+                                             "refine": refine_arg(args), "budget": budget_arg(args),
                                              "threshold_significance": significance_arg(args),
                                              "cache_dir": args.cache or f"{args.out}/references"})
     result.settings.update(command="ipguard evaluate", bed=bed.name,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, budget_arg,
                      load_negative_models, named_as_options, one_line_warnings, significance_arg)
+from .refine_args import refine_arg
 
 
 def add_arguments(p) -> None:
@@ -100,7 +101,7 @@ def run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(positive_int("--threads", args.threads))
     k = _k_arg(args.k)
-    budget, significance = budget_arg(args), significance_arg(args)
+    budget, significance, refine = budget_arg(args), significance_arg(args), refine_arg(args)
     train_recipe = _train_recipe(args)
     negatives = [model for _, model in load_negative_models(args.negatives)]
     owner = load_trainable_model(args.model, args.weights, "--model")
@@ -113,7 +114,7 @@ def run(args) -> int:
     with (DistributedRun("cpu") as ranks, named_as_options(_OPTIONS),
           one_line_warnings("protect", ReferenceCacheWarning)):
         config = ProtectConfig(n=args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas, score=args.score,
-                               init=args.init, seed=args.seed, refine=not args.no_refine, train_recipe=train_recipe,
+                               init=args.init, seed=args.seed, refine=refine, train_recipe=train_recipe,
                                budget=budget, threshold_significance=significance)
         if args.dry_run:   # every rank measures (the pilot extraction is shared); rank 0 prints
             lines = plan_lines(plan_protect(owner, train_set, config))

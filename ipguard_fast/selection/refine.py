@@ -18,6 +18,11 @@ way (|m| >= cap logits), so the steps go to the references still in doubt instea
 inflating margins; the penalty keeps the owner's own label j by min_margin logits.
 Pixels stay in the pool's box. Only nn.Module references take part (a label-only
 callable has no gradient); every model is frozen for the duration and left as it was.
+
+RefineConfig(positive_focus=t) replaces the positives' mean by a per-point softmin over
+the kinds of copy (the kind least sure of keeping the point gets most of the weight): it
+lifts the distilled and extracted students but independent models with them, so it is off
+by default (benchmarks/results/three-beds-positive-focus-2026-12-05).
 """
 from __future__ import annotations
 
@@ -54,6 +59,10 @@ class RefineConfig:
     factor: int = 3          # candidates refined per fingerprint kept: the top factor * n of the ranking
     negative_weight: float | None = None   # w of the objective; None: the weight the selection chose
     batch_size: int = 512
+    # None: every positive reference weighs the same (their mean). A temperature t in logits:
+    # per point, each kind of copy weighs softmin_t of the kinds' capped mean margins at the
+    # previous step, so the steps go to the kind least sure of keeping the point.
+    positive_focus: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -65,6 +74,8 @@ class RefineConfig:
         finite_number("refine min_margin", self.min_margin, minimum=0.0)
         if self.negative_weight is not None:
             finite_number("refine negative_weight", self.negative_weight, positive=True)
+        if self.positive_focus is not None:
+            finite_number("refine positive_focus", self.positive_focus, positive=True)
 
     def as_meta(self) -> dict:
         return asdict(self)
@@ -72,12 +83,16 @@ class RefineConfig:
 
 def refine_points(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, positives: Sequence[nn.Module],
                   negatives: Sequence[nn.Module], *, negative_weight: float, lo: float = 0.0, hi: float = 1.0,
-                  config: RefineConfig = RefineConfig()) -> torch.Tensor:
+                  config: RefineConfig = RefineConfig(), positive_kinds: Sequence[str] | None = None) -> torch.Tensor:
     """The refined images [N, ...] (float32, on the images' device, in [lo, hi]); the inputs
     are not modified. positives/negatives: modules returning logits [B, C]. The steps run
-    on the owner's device (each reference gets the batch on its own)."""
+    on the owner's device (each reference gets the batch on its own). positive_kinds: each
+    positive's kind of copy (config.positive_focus weighs the kinds; default: one kind each)."""
     if not positives or not negatives:
         raise ValueError("refine: needs at least one positive and one negative module reference")
+    if positive_kinds is not None and len(positive_kinds) != len(positives):
+        raise ValueError(f"refine: positive_kinds has {len(positive_kinds)} entries for {len(positives)} positives")
+    kinds = list(positive_kinds) if positive_kinds is not None else [str(i) for i in range(len(positives))]
     out = images.detach().to(module_device(owner), torch.float32).clone()
     labels = labels.to(out.device)
     if config.steps == 0 or len(out) == 0:
@@ -92,7 +107,7 @@ def refine_points(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         for c in range(comm.rank, len(chunks), comm.world):
             restart_noise(models, c)   # a noisy reference draws the same noise on any rank
             refined[c] = _refine_chunk(owner, out[chunks[c]], labels[chunks[c]], positives, negatives,
-                                       negative_weight, lo, hi, config)
+                                       negative_weight, lo, hi, config, kinds)
     if comm.world > 1:
         refined = {c: x.to(out.device) for c, x in comm.gather_dict({c: x.cpu() for c, x in refined.items()}).items()}
     for c, chunk in enumerate(chunks):
@@ -113,7 +128,8 @@ def _chunks(count: int, batch_size: int) -> list[slice]:
 _MIN_CHUNKS, _MIN_CHUNK_SIZE = 4, 32
 
 
-def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: RefineConfig) -> torch.Tensor:
+def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: RefineConfig,
+                  kinds: Sequence[str]) -> torch.Tensor:
     """config.steps Adam steps on one chunk. The objective is a sum of one term per model,
     so each model's term is backpropagated on its own: x.grad accumulates the same
     gradient while only one model's graph is alive at a time (memory of one reference,
@@ -122,26 +138,67 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: Re
     which would add exact zeros: the same points, 10-14 % less time on the digits owner."""
     x = x0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=config.lr)
+    focus = _PositiveFocus(kinds, len(x0), config.positive_focus, config.cap, x0.device)
     # (model, its term to minimise (-objective), where that term has no gradient: the model is
     # sure; a NaN margin is never sure, so it is backpropagated as it always was)
     terms = ([(owner, lambda m: config.penalty * torch.relu(config.min_margin - m), lambda m: m >= config.min_margin)]
-             + [(model, lambda m: -m.clamp(max=config.cap) / len(positives), lambda m: m > config.cap)
-                for model in positives]
+             + [(model, lambda m, i=i: focus.weighted(i, -m.clamp(max=config.cap)), lambda m: m > config.cap)
+                for i, model in enumerate(positives)]
              + [(model, lambda m: weight * m.clamp(min=-config.cap) / len(negatives), lambda m: m < -config.cap)
                 for model in negatives])
+    positive_of = {id(term): i for i, term in enumerate(terms[1:1 + len(positives)])}
     for _ in range(config.steps):
         optimizer.zero_grad(set_to_none=True)
-        for model, loss, sure in terms:
+        for term in terms:
+            model, loss, sure = term
             margins = _margins(model, x, j)
+            if id(term) in positive_of:
+                focus.record(positive_of[id(term)], margins.detach())
             # The check reads a value back: on the host only (on a GPU it would stall every step).
             if x.device.type != "cpu" or not bool(sure(margins.detach()).all()):
                 loss(margins).sum().backward()
+        focus.step()
         if x.grad is None:   # every model sure: Adam still moves on its momentum, as with a zero gradient
             x.grad = torch.zeros_like(x)
         optimizer.step()
         with torch.no_grad():
             x.clamp_(lo, hi)
     return x.detach()
+
+
+class _PositiveFocus:
+    """The weight of each positive reference's term, per point. Without a focus: 1 / the
+    number of positives (their mean). With a temperature t: each kind of copy weighs
+    softmin_t over the kinds of their capped mean margins at the previous step (equal
+    weights at the first), shared evenly by the kind's references; the weights sum to 1
+    per point, as the mean's do."""
+
+    def __init__(self, kinds: Sequence[str], points: int, temperature: float | None, cap: float, device):
+        self.temperature, self.cap = temperature, cap
+        names = list(dict.fromkeys(kinds))
+        self.kind_of = torch.tensor([names.index(k) for k in kinds], device=device)
+        self.sizes = torch.bincount(self.kind_of, minlength=len(names)).to(torch.float32)
+        self.count = len(kinds)
+        self.current = torch.full((len(names), points), 1.0 / len(names), device=device)   # [kinds, points]
+        self.seen = torch.zeros(len(names), points, device=device)
+
+    def weighted(self, i: int, term: torch.Tensor) -> torch.Tensor:
+        """Positive i's term at its weight (without a focus, divided by the count: the mean
+        as it always was, to the bit)."""
+        if self.temperature is None:
+            return term / self.count
+        k = int(self.kind_of[i])
+        return term * (self.current[k] / self.sizes[k])
+
+    def record(self, i: int, margins: torch.Tensor) -> None:
+        if self.temperature is not None:
+            k = int(self.kind_of[i])
+            self.seen[k] += torch.nan_to_num(margins.float(), nan=-self.cap).clamp(-self.cap, self.cap) / self.sizes[k]
+
+    def step(self) -> None:
+        if self.temperature is not None:
+            self.current = torch.softmax(-self.seen / self.temperature, dim=0)
+            self.seen = torch.zeros_like(self.seen)
 
 
 def _margins(model: nn.Module, x: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -151,14 +208,15 @@ def _margins(model: nn.Module, x: torch.Tensor, j: torch.Tensor) -> torch.Tensor
 
 
 def refined_pool(owner: nn.Module, pool: FingerprintSet, top: torch.Tensor, positives: Sequence[nn.Module],
-                 negatives: Sequence[nn.Module], *, negative_weight: float, config: RefineConfig) -> FingerprintSet:
+                 negatives: Sequence[nn.Module], *, negative_weight: float, config: RefineConfig,
+                 positive_kinds: Sequence[str] | None = None) -> FingerprintSet:
     """The pool's points at `top` refined, as a pool of their own: labels and source labels
     are the pool's, margins the owner's at the refined images, and meta["pool"] keeps each
     point's k and the parts."""
     lo, hi = float(pool.meta.get("lo", 0.0)), float(pool.meta.get("hi", 1.0))
     labels = pool.labels[top]
     images = refine_points(owner, pool.images[top], labels, positives, negatives, negative_weight=negative_weight,
-                           lo=lo, hi=hi, config=config)
+                           lo=lo, hi=hi, config=config, positive_kinds=positive_kinds)
     with torch.no_grad(), frozen(owner):
         margins = torch.cat([_margins(owner, images[i:i + config.batch_size], labels[i:i + config.batch_size]).cpu()
                              for i in range(0, len(images), config.batch_size)])

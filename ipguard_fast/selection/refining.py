@@ -50,9 +50,10 @@ def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet,
     settings, chosen, n = config.refine, choice.chosen, config.n
     # Modules with logits only: a module returning labels has NaN margins on the pool.
     has_logits = lambda i: bool(torch.isfinite(unrefined.outputs.margins[i]).any())  # noqa: E731
-    modules = {role: [refs.references[i].model for i in refs.rows(role, "select")
-                      if isinstance(refs.references[i].model, nn.Module) and has_logits(i)]
-               for role in ("positive", "negative")}
+    rows = {role: [i for i in refs.rows(role, "select")
+                   if isinstance(refs.references[i].model, nn.Module) and has_logits(i)]
+            for role in ("positive", "negative")}
+    modules = {role: [refs.references[i].model for i in rows[role]] for role in rows}
     if not (modules["positive"] and modules["negative"]):
         say("refine: skipped (it needs module references of both roles)")
         unrefined.meta = {"skipped": "refinement needs module references of both roles (gradients)"}
@@ -65,7 +66,8 @@ def refine_selection(owner: nn.Module, unrefined: Selection, refs: ReferenceSet,
         f"{len(modules['negative'])} references")
     weight = chosen.negative_weight if settings.negative_weight is None else settings.negative_weight
     moved = refined_pool(owner, unrefined.points, top, modules["positive"], modules["negative"],
-                         negative_weight=weight, config=settings)
+                         negative_weight=weight, config=settings,
+                         positive_kinds=[refs.references[i].kind for i in rows["positive"]])
     outputs = score_pool(refs, moved, config.batch_size, progress=False)
     scores = separation_scores(outputs.rows(refs.rows("positive", "select")),
                                outputs.rows(refs.rows("negative", "select")), config.score, chosen.negative_weight)
