@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from cli_refusals import assert_refused_before_any_work
 from conftest import requires_cuda
 from torch.utils.data import TensorDataset
 
@@ -198,15 +199,8 @@ def test_refinement_on_cuda_matches_cpu(owner, models, pool):
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 def test_a_bad_positive_focus_on_the_command_line_is_refused_before_any_work(command, value, tmp_path, capsys,
                                                                             monkeypatch):
-    from ipguard_fast.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    args = {"protect": ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--data", "digits", "--out", "f"],
-            "evaluate": ["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--data", "digits", "--out", "e"],
-            "demo": ["demo", "--out", "d"]}[command]
-    assert main(args + ["--positive-focus", value]) == 2
-    assert "--positive-focus: must be a positive number of logits" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_before_any_work(command, ["--positive-focus", value], "--positive-focus: must be a positive number "
+                                   "of logits", tmp_path, capsys, monkeypatch)
 
 
 def test_the_positive_focus_argument_becomes_protects_refine():

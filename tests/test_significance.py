@@ -4,6 +4,7 @@ most the significance (an exact one-sided binomial test)."""
 import math
 
 import pytest
+from cli_refusals import assert_refused_before_any_work
 
 from ipguard_fast.selection import ProtectConfig
 from ipguard_fast.selection.significance import SIGNIFICANCE, binomial_tail, significant_threshold
@@ -66,15 +67,9 @@ def test_protect_config_checks_the_significance(value):
 @pytest.mark.parametrize("value", ["0", "1", "often", "nan", "-0.5"])
 def test_a_bad_significance_on_the_command_line_is_refused_before_any_work(command, value, tmp_path, capsys,
                                                                           monkeypatch):
-    from ipguard_fast.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    args = {"protect": ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--data", "digits", "--out", "f"],
-            "evaluate": ["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--data", "digits", "--out", "e"],
-            "demo": ["demo", "--out", "d"]}[command]
-    assert main(args + ["--threshold-significance", value]) == 2
-    assert "--threshold-significance: expected a probability in (0, 1) or 'none'" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_before_any_work(command, ["--threshold-significance", value],
+                                   "--threshold-significance: expected a probability in (0, 1) or 'none'",
+                                   tmp_path, capsys, monkeypatch)
 
 
 def test_the_significance_argument_reads_none_and_probabilities():
