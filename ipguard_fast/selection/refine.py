@@ -140,20 +140,20 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: Re
     optimizer = torch.optim.Adam([x], lr=config.lr)
     focus = _PositiveFocus(kinds, len(x0), config.positive_focus, config.cap, x0.device)
     # (model, its term to minimise (-objective), where that term has no gradient: the model is
-    # sure; a NaN margin is never sure, so it is backpropagated as it always was)
-    terms = ([(owner, lambda m: config.penalty * torch.relu(config.min_margin - m), lambda m: m >= config.min_margin)]
-             + [(model, lambda m, i=i: focus.weighted(i, -m.clamp(max=config.cap)), lambda m: m > config.cap)
+    # sure -- a NaN margin is never sure, so it is backpropagated as it always was --, the
+    # positive's index for the focus or None)
+    terms = ([(owner, lambda m: config.penalty * torch.relu(config.min_margin - m), lambda m: m >= config.min_margin,
+               None)]
+             + [(model, lambda m, i=i: focus.weighted(i, -m.clamp(max=config.cap)), lambda m: m > config.cap, i)
                 for i, model in enumerate(positives)]
-             + [(model, lambda m: weight * m.clamp(min=-config.cap) / len(negatives), lambda m: m < -config.cap)
+             + [(model, lambda m: weight * m.clamp(min=-config.cap) / len(negatives), lambda m: m < -config.cap, None)
                 for model in negatives])
-    positive_of = {id(term): i for i, term in enumerate(terms[1:1 + len(positives)])}
     for _ in range(config.steps):
         optimizer.zero_grad(set_to_none=True)
-        for term in terms:
-            model, loss, sure = term
+        for model, loss, sure, positive in terms:
             margins = _margins(model, x, j)
-            if id(term) in positive_of:
-                focus.record(positive_of[id(term)], margins.detach())
+            if positive is not None:
+                focus.record(positive, margins.detach())
             # The check reads a value back: on the host only (on a GPU it would stall every step).
             if x.device.type != "cpu" or not bool(sure(margins.detach()).all()):
                 loss(margins).sum().backward()
@@ -174,11 +174,10 @@ class _PositiveFocus:
     per point, as the mean's do."""
 
     def __init__(self, kinds: Sequence[str], points: int, temperature: float | None, cap: float, device):
-        self.temperature, self.cap = temperature, cap
+        self.temperature, self.cap, self.count = temperature, cap, len(kinds)
         names = list(dict.fromkeys(kinds))
-        self.kind_of = torch.tensor([names.index(k) for k in kinds], device=device)
-        self.sizes = torch.bincount(self.kind_of, minlength=len(names)).to(torch.float32)
-        self.count = len(kinds)
+        self.kind_of = [names.index(k) for k in kinds]   # host lists: no device read-back per step
+        self.sizes = [float(self.kind_of.count(k)) for k in range(len(names))]
         self.current = torch.full((len(names), points), 1.0 / len(names), device=device)   # [kinds, points]
         self.seen = torch.zeros(len(names), points, device=device)
 
@@ -187,12 +186,12 @@ class _PositiveFocus:
         as it always was, to the bit)."""
         if self.temperature is None:
             return term / self.count
-        k = int(self.kind_of[i])
+        k = self.kind_of[i]
         return term * (self.current[k] / self.sizes[k])
 
     def record(self, i: int, margins: torch.Tensor) -> None:
         if self.temperature is not None:
-            k = int(self.kind_of[i])
+            k = self.kind_of[i]
             self.seen[k] += torch.nan_to_num(margins.float(), nan=-self.cap).clamp(-self.cap, self.cap) / self.sizes[k]
 
     def step(self) -> None:
