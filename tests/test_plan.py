@@ -10,7 +10,8 @@ from ipguard_fast.cli import main
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection import CacheLocation, ProtectConfig, plan_protect, run_protect
 from ipguard_fast.selection.cache_key import reference_cache_key
-from ipguard_fast.selection.plan import LADDER, apply_knobs, estimate_stages, fit_plan, parse_duration, plan_lines
+from ipguard_fast.selection.plan import (LADDER, WORST_CASE, apply_knobs, estimate_stages, fit_plan, parse_duration,
+                                         plan_lines)
 from ipguard_fast.selection.recipe import negative_epoch_cap
 from ipguard_fast.selection.plan_costs import UnitCosts
 from ipguard_fast.selection.references import _at_most
@@ -86,11 +87,16 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
     assert cheapest.refine.steps == 20 and negative_epoch_cap(cheapest.recipe) == 10
     weak = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001)
     assert weak.weakened and weak.to_meta()["weakened_negatives"] and plan_lines(weak)[-1].startswith("warning: ")
-    # 5,000 images: rungs 1-3 cut no images, only the pool and the replicas: nothing weakened
+    # 5,000 images: rungs 1-3 cut no images, only the pool and the replicas; the negatives
+    # are weakened only where the worst case lowers the matched ones' cap
     knobs = {k: v for cut in LADDER[:4] for k, v in cut.items()}
     rung3 = sum(estimate_stages(apply_knobs(ProtectConfig(), knobs, 5000), COSTS, 5000).values())
-    strong = fit_plan(ProtectConfig(), COSTS, 5000, rung3 * 1.001)
-    assert strong.rung == 3 and not strong.weakened and not plan_lines(strong)[-1].startswith("warning")
+    cut = fit_plan(ProtectConfig(), COSTS, 5000, rung3 * 1.001)
+    assert cut.rung == 3 and cut.config.reference_images is None and negative_epoch_cap(cut.config.recipe) == 60
+    assert cut.weakened == (negative_epoch_cap(cut.config.recipe, matched_only=True) < 60)
+    roomy = fit_plan(ProtectConfig(), COSTS, 5000, fit_plan(ProtectConfig(), COSTS, 5000, None).worst / WORST_CASE)
+    assert roomy.rung == 0 and roomy.config == dataclasses.replace(ProtectConfig(), budget=roomy.budget)
+    assert not roomy.weakened and not plan_lines(roomy)[-1].startswith("warning")
     assert negative_epoch_cap(ProtectConfig().recipe) == 60
 
 
@@ -105,9 +111,46 @@ def test_an_epoch_cap_keeps_every_negative_and_its_snapshots_within_it():
     assert positives == [k for k in ProtectConfig().recipe if k.role == "positive"]
 
 
+def _matched_cap(plan):
+    return negative_epoch_cap(plan.config.recipe, matched_only=True)
+
+
+@pytest.mark.parametrize("images", [1500, 60000])
+def test_the_budget_bounds_the_worst_case_by_lowering_the_matched_negatives_cap(images):
+    full = fit_plan(ProtectConfig(), COSTS, images, None)
+    # every negative with a stopping rule run to its cap costs more than the expectation
+    assert full.worst > 1.2 * full.total
+    worst = lambda config: sum(estimate_stages(config, COSTS, images, worst=True).values())  # noqa: E731
+    knobs = {k: v for cut in LADDER for k, v in cut.items()}
+    cheapest = sum(estimate_stages(apply_knobs(ProtectConfig(), knobs, images), COSTS, images).values())
+    for share in (1.0, 0.6, 0.3, 0.1):
+        if share * full.total < cheapest * 1.01:
+            continue
+        plan = fit_plan(ProtectConfig(), COSTS, images, share * full.total)
+        assert plan.total <= plan.budget and plan.worst <= WORST_CASE * plan.budget
+        assert plan.worst == pytest.approx(worst(plan.config))
+        assert _matched_cap(plan) >= 10
+        if _matched_cap(plan) < negative_epoch_cap(plan.config.recipe):
+            assert plan.weakened and "for those that stop on matching the owner" in plan_lines(plan)[0]
+            # the most epochs that fit: one more would not
+            looser = dataclasses.replace(plan.config, recipe=tuple(
+                dataclasses.replace(k, settings=dataclasses.replace(k.settings, epochs=(5, _matched_cap(plan) + 1)))
+                if k.attack == "independent" and k.settings.match_owner else k for k in plan.config.recipe))
+            assert worst(looser) > WORST_CASE * plan.budget
+    at_full = fit_plan(ProtectConfig(), COSTS, images, full.total * 1.001)
+    assert at_full.rung == 0 and _matched_cap(at_full) < 60 and at_full.weakened
+    # only the negatives that stop on matching the owner lose epochs: the converged ones keep theirs
+    converged = [max(k.settings.epoch_list()) for k in at_full.config.recipe
+                 if k.attack == "independent" and k.settings.until_converged]
+    assert converged and set(converged) == {60}
+    meta = at_full.to_meta()
+    assert meta["matched_epoch_cap"] == _matched_cap(at_full) and meta["worst_case_seconds"] > meta[
+        "estimated_total_seconds"]
+
+
 def test_the_plan_never_raises_a_knob_the_caller_lowered():
     config = ProtectConfig(replicas=1, pool_factor=5, refine=False)
-    budget = 1e-9 + sum(estimate_stages(config, COSTS, 500).values())
+    budget = 1e-9 + fit_plan(config, COSTS, 500, None).worst / WORST_CASE   # the worst case fits too
     plan = fit_plan(config, COSTS, 500, budget)
     assert plan.config == dataclasses.replace(config, budget=budget)
     # data smaller than every subset rung: all of it
@@ -228,8 +271,12 @@ def test_protect_under_a_budget_follows_and_records_its_plan(owner, small, tmp_p
     plan = result.fingerprints.meta["protect"]["plan"]
     # the same plan, beside the seconds its measuring took (counted against the budget)
     estimated = plan.pop("estimated_seconds")
-    assert estimated.pop("plan") > 0 and plan.pop("estimated_total_seconds") <= budget
-    want = expected.to_meta()
+    spent = estimated.pop("plan")
+    assert spent > 0 and plan.pop("estimated_total_seconds") <= budget
+    want = fit_plan(config, COSTS, len(small), budget, spent=spent).to_meta()
+    want["estimated_seconds"].pop("plan")
+    worst = plan.pop("worst_case_seconds")   # counts the measuring's seconds, which the meta rounds
+    assert worst <= WORST_CASE * budget and worst == pytest.approx(want.pop("worst_case_seconds"), abs=0.03)
     assert estimated == want.pop("estimated_seconds") and plan == {k: v for k, v in want.items()
                                                                    if k != "estimated_total_seconds"}
     assert plan["budget_seconds"] == budget

@@ -1,5 +1,6 @@
 """protect()'s plan: how much of each kind of work to do, and what each stage should cost on
-this machine, decided before the work from measured unit costs (plan_costs.py).
+this machine, decided before the work from measured unit costs (plan_costs.py, turned into
+stage estimates by plan_estimate.py).
 
 Without a budget the plan is the full recipe (ProtectConfig as given) and only estimates.
 With `budget` seconds it walks LADDER -- each rung cuts one knob, the cheapest cuts in
@@ -9,12 +10,15 @@ replicas of each reference kind, the pool's size, the refinement's steps, the ne
 epoch cap. A plan that trains the negatives less than the caller's config says so: weaker
 negatives make the points less unique and the threshold lower (measured: README).
 
-The estimate is a sum of (work x unit cost): reference training as epochs x images x the
-architecture's per-image step (epochs read from each kind's settings; a negative that
-stops on a rule is counted at the epochs it took on the measured owners, below), the
-pool as points x a pilot's per-point cost, scoring as references x points x a forward,
-refinement as candidates x steps x selecting references x a forward and backward. Under
-torchrun each rank does 1/W of every stage.
+The budget bounds the worst case too. The expected estimate counts a negative that trains
+until it matches the owner at the epochs such runs took on the digits owner; on an owner
+where they need more (a subset of a large owner's data) every one runs to its cap, and a
+300 s budget took 425 s (benchmarks/results/protect-scaling-2026-12-05). So a rung fits
+only when its worst case -- every negative with a stopping rule trained to its cap -- is
+within WORST_CASE x the budget as well; when only that fails, the matched negatives' cap
+is lowered to the most epochs that fit (never below the ladder's floor), else the next
+rung is tried. The estimates are on the machine's measured speed; the plan itself is
+then fixed, so the same plan builds the same references on any machine.
 """
 from __future__ import annotations
 
@@ -25,21 +29,11 @@ from dataclasses import dataclass
 from .._validate import ArgumentError, finite_number
 from ..precision import effective_precision
 from .config import ProtectConfig
-from .holdout import HOLDOUT_FRACTION, HOLDOUT_MAX
 from .plan_costs import UnitCosts
-from .pool import K_FACTORS
+from .plan_estimate import estimate_stages
 from .recipe import capped_recipe, negative_epoch_cap
 
 __all__ = ["LADDER", "Plan", "apply_knobs", "estimate_stages", "fit_plan", "parse_duration", "plan_lines"]
-
-# Epochs a negative with a stopping rule trained on the digits owner of seed 0 (recipe
-# version 4; the first run of plan.py's estimates): the owner-matched ones stopped after
-# 13-20 (cap 60), the converged ones after 45-60. Used only to estimate; the caps bound
-# the real cost.
-MATCHED_EPOCHS = 16
-CONVERGED_EPOCHS = 50
-_LAST_ONLY = 0.4        # a step that trains only the head: a forward and a small backward
-_FIT_SAMPLE = 2000      # attacks.independent.FIT_SAMPLE: the converged rule's loss sample
 
 # Each rung: the knobs it sets (the rungs are cumulative). reference_images is an upper
 # bound (never more than the data has). No rung trains the negatives under 10 epochs: a
@@ -58,12 +52,16 @@ LADDER: tuple[dict, ...] = (
     {"reference_images": 2000, "refine_steps": 20},
     {"epoch_cap": 10, "pool_factor": 5},
 )
+_EPOCH_FLOOR = 10    # the ladder's last epoch cap: the matched negatives' cap is never bounded below it
+# The worst case's share of the budget: within 15 % leaves room for the unit costs' own
+# error (a few per cent) inside the 20 % the budget is held to.
+WORST_CASE = 1.15
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The knobs chosen (`config` carries them), the rung, the budget asked, the unit costs
-    and each stage's estimated seconds."""
+    """The knobs chosen (`config` carries them), the rung, the budget asked, the unit costs,
+    each stage's estimated seconds, and the worst case's total (plan_estimate.py)."""
 
     config: ProtectConfig
     rung: int
@@ -73,6 +71,7 @@ class Plan:
     world: int = 1
     weakened: bool = False    # the cuts train the negatives less than the full recipe (warned: plan_lines)
     refit: dict | None = None  # the later stages cut after the references ran long (plan_refit.py)
+    worst: float | None = None  # seconds if every negative with a stopping rule ran to its cap
 
     @property
     def total(self) -> float:
@@ -85,8 +84,11 @@ class Plan:
                 "reference_images": self.config.reference_images,
                 "refine_steps": refine.steps if refine is not None else 0,
                 "negative_epoch_cap": negative_epoch_cap(self.config.recipe),
+                "matched_epoch_cap": negative_epoch_cap(self.config.recipe, matched_only=True),
                 "estimated_seconds": {k: round(v, 2) for k, v in self.estimate.items()},
-                "estimated_total_seconds": round(self.total, 2), "unit_costs": self.costs.to_meta(),
+                "estimated_total_seconds": round(self.total, 2),
+                "worst_case_seconds": None if self.worst is None else round(self.worst, 2),
+                "unit_costs": self.costs.to_meta(),
                 "weakened_negatives": self.weakened, **({"refit": self.refit} if self.refit else {})}
 
 
@@ -98,11 +100,13 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
     the references (nothing to train)."""
     config = _with_layout(config, costs)
     measured = {"plan": spent} if spent else {}
+    worst = lambda c: spent + sum(estimate_stages(c, costs, n_items, world, built, worst=True).values())  # noqa: E731
     if budget is None:
         return Plan(config, 0, None, costs, {**measured, **estimate_stages(config, costs, n_items, world, built)},
-                    world)
+                    world, worst=worst(config))
     budget = finite_number("budget", budget, positive=True)
     config = dataclasses.replace(config, budget=budget)
+    limit = WORST_CASE * budget
     budget -= spent
     knobs: dict = {}
     for rung, cut in enumerate(LADDER):
@@ -110,15 +114,43 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
         knobs.update(cut)
         candidate = apply_knobs(config, knobs, n_items)
         estimate = estimate_stages(candidate, costs, n_items, world, built)
-        if sum(estimate.values()) <= budget:
-            if "reference_images" in cut and candidate.reference_images is not None:
-                candidate = _stretch_images(candidate, costs, n_items, budget, upper, world, built)
-                estimate = estimate_stages(candidate, costs, n_items, world, built)
-            weakened = (candidate.reference_images != config.reference_images
-                        or negative_epoch_cap(candidate.recipe) < negative_epoch_cap(config.recipe))
-            return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world, weakened)
+        if sum(estimate.values()) > budget:
+            continue
+        if "reference_images" in cut and candidate.reference_images is not None:
+            candidate = _stretch_images(candidate, costs, n_items, budget, upper, world, built)
+        candidate = _bound_worst_case(candidate, worst, limit)
+        if candidate is None:
+            continue
+        estimate = estimate_stages(candidate, costs, n_items, world, built)
+        weakened = (candidate.reference_images != config.reference_images
+                    or negative_epoch_cap(candidate.recipe) < negative_epoch_cap(config.recipe)
+                    or _matched_cap(candidate) < _matched_cap(config))
+        return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world, weakened,
+                    worst=worst(candidate))
+    cheapest = apply_knobs(config, knobs, n_items)
+    expected = sum(estimate_stages(cheapest, costs, n_items, world, built).values()) + spent
     raise ArgumentError("budget", f"{_duration(budget + spent)} is less than the cheapest plan's estimate "
-                                  f"({_duration(sum(estimate.values()) + spent)} on this machine); raise it")
+                                  f"({_duration(expected)}, at most {_duration(worst(cheapest))} on this machine); "
+                                  f"raise it")
+
+
+def _bound_worst_case(config: ProtectConfig, worst, limit: float) -> ProtectConfig | None:
+    """`config`, its matched negatives' epoch cap lowered to the most that keeps `worst`
+    (seconds, of a config) within `limit`; None when even _EPOCH_FLOOR epochs do not."""
+    if worst(config) <= limit:
+        return config
+    at = lambda cap: dataclasses.replace(config, recipe=capped_recipe(config.recipe, cap, matched_only=True))  # noqa: E731
+    low, high = _EPOCH_FLOOR, _matched_cap(config)    # low fits (checked next), high does not
+    if high <= low or worst(at(low)) > limit:
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if worst(at(middle)) <= limit else (low, middle)
+    return at(low)
+
+
+def _matched_cap(config: ProtectConfig) -> int:
+    return negative_epoch_cap(config.recipe, matched_only=True)
 
 
 def _stretch_images(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: float, upper: int, world: int,
@@ -156,96 +188,6 @@ def apply_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConf
     return dataclasses.replace(config, **changes)
 
 
-def estimate_stages(config: ProtectConfig, costs: UnitCosts, n_items: int, world: int = 1,
-                    built: bool = True) -> dict:
-    """Estimated seconds of each stage of protect() under `config`."""
-    counts = _reference_counts(config)
-    pool = config.pool_factor * config.n * (len(K_FACTORS) if config.k == "auto" else len(config.k)) * len(config.inits)
-    forward = sum(counts[split, arch] * getattr(costs, f"{arch}_forward") for split, arch in counts)
-    out = {"references": _reference_seconds(config, costs, n_items) if built else 0.0,
-           "pool": pool * costs.pool_point,
-           "reference_outputs": pool * forward}
-    if config.refine is not None:
-        # every selecting reference and the owner itself (it keeps its label) at every step
-        per_point = costs.owner_input_grad + sum(counts["select", arch] * getattr(costs, f"{arch}_input_grad")
-                                                 for arch in _ARCHS)
-        out["refine"] = config.refine.factor * config.n * config.refine.steps * per_point
-    return {stage: seconds / world for stage, seconds in out.items()}
-
-
-_ARCHS = ("owner", "generic")
-
-
-def _reference_counts(config: ProtectConfig) -> dict:
-    """How many reference models of each architecture select, and how many only validate
-    or set the threshold: {(split, arch): count}."""
-    counts = {(split, arch): 0 for split in ("select", "other") for arch in _ARCHS}
-    for kind in config.recipe:
-        models, arch = _models_per_run(kind.settings), _model_arch(kind.settings)
-        if not kind.per_replica:
-            counts["select", arch] += models
-        elif kind.threshold_only:
-            counts["other", arch] += config.validation_replicas * models
-        else:
-            counts["select", arch] += config.replicas * models
-            counts["other", arch] += config.validation_replicas * models
-    return counts
-
-
-def _reference_seconds(config: ProtectConfig, costs: UnitCosts, n_items: int) -> float:
-    held = min(HOLDOUT_MAX, max(1, round(HOLDOUT_FRACTION * n_items)))
-    total = 0.0
-    for kind in config.recipe:
-        runs = (1 if not kind.per_replica else config.validation_replicas if kind.threshold_only
-                else config.replicas + config.validation_replicas)
-        items = n_items - held if kind.role == "negative" else n_items
-        items = min(items, config.reference_images or items)
-        epochs, arch, evaluated, evaluator = _work(kind.settings, held, items)
-        total += runs * (epochs * items * getattr(costs, f"{arch}_train")
-                         + evaluated * getattr(costs, f"{evaluator}_forward"))
-    return total
-
-
-def _work(settings, held: int, items: int) -> tuple[float, str, float, str]:
-    """(epochs of training steps, the architecture trained, images only evaluated, the
-    architecture that evaluates them) of one run of a reference kind, read from its
-    settings by field name (a kind of a caller's recipe with none of these fields counts
-    as free, like pruning without fine-tuning)."""
-    name = type(settings).__name__
-    if name == "Independent":
-        cap, arch = max(settings.epoch_list()), _arch(settings.arch)
-        if settings.match_owner:
-            epochs = min(cap, MATCHED_EPOCHS)
-            return epochs, arch, epochs * held, arch
-        if settings.until_converged:
-            epochs = min(cap, CONVERGED_EPOCHS)
-            return epochs, arch, epochs * min(items, _FIT_SAMPLE), arch
-        return cap, arch, 0.0, arch
-    if name == "Distill":   # the teacher's logits computed once
-        return settings.epochs, _arch(settings.student), items, "owner"
-    if name == "AdversarialFineTune":   # each step's attack: forward and backward per PGD step
-        return settings.epochs * (settings.steps + 1), "owner", 0.0, "owner"
-    if name == "FineTune":
-        return settings.epochs * (_LAST_ONLY if settings.last_only else 1.0), "owner", 0.0, "owner"
-    return float(getattr(settings, "finetune_epochs", 0) or 0), "owner", 0.0, "owner"
-
-
-def _arch(arch) -> str:
-    """The measured architecture a kind's cost is read from: the generic MLP's, else the
-    owner's (a caller's factory or "generic-cnn" is costed as the owner, never measured)."""
-    return "generic" if arch == "generic" else "owner"
-
-
-def _model_arch(settings) -> str:
-    """The architecture of the models a kind yields: the student's or the independent's, else the owner's."""
-    arch = getattr(settings, "student", None) or getattr(settings, "arch", None)
-    return _arch(arch) if isinstance(arch, str) else "owner"
-
-
-def _models_per_run(settings) -> int:
-    return len(settings.labels()) if type(settings).__name__ == "Independent" else 1
-
-
 def plan_lines(plan: Plan) -> list[str]:
     """The plan as a user reads it: the knobs, then each stage's estimate."""
     c = plan.config
@@ -255,10 +197,11 @@ def plan_lines(plan: Plan) -> list[str]:
     lines = [f"plan ({head}{f', {plan.world} ranks' if plan.world > 1 else ''}): replicas {c.replicas} + "
              f"{c.validation_replicas} validation, references on "
              f"{'all images' if c.reference_images is None else f'at most {c.reference_images} images'}, "
-             f"negatives at most {negative_epoch_cap(c.recipe)} epochs, pool {c.pool_factor} x n per k, "
-             f"refinement {refine} steps"]
+             f"negatives at most {negative_epoch_cap(c.recipe)} epochs{_matched_words(c)}, pool {c.pool_factor} "
+             f"x n per k, refinement {refine} steps"]
     lines += [f"  {stage:18s} ~{_duration(seconds)}" for stage, seconds in plan.estimate.items()]
-    lines.append(f"  {'total':18s} ~{_duration(plan.total)} (unit costs measured on {plan.costs.device}; "
+    worst = f", at most ~{_duration(plan.worst)}" if plan.worst is not None and plan.worst > 1.01 * plan.total else ""
+    lines.append(f"  {'total':18s} ~{_duration(plan.total)}{worst} (unit costs measured on {plan.costs.device}; "
                  f"references train at {effective_precision(plan.costs.precision)}"
                  f"{', conv weights channels_last' if c.search.get('channels_last') else ''})")
     if plan.weakened:
@@ -267,6 +210,12 @@ def plan_lines(plan: Plan) -> list[str]:
                      "quarter of the full recipe's time: ARUC 0.06-0.22 lower on beds of strong independents; "
                      "README, quality against budget). Give more time where a verdict matters.")
     return lines
+
+
+def _matched_words(config: ProtectConfig) -> str:
+    matched = _matched_cap(config)
+    lower = 0 < matched < negative_epoch_cap(config.recipe)
+    return f" ({matched} for those that stop on matching the owner)" if lower else ""
 
 
 def _duration(seconds: float) -> str:

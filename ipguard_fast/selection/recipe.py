@@ -162,9 +162,12 @@ def check_recipe(recipe) -> tuple[ReferenceKind, ...]:
     return kinds
 
 
-def capped_recipe(recipe: tuple[ReferenceKind, ...], cap: int) -> tuple[ReferenceKind, ...]:
-    """`recipe` with every independent trained at most `cap` epochs (plan.py's last cuts)."""
-    return tuple(_capped(kind, cap) for kind in recipe)
+def capped_recipe(recipe: tuple[ReferenceKind, ...], cap: int, *, matched_only: bool = False
+                  ) -> tuple[ReferenceKind, ...]:
+    """`recipe` with every independent trained at most `cap` epochs (plan.py's last cuts);
+    `matched_only`: only those that train until they match the owner (plan.py's bound on
+    its worst case)."""
+    return tuple(_capped(kind, cap) if not matched_only or _matches_owner(kind) else kind for kind in recipe)
 
 
 def _capped(kind: ReferenceKind, cap: int) -> ReferenceKind:
@@ -182,7 +185,13 @@ def _capped(kind: ReferenceKind, cap: int) -> ReferenceKind:
     return dataclasses.replace(kind, settings=dataclasses.replace(settings, epochs=value))
 
 
-def negative_epoch_cap(recipe: tuple[ReferenceKind, ...]) -> int:
-    """The most epochs any independent reference of `recipe` may train."""
-    caps = [max(k.settings.epoch_list()) for k in recipe if isinstance(k.settings, Independent)]
+def negative_epoch_cap(recipe: tuple[ReferenceKind, ...], *, matched_only: bool = False) -> int:
+    """The most epochs any independent reference of `recipe` may train (`matched_only`: any
+    that trains until it matches the owner)."""
+    caps = [max(k.settings.epoch_list()) for k in recipe if isinstance(k.settings, Independent)
+            and (not matched_only or _matches_owner(k))]
     return max(caps, default=0)
+
+
+def _matches_owner(kind: ReferenceKind) -> bool:
+    return isinstance(kind.settings, Independent) and kind.settings.match_owner
