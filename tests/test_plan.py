@@ -93,10 +93,12 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
     rung3 = sum(estimate_stages(apply_knobs(ProtectConfig(), knobs, 5000), COSTS, 5000).values())
     cut = fit_plan(ProtectConfig(), COSTS, 5000, rung3 * 1.001)
     assert cut.rung == 3 and cut.config.reference_images is None and negative_epoch_cap(cut.config.recipe) == 60
-    assert cut.weakened == (negative_epoch_cap(cut.config.recipe, matched_only=True) < 60)
+    assert not cut.weakened and cut.matched_cut == (negative_epoch_cap(cut.config.recipe, matched_only=True) < 60)
+    assert cut.to_meta()["weakened_negatives"] == cut.matched_cut
+    assert plan_lines(cut)[-1].startswith("note: ") == cut.matched_cut
     roomy = fit_plan(ProtectConfig(), COSTS, 5000, fit_plan(ProtectConfig(), COSTS, 5000, None).worst / WORST_CASE)
     assert roomy.rung == 0 and roomy.config == dataclasses.replace(ProtectConfig(), budget=roomy.budget)
-    assert not roomy.weakened and not plan_lines(roomy)[-1].startswith("warning")
+    assert not roomy.weakened and not roomy.matched_cut and not plan_lines(roomy)[-1].startswith(("warning", "note"))
     assert negative_epoch_cap(ProtectConfig().recipe) == 60
 
 
@@ -131,14 +133,16 @@ def test_the_budget_bounds_the_worst_case_by_lowering_the_matched_negatives_cap(
         assert plan.worst == pytest.approx(worst(plan.config))
         assert _matched_cap(plan) >= 10
         if _matched_cap(plan) < negative_epoch_cap(plan.config.recipe):
-            assert plan.weakened and "for those that stop on matching the owner" in plan_lines(plan)[0]
+            assert plan.weakened or plan.matched_cut
+            assert "for those that stop on matching the owner" in plan_lines(plan)[0]
+            assert plan_lines(plan)[-1].startswith("warning: " if plan.weakened else "note: ")
             # the most epochs that fit: one more would not
             looser = dataclasses.replace(plan.config, recipe=tuple(
                 dataclasses.replace(k, settings=dataclasses.replace(k.settings, epochs=(5, _matched_cap(plan) + 1)))
                 if k.attack == "independent" and k.settings.match_owner else k for k in plan.config.recipe))
             assert worst(looser) > WORST_CASE * plan.budget
     at_full = fit_plan(ProtectConfig(), COSTS, images, full.total * 1.001)
-    assert at_full.rung == 0 and _matched_cap(at_full) < 60 and at_full.weakened
+    assert at_full.rung == 0 and _matched_cap(at_full) < 60 and at_full.matched_cut and not at_full.weakened
     # only the negatives that stop on matching the owner lose epochs: the converged ones keep theirs
     converged = [max(k.settings.epoch_list()) for k in at_full.config.recipe
                  if k.attack == "independent" and k.settings.until_converged]

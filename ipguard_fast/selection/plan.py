@@ -70,6 +70,7 @@ class Plan:
     estimate: dict
     world: int = 1
     weakened: bool = False    # the cuts train the negatives less than the full recipe (warned: plan_lines)
+    matched_cut: bool = False  # only the cap of the negatives that stop on matching the owner is lower (noted)
     refit: dict | None = None  # the later stages cut after the references ran long (plan_refit.py)
     worst: float | None = None  # seconds if every negative with a stopping rule ran to its cap
 
@@ -89,7 +90,8 @@ class Plan:
                 "estimated_total_seconds": round(self.total, 2),
                 "worst_case_seconds": None if self.worst is None else round(self.worst, 2),
                 "unit_costs": self.costs.to_meta(),
-                "weakened_negatives": self.weakened, **({"refit": self.refit} if self.refit else {})}
+                "weakened_negatives": self.weakened or self.matched_cut,
+                **({"refit": self.refit} if self.refit else {})}
 
 
 def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: float | None, *, world: int = 1,
@@ -123,10 +125,9 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
             continue
         estimate = estimate_stages(candidate, costs, n_items, world, built)
         weakened = (candidate.reference_images != config.reference_images
-                    or negative_epoch_cap(candidate.recipe) < negative_epoch_cap(config.recipe)
-                    or _matched_cap(candidate) < _matched_cap(config))
+                    or negative_epoch_cap(candidate.recipe) < negative_epoch_cap(config.recipe))
         return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world, weakened,
-                    worst=worst(candidate))
+                    matched_cut=_matched_cap(candidate) < _matched_cap(config), worst=worst(candidate))
     cheapest = apply_knobs(config, knobs, n_items)
     expected = sum(estimate_stages(cheapest, costs, n_items, world, built).values()) + spent
     raise ArgumentError("budget", f"{_duration(budget + spent)} is less than the cheapest plan's estimate "
@@ -209,6 +210,11 @@ def plan_lines(plan: Plan) -> list[str]:
                      "points are less unique and the threshold is set against weaker independents (measured at a "
                      "quarter of the full recipe's time: ARUC 0.06-0.22 lower on beds of strong independents; "
                      "README, quality against budget). Give more time where a verdict matters.")
+    elif plan.matched_cut:
+        lines.append(f"note: negatives that have not matched the owner's held-out accuracy after "
+                     f"{_matched_cap(c)} epochs stop there (the budget's worst case); on an owner they need longer "
+                     f"to match, they are weaker than it and the points are chosen against weaker independents. Give "
+                     f"more time where a verdict matters.")
     return lines
 
 
