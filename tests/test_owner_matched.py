@@ -30,6 +30,26 @@ def test_random_shift_moves_each_image_by_at_most_the_bound_and_is_seeded():
     assert random_shift(flat, torch.Generator()) is flat
 
 
+# the last shape is above augment._GATHER_MAX: the slice path
+@pytest.mark.parametrize("shape", [(64, 1, 8, 8), (33, 3, 32, 32), (6, 3, 7, 9), (4, 3, 160, 160)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_random_shift_is_pad_and_crop_at_each_images_own_offset(shape, channels_last):
+    """Both ways of shifting (one gather for small images, a slice per distinct offset for
+    large ones) against the definition, one image at a time, with the offsets drawn the same way."""
+    x = torch.randn(*shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    s = default_shift(shape[2], shape[3])
+    out = random_shift(x, torch.Generator().manual_seed(3))
+    offsets = torch.randint(0, 2 * s + 1, (shape[0], 2), generator=torch.Generator().manual_seed(3))
+    padded = torch.nn.functional.pad(x, (s, s, s, s))
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        assert torch.equal(out[i], padded[i, :, dy:dy + shape[2], dx:dx + shape[3]])
+    assert out.stride() == x.stride()   # the caller's memory format
+    from ipguard_fast import augment
+    assert (shape[1] * shape[2] * shape[3] > augment._GATHER_MAX) == (shape[2] == 160)
+
+
 def test_augmentation_changes_training_but_not_the_batch_order(small):
     from ipguard_fast.models import DigitsMLP
     from ipguard_fast.nn import seeded
