@@ -53,8 +53,9 @@ LADDER: tuple[dict, ...] = (
     {"epoch_cap": 10, "pool_factor": 5},
 )
 _EPOCH_FLOOR = 10    # the ladder's last epoch cap: the matched negatives' cap is never bounded below it
-# The worst case's share of the budget: within 15 % leaves room for the unit costs' own
-# error (a few per cent) inside the 20 % the budget is held to.
+# The worst case's share of the budget: 15 % over it at most, which leaves part of the 20 %
+# the budget is held to for the unit costs' own error (the machine's speed when they were
+# measured against its speed while the work runs).
 WORST_CASE = 1.15
 
 
