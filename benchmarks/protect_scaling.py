@@ -12,8 +12,8 @@ bed), trains the owner (`--arch`, LeNet-5 by default) by the foreign owner recip
 `--owners DIR` loads the one an earlier run kept there), and
 runs protect() on it from an empty reference cache, the upsampled test digits as held-out
 data. Recorded per run (run-IMAGES-BUDGET.json): the plan (rung, knobs, estimates and the
-worst case), each stage's and each reference's measured seconds, protect's own held-out ARUC of the chosen configuration and the
-threshold; summary.md puts them side by side with the seconds per 1,000 images. No bed is
+worst case), each stage's and each reference's measured seconds, protect's own held-out
+ARUC of the chosen configuration and the threshold; summary.md puts them side by side with the seconds per 1,000 images. No bed is
 built: quality on a bed is foreign_bed_28.py's job.
 """
 from __future__ import annotations
@@ -111,7 +111,7 @@ def summary_lines(records: list[dict]) -> list[str]:
 
 
 def _worst_words(plan: dict) -> str:
-    """' (at most N s)': the plan's worst case, which plans before it was recorded lack."""
+    """' (N s)': the plan's worst case; nothing for plans recorded before it was."""
     worst = plan.get("worst_case_seconds")
     return "" if worst is None else f" ({worst:.0f} s)"
 

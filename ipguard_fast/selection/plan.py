@@ -99,8 +99,9 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
              built: bool = True, spent: float = 0.0) -> Plan:
     """The plan for `config` on `n_items` training images: the full config without a
     budget, else the first rung of LADDER whose estimate is within `budget` seconds, of
-    which measuring the costs already took `spent`. built: False when the caller gives
-    the references (nothing to train)."""
+    which measuring the costs already took `spent`, and whose worst case is within
+    WORST_CASE x `budget` (the matched negatives' cap lowered where that alone fails).
+    built: False when the caller gives the references (nothing to train)."""
     config = _with_layout(config, costs)
     measured = {"plan": spent} if spent else {}
     worst = lambda c: spent + sum(estimate_stages(c, costs, n_items, world, built, worst=True).values())  # noqa: E731
