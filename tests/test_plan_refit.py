@@ -1,5 +1,6 @@
 """After the references, protect fits its later stages again to the budget's time left:
-cut along the ladder's later knobs when the references ran long, never raised, recorded."""
+cut along the ladder's later knobs when the references ran long, raised back towards the
+caller's settings (never above) when they ran short, recorded."""
 import dataclasses
 import importlib
 import time
@@ -8,8 +9,8 @@ import pytest
 from test_plan import COSTS
 
 from ipguard_fast.selection import CacheLocation, ProtectConfig, run_protect
-from ipguard_fast.selection.plan import fit_plan
-from ipguard_fast.selection.plan_refit import LATER_CUTS, LATER_STAGES, refit_later_stages
+from ipguard_fast.selection.plan import estimate_stages, fit_plan
+from ipguard_fast.selection.plan_refit import LATER_STAGES, later_settings, refit_later_stages
 
 N_ITEMS = 60000
 
@@ -41,17 +42,68 @@ def test_references_that_ran_long_cut_the_later_stages_until_they_fit(planned):
     assert refit.estimate["references"] == planned.estimate["references"]   # what was done stays as planned
     meta = refit.to_meta()
     assert meta["refit"] == {"seconds_left": pytest.approx(planned.budget - late, abs=0.01),
-                             "pool_factor": refit.config.pool_factor, "refine_steps": refit.config.refine.steps}
+                             "pool_factor": refit.config.pool_factor, "refine_steps": refit.config.refine.steps,
+                             "direction": "cut"}
     assert meta["pool_factor"] == refit.config.pool_factor and "refit" not in planned.to_meta()
 
 
 def test_no_time_left_takes_the_last_cut_and_never_raises_a_knob(planned):
     over = refit_later_stages(planned, planned.budget * 2, N_ITEMS)
-    assert (over.config.pool_factor, over.config.refine.steps) == (LATER_CUTS[-1]["pool_factor"],
-                                                                   LATER_CUTS[-1]["refine_steps"])
+    assert (over.config.pool_factor, over.config.refine.steps) == later_settings((30, 50))[-1] == (5, 20)
     assert over.refit["seconds_left"] < 0
     small = dataclasses.replace(planned, config=dataclasses.replace(planned.config, pool_factor=3))
     assert refit_later_stages(small, planned.budget * 2, N_ITEMS).config.pool_factor == 3
+
+
+def test_the_settings_are_the_ladders_own_richest_first_and_never_above_the_callers():
+    assert later_settings((30, 50)) == [(30, 50), (20, 50), (20, 30), (10, 30), (10, 20), (5, 20)]
+    assert later_settings((12, 40)) == [(12, 40), (12, 30), (10, 30), (10, 20), (5, 20)]
+    assert later_settings((4, 0)) == [(4, 0)]    # no refinement, a pool below every cut: nothing to move
+
+
+@pytest.fixture
+def cut_plan():
+    """A budget of a twentieth of the full recipe's estimate: the plan cuts the pool and refinement."""
+    full = fit_plan(ProtectConfig(), COSTS, N_ITEMS, None)
+    plan = fit_plan(ProtectConfig(), COSTS, N_ITEMS, full.total / 20)
+    assert (plan.config.pool_factor, plan.config.refine.steps) < (30, 50) and plan.later_ceiling == (30, 50)
+    return plan
+
+
+def test_references_that_ran_short_raise_the_later_stages_to_the_richest_setting_that_fits(cut_plan):
+    planned = (cut_plan.config.pool_factor, cut_plan.config.refine.steps)
+    full = fit_plan(ProtectConfig(), COSTS, N_ITEMS, None)
+    # the references took no time: the full recipe's later stages fit what is left
+    raised = refit_later_stages(cut_plan, 0.0, N_ITEMS)
+    assert (raised.config.pool_factor, raised.config.refine.steps) == (30, 50)
+    assert raised.estimate["pool"] == pytest.approx(full.estimate["pool"]) and later(raised) <= cut_plan.budget
+    assert raised.refit == {"seconds_left": pytest.approx(cut_plan.budget, abs=0.01), "pool_factor": 30, "refine_steps": 50,
+                            "direction": "raised"}
+    assert raised.config.replicas == cut_plan.config.replicas and raised.config.recipe == cut_plan.config.recipe
+    assert raised.estimate["references"] == cut_plan.estimate["references"]
+    # time for some of it: the richest setting that fits, and at least what was planned in each knob
+    settings = later_settings((30, 50))
+    richer = [s for s in settings if s[0] >= planned[0] and s[1] >= planned[1] and s != planned]
+    assert len(richer) >= 2
+    config = cut_plan.config
+    at = lambda s: sum(seconds for stage, seconds in estimate_stages(  # noqa: E731
+        dataclasses.replace(config, pool_factor=s[0], refine=dataclasses.replace(config.refine, steps=s[1])),
+        COSTS, N_ITEMS).items() if stage in LATER_STAGES)
+    assert at(richer[-2]) > at(richer[-1])
+    some = refit_later_stages(cut_plan, cut_plan.budget - at(richer[-1]) * 1.001, N_ITEMS)   # room for the least raise
+    assert (some.config.pool_factor, some.config.refine.steps) == richer[-1]
+
+
+def test_a_raise_never_passes_the_callers_own_settings():
+    config = dataclasses.replace(ProtectConfig(), pool_factor=12,
+                                 refine=dataclasses.replace(ProtectConfig().refine, steps=40))
+    full = fit_plan(config, COSTS, N_ITEMS, None)
+    plan = fit_plan(config, COSTS, N_ITEMS, full.total / 20)
+    assert plan.later_ceiling == (12, 40) and plan.config.pool_factor < 12
+    raised = refit_later_stages(plan, -1e9, N_ITEMS)   # all the time in the world
+    assert (raised.config.pool_factor, raised.config.refine.steps) == (12, 40)
+    unrefined = fit_plan(dataclasses.replace(config, refine=None), COSTS, N_ITEMS, full.total / 20)
+    assert refit_later_stages(unrefined, -1e9, N_ITEMS).config.refine is None
 
 
 def test_protect_cuts_its_pool_when_the_references_run_long(owner, small, tmp_path, monkeypatch):
@@ -73,6 +125,28 @@ def test_protect_cuts_its_pool_when_the_references_run_long(owner, small, tmp_pa
     assert recorded["refit"]["pool_factor"] == recorded["pool_factor"] < 12
     assert result.fingerprints.meta["selection"]["pool_size"] == recorded["pool_factor"] * 8 * 5
     assert any(line.startswith("plan: ") and "pool cut to" in line for line in logged)
+
+
+def test_protect_raises_its_pool_when_the_references_run_short(owner, small, tmp_path, monkeypatch):
+    stages = importlib.import_module("ipguard_fast.selection.stages")
+    protect_module = importlib.import_module("ipguard_fast.selection.protect")
+    monkeypatch.setattr(stages, "measure_unit_costs", lambda *args, **kwargs: COSTS)
+    build = protect_module.make_references
+
+    config = ProtectConfig(n=8, pool_factor=12, replicas=1, validation_replicas=1)
+    full = fit_plan(config, COSTS, len(small), None)
+    budget = full.total - 0.5 * later(full)    # the plan cuts the pool to fit
+    assert fit_plan(dataclasses.replace(config, budget=budget), COSTS, len(small), budget).config.pool_factor < 12
+    # references that take none of their estimate: the caller's pool fits again
+    monkeypatch.setattr(time, "perf_counter", _clock_ahead_after(build, protect_module, monkeypatch,
+                                                                 -full.estimate["references"]))
+    logged = []
+    result = run_protect(owner, small, dataclasses.replace(config, budget=budget), progress=False,
+                         cache=CacheLocation(tmp_path), log=logged.append)
+    recorded = result.fingerprints.meta["protect"]["plan"]
+    assert recorded["refit"]["direction"] == "raised" and recorded["pool_factor"] == 12
+    assert result.fingerprints.meta["selection"]["pool_size"] == 12 * 8 * 5
+    assert any(line.startswith("plan: ") and "pool raised to 12" in line for line in logged)
 
 
 def _clock_ahead_after(build, protect_module, monkeypatch, delay: float):

@@ -72,8 +72,10 @@ class Plan:
     world: int = 1
     weakened: bool = False    # the cuts train the negatives less than the full recipe (warned: plan_lines)
     matched_cut: bool = False  # only the cap of the negatives that stop on matching the owner is lower (noted)
-    refit: dict | None = None  # the later stages cut after the references ran long (plan_refit.py)
+    refit: dict | None = None  # the later stages moved to the time the references left (plan_refit.py)
     worst: float | None = None  # seconds if every negative with a stopping rule ran to its cap
+    # The caller's (pool_factor, refine_steps) under a budget: how far a refit may raise them (plan_refit.py).
+    later_ceiling: tuple[int, int] | None = None
 
     @property
     def total(self) -> float:
@@ -129,7 +131,8 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
         weakened = (candidate.reference_images != config.reference_images
                     or negative_epoch_cap(candidate.recipe) < negative_epoch_cap(config.recipe))
         return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world, weakened,
-                    matched_cut=_matched_cap(candidate) < _matched_cap(config), worst=worst(candidate))
+                    matched_cut=_matched_cap(candidate) < _matched_cap(config), worst=worst(candidate),
+                    later_ceiling=(config.pool_factor, config.refine.steps if config.refine is not None else 0))
     cheapest = apply_knobs(config, knobs, n_items)
     expected = sum(estimate_stages(cheapest, costs, n_items, world, built).values()) + spent
     raise ArgumentError("budget", f"{_duration(budget + spent)} is less than the cheapest plan's estimate "

@@ -130,8 +130,6 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     build = lambda: make_references(owner, data, config, shapes, given=references, cache=cache,  # noqa: E731
                                     progress=progress, log=log)
     refs = timed("references", lambda: _at_precision(plan, build))
-    plan = _refit(plan, timings, len(data), built=references is None, say=say)
-    config = plan.config
     refs.references += extra
     if refs.built_here:
         yours = sum(r.kind.startswith("given-negative/") for r in refs.references)
@@ -139,6 +137,8 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         cached = len(refs.references) - built - yours
         say(f"references: {len(refs.references)} ({built} built, {cached} from the cache"
             + (f", {yours} of yours" if yours else "") + f") in {timings['references']:.1f} s")
+    plan = _refit(plan, timings, len(data), built=references is None, say=say)
+    config = plan.config
     pool = timed("pool", lambda: make_pool(owner, data, config, shapes[0], held_out=held_out, progress=progress,
                                            log=say))
     with _layout(plan, owner, refs):
@@ -163,15 +163,16 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
 
 def _refit(plan: Plan, timings: dict, n_items: int, *, built: bool, say: Callable[[str], None]) -> Plan:
     """The plan with its later stages refitted to the budget's time left (plan_refit.py),
-    from rank 0's clock under torchrun, so that every rank cuts alike (without a budget
+    from rank 0's clock under torchrun, so that every rank moves them alike (without a budget
     there is nothing to refit, and the ranks exchange nothing)."""
     if plan.budget is None:
         return plan
     elapsed = communicator().exchange(timings["plan"] + timings["references"])[0]
     refit = refit_later_stages(plan, elapsed, n_items, built=built)
     if refit is not plan:
-        say(f"plan: {elapsed:.0f} s spent, {refit.refit['seconds_left']:.0f} s of the budget left: pool cut to "
-            f"{refit.refit['pool_factor']} x n per k, refinement to {refit.refit['refine_steps']} steps")
+        say(f"plan: {elapsed:.0f} s spent, {refit.refit['seconds_left']:.0f} s of the budget left: pool "
+            f"{refit.refit['direction']} to {refit.refit['pool_factor']} x n per k, refinement to "
+            f"{refit.refit['refine_steps']} steps")
     return refit
 
 
