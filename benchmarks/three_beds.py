@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--refine", default="",
                    help="protect's refinement settings other than the default, KEY=VALUE,... of RefineConfig "
                         "(for example steps=25 or cap=1); the references and their cache are the same")
+    p.add_argument("--pool-factor", type=int, default=None,
+                   help="protect's pool points per k as a multiple of n (default: ProtectConfig's); the references "
+                        "and their cache are the same")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
@@ -122,7 +125,8 @@ def _one_seed(args, seed: int):
                              args.add_preprocess, args.converged_selection)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    label_share=args.label_share, init=args.init, refine=_refine_config(args.refine),
-                                   search={"channels_last": False} if args.contiguous else {})
+                                   search={"channels_last": False} if args.contiguous else {},
+                                   **({"pool_factor": args.pool_factor} if args.pool_factor else {}))
             fps = run_protect(owner, data, config, progress=False, log=print,
                               cache=CacheLocation(Path(args.cache) / f"{key}-seed{seed}"),
                               held_out=test if args.held_out_mistakes else None).fingerprints
