@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from ._validate import ArgumentError
 
@@ -33,7 +33,16 @@ class UInt8Images(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return self.images[index].float().div_(255.0), self.labels[index]
+        return _pixels(self.images[index]), self.labels[index]
+
+    def as_tensor_dataset(self) -> TensorDataset:
+        """Every item at once, as float32 images and int64 labels: the items, in one conversion."""
+        return TensorDataset(_pixels(self.images), self.labels.clone())
+
+
+def _pixels(stored: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float32 in [0, 1]."""
+    return stored.float().div_(255.0)
 
 
 def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:

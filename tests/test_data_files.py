@@ -30,6 +30,25 @@ def test_mnist_idx_round_trip(tmp_path, compress):
     assert torch.equal(image, torch.from_numpy(images[3]).float()[None] / 255) and int(label) == labels[3]
 
 
+def test_protect_takes_the_files_items_in_one_conversion(tmp_path):
+    from torch.utils.data import Subset, TensorDataset
+
+    from ipguard_fast.selection.inputs import training_data
+
+    rng = np.random.default_rng(2)
+    _idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (30, 28, 28)), False)
+    _idx(tmp_path / "train-labels-idx1-ubyte", rng.integers(0, 10, 30), False)
+    data = load_mnist(tmp_path)
+    whole = training_data(data)
+    assert isinstance(whole, TensorDataset) and whole.tensors[0].dtype == torch.float32
+    assert whole.tensors[1].dtype == torch.int64 and whole.tensors[0].shape == (30, 1, 28, 28)
+    for i in range(30):   # the items themselves, bit for bit
+        assert torch.equal(whole.tensors[0][i], data[i][0]) and int(whole.tensors[1][i]) == int(data[i][1])
+    assert whole.tensors[0].data_ptr() != data.images.data_ptr() and whole.tensors[1].data_ptr() != data.labels.data_ptr()
+    part = training_data(Subset(data, range(5, 17)))   # any other Dataset: item by item, the same values
+    assert torch.equal(part.tensors[0], whole.tensors[0][5:17]) and torch.equal(part.tensors[1], whole.tensors[1][5:17])
+
+
 def test_idx_files_that_lie_about_their_size_are_refused(tmp_path):
     path = tmp_path / "x-idx3-ubyte"
     _idx(path, np.zeros((4, 28, 28)), False)

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .._validate import ArgumentError
+from ..data_files import UInt8Images
 from ..modules import eval_mode, module_device
 from .references import Reference
 from .select import named_references
@@ -39,8 +40,11 @@ def training_data(train_data, argument: str = "train_data") -> Dataset:
         raise ArgumentError(argument, "items must be (image tensor, label) pairs")
     if isinstance(data, TensorDataset) or len(data) * item[0].numel() * 4 > _MATERIALISE_BYTES:
         return data
-    images = torch.stack([torch.as_tensor(data[i][0]).float() for i in range(len(data))])
-    labels = torch.tensor([int(data[i][1]) for i in range(len(data))], dtype=torch.int64)
+    if isinstance(data, UInt8Images):   # MNIST IDX and CIFAR binary files: one conversion, not 60,000 items
+        return data.as_tensor_dataset()
+    items = [data[i] for i in range(len(data))]
+    images = torch.stack([torch.as_tensor(image).float() for image, _ in items])
+    labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
     return TensorDataset(images, labels)
 
 
