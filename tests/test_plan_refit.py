@@ -124,7 +124,7 @@ def test_protect_cuts_its_pool_when_the_references_run_long(owner, small, tmp_pa
     recorded = result.fingerprints.meta["protect"]["plan"]
     assert recorded["refit"]["pool_factor"] == recorded["pool_factor"] < 12
     assert result.fingerprints.meta["selection"]["pool_size"] == recorded["pool_factor"] * 8 * 5
-    assert any(line.startswith("plan: ") and "pool cut to" in line for line in logged)
+    assert any(line.startswith("plan: ") and "later stages cut to pool" in line for line in logged)
 
 
 def test_protect_raises_its_pool_when_the_references_run_short(owner, small, tmp_path, monkeypatch):
@@ -146,7 +146,7 @@ def test_protect_raises_its_pool_when_the_references_run_short(owner, small, tmp
     recorded = result.fingerprints.meta["protect"]["plan"]
     assert recorded["refit"]["direction"] == "raised" and recorded["pool_factor"] == 12
     assert result.fingerprints.meta["selection"]["pool_size"] == 12 * 8 * 5
-    assert any(line.startswith("plan: ") and "pool raised to 12" in line for line in logged)
+    assert any(line.startswith("plan: ") and "later stages raised to pool 12 x n" in line for line in logged)
 
 
 def _clock_ahead_after(build, protect_module, monkeypatch, delay: float):

@@ -13,9 +13,10 @@ steps):
   small to choose from);
 * raised, when the references ran short and a richer setting fits: back towards what the
   plan cut, never above the caller's own settings. A budget is time the owner gave; left
-  unused it buys nothing, and these two knobs buy quality (refinement at 25 steps instead
-  of 50: held-out ARUC 0.771 -> 0.761 and one more innocent accused on the three beds,
-  benchmarks/results/three-beds-refine-steps25-2026-12-05).
+  unused it buys nothing, and these two knobs buy quality (on the three beds, the same
+  references, pool 10 x n per k and 30 steps against 30 x n and 50: mean selected ARUC
+  0.751 against 0.771, 47 copies missed against 40;
+  benchmarks/results/three-beds-later-cut-2026-12-06).
 
 What was built stays as planned: the references, their images, replicas and epochs.
 """

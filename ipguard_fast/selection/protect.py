@@ -170,8 +170,8 @@ def _refit(plan: Plan, timings: dict, n_items: int, *, built: bool, say: Callabl
     elapsed = communicator().exchange(timings["plan"] + timings["references"])[0]
     refit = refit_later_stages(plan, elapsed, n_items, built=built)
     if refit is not plan:
-        say(f"plan: {elapsed:.0f} s spent, {refit.refit['seconds_left']:.0f} s of the budget left: pool "
-            f"{refit.refit['direction']} to {refit.refit['pool_factor']} x n per k, refinement to "
+        say(f"plan: {elapsed:.0f} s spent, {refit.refit['seconds_left']:.0f} s of the budget left: later stages "
+            f"{refit.refit['direction']} to pool {refit.refit['pool_factor']} x n per k, refinement "
             f"{refit.refit['refine_steps']} steps")
     return refit
 
