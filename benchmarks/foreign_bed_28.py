@@ -38,6 +38,7 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from protect_costs import grown  # noqa: E402
+from three_beds import _recipe  # noqa: E402
 from three_beds import _reference_rates, _summary, _write_summary, prepare_run  # noqa: E402
 
 
@@ -70,7 +71,8 @@ def one_seed(args, seed: int) -> dict:
     owner_seconds = time.perf_counter() - start
     print(f"[seed {seed}] owner {args.arch} trained in {owner_seconds:.0f} s", flush=True)
     start = time.perf_counter()
-    config = ProtectConfig(n=args.n, seed=seed, budget=args.budget or None)
+    config = ProtectConfig(n=args.n, seed=seed, budget=args.budget or None,
+                           **({"recipe": _recipe("", adversarial=args.adversarial)} if args.adversarial else {}))
     fps = run_protect(owner, data, config, progress=False, log=print, held_out=test,
                       cache=CacheLocation(Path(args.cache) / f"{args.arch}-{args.images}-seed{seed}")).fingerprints
     protect_seconds = time.perf_counter() - start
@@ -104,6 +106,9 @@ def main(argv=None) -> int:
     p.add_argument("--ks", default="1,3,10", help="plain IPGuard margins")
     p.add_argument("-n", type=int, default=100)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--adversarial", default="",
+                   help="the settings of protect's adversarial-ft reference other than the recipe's, KEY=VALUE,... "
+                        "of AdversarialFineTune (three_beds.py's option)")
     p.add_argument("--cache", default="ipguard-foreign28-cache", help="protect's reference cache (not committed)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)

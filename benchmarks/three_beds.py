@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--refine", default="",
                    help="protect's refinement settings other than the default, KEY=VALUE,... of RefineConfig "
                         "(for example steps=25 or cap=1); the references and their cache are the same")
+    p.add_argument("--adversarial", default="",
+                   help="the settings of protect's adversarial-ft reference other than the recipe's, "
+                        "KEY=VALUE,... of AdversarialFineTune (for example eps=0.0392,epochs=3)")
     p.add_argument("--pool-factor", type=int, default=None,
                    help="protect's pool points per k as a multiple of n (default: ProtectConfig's); the references "
                         "and their cache are the same")
@@ -122,7 +125,7 @@ def _one_seed(args, seed: int):
         if key not in selected:
             start = time.perf_counter()
             recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None,
-                             args.add_preprocess, args.converged_selection)
+                             args.add_preprocess, args.converged_selection, args.adversarial)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    label_share=args.label_share, init=args.init, refine=_refine_config(args.refine),
                                    search={"channels_last": False} if args.contiguous else {},
@@ -155,12 +158,13 @@ def _reference_rates(fps) -> dict:
 
 
 def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
-            converged_selection: bool = False) -> tuple:
+            converged_selection: bool = False, adversarial: str = "") -> tuple:
     """protect's default recipe (recipe.with_owner_recipe's when `owner_recipe` is given)
     without the kinds named in `drop`, with `twins` more seeds of each threshold negative
     of the owner's architecture, and a positive reference for each KIND:STRENGTH of
     `preprocess`; with `converged_selection`, the selecting negatives of the owner's
-    architecture that train to the owner's accuracy train until converged instead."""
+    architecture that train to the owner's accuracy train until converged instead;
+    `adversarial`: KEY=VALUE,... overrides of the adversarial-ft reference's settings."""
     import dataclasses
 
     from ipguard_fast.attacks import Preprocess
@@ -173,6 +177,11 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
                                  per_replica=False),)
     if converged_selection:
         recipe = tuple(_converged(k) for k in recipe)
+    if adversarial:
+        changes = {key: float(value) if "." in value or "e" in value else int(value)
+                   for key, _, value in (entry.partition("=") for entry in adversarial.split(","))}
+        recipe = tuple(dataclasses.replace(k, settings=dataclasses.replace(k.settings, **changes))
+                       if k.attack == "adversarial-fine-tune" else k for k in recipe)
     owners = [k for k in recipe if k.threshold_only and k.settings.arch == "owner"]
     recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-extra{i}") for i in range(1, twins + 1) for k in owners)
     names = {name for name in drop.split(",") if name}
