@@ -38,8 +38,7 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from protect_costs import grown  # noqa: E402
-from three_beds import _recipe  # noqa: E402
-from three_beds import _reference_rates, _summary, _write_summary, prepare_run  # noqa: E402
+from three_beds import _recipe, _reference_rates, _summary, _write_summary, prepare_run  # noqa: E402
 
 
 def grown_halves(count: int, seed: int, side: int = 28) -> tuple[TensorDataset, TensorDataset]:

@@ -178,9 +178,8 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
     if converged_selection:
         recipe = tuple(_converged(k) for k in recipe)
     if adversarial:
-        changes = {key: float(value) if "." in value or "e" in value else int(value)
-                   for key, _, value in (entry.partition("=") for entry in adversarial.split(","))}
-        recipe = tuple(dataclasses.replace(k, settings=dataclasses.replace(k.settings, **changes))
+        recipe = tuple(dataclasses.replace(k, settings=dataclasses.replace(
+                           k.settings, **_overrides(adversarial, k.settings, "--adversarial")))
                        if k.attack == "adversarial-fine-tune" else k for k in recipe)
     owners = [k for k in recipe if k.threshold_only and k.settings.arch == "owner"]
     recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-extra{i}") for i in range(1, twins + 1) for k in owners)
@@ -208,20 +207,24 @@ def _refine_config(overrides: str):
     """True (protect's default refinement), or a RefineConfig with the KEY=VALUE overrides."""
     if not overrides:
         return True
-    import dataclasses
-
     from ipguard_fast.selection.refine import RefineConfig
 
-    default = RefineConfig()
-    names = sorted(f.name for f in dataclasses.fields(RefineConfig))
+    return RefineConfig(**_overrides(overrides, RefineConfig(), "--refine"))
+
+
+def _overrides(text: str, default, option: str) -> dict:
+    """KEY=VALUE,... as the settings of `default`'s dataclass they name, each typed as its
+    default is (a setting None by default, like negative_weight, is a float)."""
+    import dataclasses
+
+    names = sorted(f.name for f in dataclasses.fields(default))
     settings = {}
-    for entry in overrides.split(","):
+    for entry in text.split(","):
         key, _, value = entry.partition("=")
         if key not in names:
-            raise SystemExit(f"--refine: RefineConfig has no {key!r} (it has {names})")
-        # a setting's type is its default's (negative_weight, None by default, is a float)
+            raise SystemExit(f"{option}: {type(default).__name__} has no {key!r} (it has {names})")
         settings[key] = int(value) if isinstance(getattr(default, key), int) else float(value)
-    return RefineConfig(**settings)
+    return settings
 
 
 def _summary(bed: str, seed: int, result, protect_seconds: float) -> dict:
