@@ -106,47 +106,43 @@ def test_a_raise_never_passes_the_callers_own_settings():
     assert refit_later_stages(unrefined, -1e9, N_ITEMS).config.refine is None
 
 
-def test_protect_cuts_its_pool_when_the_references_run_long(owner, small, tmp_path, monkeypatch):
-    stages = importlib.import_module("ipguard_fast.selection.stages")
-    protect_module = importlib.import_module("ipguard_fast.selection.protect")
-    monkeypatch.setattr(stages, "measure_unit_costs", lambda *args, **kwargs: COSTS)
-    build = protect_module.make_references
+CONFIG = ProtectConfig(n=8, pool_factor=12, replicas=1, validation_replicas=1)
 
-    config = ProtectConfig(n=8, pool_factor=12, replicas=1, validation_replicas=1)
-    plan = fit_plan(config, COSTS, len(small), None)
-    budget = plan.total * 1.05
+
+def test_protect_cuts_its_pool_when_the_references_run_long(owner, small, tmp_path, monkeypatch):
+    full = fit_plan(CONFIG, COSTS, len(small), None)
     # references that take their whole estimate and more: the later stages no longer fit
-    delay = plan.estimate["references"] + 0.5 * later(plan)
-    monkeypatch.setattr(time, "perf_counter", _clock_ahead_after(build, protect_module, monkeypatch, delay))
-    logged = []
-    result = run_protect(owner, small, dataclasses.replace(config, budget=budget), progress=False,
-                         cache=CacheLocation(tmp_path), log=logged.append)
-    recorded = result.fingerprints.meta["protect"]["plan"]
+    delay = full.estimate["references"] + 0.5 * later(full)
+    recorded, meta, logged = _budgeted_run(owner, small, tmp_path, monkeypatch, full.total * 1.05, delay)
     assert recorded["refit"]["pool_factor"] == recorded["pool_factor"] < 12
-    assert result.fingerprints.meta["selection"]["pool_size"] == recorded["pool_factor"] * 8 * 5
+    assert meta["selection"]["pool_size"] == recorded["pool_factor"] * 8 * 5
     assert any(line.startswith("plan: ") and "later stages cut to pool" in line for line in logged)
 
 
 def test_protect_raises_its_pool_when_the_references_run_short(owner, small, tmp_path, monkeypatch):
+    full = fit_plan(CONFIG, COSTS, len(small), None)
+    budget = full.total - 0.5 * later(full)    # the plan cuts the pool to fit
+    assert fit_plan(dataclasses.replace(CONFIG, budget=budget), COSTS, len(small), budget).config.pool_factor < 12
+    # references that take none of their estimate: the caller's pool fits again
+    recorded, meta, logged = _budgeted_run(owner, small, tmp_path, monkeypatch, budget, -full.estimate["references"])
+    assert recorded["refit"]["direction"] == "raised" and recorded["pool_factor"] == 12
+    assert meta["selection"]["pool_size"] == 12 * 8 * 5
+    assert any(line.startswith("plan: ") and "later stages raised to pool 12 x n" in line for line in logged)
+
+
+def _budgeted_run(owner, small, tmp_path, monkeypatch, budget: float, delay: float):
+    """protect with CONFIG under `budget` on the made-up machine (COSTS), the clock moved
+    `delay` seconds once the references are built: (the recorded plan, the fingerprints'
+    meta, the lines it logged)."""
     stages = importlib.import_module("ipguard_fast.selection.stages")
     protect_module = importlib.import_module("ipguard_fast.selection.protect")
     monkeypatch.setattr(stages, "measure_unit_costs", lambda *args, **kwargs: COSTS)
-    build = protect_module.make_references
-
-    config = ProtectConfig(n=8, pool_factor=12, replicas=1, validation_replicas=1)
-    full = fit_plan(config, COSTS, len(small), None)
-    budget = full.total - 0.5 * later(full)    # the plan cuts the pool to fit
-    assert fit_plan(dataclasses.replace(config, budget=budget), COSTS, len(small), budget).config.pool_factor < 12
-    # references that take none of their estimate: the caller's pool fits again
-    monkeypatch.setattr(time, "perf_counter", _clock_ahead_after(build, protect_module, monkeypatch,
-                                                                 -full.estimate["references"]))
+    monkeypatch.setattr(time, "perf_counter",
+                        _clock_ahead_after(protect_module.make_references, protect_module, monkeypatch, delay))
     logged = []
-    result = run_protect(owner, small, dataclasses.replace(config, budget=budget), progress=False,
+    result = run_protect(owner, small, dataclasses.replace(CONFIG, budget=budget), progress=False,
                          cache=CacheLocation(tmp_path), log=logged.append)
-    recorded = result.fingerprints.meta["protect"]["plan"]
-    assert recorded["refit"]["direction"] == "raised" and recorded["pool_factor"] == 12
-    assert result.fingerprints.meta["selection"]["pool_size"] == 12 * 8 * 5
-    assert any(line.startswith("plan: ") and "later stages raised to pool 12 x n" in line for line in logged)
+    return result.fingerprints.meta["protect"]["plan"], result.fingerprints.meta, logged
 
 
 def _clock_ahead_after(build, protect_module, monkeypatch, delay: float):
