@@ -33,7 +33,8 @@ from .plan_costs import UnitCosts
 from .plan_estimate import estimate_stages
 from .recipe import capped_recipe, negative_epoch_cap
 
-__all__ = ["LADDER", "Plan", "apply_knobs", "estimate_stages", "fit_plan", "parse_duration", "plan_lines"]
+__all__ = ["LADDER", "Plan", "apply_knobs", "estimate_stages", "fit_plan", "later_knobs", "parse_duration",
+           "plan_lines"]
 
 # Each rung: the knobs it sets (the rungs are cumulative). reference_images is an upper
 # bound (never more than the data has). No rung trains the negatives under 10 epochs: a
@@ -82,11 +83,11 @@ class Plan:
         return sum(self.estimate.values())
 
     def to_meta(self) -> dict:
-        refine = self.config.refine
+        pool_factor, refine_steps = later_knobs(self.config)
         return {"budget_seconds": self.budget, "rung": self.rung, "world": self.world,
-                "replicas": self.config.replicas, "pool_factor": self.config.pool_factor,
+                "replicas": self.config.replicas, "pool_factor": pool_factor,
                 "reference_images": self.config.reference_images,
-                "refine_steps": refine.steps if refine is not None else 0,
+                "refine_steps": refine_steps,
                 "negative_epoch_cap": negative_epoch_cap(self.config.recipe),
                 "matched_epoch_cap": negative_epoch_cap(self.config.recipe, matched_only=True),
                 "estimated_seconds": {k: round(v, 2) for k, v in self.estimate.items()},
@@ -132,12 +133,17 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
                     or negative_epoch_cap(candidate.recipe) < negative_epoch_cap(config.recipe))
         return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world, weakened,
                     matched_cut=_matched_cap(candidate) < _matched_cap(config), worst=worst(candidate),
-                    later_ceiling=(config.pool_factor, config.refine.steps if config.refine is not None else 0))
+                    later_ceiling=later_knobs(config))
     cheapest = apply_knobs(config, knobs, n_items)
     expected = sum(estimate_stages(cheapest, costs, n_items, world, built).values()) + spent
     raise ArgumentError("budget", f"{_duration(budget + spent)} is less than the cheapest plan's estimate "
                                   f"({_duration(expected)}, at most {_duration(worst(cheapest))} on this machine); "
                                   f"raise it")
+
+
+def later_knobs(config: ProtectConfig) -> tuple[int, int]:
+    """The knobs of the stages after the references: (pool_factor, refinement steps; 0 without refinement)."""
+    return config.pool_factor, config.refine.steps if config.refine is not None else 0
 
 
 def _bound_worst_case(config: ProtectConfig, worst, limit: float) -> ProtectConfig | None:
@@ -199,7 +205,7 @@ def plan_lines(plan: Plan) -> list[str]:
     c = plan.config
     head = ("full recipe" if plan.budget is None else
             f"budget {_duration(plan.budget)}: rung {plan.rung} of {len(LADDER) - 1}")
-    refine = c.refine.steps if c.refine is not None else 0
+    refine = later_knobs(c)[1]
     lines = [f"plan ({head}{f', {plan.world} ranks' if plan.world > 1 else ''}): replicas {c.replicas} + "
              f"{c.validation_replicas} validation, references on "
              f"{'all images' if c.reference_images is None else f'at most {c.reference_images} images'}, "

@@ -2,8 +2,8 @@
 
 The references are most of protect's time and the least sure of its estimates: a negative
 trains until it matches the owner or converges, and how long that takes is known only
-afterwards (on the 28x28 owners they ran from 34 % under to 47 % over their expected
-estimate: README, cost table). So once they are built, the plan's later stages -- the
+afterwards (on 28x28 owners from 34 % under to 47 % over their expected estimate:
+benchmarks/results/budget-worst-case-2026-12-05, budget-refit-raise-2026-12-06). So once they are built, the plan's later stages -- the
 pool, scoring it, the refinement -- are estimated again against what is left of the
 budget, and moved along the ladder's own later knobs (the pool's size, the refinement's
 steps):
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .plan import LADDER, Plan, estimate_stages
+from .plan import LADDER, Plan, estimate_stages, later_knobs
 
 __all__ = ["LATER_STAGES", "later_settings", "refit_later_stages"]
 
@@ -60,7 +60,7 @@ def refit_later_stages(plan: Plan, elapsed: float, n_items: int, *, built: bool 
                                              built).items()
                              if stage in LATER_STAGES}
     fits = lambda setting: sum(later(setting).values()) <= left  # noqa: E731
-    current = _setting(plan.config)
+    current = later_knobs(plan.config)
     settings = later_settings(plan.later_ceiling or current)
     if fits(current):
         richer = [s for s in settings if s != current and s[0] >= current[0] and s[1] >= current[1]]
@@ -74,10 +74,6 @@ def refit_later_stages(plan: Plan, elapsed: float, n_items: int, *, built: bool 
              "direction": direction}
     return dataclasses.replace(plan, config=_with(plan.config, chosen), estimate={**plan.estimate, **later(chosen)},
                                refit=refit)
-
-
-def _setting(config) -> tuple[int, int]:
-    return config.pool_factor, config.refine.steps if config.refine is not None else 0
 
 
 def _with(config, setting: tuple[int, int]):
