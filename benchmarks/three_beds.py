@@ -68,6 +68,11 @@ def main(argv=None) -> int:
     p.add_argument("--adversarial", default="",
                    help="the settings of protect's adversarial-ft reference other than the recipe's, "
                         "KEY=VALUE,... of AdversarialFineTune (for example eps=0.0392,epochs=3)")
+    p.add_argument("--positive-twins", default="",
+                   help="KIND:N,...: N more draws (seeds) of each named positive reference kind of protect's recipe")
+    p.add_argument("--add-distill", default="",
+                   help="ARCH,...: a distillation positive per replica into each named student architecture (owner, "
+                        "generic...), at the settings of protect's distill-small")
     p.add_argument("--pool-factor", type=int, default=None,
                    help="protect's pool points per k as a multiple of n (default: ProtectConfig's); the references "
                         "and their cache are the same")
@@ -125,7 +130,8 @@ def _one_seed(args, seed: int):
         if key not in selected:
             start = time.perf_counter()
             recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None,
-                             args.add_preprocess, args.converged_selection, args.adversarial)
+                             args.add_preprocess, args.converged_selection, args.adversarial,
+                             args.positive_twins, args.add_distill)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    label_share=args.label_share, init=args.init, refine=_refine_config(args.refine),
                                    search={"channels_last": False} if args.contiguous else {},
@@ -158,13 +164,17 @@ def _reference_rates(fps) -> dict:
 
 
 def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
-            converged_selection: bool = False, adversarial: str = "") -> tuple:
+            converged_selection: bool = False, adversarial: str = "", positive_twins: str = "",
+            add_distill: str = "") -> tuple:
     """protect's default recipe (recipe.with_owner_recipe's when `owner_recipe` is given)
     without the kinds named in `drop`, with `twins` more seeds of each threshold negative
     of the owner's architecture, and a positive reference for each KIND:STRENGTH of
     `preprocess`; with `converged_selection`, the selecting negatives of the owner's
     architecture that train to the owner's accuracy train until converged instead;
-    `adversarial`: KEY=VALUE,... overrides of the adversarial-ft reference's settings."""
+    `adversarial`: KEY=VALUE,... overrides of the adversarial-ft reference's settings;
+    `positive_twins`: KIND:N,... N more draws of each named positive kind (its seed from
+    the "-twinI" name); `add_distill`: ARCH,... a distillation positive into each student
+    architecture, at distill-small's settings otherwise."""
     import dataclasses
 
     from ipguard_fast.attacks import Preprocess
@@ -183,6 +193,18 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
                        if k.attack == "adversarial-fine-tune" else k for k in recipe)
     owners = [k for k in recipe if k.threshold_only and k.settings.arch == "owner"]
     recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-extra{i}") for i in range(1, twins + 1) for k in owners)
+    for entry in filter(None, positive_twins.split(",")):
+        name, _, count = entry.partition(":")
+        kind = next((k for k in recipe if k.kind == name and k.role == "positive"), None)
+        if kind is None:
+            raise SystemExit(f"--positive-twins: no positive kind {name!r} in the recipe")
+        recipe += tuple(dataclasses.replace(kind, kind=f"{name}-twin{i}") for i in range(1, int(count) + 1))
+    small = next((k for k in recipe if k.kind == "distill-small"), None)
+    for arch in filter(None, add_distill.split(",")):
+        if small is None:
+            raise SystemExit("--add-distill: the recipe has no distill-small to take the settings from")
+        recipe += (dataclasses.replace(small, kind=f"distill-{arch}", settings=dataclasses.replace(
+            small.settings, student=arch)),)
     names = {name for name in drop.split(",") if name}
     unknown = names - {k.kind for k in recipe}
     if unknown:
