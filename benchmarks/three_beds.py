@@ -198,6 +198,8 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
         kind = next((k for k in recipe if k.kind == name and k.role == "positive"), None)
         if kind is None:
             raise SystemExit(f"--positive-twins: no positive kind {name!r} in the recipe")
+        if not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--positive-twins: expected KIND:N with N a positive integer, got {entry!r}")
         recipe += tuple(dataclasses.replace(kind, kind=f"{name}-twin{i}") for i in range(1, int(count) + 1))
     small = next((k for k in recipe if k.kind == "distill-small"), None)
     for arch in filter(None, add_distill.split(",")):

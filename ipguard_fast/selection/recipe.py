@@ -92,9 +92,9 @@ RECIPE: tuple[ReferenceKind, ...] = (
     ReferenceKind("FTLL", "positive", "fine-tune", FineTune(1e-2, 3, last_only=True)),
     ReferenceKind("FTAL", "positive", "fine-tune", FineTune(1e-3, 3)),
     ReferenceKind("RTLL", "positive", "fine-tune", FineTune(1e-2, 5, last_only=True, reinit_last=True)),
-    # RTAL's draws vary: 2 of 20 keep about half the points the other 18 keep whole. Two more
-    # draws per replica won at owner seed 0 and lost over six seeds
-    # (benchmarks/results/three-beds-rtal-twins-2026-12-06): one draw.
+    # RTAL's draws vary: 2 of 20 kept 0.44 and 0.64 of the demo owner's points where the other
+    # 18 kept 0.98-1.00. Two more draws per replica won at owner seed 0 and lost over six
+    # seeds (benchmarks/results/three-beds-rtal-twins-2026-12-06): one draw.
     ReferenceKind("RTAL", "positive", "fine-tune", FineTune(1e-3, 5, reinit_last=True)),
     ReferenceKind("prune-70ft", "positive", "prune", Prune(0.7, finetune_epochs=2)),
     ReferenceKind("distill-small", "positive", "distill", Distill(1e-3, 10, "generic", precompute_teacher=True)),
