@@ -192,7 +192,7 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
                            k.settings, **_overrides(adversarial, k.settings, "--adversarial")))
                        if k.attack == "adversarial-fine-tune" else k for k in recipe)
     owners = [k for k in recipe if k.threshold_only and k.settings.arch == "owner"]
-    recipe += tuple(dataclasses.replace(k, kind=f"{k.kind}-extra{i}") for i in range(1, twins + 1) for k in owners)
+    recipe += _seeded_again(owners, "extra", twins)
     for entry in filter(None, positive_twins.split(",")):
         name, _, count = entry.partition(":")
         kind = next((k for k in recipe if k.kind == name and k.role == "positive"), None)
@@ -200,7 +200,7 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
             raise SystemExit(f"--positive-twins: no positive kind {name!r} in the recipe")
         if not count.isdigit() or int(count) < 1:
             raise SystemExit(f"--positive-twins: expected KIND:N with N a positive integer, got {entry!r}")
-        recipe += tuple(dataclasses.replace(kind, kind=f"{name}-twin{i}") for i in range(1, int(count) + 1))
+        recipe += _seeded_again([kind], "twin", int(count))
     small = next((k for k in recipe if k.kind == "distill-small"), None)
     for arch in filter(None, add_distill.split(",")):
         if small is None:
@@ -212,6 +212,14 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
     if unknown:
         raise SystemExit(f"--drop-kinds: no such kind in the recipe: {sorted(unknown)}")
     return tuple(k for k in recipe if k.kind not in names)
+
+
+def _seeded_again(kinds: list, suffix: str, count: int) -> tuple:
+    """`kinds` `count` times more, as "<kind>-<suffix>I" (I = 1..count), the seed each of
+    those names draws."""
+    import dataclasses
+
+    return tuple(dataclasses.replace(k, kind=f"{k.kind}-{suffix}{i}") for i in range(1, count + 1) for k in kinds)
 
 
 def _converged(kind):

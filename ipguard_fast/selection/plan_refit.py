@@ -3,10 +3,10 @@
 The references are most of protect's time and the least sure of its estimates: a negative
 trains until it matches the owner or converges, and how long that takes is known only
 afterwards (on 28x28 owners from 34 % under to 47 % over their expected estimate:
-benchmarks/results/budget-worst-case-2026-12-05, budget-refit-raise-2026-12-06). So once they are built, the plan's later stages -- the
-pool, scoring it, the refinement -- are estimated again against what is left of the
-budget, and moved along the ladder's own later knobs (the pool's size, the refinement's
-steps):
+benchmarks/results/budget-worst-case-2026-12-05, budget-refit-raise-2026-12-06). So once
+they are built, the plan's later stages -- the pool, scoring it, the refinement -- are
+estimated again against what is left of the budget, and moved along the ladder's own later
+knobs (the pool's size, the refinement's steps):
 
 * cut, when they no longer fit: to the first of the ladder's later settings that fits,
   never below its last (past that, protect finishes late rather than with a pool too
