@@ -73,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--add-distill", default="",
                    help="ARCH,...: a distillation positive per replica into each named student architecture (owner, "
                         "generic...), at the settings of protect's distill-small")
+    p.add_argument("--add-negatives", default="",
+                   help="ARCH-OPTIMIZER[-aug],...: more selecting negatives of protect's recipe, each trained until "
+                        "it matches the owner (for example owner-adam-aug,owner-sgd: the owner's other two corners)")
     p.add_argument("--pool-factor", type=int, default=None,
                    help="protect's pool points per k as a multiple of n (default: ProtectConfig's); the references "
                         "and their cache are the same")
@@ -131,7 +134,7 @@ def _one_seed(args, seed: int):
             start = time.perf_counter()
             recipe = _recipe(args.drop_kinds, args.threshold_twins, owner_recipe if args.owner_recipe else None,
                              args.add_preprocess, args.converged_selection, args.adversarial,
-                             args.positive_twins, args.add_distill)
+                             args.positive_twins, args.add_distill, args.add_negatives)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    label_share=args.label_share, init=args.init, refine=_refine_config(args.refine),
                                    search={"channels_last": False} if args.contiguous else {},
@@ -165,7 +168,7 @@ def _reference_rates(fps) -> dict:
 
 def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
             converged_selection: bool = False, adversarial: str = "", positive_twins: str = "",
-            add_distill: str = "") -> tuple:
+            add_distill: str = "", add_negatives: str = "") -> tuple:
     """protect's default recipe (recipe.with_owner_recipe's when `owner_recipe` is given)
     without the kinds named in `drop`, with `twins` more seeds of each threshold negative
     of the owner's architecture, and a positive reference for each KIND:STRENGTH of
@@ -174,7 +177,8 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
     `adversarial`: KEY=VALUE,... overrides of the adversarial-ft reference's settings;
     `positive_twins`: KIND:N,... N more draws of each named positive kind (its seed from
     the "-twinI" name); `add_distill`: ARCH,... a distillation positive into each student
-    architecture, at distill-small's settings otherwise."""
+    architecture, at distill-small's settings otherwise; `add_negatives`: ARCH-OPTIMIZER[-aug],...
+    a selecting negative each (recipe.negative_kind)."""
     import dataclasses
 
     from ipguard_fast.attacks import Preprocess
@@ -207,11 +211,29 @@ def _recipe(drop: str, twins: int = 0, owner_recipe=None, preprocess: str = "",
             raise SystemExit("--add-distill: the recipe has no distill-small to take the settings from")
         recipe += (dataclasses.replace(small, kind=f"distill-{arch}", settings=dataclasses.replace(
             small.settings, student=arch)),)
+    for entry in filter(None, add_negatives.split(",")):
+        kind = _negative_kind(entry)
+        if kind.kind in {k.kind for k in recipe}:
+            raise SystemExit(f"--add-negatives: {kind.kind} is already in the recipe")
+        recipe += (kind,)
     names = {name for name in drop.split(",") if name}
     unknown = names - {k.kind for k in recipe}
     if unknown:
         raise SystemExit(f"--drop-kinds: no such kind in the recipe: {sorted(unknown)}")
     return tuple(k for k in recipe if k.kind not in names)
+
+
+def _negative_kind(entry: str):
+    """recipe.negative_kind for "ARCH-OPTIMIZER[-aug]" (ARCH: owner, generic...)."""
+    from ipguard_fast.selection.recipe import OPTIMIZERS, negative_kind
+
+    parts = entry.split("-")
+    augment = parts[-1] == "aug"
+    parts = parts[:-1] if augment else parts
+    if len(parts) < 2 or parts[-1] not in OPTIMIZERS:
+        raise SystemExit(f"--add-negatives: expected ARCH-OPTIMIZER[-aug] with OPTIMIZER in {sorted(OPTIMIZERS)}, "
+                         f"got {entry!r}")
+    return negative_kind("-".join(parts[:-1]), parts[-1], augment)
 
 
 def _seeded_again(kinds: list, suffix: str, count: int) -> tuple:

@@ -20,8 +20,8 @@ from .._validate import ArgumentError
 from ..attacks import AdversarialFineTune, Distill, FineTune, Independent, Preprocess, Prune, Quantize, get_attack
 from ..train import TrainRecipe
 
-__all__ = ["NEGATIVES", "RECIPE", "RECIPE_VERSION", "THRESHOLD_NEGATIVES", "ReferenceKind", "capped_recipe",
-           "check_recipe", "negative_epoch_cap", "recipe_meta", "with_owner_recipe"]
+__all__ = ["NEGATIVES", "OPTIMIZERS", "RECIPE", "RECIPE_VERSION", "THRESHOLD_NEGATIVES", "ReferenceKind",
+           "capped_recipe", "check_recipe", "negative_epoch_cap", "negative_kind", "recipe_meta", "with_owner_recipe"]
 
 RECIPE_VERSION = 5
 
@@ -49,20 +49,23 @@ class ReferenceKind:
 _CAP = 60
 _ADAM = dict(lr=1e-3, optimizer="adam")
 _SGD = dict(lr=0.05, optimizer="sgd", weight_decay=5e-4)
+OPTIMIZERS = {"adam": _ADAM, "sgd": _SGD}   # the negatives' two optimizers, by name
 
 
-def _negative(arch: str, optimizer: dict, augment: bool) -> ReferenceKind:
-    name = f"independent-{arch}-{optimizer['optimizer']}{'-aug' if augment else ''}"
-    return ReferenceKind(name, "negative", "independent",
-                         Independent(arch, epochs=(5, _CAP), augment=augment, match_owner=True, **optimizer))
+def negative_kind(arch: str, optimizer: str, augment: bool) -> ReferenceKind:
+    """The selecting negative of `arch` ("owner", "generic") by `optimizer` (OPTIMIZERS),
+    with or without augmentation, trained until it matches the owner."""
+    name = f"independent-{arch}-{optimizer}{'-aug' if augment else ''}"
+    settings = Independent(arch, epochs=(5, _CAP), augment=augment, match_owner=True, **OPTIMIZERS[optimizer])
+    return ReferenceKind(name, "negative", "independent", settings)
 
 
 # The generic architecture is cheap: every combination of optimizer and augmentation. The
 # owner's is dear (a full training each): the two opposite corners.
 NEGATIVES: tuple[ReferenceKind, ...] = (
-    _negative("owner", _ADAM, False), _negative("owner", _SGD, True),
-    _negative("generic", _ADAM, False), _negative("generic", _ADAM, True),
-    _negative("generic", _SGD, False), _negative("generic", _SGD, True),
+    negative_kind("owner", "adam", False), negative_kind("owner", "sgd", True),
+    negative_kind("generic", "adam", False), negative_kind("generic", "adam", True),
+    negative_kind("generic", "sgd", False), negative_kind("generic", "sgd", True),
 )
 
 # The threshold is set against independents that train to the end, not only to the
