@@ -118,9 +118,41 @@ def test_skipping_the_backward_of_sure_models_changes_no_point(owner, models, po
 
 
 def _objective_with_grad(owner, x, j, positives, negatives, config, weight=1.0):
+    negative_cap = config.cap if config.negative_cap is None else config.negative_cap
     keep = torch.stack([_margins(m, x, j) for m in positives]).clamp(max=config.cap).mean(0)
-    share = torch.stack([_margins(m, x, j) for m in negatives]).clamp(min=-config.cap).mean(0)
+    share = torch.stack([_margins(m, x, j) for m in negatives]).clamp(min=-negative_cap).mean(0)
     return keep - weight * share - config.penalty * torch.relu(config.min_margin - _margins(owner, x, j))
+
+
+def test_a_negative_cap_of_its_own_follows_its_definition(owner, models, pool):
+    # Oracle: the objective written out, the negatives capped at negative_cap, the copies at cap.
+    positives, negatives = models
+    config = RefineConfig(steps=15, cap=0.1, negative_cap=8.0, min_margin=0.5, batch_size=8)
+    got = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=1.0, config=config)
+    expected = pool.images.clone()
+    for chunk in range(0, len(expected), config.batch_size):
+        x = expected[chunk:chunk + config.batch_size].clone().requires_grad_(True)
+        j = pool.labels[chunk:chunk + config.batch_size]
+        optimizer = torch.optim.Adam([x], lr=config.lr)
+        for _ in range(config.steps):
+            optimizer.zero_grad()
+            (-_objective_with_grad(owner, x, j, positives, negatives, config)).sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+        expected[chunk:chunk + config.batch_size] = x.detach()
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+    same = dict(steps=15, cap=0.1, min_margin=0.5, batch_size=8)
+    shared = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=1.0,
+                           config=RefineConfig(**same))
+    assert torch.equal(shared, refine_points(owner, pool.images, pool.labels, positives, negatives,
+                                             negative_weight=1.0, config=RefineConfig(**same, negative_cap=0.1)))
+    assert not torch.allclose(got, shared, atol=1e-4)   # the negatives pushed further: other points
+
+    def negatives_margin(x):
+        with torch.no_grad():
+            return float(torch.stack([_margins(m, x, pool.labels) for m in negatives]).clamp(min=-8.0).mean())
+    assert negatives_margin(got) < negatives_margin(shared)
 
 
 def test_focus_on_the_least_sure_kind_follows_its_definition(owner, models, pool):
@@ -172,7 +204,9 @@ def test_bad_settings_name_the_argument(owner, models, pool):
                            (dict(lr=0.0), "refine lr: "), (dict(cap=float("nan")), "refine cap: "),
                            (dict(factor=0), "refine factor: "), (dict(batch_size=0), "refine batch_size: "),
                            (dict(min_margin=-1.0), "refine min_margin: "),
-                           (dict(positive_focus=0.0), "refine positive_focus: ")]:
+                           (dict(positive_focus=0.0), "refine positive_focus: "),
+                           (dict(negative_cap=float("inf")), "refine negative_cap: "),
+                           (dict(negative_cap=-1.0), "refine negative_cap: ")]:
         with pytest.raises(ValueError, match=f"^{needle}"):
             RefineConfig(**change)
     with pytest.raises(ValueError, match="^refine: needs at least one positive"):

@@ -63,6 +63,13 @@ class RefineConfig:
     # per point, each kind of copy weighs softmin_t of the kinds' capped mean margins at the
     # previous step, so the steps go to the kind least sure of keeping the point.
     positive_focus: float | None = None
+    # None: `cap` for the negatives too. A larger cap pushes the negatives further from the
+    # owner's label than the copies are pushed towards it (a larger confidence, as Carlini &
+    # Wagner's kappa, transfers to models the refinement never saw): on the three beds at
+    # owner seeds 0-2, 6 accused no innocent where 3 accused 2, but missed more copies (RTAL,
+    # distillation) and lost ARUC, so it is off by default
+    # (benchmarks/results/three-beds-negative-cap-2026-12-06).
+    negative_cap: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -76,6 +83,8 @@ class RefineConfig:
             finite_number("refine negative_weight", self.negative_weight, positive=True)
         if self.positive_focus is not None:
             finite_number("refine positive_focus", self.positive_focus, positive=True)
+        if self.negative_cap is not None:
+            finite_number("refine negative_cap", self.negative_cap, positive=True)
 
     def as_meta(self) -> dict:
         return asdict(self)
@@ -138,6 +147,7 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: Re
     which would add exact zeros: the same points, 10-14 % less time on the digits owner."""
     x = x0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=config.lr)
+    low = -(config.cap if config.negative_cap is None else config.negative_cap)   # the negatives' cap
     focus = _PositiveFocus(kinds, len(x0), config.positive_focus, config.cap, x0.device)
     # (model, its term to minimise (-objective), where that term has no gradient: the model is
     # sure -- a NaN margin is never sure, so it is backpropagated as it always was --, the
@@ -146,7 +156,7 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: Re
                None)]
              + [(model, lambda m, i=i: focus.weighted(i, -m.clamp(max=config.cap)), lambda m: m > config.cap, i)
                 for i, model in enumerate(positives)]
-             + [(model, lambda m: weight * m.clamp(min=-config.cap) / len(negatives), lambda m: m < -config.cap, None)
+             + [(model, lambda m: weight * m.clamp(min=low) / len(negatives), lambda m: m < low, None)
                 for model in negatives])
     for _ in range(config.steps):
         optimizer.zero_grad(set_to_none=True)
