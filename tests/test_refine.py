@@ -231,13 +231,14 @@ def test_refinement_on_cuda_matches_cpu(owner, models, pool):
 
 @pytest.mark.parametrize("command", ["protect", "evaluate", "demo"])
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
-def test_a_bad_positive_focus_on_the_command_line_is_refused_before_any_work(command, value, tmp_path, capsys,
-                                                                            monkeypatch):
-    assert_refused_before_any_work(command, ["--positive-focus", value], "--positive-focus: must be a positive number "
-                                   "of logits", tmp_path, capsys, monkeypatch)
+@pytest.mark.parametrize("option", ["--positive-focus", "--negative-cap"])
+def test_a_bad_refinement_setting_on_the_command_line_is_refused_before_any_work(command, value, option, tmp_path,
+                                                                                 capsys, monkeypatch):
+    assert_refused_before_any_work(command, [option, value], f"{option}: must be a positive number of logits",
+                                   tmp_path, capsys, monkeypatch)
 
 
-def test_the_positive_focus_argument_becomes_protects_refine():
+def test_the_refinement_arguments_become_protects_refine():
     from types import SimpleNamespace
 
     from ipguard_fast.cli.refine_args import refine_arg
@@ -245,3 +246,8 @@ def test_the_positive_focus_argument_becomes_protects_refine():
     assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=None)) is True
     assert refine_arg(SimpleNamespace(no_refine=True, positive_focus=2.0)) is False
     assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=2.0)) == RefineConfig(positive_focus=2.0)
+    assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=None, negative_cap=6.0)) == \
+        RefineConfig(negative_cap=6.0)
+    assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=1.0, negative_cap=6.0)) == \
+        RefineConfig(positive_focus=1.0, negative_cap=6.0)
+    assert refine_arg(SimpleNamespace(no_refine=True, positive_focus=None, negative_cap=6.0)) is False

@@ -111,6 +111,11 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
                              "logits of their margins, so the kind least sure of keeping a point gets most of the "
                              "weight: distilled and extracted students keep more of the points, but independent "
                              "models too (measured: README, three beds; default: off, every copy weighs the same)")
+    parser.add_argument("--negative-cap", type=float, default=None, metavar="C",
+                        help=f"{prefix}refinement pushes the independent references until they are C logits away "
+                             "from the owner's label (the copies stay at 3): C = 6 accused no innocent on the three "
+                             "beds at six owner seeds where the default accused 3, but missed more retrained and "
+                             "distilled copies (measured: README, three beds; default: off, 3 for both)")
     parser.add_argument("--budget", default=None, metavar="DURATION",
                         help=f"{prefix}time protect may spend on this machine, e.g. 90s, 30m, 2h: it measures the "
                              "owner's step costs, then trains references on fewer images, fewer replicas, a smaller "

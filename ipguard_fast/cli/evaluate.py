@@ -64,7 +64,7 @@ def run(args) -> int:
     check_output_folder("--out", args.out)   # everything before minutes of training
     check_margins("--k", args.k)
     positive_int("-n", args.n)
-    budget_arg(args)   # a bad --budget, --threshold-significance or --positive-focus before minutes of training
+    budget_arg(args)   # a bad --budget, --threshold-significance, --positive-focus or --negative-cap before training
     significance_arg(args)
     refine_arg(args)
     with named_as_options(_OPTIONS):

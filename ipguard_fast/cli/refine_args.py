@@ -1,18 +1,22 @@
-"""--no-refine and --positive-focus as protect's `refine` argument."""
+"""--no-refine, --positive-focus and --negative-cap as protect's `refine` argument."""
 from __future__ import annotations
 
 import math
 
 
 def refine_arg(args):
-    """--no-refine and --positive-focus as protect's `refine`: False, True (the default
-    refinement) or a RefineConfig with the focus."""
+    """--no-refine, --positive-focus and --negative-cap as protect's `refine`: False, True
+    (the default refinement) or a RefineConfig with the focus and the negatives' cap."""
     from .._validate import ArgumentError
     from ..selection.refine import RefineConfig
 
-    focus = getattr(args, "positive_focus", None)
-    if args.no_refine or focus is None:
+    settings = {}
+    for option, name in (("--positive-focus", "positive_focus"), ("--negative-cap", "negative_cap")):
+        value = getattr(args, name, None)
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise ArgumentError(option, f"must be a positive number of logits, got {value!r}")
+        if value is not None:
+            settings[name] = value
+    if args.no_refine or not settings:
         return not args.no_refine
-    if not math.isfinite(focus) or focus <= 0:
-        raise ArgumentError("--positive-focus", f"must be a positive number of logits, got {focus!r}")
-    return RefineConfig(positive_focus=focus)
+    return RefineConfig(**settings)
