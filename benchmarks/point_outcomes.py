@@ -9,7 +9,9 @@ writes DIR/<bed>-seed<s>.json per cell: each suspect's and each reference's agre
 the owner on every candidate (a hex bit string, bit p = candidate p), the candidates'
 scores, labels, source labels and owner margins, the n protect kept, the chosen configuration's held-out
 rates and protect's report. protect runs exactly as three_beds.py runs it (default
-recipe); the candidates are captured where refining.refine_selection returns them.
+recipe); the candidates are captured where refining.refine_selection returns them. With
+--pool, each suspect's agreement on every point of the unrefined pool too ("pool": the
+points' labels and the chosen configuration's scores, NaN -> None off its columns).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--held-out-mistakes", action="store_true")
     p.add_argument("--cache", default="ipguard-point-outcomes-cache")
+    p.add_argument("--pool", action="store_true", help="also every suspect's agreement on the whole unrefined pool")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,7 +74,7 @@ def _cell(args, bed_name: str, seed: int):
 
     def capture(owner_, unrefined, refs, choice, config, log=None):
         selection = original(owner_, unrefined, refs, choice, config, log=log)
-        captured.update(selection=selection, refs=refs, choice=choice)
+        captured.update(selection=selection, refs=refs, choice=choice, pool=unrefined.points)
         return selection
 
     protect_module.refine_selection = capture
@@ -103,6 +106,12 @@ def _cell(args, bed_name: str, seed: int):
             "references": references, "threshold": result.fingerprints.meta["threshold"],
             "negative_weight": captured["choice"].chosen.negative_weight,
             "held_out": captured["choice"].chosen.held_out, "protect": result.report.to_meta()}
+    if args.pool:
+        pool = captured["pool"]
+        meta["pool"] = {"size": len(pool), "labels": pool.labels.tolist(),
+                        "scores": [v if v == v and abs(v) != float("inf") else None
+                                   for v in captured["choice"].chosen.scores.tolist()],
+                        "suspects": [bits(predict(s.model, pool.images) == pool.labels) for s in suspects]}
     return tensors, meta
 
 
