@@ -66,9 +66,9 @@ class RefineConfig:
     # None: `cap` for the negatives too. A larger cap pushes the negatives further from the
     # owner's label than the copies are pushed towards it (a larger confidence, as Carlini &
     # Wagner's kappa, transfers to models the refinement never saw): on the three beds at
-    # owner seeds 0-2, 6 accused no innocent where 3 accused 2, but missed more copies (RTAL,
-    # distillation) and lost ARUC, so it is off by default
-    # (benchmarks/results/three-beds-negative-cap-2026-12-06).
+    # owner seeds 0-5, 6 accused no innocent where 3 accused 3, but missed 41 more copies
+    # (RTAL, distillation, blur) and lost 0.06-0.08 ARUC on the demo bed at seeds 0-2, so it
+    # is off by default (benchmarks/results/three-beds-negative-cap-2026-12-06).
     negative_cap: float | None = None
 
     def __post_init__(self) -> None:
