@@ -10,7 +10,7 @@ from ipguard_fast.attacks import independent as independent_module
 from ipguard_fast.augment import default_shift, random_shift
 from ipguard_fast.selection import ProtectConfig
 from ipguard_fast.selection.holdout import holdout_split
-from ipguard_fast.selection.recipe import NEGATIVES, RECIPE, THRESHOLD_NEGATIVES, with_owner_recipe
+from ipguard_fast.selection.recipe import NEGATIVES, RECIPE, THRESHOLD_NEGATIVES, negative_kind, with_owner_recipe
 from ipguard_fast import train as train_module
 from ipguard_fast.train import TrainRecipe, accuracy, train_model
 
@@ -139,6 +139,11 @@ def test_the_default_negatives_span_optimizers_augmentation_and_architectures():
     assert {s.optimizer for s in settings} == {"adam", "sgd"} and {s.augment for s in settings} == {True, False}
     assert {s.arch for s in settings} == {"owner", "generic"}
     assert all(k in RECIPE for k in NEGATIVES)
+    kind = negative_kind("owner", "adam", True)   # a corner the default leaves out, named as the others
+    assert kind.kind == "independent-owner-adam-aug" and kind not in RECIPE
+    assert (kind.settings.optimizer, kind.settings.augment, kind.settings.match_owner) == ("adam", True, True)
+    with pytest.raises(ValueError, match="^optimizer: expected one of"):
+        negative_kind("owner", "rmsprop", False)
 
 
 def test_the_owners_recipe_trains_some_negatives_exactly_so():

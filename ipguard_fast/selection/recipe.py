@@ -55,6 +55,8 @@ OPTIMIZERS = {"adam": _ADAM, "sgd": _SGD}   # the negatives' two optimizers, by 
 def negative_kind(arch: str, optimizer: str, augment: bool) -> ReferenceKind:
     """The selecting negative of `arch` ("owner", "generic") by `optimizer` (OPTIMIZERS),
     with or without augmentation, trained until it matches the owner."""
+    if optimizer not in OPTIMIZERS:
+        raise ArgumentError("optimizer", f"expected one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     name = f"independent-{arch}-{optimizer}{'-aug' if augment else ''}"
     settings = Independent(arch, epochs=(5, _CAP), augment=augment, match_owner=True, **OPTIMIZERS[optimizer])
     return ReferenceKind(name, "negative", "independent", settings)
