@@ -112,7 +112,9 @@ def as_output_fn(suspect: Any, num_classes: int | None = None
         if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
             raise ValueError("images: must be a floating tensor of shape [B, *input_shape]")
         with torch.no_grad():
-            output = forward(images)
+            # A copy: a suspect that writes into its input (`x.sub_(mean)`) must not change the
+            # caller's images (the fingerprints, judged again for the next suspect).
+            output = forward(images.clone())
         return _checked_output(output, batch=images.shape[0], num_classes=num_classes)
 
     return output_fn
@@ -280,7 +282,11 @@ def resolve_threshold(threshold: Any, fingerprints: FingerprintSet) -> float:
     """The threshold a verdict uses: ``threshold``, else the file's calibrated one, else the default."""
     if threshold is not None:
         return probability("threshold", threshold)
-    return probability("fingerprints.meta['threshold']", fingerprints.meta.get("threshold", DEFAULT_THRESHOLD))
+    stored = probability("fingerprints.meta['threshold']", fingerprints.meta.get("threshold", DEFAULT_THRESHOLD))
+    if stored == 0:   # every rate reaches it: no calibration gives 0, and a copy would be any model
+        raise ValueError("fingerprints.meta['threshold']: must be above 0 (at 0 every suspect, one matching "
+                         "no fingerprint included, would be called pirated), got 0")
+    return stored
 
 
 def conclusive_threshold(fingerprints: FingerprintSet) -> bool:

@@ -192,3 +192,30 @@ def test_the_lock_registry_neither_changes_nor_keeps_a_model():
     del model
     gc.collect()
     assert gone() is None
+
+
+class NormalisesInPlace(nn.Module):
+    """An honest-looking suspect whose forward normalises its input in place."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x.sub_(0.5).mul_(10))
+
+
+def test_a_suspect_that_writes_into_its_input_leaves_the_fingerprints_unchanged():
+    owner = bn_model(0).eval()
+    fps = ig.FingerprintSet(images=torch.rand(12, *SHAPE), labels=torch.zeros(12, dtype=torch.int64),
+                            source_labels=torch.ones(12, dtype=torch.int64), margins=torch.ones(12),
+                            steps=torch.ones(12, dtype=torch.int64), meta={"num_classes": 10})
+    with torch.no_grad():
+        fps.labels.copy_(owner(fps.images).argmax(1))
+    images = fps.images.clone()
+    writers = [NormalisesInPlace(bn_model(1).eval()), lambda x: owner(x.mul_(0))]
+    ig.verify(writers[0], fps, batch_size=5)
+    ig.calibrate_threshold(writers, fps, batch_size=5)
+    ig.matching_rate(writers[1], fps)
+    assert torch.equal(fps.images, images)
+    assert ig.verify(owner, fps).matching_rate == 1.0
