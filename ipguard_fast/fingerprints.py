@@ -33,7 +33,7 @@ from safetensors import safe_open
 from ._atomic import atomic_save
 from ._files import check_safetensors_header, check_writable_output, short_error
 from ._hashing import tensors_sha256, update_framed
-from ._validate import ArgumentError, finite_number, positive_int
+from ._validate import ArgumentError, finite_number, non_negative_int, positive_int
 
 __all__ = [
     "FORMAT_NAME",
@@ -122,6 +122,8 @@ class FingerprintSet:
         if not torch.isfinite(self.images).all():
             raise ValueError("FingerprintSet.images: contains NaN or infinite values")
         self._check_pixel_box()
+        if "requested" in self.meta:   # read by `requested` / `complete` and by the extraction's checks
+            non_negative_int("FingerprintSet.meta['requested']", self.meta["requested"])
         num_classes = self.num_classes
         if num_classes is not None and positive_int("FingerprintSet.meta['num_classes']", num_classes) < 2:
             raise ArgumentError("FingerprintSet.meta['num_classes']", f"must be an int >= 2, got {num_classes!r}")
@@ -244,7 +246,7 @@ def _checked_layout(path: Path, metadata: dict[str, str], tensors: dict[str, tor
             f"{path} is corrupted or tampered with: missing tensors {missing}, unexpected tensors {extra}"
         )
     try:
-        meta = json.loads(metadata["ipguard_meta"])
+        meta = json.loads(metadata["ipguard_meta"], parse_constant=_no_constant)
     except (KeyError, ValueError, RecursionError) as exc:
         raise FingerprintFileError(f"{path} is corrupted or tampered with: unreadable ipguard_meta "
                                    f"({short_error(exc)})") from None
@@ -254,6 +256,11 @@ def _checked_layout(path: Path, metadata: dict[str, str], tensors: dict[str, tor
         # Without it a label outside the owner's classes could not be caught.
         raise FingerprintFileError(f"{path} is refused: its meta records no num_classes")
     return meta
+
+
+def _no_constant(name: str) -> None:
+    """NaN and Infinity are no JSON: the meta is written strict, so a file holding them was edited."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 # ---------------------------------------------------------------------- hashing

@@ -168,3 +168,32 @@ def test_temp_files_of_a_killed_writer_are_removed_by_the_next_save(tmp_path):
     atomic_write_bytes(target, b"done")
     assert target.read_bytes() == b"done"
     assert not orphan.exists() and alive.exists()
+
+
+def test_a_meta_that_is_no_strict_json_is_a_file_error(fp_file):
+    """NaN in the meta: a FingerprintFileError naming the file, not json's bare ValueError."""
+    with safe_open(str(fp_file), "pt") as f:
+        metadata = f.metadata()
+        data = {name: f.get_tensor(name) for name in f.keys()}
+    metadata["ipguard_meta"] = metadata["ipguard_meta"][:-1] + ',"k2":NaN}'
+    safetensors.torch.save_file(data, str(fp_file), metadata=metadata)
+    with pytest.raises(FingerprintFileError, match="NaN") as info:
+        FingerprintSet.load(fp_file)
+    assert str(fp_file) in str(info.value)
+
+
+@pytest.mark.parametrize("requested", [[20], "20", {"n": 20}, -1, True])
+def test_a_requested_count_that_is_no_count_is_refused_at_load(fp_file, requested):
+    rewrite(fp_file, meta_edit=lambda meta: meta.update(requested=requested))
+    with pytest.raises(FingerprintFileError, match=r"meta\['requested'\]"):
+        FingerprintSet.load(fp_file)
+
+
+def test_a_stored_threshold_of_zero_accuses_no_one(fp_file):
+    """At 0 a model that matches no fingerprint at all was called pirated."""
+    rewrite(fp_file, meta_edit=lambda meta: meta.update(threshold=0))
+    fps = FingerprintSet.load(fp_file)
+    never = lambda images: (fps.labels[:len(images)] + 1) % 10  # noqa: E731 - matches nothing
+    with pytest.raises(ValueError, match=r"^fingerprints.meta\['threshold'\]: must be above 0"):
+        ig.verify(never, fps)
+    assert ig.verify(never, fps, threshold=0.5).matching_rate == 0.0

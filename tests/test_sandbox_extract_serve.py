@@ -118,7 +118,8 @@ def test_what_a_worker_sends_while_extracting_is_checked():
     header, payload = wire.tensors_message(fields)
     assert _payload_size(header, CONFIG, None) == len(payload) <= CONFIG.n * (image + 64)
     assert same(_fingerprints({**header, "meta": good.meta}, bytearray(payload), CONFIG), good)
-    for meta in ({**good.meta, "requested": 1}, {**good.meta, "k": 9.0}, {**good.meta, "num_classes": "x"}, None):
+    for meta in ({**good.meta, "requested": 1}, {**good.meta, "k": 9.0}, {**good.meta, "num_classes": "x"}, None,
+                 {**good.meta, "requested": [CONFIG.n]}, {**good.meta, "requested": "twelve"}):
         with pytest.raises(wire.ChannelError):
             _fingerprints({**header, "meta": meta}, bytearray(payload), CONFIG)
     fields["labels"] = fields["labels"] + 100   # outside the owner's classes
