@@ -46,7 +46,9 @@ def _remove_orphans(directory: Path, prefix: str, suffix: str) -> None:
         if not (name.startswith(prefix) and name.endswith(suffix)):
             continue
         pid_text = name[len(prefix):].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        # Only our own spelling of a pid (ASCII digits, at most 10): someone else's file in a shared
+        # folder (".x.\u00b2-...", ".x.99999999999999999999-...") is left alone and never fails the save.
+        if not (pid_text.isascii() and pid_text.isdigit() and len(pid_text) <= 10) or _alive(int(pid_text)):
             continue
         try:
             os.remove(directory / name)
@@ -59,7 +61,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # e.g. permission denied: it exists
+    except (OSError, OverflowError):  # e.g. permission denied: it exists; a pid no kernel gives: not ours
         return True
     return True
 

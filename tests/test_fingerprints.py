@@ -206,6 +206,17 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["fp.safetensors"]
 
 
+@pytest.mark.parametrize("pid", ["99999999999999999999", "\u00b2", "4294967296"])
+def test_a_stray_file_that_looks_like_a_temp_file_never_fails_the_save(tmp_path, pid):
+    """A name the orphan sweep parses but no writer of ours made (a pid too large for the kernel,
+    a digit that is not ASCII; a shared folder such as the reference cache may hold anything):
+    left alone, and the save goes on."""
+    stray = tmp_path / f".fp.{pid}-abc123.tmp.safetensors"
+    stray.write_bytes(b"someone else's")
+    path = make_set(n=4).save(tmp_path / "fp.safetensors")
+    assert len(FingerprintSet.load(path)) == 4 and stray.read_bytes() == b"someone else's"
+
+
 def test_load_never_unpickles(tmp_path, monkeypatch):
     path = make_set().save(tmp_path / "fp.safetensors")
 
