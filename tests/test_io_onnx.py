@@ -136,6 +136,28 @@ def test_onnx_suspect_errors(tmp_path):
         suspect(torch.zeros(2, 64, dtype=torch.int64))
 
 
+@needs_onnx
+def test_an_onnx_suspect_answering_strings_is_bad_input_in_process_and_in_the_worker(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", *SHAPE])
+    y = helper.make_tensor_value_info("y", TensorProto.STRING, ["B", 64])
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"], axis=1),
+                               helper.make_node("Cast", ["f"], ["y"], to=TensorProto.STRING)], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "strings.onnx"
+    onnx.save(model, str(path))
+    fps = make_fingerprints(make_model(), n=8)
+    with pytest.raises(ValueError, match="^suspect: strings.onnx answers object values"):
+        verify(OnnxSuspect(path), fps)
+    fp_path = fps.save(tmp_path / "fp.safetensors")
+    capsys.readouterr()
+    assert main(["verify", "--fingerprints", str(fp_path), "--model", str(path), "--no-isolate"]) == 2
+    assert "answers object values" in capsys.readouterr().err
+
+
 def test_export_argument_errors(tmp_path):
     model = make_model()
     for shape in ((), (0, 8, 8), (1.5, 8), "1,8,8"):

@@ -169,7 +169,10 @@ class OnnxSuspect:
 
     def _run(self, images: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(images.numpy().astype(self._dtype, copy=False))
-        return torch.from_numpy(np.asarray(self.session.run(None, {self.input_name: array})[0]))
+        output = np.asarray(self.session.run(None, {self.input_name: array})[0])
+        if output.dtype.kind not in "biufc":   # strings, sequences, maps: no logits or labels
+            raise ValueError(f"suspect: {self.path.name} answers {output.dtype} values, not logits or labels")
+        return torch.from_numpy(output)
 
     def __repr__(self) -> str:
         return f"OnnxSuspect({str(self.path)!r})"
