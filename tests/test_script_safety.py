@@ -158,3 +158,71 @@ def test_a_hook_in_a_member_named_in_another_case_is_found(tmp_path):
     with pytest.raises(ModelLoadError, match="__setstate__"):
         load_model(tmp_path / "upper.pt")
     assert not victim.exists()
+
+
+# Operators whose schema declares no alias, yet which hand back their input itself or a view of
+# it: an in-place op on their result writes into the caller's images or the model's own buffer.
+class TypeAsThenWrites(Prints):
+    def forward(self, x):
+        return self.lin(x.type_as(x).mul_(0).flatten(1))
+
+
+class DropoutThenWrites(Prints):
+    def forward(self, x):
+        return self.lin(torch.dropout(x, 0.5, False).mul_(0).flatten(1))
+
+
+class FeatureDropoutThenWrites(Prints):
+    def forward(self, x):
+        return self.lin(torch.feature_dropout(x, 0.5, False).mul_(0).flatten(1))
+
+
+class UnsafeViewThenWrites(Prints):
+    def forward(self, x):
+        return self.lin(torch.ops.aten._unsafe_view(x, [x.shape[0], 64]).mul_(0))
+
+
+class BroadcastThenWrites(Prints):
+    def forward(self, x):
+        return self.lin(torch.broadcast_tensors([x, x])[0].mul_(0).flatten(1))
+
+
+class EinsumThenWrites(Prints):
+    def forward(self, x):
+        return self.lin(torch.einsum("bchw->bchw", [x]).mul_(0).flatten(1))
+
+
+class RemembersThroughTypeAs(WritesItsBuffer):
+    def forward(self, x):
+        return self.lin(x.flatten(1)) + self.seen.type_as(self.seen).add_(1)
+
+
+class WritesWhatItMadeThroughThem(Prints):
+    """Honest: the same operators on what the model computed itself, then in-place writes."""
+
+    def forward(self, x):
+        y = torch.einsum("bchw->bchw", [torch.dropout((x * 2).type_as(x), 0.5, False)])
+        y = torch.broadcast_tensors([y, y])[0].relu_()
+        return self.lin(torch.ops.aten._unsafe_view(y, [x.shape[0], 64]).add_(1))
+
+
+@pytest.mark.parametrize("cls", [TypeAsThenWrites, DropoutThenWrites, FeatureDropoutThenWrites,
+                                 UnsafeViewThenWrites, BroadcastThenWrites, EinsumThenWrites,
+                                 RemembersThroughTypeAs])
+def test_a_write_through_an_alias_its_schema_does_not_declare_is_refused(cls, tmp_path):
+    path = tmp_path / "suspect.pt"
+    torch.jit.save(torch.jit.script(cls("").eval()), str(path))
+    x = torch.rand(3, *SHAPE)
+    given = x.clone()
+    with pytest.raises(ModelLoadError, match="writes into 'self'"):
+        load_suspect(path)(given)
+    assert torch.equal(given, x)
+
+
+def test_writes_into_what_the_model_made_through_those_operators_still_load(tmp_path):
+    path = tmp_path / "honest.pt"
+    honest = torch.jit.script(WritesWhatItMadeThroughThem("").eval())
+    torch.jit.save(honest, str(path))
+    x = torch.rand(3, *SHAPE)
+    given = x.clone()
+    assert torch.equal(load_suspect(path)(given), honest(x)) and torch.equal(given, x)

@@ -68,6 +68,13 @@ def check_script_module(unit: torch._C.CompilationUnit, module: torch.jit.Script
     _check_script_writes(forward, label)
 
 
+# Operators whose schema declares no alias but which return their input itself or a view of it:
+# type_as (the same tensor when the types agree), dropout when not training, _unsafe_view,
+# broadcast_tensors and einsum (views of their list). Their output is the graph's own only when
+# their first tensor argument is (else `x.type_as(x).mul_(0)` would write into the caller's input).
+UNDECLARED_ALIASES = frozenset({"aten::type_as", "aten::dropout", "aten::feature_dropout", "aten::alpha_dropout",
+                                "aten::_unsafe_view", "aten::broadcast_tensors", "aten::einsum"})
+
 _PASS_THROUGH = {"prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
                  "prim::TupleIndex", "prim::TupleSlice", "prim::DictConstruct", "prim::unchecked_cast",
                  "prim::unchecked_unwrap_optional", "aten::__getitem__", "aten::list"}
@@ -118,9 +125,20 @@ def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: l
             raise ModelLoadError(f"{label}: refused: {where} calls {operator}, which writes into "
                                  f"{argument.name!r}: an input, a weight or a constant, not a tensor the graph made")
         aliased.append(value)
+    if operator in UNDECLARED_ALIASES:   # the result may be its first tensor argument, or views of it
+        source = next((value for argument, value in zip(schema.arguments, args) if _holds_tensors(argument.type)),
+                      None)
+        return source is None or is_local(source)
     if any(ret.alias_info is not None for ret in schema.returns):  # a view of (or the same as) an argument
         return all(is_local(value) for value in aliased)
     return True
+
+
+def _holds_tensors(kind: Any) -> bool:
+    """Whether a schema argument of this type is a tensor or a list of tensors."""
+    if isinstance(kind, torch._C.ListType):
+        kind = kind.getElementType()
+    return isinstance(kind, torch._C.TensorType)
 
 
 # --- torch.export --------------------------------------------------------------------------------
