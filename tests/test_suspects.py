@@ -226,3 +226,32 @@ def test_build_suspects_trains_independents_away_from_the_owners_seed(monkeypatc
     pipeline.build_suspects(owner, data[0], negative_factories=DIGITS_ARCHITECTURES, negative_epochs=1, seed=1,
                             negative_seeds=(5, 6), log=lambda message: None)
     assert seen["seeds"] == (5, 6)
+
+
+class _AttentionNet(nn.Module):
+    """Rows of a 1x4x4 image as 4 tokens through nn.MultiheadAttention, which reads its
+    out_proj's weight without calling out_proj (as every transformer, torchvision's ViT too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(4, 1, batch_first=True)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        tokens = x.flatten(1, 2)
+        return self.fc(self.attention(tokens, tokens, tokens)[0].mean(1))
+
+
+def test_prune_model_with_finetune_on_an_attention_owner():
+    # Pruning's forward pre-hook never ran for out_proj: its one pruned weight was
+    # backpropagated through at every step, and the second step raised "Trying to backward
+    # through the graph a second time" (protect's and evaluate's prune kinds, ViT owners).
+    model = seeded(_AttentionNet, 0)
+    generator = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.rand(130, 1, 4, 4, generator=generator),
+                                          torch.randint(0, 3, (130,), generator=generator))
+    pruned = prune_model(model, 0.5, finetune_set=data, finetune_epochs=2, lr=1e-2, batch_size=32)
+    assert weight_sparsity(pruned) == pytest.approx(0.5, abs=0.05)
+    names = [name for name, _ in pruned.named_parameters()] + [name for name, _ in pruned.named_buffers()]
+    assert not any(name.endswith(("_mask", "_orig")) for name in names)
+    assert pruned(data.tensors[0][:5]).shape == (5, 3)

@@ -49,11 +49,27 @@ def prune_model(model: nn.Module, amount: float, *, finetune_set: Dataset | None
         raise ArgumentError("model", f"({type(model).__name__}) has no conv/linear weights to prune")
     model.to(memory_format=torch.contiguous_format)   # torch's global pruning flattens weights with view()
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
-    if finetune_set is not None and finetune_epochs > 0:
-        train_classifier(model, finetune_set, epochs=finetune_epochs, lr=lr, seed=seed, batch_size=batch_size,
-                         device=device)
+    masks = [module.weight_mask.detach().clone() for module, _ in targets]
+    # Folded at once: torch's re-parametrisation recomputes `weight` in the layer's forward
+    # pre-hook, which a model that reads a layer's weight without calling the layer never
+    # runs (nn.MultiheadAttention's out_proj in every transformer): its one `weight` would be
+    # backpropagated through at every step. Masking the gradients keeps the pruned weights
+    # at zero under any optimizer (Adam's moments of a zero gradient stay zero), the same
+    # arithmetic as the re-parametrisation, and the masks are applied once more at the end.
     for module, param_name in targets:
         prune.remove(module, param_name)
+    if finetune_set is not None and finetune_epochs > 0:
+        handles = [module.weight.register_hook(lambda grad, mask=mask: grad * mask)
+                   for (module, _), mask in zip(targets, masks)]
+        try:
+            train_classifier(model, finetune_set, epochs=finetune_epochs, lr=lr, seed=seed, batch_size=batch_size,
+                             device=device)
+        finally:
+            for handle in handles:
+                handle.remove()
+        with torch.no_grad():
+            for (module, _), mask in zip(targets, masks):
+                module.weight.mul_(mask)
     return model.eval()
 
 
