@@ -113,6 +113,29 @@ def test_held_out_data_is_checked_before_any_work(owner, small, given, monkeypat
             ig.protect(owner, small, n=4, pool_factor=2, references=given, progress=False, held_out_data=value)
 
 
+def test_pixels_outside_the_box_are_refused_before_any_work(owner, small, given, monkeypatch):
+    # uint8 images (torchvision's read_image, PILToTensor) or unnormalised floats: train_data's
+    # were refused by the plan's pilot under the name `init`, held_out_data's only after the
+    # references were built, as "FingerprintSet.images: pixels span [1, 255]".
+    protect_module = importlib.import_module("ipguard_fast.selection.protect")
+
+    def no_plan(*args, **kwargs):
+        raise AssertionError("planned before the pixels were checked")
+
+    monkeypatch.setattr(protect_module, "make_plan", no_plan)
+    images, labels = small.tensors
+    uint8 = TensorDataset((images * 255).round().to(torch.uint8), labels)
+    scaled = TensorDataset(images * 255, labels)
+    for argument in ("train_data", "held_out_data"):
+        for value, needle in ((uint8, "torch.uint8 images"), (scaled, r"pixels span \[0, 255\], outside")):
+            data, extra = (value, {}) if argument == "train_data" else (small, {"held_out_data": value})
+            with pytest.raises(ValueError, match=f"^{argument}: .*{needle}"):
+                ig.protect(owner, data, n=4, pool_factor=2, references=given, progress=False, **extra)
+    with pytest.raises(AssertionError, match="planned before"):   # a box of the caller's own is honoured
+        ig.protect(owner, scaled, n=4, pool_factor=2, references=given, progress=False, held_out_data=scaled,
+                   extract_options={"lo": 0.0, "hi": 255.0})
+
+
 def test_evaluate_gives_protect_its_test_set_as_held_out_data(owner, small, held_out, monkeypatch):
     pipeline = importlib.import_module("ipguard_fast.evaluation.pipeline")
     seen = {}

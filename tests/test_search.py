@@ -1,5 +1,6 @@
 """The boundary-search engine: acceptance, freezing, refill, determinism, bad input."""
 
+import copy
 import json
 
 import pytest
@@ -215,6 +216,15 @@ def test_bad_arguments(owner, kwargs, name):
 def test_bad_models(model, name):
     with pytest.raises(ValueError, match=f"^{name}:"):
         extract(model, n=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_models_not_in_float32_are_refused_by_name(owner, dtype):
+    # float16 / bfloat16 owners were reported as "input_shape: the model fails on a batch ...".
+    model = copy.deepcopy(owner).to(dtype)
+    with pytest.raises(ValueError, match=f"^model: has {dtype} weights; the search runs in float32"):
+        extract(model, n=2)
+    assert all(p.dtype == dtype for p in model.parameters())
 
 
 class OutOfMemoryAbove(torch.nn.Module):

@@ -208,6 +208,16 @@ def test_protect_bad_input_names_the_argument(owner, small, refs):
         ig.protect("owner.pt", small)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_protect_refuses_an_owner_not_in_float32_by_name(owner, small, refs, dtype):
+    # It was reported against train_data: "the owner fails on an image of shape [1, 8, 8]".
+    positives, negatives = refs
+    model = copy.deepcopy(owner).to(dtype)
+    with pytest.raises(ValueError, match=f"^owner: has {dtype} weights"):
+        ig.protect(model, small, n=4, pool_factor=2, references={"positives": positives, "negatives": negatives},
+                   progress=False)
+
+
 @pytest.fixture(scope="module")
 def protected(owner, small, tmp_path_factory):
     """protect() building its own references (1 replica selects, 1 more is only measured) on 160 images."""

@@ -30,8 +30,8 @@ from .config import ExtractConfig
 from .distributed import communicator
 from .engine import SearchEngine, SearchStats
 
-__all__ = ["Extraction", "IncompleteFingerprintsWarning", "compute_device", "extract_fingerprints", "probe_classifier",
-           "run_extraction", "warn_if_incomplete"]
+__all__ = ["Extraction", "IncompleteFingerprintsWarning", "compute_device", "extract_fingerprints", "float32_mismatch",
+           "probe_classifier", "run_extraction", "warn_if_incomplete"]
 
 
 class IncompleteFingerprintsWarning(UserWarning):
@@ -211,9 +211,9 @@ def _on_device(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
 def probe_classifier(model, input_shape, device, num_classes=None):
     """One forward on two random inputs: checks input_shape and the output, returns C."""
     x = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
-    wide = sorted({str(p.dtype) for p in model.parameters() if p.dtype == torch.float64})
-    if wide:   # the search feeds float32 pixels; a float64 model fails on them, and not for its input shape
-        raise ArgumentError("model", f"has {wide[0]} weights; the search runs in float32 (convert it with .float())")
+    other = float32_mismatch(model)
+    if other:   # the search feeds float32 pixels; such a model fails on them, and not for its input shape
+        raise ArgumentError("model", f"has {other} weights; the search runs in float32 (convert it with .float())")
     try:
         with torch.no_grad():
             out = model(x)
@@ -233,6 +233,13 @@ def probe_classifier(model, input_shape, device, num_classes=None):
     if num_classes is not None and num_classes != C:
         raise ArgumentError("num_classes", f"{num_classes} given but the model returns {C} logits")
     return C
+
+
+def float32_mismatch(model: torch.nn.Module) -> str | None:
+    """The first floating dtype other than float32 among `model`'s parameters (float64,
+    float16, bfloat16), or None: the search and protect's training take float32 models."""
+    other = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
+    return other[0] if other else None
 
 
 def _seed_images(init, input_shape, limit: int, lo: float, hi: float) -> torch.Tensor:

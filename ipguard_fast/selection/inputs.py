@@ -9,10 +9,12 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from .._validate import ArgumentError
 from ..data_files import UInt8Images
 from ..modules import eval_mode, module_device
+from ..search.api import float32_mismatch
 from .references import Reference
 from .select import named_references
 
-__all__ = ["checked_owner", "given_negatives", "given_references", "held_out_data", "owner_shapes", "training_data"]
+__all__ = ["checked_owner", "checked_pixels", "given_negatives", "given_references", "held_out_data", "owner_shapes",
+           "training_data"]
 
 # Data sets up to this many bytes of float32 images are gathered into one TensorDataset:
 # every reference trains for several epochs on them, and sliced tensors are much faster
@@ -23,6 +25,10 @@ _MATERIALISE_BYTES = 1 << 30
 def checked_owner(owner) -> nn.Module:
     if not isinstance(owner, nn.Module):
         raise ArgumentError("owner", f"must be an nn.Module, got {type(owner).__name__}")
+    other = float32_mismatch(owner)
+    if other:   # else reported as the owner failing on train_data's float32 images
+        raise ArgumentError("owner", f"has {other} weights; protect trains and searches in float32 (convert it "
+                                     "with .float())")
     return owner
 
 
@@ -38,6 +44,9 @@ def training_data(train_data, argument: str = "train_data") -> Dataset:
     item = data[0]
     if not isinstance(item, (tuple, list)) or len(item) < 2 or not isinstance(item[0], torch.Tensor):
         raise ArgumentError(argument, "items must be (image tensor, label) pairs")
+    if not item[0].is_floating_point():   # uint8 pixels (torchvision's read_image, PILToTensor): 0-255
+        raise ArgumentError(argument, f"holds {item[0].dtype} images; protect takes float pixels in [0, 1] "
+                                      "(divide uint8 pixels by 255, as torchvision's ToTensor does)")
     if isinstance(data, TensorDataset) or len(data) * item[0].numel() * 4 > _MATERIALISE_BYTES:
         return data
     if isinstance(data, UInt8Images):   # MNIST IDX and CIFAR binary files: one conversion, not 60,000 items
@@ -48,13 +57,26 @@ def training_data(train_data, argument: str = "train_data") -> Dataset:
     return TensorDataset(images, labels)
 
 
-def held_out_data(value, input_shape: tuple) -> Dataset:
+def held_out_data(value, input_shape: tuple, lo: float = 0.0, hi: float = 1.0) -> Dataset:
     """protect's held_out_data, checked before any work: a Dataset (or DataLoader) of
-    (image, label) with images of the owner's input shape."""
+    (image, label) with images of the owner's input shape, pixels in [lo, hi]."""
     data = training_data(value, "held_out_data")
     shape = tuple(torch.as_tensor(data[0][0]).shape)
     if shape != tuple(input_shape):
         raise ArgumentError("held_out_data", f"holds images of shape {shape}; the owner takes {tuple(input_shape)}")
+    return checked_pixels(data, "held_out_data", lo, hi)
+
+
+def checked_pixels(data: Dataset, argument: str, lo: float = 0.0, hi: float = 1.0) -> Dataset:
+    """`data` (a training_data result) when its pixels lie in the search's box [lo, hi]: every
+    image of a TensorDataset, else the first; refused naming `argument` before any work (the
+    pool starts from these images, and the owner's mistakes among them are pool points)."""
+    tensors = getattr(data, "tensors", None)
+    images = tensors[0] if tensors is not None else torch.as_tensor(data[0][0])
+    low, high = float(images.min()), float(images.max())
+    if not lo <= low <= high <= hi:
+        raise ArgumentError(argument, f"pixels span [{low:g}, {high:g}], outside the pixel box [{lo:g}, {hi:g}] "
+                                      "(normalisation belongs inside the model: ipguard_fast.Normalized)")
     return data
 
 

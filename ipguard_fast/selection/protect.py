@@ -30,7 +30,7 @@ from ..precision import chosen_precision
 from ..search.distributed import communicator
 from .cache import CacheLocation
 from .config import ProtectConfig
-from .inputs import checked_owner, given_negatives, held_out_data, owner_shapes, training_data
+from .inputs import checked_owner, checked_pixels, given_negatives, held_out_data, owner_shapes, training_data
 from .pool import K_FACTORS, POOL_FACTOR
 from .references import Reference
 from .refine import RefineConfig
@@ -100,7 +100,7 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
 def plan_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references_given: bool = False) -> Plan:
     """The plan run_protect would follow (what `ipguard protect --dry-run` prints), from unit
     costs measured now on the owner; nothing else runs."""
-    owner, data = checked_owner(owner), training_data(train_data)
+    owner, data = checked_owner(owner), _pixels(training_data(train_data), config)
     return make_plan(owner, data, config, owner_shapes(owner, data), built=not references_given)
 
 
@@ -111,7 +111,7 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     for config.budget (the plan's knobs replace the config's). held_out: protect's
     held_out_data; cache: where the references are kept (None: in memory only)."""
     say = log or (lambda message: None)
-    owner, data = checked_owner(owner), training_data(train_data)
+    owner, data = checked_owner(owner), _pixels(training_data(train_data), config)
     shapes = owner_shapes(owner, data)
     timings: dict[str, float] = {}
 
@@ -122,7 +122,7 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         return result
 
     extra = given_negatives(negatives) if negatives is not None else []   # checked before any training
-    held_out = held_out_data(held_out, shapes[0]) if held_out is not None else None
+    held_out = held_out_data(held_out, shapes[0], *_box(config)) if held_out is not None else None
     plan = timed("plan", lambda: make_plan(owner, data, config, shapes, built=references is None))
     for line in plan_lines(plan):
         say(line)
@@ -159,6 +159,15 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     report = _report(config, pool, refs, choice, calibration, timings, plan)
     fps.meta["protect"] = report.to_meta()
     return ProtectResult(fps, report, refs.references)
+
+
+def _box(config: ProtectConfig) -> tuple[float, float]:
+    """The pixel box the pool searches in (extract_options' lo and hi)."""
+    return float(config.search.get("lo", 0.0)), float(config.search.get("hi", 1.0))
+
+
+def _pixels(data, config: ProtectConfig):
+    return checked_pixels(data, "train_data", *_box(config))
 
 
 def _refit(plan: Plan, timings: dict, n_items: int, *, built: bool, say: Callable[[str], None]) -> Plan:
