@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ._validate import ArgumentError
 
-__all__ = ["check_output_folder", "check_safetensors_header", "check_writable_output", "short_error"]
+__all__ = ["check_output_folder", "check_safetensors_header", "check_writable_output", "no_json_constant",
+           "short_error"]
 
 
 def check_safetensors_header(path: str | os.PathLike[str], limit: int, error: type[Exception] = ValueError,
@@ -99,3 +100,9 @@ def short_error(exc: BaseException, limit: int = 300) -> str:
         lines = lines[-1:]
     text = " ".join(" ".join(lines).split()) or type(exc).__name__
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def no_json_constant(name: str) -> None:
+    """json.loads' parse_constant: NaN and Infinity are no JSON, and the files here are written
+    strict, so a file holding them was edited."""
+    raise ValueError(f"{name} is not a JSON value")

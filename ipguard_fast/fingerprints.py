@@ -31,17 +31,11 @@ import torch
 from safetensors import safe_open
 
 from ._atomic import atomic_save
-from ._files import check_safetensors_header, check_writable_output, short_error
+from ._files import check_safetensors_header, check_writable_output, no_json_constant, short_error
 from ._hashing import tensors_sha256, update_framed
 from ._validate import ArgumentError, finite_number, non_negative_int, positive_int
 
-__all__ = [
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "FingerprintFileError",
-    "FingerprintSet",
-    "state_dict_sha256",
-]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FingerprintFileError", "FingerprintSet", "state_dict_sha256"]
 
 FORMAT_NAME = "ipguard_fast.fingerprints"
 # A fingerprint file's header is a few tensors and a JSON meta of some kilobytes (a selected
@@ -246,7 +240,7 @@ def _checked_layout(path: Path, metadata: dict[str, str], tensors: dict[str, tor
             f"{path} is corrupted or tampered with: missing tensors {missing}, unexpected tensors {extra}"
         )
     try:
-        meta = json.loads(metadata["ipguard_meta"], parse_constant=_no_constant)
+        meta = json.loads(metadata["ipguard_meta"], parse_constant=no_json_constant)
     except (KeyError, ValueError, RecursionError) as exc:
         raise FingerprintFileError(f"{path} is corrupted or tampered with: unreadable ipguard_meta "
                                    f"({short_error(exc)})") from None
@@ -256,11 +250,6 @@ def _checked_layout(path: Path, metadata: dict[str, str], tensors: dict[str, tor
         # Without it a label outside the owner's classes could not be caught.
         raise FingerprintFileError(f"{path} is refused: its meta records no num_classes")
     return meta
-
-
-def _no_constant(name: str) -> None:
-    """NaN and Infinity are no JSON: the meta is written strict, so a file holding them was edited."""
-    raise ValueError(f"{name} is not a JSON value")
 
 
 # ---------------------------------------------------------------------- hashing
