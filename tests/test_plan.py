@@ -32,6 +32,14 @@ def test_no_budget_keeps_the_full_recipe_and_estimates_every_stage():
     assert "refine" not in fit_plan(ProtectConfig(refine=False), COSTS, 60000, None).estimate
 
 
+def test_the_refinement_estimate_counts_only_the_drawn_share_of_the_references():
+    from ipguard_fast.selection.refine import RefineConfig
+    full = fit_plan(ProtectConfig(), COSTS, 60000, None).estimate["refine"]
+    half = fit_plan(ProtectConfig(refine=RefineConfig(reference_fraction=0.5)), COSTS, 60000, None).estimate["refine"]
+    owner_only = 3 * 100 * 50 * COSTS.owner_input_grad   # the owner takes part at every step
+    assert half == pytest.approx(owner_only + (full - owner_only) / 2)
+
+
 def test_the_pool_searches_in_the_layout_the_costs_chose_unless_the_caller_chose_one():
     fast = dataclasses.replace(COSTS, channels_last=True)
     assert fit_plan(ProtectConfig(), fast, 1000, None).config.search == {"channels_last": True}

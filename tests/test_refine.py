@@ -187,6 +187,44 @@ def test_focus_on_the_least_sure_kind_follows_its_definition(owner, models, pool
     assert not torch.allclose(got, plain, atol=1e-4)   # the focus moves the points elsewhere
 
 
+def test_a_reference_fraction_follows_its_definition(owner, models, pool):
+    # Oracle: each step, a seeded draw (per chunk) of ceil(f * count) positives and as many
+    # negatives, each drawn model's term scaled by count / drawn; the owner always takes part.
+    import math
+    positives, negatives = models
+    positives = [*positives, copy.deepcopy(positives[0])]
+    negatives = [*negatives, copy.deepcopy(negatives[0])]
+    config = RefineConfig(steps=10, batch_size=8, reference_fraction=0.5)
+    got = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=2.0, config=config)
+    expected = pool.images.clone()
+    for chunk, start in enumerate(range(0, len(expected), config.batch_size)):
+        x = expected[start:start + config.batch_size].clone().requires_grad_(True)
+        j = pool.labels[start:start + config.batch_size]
+        draws = torch.Generator().manual_seed(0x5EED + chunk)
+        optimizer = torch.optim.Adam([x], lr=config.lr)
+        for _ in range(config.steps):
+            optimizer.zero_grad()
+            picked = []
+            for group in (positives, negatives):
+                drawn = math.ceil(0.5 * len(group))
+                picked.append([group[i] for i in torch.randperm(len(group), generator=draws)[:drawn].tolist()])
+            keep = torch.stack([_margins(m, x, j) for m in picked[0]]).clamp(max=config.cap).mean(0)
+            share = torch.stack([_margins(m, x, j) for m in picked[1]]).clamp(min=-config.cap).mean(0)
+            objective = keep - 2.0 * share - config.penalty * torch.relu(config.min_margin - _margins(owner, x, j))
+            (-objective).sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+        expected[start:start + config.batch_size] = x.detach()
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    every = dict(steps=10, batch_size=8)
+    full = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=2.0,
+                         config=RefineConfig(**every))
+    assert torch.equal(full, refine_points(owner, pool.images, pool.labels, positives, negatives,
+                                           negative_weight=2.0, config=RefineConfig(**every, reference_fraction=1.0)))
+    assert not torch.allclose(got, full, atol=1e-4)   # half the models each step: other points
+
+
 def test_duplicate_rows_marks_later_copies():
     x = torch.tensor([[0.0, 1.0], [0.5, 0.5], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     assert duplicate_rows(x).tolist() == [False, False, True, True, False]
@@ -200,7 +238,10 @@ def test_bad_settings_name_the_argument(owner, models, pool):
                            (dict(min_margin=-1.0), "refine min_margin: "),
                            (dict(positive_focus=0.0), "refine positive_focus: "),
                            (dict(negative_cap=float("inf")), "refine negative_cap: "),
-                           (dict(negative_cap=-1.0), "refine negative_cap: ")]:
+                           (dict(negative_cap=-1.0), "refine negative_cap: "),
+                           (dict(reference_fraction=0.0), "refine reference_fraction: "),
+                           (dict(reference_fraction=1.5), "refine reference_fraction: "),
+                           (dict(reference_fraction=0.5, positive_focus=1.0), "refine reference_fraction: ")]:
         with pytest.raises(ValueError, match=f"^{needle}"):
             RefineConfig(**change)
     with pytest.raises(ValueError, match="^refine: needs at least one positive"):
@@ -232,6 +273,14 @@ def test_a_bad_refinement_setting_on_the_command_line_is_refused_before_any_work
                                    tmp_path, capsys, monkeypatch)
 
 
+@pytest.mark.parametrize("command", ["protect", "evaluate", "demo"])
+@pytest.mark.parametrize("value", ["0", "-0.5", "1.5", "nan"])
+def test_a_bad_reference_fraction_on_the_command_line_is_refused_before_any_work(command, value, tmp_path, capsys,
+                                                                                 monkeypatch):
+    assert_refused_before_any_work(command, ["--reference-fraction", value],
+                                   "--reference-fraction: must be a share in (0, 1]", tmp_path, capsys, monkeypatch)
+
+
 def test_the_refinement_arguments_become_protects_refine():
     from types import SimpleNamespace
 
@@ -245,3 +294,7 @@ def test_the_refinement_arguments_become_protects_refine():
     assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=1.0, negative_cap=6.0)) == \
         RefineConfig(positive_focus=1.0, negative_cap=6.0)
     assert refine_arg(SimpleNamespace(no_refine=True, positive_focus=None, negative_cap=6.0)) is False
+    assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=None, negative_cap=None,
+                                      reference_fraction=0.5)) == RefineConfig(reference_fraction=0.5)
+    with pytest.raises(ValueError, match="^--reference-fraction: takes no --positive-focus"):
+        refine_arg(SimpleNamespace(no_refine=False, positive_focus=1.0, negative_cap=None, reference_fraction=0.5))

@@ -45,9 +45,11 @@ def estimate_stages(config: ProtectConfig, costs: UnitCosts, n_items: int, world
            "pool": pool * costs.pool_point,
            "reference_outputs": pool * forward}
     if config.refine is not None:
-        # every selecting reference and the owner itself (it keeps its label) at every step
-        per_point = costs.owner_input_grad + sum(counts["select", arch] * getattr(costs, f"{arch}_input_grad")
-                                                 for arch in _ARCHS)
+        # the owner itself (it keeps its label) and every selecting reference at every step, or
+        # the drawn share of them (RefineConfig.reference_fraction)
+        share = config.refine.reference_fraction or 1.0
+        per_point = costs.owner_input_grad + share * sum(counts["select", arch] * getattr(costs, f"{arch}_input_grad")
+                                                         for arch in _ARCHS)
         out["refine"] = config.refine.factor * config.n * config.refine.steps * per_point
     return {stage: seconds / world for stage, seconds in out.items()}
 

@@ -27,6 +27,7 @@ by default (benchmarks/results/three-beds-positive-focus-2026-12-05).
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -70,6 +71,11 @@ class RefineConfig:
     # (RTAL, distillation, blur) and lost 0.06-0.08 ARUC on the demo bed at seeds 0-2, so it
     # is off by default (benchmarks/results/three-beds-negative-cap-2026-12-06).
     negative_cap: float | None = None
+    # None: every reference takes part in every step. A fraction f in (0, 1): each step draws
+    # (seeded per chunk) ceil(f * count) of the positives and of the negatives, each term
+    # scaled so the objective's expectation is the full one's: as an ensemble attack that
+    # samples its members, the points fit no one reference, and each step costs less.
+    reference_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -85,6 +91,12 @@ class RefineConfig:
             finite_number("refine positive_focus", self.positive_focus, positive=True)
         if self.negative_cap is not None:
             finite_number("refine negative_cap", self.negative_cap, positive=True)
+        if self.reference_fraction is not None:
+            finite_number("refine reference_fraction", self.reference_fraction, positive=True)
+            if self.reference_fraction > 1:
+                raise ValueError(f"refine reference_fraction: must be in (0, 1], got {self.reference_fraction!r}")
+            if self.positive_focus is not None:
+                raise ValueError("refine reference_fraction: takes no positive_focus (the focus weighs every kind)")
 
     def as_meta(self) -> dict:
         return asdict(self)
@@ -116,7 +128,7 @@ def refine_points(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         for c in range(comm.rank, len(chunks), comm.world):
             restart_noise(models, c)   # a noisy reference draws the same noise on any rank
             refined[c] = _refine_chunk(owner, out[chunks[c]], labels[chunks[c]], positives, negatives,
-                                       negative_weight, lo, hi, config, kinds)
+                                       negative_weight, (lo, hi), config, kinds, c)
     if comm.world > 1:
         refined = {c: x.to(out.device) for c, x in comm.gather_dict({c: x.cpu() for c, x in refined.items()}).items()}
     for c, chunk in enumerate(chunks):
@@ -137,8 +149,8 @@ def _chunks(count: int, batch_size: int) -> list[slice]:
 _MIN_CHUNKS, _MIN_CHUNK_SIZE = 4, 32
 
 
-def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: RefineConfig,
-                  kinds: Sequence[str]) -> torch.Tensor:
+def _refine_chunk(owner, x0, j, positives, negatives, weight, box: tuple[float, float], config: RefineConfig,
+                  kinds: Sequence[str], chunk: int = 0) -> torch.Tensor:
     """config.steps Adam steps on one chunk. The objective is a sum of one term per model,
     so each model's term is backpropagated on its own: x.grad accumulates the same
     gradient while only one model's graph is alive at a time (memory of one reference,
@@ -158,22 +170,50 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, lo, hi, config: Re
                 for i, model in enumerate(positives)]
              + [(model, lambda m: weight * m.clamp(min=low) / len(negatives), lambda m: m < low, None)
                 for model in negatives])
+    draw = _ReferenceDraw(len(positives), len(negatives), config.reference_fraction, chunk)
     for _ in range(config.steps):
         optimizer.zero_grad(set_to_none=True)
-        for model, loss, sure, positive in terms:
+        active = draw.next()
+        for t, (model, loss, sure, positive) in enumerate(terms):
+            if t not in active:
+                continue
             margins = _margins(model, x, j)
             if positive is not None:
                 focus.record(positive, margins.detach())
             # The check reads a value back: on the host only (on a GPU it would stall every step).
             if x.device.type != "cpu" or not bool(sure(margins.detach()).all()):
-                loss(margins).sum().backward()
+                (loss(margins).sum() * active[t]).backward()
         focus.step()
         if x.grad is None:   # every model sure: Adam still moves on its momentum, as with a zero gradient
             x.grad = torch.zeros_like(x)
         optimizer.step()
         with torch.no_grad():
-            x.clamp_(lo, hi)
+            x.clamp_(*box)
     return x.detach()
+
+
+class _ReferenceDraw:
+    """Which terms take part in a step and at what scale: {term index: scale}, the owner
+    (term 0) always at 1. Without a fraction every term at 1, every step (the full
+    objective, to the bit). With one, ceil(f * count) positives and as many negatives drawn
+    anew each step from a generator seeded by the chunk (the same draws on every rank),
+    each at count / drawn, so the expected objective is the full one."""
+
+    def __init__(self, positives: int, negatives: int, fraction: float | None, chunk: int):
+        self.counts, self.fraction = (positives, negatives), fraction
+        self.every = {t: 1.0 for t in range(1 + positives + negatives)}
+        self.generator = torch.Generator().manual_seed(0x5EED + chunk)
+
+    def next(self) -> dict[int, float]:
+        if self.fraction is None:
+            return self.every
+        active, offset = {0: 1.0}, 1
+        for count in self.counts:
+            drawn = max(1, math.ceil(self.fraction * count))
+            for i in torch.randperm(count, generator=self.generator)[:drawn].tolist():
+                active[offset + i] = count / drawn
+            offset += count
+        return active
 
 
 class _PositiveFocus:
