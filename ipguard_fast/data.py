@@ -6,6 +6,7 @@ ever downloads.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import torch
@@ -119,32 +120,40 @@ def load_cifar(root: str | os.PathLike, split: str = "train", which: str = "cifa
         ) from exc
 
 
-def load_imagefolder(root: str | os.PathLike, size: int = 224, resize: int | None = None) -> Dataset:
+def load_imagefolder(root: str | os.PathLike, size: int | tuple[int, int] = 224, resize: int | None = None) -> Dataset:
     """An ImageFolder (one sub-folder per class) as [3, size, size] images in [0, 1].
 
     Images are resized so the short side is ``resize`` (default
-    ``size * 256 / 224``, the usual ImageNet ratio) and centre-cropped.
+    ``size * 256 / 224``, the usual ImageNet ratio) and centre-cropped. ``size`` as
+    (height, width): every image resized to exactly that (an owner trained on images of
+    another aspect, e.g. 24x32), without a crop.
     """
     from torchvision import datasets, transforms
 
-    positive_int("size", size)
-    resize = round(size * 256 / 224) if resize is None else resize
-    positive_int("resize", resize)
-    if resize < size:
-        raise ValueError(f"resize: ({resize}) must be >= size ({size}) so the centre crop fits")
+    if isinstance(size, tuple):
+        if len(size) != 2 or resize is not None:
+            raise ValueError(f"size: (height, width) takes no resize, got {size!r} with resize={resize!r}")
+        steps = [transforms.Resize((positive_int("size", size[0]), positive_int("size", size[1])))]
+    else:
+        positive_int("size", size)
+        resize = round(size * 256 / 224) if resize is None else resize
+        positive_int("resize", resize)
+        if resize < size:
+            raise ValueError(f"resize: ({resize}) must be >= size ({size}) so the centre crop fits")
+        steps = [transforms.Resize(resize), transforms.CenterCrop(size)]
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"root {root!r} is not a directory (expected one sub-folder per class)")
-    transform = transforms.Compose(
-        [transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor()]
-    )
+    transform = transforms.Compose([*steps, transforms.ToTensor()])
     try:
         return datasets.ImageFolder(root, transform=transform)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"root {root!r} has no class sub-folders with images: {exc}") from exc
 
 
-DATA_SPECS = "digits, mnist:ROOT, cifar10:ROOT, cifar100:ROOT or imagefolder:ROOT"
+DATA_SPECS = "digits, mnist:ROOT, cifar10:ROOT, cifar100:ROOT or imagefolder:ROOT[:SIZE or :HxW]"
+# imagefolder's optional size: N (short side resized, centre crop N x N; default 224) or HxW (resized exactly).
+_IMAGE_SIZE = re.compile(r"(?P<h>[0-9]{1,5})(?:x(?P<w>[0-9]{1,5}))?")
 
 
 def seeded_split(data: Dataset, seed: int, first: int) -> tuple[Dataset, Dataset]:
@@ -161,7 +170,8 @@ def seeded_split(data: Dataset, seed: int, first: int) -> tuple[Dataset, Dataset
 def load_data(spec: str, split: str) -> Dataset:
     """A data set from a command-line spec: ``digits``, ``mnist:ROOT`` (IDX files, gzip or raw),
     ``cifar10:ROOT`` / ``cifar100:ROOT`` (the binary version when ROOT holds it, else
-    torchvision's folder), ``imagefolder:ROOT``."""
+    torchvision's folder), ``imagefolder:ROOT`` (224 x 224 crops), ``imagefolder:ROOT:N`` (N x N
+    crops) or ``imagefolder:ROOT:HxW`` (resized to H x W)."""
     from .data_files import _CIFAR_BINARY, load_cifar_binary, load_mnist
 
     name, _, root = str(spec).partition(":")
@@ -175,5 +185,10 @@ def load_data(spec: str, split: str) -> Dataset:
             return load_cifar_binary(root, split, which=name)
         return load_cifar(root, split, which=name)
     if name == "imagefolder" and root:
-        return load_imagefolder(root)
+        folder, _, size = root.rpartition(":")
+        match = _IMAGE_SIZE.fullmatch(size) if folder else None
+        if match is None or (os.path.isdir(root) and not os.path.isdir(folder)):   # a folder named "x:16"
+            return load_imagefolder(root)
+        h, w = int(match["h"]), match["w"]
+        return load_imagefolder(folder, size=(h, int(w)) if w is not None else h)
     raise ValueError(f"data: expected {DATA_SPECS}, got {spec!r}")

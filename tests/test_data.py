@@ -97,6 +97,25 @@ def test_load_imagefolder(tmp_path):
     assert y == 1 and float(x[2].mean()) == pytest.approx(1.0) and float(x[0].max()) == 0.0
 
 
+def test_an_imagefolder_spec_takes_the_owners_image_size(tmp_path):
+    # imagefolder:ROOT was always 224 x 224: an owner trained on 24 x 32 images had no way in.
+    from PIL import Image
+
+    from ipguard_fast.data import load_data
+
+    root = tmp_path / "a:b"   # a colon in the folder's own name, without a size after it
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (255, 0, 0)).save(root / label / "a.png")
+    assert load_data(f"imagefolder:{root}:24x32", "train")[0][0].shape == (3, 24, 32)
+    assert load_data(f"imagefolder:{root}:16", "train")[0][0].shape == (3, 16, 16)
+    assert load_data(f"imagefolder:{root}", "train")[0][0].shape == (3, 224, 224)
+    with pytest.raises(ValueError, match="^size: "):
+        load_data(f"imagefolder:{root}:0x32", "train")
+    with pytest.raises(ValueError, match="^size: "):
+        load_imagefolder(root, size=(24, 32), resize=40)
+
+
 def test_load_imagefolder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="root"):
         load_imagefolder(tmp_path / "nope")
