@@ -377,3 +377,24 @@ def test_the_pilot_tries_a_bounded_number_of_candidates_on_an_owner_no_search_mo
     points = plan_costs._PILOT_POINTS
     assert tried[-1] == (plan_costs._PILOT_TRIES * points, plan_costs._PILOT_TRIES * points, 0)   # none found
     assert seconds > 0
+
+
+def test_the_pilot_asks_for_fewer_points_when_a_budget_leaves_it_little_time(owner, small, monkeypatch):
+    # A large owner under a small budget was refused only after minutes of pilot (a MobileNet
+    # at 32x32: 244 s for a budget of 90 s): with a limit, the warm-up's rate sets the count.
+    import ipguard_fast.selection.plan_costs as plan_costs
+
+    asked = []
+    real = plan_costs.extract_fingerprints
+
+    def counted(model, count, **kwargs):
+        asked.append(count)
+        return real(model, count, **kwargs)
+
+    monkeypatch.setattr(plan_costs, "extract_fingerprints", counted)
+    images = small.tensors[0][:16]
+    for limit, expected in ((None, plan_costs._PILOT_POINTS), (1e9, plan_costs._PILOT_POINTS),
+                            (1e-9, plan_costs._PILOT_MIN_POINTS)):
+        asked.clear()
+        assert plan_costs._pilot_seconds(owner, images, (1, 8, 8), 1.0, {"max_steps": 50}, 0, limit) > 0
+        assert asked == [1, expected]

@@ -41,6 +41,7 @@ _SCORE_BATCH = 256
 _REFINE_BATCH = 64    # refinement runs its candidates in at least four chunks: 75 for the default 3 x 100
 _PILOT_POINTS = 256
 _PILOT_TRIES = 2      # candidates the pilot may try per point it asks for
+_PILOT_MIN_POINTS = 8   # the fewest points a pilot cut short by its time limit asks for
 _REPEATS = 3
 
 
@@ -65,9 +66,10 @@ class UnitCosts:
 
 
 def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, input_shape, num_classes: int,
-                       pilot_k: float, search_options: dict, seed: int) -> UnitCosts:
+                       pilot_k: float, search_options: dict, seed: int, pilot_limit: float | None = None) -> UnitCosts:
     """The unit costs on `images` (a batch of the owner's training images, at least one) and
-    their `labels`; the pilot extraction starts from them at k = `pilot_k`."""
+    their `labels`; the pilot extraction starts from them at k = `pilot_k`, and asks for fewer
+    points when it would otherwise take more than `pilot_limit` seconds (_pilot_seconds)."""
     device = module_device(owner)
     context = AttackContext(owner, None, seed, input_shape=tuple(input_shape), num_classes=num_classes, device=device)
     train_x = _batch(images, _TRAIN_BATCH).to(device)
@@ -78,7 +80,7 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     refine_x = _batch(images, _REFINE_BATCH).to(device)
     layout, inference = _layout(owner, generic, score_x, refine_x, device, input_shape, search_options)
     options = {**search_options, "channels_last": layout}
-    pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed)
+    pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed, pilot_limit)
     precision, owner_train = _reference_precision(owner_copy, train_x, train_y, device, layout)
     return UnitCosts(owner_train=owner_train,
                      generic_train=train_step_seconds(generic, train_x, train_y, device, effective_precision(precision)),
@@ -188,20 +190,30 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _pilot_seconds(owner: nn.Module, images: torch.Tensor, input_shape, k: float, options: dict, seed: int) -> float:
+def _pilot_seconds(owner: nn.Module, images: torch.Tensor, input_shape, k: float, options: dict, seed: int,
+                   limit: float | None = None) -> float:
     """Seconds per accepted pool point: a small extraction like the pool's (one batch of
     the engine's default size, the pool's options), after a one-point warm-up. It tries at
     most _PILOT_TRIES candidates per point asked: an owner on which few searches succeed (an
     untrained one: `ipguard protect` without --weights) would otherwise run the engine's
     default of ten tries per point for minutes before the plan is printed; its estimate is
-    then as large as the pool would really be."""
+    then as large as the pool would really be. With a `limit` (seconds; a share of the
+    budget), when the warm-up's time times the batch, as if batching gained nothing, would
+    pass it, the pilot asks for as many points as that rate fits (at least
+    _PILOT_MIN_POINTS): a large owner under a small budget was refused only after minutes of
+    pilot (a MobileNet at 32x32: 244 s for a budget of 90 s)."""
     starts = _batch(images, _PILOT_POINTS).float()
     run = lambda count: extract_fingerprints(owner, count, k=float(k), input_shape=tuple(input_shape),  # noqa: E731
                                              init=starts[:count].clone(), labels="predicted", seed=seed,
                                              progress=False, **{**options, "max_candidates": _PILOT_TRIES * count})
     with warnings.catch_warnings():   # a pilot that accepts few points is an estimate, not the user's result
         warnings.simplefilter("ignore")
-        run(1)
         start = time.perf_counter()
-        found = run(len(starts))
+        run(1)
+        first = time.perf_counter() - start
+        count = len(starts)
+        if limit is not None and first * count > limit:
+            count = min(count, max(_PILOT_MIN_POINTS, int(limit / max(first, 1e-9))))
+        start = time.perf_counter()
+        found = run(count)
         return (time.perf_counter() - start) / max(len(found), 1)

@@ -68,6 +68,10 @@ def rows(refs: Sequence[Reference], role: str, split: str) -> list[int]:
     return [i for i, r in enumerate(refs) if r.role == role and r.split == split]
 
 
+# The most of a budget the plan's pilot extraction may take before it asks for fewer points.
+PILOT_SHARE = 0.25
+
+
 def make_plan(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tuple, *, built: bool = True) -> Plan:
     """The plan (plan.py) from unit costs measured on the owner: a training step, a forward,
     an input gradient, and a pilot extraction at the middle k of the pool's grid. Under
@@ -80,7 +84,8 @@ def make_plan(owner: nn.Module, data: Dataset, config: ProtectConfig, shapes: tu
         labels = torch.cat([owner(part.to(module_device(owner))).argmax(1).cpu() for part in images[:256].split(128)])
     costs = measure_unit_costs(owner, images[:256], labels, input_shape=shapes[0], num_classes=shapes[1],
                                pilot_k=sorted(ks)[len(ks) // 2], search_options=config.search,
-                               seed=protect_seed(config.seed, "plan"))
+                               seed=protect_seed(config.seed, "plan"),
+                               pilot_limit=None if config.budget is None else PILOT_SHARE * config.budget)
     comm = communicator()
     costs, spent = comm.exchange((costs, time.perf_counter() - start))[0]
     return fit_plan(config, costs, len(data), config.budget, world=comm.world, built=built, spent=spent)
