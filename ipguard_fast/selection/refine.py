@@ -73,8 +73,10 @@ class RefineConfig:
     negative_cap: float | None = None
     # None: every reference takes part in every step. A fraction f in (0, 1): each step draws
     # (seeded per chunk) ceil(f * count) of the positives and of the negatives, each term
-    # scaled so the objective's expectation is the full one's: as an ensemble attack that
-    # samples its members, the points fit no one reference, and each step costs less.
+    # scaled so the objective's expectation is the full one's, as ensemble attacks sample their
+    # members: each step costs about f. At 0.5 on the three beds at owner seeds 0-2: 0.007 less
+    # mean ARUC, the same innocents accused, where 25 steps lost 0.010 and accused one more;
+    # off by default (benchmarks/results/three-beds-reference-fraction-2026-12-06).
     reference_fraction: float | None = None
 
     def __post_init__(self) -> None:
