@@ -517,7 +517,7 @@ def test_verify_remote_threshold_and_arguments(server, model, fingerprints):
     # A file whose threshold can show no copy: the remote verdict is inconclusive too.
     weak = FingerprintSet(images=fingerprints.images, labels=fingerprints.labels,
                           source_labels=fingerprints.source_labels, margins=fingerprints.margins,
-                          steps=fingerprints.steps, meta={**fingerprints.meta, "threshold": 0.0,
+                          steps=fingerprints.steps, meta={**fingerprints.meta, "threshold": 0.95,
                                                           "threshold_shown": False})
     verdict = verify_remote(server.url, weak, batch_size=64, timeout=TIMEOUT)
     assert not verdict.conclusive and not verdict.pirated and verdict == verify(model, weak)
