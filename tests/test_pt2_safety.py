@@ -204,6 +204,35 @@ def test_an_honest_export_still_loads_and_verifies(honest):
     assert ig.matching_rate(path, fps) == ig.matching_rate(model, fps) == 0.5
 
 
+# Raw weights whose tensor metadata lies about their record: torch.export.load views each record
+# with the metadata's sizes, strides and offset, and makes an EMPTY record torch.zeros(sizes) --
+# before, a 12 KB file passed the inspection and allocated whatever its JSON asked (2 GiB measured),
+# a view past its record failed inside torch (with torch's traceback logged), and a "meta" device
+# loaded a model that failed only when run (exit 1, not bad input).
+LYING = {
+    "empty record, huge sizes": ("1.bias", {"sizes": [{"as_int": 1 << 26}]}, b""),
+    "view past its record": ("1.weight", {"sizes": [{"as_int": 10}, {"as_int": 6400}]}, None),
+    "offset past its record": ("1.weight", {"storage_offset": {"as_int": 1 << 40}}, None),
+    "negative stride": ("1.weight", {"strides": [{"as_int": -64}, {"as_int": 1}]}, None),
+    "wider dtype than its record": ("1.weight", {"dtype": 8}, None),
+    "meta device": ("1.weight", {"device": {"type": "meta", "index": None}}, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LYING))
+def test_tensor_metadata_that_lies_about_its_record_is_refused_before_torch_reads_it(honest, tmp_path, case):
+    _, _, members = honest
+    members = dict(members)
+    fqn, change, record = LYING[case]
+    _edit_json(members, "data/weights/model_weights_config.json",
+               lambda config: config["config"][fqn]["tensor_meta"].update(change))
+    if record is not None:
+        members[_root(members) + "data/weights/weight_1"] = record
+    path = _write(tmp_path / "lying.pt2", members)
+    with pytest.raises(ModelLoadError, match="refused: data/weights/model_weights_config.json"):
+        load_model(path)
+
+
 def test_garbage_is_a_clean_error(tmp_path):
     bad = tmp_path / "garbage.pt2"
     bad.write_bytes(b"not a zip at all")

@@ -50,6 +50,11 @@ _MEMBER_PATTERNS = [
 _MAX_JSON_BYTES = 64 << 20
 _MAX_JSON_CONTAINERS = 4_000_000
 _MAX_SAMPLE_BYTES = 64 << 20
+# torch.export's ScalarType codes (torch/_export/serde/schema.py) -> bytes per element.
+_ELEMENT_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 2, 7: 4, 8: 8, 9: 4, 10: 8, 11: 16, 12: 1, 13: 2, 28: 2, 29: 1,
+                  30: 1, 31: 1, 32: 1, 33: 1, 34: 4, 35: 8}
+_GRADIENT_TYPES = {6, 7, 8, 9, 10, 11, 13}    # floating and complex: the dtypes that may require gradients
+_DEVICES = {"cpu", "cuda"}
 
 
 def inspect_archive(data: bytes, name: str = "archive") -> None:
@@ -104,6 +109,7 @@ def _check_payload_config(archive: ZipArchive, member: str, prefix: str, name: s
     entries = config.get("config") if isinstance(config, dict) else None
     if not isinstance(entries, dict):
         raise ModelLoadError(f"{name}: refused: {member} is not a payload config")
+    dtypes: dict[str, Any] = {}
     for fqn, meta in entries.items():
         if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
             raise ModelLoadError(f"{name}: refused: {member} asks for {fqn!r} to be unpickled (use_pickle), which "
@@ -111,6 +117,46 @@ def _check_payload_config(archive: ZipArchive, member: str, prefix: str, name: s
         path = meta.get("path_name")
         if not isinstance(path, str) or not re.fullmatch(rf"{prefix}\d+", path):
             raise ModelLoadError(f"{name}: refused: {member} stores {fqn!r} as {path!r}, not as raw tensor data")
+        record = f"{member.rsplit('/', 1)[0]}/{path}"
+        dtype = _check_tensor_meta(archive, record, meta.get("tensor_meta"), f"{name}: refused: {member}: {fqn!r}")
+        if dtypes.setdefault(path, dtype) != dtype:  # torch views the record with its first entry's dtype
+            raise ModelLoadError(f"{name}: refused: {member} reads {path} as two dtypes")
+
+
+def _check_tensor_meta(archive: ZipArchive, record: str, meta: Any, where: str) -> int:
+    """The dtype code of a raw tensor after checking that its view fits its record.
+
+    torch.export.load views each record with the entry's sizes, strides and offset, and makes an
+    EMPTY record ``torch.zeros(sizes)``: a few bytes of JSON would otherwise allocate any size."""
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{where} has no tensor metadata")
+    dtype, device = meta.get("dtype"), meta.get("device")
+    if isinstance(dtype, bool) or dtype not in _ELEMENT_BYTES:
+        raise ModelLoadError(f"{where} has the unknown dtype code {str(dtype)[:20]!r}")
+    if not isinstance(device, dict) or device.get("type") not in _DEVICES:
+        raise ModelLoadError(f"{where} lives on the device {str(device)[:40]!r}, not the CPU or CUDA")
+    if meta.get("requires_grad") and dtype not in _GRADIENT_TYPES:
+        raise ModelLoadError(f"{where} requires gradients with a dtype that cannot have them")
+
+    def ints(values: Any) -> list[int]:
+        values = values if isinstance(values, list) else [values]
+        out = [v.get("as_int") if isinstance(v, dict) and len(v) == 1 else None for v in values]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in out):
+            raise ModelLoadError(f"{where} has sizes, strides or an offset that are not non-negative integers")
+        return out
+
+    sizes, strides, (offset,) = ints(meta.get("sizes")), ints(meta.get("strides")), ints(meta.get("storage_offset"))
+    if len(sizes) != len(strides):
+        raise ModelLoadError(f"{where} has {len(sizes)} sizes but {len(strides)} strides")
+    if record not in archive:
+        raise ModelLoadError(f"{where} is stored in {record}, which the archive does not hold")
+    have, item = archive.size(record), _ELEMENT_BYTES[dtype]
+    if have % item:
+        raise ModelLoadError(f"{where}: {record} holds {have} bytes, not a whole number of elements")
+    need = 0 if 0 in sizes else (offset + sum((size - 1) * stride for size, stride in zip(sizes, strides)) + 1) * item
+    if need > have:
+        raise ModelLoadError(f"{where} views {need} bytes of {record}, which holds {have}")
+    return dtype
 
 
 def _check_sample_inputs(archive: ZipArchive, member: str, name: str) -> None:
