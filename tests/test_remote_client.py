@@ -18,8 +18,10 @@ from ipguard_fast.remote import (
     RemoteError,
     RemoteLabelModel,
     RetryPolicy,
+    ServeConfig,
     verify_remote,
 )
+from ipguard_fast.remote.answers import retry_after
 
 SHAPE = (1, 8, 8)
 SECRET = "s3cr3t-passw0rd"
@@ -54,6 +56,20 @@ def test_a_compression_bomb_and_an_unknown_encoding_are_refused():
     with FakeApi(make_model(), encoding="br") as api, RemoteLabelModel(api.url, timeout=10) as client:
         with pytest.raises(RemoteError, match="Content-Encoding 'br'"):
             client(torch.rand(2, *SHAPE))
+
+
+def test_a_retry_after_date_past_any_calendar_is_no_advice():
+    # A year no datetime holds made parsedate_to_datetime raise OverflowError, which escaped the
+    # client as a raw exception (not RemoteError) and lost the progress file's resume advice.
+    far = "Mon, 01 Jan 99999999999 00:00:00 GMT"
+    assert retry_after({"Retry-After": far}) is None
+    busy = (503, {"Retry-After": far}, b'{"error":"unavailable","message":"busy"}')
+    with FakeApi(make_model(), script=[busy] * 3) as api:
+        with RemoteLabelModel(api.url, timeout=10, retries=1, backoff=0.01) as client:
+            client._sleep = lambda seconds: None
+            with pytest.raises(RemoteError, match="HTTP 503") as info:
+                client(torch.rand(2, *SHAPE))
+    assert info.value.status == 503 and api.label_requests == 2
 
 
 # ---------------------------------------------------------------------- retries
@@ -148,6 +164,22 @@ def test_credentials_never_appear_in_messages_or_repr(tmp_path):
     assert SECRET not in str(bad.value)
 
 
+def test_a_redirect_that_echoes_a_credential_never_shows_it():
+    # The server's Location header went into the message unredacted: a 302 to
+    # "...?h=Bearer <token>" printed the token (and the basic-auth string) in the error.
+    for token, url_secret in ((TOKEN, False), (None, True)):
+        with FakeApi(make_model()) as api:
+            url = api.url.replace("http://", f"http://user:{SECRET}@") if url_secret else api.url
+            with RemoteLabelModel(url, token=token, timeout=10) as client:
+                sent = f"Bearer {TOKEN}" if token else client._endpoint.authorization
+                api.script = [(302, {"Location": f"http://elsewhere.example/login?h={sent.replace(' ', '+')}"}, b"")]
+                with pytest.raises(RemoteError) as info:
+                    client(torch.rand(2, *SHAPE))
+        text = str(info.value)
+        assert info.value.status == 302 and "not followed" in text and "***" in text
+        assert TOKEN not in text and SECRET not in text and sent.split()[1] not in text
+
+
 def test_the_cli_never_prints_the_endpoints_password(tmp_path, capsys):
     fps = half_matching_fingerprints(make_model(), 20)
     path = fps.save(tmp_path / "fp.safetensors")
@@ -155,6 +187,23 @@ def test_the_cli_never_prints_the_endpoints_password(tmp_path, capsys):
                  "--retries", "0", "--timeout", "2"])
     err = capsys.readouterr().err
     assert code == 1 and SECRET not in err and "127.0.0.1:9" in err
+
+
+@pytest.mark.parametrize("token", ["t\u00f6ken-secret", "sec\nret-token", "secret\ttoken"])
+def test_a_token_no_http_header_can_carry_is_bad_input_naming_the_option(token, tmp_path, capsys, monkeypatch):
+    # Before: a non-ASCII token failed inside httpx with a UnicodeEncodeError naming no option,
+    # and a multi-line one was sent, refused by h11, and quoted back (exit 1, token shown).
+    with pytest.raises(ArgumentError, match="^token") as info:
+        RemoteLabelModel("http://127.0.0.1:9", token=token)
+    assert "secret" not in str(info.value)
+    with pytest.raises(ArgumentError, match="^token"):
+        ServeConfig(token=token)
+    path = half_matching_fingerprints(make_model(), 20).save(tmp_path / "fp.safetensors")
+    monkeypatch.setenv("IPGUARD_TEST_TOKEN", token)
+    code = main(["verify", "--fingerprints", str(path), "--endpoint", "http://127.0.0.1:9", "--token-env",
+                 "IPGUARD_TEST_TOKEN", "--retries", "0", "--timeout", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--token-env" in err and "secret" not in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("endpoint", ["http://256.1.1.1", "http://1.2.3", "http://host:99999"])

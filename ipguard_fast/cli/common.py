@@ -108,9 +108,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
                              "against the references)")
     parser.add_argument("--positive-focus", type=float, default=None, metavar="T",
                         help=f"{prefix}refinement weighs the kinds of copy per point by a softmin at temperature T "
-                             "logits of their margins, so the kind least sure of keeping a point gets most of the "
-                             "weight: distilled and extracted students keep more of the points, but independent "
-                             "models too (measured: README, three beds; default: off, every copy weighs the same)")
+                             "logits of their margins: distilled and extracted students keep more of the points, but "
+                             "independent models too (README, three beds; default: off, every copy weighs the same)")
     parser.add_argument("--negative-cap", type=float, default=None, metavar="C",
                         help=f"{prefix}refinement pushes the independent references C logits from the owner's label "
                              "(the copies stay at 3): C = 6 accused no innocent on the three beds at six owner seeds "
@@ -120,9 +119,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
                              "of the refinement's time (0.5: 0.007 less mean ARUC on the three beds; default: off)")
     parser.add_argument("--budget", default=None, metavar="DURATION",
                         help=f"{prefix}time protect may spend on this machine, e.g. 90s, 30m, 2h: it measures the "
-                             "owner's step costs, then trains references on fewer images, fewer replicas, a smaller "
-                             "pool and shorter refinement until its estimate fits (default: the full recipe); the "
-                             "plan is printed and stored in the file")
+                             "owner's step costs, then cuts reference images, replicas, the pool and the refinement "
+                             "until its estimate fits (default: the full recipe); the plan is printed and stored")
     parser.add_argument("--threshold-significance", default=str(SIGNIFICANCE), metavar="P",
                         help=f"{prefix}the stored threshold is the smallest matching rate that a model agreeing "
                              "at the calibrated level reaches by chance with probability at most P (a one-sided "
@@ -238,15 +236,17 @@ def add_token_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
 
 def resolve_token(args: argparse.Namespace) -> str | None:
     """The bearer token from --token or the environment variable named by --token-env."""
+    from ..remote.config import check_token
+
     token, token_env = getattr(args, "token", None), getattr(args, "token_env", None)
     if token_env is not None:
         value = os.environ.get(token_env, "").strip()
         if not value:
             raise ValueError(f"--token-env: environment variable {token_env} is unset or empty")
-        return value
+        return check_token(f"--token-env: environment variable {token_env}", value)
     if token is not None and not token.strip():
         raise ValueError("--token: is empty")
-    return token.strip() if token is not None else None
+    return check_token("--token", token.strip()) if token is not None else None
 
 
 def print_verdict(verdict, as_json: bool) -> None:

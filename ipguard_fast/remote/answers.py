@@ -15,7 +15,7 @@ import json
 import math
 import zlib
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["AnswerError", "decoded_body", "error_detail", "http_error_message", "retry_after"]
 
@@ -71,11 +71,11 @@ def retry_after(headers: Any) -> float | None:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):  # a date no calendar holds: no advice
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def error_detail(raw: bytes) -> str:
@@ -89,7 +89,10 @@ def error_detail(raw: bytes) -> str:
     return " ".join(raw[:200].decode("utf-8", "replace").split())
 
 
-def http_error_message(method: str, url: str, status: int, detail: str, headers: Any, attempts: int) -> str:
+def http_error_message(method: str, url: str, status: int, detail: str, headers: Any, attempts: int,
+                       redact: Callable[[str], str] = lambda text: text) -> str:
+    """The one-line error of a failed request; `redact` hides the endpoint's secrets in what the
+    server wrote (a redirect's Location may echo the token or the URL's password)."""
     text = f"{method} {url} failed with HTTP {status}"
     if detail:
         text += f": {detail}"
@@ -98,7 +101,8 @@ def http_error_message(method: str, url: str, status: int, detail: str, headers:
     elif status == 413:
         text += " (request too large: use a smaller batch size)"
     elif 300 <= status < 400:
-        text += f" (redirect to {headers.get('Location') if headers else None!r} not followed: use that URL)"
+        location = headers.get("Location") if headers else None
+        text += f" (redirect to {redact(location) if location is not None else None!r} not followed: use that URL)"
     if attempts > 1:
         text += f" (after {attempts} attempts)"
     return text

@@ -23,7 +23,7 @@ import torch
 
 from .._validate import ArgumentError, finite_number, positive_int
 from .answers import AnswerError, decoded_body, error_detail, http_error_message, retry_after
-from .config import RetryPolicy
+from .config import RetryPolicy, check_token
 from .credentials import Endpoint
 from .protocol import (
     HEALTH_PATH,
@@ -105,7 +105,7 @@ class RemoteLabelModel:
                  local_address: str | None = None) -> None:
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise ArgumentError("token", "must be a non-empty string or None")
-        self.token = token.strip() if token is not None else None
+        self.token = check_token("token", token.strip()) if token is not None else None
         self._endpoint = Endpoint(url, self.token)
         self.url = self._endpoint.url
         for name, value in (("num_classes", num_classes), ("max_batch", max_batch),
@@ -237,8 +237,8 @@ class RemoteLabelModel:
                 failures = self._pause(failures, advised, deadline, shown, attempts, last)
                 continue
             detail = self._endpoint.redact(error_detail(self._body(answer, max_response)))
-            raise RemoteError(http_error_message(method, shown, answer.status, detail, answer.headers, attempts),
-                              status=answer.status, url=shown)
+            raise RemoteError(http_error_message(method, shown, answer.status, detail, answer.headers, attempts,
+                                                 self._endpoint.redact), status=answer.status, url=shown)
 
     def _headers(self, body: bytes | None) -> dict[str, str]:
         headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "ipguard-fast"}

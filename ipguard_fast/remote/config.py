@@ -16,7 +16,7 @@ from typing import Sequence
 from .._validate import ArgumentError, finite_number, image_shape, non_negative_int, positive_int
 from .protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_BYTES
 
-__all__ = ["RemoteVerifyConfig", "RetryPolicy", "ServeConfig", "ServerLimits"]
+__all__ = ["RemoteVerifyConfig", "RetryPolicy", "ServeConfig", "ServerLimits", "check_token"]
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
                        r"[A-Za-z0-9])?)*\.?$")
@@ -82,16 +82,27 @@ class ServeConfig:
         check_host("host", self.host)
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ArgumentError("port", f"must be an int in [0, 65535], got {self.port!r}")
-        token = self.token
-        if token is not None and (not isinstance(token, str) or not token or not token.isprintable()
-                                  or token != token.strip()):
-            raise ArgumentError("token", "must be a non-empty printable string without surrounding whitespace")
+        if self.token is not None:
+            check_token("token", self.token)
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", image_shape("input_shape", self.input_shape))
         if self.num_classes is not None:
             positive_int("num_classes", self.num_classes)
         if not isinstance(self.limits, ServerLimits):
             raise ArgumentError("limits", f"must be a ServerLimits, got {type(self.limits).__name__}")
+
+
+def check_token(name: str, token) -> str:
+    """A bearer token as an HTTP header carries it: printable ASCII, no surrounding whitespace.
+
+    Anything else cannot be sent (httpx refuses a non-ASCII or multi-line header, and its error
+    would quote the token) or never matches (the server reads header bytes as latin-1). The
+    message never shows the token."""
+    if not isinstance(token, str) or not token or token != token.strip() or not all(
+            " " <= char <= "~" for char in token):
+        raise ArgumentError(name, "must be a non-empty string of printable ASCII characters without surrounding "
+                                  "whitespace (it travels in an HTTP header)")
+    return token
 
 
 def check_host(name: str, host) -> str:
