@@ -249,3 +249,31 @@ def test_verify_remote_refuses_a_fifo_before_any_request(tmp_path):
         with pytest.raises(ValueError, match="not a regular file"):
             verify_remote(api.url, fps, progress_file=fifo, key_file=tmp_path / "key")
         assert api.seen == []
+
+
+@pytest.mark.parametrize("progress", ["", "   ", "missing-folder/run.json"])
+def test_a_progress_path_that_cannot_be_written_is_refused_before_any_query(progress, tmp_path, capsys,
+                                                                            monkeypatch):
+    # A progress file in a folder that does not exist failed only after the first batch was
+    # answered (an OSError naming a temp file, not --progress); an empty one was ignored.
+    monkeypatch.chdir(tmp_path)
+    fps = half_matching_fingerprints(make_model(), 20)
+    path = fps.save(tmp_path / "fp.safetensors")
+    with FakeApi(make_model()) as api:
+        with pytest.raises(ArgumentError, match="^progress_file: "):
+            verify_remote(api.url, fps, progress_file=progress, key_file=tmp_path / "key")
+        code = main(["verify", "--fingerprints", str(path), "--endpoint", api.url, "--progress", progress,
+                     "--progress-key", str(tmp_path / "key")])
+        assert api.label_requests == 0
+    assert code == 2 and "--progress: " in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_progress_file_is_never_called_ours_to_delete(tmp_path):
+    # The fingerprint file given as --progress by mistake was refused with "delete it to start over".
+    fps = half_matching_fingerprints(make_model(), 20)
+    path = fps.save(tmp_path / "fp.safetensors")
+    with FakeApi(make_model()) as api:
+        with pytest.raises(ValueError, match="if it is this run's progress file, delete it") as info:
+            verify_remote(api.url, fps, progress_file=path, key_file=tmp_path / "key")
+        assert api.label_requests == 0
+    assert "else give another path" in str(info.value)

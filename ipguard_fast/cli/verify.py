@@ -88,5 +88,6 @@ def _verify_endpoint(args, fingerprints):
                                        threshold=args.threshold, on_batch=report)
 
 
-_OPTIONS = {"url": "--endpoint", "token": "--token", "key_file": "--progress-key", "batch_size": "--batch-size",
-            "timeout": "--timeout", "retries": "--retries", "deadline": "--deadline", "threshold": "--threshold"}
+_OPTIONS = {"url": "--endpoint", "token": "--token", "key_file": "--progress-key", "progress_file": "--progress",
+            "batch_size": "--batch-size", "timeout": "--timeout", "retries": "--retries", "deadline": "--deadline",
+            "threshold": "--threshold"}

@@ -24,10 +24,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._atomic import atomic_write_bytes
 from .._hashing import tensors_sha256
+from .._validate import ArgumentError
 from ..fingerprints import FingerprintSet
 from .keystore import progress_key
 
-__all__ = ["PROGRESS_FORMAT", "PROGRESS_VERSION", "ProgressFile", "ProgressFileError", "fingerprints_digest"]
+__all__ = ["PROGRESS_FORMAT", "PROGRESS_VERSION", "ProgressFile", "ProgressFileError", "check_progress_path",
+           "fingerprints_digest"]
 
 PROGRESS_FORMAT = "ipguard_fast.remote.progress"
 PROGRESS_VERSION = 2
@@ -49,6 +51,17 @@ def public_url(url: str) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def check_progress_path(path) -> Path:
+    """A progress file's path: not empty, in a folder that exists (else the run queries a batch,
+    then fails to save it)."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        raise ArgumentError("progress_file", f"must be a non-empty path, got {path!r}")
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise ArgumentError("progress_file", f"its folder {folder} does not exist")
+    return Path(path)
 
 
 class ProgressFile:
@@ -80,8 +93,8 @@ class ProgressFile:
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             if isinstance(exc, ProgressFileError):
                 raise
-            raise ProgressFileError(f"cannot read progress file {path}: {str(exc)[:200]}; delete it to start "
-                                    "over") from None
+            raise ProgressFileError(f"cannot read {path} as a progress file: {str(exc)[:200]}; if it is this "
+                                    "run's progress file, delete it to start over, else give another path") from None
         if not isinstance(state, dict) or state.get("format") != PROGRESS_FORMAT:
             raise ProgressFileError(f"{path} is not an ipguard_fast progress file")
         if state.get("version") != PROGRESS_VERSION:

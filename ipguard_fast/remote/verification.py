@@ -17,7 +17,7 @@ from ..fingerprints import FingerprintSet
 from ..verdicts import Verdict, conclusive_threshold, resolve_threshold, verify
 from .client import RemoteError, RemoteLabelModel
 from .config import RemoteVerifyConfig
-from .progress import ProgressFile
+from .progress import ProgressFile, check_progress_path
 
 __all__ = ["run_remote_verification", "verify_remote"]
 
@@ -91,6 +91,8 @@ def run_remote_verification(url: str | RemoteLabelModel, fingerprints: Fingerpri
     if threshold is None:
         conclusive_threshold(fingerprints)
     end = None if config.deadline is None else time.monotonic() + config.deadline
+    if progress_file is not None:   # checked before any query: the first batch's answer would be lost
+        check_progress_path(progress_file)
     if key_file is not None and not progress_file:
         raise ArgumentError("key_file", "authenticates a progress file: give progress_file too")
 
