@@ -53,15 +53,14 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def check_progress_path(path) -> Path:
-    """A progress file's path: not empty, in a folder that exists (else the run queries a batch,
-    then fails to save it)."""
+def check_progress_path(path) -> None:
+    """Refuses a progress file's path that is empty or in a folder that does not exist (else the
+    run queries a batch, then fails to save it)."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
         raise ArgumentError("progress_file", f"must be a non-empty path, got {path!r}")
     folder = Path(path).absolute().parent
     if not folder.is_dir():
         raise ArgumentError("progress_file", f"its folder {folder} does not exist")
-    return Path(path)
 
 
 class ProgressFile:

@@ -184,7 +184,8 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, box: tuple[float, 
                 focus.record(positive, margins.detach())
             # The check reads a value back: on the host only (on a GPU it would stall every step).
             if x.device.type != "cpu" or not bool(sure(margins.detach()).all()):
-                (loss(margins).sum() * active[t]).backward()
+                term = loss(margins).sum()
+                (term if active[t] == 1.0 else term * active[t]).backward()   # no extra op at the full objective
         focus.step()
         if x.grad is None:   # every model sure: Adam still moves on its momentum, as with a zero gradient
             x.grad = torch.zeros_like(x)
@@ -197,9 +198,10 @@ def _refine_chunk(owner, x0, j, positives, negatives, weight, box: tuple[float, 
 class _ReferenceDraw:
     """Which terms take part in a step and at what scale: {term index: scale}, the owner
     (term 0) always at 1. Without a fraction every term at 1, every step (the full
-    objective, to the bit). With one, ceil(f * count) positives and as many negatives drawn
-    anew each step from a generator seeded by the chunk (the same draws on every rank),
-    each at count / drawn, so the expected objective is the full one."""
+    objective, to the bit). With one, ceil(f * count) of the positives and ceil(f * count)
+    of the negatives (each group's own count) drawn anew each step from a generator seeded
+    by the chunk (the same draws on every rank), each at count / drawn, so the expected
+    objective is the full one."""
 
     def __init__(self, positives: int, negatives: int, fraction: float | None, chunk: int):
         self.counts, self.fraction = (positives, negatives), fraction
