@@ -286,14 +286,11 @@ def test_one_address_holds_at_most_max_per_client_turns():
     assert other < ends[1], "the second address waited behind the first one's queue"
 
 
-def test_health_answers_fast_while_two_60mb_bodies_decode():
-    """Decoding runs in worker threads, in short steps: the event loop is never held for long."""
+def _health_latencies_while_two_bodies_decode(request: bytes) -> list[float]:
+    """Seconds each health probe took while two clients sent ``request`` at once, sorted."""
     def labels(images):
         return torch.zeros(images.shape[0], dtype=torch.int64)
 
-    numel = 11_000_000  # about 44 MB of pixels, 59 MB of base64
-    body = json.dumps(protocol.encode_images(torch.rand(1, numel))).encode()
-    request = b"POST /v1/labels HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     with serve(labels, num_classes=10) as running:
         probe = connect(running, "127.0.0.9")
         exchange(probe, HEALTH)
@@ -308,5 +305,25 @@ def test_health_answers_fast_while_two_60mb_bodies_decode():
             answers = [s.result() for s in senders]
         probe.close()
     assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
-    latencies.sort()
-    assert len(latencies) >= 10 and latencies[int(0.99 * (len(latencies) - 1))] < 0.1, latencies[-5:]
+    return sorted(latencies)
+
+
+def test_health_answers_fast_while_two_60mb_bodies_decode():
+    """Decoding runs in worker threads, in short steps: the event loop is never held for long.
+
+    A loop that decodes a body itself is held for the whole decode (about 300 ms here) in
+    every attempt, while a good loop's slowest answer is under 100 ms; a loaded CI machine
+    can stall a good loop once. So the claim is that in one of three attempts no health
+    answer took 150 ms.
+    """
+    numel = 11_000_000  # about 44 MB of pixels, 59 MB of base64
+    body = json.dumps(protocol.encode_images(torch.rand(1, numel))).encode()
+    request = b"POST /v1/labels HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    slowest = []
+    for _ in range(3):
+        latencies = _health_latencies_while_two_bodies_decode(request)
+        assert len(latencies) >= 10, latencies
+        if latencies[-1] < 0.15:
+            return
+        slowest.append(latencies[-5:])
+    raise AssertionError(f"the slowest health answers of each attempt: {slowest}")
