@@ -233,8 +233,9 @@ def _batches(dataset: Dataset, batch_size: int, *, shuffle: bool, generator: tor
         return
     cuda = device is not None and torch.device(device).type == "cuda"
     workers = min(8, (os.cpu_count() or 1) // 2) if cuda else 0
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                        pin_memory=cuda)
+    # Never without a generator: a DataLoader then draws its base seed from the caller's global RNG.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, pin_memory=cuda,
+                        generator=generator if generator is not None else torch.Generator())
     for x, y in loader:
         yield x, torch.as_tensor(y)
 

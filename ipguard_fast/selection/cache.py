@@ -145,7 +145,8 @@ def _model_from(data: bytes, skeleton: Callable[[], nn.Module]) -> nn.Module:
     except (SafetensorError, ValueError, RuntimeError, TypeError):   # not MemoryError: that is no bad file
         raise UntrustedFile("is not a readable safetensors file") from None
     _check_finite(tensors)
-    model = skeleton()
+    with torch.random.fork_rng(devices=[]):   # a skeleton's fresh weights are overwritten: no draw of the caller's
+        model = skeleton()
     expected = model.state_dict()
     if set(tensors) != set(expected):
         raise UntrustedFile("does not hold the reference's weights (other names)")

@@ -30,7 +30,8 @@ def mistakes_fingerprints(owner: nn.Module, held_out: Dataset, n: int, *, batch_
     kept: list[tuple[torch.Tensor, ...]] = []
     found, seen, shape, classes = 0, 0, None, None
     with torch.no_grad(), eval_mode(owner):
-        for images, truth in DataLoader(held_out, batch_size=batch_size, shuffle=False):
+        # A generator of its own: a DataLoader draws its base seed from the caller's global RNG otherwise.
+        for images, truth in DataLoader(held_out, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
             images, truth = torch.as_tensor(images).float(), torch.as_tensor(truth).long()
             shape, seen = shape or list(images.shape[1:]), seen + len(truth)
             logits = owner(images.to(device)).float().cpu()

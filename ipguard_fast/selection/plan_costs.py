@@ -164,7 +164,9 @@ def train_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, devic
         loss.backward()
         opt.step()
 
-    return _per_image(step, len(x), device)
+    device = torch.device(device)   # forked: a dropout layer's draws leave the caller's RNG as it was
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        return _per_image(step, len(x), device)
 
 
 def _input_grad(model: nn.Module, x: torch.Tensor) -> None:
