@@ -2,11 +2,13 @@
 they were -- the global RNG, a model's frozen parameters -- on small models."""
 import copy
 
+import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
+from ipguard_fast.attacks import AttackContext, Prune, run_attack
 from ipguard_fast.models import DigitsCNN
 from ipguard_fast.nn import seeded
 from ipguard_fast.selection.cache import _model_from
@@ -47,3 +49,32 @@ def test_protect_plan_and_cached_references_leave_the_global_rng():
     weights = save_safetensors({k: v.contiguous() for k, v in owner.state_dict().items()})
     skeleton = lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Dropout(0.5), nn.Linear(32, 10))  # noqa: E731
     _leaves_rng(lambda: _model_from(weights, skeleton))
+
+
+def test_a_pruned_copy_fine_tunes_an_owner_with_frozen_weights():
+    # protect's and evaluate's prune references fine-tune a copy of the owner; an owner with
+    # a frozen layer (transfer learning) crashed them: "cannot register a hook on a tensor
+    # that doesn't require gradient".
+    owner = seeded(DigitsCNN, 0).eval()
+    owner.features[0].weight.requires_grad_(False)
+    before = {name: p.detach().clone() for name, p in owner.named_parameters()}
+    context = AttackContext(owner, _data(), 3)
+    (pruned,) = run_attack("prune", Prune(0.5, finetune_epochs=1, lr=1e-2), context)
+    weights = [pruned.features[0].weight, pruned.features[2].weight, pruned.hidden[1].weight, pruned.fc.weight]
+    assert sum(int((w == 0).sum()) for w in weights) >= sum(w.numel() for w in weights) // 2
+    assert not torch.equal(pruned.features[0].weight != 0, owner.features[0].weight != 0)
+    flags = lambda model: {name: p.requires_grad for name, p in model.named_parameters()}  # noqa: E731
+    assert flags(pruned) == flags(owner)
+    assert all(torch.equal(p, before[name]) for name, p in owner.named_parameters())
+    assert owner.features[0].weight.requires_grad is False
+
+
+@pytest.mark.parametrize("finetune_epochs", [0, 1])
+def test_prune_model_puts_back_the_frozen_flags(finetune_epochs):
+    from ipguard_fast.attacks import prune_model
+
+    model = seeded(DigitsCNN, 0)
+    model.fc.weight.requires_grad_(False)
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    prune_model(model, 0.3, finetune_set=_data(), finetune_epochs=finetune_epochs)
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == flags

@@ -47,6 +47,7 @@ def prune_model(model: nn.Module, amount: float, *, finetune_set: Dataset | None
     targets = [(m, "weight") for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
     if not targets:
         raise ArgumentError("model", f"({type(model).__name__}) has no conv/linear weights to prune")
+    flags = [module.weight.requires_grad for module, _ in targets]   # torch's pruning leaves every one True
     model.to(memory_format=torch.contiguous_format)   # torch's global pruning flattens weights with view()
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
     masks = [module.weight_mask.detach().clone() for module, _ in targets]
@@ -59,7 +60,9 @@ def prune_model(model: nn.Module, amount: float, *, finetune_set: Dataset | None
     for module, param_name in targets:
         prune.remove(module, param_name)
     if finetune_set is not None and finetune_epochs > 0:
-        handles = [module.weight.register_hook(lambda grad, mask=mask: grad * mask)
+        # The fine-tuning trains every weight, a frozen one too (train_classifier's params=None),
+        # and a hook can only be put on a weight that requires gradients.
+        handles = [module.weight.requires_grad_(True).register_hook(lambda grad, mask=mask: grad * mask)
                    for (module, _), mask in zip(targets, masks)]
         try:
             train_classifier(model, finetune_set, epochs=finetune_epochs, lr=lr, seed=seed, batch_size=batch_size,
@@ -70,6 +73,8 @@ def prune_model(model: nn.Module, amount: float, *, finetune_set: Dataset | None
         with torch.no_grad():
             for (module, _), mask in zip(targets, masks):
                 module.weight.mul_(mask)
+    for (module, _), flag in zip(targets, flags):
+        module.weight.requires_grad_(flag)
     return model.eval()
 
 
