@@ -78,3 +78,50 @@ def test_prune_model_puts_back_the_frozen_flags(finetune_epochs):
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     prune_model(model, 0.3, finetune_set=_data(), finetune_epochs=finetune_epochs)
     assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+
+
+def _placed_model() -> nn.Module:
+    model = seeded(lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10)), 0)
+    model(torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))).sum().backward()
+    return model
+
+
+def _placement(model: nn.Module) -> list:
+    return [(name, id(t), t.device, t.data_ptr(), t.detach().clone(), None if t.grad is None else
+             (id(t.grad), t.grad.data_ptr(), t.grad.clone())) for name, t in
+            [*model.named_parameters(), *model.named_buffers()]]
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        x[:4] == y[:4] and torch.equal(x[4], y[4]) and (x[5] is None) == (y[5] is None)
+        and (x[5] is None or (x[5][:2] == y[5][:2] and torch.equal(x[5][2], y[5][2]))) for x, y in zip(a, b))
+
+
+def test_the_search_device_gives_back_the_models_very_tensors():
+    # run_extraction(device=...) moves the model for the search: afterwards its buffers were new
+    # tensors (a running mean the caller holds was no longer the model's) and its weights copies.
+    from ipguard_fast.search.api import _on_device
+
+    model = _placed_model()
+    before = _placement(model)
+    with _on_device(model, torch.device("meta")):
+        assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+    assert _same(_placement(model), before)
+
+
+def test_a_move_that_fails_part_way_leaves_the_model_where_it_was():
+    # Out of memory half way through model.to(device) left the caller's model split over two devices.
+    from ipguard_fast.search.api import _on_device
+
+    class Full(nn.Linear):
+        def _apply(self, fn, recurse=True):
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    model = _placed_model()
+    model.append(Full(10, 2))
+    before = _placement(model)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with _on_device(model, torch.device("meta")):
+            pass
+    assert _same(_placement(model), before)

@@ -192,7 +192,9 @@ def compute_device(name: str, value) -> torch.device:
 
 @contextlib.contextmanager
 def _on_device(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
-    """The model on `device` for the duration, and back where it was afterwards."""
+    """The model on `device` for the duration; afterwards, also when the move fails part-way (out
+    of memory), its very tensors back: each parameter's and gradient's data and each buffer, not
+    copies moved back (a buffer the caller holds stays the model's)."""
     devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
     if len(devices) > 1:
         raise ArgumentError("model", f"its weights are spread over {sorted(map(str, devices))}; the search "
@@ -201,11 +203,18 @@ def _on_device(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
     if home is None or home == device:
         yield
         return
-    model.to(device)
+    entries = [(table, name, t, t.data, t.grad, None if t.grad is None else t.grad.data)
+               for m in model.modules() for table in (m._parameters, m._buffers) for name, t in table.items()
+               if t is not None]
     try:
+        model.to(device)
         yield
     finally:
-        model.to(home)
+        for table, name, tensor, data, grad, grad_data in entries:
+            tensor.data, table[name] = data, tensor
+            if grad is not None:
+                grad.data = grad_data
+                tensor.grad = grad
 
 
 def probe_classifier(model, input_shape, device, num_classes=None):
