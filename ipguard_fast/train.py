@@ -93,16 +93,15 @@ def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed
 
     ``recipe.loss="kd"`` distils from ``teacher``'s logits: KL(teacher || student) at
     the recipe's temperature, scaled by T^2 as in Hinton et al. so gradient magnitudes
-    do not shrink with T. The teacher runs in eval mode without gradients and its mode
-    is restored afterwards. ``perturb`` replaces each batch's images before the step
-    (adversarial training). ``on_epoch(epoch, model)`` runs after each epoch; when it
+    do not shrink with T. The teacher runs in eval mode without gradients on its own device
+    (it is not moved) and its mode is restored afterwards. ``perturb`` replaces each batch's
+    images before the step (adversarial training). ``on_epoch(epoch, model)`` runs after each epoch; when it
     returns True, training stops there.
     """
     _check_args(model, dataset, recipe, teacher)
     device = torch.device(device)
     model.to(device)
-    if teacher is not None:
-        teacher.to(device)
+    teacher_device = module_device(teacher) if teacher is not None else None   # the caller's: never moved
     all_params = list(model.parameters())
     trainable = _select_params(all_params, params)
     opt = _optimizer(recipe.optimizer, trainable, recipe.lr, recipe.weight_decay, recipe.momentum)
@@ -122,7 +121,7 @@ def train_model(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, *, seed
         if recipe.loss == "soft":
             return distillation_loss(logits, y.to(device).float(), recipe.temperature)
         with torch.no_grad():
-            target = teacher(x).float()
+            target = teacher(x.to(teacher_device)).float().to(device)
         return distillation_loss(logits, target, recipe.temperature)
 
     teacher_mode = eval_mode(teacher) if teacher is not None else contextlib.nullcontext()

@@ -125,3 +125,23 @@ def test_a_move_that_fails_part_way_leaves_the_model_where_it_was():
         with _on_device(model, torch.device("meta")):
             pass
     assert _same(_placement(model), before)
+
+
+def test_distillation_never_moves_the_callers_teacher():
+    # train_classifier(loss="kd", teacher=..., device="cuda") left a CPU teacher on the GPU:
+    # the caller's next teacher(images) failed. The teacher now runs where it is.
+    from ipguard_fast.train import train_classifier
+
+    moves = []
+
+    class Teacher(nn.Sequential):
+        def _apply(self, fn, recurse=True):
+            moves.append(fn)
+            return super()._apply(fn, recurse)
+
+    teacher = seeded(lambda: Teacher(nn.Flatten(), nn.Linear(64, 10)), 0).train()
+    student = seeded(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 1)
+    before = [t.detach().clone() for t in teacher.parameters()]
+    train_classifier(student, _data(), epochs=1, loss="kd", teacher=teacher)
+    assert moves == [] and teacher.training
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), before))

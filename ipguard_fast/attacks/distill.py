@@ -48,13 +48,12 @@ def distill(owner: nn.Module, train_set: Dataset, factory: Callable[[], nn.Modul
 def _build(ctx: AttackContext, s: Distill) -> list[nn.Module]:
     # A private teacher copy: training only reads it, but this way even its train/eval
     # flag and device stay untouched on the caller's owner.
-    teacher = copy.deepcopy(ctx.owner).eval()
+    teacher = copy.deepcopy(ctx.owner).eval().to(ctx.device)
     student = seeded(factory_for(s.student, ctx), ctx.seed)
     common = dict(epochs=s.epochs, lr=s.lr, seed=ctx.seed, batch_size=ctx.batch_size, device=ctx.device)
     if s.precompute_teacher and isinstance(ctx.data, TensorDataset):
         images = ctx.data.tensors[0]
         with torch.no_grad():
-            teacher.to(ctx.device)
             logits = torch.cat([teacher(images[i:i + 512].to(ctx.device)).float().cpu()
                                 for i in range(0, len(images), 512)])
         return [train_classifier(student, TensorDataset(images, logits), loss="soft", **common)]
