@@ -98,6 +98,16 @@ def test_protect_offers_the_held_out_mistakes_beside_the_boundary_points(owner, 
         assert torch.equal(both.images, plain.images)
 
 
+def test_a_k_the_search_found_nothing_at_is_not_offered(owner, small, held_out, given):
+    """At k = 50 no boundary point is kept; the mistakes alone fill the selection (it used to
+    fail with "positive_rates: contains NaN", the 0/0 rates of an empty configuration)."""
+    result = ig.protect(owner, small, n=6, k=[50.0], pool_factor=2, progress=False, references=given, refine=False,
+                        held_out_data=held_out, extract_options={"max_steps": 20})
+    names = [c["name"] for c in result.meta["protect"]["candidates"] if ", w=" not in c["name"]]
+    assert names == ["k=50 + mistakes"] and len(result) == 6
+    assert bool((result.labels != result.source_labels).all())
+
+
 def test_held_out_data_is_checked_before_any_work(owner, small, given, monkeypatch):
     protect_module = importlib.import_module("ipguard_fast.selection.protect")   # the package names the function so
 

@@ -192,9 +192,10 @@ def _candidates(pool: FingerprintSet, ks: list[float], inits: list[str], singles
             name, columns = pools[-1][:2]
             pools.append((f"{name} + mistakes", torch.cat([columns, torch.nonzero(point_start == -1).flatten()]),
                           start, meta_init))
+    # A k at which the search kept no point offers nothing to select (its rates would be 0/0).
     return [Candidate(name if w == 1.0 else f"{name}, w={w:g}", columns, negative_weight=w, init=start,
                       init_meta=meta_init, mistakes=name.endswith(" + mistakes"))
-            for name, columns, start, meta_init in pools for w in NEGATIVE_WEIGHTS]
+            for name, columns, start, meta_init in pools if len(columns) for w in NEGATIVE_WEIGHTS]
 
 
 def _start_kind(recorded: str) -> str:
