@@ -8,6 +8,7 @@
 // (NaN row, never an out-of-bounds read) inside the CUDA kernel.
 #pragma once
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -78,6 +79,17 @@ inline void check_adam_args(const at::Tensor& x, const at::Tensor& grad,
                     x.device());
   TORCH_CHECK_VALUE(active.device() == x.device(), "active: on ", active.device(),
                     " but x on ", x.device());
+  // The op writes these: an alias would make the kernels read what they just wrote.
+  // x, exp_avg and exp_avg_sq are dense (checked above), so the status is exact.
+  const auto share = [](const at::Tensor& a, const at::Tensor& b) {
+    const auto s = at::get_overlap_status(a, b);
+    return s == at::MemOverlapStatus::Full || s == at::MemOverlapStatus::Partial;
+  };
+  TORCH_CHECK_VALUE(!share(exp_avg, x), "exp_avg: must not share memory with x");
+  TORCH_CHECK_VALUE(!share(exp_avg_sq, x), "exp_avg_sq: must not share memory with x");
+  TORCH_CHECK_VALUE(!share(exp_avg_sq, exp_avg), "exp_avg_sq: must not share memory with exp_avg");
+  TORCH_CHECK_VALUE(at::has_internal_overlap(step) != at::MemOverlap::Yes,
+                    "step: elements share memory (an expanded tensor?); pass a tensor of its own");
   TORCH_CHECK_VALUE(std::isfinite(lr) && lr >= 0, "lr: must be finite and >= 0, got ", lr);
   TORCH_CHECK_VALUE(beta1 >= 0 && beta1 < 1, "beta1: must be in [0, 1), got ", beta1);
   TORCH_CHECK_VALUE(beta2 >= 0 && beta2 < 1, "beta2: must be in [0, 1), got ", beta2);

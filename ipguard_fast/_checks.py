@@ -24,6 +24,28 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
+def _share_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two dense tensors (each one block of memory) share any byte."""
+    if a.numel() == 0 or b.numel() == 0 or a.device.type == "meta":
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    a0, b0 = a.data_ptr(), b.data_ptr()
+    return a0 < b0 + b.numel() * b.element_size() and b0 < a0 + a.numel() * a.element_size()
+
+
+def _check_no_aliasing(x, exp_avg, exp_avg_sq, step) -> None:
+    """The op writes x, exp_avg, exp_avg_sq and step: none may share memory (read at run time)."""
+    if torch.compiler.is_compiling():
+        return
+    for name, t, other_name, other in (("exp_avg", exp_avg, "x", x), ("exp_avg_sq", exp_avg_sq, "x", x),
+                                       ("exp_avg_sq", exp_avg_sq, "exp_avg", exp_avg)):
+        if _share_memory(t, other):
+            raise ValueError(f"{name}: must not share memory with {other_name}")
+    if step.device.type != "meta" and torch._debug_has_internal_overlap(step) == 1:
+        raise ValueError("step: elements share memory (an expanded tensor?); pass a tensor of its own")
+
+
 def _tensor(name: str, value) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
@@ -99,6 +121,7 @@ def adam_args(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps,
     for name, t in (("step", step), ("active", active)):
         if t.device != x.device:
             raise ValueError(f"{name}: on {t.device} but x on {x.device}")
+    _check_no_aliasing(x, exp_avg, exp_avg_sq, step)
     lr = _finite("lr", lr)
     if lr < 0:
         raise ValueError(f"lr: must be >= 0, got {lr}")
