@@ -94,6 +94,8 @@ inline void check_adam_args(const at::Tensor& x, const at::Tensor& grad,
   TORCH_CHECK_VALUE(beta1 >= 0 && beta1 < 1, "beta1: must be in [0, 1), got ", beta1);
   TORCH_CHECK_VALUE(beta2 >= 0 && beta2 < 1, "beta2: must be in [0, 1), got ", beta2);
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, "eps: must be finite and > 0, got ", eps);
+  TORCH_CHECK_VALUE(static_cast<float>(eps) > 0, "eps: ", eps,
+                    " is 0 in float32 (the kernels' type); need at least 1.4e-45");
   TORCH_CHECK_VALUE(!std::isnan(lo) && !std::isnan(hi) && lo <= hi,
                     "lo, hi: need lo <= hi, got lo = ", lo, ", hi = ", hi);
 }

@@ -12,15 +12,29 @@ import math
 import torch
 
 LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _number(name: str, value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {value!r}") from None
 
 
 def _finite(name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    value = _number(name, value)
     if not math.isfinite(value):
         raise ValueError(f"{name}: must be finite, got {value}")
+    return value
+
+
+def _float32_bound(name: str, value) -> float:
+    """lo or hi as the kernels use it, cast to float32: beyond its range, +-inf (which
+    torch.clamp takes, where it refuses a float its float32 input cannot hold)."""
+    value = _number(name, value)
+    if abs(value) > FLOAT32_MAX:
+        return math.copysign(math.inf if abs(value) >= FLOAT32_MAX + 2.0 ** 103 else FLOAT32_MAX, value)
     return value
 
 
@@ -132,7 +146,9 @@ def adam_args(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps,
     eps = _finite("eps", eps)
     if eps <= 0:
         raise ValueError(f"eps: must be > 0, got {eps}")
-    lo, hi = float(lo), float(hi)
+    if eps <= 2.0 ** -150:  # float32 rounds it to 0: a zero gradient would divide 0 by 0
+        raise ValueError(f"eps: {eps} is 0 in float32 (the kernels' type); need at least 1.4e-45")
+    lo, hi = _float32_bound("lo", lo), _float32_bound("hi", hi)
     if math.isnan(lo) or math.isnan(hi) or lo > hi:
         raise ValueError(f"lo, hi: need lo <= hi, got lo = {lo}, hi = {hi}")
     return lr, beta1, beta2, eps, lo, hi

@@ -78,3 +78,45 @@ def test_step_accepts_disjoint_views_of_one_buffer(impl):
     s["grad"] = torch.ones(3, 4)
     call(impl, s)
     assert torch.equal(s["step"], torch.ones(3, dtype=torch.long)) and base[:6].ne(0).all()
+
+
+@pytest.mark.parametrize("impl", STEP_IMPLS)
+@pytest.mark.parametrize("name,value", [("lo", "low"), ("lo", None), ("hi", torch.ones(2)), ("hi", [1.0])])
+def test_step_bounds_not_numbers_name_the_argument(impl, name, value):
+    if impl is compiled_step:
+        pytest.skip("the schema's float arguments refuse these before any check")
+    with pytest.raises(ValueError, match=f"^{name}: expected a number"):
+        call(impl, step_state(), **{name: value})
+
+
+@pytest.mark.parametrize("impl", STEP_IMPLS)
+@pytest.mark.parametrize("lo,hi", [(-1e39, 1e39), (-1e300, 0.5), (0.25, 3.5e38), (float("-inf"), float("inf"))])
+def test_step_bounds_beyond_float32_act_as_the_kernels_cast_them(impl, lo, hi):
+    # The kernels cast lo and hi to float32 (1e39 -> inf); the reference refused such
+    # bounds with torch.clamp's RuntimeError while the compiled op accepted them.
+    s = step_state()
+    s["grad"] = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    expected = step_state()
+    expected["grad"] = s["grad"].clone()
+    call(impl, s, lo=lo, hi=hi)
+    f32 = torch.tensor([lo, hi], dtype=torch.float64).float().tolist()
+    call(reference.boundary_adam_step_, expected, lo=f32[0], hi=f32[1])
+    assert all(torch.equal(s[k], expected[k]) for k in s)
+
+
+@pytest.mark.parametrize("impl", STEP_IMPLS)
+@pytest.mark.parametrize("eps", [1e-50, 2.0 ** -150])
+def test_step_refuses_eps_that_is_zero_in_float32(impl, eps):
+    # eps passed the "> 0" check, became 0 in float32, and an element with a zero
+    # gradient (zero moments) came out NaN: 0 / (0 + 0).
+    s = step_state()
+    with pytest.raises(ValueError, match="^eps:"):
+        call(impl, s, eps=eps)
+    assert not s["x"].isnan().any()
+
+
+@pytest.mark.parametrize("impl", STEP_IMPLS)
+def test_step_takes_the_smallest_float32_eps(impl):
+    s = step_state()
+    call(impl, s, eps=1.5e-45)
+    assert not s["x"].isnan().any()
