@@ -18,6 +18,10 @@ def _logit_gap_loss(logits: torch.Tensor, i: torch.Tensor, j: torch.Tensor, k: f
     B, C = g.shape
     if B == 0:
         return g.new_empty(0), torch.empty_like(logits, memory_format=torch.contiguous_format)
+    # Labels outside [0, C) or i == j (possible only with check=False) make a NaN row, as
+    # in the CUDA kernel: never an out-of-range gather (a device-side assert on CUDA).
+    labels_ok = (i >= 0) & (i < C) & (j >= 0) & (j < C) & (i != j)
+    i, j = torch.where(labels_ok, i, 0), torch.where(labels_ok, j, 1)
     i_col, j_col = i[:, None], j[:, None]
     g_i = g.gather(1, i_col).squeeze(1)
     g_j = g.gather(1, j_col).squeeze(1)
@@ -38,7 +42,7 @@ def _logit_gap_loss(logits: torch.Tensor, i: torch.Tensor, j: torch.Tensor, k: f
     grad.scatter_add_(1, j_col, -a1[:, None])
     if C > 2:
         grad.scatter_add_(1, t_star[:, None], a2[:, None])
-    finite = torch.isfinite(g).all(dim=1)
+    finite = torch.isfinite(g).all(dim=1) & labels_ok
     loss = torch.where(finite, loss, float("nan"))
     grad = torch.where(finite[:, None], grad, 0.0)
     return loss, grad.to(logits.dtype)
@@ -50,7 +54,8 @@ def logit_gap_loss(logits: torch.Tensor, i: torch.Tensor, j: torch.Tensor, k: fl
     loss = relu(g_i - g_j + k) + relu(g_t* - g_i), t* = argmax over t not in {i, j}
     (lowest index on ties; no second term when C == 2). Returns (loss [B] float32,
     or float64 for float64 logits; grad [B, C] in the logits' dtype, contiguous).
-    A row with any non-finite logit gets loss NaN and a zero gradient row.
+    A row with any non-finite logit gets loss NaN and a zero gradient row; so does a
+    row with bad labels (outside [0, C), or i == j) when check=False lets them in.
     """
     k = _checks.logit_gap_args(logits, i, j, k, check_values=check)
     return _logit_gap_loss(logits, i, j, k)

@@ -120,3 +120,19 @@ def test_step_takes_the_smallest_float32_eps(impl):
     s = step_state()
     call(impl, s, eps=1.5e-45)
     assert not s["x"].isnan().any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_reference_unchecked_bad_labels_give_nan_rows(dtype):
+    # check=False skips the label checks; the kernels then never read out of bounds and a
+    # bad row is NaN with a zero gradient (CUDA). The reference raised torch's index
+    # error (a device-side assert on CUDA) or, for i == j, returned a finite loss.
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(5, 4, generator=gen).to(dtype)
+    i = torch.tensor([0, -1, 4, 2, 3])
+    j = torch.tensor([1, 2, 0, 2, 1])
+    loss, grad = reference.logit_gap_loss(logits, i, j, 1.0, check=False)
+    assert loss[1:4].isnan().all() and not grad[1:4].any()
+    good = [0, 4]
+    want_loss, want_grad = reference.logit_gap_loss(logits[good], i[good], j[good], 1.0)
+    assert torch.equal(loss[good], want_loss) and torch.equal(grad[good], want_grad)
