@@ -118,6 +118,10 @@ def adam_args(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps,
             raise ValueError(f"{name}: expected float32, got {t.dtype}")
         if t.device != x.device:
             raise ValueError(f"{name}: on {t.device} but x on {x.device}")
+    if torch.is_grad_enabled():  # an in-place update autograd cannot follow (the kernels have none)
+        for name, t in (("x", x), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+            if t.requires_grad:
+                raise ValueError(f"{name}: requires grad; run the step under torch.no_grad()")
     if not _batch_major_dense(x):
         raise ValueError("x: must be dense with the batch as its outermost dimension (contiguous or channels_last)")
     for name, t in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):

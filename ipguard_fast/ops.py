@@ -81,6 +81,10 @@ def boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active, lr=0.01, bet
         x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi)
     torch.ops.ipguard.boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active,
                                           lr, beta1, beta2, eps, lo, hi)
+    if not torch.compiler.is_compiling():
+        # The kernels write through data pointers: tell autograd, as the reference's
+        # copy_ does, so that a graph that saved one of these tensors fails loudly.
+        torch.autograd.graph.increment_version((x, exp_avg, exp_avg_sq, step))
 
 
 def cpu_capability() -> str | None:

@@ -136,3 +136,33 @@ def test_reference_unchecked_bad_labels_give_nan_rows(dtype):
     good = [0, 4]
     want_loss, want_grad = reference.logit_gap_loss(logits[good], i[good], j[good], 1.0)
     assert torch.equal(loss[good], want_loss) and torch.equal(grad[good], want_grad)
+
+
+@pytest.mark.parametrize("impl", [reference.boundary_adam_step_, ops.boundary_adam_step_])
+def test_step_is_visible_to_autograd(impl):
+    # The compiled kernels wrote x without bumping its version counter, so a backward
+    # through a graph that had saved x ran on the new values without a word.
+    w = torch.rand(3, 4, requires_grad=True)
+    s = step_state()
+    s["grad"] = torch.ones(3, 4)
+    versions = [s[k]._version for k in ("x", "exp_avg", "exp_avg_sq", "step")]
+    y = (w * s["x"]).sum()
+    with torch.no_grad():
+        call(impl, s)
+    assert all(s[k]._version > v for k, v in zip(("x", "exp_avg", "exp_avg_sq", "step"), versions))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
+@pytest.mark.parametrize("impl", [reference.boundary_adam_step_, ops.boundary_adam_step_])
+@pytest.mark.parametrize("name", ["x", "exp_avg", "exp_avg_sq"])
+def test_step_refuses_tensors_that_require_grad(impl, name):
+    # The reference failed on a leaf that requires grad (torch's RuntimeError), the compiled
+    # op changed it in place; under torch.no_grad() both take it.
+    s = step_state()
+    s[name] = s[name].clone().requires_grad_()
+    with pytest.raises(ValueError, match=f"^{name}: requires grad"):
+        call(impl, s)
+    with torch.no_grad():
+        call(impl, s)
+    assert s["step"].eq(1).all()
