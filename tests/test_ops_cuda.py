@@ -175,3 +175,19 @@ def test_unchecked_bad_labels_give_nan_rows_not_faults():
     loss, grad = ops.logit_gap_loss(logits.t().contiguous().t(), i, j, 1.0, check=False)
     torch.cuda.synchronize()
     assert torch.isfinite(loss[0]) and torch.isnan(loss[1:]).all() and not grad[1:].any()
+
+
+def test_strided_step_counts_as_on_cpu():
+    # A step that is a view (every other element) was refused on CUDA only ("step: must
+    # be contiguous on CUDA"); the CPU kernel and the reference take it (audit h3).
+    state, gen = adam_case((4, 3, 5, 5), seed=3)
+    grad = torch.randn(4, 3, 5, 5, generator=gen)
+    active = torch.tensor([True, False, True, True])
+    wide = torch.zeros(8, dtype=torch.long)
+    wide[::2] = state["step"]
+    gpu = {k: v.cuda() for k, v in state.items()}
+    gpu_wide = wide.cuda()
+    reference.boundary_adam_step_(state["x"], grad, state["exp_avg"], state["exp_avg_sq"], state["step"], active, 0.1)
+    ops.boundary_adam_step_(gpu["x"], grad.cuda(), gpu["exp_avg"], gpu["exp_avg_sq"], gpu_wide[::2], active.cuda(), 0.1)
+    assert torch.equal(gpu_wide[::2].cpu(), state["step"]) and not gpu_wide[1::2].any()
+    torch.testing.assert_close(gpu["x"].cpu(), state["x"], rtol=2e-6, atol=1e-7)

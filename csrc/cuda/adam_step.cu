@@ -99,17 +99,19 @@ void boundary_adam_step_cuda(at::Tensor& x, const at::Tensor& grad, at::Tensor& 
   check_adam_args(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi);
   const c10::cuda::CUDAGuard guard(x.device());
   if (x.size(0) == 0) return;
-  TORCH_CHECK_VALUE(step.is_contiguous(), "step: must be contiguous on CUDA");
+  // A strided step (a view) is counted in a contiguous copy and written back, as on the CPU.
+  at::Tensor step_c = step.contiguous();
   const at::Tensor g = grad.strides() == x.strides() ? grad : at::empty_like(x).copy_(grad);
   const at::Tensor active_c = active.contiguous();
   const AdamConstants c{static_cast<float>(1.0 - beta1), static_cast<float>(beta2),
                         static_cast<float>(1.0 - beta2), static_cast<float>(eps),
                         static_cast<float>(lo), static_cast<float>(hi)};
   if (step.scalar_type() == at::kLong) {
-    launch_adam<int64_t>(x, g, exp_avg, exp_avg_sq, step, active_c, lr, beta1, beta2, c);
+    launch_adam<int64_t>(x, g, exp_avg, exp_avg_sq, step_c, active_c, lr, beta1, beta2, c);
   } else {
-    launch_adam<int32_t>(x, g, exp_avg, exp_avg_sq, step, active_c, lr, beta1, beta2, c);
+    launch_adam<int32_t>(x, g, exp_avg, exp_avg_sq, step_c, active_c, lr, beta1, beta2, c);
   }
+  if (!step_c.is_same(step)) step.copy_(step_c);
 }
 
 }  // namespace
