@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 FLOAT32_MAX = torch.finfo(torch.float32).max
@@ -39,12 +40,16 @@ def _float32_bound(name: str, value) -> float:
 
 
 def _share_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether two dense tensors (each one block of memory) share any byte."""
-    if a.numel() == 0 or b.numel() == 0 or a.device.type == "meta":
+    """Whether two dense tensors (each one block of memory) share any byte; False for
+    tensors without memory to compare (meta, fake or functional ones, while tracing)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device.type == "meta" or is_fake(a) or is_fake(b):
         return False
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+    try:
+        if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+            return False
+        a0, b0 = a.data_ptr(), b.data_ptr()
+    except RuntimeError:  # "Cannot access data pointer of Tensor (e.g. FakeTensor, FunctionalTensor)"
         return False
-    a0, b0 = a.data_ptr(), b.data_ptr()
     return a0 < b0 + b.numel() * b.element_size() and b0 < a0 + a.numel() * a.element_size()
 
 

@@ -166,3 +166,27 @@ def test_step_refuses_tensors_that_require_grad(impl, name):
     with torch.no_grad():
         call(impl, s)
     assert s["step"].eq(1).all()
+
+
+@pytest.mark.parametrize("mode", ["fake", "symbolic"])
+def test_step_traces_with_make_fx(mode):
+    # The aliasing check reads data pointers: fake tensors have none to compare (all 0,
+    # which read as shared memory), so tracing must skip it, and still call the op.
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def step(x, grad, m, v, s, a):
+        ops.boundary_adam_step_(x, grad, m, v, s, a, 0.1)
+        return x
+
+    s = step_state()
+    graph = make_fx(step, tracing_mode=mode)(*s.values())
+    if ops.cpu_capability() is not None:  # the compiled op (the reference traces as aten ops)
+        assert "boundary_adam_step" in graph.code
+
+
+def test_step_under_fake_tensor_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        s = {k: mode.from_tensor(v) for k, v in step_state().items()}
+        call(ops.boundary_adam_step_, s)
