@@ -9,6 +9,7 @@ header's length, so a cap refuses such a file at once.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def check_writable_output(name: str, out: str | os.PathLike[str], inputs=()) -> 
             continue
         other = Path(os.fspath(given))
         same = other.exists() and path.exists() and os.path.samefile(path, other)
-        if same or path.resolve() == other.resolve():
+        if same or os.path.realpath(path) == os.path.realpath(other):   # realpath: no error on a link loop
             raise ArgumentError(name, f"{path} is also an input ({os.fspath(given)}); writing it would destroy it")
     if path.is_dir():
         raise ArgumentError(name, f"{path} is a folder; give a file name")
@@ -87,6 +88,11 @@ def _utf8_path(name: str, out) -> Path:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ArgumentError(name, f"the file name {text!r} is not valid UTF-8 and could not be read back") from None
+    try:
+        os.stat(text)
+    except OSError as exc:   # a loop of symbolic links reads as missing to Path.exists(), so it would pass
+        if exc.errno == errno.ELOOP:
+            raise ArgumentError(name, f"{text} is a loop of symbolic links") from None
     return Path(text)
 
 

@@ -1,0 +1,62 @@
+"""Bad command lines found by an audit of the CLI's error contract: each is refused with exit
+2 and one line naming the option, before any work, leaving nothing behind."""
+import os
+import time
+
+import pytest
+import torch
+from conftest import half_matching_fingerprints
+from torch import nn
+
+from ipguard_fast.cli import main
+from ipguard_fast.io import save_torchscript
+
+FACTORY = "ipguard_fast.models:DigitsCNN"
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("audit_cli")
+    model = save_torchscript(tiny_model(), torch.rand(2, 1, 8, 8), folder / "model.pt")
+    fps = half_matching_fingerprints(tiny_model(), 10).save(folder / "fp.safetensors")
+    os.symlink(folder / "loop_b", folder / "loop_a")
+    os.symlink(folder / "loop_a", folder / "loop_b")
+    return {"model": str(model), "fp": str(fps), "loop": str(folder / "loop_a"), "dir": folder}
+
+
+def refused(argv, capsys, option, tmp_path, monkeypatch):
+    """Exit 2, one line naming `option`, within seconds, nothing written in the working folder."""
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err, err
+    assert f"error: {option}" in err, err
+    assert time.monotonic() - start < 30, "refused only after work started"
+    assert list(tmp_path.iterdir()) == []
+    return err
+
+
+@pytest.mark.parametrize("command", ["extract", "export", "protect", "evaluate", "demo"])
+def test_an_output_that_is_a_symlink_loop_is_bad_input(command, files, capsys, tmp_path, monkeypatch):
+    loop = files["loop"]
+    argv = {"extract": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1", "--out", loop],
+            "export": ["export", "--model", files["model"], "--input-shape", "1,8,8", "--out", loop],
+            "protect": ["protect", "--model", FACTORY, "--data", "digits", "--out", loop],
+            "evaluate": ["evaluate", "--model", FACTORY, "--out", loop],
+            "demo": ["demo", "--out", loop]}[command]
+    err = refused(argv, capsys, "--out: ", tmp_path, monkeypatch)
+    assert "loop of symbolic links" in err
+
+
+@pytest.mark.parametrize("command", ["extract", "export"])
+def test_a_model_that_is_a_symlink_loop_is_bad_input(command, files, capsys, tmp_path, monkeypatch):
+    out = str(tmp_path / "o.out")
+    argv = {"extract": ["extract", "--model", files["loop"], "--input-shape", "1,8,8", "--k", "1", "--out", out],
+            "export": ["export", "--model", files["loop"], "--input-shape", "1,8,8", "--out", out]}[command]
+    refused(argv, capsys, "", tmp_path, monkeypatch)
