@@ -60,3 +60,20 @@ def test_a_model_that_is_a_symlink_loop_is_bad_input(command, files, capsys, tmp
     argv = {"extract": ["extract", "--model", files["loop"], "--input-shape", "1,8,8", "--k", "1", "--out", out],
             "export": ["export", "--model", files["loop"], "--input-shape", "1,8,8", "--out", out]}[command]
     refused(argv, capsys, "", tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("command, extra, option", [
+    ("evaluate", ["--methods", "bogus"], "--methods: "),
+    ("evaluate", ["--methods", ""], "--methods: "),
+    ("evaluate", ["--methods", "ipguard,mistakes", "--data", "mnist:/nonexistent"], "--methods: "),
+    ("evaluate", ["--methods", "ipguard,selected", "--pool-factor", "0"], "--pool-factor: "),
+    ("evaluate", ["--methods", "ipguard,selected", "--replicas", "0"], "--replicas: "),
+    ("evaluate", ["--methods", "selected", "--cache", "FILE"], "--cache: "),
+    ("demo", ["--pool-factor", "0"], "--pool-factor: "),
+    ("demo", ["--replicas", "0"], "--replicas: "),
+])
+def test_evaluate_and_demo_check_the_selection_settings_before_training(command, extra, option, files, capsys,
+                                                                         tmp_path, monkeypatch):
+    extra = [files["model"] if part == "FILE" else part for part in extra]
+    argv = {"evaluate": ["evaluate", "--model", FACTORY, "--out", "e"], "demo": ["demo", "--out", "d"]}[command]
+    refused(argv + extra, capsys, option, tmp_path, monkeypatch)

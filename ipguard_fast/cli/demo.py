@@ -39,11 +39,12 @@ def check_arguments(args):
     from ..data import digits_input_shape
     from ..evaluation import make_bed
     from ..models import DigitsMLP
+    from ..selection import ProtectConfig
 
     positive_int("-n", args.n)
-    budget_arg(args)
-    significance_arg(args)
-    refine_arg(args)
+    with named_as_options({"pool_factor": "--pool-factor", "replicas": "--replicas"}):   # as protect() takes them
+        ProtectConfig(n=args.n, pool_factor=args.pool_factor, replicas=args.replicas, refine=refine_arg(args),
+                      budget=budget_arg(args), threshold_significance=significance_arg(args))
     check_margins("--k", args.k)
     check_output_folder("--out", args.out)
     if args.threads is not None:

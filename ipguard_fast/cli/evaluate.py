@@ -64,14 +64,29 @@ def run(args) -> int:
     check_output_folder("--out", args.out)   # everything before minutes of training
     check_margins("--k", args.k)
     positive_int("-n", args.n)
-    budget_arg(args)   # a bad --budget, --threshold-significance, --positive-focus or --negative-cap before training
-    significance_arg(args)
-    refine_arg(args)
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
+        _check_settings(args)
     negatives = load_negative_models(args.negatives)
     with DistributedRun("cpu") as ranks:
         return _run(args, ranks, negatives)
+
+
+def _check_settings(args) -> None:
+    """--methods, --pool-factor, --replicas, --budget, --threshold-significance, the refinement's
+    options and the selected method's --cache, as evaluate() takes them, before minutes of training."""
+    from ..evaluation import EvaluationConfig
+    from ..selection import ProtectConfig
+    from ..selection.cache import check_cache_dir
+
+    methods = tuple(filter(None, args.methods.split(",")))
+    protect = ProtectConfig(n=args.n, pool_factor=args.pool_factor, replicas=args.replicas, refine=refine_arg(args),
+                            budget=budget_arg(args), threshold_significance=significance_arg(args))
+    EvaluationConfig(ks=args.k, n=args.n, methods=methods, protect=protect)
+    if "mistakes" in methods and not (args.test_data or args.data == "digits"):
+        raise ValueError("--methods: mistakes takes the owner's mistakes on held-out data: give --test-data")
+    if "selected" in methods:
+        check_cache_dir(args.cache or f"{args.out}/references")
 
 
 def _run(args, ranks, negatives) -> int:
@@ -117,4 +132,4 @@ def _run(args, ranks, negatives) -> int:
 # the library's argument names -> the options that set them
 _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
             "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
-            "replicas": "--replicas", "held_out_data": "--test-data"}
+            "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache"}
