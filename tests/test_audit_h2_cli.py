@@ -77,3 +77,14 @@ def test_evaluate_and_demo_check_the_selection_settings_before_training(command,
     extra = [files["model"] if part == "FILE" else part for part in extra]
     argv = {"evaluate": ["evaluate", "--model", FACTORY, "--out", "e"], "demo": ["demo", "--out", "d"]}[command]
     refused(argv + extra, capsys, option, tmp_path, monkeypatch)
+
+
+def test_protect_refuses_an_out_that_is_its_cache_key(capsys, tmp_path, monkeypatch):
+    # the key file would be made at OUT, then replaced by the fingerprints: the cache's key lost
+    refused(["protect", "--model", FACTORY, "--data", "digits", "--cache-key", "f.safetensors",
+             "--out", "f.safetensors"], capsys, "--out: ", tmp_path, monkeypatch)
+
+
+def test_verify_refuses_a_progress_key_that_is_the_progress_file(files, capsys, tmp_path, monkeypatch):
+    refused(["verify", "--fingerprints", files["fp"], "--endpoint", "http://127.0.0.1:1/", "--retries", "0",
+             "--progress", "p", "--progress-key", "p"], capsys, "--progress-key: ", tmp_path, monkeypatch)

@@ -91,7 +91,8 @@ def run(args) -> int:
 
     start = time.perf_counter()
     if not args.dry_run:
-        check_writable_output("--out", args.out, [args.model, args.weights, args.data, args.held_out_data])
+        check_writable_output("--out", args.out, [args.model, args.weights, args.data, args.held_out_data,
+                                                  args.cache_key])
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
     with named_as_options(_OPTIONS):   # the cache and its key before any work

@@ -72,6 +72,8 @@ class ProgressFile:
     def __init__(self, path, fingerprints: FingerprintSet, batch_size: int, url: str,
                  key_file: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path)
+        if key_file is not None and os.path.realpath(key_file) == os.path.realpath(path):  # before it is made
+            raise ArgumentError("key_file", f"{os.fspath(key_file)} is the progress file itself; give another file")
         self.key = progress_key(key_file)
         self.digest = fingerprints_digest(fingerprints)
         self.n, self.batch_size = len(fingerprints), batch_size
