@@ -88,3 +88,26 @@ def test_protect_refuses_an_out_that_is_its_cache_key(capsys, tmp_path, monkeypa
 def test_verify_refuses_a_progress_key_that_is_the_progress_file(files, capsys, tmp_path, monkeypatch):
     refused(["verify", "--fingerprints", files["fp"], "--endpoint", "http://127.0.0.1:1/", "--retries", "0",
              "--progress", "p", "--progress-key", "p"], capsys, "--progress-key: ", tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("command", ["verify", "serve", "extract"])
+@pytest.mark.parametrize("extra, option", [(["--timeout", "1e10"], "--timeout: "),
+                                           (["--memory-limit", "1e300"], "--memory-limit: "),
+                                           (["--memory-limit", "1e10"], "--memory-limit: ")])
+def test_worker_limits_too_large_to_keep_are_bad_input(command, extra, option, files, capsys, tmp_path, monkeypatch):
+    # were an OverflowError (exit 1), or blamed on the model file ("SuspectFailed ... cannot confine")
+    argv = {"verify": ["verify", "--fingerprints", files["fp"], "--model", files["model"]],
+            "serve": ["serve", "--model", files["model"], "--input-shape", "1,8,8", "--port", "0"],
+            "extract": ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1", "-n", "2",
+                        "--no-progress", "--out", str(files["dir"] / "limits.safetensors")]}[command]
+    refused(argv + extra, capsys, option, tmp_path, monkeypatch)
+    assert not (files["dir"] / "limits.safetensors").exists()
+
+
+def test_isolation_refuses_limits_it_cannot_keep():
+    from ipguard_fast.io import Isolation
+
+    for kwargs, name in ((dict(timeout=1e10), "timeout"), (dict(memory_limit=2**63), "memory_limit"),
+                         (dict(cpu_time=2**63), "cpu_time")):
+        with pytest.raises(ValueError, match=f"^{name}: must be at most"):
+            Isolation(**kwargs)

@@ -207,8 +207,9 @@ def add_isolation_arguments(parser: argparse.ArgumentParser, timeout_help: str, 
 def isolation_from_args(args: argparse.Namespace, remote: bool = False):
     """The worker's limits from the options (None: --no-isolate, or ``remote``: no model file is
     run here), checked before any work."""
-    from .._validate import ArgumentError, finite_number
+    from .._validate import ArgumentError
     from ..io import Isolation
+    from ..io.sandbox.limits import memory_bytes
 
     if remote or args.no_isolate:
         misplaced = [option for option, given in (("--no-isolate", args.no_isolate and remote),
@@ -222,8 +223,7 @@ def isolation_from_args(args: argparse.Namespace, remote: bool = False):
     if args.timeout is not None:
         limits["timeout"] = args.timeout
     if args.memory_limit is not None:
-        limits["memory_limit"] = max(1, round(finite_number("--memory-limit", args.memory_limit, positive=True)
-                                              * 2**30))
+        limits["memory_limit"] = memory_bytes("--memory-limit", args.memory_limit)
     with named_as_options({"timeout": "--timeout", "memory_limit": "--memory-limit"}):
         return Isolation(**limits)
 

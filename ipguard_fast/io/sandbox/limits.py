@@ -25,11 +25,15 @@ from dataclasses import dataclass
 from ..._validate import ArgumentError, finite_number, positive_int
 from . import landlock
 
-__all__ = ["START_METHODS", "GiB", "Isolation", "confine"]
+__all__ = ["MAX_RLIMIT", "MAX_TIMEOUT", "START_METHODS", "GiB", "Isolation", "confine", "memory_bytes"]
 
 GiB = 1 << 30
 START_METHODS = ("auto", "fork", "exec")
 _MIN_OPEN_FILES = 16  # the interpreter, torch and the loader need a few at once
+# Above these a limit means "none", but cannot be kept: a socket timeout or wait overflows past
+# about 9.2e9 s, and an rlimit (what the worker has, plus memory_limit) is a signed 64-bit count.
+MAX_TIMEOUT = 1e9
+MAX_RLIMIT = 2**62
 _PR_SET_PDEATHSIG = 1
 
 
@@ -53,13 +57,23 @@ class Isolation:
     start: str = "auto"
 
     def __post_init__(self):
-        positive_int("memory_limit", self.memory_limit)
-        finite_number("timeout", self.timeout, positive=True)
-        positive_int("cpu_time", self.cpu_time)
+        for name in ("memory_limit", "cpu_time"):
+            if positive_int(name, getattr(self, name)) > MAX_RLIMIT:
+                raise ArgumentError(name, f"must be at most 2**62, got {getattr(self, name)!r}")
+        if finite_number("timeout", self.timeout, positive=True) > MAX_TIMEOUT:
+            raise ArgumentError("timeout", f"must be at most {MAX_TIMEOUT:g} seconds, got {self.timeout!r}")
         if positive_int("open_files", self.open_files) < _MIN_OPEN_FILES:
             raise ArgumentError("open_files", f"must be at least {_MIN_OPEN_FILES}, got {self.open_files}")
         if self.start not in START_METHODS:
             raise ArgumentError("start", f"must be one of {START_METHODS}, got {self.start!r}")
+
+
+def memory_bytes(name: str, gib) -> int:
+    """``gib`` GiB as a ``memory_limit`` in bytes (at least 1), refused beyond what an rlimit can keep."""
+    gib = finite_number(name, gib, positive=True)
+    if gib > MAX_RLIMIT / GiB:
+        raise ArgumentError(name, f"must be at most {MAX_RLIMIT // GiB} GiB, got {gib:g}")
+    return max(1, round(gib * GiB))
 
 
 def confine(isolation: Isolation, workdir: str, keep_fd: int, parent: int, address_space: bool = True) -> None:
