@@ -11,7 +11,10 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["ArgumentError", "finite_number", "image_shape", "non_negative_int", "positive_int", "probability"]
+__all__ = ["ArgumentError", "MAX_IMAGE_ELEMENTS", "finite_number", "image_shape", "non_negative_int", "positive_int",
+           "probability"]
+
+MAX_IMAGE_ELEMENTS = 2**40
 
 
 class ArgumentError(ValueError):
@@ -66,4 +69,7 @@ def image_shape(name: str, value: Any) -> tuple[int, ...]:
     shape = tuple(value)
     if not shape or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape):
         raise ArgumentError(name, f"expected a non-empty sequence of positive ints (no batch axis), got {value!r}")
+    if math.prod(shape) > MAX_IMAGE_ELEMENTS:   # a batch of them would overflow torch's 64-bit sizes
+        raise ArgumentError(name, f"{math.prod(shape)} values per image is more than any image has "
+                                  f"(at most 2**40), got {value!r}")
     return tuple(int(d) for d in shape)

@@ -111,3 +111,37 @@ def test_isolation_refuses_limits_it_cannot_keep():
                          (dict(cpu_time=2**63), "cpu_time")):
         with pytest.raises(ValueError, match=f"^{name}: must be at most"):
             Isolation(**kwargs)
+
+
+HUGE = "99999999999999999999999"
+
+
+@pytest.mark.parametrize("extra, option", [(["-n", HUGE], "-n: "), (["--max-steps", HUGE], "--max-steps: "),
+                                           (["--max-candidates", HUGE], "--max-candidates: "),
+                                           (["--input-shape", "1,8," + HUGE], "--input-shape: "),
+                                           (["--input-shape", "100000x100000x100000"], "--input-shape: ")])
+@pytest.mark.parametrize("isolate", [True, False])
+def test_extract_refuses_sizes_beyond_64_bits(extra, option, isolate, files, capsys, tmp_path, monkeypatch):
+    # were an OverflowError in the search (exit 1, blamed on the suspect model) or a C++ trace
+    argv = ["extract", "--model", files["model"], "--input-shape", "1,8,8", "--k", "1", "--no-progress",
+            "--out", str(files["dir"] / "sizes.safetensors"), *extra] + ([] if isolate else ["--no-isolate"])
+    err = refused(argv, capsys, option, tmp_path, monkeypatch)
+    assert len(err) < 400 and "frame #" not in err, err
+    assert not (files["dir"] / "sizes.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", ["export", "serve"])
+def test_export_and_serve_refuse_an_input_shape_beyond_64_bits(command, files, capsys, tmp_path, monkeypatch):
+    argv = {"export": ["export", "--model", files["model"], "--out", str(tmp_path / "m.onnx")],
+            "serve": ["serve", "--model", files["model"], "--port", "0"]}[command]
+    err = refused(argv + ["--input-shape", "1,8," + HUGE], capsys, "--input-shape: ", tmp_path, monkeypatch)
+    assert len(err) < 400 and "frame #" not in err, err
+
+
+def test_extract_config_refuses_counts_beyond_64_bits():
+    from ipguard_fast.search import ExtractConfig
+
+    for name in ("n", "max_steps", "max_candidates"):
+        with pytest.raises(ValueError, match=f"^{name}: must be at most 2\\*\\*62"):
+            ExtractConfig(k=1.0, input_shape=(1, 8, 8), **{"n": 1, name: 2**63})
+    assert ExtractConfig(n=2**62, k=1.0, input_shape=(1, 8, 8)).max_candidates == 2**62

@@ -20,7 +20,7 @@ import torch
 from .._errors import ran_out_of_memory
 from .._files import short_error
 from .._progress import progress_bar
-from .._validate import ArgumentError
+from .._validate import ArgumentError, image_shape
 from .._version import __version__
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import channels_last, frozen, module_device
@@ -219,6 +219,7 @@ def _on_device(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
 
 def probe_classifier(model, input_shape, device, num_classes=None):
     """One forward on two random inputs: checks input_shape and the output, returns C."""
+    input_shape = image_shape("input_shape", input_shape)
     x = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
     other = float32_mismatch(model)
     if other:   # the search feeds float32 pixels; such a model fails on them, and not for its input shape

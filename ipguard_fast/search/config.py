@@ -25,12 +25,20 @@ AMP_DTYPES = {None: None, "none": None, "bf16": torch.bfloat16, "bfloat16": torc
               "fp16": torch.float16, "float16": torch.float16}
 # batch_size="auto": the batch the search starts at on each device type, halved on out-of-memory.
 AUTO_BATCH_START = {"cpu": 256, "cuda": 4096}
+MAX_COUNT = 2**62   # n, max_steps, max_candidates: beyond it a step or candidate index overflows int64
 
 
 def _int(name: str, value: Any) -> int:
     """Any int, negative included (a seed); _validate has checks for positive and non-negative ones only."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ArgumentError(name, f"must be an int, got {value!r}")
+    return int(value)
+
+
+def _count(name: str, value: Any) -> int:
+    """A positive int that the search's 64-bit counters and candidate indices can hold."""
+    if positive_int(name, value) > MAX_COUNT:
+        raise ArgumentError(name, f"must be at most 2**62, got {value!r}")
     return int(value)
 
 
@@ -75,7 +83,7 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
-        put("n", positive_int("n", self.n))
+        put("n", _count("n", self.n))
         put("k", finite_number("k", self.k, minimum=0.0))
         put("input_shape", image_shape("input_shape", self.input_shape))
         if self.num_classes is not None:
@@ -84,9 +92,9 @@ class ExtractConfig:
                 raise ArgumentError("num_classes", f"must be at least 2, got {self.num_classes}")
         _choice("labels", self.labels, LABEL_MODES)
         put("lr", finite_number("lr", self.lr, positive=True))
-        put("max_steps", positive_int("max_steps", self.max_steps))
-        put("max_candidates", positive_int("max_candidates",
-                                           10 * self.n if self.max_candidates is None else self.max_candidates))
+        put("max_steps", _count("max_steps", self.max_steps))
+        put("max_candidates", _count("max_candidates", min(10 * self.n, MAX_COUNT) if self.max_candidates is None
+                                     else self.max_candidates))
         if self.batch_size != "auto":
             put("batch_size", positive_int("batch_size", self.batch_size))
         put("seed", _int("seed", self.seed))
