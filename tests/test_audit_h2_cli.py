@@ -145,3 +145,25 @@ def test_extract_config_refuses_counts_beyond_64_bits():
         with pytest.raises(ValueError, match=f"^{name}: must be at most 2\\*\\*62"):
             ExtractConfig(k=1.0, input_shape=(1, 8, 8), **{"n": 1, name: 2**63})
     assert ExtractConfig(n=2**62, k=1.0, input_shape=(1, 8, 8)).max_candidates == 2**62
+
+
+@pytest.mark.parametrize("extra, option", [
+    (["--progress", "p.json"], "--progress: "), (["--token", "secret"], "--token: "),
+    (["--token-env", "HOME"], "--token-env: "), (["--retries", "-3"], "--retries: "), (["--deadline", "nan"], "--deadline: "),
+    (["--device", "tpu", "--no-isolate"], "--device: "), (["--device", "cuda:99", "--no-isolate"], "--device: "),
+    (["--threshold", "2"], "--threshold: "), (["--batch-size", "0"], "--batch-size: "),
+    (["--threshold", "nan", "--no-isolate"], "--threshold: "),
+])
+def test_verify_names_the_option_and_refuses_endpoint_options_with_a_model(extra, option, files, capsys, tmp_path,
+                                                                          monkeypatch):
+    # the endpoint's options were ignored with --model (a --progress never written); a bad --device with
+    # --no-isolate was reported as the model file's fault; --threshold and --batch-size by their API names
+    refused(["verify", "--fingerprints", files["fp"], "--model", files["model"], *extra], capsys, option, tmp_path,
+            monkeypatch)
+
+
+def test_load_suspect_blames_a_missing_device_not_the_model_file(files):
+    from ipguard_fast.io import load_suspect
+
+    with pytest.raises(ValueError, match="^device: "):
+        load_suspect(files["model"], device="cuda:99")

@@ -10,6 +10,8 @@ from .common import (add_isolation_arguments, add_model_arguments, add_token_arg
 
 DEFAULT_BATCH_SIZE = 256
 ENDPOINT_TIMEOUT = 30.0
+ENDPOINT_RETRIES = 5
+ENDPOINT_DEADLINE = 3600.0
 
 
 def add_arguments(p) -> None:
@@ -25,11 +27,11 @@ def add_arguments(p) -> None:
     add_isolation_arguments(p, f"with --endpoint: seconds one request may take in all (default {ENDPOINT_TIMEOUT:g}); "
                                "with --model: seconds the worker may take to load the model, and again for each batch "
                                "(default 60)", prefix="with --model: ")
-    p.add_argument("--retries", type=int, default=5,
-                   help="with --endpoint: retries on 5xx/429/connection errors (default 5)")
-    p.add_argument("--deadline", type=float, default=3600.0,
-                   help="with --endpoint: seconds the whole verification may take (default 3600); the answered "
-                        "batches are kept in --progress")
+    p.add_argument("--retries", type=int, default=None,
+                   help=f"with --endpoint: retries on 5xx/429/connection errors (default {ENDPOINT_RETRIES})")
+    p.add_argument("--deadline", type=float, default=None,
+                   help=f"with --endpoint: seconds the whole verification may take (default {ENDPOINT_DEADLINE:g}); "
+                        "the answered batches are kept in --progress")
     p.add_argument("--threshold", type=float, default=None,
                    help="matching-rate threshold (default: the file's calibrated one, else 0.5)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
@@ -45,6 +47,10 @@ def run(args) -> int:
         raise ValueError("--model, --endpoint: give exactly one of them")
     if args.progress_key is not None and args.progress is None:
         raise ValueError("--progress-key: authenticates a progress file: give --progress too")
+    if args.endpoint is None:   # the endpoint's options would be ignored: a --progress never written, say
+        for option in ("progress", "token", "token_env", "retries", "deadline"):
+            if getattr(args, option) is not None:
+                raise ValueError(f"--{option.replace('_', '-')}: applies to --endpoint only, not to a local --model")
     isolation = isolation_from_args(args, remote=args.endpoint is not None)
     fingerprints = FingerprintSet.load(args.fingerprints)
     if args.endpoint is None:
@@ -60,13 +66,13 @@ def _verify_model(args, fingerprints, isolation):
     from ..io import IsolatedSuspect, load_suspect
     from ..verdicts import verify
 
-    if isolation is None:
-        suspect = load_suspect(args.model, weights=args.weights, device=args.device)
-        return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
-    with named_as_options({"device": "--device"}):
+    with named_as_options(_OPTIONS):
+        if isolation is None:
+            suspect = load_suspect(args.model, weights=args.weights, device=args.device)
+            return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
         suspect = IsolatedSuspect(args.model, weights=args.weights, device=args.device, isolation=isolation)
-    with suspect:
-        return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
+        with suspect:
+            return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
 
 
 def _verify_endpoint(args, fingerprints):
@@ -81,8 +87,8 @@ def _verify_endpoint(args, fingerprints):
     with named_as_options(_OPTIONS):
         config = RemoteVerifyConfig(batch_size=args.batch_size,
                                     timeout=ENDPOINT_TIMEOUT if args.timeout is None else args.timeout,
-                                    retries=args.retries,
-                                    deadline=args.deadline)
+                                    retries=ENDPOINT_RETRIES if args.retries is None else args.retries,
+                                    deadline=ENDPOINT_DEADLINE if args.deadline is None else args.deadline)
         return run_remote_verification(args.endpoint, fingerprints, config, token=token,
                                        progress_file=args.progress, key_file=args.progress_key,
                                        threshold=args.threshold, on_batch=report)
@@ -90,4 +96,4 @@ def _verify_endpoint(args, fingerprints):
 
 _OPTIONS = {"url": "--endpoint", "token": "--token", "key_file": "--progress-key", "progress_file": "--progress",
             "batch_size": "--batch-size", "timeout": "--timeout", "retries": "--retries", "deadline": "--deadline",
-            "threshold": "--threshold"}
+            "threshold": "--threshold", "device": "--device"}

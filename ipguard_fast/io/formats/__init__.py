@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..._files import short_error
 from ..._validate import ArgumentError, image_shape
 from ..weights import ModelLoadError
 from . import factory, onnx, pt2, torchscript
@@ -26,7 +27,8 @@ from .onnx import OnnxSuspect, export_onnx
 from .pt2 import save_exported
 from .torchscript import save_torchscript
 
-__all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "FORMATS", "ModelFormat", "OnnxSuspect", "export_model", "export_onnx",
+__all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "FORMATS", "ModelFormat", "OnnxSuspect", "available_device", "export_model",
+           "export_onnx",
            "format_of", "load_model", "load_suspect", "load_trainable_model", "model_help", "require_trainable",
            "save_exported", "save_torchscript"]
 
@@ -77,7 +79,21 @@ def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | N
 def load_suspect(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
                  device: str | torch.device = "cpu") -> Any:
     """A suspect for verification or serving: an ONNX file (run by onnxruntime) or any load_model spec."""
-    return format_of(spec).load_suspect(os.fspath(spec), weights, device)
+    return format_of(spec).load_suspect(os.fspath(spec), weights, available_device(device))
+
+
+def available_device(device) -> str:
+    """`device` as a string, checked here: a device this machine lacks is the option's fault,
+    not the model file's (its load would only fail)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ArgumentError("device", short_error(exc)) from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available()
+                                  or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ArgumentError("device", f"{device!r} asked for, but this machine has "
+                                      f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA device(s)")
+    return str(parsed)
 
 
 def require_trainable(spec: str | os.PathLike[str], argument: str = "model") -> ModelFormat:

@@ -23,9 +23,8 @@ from typing import Any
 
 import torch
 
-from ..._files import short_error
 from ..._validate import ArgumentError
-from ..formats import format_of
+from ..formats import available_device, format_of
 from ..weights import ModelLoadError
 from . import wire, worker
 from .limits import GiB, Isolation
@@ -64,7 +63,7 @@ class IsolatedSuspect:
         # The worker runs in a temporary folder of its own: relative paths are the caller's.
         self.spec, self.load = _absolute_if_file(os.fspath(spec)), load
         self.weights = None if weights is None else os.path.abspath(os.fspath(weights))
-        self.device = _available_device(device)
+        self.device = available_device(device)
         self.isolation = isolation if isolation is not None else Isolation()
         if not isinstance(self.isolation, Isolation):
             raise ArgumentError("isolation", f"must be an Isolation, got {type(isolation).__name__}")
@@ -242,17 +241,3 @@ class Conversation:
 def _absolute_if_file(spec: str) -> str:
     """A path that names something here, made absolute; a `package.module:factory` spec as it is."""
     return os.path.abspath(spec) if os.path.lexists(spec) else spec
-
-
-def _available_device(device) -> str:
-    """`device` as a string, checked here: a device this machine lacks is the option's fault,
-    not the model file's (the worker would only see its load fail)."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ArgumentError("device", short_error(exc)) from None
-    if parsed.type == "cuda" and (not torch.cuda.is_available()
-                                  or (parsed.index or 0) >= torch.cuda.device_count()):
-        raise ArgumentError("device", f"{device!r} asked for, but this machine has "
-                                      f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA device(s)")
-    return str(parsed)
