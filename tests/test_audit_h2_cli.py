@@ -167,3 +167,17 @@ def test_load_suspect_blames_a_missing_device_not_the_model_file(files):
 
     with pytest.raises(ValueError, match="^device: "):
         load_suspect(files["model"], device="cuda:99")
+
+
+@pytest.mark.parametrize("command, extra, option", [
+    ("protect", ["--data", "nope"], "--data: "), ("protect", ["--data", "mnist:/nonexistent"], "--data: "),
+    ("protect", ["--negative-epochs", "0"], "--negative-epochs: "),
+    ("evaluate", ["--data", "nope"], "--data: "), ("evaluate", ["--test-data", "nope"], "--test-data: "),
+    ("evaluate", ["--attacker-data", "nope"], "--attacker-data: "), ("evaluate", ["--negative-arch", "nope"],
+                                                                     "--negative-arch: "),
+])
+def test_protect_and_evaluate_name_the_data_options(command, extra, option, capsys, tmp_path, monkeypatch):
+    # were "data: ..." for any of --data, --test-data and --attacker-data, "epochs: ...", "name: ..."
+    argv = {"protect": ["protect", "--model", FACTORY, "--data", "digits", "--no-cache", "--out", "f.safetensors"],
+            "evaluate": ["evaluate", "--model", FACTORY, "--out", "e"]}[command]
+    refused(argv + extra, capsys, option, tmp_path, monkeypatch)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, budget_arg,
                      check_margins, floats_arg, load_negative_models, named_as_options, significance_arg)
+from .protect import data_arg
 from .refine_args import refine_arg
 
 
@@ -92,15 +93,15 @@ def _check_settings(args) -> None:
 def _run(args, ranks, negatives) -> int:
     import torch
 
-    from ..data import load_data
     from ..evaluation import evaluate, make_bed, summary_table, write_report
     from ..evaluation.suspects import Suspect
     from ..io import load_trainable_model
 
     methods = tuple(filter(None, args.methods.split(",")))
     owner = load_trainable_model(args.model, args.weights, "--model")
-    train_set = load_data(args.data, "train")
-    test_set = load_data(args.test_data or args.data, "test") if (args.test_data or args.data == "digits") else None
+    train_set = data_arg("--data", args.data, "train")
+    test_set = (data_arg("--test-data" if args.test_data else "--data", args.test_data or args.data, "test")
+                if (args.test_data or args.data == "digits") else None)
     shape = tuple(train_set[0][0].shape)
     with torch.no_grad():
         num_classes = owner(train_set[0][0][None]).shape[1]
@@ -109,7 +110,7 @@ def _run(args, ranks, negatives) -> int:
         bed = make_bed(args.bed, digits=args.data == "digits", input_shape=shape, num_classes=num_classes,
                        architectures=architectures, negative_epochs=args.negative_epochs,
                        negative_lr=args.negative_lr, full=args.full)
-    attacker = load_data(args.attacker_data, "train") if args.attacker_data else None
+    attacker = data_arg("--attacker-data", args.attacker_data, "train") if args.attacker_data else None
     suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker)
     suspects += [Suspect(path, "independent-given", "negative", model) for path, model in negatives]
     with named_as_options(_OPTIONS):
@@ -132,4 +133,4 @@ def _run(args, ranks, negatives) -> int:
 # the library's argument names -> the options that set them
 _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
             "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
-            "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache"}
+            "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache", "name": "--negative-arch"}

@@ -83,7 +83,6 @@ def run(args) -> int:
 
     from .._files import check_writable_output
     from .._validate import positive_int
-    from ..data import load_data
     from ..io import load_trainable_model
     from ..selection import CacheLocation, ProtectConfig, plan_protect, run_protect
     from ..selection.plan import plan_lines
@@ -106,8 +105,8 @@ def run(args) -> int:
     train_recipe = _train_recipe(args)
     negatives = [model for _, model in load_negative_models(args.negatives)]
     owner = load_trainable_model(args.model, args.weights, "--model")
-    train_set = load_data(args.data, "train")
-    held_out = _held_out(args.held_out_data) if args.held_out_data else None
+    train_set = data_arg("--data", args.data, "train")
+    held_out = data_arg("--held-out-data", args.held_out_data, "test") if args.held_out_data else None
     # Under torchrun the ranks share the reference training (through the cache) and the pool;
     # every rank selects the same set, and rank 0 writes it.
     from ..selection.cache import ReferenceCacheWarning
@@ -150,17 +149,19 @@ def _print_result(fps, path) -> None:
 # protect()'s argument names -> the options that set them
 _OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
             "init": "--init", "train_data": "--data", "owner": "--model", "cache_dir": "--cache",
-            "cache_key_file": "--cache-key", "held_out_data": "--held-out-data"}
+            "cache_key_file": "--cache-key", "held_out_data": "--held-out-data", "budget": "--budget",
+            "epochs": "--negative-epochs"}
 
 
-def _held_out(spec: str):
-    """--held-out-data's data set (the spec's test split), its errors named by the option."""
+def data_arg(option: str, spec: str, split: str):
+    """The data set of `spec` (an option such as --held-out-data: the spec's test split), its errors
+    named by the option."""
     from ..data import load_data
 
     try:
-        return load_data(spec, "test")
+        return load_data(spec, split)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"--held-out-data: {str(exc).removeprefix('data: ')}") from None
+        raise ValueError(f"{option}: {str(exc).removeprefix('data: ')}") from None
 
 
 def _k_arg(text: str):

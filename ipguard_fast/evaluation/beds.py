@@ -28,7 +28,8 @@ from torch.utils.data import Dataset
 
 from .._validate import ArgumentError, finite_number, positive_int
 from ..data import seeded_split
-from ..models import DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTURES, DIGITS_LR, build_model
+from ..models import (DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTURES, DIGITS_LR, build_model,
+                      check_model_name)
 from .foreign import FOREIGN_DIGITS_NEGATIVES, foreign_negatives
 from .negatives import NegativeGroup
 from .grids import field_variants, positive_variants
@@ -103,7 +104,7 @@ def make_bed(name: str, *, digits: bool, input_shape: Sequence[int], num_classes
     registry names of the independents (default: the digits CNN and MLP; the hard digits
     bed: its five). full: the wide grid on the demo bed too."""
     check_bed(name)
-    names = list(architectures) if architectures is not None else None
+    names = [check_model_name(n) for n in architectures] if architectures is not None else None
     if names is None and digits:
         factories = dict(DIGITS_ARCHITECTURES if name == "demo" else DIGITS_HARD_ARCHITECTURES)
     else:

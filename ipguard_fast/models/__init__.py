@@ -7,9 +7,9 @@ from .digits import (DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECTU
 from .generic import GenericCNN, GenericMLP
 from .hub import timm_model, torchvision_model
 from .lenet import LeNet5
-from .registry import BUILDERS, MODEL_NAMES, build_model
+from .registry import BUILDERS, MODEL_NAMES, build_model, check_model_name
 
 __all__ = ["BUILDERS", "CifarResNet", "DIGITS_ARCHITECTURES", "DIGITS_EPOCHS", "DIGITS_HARD_ARCHITECTURES",
            "DIGITS_LR", "DigitsCNN", "DigitsMLP", "GenericCNN", "GenericMLP", "LeNet5", "MODEL_NAMES", "WideResNet",
-           "build_model", "cifar_resnet", "resnet20", "timm_model", "torchvision_model", "train_digits_model",
-           "wide_resnet", "wide_resnet28_10"]
+           "build_model", "check_model_name", "cifar_resnet", "resnet20", "timm_model", "torchvision_model",
+           "train_digits_model", "wide_resnet", "wide_resnet28_10"]

@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from .._validate import positive_int
+from .._validate import ArgumentError, positive_int
 from ..nn import seeded
 from .cifar import resnet20, wide_resnet28_10
 from .digits import DigitsCNN, DigitsMLP
 from .hub import timm_model, torchvision_model
 from .lenet import LeNet5
 
-__all__ = ["BUILDERS", "MODEL_NAMES", "build_model"]
+__all__ = ["BUILDERS", "MODEL_NAMES", "build_model", "check_model_name"]
 
 # name -> builder(num_classes, (C, H, W), **kwargs)
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
@@ -41,6 +41,15 @@ def _hub(name: str, classes: int, shape: tuple[int, ...], **kwargs) -> nn.Module
     return timm_model(name[5:], classes, in_chans=shape[0], **kwargs)
 
 
+def check_model_name(name) -> str:
+    """`name` when the registry has a builder for it (checked before any model is built or trained)."""
+    if not isinstance(name, str):
+        raise ArgumentError("name", f"must be a string, got {name!r}")
+    if name not in BUILDERS and not name.startswith(_PREFIXES):
+        raise ArgumentError("name", f"{name!r} is not a registered model; known: {', '.join(MODEL_NAMES)}")
+    return name
+
+
 def build_model(name: str, num_classes: int, input_shape: Sequence[int], *, seed: int | None = None,
                 **kwargs) -> nn.Module:
     """Build a model by registry name for inputs of shape ``input_shape`` ([C, H, W]).
@@ -48,8 +57,7 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int], *, seed
     ``kwargs`` go to the builder (e.g. ``width=`` for digits_cnn, ``weights_path=``
     for tv/timm). With ``seed`` the initial weights are reproducible (see ``seeded``).
     """
-    if not isinstance(name, str):
-        raise ValueError(f"name: must be a string, got {name!r}")
+    check_model_name(name)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape: must be (C, H, W) with positive entries, got {tuple(input_shape)!r}")
@@ -57,9 +65,7 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int], *, seed
     if name in BUILDERS:
         def make() -> nn.Module:
             return BUILDERS[name](num_classes, shape, **kwargs)
-    elif name.startswith(_PREFIXES):
+    else:
         def make() -> nn.Module:
             return _hub(name, num_classes, shape, **kwargs)
-    else:
-        raise ValueError(f"name: {name!r} is not a registered model; known: {', '.join(MODEL_NAMES)}")
     return make() if seed is None else seeded(make, seed)
