@@ -287,13 +287,18 @@ def test_the_refinement_arguments_become_protects_refine():
     from ipguard_fast.cli.refine_args import refine_arg
 
     assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=None)) is True
-    assert refine_arg(SimpleNamespace(no_refine=True, positive_focus=2.0)) is False
+    assert refine_arg(SimpleNamespace(no_refine=True, positive_focus=None)) is False
     assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=2.0)) == RefineConfig(positive_focus=2.0)
     assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=None, negative_cap=6.0)) == \
         RefineConfig(negative_cap=6.0)
     assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=1.0, negative_cap=6.0)) == \
         RefineConfig(positive_focus=1.0, negative_cap=6.0)
-    assert refine_arg(SimpleNamespace(no_refine=True, positive_focus=None, negative_cap=6.0)) is False
+    # A setting of the refinement beside --no-refine is refused, never silently ignored.
+    for focus, cap, fraction, option in ((2.0, None, None, "--positive-focus"), (None, 6.0, None, "--negative-cap"),
+                                         (None, None, 0.5, "--reference-fraction")):
+        with pytest.raises(ValueError, match=f"^{option}: sets the refinement, which --no-refine turns off"):
+            refine_arg(SimpleNamespace(no_refine=True, positive_focus=focus, negative_cap=cap,
+                                       reference_fraction=fraction))
     assert refine_arg(SimpleNamespace(no_refine=False, positive_focus=None, negative_cap=None,
                                       reference_fraction=0.5)) == RefineConfig(reference_fraction=0.5)
     with pytest.raises(ValueError, match="^--reference-fraction: takes no --positive-focus"):

@@ -25,6 +25,10 @@ def refine_arg(args):
         if "positive_focus" in settings:
             raise ArgumentError("--reference-fraction", "takes no --positive-focus (the focus weighs every kind)")
         settings["reference_fraction"] = fraction
-    if args.no_refine or not settings:
+    if args.no_refine and settings:   # they shape a refinement that --no-refine skips: say so, never ignore them
+        given = {"positive_focus": "--positive-focus", "negative_cap": "--negative-cap",
+                 "reference_fraction": "--reference-fraction"}
+        raise ArgumentError(given[next(iter(settings))], "sets the refinement, which --no-refine turns off")
+    if not settings:
         return not args.no_refine
     return RefineConfig(**settings)
