@@ -16,7 +16,7 @@ from pathlib import Path
 from ._validate import ArgumentError
 
 __all__ = ["check_output_folder", "check_safetensors_header", "check_writable_output", "no_json_constant",
-           "short_error"]
+           "not_a_file", "short_error"]
 
 
 def check_safetensors_header(path: str | os.PathLike[str], limit: int, error: type[Exception] = ValueError,
@@ -112,3 +112,11 @@ def no_json_constant(name: str) -> None:
     """json.loads' parse_constant: NaN and Infinity are no JSON, and the files here are written
     strict, so a file holding them was edited."""
     raise ValueError(f"{name} is not a JSON value")
+
+
+def not_a_file(what: str, label: str, path: str | os.PathLike[str]) -> FileNotFoundError:
+    """The error for a `what` (e.g. "model file") at `path` that is no regular file: missing, or
+    something else (a folder, a device such as /dev/zero, a pipe), which "not found" would misname."""
+    if os.path.lexists(path):
+        return FileNotFoundError(f"{what} {label} is not a regular file (a folder, a device, a pipe or a broken link?)")
+    return FileNotFoundError(f"{what} not found: {label}")

@@ -181,3 +181,17 @@ def test_protect_and_evaluate_name_the_data_options(command, extra, option, caps
     argv = {"protect": ["protect", "--model", FACTORY, "--data", "digits", "--no-cache", "--out", "f.safetensors"],
             "evaluate": ["evaluate", "--model", FACTORY, "--out", "e"]}[command]
     refused(argv + extra, capsys, option, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+@pytest.mark.parametrize("kind", ["folder", "device", "pipe"])
+def test_a_model_that_is_no_regular_file_is_not_called_missing(kind, isolate, files, capsys, tmp_path, monkeypatch):
+    """A folder, /dev/zero or a FIFO as --model: exit 2 saying what it is, never "not found"
+    (nor a hang reading the pipe or the endless device)."""
+    path = {"folder": str(files["dir"]) + os.sep, "device": "/dev/zero", "pipe": str(tmp_path.parent / "pipe")}[kind]
+    if kind == "pipe" and not os.path.exists(path):
+        os.mkfifo(path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "--model", path, "--fingerprints", files["fp"]] + ([] if isolate else ["--no-isolate"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a regular file" in err and "not found" not in err and "\n" not in err, err

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from .._files import not_a_file
 from . import archive_headers as headers
 from .archive_headers import ArchiveError, Entry
 
@@ -59,7 +60,7 @@ def read_archive_file(path: str | os.PathLike[str], label: str, limits: ArchiveL
     """The bytes of a regular file of at most ``limits.max_file_bytes``, read once, never more than that."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {label}")
+        raise not_a_file("model file", label, path)
     with open(path, "rb") as file:
         # The size first: read(n) reserves n bytes up front, which a confined worker's
         # address-space limit (io/sandbox) would refuse for n = the 16 GiB bound.

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..._files import short_error
+from ..._files import not_a_file, short_error
 from ..._validate import ArgumentError, image_shape
 from ..weights import ModelLoadError
 from . import factory, onnx, pt2, torchscript
@@ -53,7 +53,7 @@ def format_of(spec: str | os.PathLike[str]) -> ModelFormat:
         if fmt.recognises(text):
             return fmt
     if os.sep in text or any(Path(text).suffix in fmt.suffixes for fmt in FORMATS):
-        raise FileNotFoundError(f"model file not found: {text}")
+        raise not_a_file("model file", text, text)
     raise ModelLoadError(f"model spec {text!r} is neither an existing file nor of the form 'package.module:factory'")
 
 

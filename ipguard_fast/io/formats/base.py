@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..._files import not_a_file
 from ..._validate import ArgumentError
 from ...modules import device_and_dtype, set_training
 from ..weights import ModelLoadError
@@ -103,7 +104,7 @@ def model_file(spec: str, weights: str | os.PathLike[str] | None) -> Path:
                              f"the model file {spec!r} already contains its weights")
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {spec}")
+        raise not_a_file("model file", spec, path)
     return path
 
 
