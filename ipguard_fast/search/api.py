@@ -144,6 +144,8 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
                                  config.labels, config.seed, config.lo, config.hi, device)
         model_hash = state_dict_sha256(model)
         resume_key = config.resume_key(model_sha256=model_hash, init=init_key)
+        comm.agree({**{name: value for name, value in resume_key.items() if name != "model_sha256"},
+                    "model": f"weights of SHA-256 {model_hash[:16]}"})   # ranks given different work refused
         resume = None
         if checkpoint is not None and os.path.exists(checkpoint):
             resume = load_checkpoint(checkpoint, resume_key)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
+from .._validate import ArgumentError
+
 __all__ = ["Communicator", "SingleProcess", "TorchDistributed", "communicator"]
 
 
@@ -31,6 +33,26 @@ class Communicator:
         for part in self.exchange(local):
             merged.update(part)
         return merged
+
+    def agree(self, settings: dict) -> None:
+        """Refuse, on every rank alike, a run whose ranks were given different `settings`
+        (argument name -> value): they would merge the work of different runs into one
+        result. Every rank sees every rank's settings, so all raise the same error (no rank
+        is left waiting in a collective); the first argument that differs is named."""
+        if self.world == 1:
+            return
+        views = self.exchange(settings)
+        for rank, view in enumerate(views):
+            for name in dict.fromkeys([*views[0], *view]):
+                if view.get(name) != views[0].get(name):
+                    raise ArgumentError(name, f"rank {rank} was given {_shown(view.get(name))}, rank 0 "
+                                              f"{_shown(views[0].get(name))}: every torchrun rank must run the "
+                                              "same command on the same inputs")
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class SingleProcess(Communicator):

@@ -1,0 +1,59 @@
+"""torchrun ranks that were not given the same work: refused on every rank with the argument
+named, never merged into one file; the shared pilot asks every rank for one count; the
+environment's RANK and WORLD_SIZE checked before anything waits for peers (found by audit)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ipguard_fast.io import save_torchscript
+from ipguard_fast.models import train_digits_model
+from ipguard_fast.search.distributed import Communicator
+
+
+class OtherRank(Communicator):
+    """Rank 1 of 2, whose peer (rank 0) sent `peer` in the exchange."""
+
+    rank, world = 1, 2
+
+    def __init__(self, peer):
+        self.peer = peer
+
+    def exchange(self, payload) -> list:
+        return [self.peer, payload]
+
+
+def test_agree_names_the_first_setting_that_differs_on_every_rank():
+    Communicator().agree({"seed": 1})   # one process: nothing to compare
+    OtherRank({"n": 4, "seed": 7}).agree({"n": 4, "seed": 7})
+    with pytest.raises(ValueError, match=r"^seed: rank 1 was given 8, rank 0 7: every torchrun rank"):
+        OtherRank({"n": 4, "seed": 7}).agree({"n": 4, "seed": 8})
+    with pytest.raises(ValueError, match=r"^model: rank 1 was given None, rank 0 'x'"):
+        OtherRank({"model": "x"}).agree({})
+
+
+_RANK_ARGS = """import os, sys
+from ipguard_fast.cli import main
+extra = os.environ.get("RANK%s_ARGS" % os.environ["RANK"], "")
+sys.exit(main(sys.argv[1:] + extra.split()))
+"""
+
+
+def test_torchrun_ranks_given_different_seeds_write_no_file(tmp_path):
+    """Rank 1 searched seed 8's candidates, rank 0 seed 7's, and rank 0 wrote the mix as seed 7
+    (exit 0); with another model on rank 1, a file of which the owner's own model kept 62 %."""
+    model = tmp_path / "owner.pt"
+    save_torchscript(train_digits_model("cnn", seed=0, epochs=1), torch.rand(2, 1, 8, 8), model)
+    script = tmp_path / "rank_args.py"
+    script.write_text(_RANK_ARGS)
+    out = tmp_path / "fps.safetensors"
+    env = dict(os.environ, OMP_NUM_THREADS="1", RANK1_ARGS="--seed 8")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), "extract", "--model", str(model), "--input-shape", "1,8,8", "-n", "4",
+                           "--k", "1", "--seed", "7", "--max-steps", "100", "--no-progress", "--no-isolate",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert proc.stderr.count("ipguard extract: error: --seed: rank 1 was given 8, rank 0 7") == 2, proc.stderr
+    assert not out.exists()
