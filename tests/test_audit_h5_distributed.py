@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from ipguard_fast.io import save_torchscript
-from ipguard_fast.models import train_digits_model
+from ipguard_fast.models import DigitsCNN, train_digits_model
+from ipguard_fast.nn import seeded
 from ipguard_fast.search.distributed import Communicator
+from ipguard_fast.selection import ProtectConfig
+from ipguard_fast.selection.inputs import given_negatives
 
 
 class OtherRank(Communicator):
@@ -25,6 +28,27 @@ class OtherRank(Communicator):
         return [self.peer, payload]
 
 
+class Recorder(Communicator):
+    """Rank 0 of 2, whose peer sent the same: keeps what was exchanged."""
+
+    rank, world = 0, 2
+
+    def exchange(self, payload) -> list:
+        self.sent = payload
+        return [payload, payload]
+
+
+def _small_data():
+    return torch.utils.data.TensorDataset(torch.rand(16, 1, 8, 8), torch.arange(16) % 10)
+
+
+def _sent(monkeypatch, module, call):
+    recorder = Recorder()
+    monkeypatch.setattr(module, "communicator", lambda: recorder)
+    call()
+    return recorder.sent
+
+
 def test_agree_names_the_first_setting_that_differs_on_every_rank():
     Communicator().agree({"seed": 1})   # one process: nothing to compare
     OtherRank({"n": 4, "seed": 7}).agree({"n": 4, "seed": 7})
@@ -32,6 +56,40 @@ def test_agree_names_the_first_setting_that_differs_on_every_rank():
         OtherRank({"n": 4, "seed": 7}).agree({"n": 4, "seed": 8})
     with pytest.raises(ValueError, match=r"^model: rank 1 was given None, rank 0 'x'"):
         OtherRank({"model": "x"}).agree({})
+
+
+def test_protect_ranks_given_other_settings_owners_or_data_are_refused(monkeypatch):
+    import ipguard_fast.selection.stages as stages
+
+    owner, data = seeded(DigitsCNN, 0), _small_data()
+    base = ProtectConfig(n=4, replicas=1)
+    negatives = given_negatives([seeded(DigitsCNN, 1), seeded(DigitsCNN, 2)])
+    rank0 = _sent(monkeypatch, stages, lambda: stages.agree_between_ranks(owner, data, base, negatives=negatives))
+    cases = {"seed": (owner, data, ProtectConfig(n=4, replicas=1, seed=1), negatives),
+             "refine": (owner, data, ProtectConfig(n=4, replicas=1, refine=False), negatives),
+             "owner": (seeded(DigitsCNN, 5), data, base, negatives),
+             "train_data": (owner, _small_data(), base, negatives),
+             "negatives": (owner, data, base, negatives[:1])}
+    for name, (model, items, config, given) in cases.items():
+        monkeypatch.setattr(stages, "communicator", lambda: OtherRank(rank0))
+        with pytest.raises(ValueError, match=f"^{name}: rank 1 was given "):
+            stages.agree_between_ranks(model, items, config, negatives=given)
+    stages.agree_between_ranks(owner, data, base, negatives=negatives)   # the same inputs: agreed
+
+
+def test_evaluation_ranks_given_other_suspects_are_refused(monkeypatch):
+    import ipguard_fast.evaluation.pipeline as pipeline
+    from ipguard_fast.evaluation.config import EvaluationConfig
+    from ipguard_fast.evaluation.suspects import Suspect
+
+    owner, config = seeded(DigitsCNN, 0), EvaluationConfig(ks=(2.0,), n=4)
+    suspects = [Suspect("copy", "FTLL", "positive", seeded(DigitsCNN, 0)),
+                Suspect("other", "independent-cnn", "negative", seeded(DigitsCNN, 1))]
+    recorder = Recorder()
+    pipeline._agree(recorder, owner, suspects, config, None, None)
+    retrained = suspects[:1] + [Suspect("other", "independent-cnn", "negative", seeded(DigitsCNN, 2))]
+    with pytest.raises(ValueError, match="^suspects: rank 1 was given "):
+        pipeline._agree(OtherRank(recorder.sent), owner, retrained, config, None, None)
 
 
 _RANK_ARGS = """import os, sys

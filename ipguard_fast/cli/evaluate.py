@@ -133,4 +133,5 @@ def _run(args, ranks, negatives) -> int:
 # the library's argument names -> the options that set them
 _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
             "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
-            "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache", "name": "--negative-arch"}
+            "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache", "name": "--negative-arch",
+            "seed": "--seed"}

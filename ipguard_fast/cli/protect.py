@@ -150,7 +150,7 @@ def _print_result(fps, path) -> None:
 _OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
             "init": "--init", "train_data": "--data", "owner": "--model", "cache_dir": "--cache",
             "cache_key_file": "--cache-key", "held_out_data": "--held-out-data", "budget": "--budget",
-            "epochs": "--negative-epochs"}
+            "epochs": "--negative-epochs", "seed": "--seed", "negatives": "--negatives"}
 
 
 def data_arg(option: str, spec: str, split: str):

@@ -19,6 +19,7 @@ from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..search import extract_fingerprints
 from ..search.distributed import communicator
 from ..selection.cache import CacheLocation
+from ..selection.cache_key import data_digest
 from ..selection.config import ProtectConfig
 from ..selection.mistakes import mistakes_fingerprints
 from ..selection.protect import run_protect
@@ -82,6 +83,7 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     # Under torchrun each rank scores its share of the suspects (extraction is shared by
     # extract_fingerprints itself); every rank ends with the whole table.
     comm = communicator()
+    _agree(comm, owner, suspects, config, train_set, test_set)
     mine = list(suspects)[comm.rank::comm.world]
     gathered = lambda score: comm.gather_dict({s.name: score(s) for s in mine})  # noqa: E731
     accuracies = gathered(lambda s: accuracy(s.model, test_set) if test_set is not None else None)
@@ -105,6 +107,22 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     if "mistakes" in config.methods:
         runs.append(_mistakes_run(owner, test_set, config, judge, log))
     return EvaluationResult({"name": owner_name, "accuracy": owner_acc}, config.as_meta(), runs)
+
+
+def _agree(comm, owner: nn.Module, suspects: Sequence[Suspect], config: EvaluationConfig, train_set,
+           test_set) -> None:
+    """Under torchrun, refuse ranks given different settings, owners, data or suspects (their
+    rows would be merged into one table), naming the first that differs."""
+    if comm.world == 1:
+        return
+    def weights(model) -> str:
+        return state_dict_sha256(model)[:16] if isinstance(model, nn.Module) else type(model).__name__
+
+    def digest(data) -> str | None:
+        return None if data is None else f"data of digest {data_digest(data)[:16]}"
+
+    comm.agree({**config.as_meta(), "owner": f"weights of SHA-256 {weights(owner)}", "train_set": digest(train_set),
+                "test_set": digest(test_set), "suspects": [f"{s.name}: {weights(s.model)}" for s in suspects]})
 
 
 def _plain_run(owner, k: float, config: EvaluationConfig, input_shape, judge, log) -> RunResult:

@@ -39,7 +39,7 @@ from .report import ProtectReport
 from .significance import SIGNIFICANCE
 from .plan import Plan, plan_lines
 from .plan_refit import refit_later_stages
-from .stages import choose_configuration, make_plan, make_pool, make_references, score_pool
+from .stages import agree_between_ranks, choose_configuration, make_plan, make_pool, make_references, score_pool
 
 __all__ = ["ProtectResult", "plan_protect", "protect", "run_protect"]
 
@@ -101,6 +101,7 @@ def plan_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referen
     """The plan run_protect would follow (what `ipguard protect --dry-run` prints), from unit
     costs measured now on the owner; nothing else runs."""
     owner, data = checked_owner(owner), _pixels(training_data(train_data), config)
+    agree_between_ranks(owner, data, config)
     return make_plan(owner, data, config, owner_shapes(owner, data), built=not references_given)
 
 
@@ -123,6 +124,7 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
 
     extra = given_negatives(negatives) if negatives is not None else []   # checked before any training
     held_out = held_out_data(held_out, shapes[0], *_box(config)) if held_out is not None else None
+    agree_between_ranks(owner, data, config, held_out=held_out, negatives=extra)
     plan = timed("plan", lambda: make_plan(owner, data, config, shapes, built=references is None))
     for line in plan_lines(plan):
         say(line)

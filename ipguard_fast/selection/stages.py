@@ -4,7 +4,7 @@ threshold. protect.py composes them; refinement and its threshold live in refini
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import torch
@@ -14,10 +14,11 @@ from torch.utils.data import Dataset
 from .._progress import progress_bar
 from .._validate import ArgumentError
 from ..attacks.preprocess import restart_noise
-from ..fingerprints import FingerprintSet
+from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..modules import frozen, module_device
 from ..search.distributed import communicator
 from .cache import CacheLocation, ReferenceCache, reference_cache_key
+from .cache_key import architecture_sha256, data_digest
 from .choice import NEGATIVE_WEIGHTS, Candidate, References, choose
 from .config import ProtectConfig
 from .inputs import given_references
@@ -28,8 +29,8 @@ from .pool import extract_pool, k_grid, median_margin, merge_pools, start_images
 from .references import Reference, build_references, protect_seed
 from .scores import ReferenceOutputs, reference_outputs
 
-__all__ = ["Choice", "Pool", "ReferenceSet", "choose_configuration", "make_plan", "make_pool", "make_references",
-           "rows", "score_pool"]
+__all__ = ["Choice", "Pool", "ReferenceSet", "agree_between_ranks", "choose_configuration", "make_plan", "make_pool",
+           "make_references", "rows", "score_pool"]
 
 
 @dataclass
@@ -66,6 +67,32 @@ class Choice:
 def rows(refs: Sequence[Reference], role: str, split: str) -> list[int]:
     """Indices of the references of `role` ("positive"/"negative") in `split` ("select"/"validate")."""
     return [i for i, r in enumerate(refs) if r.role == role and r.split == split]
+
+
+def agree_between_ranks(owner: nn.Module, data: Dataset, config: ProtectConfig, *, held_out: Dataset | None = None,
+                        negatives: Sequence[Reference] = ()) -> None:
+    """Under torchrun, before the ranks share any work: refuse ranks given different settings,
+    owners or data (each would build, extract and score its share of another run, and rank 0
+    would write a mix of them), naming the first that differs."""
+    comm = communicator()
+    if comm.world == 1:
+        return
+    names = sorted((f.name for f in fields(config)), key=lambda name: name == "recipe")   # train_recipe sets it
+    comm.agree({**{name: _plain(getattr(config, name)) for name in names},
+                "owner": f"weights of SHA-256 {_weights(owner)}, architecture {architecture_sha256(owner)[:16]}",
+                "train_data": f"data of digest {data_digest(data)[:16]}",
+                "held_out_data": None if held_out is None else f"data of digest {data_digest(held_out)[:16]}",
+                "negatives": [_weights(r.model) for r in negatives]})
+
+
+def _plain(value):
+    """A setting as itself when plain, else as its repr (compared, and shown in the error)."""
+    return value if isinstance(value, (type(None), bool, int, float, str)) else repr(value)
+
+
+def _weights(model) -> str:
+    """A model's weights' SHA-256 (its first 16 digits), or the kind of a label-only callable."""
+    return state_dict_sha256(model)[:16] if isinstance(model, nn.Module) else type(model).__name__
 
 
 # The most of a budget the plan's pilot extraction may take before it asks for fewer points.
