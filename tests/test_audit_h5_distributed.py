@@ -77,6 +77,19 @@ def test_protect_ranks_given_other_settings_owners_or_data_are_refused(monkeypat
     stages.agree_between_ranks(owner, data, base, negatives=negatives)   # the same inputs: agreed
 
 
+def test_the_shared_pilot_asks_every_rank_for_rank_0s_count(monkeypatch):
+    """The warm-up's time decides how many points the pilot asks for under a budget: each
+    rank's own clock gave ranks different n and max_candidates in one shared extraction
+    (37 and 36 on two gloo ranks here)."""
+    import ipguard_fast.selection.plan_costs as plan_costs
+
+    asked = []
+    monkeypatch.setattr(plan_costs, "extract_fingerprints", lambda owner, n, **options: asked.append(n) or [0] * n)
+    monkeypatch.setattr(plan_costs, "communicator", lambda: OtherRank(10.0))   # rank 0's warm-up took 10 s
+    plan_costs._pilot_seconds(seeded(DigitsCNN, 0), torch.rand(4, 1, 8, 8), (1, 8, 8), 1.0, {}, 0, limit=120.0)
+    assert asked == [1, 12]
+
+
 def test_evaluation_ranks_given_other_suspects_are_refused(monkeypatch):
     import ipguard_fast.evaluation.pipeline as pipeline
     from ipguard_fast.evaluation.config import EvaluationConfig

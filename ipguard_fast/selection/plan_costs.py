@@ -32,6 +32,7 @@ from ..attacks.architectures import factory_for
 from ..modules import canonical_layout, channels_last, frozen, has_conv_weights, module_device
 from ..nn import seeded
 from ..search import extract_fingerprints
+from ..search.distributed import communicator
 from ..precision import effective_precision, training_precision
 
 __all__ = ["UnitCosts", "measure_unit_costs", "train_step_seconds"]
@@ -203,7 +204,8 @@ def _pilot_seconds(owner: nn.Module, images: torch.Tensor, input_shape, k: float
     budget), when the warm-up's time times the batch, as if batching gained nothing, would
     pass it, the pilot asks for as many points as that rate fits (at least
     _PILOT_MIN_POINTS): a large owner under a small budget was refused only after minutes of
-    pilot (a MobileNet at 32x32: 244 s for a budget of 90 s)."""
+    pilot (a MobileNet at 32x32: 244 s for a budget of 90 s). Under torchrun the ranks share
+    the pilot, so all ask for the count rank 0's warm-up gives."""
     starts = _batch(images, _PILOT_POINTS).float()
     run = lambda count: extract_fingerprints(owner, count, k=float(k), input_shape=tuple(input_shape),  # noqa: E731
                                              init=starts[:count].clone(), labels="predicted", seed=seed,
@@ -212,7 +214,7 @@ def _pilot_seconds(owner: nn.Module, images: torch.Tensor, input_shape, k: float
         warnings.simplefilter("ignore")
         start = time.perf_counter()
         run(1)
-        first = time.perf_counter() - start
+        first = communicator().exchange(time.perf_counter() - start)[0]   # rank 0's: one count on every rank
         count = len(starts)
         if limit is not None and first * count > limit:
             count = min(count, max(_PILOT_MIN_POINTS, int(limit / max(first, 1e-9))))
