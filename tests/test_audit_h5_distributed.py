@@ -8,10 +8,11 @@ import sys
 import pytest
 import torch
 
+from ipguard_fast.cli import main
 from ipguard_fast.io import save_torchscript
 from ipguard_fast.models import DigitsCNN, train_digits_model
 from ipguard_fast.nn import seeded
-from ipguard_fast.search.distributed import Communicator
+from ipguard_fast.search.distributed import Communicator, torchrun_ranks
 from ipguard_fast.selection import ProtectConfig
 from ipguard_fast.selection.inputs import given_negatives
 
@@ -103,6 +104,36 @@ def test_evaluation_ranks_given_other_suspects_are_refused(monkeypatch):
     retrained = suspects[:1] + [Suspect("other", "independent-cnn", "negative", seeded(DigitsCNN, 2))]
     with pytest.raises(ValueError, match="^suspects: rank 1 was given "):
         pipeline._agree(OtherRank(recorder.sent), owner, retrained, config, None, None)
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE: expected an int"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK: expected a rank in [0, WORLD_SIZE=2), got 2"),
+    ({"RANK": "3"}, "RANK: expected a rank in [0, WORLD_SIZE=1), got 3"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE: expected a positive int")])
+def test_a_bad_torchrun_environment_is_refused_naming_the_variable(monkeypatch, env, problem):
+    for name in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert torchrun_ranks() == (0, 1)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as caught:
+        torchrun_ranks()
+    assert str(caught.value).startswith(problem)
+
+
+def test_a_rank_outside_the_world_is_a_usage_error_not_a_silent_success(monkeypatch, tmp_path, capsys):
+    """RANK=3 with no WORLD_SIZE made the command a non-main rank of one: it exited 0 and
+    wrote nothing."""
+    model = tmp_path / "owner.pt"
+    save_torchscript(seeded(DigitsCNN, 0), torch.rand(2, 1, 8, 8), model)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "3")
+    out = tmp_path / "fps.safetensors"
+    code = main(["extract", "--model", str(model), "--input-shape", "1,8,8", "-n", "2", "--k", "1", "--max-steps", "50",
+                 "--no-progress", "--no-isolate", "--out", str(out)])
+    assert code == 2 and "RANK: expected a rank in [0, WORLD_SIZE=1), got 3" in capsys.readouterr().err
+    assert not out.exists()
 
 
 _RANK_ARGS = """import os, sys

@@ -272,10 +272,10 @@ class DistributedRun:
         import torch
         import torch.distributed as dist
 
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = device
-        self.started = False
+        from ..search.distributed import torchrun_ranks
+
+        self.rank, self.world = torchrun_ranks()   # checked: a rank outside the world would wait forever
+        self.device, self.started = device, False
         if self.world > 1 and not dist.is_initialized():
             use_cuda = (device is None or device.startswith("cuda")) and torch.cuda.is_available()
             if use_cuda:

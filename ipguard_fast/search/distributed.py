@@ -11,11 +11,13 @@ fingerprint images travel once, at the end.
 """
 from __future__ import annotations
 
+import os
+
 import torch.distributed as dist
 
 from .._validate import ArgumentError
 
-__all__ = ["Communicator", "SingleProcess", "TorchDistributed", "communicator"]
+__all__ = ["Communicator", "SingleProcess", "TorchDistributed", "communicator", "torchrun_ranks"]
 
 
 class Communicator:
@@ -76,3 +78,20 @@ def communicator() -> Communicator:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return TorchDistributed()
     return SingleProcess()
+
+
+def torchrun_ranks() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) from the environment torchrun sets ((0, 1) where it is unset),
+    checked: a rank outside [0, WORLD_SIZE) would wait for its peers forever."""
+    values = {}
+    for name, default in (("WORLD_SIZE", "1"), ("RANK", "0")):
+        text = os.environ.get(name, default)
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise ArgumentError(name, f"expected an int in this environment variable, got {text!r}") from None
+    if values["WORLD_SIZE"] < 1:
+        raise ArgumentError("WORLD_SIZE", f"expected a positive int, got {values['WORLD_SIZE']}")
+    if not 0 <= values["RANK"] < values["WORLD_SIZE"]:
+        raise ArgumentError("RANK", f"expected a rank in [0, WORLD_SIZE={values['WORLD_SIZE']}), got {values['RANK']}")
+    return values["RANK"], values["WORLD_SIZE"]
