@@ -17,6 +17,8 @@ FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 def _number(name: str, value) -> float:
+    if isinstance(value, (str, bytes, bool)):   # float() reads "1" and True; the ops' schema takes neither
+        raise ValueError(f"{name}: expected a number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):

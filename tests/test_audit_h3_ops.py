@@ -190,3 +190,16 @@ def test_step_under_fake_tensor_mode():
     with FakeTensorMode() as mode:
         s = {k: mode.from_tensor(v) for k, v in step_state().items()}
         call(ops.boundary_adam_step_, s)
+
+
+@pytest.mark.parametrize("value", ["1", b"1", True])
+def test_number_arguments_take_no_text_or_bool(value):
+    """float() reads "1" and True as numbers; the ops' schema takes neither, so the Python paths
+    refuse them too, naming the argument."""
+    logits, labels = torch.randn(2, 4), torch.tensor([0, 1])
+    for loss in (reference.logit_gap_loss, ops.logit_gap_loss):
+        with pytest.raises(ValueError, match="^k: expected a number"):
+            loss(logits, labels, labels + 1, value)
+    for impl in (reference.boundary_adam_step_, ops.boundary_adam_step_):
+        with pytest.raises(ValueError, match="^lr: expected a number"):
+            call(impl, step_state(), lr=value)
