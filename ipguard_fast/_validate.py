@@ -11,8 +11,8 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["ArgumentError", "MAX_IMAGE_ELEMENTS", "finite_number", "image_shape", "non_negative_int", "positive_int",
-           "probability"]
+__all__ = ["ArgumentError", "MAX_IMAGE_ELEMENTS", "MAX_THREADS", "finite_number", "image_shape", "non_negative_int",
+           "positive_int", "probability", "thread_count"]
 
 MAX_IMAGE_ELEMENTS = 2**40
 
@@ -35,6 +35,17 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ArgumentError(name, f"must be a positive int, got {value!r}")
     return int(value)
+
+
+MAX_THREADS = 4096   # torch.set_num_threads takes a C int; no machine runs more threads usefully
+
+
+def thread_count(name: str, value: Any) -> int:
+    """value as a thread count for torch.set_num_threads: an int in [1, MAX_THREADS]."""
+    value = positive_int(name, value)
+    if value > MAX_THREADS:
+        raise ArgumentError(name, f"must be at most {MAX_THREADS} threads, got {value}")
+    return value
 
 
 def non_negative_int(name: str, value: Any) -> int:

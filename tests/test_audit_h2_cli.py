@@ -195,3 +195,15 @@ def test_a_model_that_is_no_regular_file_is_not_called_missing(kind, isolate, fi
     assert main(["verify", "--model", path, "--fingerprints", files["fp"]] + ([] if isolate else ["--no-isolate"])) == 2
     err = capsys.readouterr().err.strip()
     assert "is not a regular file" in err and "not found" not in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("command", [["protect", "--model", FACTORY, "--data", "digits"], ["demo"], ["bench", "--quick"]])
+@pytest.mark.parametrize("threads", ["0", "99999999999999999999", "5000"])
+def test_threads_beyond_what_torch_can_set_are_bad_input(command, threads, capsys, tmp_path, monkeypatch):
+    """--threads is a thread count torch.set_num_threads can take (a C int; 99999999999999999999
+    overflowed with a message naming nothing)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(command + ["--out", str(tmp_path / "o"), "--threads", threads]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--threads: " in err and "\n" not in err, err
+    assert list(tmp_path.iterdir()) == []

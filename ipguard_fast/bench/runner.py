@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from .._validate import thread_count
 from ..cli.common import OneLineParser, add_count_argument
 from . import models as bench_models
 from . import report
@@ -137,8 +138,8 @@ def main(argv=None) -> int:
     if argv[:1] == ["--"]:  # `ipguard bench -- --quick ...` passes the separator on
         argv = argv[1:]
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(thread_count("--threads", args.threads))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.best_floor is None:
         args.best_floor = device.type == "cuda"

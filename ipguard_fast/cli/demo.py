@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
 def check_arguments(args):
     """Every argument checked before minutes of training; returns the bed."""
     from .._files import check_output_folder
-    from .._validate import positive_int
+    from .._validate import positive_int, thread_count
     from ..data import digits_input_shape
     from ..evaluation import make_bed
     from ..models import DigitsMLP
@@ -48,7 +48,7 @@ def check_arguments(args):
     check_margins("--k", args.k)
     check_output_folder("--out", args.out)
     if args.threads is not None:
-        positive_int("--threads", args.threads)
+        thread_count("--threads", args.threads)
     with named_as_options({"bed": "--bed"}):
         return make_bed(args.bed, digits=True, input_shape=digits_input_shape(), num_classes=10, full=args.full,
                         small_factory=DigitsMLP)

@@ -82,7 +82,7 @@ def run(args) -> int:
     import torch
 
     from .._files import check_writable_output
-    from .._validate import positive_int
+    from .._validate import thread_count
     from ..io import load_trainable_model
     from ..selection import CacheLocation, ProtectConfig, plan_protect, run_protect
     from ..selection.plan import plan_lines
@@ -99,7 +99,7 @@ def run(args) -> int:
         if cache is not None:
             cache_secret(args.cache_key)
     if args.threads is not None:
-        torch.set_num_threads(positive_int("--threads", args.threads))
+        torch.set_num_threads(thread_count("--threads", args.threads))
     k = _k_arg(args.k)
     budget, significance, refine = budget_arg(args), significance_arg(args), refine_arg(args)
     train_recipe = _train_recipe(args)
