@@ -173,7 +173,7 @@ class SearchEngine:
         if self.on_checkpoint is None:
             return
         if force or time.monotonic() - self.last_checkpoint >= self.config.checkpoint_every:
-            self.on_checkpoint(self.ledger.finished, self.ledger.outcomes)
+            self.on_checkpoint(self.ledger.finished_here(), self.ledger.outcomes)
             self.last_checkpoint = time.monotonic()
 
     # -- the loop -----------------------------------------------------------

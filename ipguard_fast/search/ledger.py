@@ -224,6 +224,14 @@ class CandidateLedger:
             digest = image_digest(outcome.image) if outcome.image is not None else None
         self.unshared.append((index, outcome.accepted, digest))
 
+    def finished_here(self) -> dict[int, bool]:
+        """``finished`` with this rank's outcomes not shared yet (a harvest that an interrupt cut
+        off from its exchange): what a checkpoint keeps."""
+        finished = dict(self.finished)
+        for index, ok, _ in self.unshared:
+            finished[index] = finished.get(index, False) or ok
+        return finished
+
     def share(self, running: list[int]):
         """This rank's part of the exchange: new outcomes, what it runs, whether its stream ended."""
         payload = (self.unshared, running, self.stream_left() == 0)

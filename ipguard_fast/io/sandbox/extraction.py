@@ -27,8 +27,8 @@ from ...search.api import warn_if_incomplete
 from ...search.checkpoint import write_checkpoint
 from . import wire
 from .limits import Isolation
-from .suspect import IsolatedSuspect
-from .worker_extraction import FIELDS, OP
+from .suspect import IsolatedSuspect, SuspectFailed
+from .worker_extraction import FIELDS, OP, STOP
 
 __all__ = ["run_isolated_extraction"]
 
@@ -55,17 +55,40 @@ def run_isolated_extraction(spec: str | os.PathLike[str], config: ExtractConfig,
             worker.conversation("while extracting fingerprints") as channel:
         channel.send(request)
         shown = 0
-        while True:
-            header, payload = channel.receive(lambda header: _payload_size(header, config, checkpoint))
-            if "progress" in header:
-                shown = _advance(bar, shown, min(header["progress"], config.n))
-            elif "checkpoint" in header:
-                write_checkpoint(checkpoint, bytes(payload))
-            else:
-                fingerprints = _fingerprints(header, payload, config)
-                break
+        try:
+            while True:
+                header, payload = channel.receive(lambda header: _payload_size(header, config, checkpoint))
+                if "progress" in header:
+                    shown = _advance(bar, shown, min(header["progress"], config.n))
+                elif "checkpoint" in header:
+                    write_checkpoint(checkpoint, bytes(payload))
+                else:
+                    fingerprints = _fingerprints(header, payload, config)
+                    break
+        except KeyboardInterrupt:
+            if checkpoint is not None:
+                _save_on_interrupt(channel, config, checkpoint)
+            raise
     warn_if_incomplete(fingerprints, config, stacklevel=2)
     return fingerprints
+
+
+def _save_on_interrupt(channel, config: ExtractConfig, checkpoint) -> None:
+    """Ctrl-C (or SIGTERM) here: the worker, which ignores it, is asked to stop; it ends its step and
+    sends the checkpoint of what has finished, written as the in-process path writes it on Ctrl-C.
+    A worker that answers otherwise, fails or does not answer in time leaves the last checkpoint
+    as it was (a second Ctrl-C stops waiting)."""
+    try:
+        channel.send({"op": STOP})
+        while True:
+            header, payload = channel.receive(lambda header: _payload_size(header, config, checkpoint))
+            if "checkpoint" in header:
+                write_checkpoint(checkpoint, bytes(payload))
+                return
+            if "progress" not in header:
+                return   # the set came first: nothing finished is left unsaved by the last checkpoint
+    except (wire.ChannelError, SuspectFailed, ValueError):
+        return
 
 
 def _payload_size(header: dict[str, Any], config: ExtractConfig, checkpoint) -> int:

@@ -11,10 +11,15 @@ itself) and the verifier receives, in plain sized messages (wire.py, never pickl
 * ``{"ok": true, "checkpoint": true}`` with the checkpoint file's bytes (uint8), every
   ``checkpoint_every`` seconds, for the verifier to write (the worker writes no file);
 * the fingerprint set's tensors (``tensors``) and its ``meta``: the end of the extraction.
+
+The verifier may send one message meanwhile, ``{"op": "stop"}`` (it was interrupted: Ctrl-C,
+which the worker ignores): read after a harvest, it stops the search as Ctrl-C stops it
+in-process, so its last checkpoint, of everything finished, goes to the verifier first.
 """
 from __future__ import annotations
 
 import dataclasses
+import select
 import socket
 import time
 import warnings
@@ -26,9 +31,10 @@ from ...fingerprints import FingerprintSet
 from ...search import ExtractConfig, IncompleteFingerprintsWarning, run_extraction
 from . import wire
 
-__all__ = ["FIELDS", "HEARTBEAT", "OP", "extract"]
+__all__ = ["FIELDS", "HEARTBEAT", "OP", "STOP", "extract"]
 
 OP = "extract"
+STOP = "stop"   # the verifier's one message during an extraction
 FIELDS = tuple(field.name for field in dataclasses.fields(FingerprintSet) if field.name != "meta")
 HEARTBEAT = 0.5  # seconds between progress messages at most (while the search steps)
 
@@ -44,7 +50,15 @@ class _Heartbeat:
         self._beat(force=True)
 
     def set_postfix(self, *args: Any, **fields: Any) -> None:
+        """After each harvest (the engine's state whole): a beat, and the verifier's stop read."""
         self._beat()
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if poller.poll(0):   # a message, or the verifier gone (then receive raises ChannelClosed)
+            header, _ = wire.receive(self.sock, time.monotonic() + HEARTBEAT, lambda header: 0)
+            if header.get("op") != STOP:
+                raise wire.ChannelError("a request other than stop during an extraction")
+            raise KeyboardInterrupt   # the engine saves its checkpoint, as on Ctrl-C in-process
 
     def _beat(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -1,0 +1,67 @@
+"""Interrupted long jobs lose nothing they finished: Ctrl-C during an isolated extraction saves
+the worker's checkpoint."""
+import contextlib
+import json
+import os
+
+import pytest
+import torch
+from remote_helpers import make_model
+from safetensors import safe_open
+
+import ipguard_fast.io.sandbox.extraction as isolated_extraction
+from ipguard_fast.io import run_isolated_extraction, save_torchscript
+from ipguard_fast.search import ExtractConfig
+
+SHAPE = (1, 8, 8)
+CONFIG = ExtractConfig(n=60, k=1.0, input_shape=SHAPE, max_steps=300, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("interrupts")
+    return str(save_torchscript(make_model(), torch.rand(2, *SHAPE), folder / "m.pt"))
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # the worker's: CPU results depend on the thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+class CtrlCAt:
+    """A progress bar that raises KeyboardInterrupt (Ctrl-C) once `count` fingerprints are shown."""
+
+    def __init__(self, count):
+        self.count, self.shown = count, 0
+
+    def update(self, n=1):
+        self.shown += n
+        if self.shown >= self.count:
+            raise KeyboardInterrupt
+
+
+def accepted_in(checkpoint) -> int:
+    with safe_open(str(checkpoint), framework="pt") as f:
+        return sum(ok for _, ok in json.loads(f.metadata()["finished"]))
+
+
+def test_ctrl_c_during_an_isolated_extraction_saves_what_finished(model_file, tmp_path, monkeypatch, one_thread):
+    whole = run_isolated_extraction(model_file, CONFIG, progress=False)
+    checkpoint = tmp_path / "run.checkpoint"
+    monkeypatch.setattr(isolated_extraction, "progress_bar",
+                        lambda *args, **kwargs: contextlib.nullcontext(CtrlCAt(5)))
+    with pytest.raises(KeyboardInterrupt):
+        run_isolated_extraction(model_file, CONFIG, checkpoint=checkpoint)
+    # checkpoint_every is 30 s: only the save on Ctrl-C can have written it, with what finished.
+    assert checkpoint.is_file() and accepted_in(checkpoint) >= 5
+    assert not [name for name in os.listdir(tmp_path) if name != "run.checkpoint"]   # no temp file left
+    monkeypatch.undo()
+    resumed = run_isolated_extraction(model_file, CONFIG, checkpoint=checkpoint, progress=False)
+    for name in ("labels", "source_labels", "steps"):
+        assert torch.equal(getattr(resumed, name), getattr(whole, name)), name
+    # As tests/test_search.py's resume: a batch of other candidates may round a point's last bit otherwise.
+    torch.testing.assert_close(resumed.images, whole.images, rtol=0, atol=1e-4)
+    torch.testing.assert_close(resumed.margins, whole.margins, rtol=0, atol=1e-4)
