@@ -1,8 +1,12 @@
 """Interrupted long jobs lose nothing they finished: Ctrl-C during an isolated extraction saves
-the worker's checkpoint."""
+the worker's checkpoint, and SIGTERM stops a command as Ctrl-C does (one line, exit 143, what
+Ctrl-C saves saved)."""
 import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,11 +14,13 @@ from remote_helpers import make_model
 from safetensors import safe_open
 
 import ipguard_fast.io.sandbox.extraction as isolated_extraction
+from ipguard_fast.cli import main
 from ipguard_fast.io import run_isolated_extraction, save_torchscript
 from ipguard_fast.search import ExtractConfig
 
 SHAPE = (1, 8, 8)
 CONFIG = ExtractConfig(n=60, k=1.0, input_shape=SHAPE, max_steps=300, batch_size=8)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +71,37 @@ def test_ctrl_c_during_an_isolated_extraction_saves_what_finished(model_file, tm
     # As tests/test_search.py's resume: a batch of other candidates may round a point's last bit otherwise.
     torch.testing.assert_close(resumed.images, whole.images, rtol=0, atol=1e-4)
     torch.testing.assert_close(resumed.margins, whole.margins, rtol=0, atol=1e-4)
+
+
+SELF_TERMINATE = """
+import os, signal, sys
+from ipguard_fast.cli import main
+from ipguard_fast.search.engine import SearchEngine
+
+harvest = SearchEngine._harvest
+def _harvest(self):
+    harvest(self)
+    if self.stats.harvests == 3:
+        os.kill(os.getpid(), signal.SIGTERM)   # as `kill PID`, a scheduler or `docker stop` does
+SearchEngine._harvest = _harvest
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(model_file, tmp_path):
+    out = tmp_path / "fp.safetensors"
+    argv = ["extract", "--model", model_file, "--input-shape", "1,8,8", "--n", "60", "--k", "1",
+            "--max-steps", "300", "--batch-size", "8", "--no-progress", "--no-isolate", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", SELF_TERMINATE, *argv], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert (done.returncode, done.stderr) == (143, "ipguard: terminated\n")
+    checkpoint = tmp_path / "fp.safetensors.checkpoint"
+    assert checkpoint.is_file() and not out.exists()   # what finished is kept, no partial output
+    assert sorted(os.listdir(tmp_path)) == ["fp.safetensors.checkpoint"]
+
+
+def test_the_sigterm_handler_is_the_commands_alone(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["extract", "--model", "missing.pt", "--input-shape", "1,8,8", "--k", "1", "--out", "x"]) == 2
+    assert signal.getsignal(signal.SIGTERM) is before

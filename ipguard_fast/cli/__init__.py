@@ -6,11 +6,15 @@ Each subcommand lives in its own module with `add_arguments(parser)` and
 message naming the extra to install. Exit codes: 0 done, 2 bad input (usage, invalid
 arguments or files, a missing extra: one line), 1 any other failure (one line, or the
 traceback with --debug; a resource that ran out, such as a model's memory, is "ran out of
-memory" here, never bad input, also when a library layer wrapped it), 130 interrupted.
+memory" here, never bad input, also when a library layer wrapped it), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM, which stops a command as Ctrl-C does: what a long job
+saves on Ctrl-C, such as extract's checkpoint, is saved then too).
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
 
 from .._files import short_error
@@ -55,15 +59,34 @@ def main(argv: list[str] | None = None) -> int:
     return _guarded(args.command, lambda: args._run(args), args.debug)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that every path that saves on Ctrl-C saves."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def _guarded(command: str, call, debug: bool) -> int:
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _outcome(command, call, debug)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _outcome(command: str, call, debug: bool) -> int:
     from .._errors import ran_out_of_memory
     from ..remote.client import RemoteError
 
     try:
         return int(call() or 0)
-    except KeyboardInterrupt:
-        print("ipguard: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"ipguard: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
         if debug:
             traceback.print_exc()
