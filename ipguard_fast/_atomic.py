@@ -17,10 +17,7 @@ def atomic_save(path: str | os.PathLike[str], write: Callable[[str], None]) -> P
     cannot remove its own, so the next save of the same file removes the temp files of
     processes that no longer exist."""
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    prefix = f".{path.stem}."
-    # Keep the real suffix last: some writers (torch.export.save) check it.
-    suffix = f".tmp{path.suffix}"
+    directory, prefix, suffix = _temp_names(path)
     _remove_orphans(directory, prefix, suffix)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=suffix, dir=directory)
     os.close(fd)
@@ -34,6 +31,23 @@ def atomic_save(path: str | os.PathLike[str], write: Callable[[str], None]) -> P
             os.remove(tmp_name)
         raise
     return path
+
+
+def remove_saved(path: str | os.PathLike[str]) -> None:
+    """Remove `path`, a file atomic_save wrote (if it is there), and the temp files that writers of
+    it killed outright left beside it: a file that is done with (a checkpoint once its run has
+    finished) has no next save to remove them."""
+    path = Path(path)
+    if os.path.lexists(path):
+        os.remove(path)
+    _remove_orphans(*_temp_names(path))
+
+
+def _temp_names(path: Path) -> tuple[Path, str, str]:
+    """(folder, prefix, suffix) of atomic_save's temp files for `path`."""
+    directory = path.parent if str(path.parent) else Path(".")
+    # Keep the real suffix last: some writers (torch.export.save) check it.
+    return directory, f".{path.stem}.", f".tmp{path.suffix}"
 
 
 def _remove_orphans(directory: Path, prefix: str, suffix: str) -> None:

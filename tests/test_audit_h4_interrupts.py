@@ -105,3 +105,21 @@ def test_the_sigterm_handler_is_the_commands_alone(capsys):
     before = signal.getsignal(signal.SIGTERM)
     assert main(["extract", "--model", "missing.pt", "--input-shape", "1,8,8", "--k", "1", "--out", "x"]) == 2
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_a_finished_run_removes_the_temp_files_of_killed_checkpoint_writers(model_file, tmp_path, capsys):
+    out = tmp_path / "fp.safetensors"
+    # What a writer killed (kill -9) while saving the checkpoint leaves: atomic_save's temp file.
+    orphan = tmp_path / f".fp.safetensors.{dead_pid()}-x1y2z3.tmp.checkpoint"
+    orphan.write_bytes(b"half a checkpoint")
+    other = tmp_path / f".fp.safetensors.{os.getpid()}-x1y2z3.tmp.checkpoint"   # a live writer's: kept
+    other.write_bytes(b"")
+    assert main(["extract", "--model", model_file, "--input-shape", "1,8,8", "--n", "4", "--k", "1",
+                 "--no-progress", "--no-isolate", "--out", str(out)]) == 0
+    assert sorted(os.listdir(tmp_path)) == sorted(["fp.safetensors", other.name])

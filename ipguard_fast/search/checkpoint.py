@@ -11,7 +11,6 @@ start point.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from .._atomic import atomic_save
+from .._atomic import atomic_save, remove_saved
 from .._files import check_safetensors_header, short_error
 from .._validate import ArgumentError
 from .ledger import Outcome
@@ -121,8 +120,9 @@ def _outcomes(tensors: dict, finished: dict[int, bool], settings: dict, path) ->
 
 
 def remove_checkpoint(path) -> None:
-    if path is not None and os.path.exists(path):
-        os.remove(path)
+    """The checkpoint of a finished run removed, with the temp files of its writers that were killed."""
+    if path is not None:
+        remove_saved(path)
 
 
 def verify_resumed(outcomes: dict[int, Outcome], acceptance_model, k: float, lo: float, hi: float,
