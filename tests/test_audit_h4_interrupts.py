@@ -123,3 +123,29 @@ def test_a_finished_run_removes_the_temp_files_of_killed_checkpoint_writers(mode
     assert main(["extract", "--model", model_file, "--input-shape", "1,8,8", "--n", "4", "--k", "1",
                  "--no-progress", "--no-isolate", "--out", str(out)]) == 0
     assert sorted(os.listdir(tmp_path)) == sorted(["fp.safetensors", other.name])
+
+
+def test_an_interrupted_report_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    import ipguard_fast.evaluation.plots as plots
+    from ipguard_fast.evaluation.report import write_report
+
+    def suspect(name, family, role, rate):
+        return {"name": name, "family": family, "role": role, "accuracy": 0.9, "matching_rate": rate}
+
+    def result(owner):
+        return {"owner": {"name": owner, "accuracy": 0.9}, "settings": {"seed": 0, "threshold": 0.5},
+                "runs": [{"k": 1.0, "n_fingerprints": 10, "extract_seconds": 1.0, "aruc": 0.6, "roc_auc": 1.0,
+                          "suspects": [suspect("FTAL", "FTAL", "positive", 0.9),
+                                       suspect("indep", "Independent", "negative", 0.1)]}]}
+
+    paths = write_report(result("first run"), tmp_path)
+    before = {name: path.read_bytes() for name, path in paths.items()}
+
+    def ctrl_c(result):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "matching_rates_png", ctrl_c)   # the last thing made
+    with pytest.raises(KeyboardInterrupt):
+        write_report(result("second run"), tmp_path)
+    assert {name: path.read_bytes() for name, path in paths.items()} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(path.name for path in paths.values())

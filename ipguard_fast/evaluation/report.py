@@ -88,7 +88,9 @@ def verdict_summary(verdicts: Mapping[str, Any]) -> str:
 def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``results.json``, ``results.md``, ``ru_curves.png`` and ``matching_rates.png`` to ``out_dir``.
 
-    Every file is written atomically (temp file + rename). Non-finite floats become JSON
+    Every file is written atomically (temp file + rename), and only once all four are made (the
+    plots take a while), so a run interrupted or failing there leaves the folder as it was,
+    never this run's results beside an earlier run's plots. Non-finite floats become JSON
     ``null`` because strict JSON has no NaN. Returns the written paths under the keys
     ``"json"``, ``"markdown"``, ``"ru_curves"`` and ``"matching_rates"``.
     """
@@ -103,12 +105,12 @@ def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
         "matching_rates": out / "matching_rates.png",
     }
     json_text = json.dumps(_jsonable(result, "result"), indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(paths["json"], json_text.encode("utf-8"))
-    atomic_write_bytes(paths["markdown"], summary_table(result).encode("utf-8"))
     from .plots import matching_rates_png, ru_curves_png  # matplotlib, only when a report is written
 
-    atomic_write_bytes(paths["ru_curves"], ru_curves_png(result))
-    atomic_write_bytes(paths["matching_rates"], matching_rates_png(result))
+    contents = {"json": json_text.encode("utf-8"), "markdown": summary_table(result).encode("utf-8"),
+                "ru_curves": ru_curves_png(result), "matching_rates": matching_rates_png(result)}
+    for name, data in contents.items():
+        atomic_write_bytes(paths[name], data)
     return paths
 
 
