@@ -149,3 +149,20 @@ def test_an_interrupted_report_leaves_the_earlier_one_whole(tmp_path, monkeypatc
         write_report(result("second run"), tmp_path)
     assert {name: path.read_bytes() for name, path in paths.items()} == before
     assert sorted(os.listdir(tmp_path)) == sorted(path.name for path in paths.values())
+
+
+def term_then_serve(sock, job):
+    """The worker, sent SIGTERM once confined (as `kill` to a process group or a service's cgroup does)."""
+    from ipguard_fast.io.sandbox.worker import serve
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    return serve(sock, job)
+
+
+def test_the_worker_leaves_sigterm_to_the_verifier(model_file):
+    # The verifier stops its worker itself (after asking an extraction for its checkpoint): a
+    # worker killed by the SIGTERM its group got lost everything since the last checkpoint.
+    from ipguard_fast.io import IsolatedSuspect, Isolation
+
+    with IsolatedSuspect(model_file, isolation=Isolation(start="fork"), entry=term_then_serve) as suspect:
+        assert suspect(torch.rand(2, *SHAPE)).shape == (2, 10)

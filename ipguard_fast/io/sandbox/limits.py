@@ -79,7 +79,8 @@ def memory_bytes(name: str, gib) -> int:
 def confine(isolation: Isolation, workdir: str, keep_fd: int, parent: int, address_space: bool = True) -> None:
     """Confine the calling (worker) process; ``keep_fd`` is its channel to the verifier."""
     _quiet_standard_streams()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the verifier's: it stops the worker itself
+    for stop in (signal.SIGINT, signal.SIGTERM):   # Ctrl-C and kill's signal are the verifier's (sent to a whole
+        signal.signal(stop, signal.SIG_IGN)         # process group, a service's cgroup): it stops the worker itself
     _close_inherited_files(keep_fd)
     _die_with_parent(parent)
     os.chdir(workdir)
