@@ -166,3 +166,17 @@ def test_the_worker_leaves_sigterm_to_the_verifier(model_file):
 
     with IsolatedSuspect(model_file, isolation=Isolation(start="fork"), entry=term_then_serve) as suspect:
         assert suspect(torch.rand(2, *SHAPE)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_a_damaged_checkpoint_is_refused_naming_the_option(model_file, tmp_path, capsys, isolate):
+    out, checkpoint = tmp_path / "fp.safetensors", tmp_path / "run.checkpoint"
+    argv = ["extract", "--model", model_file, "--input-shape", "1,8,8", "--n", "4", "--k", "1", "--no-progress",
+            "--out", str(out), "--checkpoint", str(checkpoint)] + ([] if isolate else ["--no-isolate"])
+    whole = b"".join([(8).to_bytes(8, "little"), b"{}" + b" " * 6])   # an empty safetensors file
+    for cut in (b"", whole[:5], whole[:12], b"\x10" + whole[1:]):     # cut mid-write, or a header past the end
+        checkpoint.write_bytes(cut)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ipguard extract: error: --checkpoint: {checkpoint} ") and err.count("\n") == 1, err
+        assert checkpoint.read_bytes() == cut and not out.exists()

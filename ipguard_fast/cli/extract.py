@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
 # ExtractConfig's field names -> the options that set them
 _OPTIONS = {"n": "-n", "k": "--k", "input_shape": "--input-shape", "seed": "--seed", "lr": "--lr",
             "max_steps": "--max-steps", "max_candidates": "--max-candidates", "batch_size": "--batch-size",
-            "labels": "--labels", "device": "--device", "model": "--model"}
+            "labels": "--labels", "device": "--device", "model": "--model", "checkpoint": "--checkpoint"}
 
 
 def config_from_args(args):

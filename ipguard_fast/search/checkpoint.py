@@ -10,6 +10,7 @@ start point.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,8 @@ def load_checkpoint(path, settings: dict) -> tuple[dict[int, bool], dict[int, Ou
     The file is treated as hostile: its structure is checked here, and the caller re-runs
     float32 acceptance on every accepted image before trusting it (verify_resumed)."""
     path = Path(path)
-    check_safetensors_header(path, MAX_HEADER_BYTES, ValueError, "extraction checkpoint")
+    check_safetensors_header(path, MAX_HEADER_BYTES, functools.partial(ArgumentError, "checkpoint"),
+                             "extraction checkpoint")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
