@@ -180,3 +180,15 @@ def test_a_damaged_checkpoint_is_refused_naming_the_option(model_file, tmp_path,
         err = capsys.readouterr().err
         assert err.startswith(f"ipguard extract: error: --checkpoint: {checkpoint} ") and err.count("\n") == 1, err
         assert checkpoint.read_bytes() == cut and not out.exists()
+
+
+def test_a_callers_sigterm_handler_is_left_alone(capsys):
+    def mine(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["extract", "--model", "missing.pt", "--input-shape", "1,8,8", "--k", "1", "--out", "x"]) == 2
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)

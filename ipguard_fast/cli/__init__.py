@@ -68,12 +68,13 @@ def _terminate(signum, frame):
 
 
 def _guarded(command: str, call, debug: bool) -> int:
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    previous = None   # only the default (die at once) is replaced: a caller's handler or SIG_IGN stays
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _outcome(command, call, debug)
     finally:
-        if main_thread:
+        if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
