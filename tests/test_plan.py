@@ -32,6 +32,23 @@ def test_no_budget_keeps_the_full_recipe_and_estimates_every_stage():
     assert "refine" not in fit_plan(ProtectConfig(refine=False), COSTS, 60000, None).estimate
 
 
+def test_the_owners_own_recipe_survives_the_plan_and_every_rung():
+    """The plan rebuilds the config (dataclasses.replace); the owner's recipe was applied to its
+    own result again, and protect refused every train_recipe ('recipe: has repeated kinds')."""
+    from ipguard_fast.train import TrainRecipe
+
+    config = ProtectConfig(train_recipe=TrainRecipe(epochs=12, optimizer="sgd", lr=0.03, augment=True))
+    kinds = [k.kind for k in config.recipe]
+    assert len(kinds) == len(set(kinds)) and "independent-owner-owner-recipe" in kinds
+    assert dataclasses.replace(config, n=7).recipe == config.recipe
+    for budget, rung in ((None, 0), (800.0, 6), (400.0, 9)):   # rungs 6 and 9 cap the negatives' epochs
+        plan = fit_plan(config, COSTS, 1437, budget)
+        assert plan.rung == rung and plan.config.train_recipe == config.train_recipe
+        assert {k.kind for k in plan.config.recipe} == set(kinds)
+    with pytest.raises(ValueError, match="^train_recipe: the recipe already holds the negatives of another"):
+        dataclasses.replace(config, train_recipe=TrainRecipe(epochs=5))
+
+
 def test_the_refinement_estimate_counts_only_the_drawn_share_of_the_references():
     from ipguard_fast.selection.refine import RefineConfig
     full = fit_plan(ProtectConfig(), COSTS, 60000, None).estimate["refine"]
@@ -398,3 +415,18 @@ def test_the_pilot_asks_for_fewer_points_when_a_budget_leaves_it_little_time(own
         asked.clear()
         assert plan_costs._pilot_seconds(owner, images, (1, 8, 8), 1.0, {"max_steps": 50}, 0, limit) > 0
         assert asked == [1, expected]
+
+
+def test_protect_runs_with_the_owners_own_recipe(owner, small):
+    """End to end through the plan, which rebuilds the config: an owner's recipe made every
+    protect() refuse ('recipe: has repeated kinds') before any work."""
+    from ipguard_fast.attacks import prune_model
+    from ipguard_fast.models import DigitsMLP
+    from ipguard_fast.train import TrainRecipe, train_classifier
+
+    given = {"positives": [prune_model(copy.deepcopy(owner), p) for p in (0.3, 0.5)],
+             "negatives": [train_classifier(seeded(DigitsMLP, s), small, epochs=2, seed=s) for s in (7, 8)]}
+    recipe = TrainRecipe(epochs=2, optimizer="sgd", lr=0.03)
+    result = run_protect(owner, small, ProtectConfig(n=4, k=[1.0], pool_factor=2, refine=False, train_recipe=recipe),
+                         references=given, progress=False)
+    assert len(result.fingerprints) == 4
