@@ -147,3 +147,29 @@ def test_protect_writes_a_selected_file(tmp_path, monkeypatch, capsys):
 def test_evaluate_rejects_an_unknown_bed(capsys):
     assert main(["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--bed", "nope", "--out", "x"]) == 2
     assert "--bed:" in capsys.readouterr().err
+
+
+def test_a_warning_is_one_line_naming_the_command_and_debug_keeps_pythons(monkeypatch, capsys):
+    """A library warning during a command (protect's inconclusive threshold, say) is printed as
+    errors are, "ipguard COMMAND: warning: ..." on one line, not with Python's file:line and
+    source listing; --debug keeps Python's form. The caller's showwarning is put back."""
+    import warnings
+
+    from ipguard_fast import cli
+
+    def run(args):
+        warnings.warn("the level is 1.000:\n  inconclusive", UserWarning)
+        return 0
+
+    monkeypatch.setattr(cli.verify, "run", run)
+    before = warnings.showwarning
+    for debug in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            assert main((["--debug"] if debug else []) + ["verify", "--model", "m", "--fingerprints", "f"]) == 0
+        err = capsys.readouterr().err
+        if debug:   # Python's (here pytest's) own showwarning is left to print it
+            assert "ipguard verify: warning" not in err, err
+        else:
+            assert err == "ipguard verify: warning: the level is 1.000: inconclusive\n", err
+    assert warnings.showwarning is before

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 
 from .._files import short_error
 from . import bench, demo, evaluate, export, extract, protect, serve, verify
@@ -72,10 +73,21 @@ def _guarded(command: str, call, debug: bool) -> int:
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _outcome(command, call, debug)
+        with warnings.catch_warnings():
+            if not debug:   # one line per warning, as errors are; --debug keeps Python's file:line and source
+                warnings.showwarning = _one_line_warning(command)
+            return _outcome(command, call, debug)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line_warning(command: str):
+    """warnings.showwarning printing "ipguard COMMAND: warning: TEXT" (the text on one line, whole)
+    rather than Python's file:line and the source line that raised it. Filters are untouched."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"ipguard {command}: warning: {short_error(message, limit=2000)}", file=file or sys.stderr)
+    return show
 
 
 def _outcome(command: str, call, debug: bool) -> int:
