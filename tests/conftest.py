@@ -48,3 +48,12 @@ def owner():
     from ipguard_fast.models import train_digits_model
 
     return train_digits_model("cnn", seed=0, epochs=2)
+
+
+@pytest.fixture
+def one_thread():
+    """torch at one thread for the test, as an isolated worker runs: CPU results depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -29,14 +29,6 @@ def model_file(tmp_path_factory):
     return str(save_torchscript(make_model(), torch.rand(2, *SHAPE), folder / "m.pt"))
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # the worker's: CPU results depend on the thread count
-    yield
-    torch.set_num_threads(threads)
-
-
 class CtrlCAt:
     """A progress bar that raises KeyboardInterrupt (Ctrl-C) once `count` fingerprints are shown."""
 

@@ -41,14 +41,6 @@ def files(tmp_path_factory):
             "loops": script(Loops(), folder, "loops.pt"), "hog": script(Hog(), folder, "hog.pt")}
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # the worker's: CPU results depend on the thread count
-    yield
-    torch.set_num_threads(threads)
-
-
 def same(a, b):
     return all(torch.equal(getattr(a, name), getattr(b, name)) for name in
                ("images", "labels", "source_labels", "margins", "steps")) and len(a) == CONFIG.n
