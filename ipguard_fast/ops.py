@@ -78,7 +78,7 @@ def boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active, lr=0.01, bet
         return reference.boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active,
                                              lr, beta1, beta2, eps, lo, hi)
     lr, beta1, beta2, eps, lo, hi = _checks.adam_args(
-        x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi)
+        x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi, aliasing=False)
     torch.ops.ipguard.boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active,
                                           lr, beta1, beta2, eps, lo, hi)
     if not torch.compiler.is_compiling():
