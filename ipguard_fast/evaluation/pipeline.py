@@ -165,6 +165,11 @@ def _check_suspects(suspects) -> None:
     roles = {s.role for s in suspects}
     if roles != {"positive", "negative"}:
         raise ValueError(f"suspects: need both positive and negative suspects, got roles {sorted(roles)}")
+    names = [s.name for s in suspects]   # each row's rate and accuracy are looked up by name
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise ValueError(f"suspects: names must be unique (rates are reported by name), {repeated!r} is given "
+                         "more than once")
 
 
 def selected_fields(fps: FingerprintSet) -> dict:
