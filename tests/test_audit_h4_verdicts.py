@@ -19,3 +19,20 @@ def test_evaluate_refuses_two_suspects_of_one_name_before_any_work(owner, small,
     monkeypatch.setattr(pipeline, "extract_fingerprints", lambda *a, **k: pytest.fail("extracted"))
     with pytest.raises(ValueError, match="^suspects: names must be unique .*'model-a'"):
         ig.evaluate(owner, small, input_shape=(1, 8, 8), suspects=suspects, ks=(2.0,), n=10, log=lambda *a: None)
+
+
+def test_a_run_whose_copies_all_lost_their_usefulness_is_reported_not_a_crash(tmp_path):
+    """judged() raised "positive_rates: is empty" once useful_drop had left out every copy,
+    after every fingerprint set had been extracted and judged: the whole evaluation lost."""
+    from ipguard_fast.evaluation.judging import judged
+    from ipguard_fast.evaluation.report import summary_table
+
+    rows = [{"name": "pruned-90", "family": "prune", "role": "positive", "accuracy": 0.3, "matching_rate": 0.9},
+            {"name": "indep", "family": "independent", "role": "negative", "accuracy": 0.9, "matching_rate": 0.1}]
+    aruc, roc, verdicts = judged(rows, 0.5, owner_accuracy=0.95, useful_drop=0.10)
+    assert aruc != aruc and roc != roc   # NaN: no counted copy to measure
+    assert verdicts["not_useful"] == ["pruned-90"] and verdicts["positives"] == 0 and verdicts["tpr"] is None
+    assert verdicts["false_accusations"] == []
+    run = {"k": 1.0, "n_fingerprints": 10, "extract_seconds": 0.1, "suspects": rows, "aruc": aruc, "roc_auc": roc,
+           "verdicts": verdicts}
+    assert "n/a / n/a" in summary_table({"owner": {"name": "o"}, "runs": [run]})

@@ -14,7 +14,8 @@ def judged(rows: Sequence[dict], threshold: float, owner_accuracy: float | None,
            useful_drop: float | None, conclusive: bool = True) -> tuple[float, float, dict]:
     """(ARUC, ROC AUC, verdicts) of suspect `rows` (name, role, accuracy, matching_rate);
     each row gains "counted". A positive whose accuracy is more than `useful_drop` below
-    the owner's is reported in verdicts["not_useful"] and left out of the rest.
+    the owner's is reported in verdicts["not_useful"] and left out of the rest (ARUC and
+    ROC AUC are NaN when no counted suspect of a role is left).
     conclusive False (verdicts.conclusive_threshold): verify calls no suspect a copy at this
     set's threshold, so nobody is accused and every counted copy is missed."""
     for row in rows:
@@ -30,4 +31,6 @@ def judged(rows: Sequence[dict], threshold: float, owner_accuracy: float | None,
                 "false_accusations": accused, "missed": missed,
                 "not_useful": [r["name"] for r in rows if not r["counted"]]}
     pos_rates, neg_rates = [r["matching_rate"] for r in pos], [r["matching_rate"] for r in neg]
+    if not pos_rates or not neg_rates:   # e.g. every copy no longer useful: no curve, the verdicts stand
+        return float("nan"), float("nan"), verdicts
     return metrics.aruc(pos_rates, neg_rates), metrics.roc_auc(pos_rates, neg_rates), verdicts
