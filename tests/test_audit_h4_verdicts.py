@@ -36,3 +36,24 @@ def test_a_run_whose_copies_all_lost_their_usefulness_is_reported_not_a_crash(tm
     run = {"k": 1.0, "n_fingerprints": 10, "extract_seconds": 0.1, "suspects": rows, "aruc": aruc, "roc_auc": roc,
            "verdicts": verdicts}
     assert "n/a / n/a" in summary_table({"owner": {"name": "o"}, "runs": [run]})
+
+
+def test_the_ru_curves_plot_draws_the_curve_its_aruc_label_measures(monkeypatch):
+    """ru_curves.png labels each R(t) with the run's ARUC, which leaves out the copies no longer
+    useful; the curve drawn took them in, so it was not the curve whose area the label gave."""
+    pytest.importorskip("matplotlib")
+    from ipguard_fast.evaluation import plots
+    from ipguard_fast.evaluation.judging import judged
+
+    rows = [{"name": "copy", "family": "FTAL", "role": "positive", "accuracy": 0.9, "matching_rate": 0.9},
+            {"name": "broken", "family": "prune", "role": "positive", "accuracy": 0.2, "matching_rate": 0.05},
+            {"name": "indep", "family": "independent", "role": "negative", "accuracy": 0.9, "matching_rate": 0.1}]
+    aruc, roc, verdicts = judged(rows, 0.5, owner_accuracy=0.95, useful_drop=0.10)
+    drawn = []
+    real = plots.ru_curve
+    monkeypatch.setattr(plots, "ru_curve", lambda p, n: drawn.append((list(p), list(n))) or real(p, n))
+    run = {"k": 1.0, "n_fingerprints": 10, "extract_seconds": 0.1, "suspects": rows, "aruc": aruc, "roc_auc": roc,
+           "verdicts": verdicts}
+    plots._ru_curves_figure({"owner": {"name": "o"}, "runs": [run]})
+    assert drawn == [([0.9], [0.1])]
+    assert ig.metrics.aruc(*drawn[0]) == aruc

@@ -41,7 +41,8 @@ def _ru_curves_figure(result: Mapping[str, Any]):
     fig = _figure()(figsize=(7, 5), layout="constrained")
     ax = fig.add_subplot()
     for index, run in enumerate(result["runs"]):
-        positives = role_rates(run, "positive")
+        # The curves ARUC integrates: a copy no longer useful (evaluate's useful_drop) is left out.
+        positives = [s["matching_rate"] for s in run["suspects"] if s["role"] == "positive" and s.get("counted", True)]
         negatives = role_rates(run, "negative")
         if not positives or not negatives:
             continue  # a curve needs both roles; the JSON and table still hold this run
