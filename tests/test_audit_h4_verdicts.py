@@ -57,3 +57,38 @@ def test_the_ru_curves_plot_draws_the_curve_its_aruc_label_measures(monkeypatch)
     plots._ru_curves_figure({"owner": {"name": "o"}, "runs": [run]})
     assert drawn == [([0.9], [0.1])]
     assert ig.metrics.aruc(*drawn[0]) == aruc
+
+
+@pytest.mark.parametrize("significance", [0.5, 0.6, 0.9, 0.99, 0.9999999999999999])
+def test_a_significance_that_would_lower_the_threshold_below_the_level_is_refused(significance):
+    """The margin is added on top of the calibrated level. From 0.5 up the smallest count k
+    with P(X >= k) <= significance lies at or below n * level: at 0.99 a level of 0.75 was
+    stored as 0.66, below the held-out rates it was set above (a false accusation), and
+    near 1 as 0.0, a threshold verify refuses in the file protect wrote."""
+    from ipguard_fast._validate import ArgumentError
+    from ipguard_fast.selection import ProtectConfig
+    from ipguard_fast.selection.significance import significant_threshold
+
+    with pytest.raises(ValueError, match="^significance: must be in \\(0, 0.5\\)"):
+        significant_threshold(0.75, 100, significance)
+    with pytest.raises(ArgumentError, match="^threshold_significance: must be in \\(0, 0.5\\) or None"):
+        ProtectConfig(threshold_significance=significance)
+
+
+def test_below_one_half_the_threshold_is_always_above_the_level():
+    from ipguard_fast.selection.significance import significant_threshold
+
+    for n in (1, 2, 3, 10, 37, 100):
+        for level in [i / 40 for i in range(41)]:
+            threshold, shown = significant_threshold(level, n, 0.4999)
+            assert threshold > level or (threshold == 1.0 and not shown), (n, level, threshold)
+
+
+def test_the_command_line_refuses_such_a_significance():
+    from types import SimpleNamespace
+
+    from ipguard_fast.cli.common import significance_arg
+
+    with pytest.raises(ValueError, match="^--threshold-significance: expected a probability in \\(0, 0.5\\)"):
+        significance_arg(SimpleNamespace(threshold_significance="0.9"))
+    assert significance_arg(SimpleNamespace(threshold_significance="0.2")) == 0.2

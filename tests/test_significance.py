@@ -68,7 +68,7 @@ def test_protect_config_checks_the_significance(value):
 def test_a_bad_significance_on_the_command_line_is_refused_before_any_work(command, value, tmp_path, capsys,
                                                                           monkeypatch):
     assert_refused_before_any_work(command, ["--threshold-significance", value],
-                                   "--threshold-significance: expected a probability in (0, 1) or 'none'",
+                                   "--threshold-significance: expected a probability in (0, 0.5) or 'none'",
                                    tmp_path, capsys, monkeypatch)
 
 

@@ -123,12 +123,12 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
                              "until its estimate fits (default: the full recipe); the plan is printed and stored")
     parser.add_argument("--threshold-significance", default=str(SIGNIFICANCE), metavar="P",
                         help=f"{prefix}the stored threshold is the smallest matching rate that a model agreeing "
-                             "at the calibrated level reaches by chance with probability at most P (a one-sided "
+                             "at the calibrated level reaches by chance with probability at most P < 0.5 (one-sided "
                              f"binomial test over the n fingerprints); 'none' stores the level itself (default {SIGNIFICANCE})")
 
 
 def significance_arg(args) -> float | None:
-    """--threshold-significance as a probability in (0, 1), or None for 'none'."""
+    """--threshold-significance as a probability in (0, 0.5), or None for 'none'."""
     from .._validate import ArgumentError
 
     text = str(args.threshold_significance).strip().lower()
@@ -138,8 +138,8 @@ def significance_arg(args) -> float | None:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value < 1:
-        raise ArgumentError("--threshold-significance", f"expected a probability in (0, 1) or 'none', "
+    if not 0 < value < 0.5:
+        raise ArgumentError("--threshold-significance", f"expected a probability in (0, 0.5) or 'none', "
                                                         f"got {args.threshold_significance!r}")
     return value
 

@@ -43,7 +43,7 @@ class ProtectConfig:
     of the n points may carry one label (spread.py; None, the default: the plain top n,
     which measured better over the three beds). threshold_significance: the stored
     threshold is the smallest count of n that a model agreeing at the calibrated level
-    reaches with at most this probability (significance.py; None: the level itself).
+    reaches with at most this probability, below 0.5 (significance.py; None: the level itself).
     """
 
     n: int = 100
@@ -85,8 +85,8 @@ class ProtectConfig:
         if self.threshold_significance is not None:
             significance = self.threshold_significance
             if isinstance(significance, bool) or not isinstance(significance, numbers.Real) \
-                    or not 0 < significance < 1:
-                raise ArgumentError("threshold_significance", f"must be in (0, 1) or None, got {significance!r}")
+                    or not 0 < significance < 0.5:   # at 0.5 or more the margin lowers the threshold
+                raise ArgumentError("threshold_significance", f"must be in (0, 0.5) or None, got {significance!r}")
             object.__setattr__(self, "threshold_significance", float(significance))
         if self.reference_images is not None:
             positive_int("reference_images", self.reference_images)

@@ -36,8 +36,8 @@ def significant_threshold(level: float, n: int, significance: float = SIGNIFICAN
     verify's rate has for k matches of n, so "rate >= threshold" is "at least k matches"."""
     if n < 1:
         raise ValueError(f"n: must be at least 1, got {n}")
-    if not 0.0 < significance < 1.0:
-        raise ValueError(f"significance: must be in (0, 1), got {significance}")
+    if not 0.0 < significance < 0.5:   # from 0.5 up, k / n could fall to the level or below it
+        raise ValueError(f"significance: must be in (0, 0.5), got {significance}")
     if not 0.0 <= level <= 1.0:
         raise ValueError(f"level: must be in [0, 1], got {level}")
     if level == 0.0:
