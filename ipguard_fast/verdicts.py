@@ -237,7 +237,7 @@ def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: Fingerpr
     n = _check_fingerprints(fingerprints)
     counts = sorted((_count_matches(s, fingerprints, batch_size) for s in negatives), reverse=True)
     allowed = math.floor(false_positive_rate * len(negatives) + 1e-9)  # tolerance for 0.29 * 100 = 28.99...
-    boundary = counts[allowed]  # the largest count that must fall below the threshold
+    boundary = counts[min(allowed, len(counts) - 1)]  # the largest count that must fall below the threshold
     if boundary >= n:
         warnings.warn(
             "a negative suspect matches every fingerprint, so no threshold in [0, 1] reaches "

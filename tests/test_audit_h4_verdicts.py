@@ -92,3 +92,19 @@ def test_the_command_line_refuses_such_a_significance():
     with pytest.raises(ValueError, match="^--threshold-significance: expected a probability in \\(0, 0.5\\)"):
         significance_arg(SimpleNamespace(threshold_significance="0.9"))
     assert significance_arg(SimpleNamespace(threshold_significance="0.2")) == 0.2
+
+
+def test_calibration_at_a_false_positive_rate_just_below_one_stays_in_range():
+    """floor(fpr * N + 1e-9), the tolerance for 0.29 * 100, reached N for fpr = 1 - 1e-12 and
+    N = 1000: counts[N] raised IndexError. Every negative but the lowest may pass."""
+    from ipguard_fast.fingerprints import FingerprintSet
+    from ipguard_fast.verdicts import calibrate_threshold
+
+    labels = torch.tensor([0, 1, 0, 1])
+    fps = FingerprintSet(images=torch.rand(4, 1, 2, 2), labels=labels, source_labels=1 - labels,
+                         margins=torch.ones(4), steps=torch.ones(4, dtype=torch.int64), meta={"num_classes": 2})
+    zeros = lambda x: torch.zeros(x.shape[0], dtype=torch.int64)   # noqa: E731 - matches 2 of 4
+    ones = lambda x: torch.ones(x.shape[0], dtype=torch.int64)     # noqa: E731
+    negatives = [zeros] * 999 + [lambda x: 1 - labels]   # the last matches 0 of 4
+    assert calibrate_threshold(negatives, fps, false_positive_rate=1 - 1e-12) == 0.25
+    assert calibrate_threshold([ones] * 1000, fps, false_positive_rate=1 - 1e-12) == 0.75
