@@ -108,3 +108,36 @@ def test_calibration_at_a_false_positive_rate_just_below_one_stays_in_range():
     negatives = [zeros] * 999 + [lambda x: 1 - labels]   # the last matches 0 of 4
     assert calibrate_threshold(negatives, fps, false_positive_rate=1 - 1e-12) == 0.25
     assert calibrate_threshold([ones] * 1000, fps, false_positive_rate=1 - 1e-12) == 0.75
+
+
+@pytest.mark.parametrize("held_out,refined", [([0.1, 0.2], [0.0, 1.0]), ([0.1, 1.0], [0.0, 0.2])])
+def test_without_a_margin_a_negative_that_kept_every_point_makes_the_threshold_inconclusive(held_out, refined):
+    """threshold_significance=None stores the level; when a held-out independent (a threshold
+    negative, or the floor's kind) matched all n points the level is 1.0, no rate can lie
+    above it, and the file said shown=True: verify then called a model that answers like
+    protect's own independent PIRATED. With the margin the same case was inconclusive."""
+    from test_threshold_floor import _case
+
+    from ipguard_fast.selection.refining import calibrate_threshold
+    from ipguard_fast.verdicts import verify
+
+    selection, choice = _case(held_out_negatives=held_out, refined_negatives=refined)
+    with pytest.warns(UserWarning, match="inconclusive"):
+        margin = calibrate_threshold(selection, choice, significance=0.05)
+    with pytest.warns(UserWarning, match="inconclusive"):
+        plain = calibrate_threshold(selection, choice, significance=None)
+    assert (margin.threshold, margin.shown) == (plain.threshold, plain.shown) == (1.0, False)
+    fps = selection.points
+    fps.meta.update(threshold=plain.threshold, threshold_shown=plain.shown)
+    verdict = verify(lambda x: torch.zeros(x.shape[0], dtype=torch.int64), fps)   # matches all of them
+    assert verdict.matching_rate == 1.0 and not verdict.pirated and not verdict.conclusive
+
+
+def test_without_a_margin_a_negative_below_every_point_keeps_the_level_conclusive():
+    from test_threshold_floor import _case
+
+    from ipguard_fast.selection.refining import calibrate_threshold
+
+    selection, choice = _case(held_out_negatives=[0.1, 0.99], refined_negatives=[0.0, 0.2])
+    result = calibrate_threshold(selection, choice, significance=None)
+    assert (result.level, result.threshold, result.shown) == (0.99, 0.99, True)

@@ -128,8 +128,13 @@ def calibrate_threshold(selection: Selection, choice: Choice, significance: floa
     n = len(selection.kept)
     floor, source = _floor(choice.chosen.held_out)
     level = max(threshold_between(positives, negatives, n), floor)
-    if significance is None:
-        return Calibration(level, level, floor, positives, negatives, source)
+    if significance is None:   # the level itself, which shows nothing once a held-out independent kept every point
+        shown = max([*negatives, floor]) < 1.0
+        if not shown:
+            warnings.warn(f"protect: an independent model held out of the selection matched all {n} fingerprints, "
+                          "so the level (threshold_significance=None) is no evidence of a copy: verify calls no "
+                          "suspect a copy with this file's threshold, its verdicts are inconclusive", stacklevel=3)
+        return Calibration(level, level, floor, positives, negatives, source, shown)
     threshold, shown = significant_threshold(level, n, significance)
     if not shown:
         warnings.warn(f"protect: {n} fingerprints cannot show agreement above the calibrated level {level:.3f} "
