@@ -141,3 +141,11 @@ def test_without_a_margin_a_negative_below_every_point_keeps_the_level_conclusiv
     selection, choice = _case(held_out_negatives=[0.1, 0.99], refined_negatives=[0.0, 0.2])
     result = calibrate_threshold(selection, choice, significance=None)
     assert (result.level, result.threshold, result.shown) == (0.99, 0.99, True)
+
+
+def test_the_command_line_refuses_a_negative_given_twice_before_any_work(tmp_path, capsys, monkeypatch):
+    """Its two rows share a name; evaluate would refuse them only after the bed's suspects are trained."""
+    from cli_refusals import assert_refused_before_any_work
+
+    assert_refused_before_any_work("evaluate", ["--negatives", "m.pt", "m.pt"],
+                                   "--negatives: m.pt is given more than once", tmp_path, capsys, monkeypatch)

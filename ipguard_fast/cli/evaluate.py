@@ -59,7 +59,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .._files import check_output_folder
-    from .._validate import positive_int
+    from .._validate import ArgumentError, positive_int
     from ..evaluation.beds import check_bed
 
     check_output_folder("--out", args.out)   # everything before minutes of training
@@ -68,6 +68,9 @@ def run(args) -> int:
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
         _check_settings(args)
+    repeated = next((spec for spec in args.negatives if args.negatives.count(spec) > 1), None)
+    if repeated is not None:   # a suspect's rate is reported by its name, here the spec
+        raise ArgumentError("--negatives", f"{repeated} is given more than once")
     negatives = load_negative_models(args.negatives)
     with DistributedRun("cpu") as ranks:
         return _run(args, ranks, negatives)
