@@ -149,3 +149,20 @@ def test_the_command_line_refuses_a_negative_given_twice_before_any_work(tmp_pat
 
     assert_refused_before_any_work("evaluate", ["--negatives", "m.pt", "m.pt"],
                                    "--negatives: m.pt is given more than once", tmp_path, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize("meta", [{"threshold": 0}, {"threshold": 1.5}, {"threshold_shown": "no"}])
+def test_a_given_selected_set_with_a_bad_threshold_is_refused_before_the_plain_runs(owner, small, monkeypatch, meta):
+    """Its threshold was read only when it was judged, after every k's extraction."""
+    import ipguard_fast.evaluation.pipeline as pipeline
+    from ipguard_fast.fingerprints import FingerprintSet
+
+    fps = ig.extract_fingerprints(owner, 4, k=2.0, input_shape=(1, 8, 8), progress=False)
+    bad = FingerprintSet(images=fps.images, labels=fps.labels, source_labels=fps.source_labels, margins=fps.margins,
+                         steps=fps.steps, meta={**fps.meta, **meta})
+    monkeypatch.setattr(pipeline, "extract_fingerprints", lambda *a, **k: pytest.fail("extracted"))
+    suspects = [Suspect("indep", "independent-mlp", "negative", seeded(DigitsMLP, 7)),
+                Suspect("copy", "FTAL", "positive", owner)]
+    with pytest.raises(ValueError, match="^selected: fingerprints.meta\\['threshold"):
+        ig.evaluate(owner, small, input_shape=(1, 8, 8), suspects=suspects, ks=(2.0,), n=4,
+                    methods=("ipguard", "selected"), selected=bad, log=lambda *a: None)

@@ -80,6 +80,8 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
         raise ValueError("train_set: the selected method builds its references from the owner's training data")
     if "mistakes" in config.methods and test_set is None:
         raise ValueError("test_set: the mistakes method takes the owner's mistakes on held-out data")
+    if "selected" in config.methods and selected is not None:
+        _check_selected(selected)
     # Under torchrun each rank scores its share of the suspects (extraction is shared by
     # extract_fingerprints itself); every rank ends with the whole table.
     comm = communicator()
@@ -170,6 +172,17 @@ def _check_suspects(suspects) -> None:
     if repeated is not None:
         raise ValueError(f"suspects: names must be unique (rates are reported by name), {repeated!r} is given "
                          "more than once")
+
+
+def _check_selected(selected) -> None:
+    """The given set's threshold, read when it is judged after every plain run, checked before any."""
+    if not isinstance(selected, FingerprintSet):
+        raise ValueError(f"selected: must be a FingerprintSet, got {type(selected).__name__}")
+    try:
+        resolve_threshold(None, selected)
+        conclusive_threshold(selected)
+    except ValueError as exc:
+        raise ValueError(f"selected: {exc}") from exc
 
 
 def selected_fields(fps: FingerprintSet) -> dict:
