@@ -82,8 +82,18 @@ _FRESH = {"prim::CreateObject", "prim::NumToTensor"}
 
 
 def _check_script_writes(graph: Any, label: str) -> None:
+    """Refuse writes into what the forward did not make. A list or dict the graph made may be
+    written, but once one receives a tensor the graph did not make (``l.append(self.buffer)``,
+    ``d[k] = x``, ``l += [w]``), nothing taken out of a container counts as the graph's own: the
+    check runs again so (a loop may read an element before the node that puts it there)."""
+    if _script_write_pass(graph, label, trusted_containers=True):
+        _script_write_pass(graph, label, trusted_containers=False)
+
+
+def _script_write_pass(graph: Any, label: str, trusted_containers: bool) -> bool:
+    """One pass of the write check; whether a container received a tensor the graph did not make."""
     local: set[int] = set()  # unique() of the values the graph made
-    where = "the TorchScript forward (inlined)"
+    where, foreign = "the TorchScript forward (inlined)", False
     for node in _script_nodes(graph):
         kind, inputs = node.kind(), list(node.inputs())
         if kind in ("prim::CallMethod", "prim::CallFunction"):
@@ -94,11 +104,51 @@ def _check_script_writes(graph: Any, label: str) -> None:
                                  f"{node.s('name')!r}, which would keep state from one query to the next")
         schema = _script_schema(node)
         made = _check_writes(kind, schema, inputs, lambda value: value.unique() in local, where, label)
-        if made is None and kind in _PASS_THROUGH:
-            made = all(value.unique() in local for value in inputs)
-        made = made or kind in _FRESH
+        foreign = foreign or _puts_foreign_into_container(schema, inputs, local)
+        if made is None and kind in _PASS_THROUGH:   # a container of (or taken out of) the graph's own tensors
+            made = all(value.unique() in local for value in inputs if _may_hold_tensors(value.type()))
+        made = (made or kind in _FRESH) and (trusted_containers or not _takes_out(kind, schema, node))
         if made:
             local.update(value.unique() for value in node.outputs())
+    return foreign
+
+
+_CONSTRUCTS = {"prim::ListConstruct", "prim::TupleConstruct", "prim::DictConstruct"}
+# Types whose values neither are nor hold a tensor (anything else may: a type variable, an object).
+_TENSOR_FREE = frozenset({"IntType", "FloatType", "BoolType", "StringType", "NoneType", "NumberType", "ComplexType",
+                          "DeviceObjType", "SymIntType", "SymFloatType", "SymBoolType", "LayoutType",
+                          "ScalarTypeType", "MemoryFormatType"})
+
+
+def _may_hold_tensors(kind: Any) -> bool:
+    """Whether a value of this (schema or graph) type can be a tensor or hold one by reference."""
+    contained = kind.containedTypes()
+    if contained:
+        return any(_may_hold_tensors(part) for part in contained)
+    return kind.kind() not in _TENSOR_FREE
+
+
+def _is_container(kind: Any) -> bool:
+    return bool(kind.containedTypes()) and _may_hold_tensors(kind)
+
+
+def _puts_foreign_into_container(schema: torch._C.FunctionSchema | None, inputs: list[Any], local: set[int]) -> bool:
+    """Whether the node writes into a list or dict (append, item assignment, +=) a tensor the graph did not make."""
+    if schema is None or not any(argument.alias_info is not None and argument.alias_info.is_write
+                                 and _is_container(value.type()) for argument, value in zip(schema.arguments, inputs)):
+        return False
+    return any(value.unique() not in local and _may_hold_tensors(value.type()) for value in inputs)
+
+
+def _takes_out(kind: str, schema: torch._C.FunctionSchema | None, node: Any) -> bool:
+    """Whether the node's outputs may be (or hold) what it takes out of a container argument
+    (``l[i]``, unpacking, ``d.values()``), as opposed to a tensor it computes (``torch.cat(l)``)."""
+    if kind in _CONSTRUCTS or not any(_is_container(value.type()) for value in node.inputs()):
+        return False
+    if schema is not None and kind not in UNDECLARED_ALIASES and all(
+            isinstance(ret.type, torch._C.TensorType) and ret.alias_info is None for ret in schema.returns):
+        return False
+    return any(_may_hold_tensors(value.type()) for value in node.outputs())
 
 
 def _script_schema(node: Any) -> torch._C.FunctionSchema | None:
@@ -129,8 +179,14 @@ def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: l
         source = next((value for argument, value in zip(schema.arguments, args) if _holds_tensors(argument.type)),
                       None)
         return source is None or is_local(source)
-    if any(ret.alias_info is not None for ret in schema.returns):  # a view of (or the same as) an argument
+    holding = [value for argument, value in zip(schema.arguments, args) if _may_hold_tensors(argument.type)]
+    returns = [ret.alias_info for ret in schema.returns if ret.alias_info is not None]
+    if any("*" in info.before_set for info in returns):  # l[i], d[k], d.values(): what any argument holds
+        return all(is_local(value) for value in holding)
+    if returns:  # a view of (or the same as) an argument
         return all(is_local(value) for value in aliased)
+    if not all(isinstance(ret.type, torch._C.TensorType) for ret in schema.returns):  # list(l): its elements
+        return all(is_local(value) for value in holding)
     return True
 
 

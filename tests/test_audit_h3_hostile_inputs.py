@@ -1,0 +1,131 @@
+"""Hostile suspects that earlier checks let through (found by audit h3)."""
+from typing import Dict, List
+
+import pytest
+import torch
+from conftest import half_matching_fingerprints
+from hostile_model_files import SHAPE
+from torch import nn
+
+import ipguard_fast as ig
+from ipguard_fast.io import ModelLoadError, load_suspect
+
+
+# --- TorchScript: a write laundered through a list or dict ---------------------------------------
+# graphs.py lets an in-place operator write only into what the graph made. A list or dict the graph
+# made counted as its own whatever was put into it, so `l.append(self.seen); l[0].add_(1)` wrote
+# into the model's buffer (a memory from one query to the next) and the same on `x` into the
+# caller's images.
+
+class Counter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+        self.register_buffer("seen", torch.zeros(2))
+
+    def out(self, x):
+        return self.lin(x.flatten(1)) + self.seen.sum() * 0
+
+
+class AppendsItsBuffer(Counter):
+    def forward(self, x):
+        held: List[torch.Tensor] = []
+        held.append(self.seen)
+        held[0].add_(1)
+        return self.out(x)
+
+
+class ExtendsWithItsBuffer(Counter):
+    def forward(self, x):
+        held: List[torch.Tensor] = []
+        held += [self.seen]
+        held[0].add_(1)
+        return self.out(x)
+
+
+class CopiesAListOfItsBuffer(Counter):
+    def forward(self, x):
+        held = list([self.seen])
+        held[0].add_(1)
+        return self.out(x)
+
+
+class StoresItsBufferInADict(Counter):
+    def forward(self, x):
+        held: Dict[str, torch.Tensor] = {}
+        held["seen"] = self.seen
+        held["seen"].add_(1)
+        return self.out(x)
+
+
+class ReadsDictValues(Counter):
+    def forward(self, x):
+        held = {"seen": self.seen}
+        held.values()[0].add_(1)
+        return self.out(x)
+
+
+class ReadsBeforeTheLoopAppends(Counter):
+    """The element is read before the node that appends the buffer: its second turn writes into it."""
+
+    def forward(self, x):
+        held: List[torch.Tensor] = [torch.zeros(2)]
+        for _ in range(2):
+            held[-1].add_(1)
+            held.append(self.seen)
+        return self.out(x)
+
+
+class AppendsItsInput(Counter):
+    def forward(self, x):
+        held: List[torch.Tensor] = []
+        held.append(x)
+        held[0].mul_(0)
+        return self.out(x)
+
+
+class FillsItsOwnList(Counter):
+    """Honest: lists and dicts of what the model computed, written in place."""
+
+    def forward(self, x):
+        y = x.flatten(1)
+        held: List[torch.Tensor] = []
+        held.append(y * 2)
+        held[0].relu_()
+        named: Dict[str, torch.Tensor] = {"y": y + 1}
+        named["y"].mul_(0.5)
+        first, second = (y * 1).chunk(2, dim=1)
+        first.add_(1)
+        return self.lin(torch.cat([first, second], 1)) + held[0].sum() * 0 + named["y"].sum() * 0
+
+
+LAUNDERED = [AppendsItsBuffer, ExtendsWithItsBuffer, CopiesAListOfItsBuffer, StoresItsBufferInADict,
+             ReadsDictValues, ReadsBeforeTheLoopAppends, AppendsItsInput]
+
+
+@pytest.mark.parametrize("cls", LAUNDERED, ids=lambda cls: cls.__name__)
+def test_a_write_laundered_through_a_container_is_refused(cls, tmp_path):
+    path = tmp_path / "suspect.pt"
+    torch.jit.save(torch.jit.script(cls().eval()), str(path))
+    x = torch.rand(3, *SHAPE)
+    given = x.clone()
+    with pytest.raises(ModelLoadError, match="writes into 'self'"):
+        load_suspect(path)(given)
+    assert torch.equal(given, x)
+
+
+def test_a_buffer_laundered_through_a_list_is_refused_by_verify(tmp_path):
+    path = tmp_path / "suspect.pt"
+    torch.jit.save(torch.jit.script(AppendsItsBuffer().eval()), str(path))
+    fps = half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 10)
+    with pytest.raises(ModelLoadError, match="writes into 'self'"):
+        ig.verify(path, fps)
+
+
+def test_containers_of_what_the_model_made_still_load(tmp_path):
+    path = tmp_path / "honest.pt"
+    honest = torch.jit.script(FillsItsOwnList().eval())
+    torch.jit.save(honest, str(path))
+    x = torch.rand(3, *SHAPE)
+    given = x.clone()
+    assert torch.equal(load_suspect(path)(given), honest(x)) and torch.equal(given, x)
