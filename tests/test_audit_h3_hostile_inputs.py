@@ -129,3 +129,59 @@ def test_containers_of_what_the_model_made_still_load(tmp_path):
     x = torch.rand(3, *SHAPE)
     given = x.clone()
     assert torch.equal(load_suspect(path)(given), honest(x)) and torch.equal(given, x)
+
+
+# --- ONNX: a batch the model cannot take -----------------------------------------------------------
+# onnxruntime raises its own exception types: a module that fails on a batch is bad input
+# ("suspect: fails on images of shape ...", exit 2) and its worker goes on, but an ONNX suspect's
+# failure escaped as a raw onnxruntime Fail (exit 1), killed its worker (serve stopped serving
+# everyone on one client's request) and printed onnxruntime's own coloured log line.
+
+def _onnx_that_takes_two_images(path, inputs=True):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [64, 10], [0.01 * (i % 97) for i in range(640)])
+    size = helper.make_tensor("size", TensorProto.INT64, [2], [2, 64])   # a batch of 2, whatever the input says
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["B", *SHAPE])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 10])
+    nodes = [helper.make_node("Reshape", ["images", "size"], ["flat"]), helper.make_node("MatMul", ["flat", "w"],
+                                                                                          ["logits"])]
+    initializers = [weight, size]
+    if not inputs:   # no input at all: a constant answer
+        nodes = [helper.make_node("Constant", [], ["logits"], value=helper.make_tensor("c", TensorProto.FLOAT,
+                                                                                       [1, 10], [0.0] * 10))]
+        initializers = []
+    graph = helper.make_graph(nodes, "g", [images] if inputs else [], [logits], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_onnx_batch_the_model_cannot_take_is_bad_input_in_process(tmp_path, capfd):
+    path = _onnx_that_takes_two_images(tmp_path / "two.onnx")
+    suspect = load_suspect(path)
+    assert suspect(torch.rand(2, *SHAPE)).shape == (2, 10)
+    fps = half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 10)
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=r"^suspect: fails on images of shape \[10, 1, 8, 8\]"):
+        ig.verify(suspect, fps)
+    assert "onnxruntime" not in capfd.readouterr().err   # its own log line, with colour codes, is not printed
+
+
+def test_an_onnx_batch_the_model_cannot_take_leaves_its_worker_running(tmp_path):
+    from ipguard_fast.io.sandbox import IsolatedSuspect
+
+    path = _onnx_that_takes_two_images(tmp_path / "two.onnx")
+    with IsolatedSuspect(path) as suspect:
+        with pytest.raises(ValueError, match="^suspect: fails on images of shape"):
+            suspect(torch.rand(3, *SHAPE))
+        assert suspect(torch.rand(2, *SHAPE)).shape == (2, 10) and suspect.failure is None
+
+
+def test_an_onnx_model_without_inputs_is_no_suspect(tmp_path):
+    path = _onnx_that_takes_two_images(tmp_path / "none.onnx", inputs=False)
+    with pytest.raises(ValueError, match="takes no input"):
+        load_suspect(path)

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from ..._atomic import atomic_save
+from ..._errors import ran_out_of_memory
+from ..._files import short_error
 from ..._optional import require
 from ..._validate import ArgumentError, image_shape
 from ...modules import call_in_fixed_batches, eval_mode, refuses_train_mode
@@ -140,12 +142,14 @@ class OnnxSuspect:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
+        options.log_severity_level = 4  # fatal only: a failure's message is in the exception, reported once
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"{self.path} is not a loadable ONNX model: {exc}") from exc
+        if not self.session.get_inputs():
+            raise ValueError(f"{self.path} is not a suspect: the ONNX model takes no input")
         first = self.session.get_inputs()[0]
         self.input_name: str = first.name
         dims = [d if isinstance(d, int) and d > 0 else None for d in first.shape]
@@ -169,7 +173,12 @@ class OnnxSuspect:
 
     def _run(self, images: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(images.numpy().astype(self._dtype, copy=False))
-        output = np.asarray(self.session.run(None, {self.input_name: array})[0])
+        try:
+            output = np.asarray(self.session.run(None, {self.input_name: array})[0])
+        except Exception as exc:  # onnxruntime's own types: the model cannot take these images, as for a module
+            if ran_out_of_memory(RuntimeError(str(exc))):   # ... unless a resource ran out: never bad input
+                raise MemoryError(f"suspect: {self.path.name}: {short_error(exc)}") from exc
+            raise ValueError(f"suspect: fails on images of shape {list(images.shape)}: {short_error(exc)}") from exc
         if output.dtype.kind not in "biufc":   # strings, sequences, maps: no logits or labels
             raise ValueError(f"suspect: {self.path.name} answers {output.dtype} values, not logits or labels")
         return torch.from_numpy(output)
