@@ -5,9 +5,11 @@ import pytest
 import torch
 from conftest import half_matching_fingerprints
 from hostile_model_files import SHAPE
+from remote_helpers import FakeApi, make_model, no_proxies  # noqa: F401 - a fixture
 from torch import nn
 
 import ipguard_fast as ig
+from ipguard_fast.cli import main
 from ipguard_fast.io import ModelLoadError, load_suspect
 
 
@@ -185,3 +187,23 @@ def test_an_onnx_model_without_inputs_is_no_suspect(tmp_path):
     path = _onnx_that_takes_two_images(tmp_path / "none.onnx", inputs=False)
     with pytest.raises(ValueError, match="takes no input"):
         load_suspect(path)
+
+
+# --- HTTP: a server's error text on the verifier's terminal ------------------------------------------
+# The server's error message went into the CLI's line as it was sent: escape sequences that retitle
+# the terminal, erase the line and move the cursor up (over the verifier's earlier output), as the
+# worker's text never does (sandbox/suspect.py keeps one printable line of it).
+
+@pytest.mark.usefixtures("no_proxies")
+@pytest.mark.parametrize("body", [
+    '{"error": "bad", "message": "no \\u001b]0;title\\u0007\\u001b[2K\\u001b[1Acopy found \\u009b2J"}',
+    "plain \x1b[31mred\x1b[0m \x07text",
+])
+def test_a_servers_error_text_reaches_the_terminal_as_printable_text(body, tmp_path, capsys):
+    path = half_matching_fingerprints(make_model(), 10).save(tmp_path / "fp.safetensors")
+    with FakeApi(make_model(), [(400, {"Content-Type": "text/plain"}, body)]) as api:
+        capsys.readouterr()
+        assert main(["verify", "--fingerprints", str(path), "--endpoint", api.url]) == 1
+    err = capsys.readouterr().err
+    assert "failed with HTTP 400" in err and err.count("\n") == 1
+    assert all(ch.isprintable() for ch in err.rstrip("\n")), repr(err)

@@ -79,14 +79,20 @@ def retry_after(headers: Any) -> float | None:
 
 
 def error_detail(raw: bytes) -> str:
+    """One printable line of an error answer's message: the server's text never reaches a terminal
+    as control characters (escape sequences that move the cursor, erase lines or retitle the window)."""
     raw = raw[:_MAX_ERROR_BODY]
     try:
         payload = json.loads(raw.decode("utf-8"))
         if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-            return " ".join(payload["message"].split())[:500]
+            return _printable(payload["message"])[:500]
     except (UnicodeDecodeError, ValueError, RecursionError):
         pass
-    return " ".join(raw[:200].decode("utf-8", "replace").split())
+    return _printable(raw[:200].decode("utf-8", "replace"))
+
+
+def _printable(text: str) -> str:
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
 
 
 def http_error_message(method: str, url: str, status: int, detail: str, headers: Any, attempts: int,
