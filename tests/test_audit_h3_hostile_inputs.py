@@ -207,3 +207,42 @@ def test_a_servers_error_text_reaches_the_terminal_as_printable_text(body, tmp_p
     err = capsys.readouterr().err
     assert "failed with HTTP 400" in err and err.count("\n") == 1
     assert all(ch.isprintable() for ch in err.rstrip("\n")), repr(err)
+
+
+# --- the allowlist: in-place dropout ---------------------------------------------------------------
+# nn.Dropout(inplace=True) (torchvision's MobileNetV3, EfficientNet, MNASNet) is aten::dropout_, which
+# was not on the list: the package's own export of `tv:mobilenet_v3_small` (TorchScript or .pt2) was
+# refused by every loader, so verify, extract and serve refused an honest model. It is an in-place
+# operator like relu_: allowed as a write into what the graph made, refused on an input or a buffer.
+
+@pytest.mark.parametrize("form, suffix", [("torchscript", ".pt"), ("pt2", ".pt2")])
+def test_the_packages_own_export_of_an_inplace_dropout_model_loads(form, suffix, tmp_path):
+    pytest.importorskip("torchvision")
+    from ipguard_fast.io import export_model, load_model
+    from ipguard_fast.models import build_model
+
+    model = build_model("tv:mobilenet_v3_small", 10, (3, 32, 32), seed=0).eval()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    path = export_model(model, (3, 32, 32), tmp_path / f"m{suffix}", format=form)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(images), model(images), atol=1e-4, rtol=1e-4)
+
+
+class DropsOutItsInputInPlace(Counter):
+    def forward(self, x):
+        torch.dropout_(x, 0.5, True)
+        return self.out(x)
+
+
+class DropsOutItsBufferInPlace(Counter):
+    def forward(self, x):
+        torch.dropout_(self.seen, 0.0, False)
+        return self.out(x)
+
+
+@pytest.mark.parametrize("cls", [DropsOutItsInputInPlace, DropsOutItsBufferInPlace], ids=lambda cls: cls.__name__)
+def test_an_inplace_dropout_into_an_input_or_a_buffer_is_refused(cls, tmp_path):
+    path = tmp_path / "suspect.pt"
+    torch.jit.save(torch.jit.script(cls().eval()), str(path))
+    with pytest.raises(ModelLoadError, match="aten::dropout_, which writes into 'self'"):
+        load_suspect(path)

@@ -56,6 +56,7 @@ _SCRIPT_BUILTINS = """
 _IN_PLACE = """
     relu_ relu6_ hardtanh_ leaky_relu_ elu_ selu_ celu_ silu_ mish_ sigmoid_ tanh_ hardsigmoid_ hardswish_
     add_ sub_ mul_ div_ neg_ clamp_ clamp_min_ clamp_max_ masked_fill_ fill_ zero_ copy_
+    dropout_ feature_dropout_ alpha_dropout_
 """
 ATEN_OPERATORS = frozenset((_COMPUTE + _SHAPES + _SCRIPT_BUILTINS + _IN_PLACE).split())
 
