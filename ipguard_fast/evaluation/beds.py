@@ -33,6 +33,7 @@ from ..models import (DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECT
 from .foreign import FOREIGN_DIGITS_NEGATIVES, foreign_negatives
 from .negatives import NegativeGroup
 from .grids import field_variants, positive_variants
+from .suspect_cache import open_suspect_cache
 from .suspects import Suspect, Variant, build_variants
 
 __all__ = ["BEDS", "Bed", "NegativeGroup", "attacker_half", "check_bed", "make_bed", "owner_half"]
@@ -60,15 +61,20 @@ class Bed:
         return positives + hard + [v for group in self.negatives for v in group.variants(seed)]
 
     def suspects(self, owner: nn.Module, train_set: Dataset, *, seed: int = 0, attacker_data: Dataset | None = None,
-                 log=print) -> list[Suspect]:
+                 log=print, suspect_cache=None) -> list[Suspect]:
         """The bed's positives (copies of `owner`) and negatives, all seeded from `seed`;
-        attacker_data: the attacker's own data (default attacker_half(train_set, seed))."""
+        attacker_data: the attacker's own data (default attacker_half(train_set, seed));
+        suspect_cache: where each is kept once built, so that a rerun after an interruption
+        trains only the missing ones (a folder or a CacheLocation; None: in memory only)."""
         start = time.perf_counter()
         attacker = attacker_data if attacker_data is not None else attacker_half(train_set, seed)
-        out = build_variants(owner, train_set, self.variants(seed), seed=seed, attacker_data=attacker)
+        cache = open_suspect_cache(owner, suspect_cache)
+        out = build_variants(owner, train_set, self.variants(seed), seed=seed, attacker_data=attacker,
+                             suspect_cache=cache)
         roles = [s.role for s in out]
+        cached = "" if cache is None else f" ({cache.hits} of them from the cache)"
         log(f"built {roles.count('positive')} positive and {roles.count('negative')} negative suspects in "
-            f"{time.perf_counter() - start:.1f} s")
+            f"{time.perf_counter() - start:.1f} s{cached}")
         return out
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._validate import ArgumentError
 from ..fingerprints import FingerprintSet, state_dict_sha256
 from ..search import extract_fingerprints
 from ..search.distributed import communicator
@@ -27,7 +28,7 @@ from ..train import accuracy
 from ..verdicts import conclusive_threshold, matching_rate, resolve_threshold
 from .config import METHODS, EvaluationConfig, EvaluationResult, RunResult
 from .judging import judged
-from .suspects import Suspect, build_suspects
+from .suspects import Suspect, build_suspects, paper_suspects
 
 __all__ = ["METHODS", "build_suspects", "check_disjoint", "evaluate", "run_evaluation", "selected_fields"]
 
@@ -41,15 +42,18 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
              owner_name: str = "owner", seed: int = 0, extract_options: Mapping | None = None,
              methods: Sequence[str] = ("ipguard",), selected: FingerprintSet | None = None,
              selection_options: Mapping | None = None, useful_drop: float | None = 0.10,
-             log=print) -> EvaluationResult:
+             log=print, suspect_cache=None) -> EvaluationResult:
     """Matching rates of every suspect on fingerprints extracted at each k, and ARUC / ROC AUC.
 
     Either pass `suspects`, or the owner's `train_set` and `negative_factories`
     (architecture name -> fresh model) to build the paper's suspects with
     build_suspects(). methods: "ipguard" (plain IPGuard at each k) and/or "selected":
     the `selected` set given, or protect(owner, train_set, n, **selection_options) (a
-    `cache_dir` there is where it keeps its references). The keywords are
-    EvaluationConfig's; run_evaluation takes the config itself.
+    `cache_dir` there is where it keeps its references). suspect_cache: where the suspects
+    evaluate builds are kept as each is finished (a folder or a selection.CacheLocation;
+    None: in memory only), so that a rerun after an interruption trains only the missing
+    ones (evaluation/suspect_cache.py); suspects passed in are never cached. The keywords
+    are EvaluationConfig's; run_evaluation takes the config itself.
     """
     options = {_PROTECT_KEYWORDS.get(key, key): value for key, value in (selection_options or {}).items()
                if key not in ("progress", "log")}
@@ -57,12 +61,15 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
     protect = ProtectConfig(**{"n": n, **options}) if options else None
     config = EvaluationConfig(ks=ks, n=n, seed=seed, methods=methods, search=dict(extract_options or {}),
                               protect=protect, reference_cache=cache, useful_drop=useful_drop)
+    if suspects is not None and suspect_cache is not None:
+        raise ArgumentError("suspect_cache", "caches the suspects evaluate builds, and suspects were given; build "
+                                             "yours with build_variants or Bed.suspects(suspect_cache=...)")
     if suspects is None:
         if train_set is None or not negative_factories:
             raise ValueError("suspects: pass suspects, or train_set and negative_factories to build them")
-        suspects = build_suspects(owner, train_set, negative_factories=negative_factories,
-                                  negative_epochs=negative_epochs, small_factory=small_factory,
-                                  negative_seeds=negative_seeds, seed=seed, quick=quick, log=log)
+        negatives = {"factories": negative_factories, "epochs": negative_epochs, "seeds": negative_seeds}
+        suspects = paper_suspects(owner, train_set, negatives, small_factory=small_factory, seed=seed, quick=quick,
+                                  log=log, suspect_cache=suspect_cache)
     return run_evaluation(owner, suspects, config, train_set=train_set, test_set=test_set, input_shape=input_shape,
                           owner_name=owner_name, selected=selected, log=log)
 

@@ -25,9 +25,10 @@ from .._validate import ArgumentError
 from ..attacks import (EVALUATION_SEED_LIMIT, AttackContext, Independent, evaluation_seed, get_attack,
                        independent_seeds)
 from .grids import FAMILIES, positive_variants
+from .suspect_cache import open_suspect_cache
 
 __all__ = ["EVALUATION_SEED_LIMIT", "FAMILIES", "Suspect", "Variant", "build_suspects", "build_variants", "independent_seeds",
-           "negative_suspects", "positive_suspects"]
+           "negative_suspects", "paper_suspects", "positive_suspects"]
 
 _ROLES = ("positive", "negative")
 
@@ -69,9 +70,12 @@ class Variant:
 
 def build_variants(owner: nn.Module, data: Dataset, variants: Sequence[Variant], *, seed: int = 0,
                    batch_size: int = 64, device: str | torch.device = "cpu",
-                   attacker_data: Dataset | None = None) -> list[Suspect]:
+                   attacker_data: Dataset | None = None, suspect_cache=None) -> list[Suspect]:
     """Every variant's model, in order, in eval mode; the owner is never modified. Variants
-    of the attacker's data train on `attacker_data`."""
+    of the attacker's data train on `attacker_data`. suspect_cache: where each model is kept
+    as soon as it is built, and found by a rerun (a folder, a selection.CacheLocation or a
+    suspect_cache.SuspectCache; None: in memory only), see suspect_cache.py."""
+    cache = open_suspect_cache(owner, suspect_cache)
     out = []
     for v in variants:
         s = v.seed if v.seed is not None else evaluation_seed(seed, v.name)
@@ -79,7 +83,10 @@ def build_variants(owner: nn.Module, data: Dataset, variants: Sequence[Variant],
             raise ArgumentError("attacker_data", f"{v.name} trains on the attacker's data: give it")
         context = AttackContext(owner, attacker_data if v.data == "attacker" else data, s, batch_size=batch_size,
                                 device=device)
-        (model,) = get_attack(v.attack).run(context, v.settings)
+        if cache is not None:
+            model = cache.build(v, context)
+        else:
+            (model,) = get_attack(v.attack).run(context, v.settings)
         out.append(Suspect(v.name, v.family, v.role, model))
     return out
 
@@ -87,7 +94,8 @@ def build_variants(owner: nn.Module, data: Dataset, variants: Sequence[Variant],
 def positive_suspects(owner: nn.Module, train_set: Dataset, *, seed: int = 0, quick: bool = True,
                       student_factory: Callable[[], nn.Module] | None = None,
                       small_factory: Callable[[], nn.Module] | None = None, families: Iterable[str] | None = None,
-                      batch_size: int = 64, device: str | torch.device = "cpu") -> list[Suspect]:
+                      batch_size: int = 64, device: str | torch.device = "cpu",
+                      suspect_cache=None) -> list[Suspect]:
     """Post-processed copies of ``owner`` (never modified), all in eval mode.
 
     ``train_set`` is the data the attacker fine-tunes/distils on (labels are ignored for
@@ -96,6 +104,7 @@ def positive_suspects(owner: nn.Module, train_set: Dataset, *, seed: int = 0, qu
     ``small_factory`` a smaller one for "distill-small" (default None: skipped).
     ``families`` restricts which attacks are built (default: all of :data:`FAMILIES`).
     ``quick`` picks a short grid of settings; ``quick=False`` a wider one.
+    ``suspect_cache``: where they are kept (build_variants).
     """
     if not isinstance(owner, nn.Module):
         raise ArgumentError("owner", f"must be an nn.Module, got {type(owner).__name__}")
@@ -106,19 +115,21 @@ def positive_suspects(owner: nn.Module, train_set: Dataset, *, seed: int = 0, qu
     if unknown:
         raise ArgumentError("families", f"has unknown entries {sorted(unknown)}; choose from {FAMILIES}")
     variants = [v for v in positive_variants(quick, student_factory, small_factory) if v.family in wanted]
-    return build_variants(owner, train_set, variants, seed=seed, batch_size=batch_size, device=device)
+    return build_variants(owner, train_set, variants, seed=seed, batch_size=batch_size, device=device,
+                          suspect_cache=suspect_cache)
 
 
 def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], nn.Module]], *,
                       seeds: Sequence[int] = independent_seeds(0), epochs: int, lr: float = 1e-3,
                       batch_size: int = 64, optimizer: str = "adam", weight_decay: float = 0.0,
-                      device: str | torch.device = "cpu") -> list[Suspect]:
+                      device: str | torch.device = "cpu", suspect_cache=None) -> list[Suspect]:
     """Independently trained models: every architecture in ``factories`` x every seed.
 
     Each gets its own seeded initialisation and batch order. The owner must have been
     trained with a seed not in ``seeds`` (the default, (1, 2, 3), suits an owner of seed
     0), otherwise a "negative" of the owner's architecture starts from the owner's own
     weights. Family names are ``"independent-<key>"``; names add ``"-seed<s>"``.
+    ``suspect_cache``: where they are kept (build_variants).
     """
     if not factories:
         raise ArgumentError("factories", "must map at least one architecture name to a model factory")
@@ -139,7 +150,8 @@ def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], n
         settings = Independent(factory, lr, epochs, optimizer, weight_decay)
         variants += [Variant(f"independent-{arch}-seed{s}", f"independent-{arch}", "independent", settings,
                              role="negative", seed=int(s)) for s in seeds]
-    return build_variants(nn.Identity(), train_set, variants, batch_size=batch_size, device=device)
+    return build_variants(nn.Identity(), train_set, variants, batch_size=batch_size, device=device,
+                          suspect_cache=suspect_cache)
 
 
 def build_suspects(owner: nn.Module, train_set: Dataset, *,
@@ -152,12 +164,22 @@ def build_suspects(owner: nn.Module, train_set: Dataset, *,
     negative_seeds: default independent_seeds(seed), three seeds after `seed`, so an owner
     trained with `seed` never has an "independent" twin starting from its own weights.
     """
+    negatives = {"factories": negative_factories, "epochs": negative_epochs, "seeds": negative_seeds,
+                 "lr": negative_lr}
+    return paper_suspects(owner, train_set, negatives, small_factory=small_factory, seed=seed, quick=quick, log=log)
+
+
+def paper_suspects(owner: nn.Module, train_set: Dataset, negatives: Mapping, *, small_factory=None, seed: int = 0,
+                   quick: bool = True, log=print, suspect_cache=None) -> list[Suspect]:
+    """build_suspects with the negatives' settings in one mapping (`factories`, `epochs`, and
+    optionally `seeds` and `lr`), each suspect kept in `suspect_cache` (build_variants)."""
     start = time.perf_counter()
-    positives = positive_suspects(owner, train_set, seed=seed, quick=quick, small_factory=small_factory)
+    positives = positive_suspects(owner, train_set, seed=seed, quick=quick, small_factory=small_factory,
+                                  suspect_cache=suspect_cache)
     log(f"built {len(positives)} positive suspects in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
-    seeds = independent_seeds(seed) if negative_seeds is None else negative_seeds
-    negatives = negative_suspects(train_set, negative_factories, seeds=seeds, epochs=negative_epochs,
-                                  lr=negative_lr)
-    log(f"trained {len(negatives)} negative suspects in {time.perf_counter() - start:.1f} s")
-    return positives + negatives
+    seeds = independent_seeds(seed) if negatives.get("seeds") is None else negatives["seeds"]
+    built = negative_suspects(train_set, negatives["factories"], seeds=seeds, epochs=negatives["epochs"],
+                              lr=negatives.get("lr", 1e-3), suspect_cache=suspect_cache)
+    log(f"trained {len(built)} negative suspects in {time.perf_counter() - start:.1f} s")
+    return positives + built

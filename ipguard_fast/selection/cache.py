@@ -59,11 +59,14 @@ class ReferenceCache:
     """``folder/<key>/<name>.safetensors`` for each reference, vouched for by the folder's
     manifest. ``folder=None`` caches nothing. ``key_file``: the local key's file (None: the
     key store's default, see remote/keystore.py). ``readonly``: refuse what fails instead
-    of rebuilding it, and write nothing."""
+    of rebuilding it, and write nothing. ``argument`` and ``label``: how a refusal names
+    the folder's argument and how a warning names the cache (evaluate's suspects are
+    cached the same way, evaluation/suspect_cache.py)."""
 
-    def __init__(self, folder, *, key: str, key_file=None, readonly: bool = False):
-        self.key, self.readonly = key, bool(readonly)
-        folder = check_cache_dir(folder, readonly=self.readonly)
+    def __init__(self, folder, *, key: str, key_file=None, readonly: bool = False, argument: str = "cache_dir",
+                 label: str = "reference cache"):
+        self.key, self.readonly, self.argument, self.label = key, bool(readonly), argument, label
+        folder = check_cache_dir(folder, readonly=self.readonly, argument=argument)
         self.folder = None if folder is None else folder / key
         self._mac = None if folder is None else mac_key(cache_secret(key_file))
         self._warned: set[str] = set()
@@ -104,7 +107,7 @@ class ReferenceCache:
             write_record(self.folder, self.key, self._mac, path.name,
                          save_safetensors(tensors, metadata={"name": name}))
         except (OSError, UntrustedFile) as exc:
-            self._warn(f"reference cache: {path}: {exc}; {name} is not cached")
+            self._warn(f"{self.label}: {path}: {exc}; {name} is not cached")
 
     def _verified(self, path: Path, skeleton: Callable[[], nn.Module]) -> nn.Module | None:
         try:
@@ -129,8 +132,8 @@ class ReferenceCache:
 
     def _distrust(self, path: Path, reason: str, action: str) -> None:
         if self.readonly:
-            raise ArgumentError("cache_dir", f"{path} {reason}; refused: the cache is read-only")
-        self._warn(f"reference cache: {path} {reason}; {action}")
+            raise ArgumentError(self.argument, f"{path} {reason}; refused: the cache is read-only")
+        self._warn(f"{self.label}: {path} {reason}; {action}")
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:   # once per cache: a bad manifest concerns every file
