@@ -7,11 +7,14 @@ field's hard families (extraction students, adversarial fine-tuning, preprocessi
 the attacker's data (--attacker-data, default a seeded half of --data). Under torchrun
 the ranks share the extraction and the suspects' scoring; every rank builds the same
 (seeded) suspects (and runs the same seeded protect), and rank 0 writes the report.
+Each suspect is kept in --suspect-cache (default OUT/suspects) as soon as it is trained:
+a rerun of the same command after an interruption trains only the missing ones.
 """
 from __future__ import annotations
 
 from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, budget_arg,
-                     check_margins, floats_arg, load_negative_models, named_as_options, significance_arg)
+                     check_margins, floats_arg, load_negative_models, named_as_options, one_line_warnings,
+                     significance_arg)
 from .protect import data_arg
 from .refine_args import refine_arg
 
@@ -47,6 +50,10 @@ def add_arguments(p) -> None:
     add_selection_arguments(p, "selected: ")
     p.add_argument("--cache", default=None,
                    help="selected: folder for protect's reference models (default: OUT/references)")
+    p.add_argument("--suspect-cache", default=None, metavar="DIR",
+                   help="folder where each suspect is kept as soon as it is trained (authenticated like --cache), "
+                        "so that a rerun after an interruption trains only the missing ones (default: OUT/suspects)")
+    p.add_argument("--no-suspect-cache", action="store_true", help="build the suspects in memory only")
     p.add_argument("--k", type=floats_arg, default=[1.0, 3.0, 10.0])
     add_count_argument(p, 100, "fingerprints per k")
     p.add_argument("--seed", type=int, default=0,
@@ -78,10 +85,12 @@ def run(args) -> int:
 
 def _check_settings(args) -> None:
     """--methods, --pool-factor, --replicas, --budget, --threshold-significance, the refinement's
-    options and the selected method's --cache, as evaluate() takes them, before minutes of training."""
+    options, the selected method's --cache and --suspect-cache (its folder and key), as evaluate()
+    takes them, before minutes of training."""
+    from .._validate import ArgumentError
     from ..evaluation import EvaluationConfig
     from ..selection import ProtectConfig
-    from ..selection.cache import check_cache_dir
+    from ..selection.cache import cache_secret, check_cache_dir
 
     methods = tuple(filter(None, args.methods.split(",")))
     protect = ProtectConfig(n=args.n, pool_factor=args.pool_factor, replicas=args.replicas, refine=refine_arg(args),
@@ -91,6 +100,15 @@ def _check_settings(args) -> None:
         raise ValueError("--methods: mistakes takes the owner's mistakes on held-out data: give --test-data")
     if "selected" in methods:
         check_cache_dir(args.cache or f"{args.out}/references")
+    if args.no_suspect_cache and args.suspect_cache:
+        raise ValueError("--no-suspect-cache: leave out --suspect-cache, or this")
+    if _suspect_cache(args) is not None:
+        check_cache_dir(_suspect_cache(args), argument="suspect_cache")
+        try:   # the key that authenticates its manifest, made or refused before any training
+            cache_secret()
+        except ArgumentError as exc:
+            problem = exc.problem.split("; give another key file")[0]
+            raise ValueError(f"--suspect-cache: {problem}; fix the key, or cache nothing (--no-suspect-cache)") from None
 
 
 def _run(args, ranks, negatives) -> int:
@@ -99,6 +117,7 @@ def _run(args, ranks, negatives) -> int:
     from ..evaluation import evaluate, make_bed, summary_table, write_report
     from ..evaluation.suspects import Suspect
     from ..io import load_trainable_model
+    from ..selection.cache import ReferenceCacheWarning
 
     methods = tuple(filter(None, args.methods.split(",")))
     owner = load_trainable_model(args.model, args.weights, "--model")
@@ -114,7 +133,9 @@ def _run(args, ranks, negatives) -> int:
                        architectures=architectures, negative_epochs=args.negative_epochs,
                        negative_lr=args.negative_lr, full=args.full)
     attacker = data_arg("--attacker-data", args.attacker_data, "train") if args.attacker_data else None
-    suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker)
+    with one_line_warnings("evaluate", ReferenceCacheWarning):
+        suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker,
+                                suspect_cache=_suspect_cache(args))
     suspects += [Suspect(path, "independent-given", "negative", model) for path, model in negatives]
     with named_as_options(_OPTIONS):
         result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,
@@ -133,8 +154,13 @@ def _run(args, ranks, negatives) -> int:
     return 0
 
 
+def _suspect_cache(args):
+    """Where the suspects are kept: --suspect-cache, else OUT/suspects; None with --no-suspect-cache."""
+    return None if args.no_suspect_cache else args.suspect_cache or f"{args.out}/suspects"
+
+
 # the library's argument names -> the options that set them
 _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
             "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
             "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache", "name": "--negative-arch",
-            "seed": "--seed"}
+            "seed": "--seed", "suspect_cache": "--suspect-cache"}
