@@ -114,6 +114,9 @@ def test_a_changed_owner_data_seed_or_setting_trains_anew(owner, small, builds, 
     images = small.tensors[0].clone()
     images[0] = 1 - images[0]
     assert trained(data=TensorDataset(images, small.tensors[1]))[0] == 3
+    labels = small.tensors[1].clone()
+    labels[-1] = (labels[-1] + 1) % 10   # past the 64 items protect's data digest reads
+    assert trained(data=TensorDataset(small.tensors[0], labels))[0] == 3
     assert trained(seed=1)[0] == 3
     assert trained(lr=2e-2)[0] == 1            # only the fine-tuned copy's setting changed
     assert trained(hidden=64)[0] == 1          # the same name and settings, another factory
