@@ -148,7 +148,7 @@ def test_the_default_negatives_span_optimizers_augmentation_and_architectures():
 
 def test_the_owners_recipe_trains_some_negatives_exactly_so():
     owner_recipe = TrainRecipe(epochs=7, lr=0.02, batch_size=32, optimizer="sgd", augment=True)
-    recipe = ProtectConfig(train_recipe=owner_recipe).recipe
+    recipe = ProtectConfig(train_recipe=owner_recipe).effective_recipe
     negatives = [k for k in recipe if k.role == "negative"]
     own = [k.settings for k in negatives if k.kind.endswith("owner-recipe")]
     assert {s.arch for s in own} == {"owner", "generic"}

@@ -12,7 +12,7 @@ from ipguard_fast.selection import CacheLocation, ProtectConfig, plan_protect, r
 from ipguard_fast.selection.cache_key import reference_cache_key
 from ipguard_fast.selection.plan import (LADDER, WORST_CASE, apply_knobs, estimate_stages, fit_plan, parse_duration,
                                          plan_lines)
-from ipguard_fast.selection.recipe import negative_epoch_cap
+from ipguard_fast.selection.recipe import RECIPE, negative_epoch_cap
 from ipguard_fast.selection.plan_costs import UnitCosts
 from ipguard_fast.selection.references import _at_most
 
@@ -34,19 +34,23 @@ def test_no_budget_keeps_the_full_recipe_and_estimates_every_stage():
 
 def test_the_owners_own_recipe_survives_the_plan_and_every_rung():
     """The plan rebuilds the config (dataclasses.replace); the owner's recipe was applied to its
-    own result again, and protect refused every train_recipe ('recipe: has repeated kinds')."""
+    own result again, and protect refused every train_recipe ('recipe: has repeated kinds').
+    The config now keeps the caller's recipe and derives effective_recipe from it."""
     from ipguard_fast.train import TrainRecipe
 
     config = ProtectConfig(train_recipe=TrainRecipe(epochs=12, optimizer="sgd", lr=0.03, augment=True))
-    kinds = [k.kind for k in config.recipe]
+    kinds = [k.kind for k in config.effective_recipe]
     assert len(kinds) == len(set(kinds)) and "independent-owner-owner-recipe" in kinds
-    assert dataclasses.replace(config, n=7).recipe == config.recipe
+    assert dataclasses.replace(config, n=7).effective_recipe == config.effective_recipe
     for budget, rung in ((None, 0), (800.0, 6), (400.0, 9)):   # rungs 6 and 9 cap the negatives' epochs
         plan = fit_plan(config, COSTS, 1437, budget)
         assert plan.rung == rung and plan.config.train_recipe == config.train_recipe
-        assert {k.kind for k in plan.config.recipe} == set(kinds)
-    with pytest.raises(ValueError, match="^train_recipe: the recipe already holds the negatives of another"):
-        dataclasses.replace(config, train_recipe=TrainRecipe(epochs=5))
+        assert {k.kind for k in plan.config.effective_recipe} == set(kinds) and plan.config.recipe == RECIPE
+    # the config keeps the caller's recipe: another owner recipe is derived afresh from it
+    other = dataclasses.replace(config, train_recipe=TrainRecipe(epochs=5))
+    assert other.effective_recipe == ProtectConfig(train_recipe=TrainRecipe(epochs=5)).effective_recipe
+    with pytest.raises(ValueError, match="^train_recipe: the recipe already holds owner-recipe negatives"):
+        ProtectConfig(recipe=config.effective_recipe, train_recipe=TrainRecipe(epochs=5))
 
 
 def test_the_refinement_estimate_counts_only_the_drawn_share_of_the_references():
@@ -109,7 +113,7 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
         assert plan.rung == rung and plan.total <= plan.budget
     cheapest = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001).config
     assert cheapest.replicas == 1 and cheapest.pool_factor == 5 and cheapest.reference_images == 2000
-    assert cheapest.refine.steps == 20 and negative_epoch_cap(cheapest.recipe) == 10
+    assert cheapest.refine.steps == 20 and negative_epoch_cap(cheapest.effective_recipe) == 10
     weak = fit_plan(ProtectConfig(), COSTS, 60000, totals[-1] * 1.001)
     assert weak.weakened and weak.to_meta()["weakened_negatives"] and plan_lines(weak)[-1].startswith("warning: ")
     # 5,000 images: rungs 1-3 cut no images, only the pool and the replicas; the negatives
@@ -117,29 +121,30 @@ def test_each_rung_of_the_ladder_is_cheaper_and_the_budget_picks_the_first_that_
     knobs = {k: v for cut in LADDER[:4] for k, v in cut.items()}
     rung3 = sum(estimate_stages(apply_knobs(ProtectConfig(), knobs, 5000), COSTS, 5000).values())
     cut = fit_plan(ProtectConfig(), COSTS, 5000, rung3 * 1.001)
-    assert cut.rung == 3 and cut.config.reference_images is None and negative_epoch_cap(cut.config.recipe) == 60
-    assert not cut.weakened and cut.matched_cut == (negative_epoch_cap(cut.config.recipe, matched_only=True) < 60)
+    cut_recipe = cut.config.effective_recipe
+    assert cut.rung == 3 and cut.config.reference_images is None and negative_epoch_cap(cut_recipe) == 60
+    assert not cut.weakened and cut.matched_cut == (negative_epoch_cap(cut_recipe, matched_only=True) < 60)
     assert cut.to_meta()["weakened_negatives"] == cut.matched_cut
     assert plan_lines(cut)[-1].startswith("note: ") == cut.matched_cut
     roomy = fit_plan(ProtectConfig(), COSTS, 5000, fit_plan(ProtectConfig(), COSTS, 5000, None).worst / WORST_CASE)
     assert roomy.rung == 0 and roomy.config == dataclasses.replace(ProtectConfig(), budget=roomy.budget)
     assert not roomy.weakened and not roomy.matched_cut and not plan_lines(roomy)[-1].startswith(("warning", "note"))
-    assert negative_epoch_cap(ProtectConfig().recipe) == 60
+    assert negative_epoch_cap(ProtectConfig().effective_recipe) == 60
 
 
 def test_an_epoch_cap_keeps_every_negative_and_its_snapshots_within_it():
     config = apply_knobs(ProtectConfig(), {"epoch_cap": 10}, 60000)
-    before = [k for k in ProtectConfig().recipe if k.attack == "independent"]
-    after = [k for k in config.recipe if k.attack == "independent"]
+    before = [k for k in ProtectConfig().effective_recipe if k.attack == "independent"]
+    after = [k for k in config.effective_recipe if k.attack == "independent"]
     assert [k.kind for k in after] == [k.kind for k in before]
     for old, new in zip(before, after):
         assert max(new.settings.epoch_list()) == 10 and len(new.settings.labels()) == len(old.settings.labels())
-    positives = [k for k in config.recipe if k.role == "positive"]
-    assert positives == [k for k in ProtectConfig().recipe if k.role == "positive"]
+    positives = [k for k in config.effective_recipe if k.role == "positive"]
+    assert positives == [k for k in ProtectConfig().effective_recipe if k.role == "positive"]
 
 
 def _matched_cap(plan):
-    return negative_epoch_cap(plan.config.recipe, matched_only=True)
+    return negative_epoch_cap(plan.config.effective_recipe, matched_only=True)
 
 
 @pytest.mark.parametrize("images", [1500, 60000])
@@ -157,19 +162,17 @@ def test_the_budget_bounds_the_worst_case_by_lowering_the_matched_negatives_cap(
         assert plan.total <= plan.budget and plan.worst <= WORST_CASE * plan.budget
         assert plan.worst == pytest.approx(worst(plan.config))
         assert _matched_cap(plan) >= 10
-        if _matched_cap(plan) < negative_epoch_cap(plan.config.recipe):
+        if _matched_cap(plan) < negative_epoch_cap(plan.config.effective_recipe):
             assert plan.weakened or plan.matched_cut
             assert "for those that stop on matching the owner" in plan_lines(plan)[0]
             assert plan_lines(plan)[-1].startswith("warning: " if plan.weakened else "note: ")
             # the most epochs that fit: one more would not
-            looser = dataclasses.replace(plan.config, recipe=tuple(
-                dataclasses.replace(k, settings=dataclasses.replace(k.settings, epochs=(5, _matched_cap(plan) + 1)))
-                if k.attack == "independent" and k.settings.match_owner else k for k in plan.config.recipe))
+            looser = dataclasses.replace(plan.config, matched_epoch_cap=_matched_cap(plan) + 1)
             assert worst(looser) > WORST_CASE * plan.budget
     at_full = fit_plan(ProtectConfig(), COSTS, images, full.total * 1.001)
     assert at_full.rung == 0 and _matched_cap(at_full) < 60 and at_full.matched_cut and not at_full.weakened
     # only the negatives that stop on matching the owner lose epochs: the converged ones keep theirs
-    converged = [max(k.settings.epoch_list()) for k in at_full.config.recipe
+    converged = [max(k.settings.epoch_list()) for k in at_full.config.effective_recipe
                  if k.attack == "independent" and k.settings.until_converged]
     assert converged and set(converged) == {60}
     meta = at_full.to_meta()

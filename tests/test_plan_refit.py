@@ -38,7 +38,8 @@ def test_references_that_ran_long_cut_the_later_stages_until_they_fit(planned):
     refit = refit_later_stages(planned, late, N_ITEMS)
     assert later(refit) <= planned.budget - late < later(planned)
     assert refit.config.pool_factor < planned.config.pool_factor
-    assert refit.config.replicas == planned.config.replicas and refit.config.recipe == planned.config.recipe
+    assert refit.config.replicas == planned.config.replicas
+    assert refit.config.effective_recipe == planned.config.effective_recipe
     assert refit.estimate["references"] == planned.estimate["references"]   # what was done stays as planned
     meta = refit.to_meta()
     assert meta["refit"] == {"seconds_left": pytest.approx(planned.budget - late, abs=0.01),
@@ -79,7 +80,8 @@ def test_references_that_ran_short_raise_the_later_stages_to_the_richest_setting
     assert raised.estimate["pool"] == pytest.approx(full.estimate["pool"]) and later(raised) <= cut_plan.budget
     assert raised.refit == {"seconds_left": pytest.approx(cut_plan.budget, abs=0.01), "pool_factor": 30, "refine_steps": 50,
                             "direction": "raised"}
-    assert raised.config.replicas == cut_plan.config.replicas and raised.config.recipe == cut_plan.config.recipe
+    assert raised.config.replicas == cut_plan.config.replicas
+    assert raised.config.effective_recipe == cut_plan.config.effective_recipe
     assert raised.estimate["references"] == cut_plan.estimate["references"]
     # time for some of it: the richest setting that fits, and at least what was planned in each knob
     settings = later_settings((30, 50))

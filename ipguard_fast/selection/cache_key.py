@@ -51,8 +51,8 @@ def reference_cache_key(owner: nn.Module, data: Dataset, config: ProtectConfig) 
     precision = current_precision()
     text = json.dumps({"format": "ipguard_fast-reference-cache-key-v2", "architecture": architecture_sha256(owner),
                        "weights": state_dict_sha256(owner), "data": data_digest(data),
-                       "recipe": recipe_meta(config.recipe), "recipe_version": RECIPE_VERSION, "seed": config.seed,
-                       "version": __version__, "torch": torch.__version__,
+                       "recipe": recipe_meta(config.effective_recipe), "recipe_version": RECIPE_VERSION,
+                       "seed": config.seed, "version": __version__, "torch": torch.__version__,
                        # only when set, so that the keys of full-data, float32 caches stay as they were
                        **({"reference_images": config.reference_images} if config.reference_images else {}),
                        **({"precision": precision} if precision != "fp32" else {})},

@@ -1,6 +1,7 @@
 """ProtectConfig: every setting of protect(), checked once (like the search's ExtractConfig)."""
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from .._validate import ArgumentError, finite_number, non_negative_int, positive
 from ..search.candidates import LABEL_MODES
 from ..search.config import check_search_options
 from .pool import POOL_FACTOR
-from .recipe import RECIPE, check_recipe, with_owner_recipe
+from .recipe import RECIPE, ReferenceKind, capped_recipe, check_recipe, with_owner_recipe
 from .refine import RefineConfig
 from .scores import SCORES
 from .significance import SIGNIFICANCE
@@ -32,10 +33,14 @@ class ProtectConfig:
     (the threshold comes from them). refine: a RefineConfig, True (the default one) or
     False/None (keep the pool's own points). init: "data", "uniform" or "auto".
     search: extra keywords for the pool's extract_fingerprints (batch_size, amp, ...).
-    recipe: the reference kinds to build (recipe.RECIPE; each an attack and its settings).
-    train_recipe: the owner's own training recipe (a train.TrainRecipe), when known: the
-    negatives then include independents trained exactly so (recipe.with_owner_recipe);
-    without it they train until their held-out accuracy reaches the owner's.
+    recipe: the caller's reference kinds (recipe.RECIPE; each an attack and its settings),
+    kept as given. train_recipe: the owner's own training recipe (a train.TrainRecipe),
+    when known: the negatives then include independents trained exactly so
+    (recipe.with_owner_recipe); without it they train until their held-out accuracy
+    reaches the owner's. epoch_cap / matched_epoch_cap: every independent reference / those
+    that train until they match the owner train at most this many epochs (the plan's cuts,
+    plan.py; None: the recipe's own). effective_recipe: the kinds protect builds, derived
+    from these four.
     reference_images: the references train on a seeded subset of at most this many of
     the training images (None: all of them); the plan's first knob (plan.py). budget:
     seconds this machine may spend; the plan cuts knobs until its estimate fits (None:
@@ -64,6 +69,8 @@ class ProtectConfig:
     budget: float | None = None
     label_share: float | None = None
     threshold_significance: float | None = SIGNIFICANCE
+    epoch_cap: int | None = None
+    matched_epoch_cap: int | None = None
 
     def __post_init__(self) -> None:
         positive_int("n", self.n)
@@ -94,12 +101,28 @@ class ProtectConfig:
             if isinstance(self.budget, bool) or not isinstance(self.budget, numbers.Real):
                 raise ArgumentError("budget", f"must be seconds (a number), got {self.budget!r}")
             object.__setattr__(self, "budget", finite_number("budget", self.budget, positive=True))
-        recipe = check_recipe(self.recipe)
-        if self.train_recipe is not None:
-            recipe = check_recipe(with_owner_recipe(recipe, self.train_recipe))
-        object.__setattr__(self, "recipe", recipe)
+        object.__setattr__(self, "recipe", check_recipe(self.recipe))
+        for name in ("epoch_cap", "matched_epoch_cap"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, positive_int(name, getattr(self, name)))
+        _ = self.effective_recipe   # train_recipe checked against the recipe now, not at first use
         search = check_search_options("search", self.search, ("n", "k", "input_shape", "seed", "labels", "progress"))
         object.__setattr__(self, "search", search)
+
+    @functools.cached_property
+    def effective_recipe(self) -> tuple[ReferenceKind, ...]:
+        """The reference kinds protect builds, keys its cache by and estimates: `recipe` with
+        the owner's own negatives (train_recipe), then every independent within epoch_cap and
+        those that match the owner within matched_epoch_cap. Derived here only, from the
+        caller's fields, so a config rebuilt by dataclasses.replace derives it afresh."""
+        recipe = self.recipe
+        if self.train_recipe is not None:
+            recipe = check_recipe(with_owner_recipe(recipe, self.train_recipe))
+        if self.epoch_cap is not None:
+            recipe = capped_recipe(recipe, self.epoch_cap)
+        if self.matched_epoch_cap is not None:
+            recipe = capped_recipe(recipe, self.matched_epoch_cap, matched_only=True)
+        return recipe
 
     @property
     def fixed_ks(self) -> list[float] | None:

@@ -31,7 +31,7 @@ from ..precision import effective_precision
 from .config import ProtectConfig
 from .plan_costs import UnitCosts
 from .plan_estimate import estimate_stages
-from .recipe import capped_recipe, negative_epoch_cap
+from .recipe import negative_epoch_cap
 
 __all__ = ["LADDER", "Plan", "apply_knobs", "estimate_stages", "fit_plan", "later_knobs", "parse_duration",
            "plan_lines"]
@@ -88,8 +88,8 @@ class Plan:
                 "replicas": self.config.replicas, "pool_factor": pool_factor,
                 "reference_images": self.config.reference_images,
                 "refine_steps": refine_steps,
-                "negative_epoch_cap": negative_epoch_cap(self.config.recipe),
-                "matched_epoch_cap": negative_epoch_cap(self.config.recipe, matched_only=True),
+                "negative_epoch_cap": negative_epoch_cap(self.config.effective_recipe),
+                "matched_epoch_cap": negative_epoch_cap(self.config.effective_recipe, matched_only=True),
                 "estimated_seconds": {k: round(v, 2) for k, v in self.estimate.items()},
                 "estimated_total_seconds": round(self.total, 2),
                 "worst_case_seconds": None if self.worst is None else round(self.worst, 2),
@@ -130,7 +130,7 @@ def fit_plan(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: floa
             continue
         estimate = estimate_stages(candidate, costs, n_items, world, built)
         weakened = (candidate.reference_images != config.reference_images
-                    or negative_epoch_cap(candidate.recipe) < negative_epoch_cap(config.recipe))
+                    or negative_epoch_cap(candidate.effective_recipe) < negative_epoch_cap(config.effective_recipe))
         return Plan(candidate, rung, config.budget, costs, {**measured, **estimate}, world, weakened,
                     matched_cut=_matched_cap(candidate) < _matched_cap(config), worst=worst(candidate),
                     later_ceiling=later_knobs(config))
@@ -151,7 +151,7 @@ def _bound_worst_case(config: ProtectConfig, worst, limit: float) -> ProtectConf
     (seconds, of a config) within `limit`; None when even _EPOCH_FLOOR epochs do not."""
     if worst(config) <= limit:
         return config
-    at = lambda cap: dataclasses.replace(config, recipe=capped_recipe(config.recipe, cap, matched_only=True))  # noqa: E731
+    at = lambda cap: dataclasses.replace(config, matched_epoch_cap=cap)  # noqa: E731
     low, high = _EPOCH_FLOOR, _matched_cap(config)    # low fits (checked next), high does not
     if high <= low or worst(at(low)) > limit:
         return None
@@ -162,7 +162,7 @@ def _bound_worst_case(config: ProtectConfig, worst, limit: float) -> ProtectConf
 
 
 def _matched_cap(config: ProtectConfig) -> int:
-    return negative_epoch_cap(config.recipe, matched_only=True)
+    return negative_epoch_cap(config.effective_recipe, matched_only=True)
 
 
 def _stretch_images(config: ProtectConfig, costs: UnitCosts, n_items: int, budget: float, upper: int, world: int,
@@ -194,7 +194,7 @@ def apply_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConf
     if images is not None and images < min(n_items, config.reference_images or n_items):
         changes["reference_images"] = images
     if "epoch_cap" in knobs:
-        changes["recipe"] = capped_recipe(config.recipe, knobs["epoch_cap"])
+        changes["epoch_cap"] = min(knobs["epoch_cap"], config.epoch_cap or knobs["epoch_cap"])
     if "refine_steps" in knobs and config.refine is not None:
         changes["refine"] = dataclasses.replace(config.refine, steps=min(knobs["refine_steps"], config.refine.steps))
     return dataclasses.replace(config, **changes)
@@ -209,8 +209,8 @@ def plan_lines(plan: Plan) -> list[str]:
     lines = [f"plan ({head}{f', {plan.world} ranks' if plan.world > 1 else ''}): replicas {c.replicas} + "
              f"{c.validation_replicas} validation, references on "
              f"{'all images' if c.reference_images is None else f'at most {c.reference_images} images'}, "
-             f"negatives at most {negative_epoch_cap(c.recipe)} epochs{_matched_words(c)}, pool {c.pool_factor} "
-             f"x n per k, refinement {refine} steps"]
+             f"negatives at most {negative_epoch_cap(c.effective_recipe)} epochs{_matched_words(c)}, "
+             f"pool {c.pool_factor} x n per k, refinement {refine} steps"]
     lines += [f"  {stage:18s} ~{_duration(seconds)}" for stage, seconds in plan.estimate.items()]
     worst = f", at most ~{_duration(plan.worst)}" if plan.worst is not None and plan.worst > 1.01 * plan.total else ""
     lines.append(f"  {'total':18s} ~{_duration(plan.total)}{worst} (unit costs measured on {plan.costs.device}; "
@@ -231,7 +231,7 @@ def plan_lines(plan: Plan) -> list[str]:
 
 def _matched_words(config: ProtectConfig) -> str:
     matched = _matched_cap(config)
-    lower = 0 < matched < negative_epoch_cap(config.recipe)
+    lower = 0 < matched < negative_epoch_cap(config.effective_recipe)
     return f" ({matched} for those that stop on matching the owner)" if lower else ""
 
 

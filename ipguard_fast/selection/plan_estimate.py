@@ -58,7 +58,7 @@ def _reference_counts(config: ProtectConfig) -> dict:
     """How many reference models of each architecture select, and how many only validate
     or set the threshold: {(split, arch): count}."""
     counts = {(split, arch): 0 for split in ("select", "other") for arch in _ARCHS}
-    for kind in config.recipe:
+    for kind in config.effective_recipe:
         models, arch = _models_per_run(kind.settings), _model_arch(kind.settings)
         if not kind.per_replica:
             counts["select", arch] += models
@@ -73,7 +73,7 @@ def _reference_counts(config: ProtectConfig) -> dict:
 def _reference_seconds(config: ProtectConfig, costs: UnitCosts, n_items: int, worst: bool) -> float:
     held = min(HOLDOUT_MAX, max(1, round(HOLDOUT_FRACTION * n_items)))
     total = 0.0
-    for kind in config.recipe:
+    for kind in config.effective_recipe:
         runs = (1 if not kind.per_replica else config.validation_replicas if kind.threshold_only
                 else config.replicas + config.validation_replicas)
         items = n_items - held if kind.role == "negative" else n_items

@@ -139,24 +139,13 @@ def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> 
                                         Independent(arch, **settings), threshold_only=True)
                           for arch in ("owner", "generic"))
     own_threshold += _owner_twins(own_threshold)   # two seeds, as THRESHOLD_NEGATIVES
-    if any(k.kind.endswith(("-owner-recipe", "-owner-recipe-threshold")) for k in recipe):
-        # Already applied: a ProtectConfig rebuilt by dataclasses.replace (the plan does) holds
-        # the recipe it made. Applying it again repeated every kind and refused every owner recipe.
-        if _holds(recipe, own + own_threshold):
-            return recipe
-        raise ArgumentError("train_recipe", "the recipe already holds the negatives of another owner recipe")
+    held = sorted({k.kind for k in recipe} & {k.kind for k in own + own_threshold})
+    if held:   # `recipe` is one this made: pass the base recipe with train_recipe, or this one alone
+        raise ArgumentError("train_recipe", f"the recipe already holds owner-recipe negatives {held}")
     others = tuple(k for k in recipe if k.role == "negative" and k.attack == "independent" and not k.threshold_only
                    and k.settings.optimizer != train.optimizer)
     return (tuple(k for k in recipe if k.role == "positive") + own + others
             + tuple(k for k in recipe if k.threshold_only) + own_threshold)
-
-
-def _holds(recipe: tuple[ReferenceKind, ...], kinds: tuple[ReferenceKind, ...]) -> bool:
-    """Whether `recipe` holds each of `kinds` by name with its settings, the epochs aside (a
-    budget's plan caps them: capped_recipe)."""
-    named = {k.kind: k for k in recipe}
-    return all(k.kind in named and dataclasses.replace(named[k.kind].settings, epochs=k.settings.epochs) == k.settings
-               for k in kinds)
 
 
 def recipe_meta(recipe: tuple[ReferenceKind, ...] = RECIPE) -> list[dict]:

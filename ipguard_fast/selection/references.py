@@ -68,7 +68,7 @@ def build_references(owner: nn.Module, data: Dataset, config: ProtectConfig, sha
     train, holdout = holdout_split(data, reference_seed(config.seed, "holdout"))
     subset = lambda part: _at_most(part, config.reference_images, reference_seed(config.seed, "subset"))  # noqa: E731
     splits = {"all": subset(data), "train": subset(train), "holdout": holdout}
-    jobs = _jobs(base, splits, config.recipe, config.replicas, config.validation_replicas, config.seed, log)
+    jobs = _jobs(base, splits, config.effective_recipe, config.replicas, config.validation_replicas, config.seed, log)
     comm = communicator()
     if comm.world > 1:
         if cache.folder is None:

@@ -77,8 +77,7 @@ def agree_between_ranks(owner: nn.Module, data: Dataset, config: ProtectConfig, 
     comm = communicator()
     if comm.world == 1:
         return
-    names = sorted((f.name for f in fields(config)), key=lambda name: name == "recipe")   # train_recipe sets it
-    comm.agree({**{name: _plain(getattr(config, name)) for name in names},
+    comm.agree({**{f.name: _plain(getattr(config, f.name)) for f in fields(config)},
                 "owner": f"weights of SHA-256 {_weights(owner)}, architecture {architecture_sha256(owner)[:16]}",
                 "train_data": f"data of digest {data_digest(data)[:16]}",
                 "held_out_data": None if held_out is None else f"data of digest {data_digest(held_out)[:16]}",
