@@ -22,8 +22,12 @@ def run(args) -> int:
     from .._files import check_writable_output
     from .._validate import ArgumentError
     from ..io import export_model, load_model
+    from ..io.formats.onnx import check_opset
     from ..search.api import probe_classifier
 
+    if args.format == "onnx":   # before any work, as every other option
+        with named_as_options(_OPTIONS):
+            check_opset(args.opset)
     check_writable_output("--out", args.out, [args.model, args.weights])
     model = load_model(args.model, args.weights)
     with named_as_options(_OPTIONS):

@@ -34,7 +34,7 @@ from ...modules import call_in_fixed_batches, eval_mode, refuses_train_mode
 from ..weights import ModelLoadError
 from .base import DEFAULT_OPSET, ExportOptions, ModelFormat, example_input, model_file, trace_exported
 
-__all__ = ["DEFAULT_OPSET", "FORMAT", "OnnxFormat", "OnnxSuspect", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "FORMAT", "OnnxFormat", "OnnxSuspect", "check_opset", "export_onnx"]
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -59,8 +59,7 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
         ValueError: bad ``input_shape`` / ``opset``, or the model cannot be exported.
     """
     input_shape = image_shape("input_shape", input_shape)
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 7:
-        raise ArgumentError("opset", f"must be an int >= 7, got {opset!r}")
+    check_opset(opset)
     if isinstance(model, torch.export.ExportedProgram):
         model = model.module()
     if not isinstance(model, nn.Module):
@@ -83,6 +82,19 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
     except Exception as exc:  # keep the file for inspection, but say it is invalid
         raise ValueError(f"exported ONNX model at {path} does not pass onnx.checker: {exc}") from exc
     return path
+
+
+def check_opset(opset: int) -> int:
+    """``opset`` if this torch's ONNX exporter writes it (7 to torch.onnx's highest), else ArgumentError."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET as highest
+    except ImportError:  # a torch without the constant: the exporter says what it cannot write
+        highest = None
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 7:
+        raise ArgumentError("opset", f"must be an int >= 7, got {opset!r}")
+    if highest is not None and opset > highest:
+        raise ArgumentError("opset", f"must be at most {highest}, the highest this torch exports, got {opset!r}")
+    return opset
 
 
 def _onnx_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
