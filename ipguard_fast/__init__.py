@@ -10,6 +10,10 @@ which need the ``eval`` extra (scikit-learn, matplotlib) -- and fingerprint sele
 (``select_fingerprints``, ``protect``, ``run_protect`` and their configs) load on first use.
 """
 
+from ._startup import quiet_interrupts_while_starting
+
+quiet_interrupts_while_starting()   # first: Ctrl-C while the `ipguard` command imports torch is one line, exit 130
+
 from . import ops, reference
 from ._version import __version__
 from ._extension import has_extension

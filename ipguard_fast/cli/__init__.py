@@ -19,6 +19,7 @@ import traceback
 import warnings
 
 from .._files import short_error
+from .._startup import resume_interrupts
 from . import bench, demo, evaluate, export, extract, protect, serve, verify
 from .common import OneLineParser
 
@@ -49,6 +50,7 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     """Run `ipguard ARGV`; returns the exit code (never raises SystemExit)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    resume_interrupts()   # Ctrl-C while the command started exited at once; from here it is handled as below
     debug = argv[:1] == ["--debug"]
     command = argv[1:] if debug else argv
     if command[:1] == ["bench"]:  # everything after `bench` belongs to the benchmark's own parser
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # usage errors (2) and --help (0): a code, like every other outcome
         return exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:
+        print("ipguard: interrupted", file=sys.stderr)
+        return 130
     return _guarded(args.command, lambda: args._run(args), args.debug)
 
 
