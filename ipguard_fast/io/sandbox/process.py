@@ -3,10 +3,14 @@
 ``WorkerProcess.start`` makes the folder and a socket pair and starts the worker (fork: the
 verifier's interpreter copied, torch already imported; exec: a fresh one, the one way once CUDA
 is initialised here); ``stop`` closes the channel, waits a grace period, kills, reaps and
-removes the folder -- at the latest when the object is collected (a finaliser).
+removes the folder -- at the latest when the object is collected (a finaliser). The verifier
+holds an exclusive flock on the folder while it lives; the kernel drops it when the verifier
+dies, also by SIGKILL, which no code of ours sees, so a later start removes the folders such a
+verifier left (`_remove_stale_folders`: this user's, empty, unlocked, not a link, a minute old).
 """
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import shutil
@@ -24,6 +28,8 @@ from . import worker
 __all__ = ["WorkerProcess", "autograd_survives_fork", "signal_name"]
 
 _ROOT = str(Path(__file__).resolve().parents[3])  # where `import ipguard_fast` finds this copy
+_PREFIX, _SUFFIX = "ipguard-suspect-", "-flock"   # the suffix: a folder locked while its verifier lives
+_STALE_AFTER = 60.0   # seconds: a younger folder may be one whose verifier has made it and not yet locked it
 _EXEC_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); "
               "from ipguard_fast.io.sandbox.worker import exec_main; exec_main()")
 
@@ -31,32 +37,81 @@ _EXEC_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); "
 class WorkerProcess:
     """One worker process, its channel and its temporary folder; stopped at the latest when collected."""
 
-    def __init__(self, pid: int, sock: socket.socket, workdir: str):
-        self.pid, self.sock, self.workdir = pid, sock, workdir
-        self._finalizer = weakref.finalize(self, _stop_process, pid, sock, workdir, 0.0)
+    def __init__(self, pid: int, sock: socket.socket, workdir: str, lock: int):
+        self.pid, self.sock, self.workdir, self._folder = pid, sock, workdir, (workdir, lock)
+        self._finalizer = weakref.finalize(self, _stop_process, pid, sock, self._folder, 0.0)
 
     @classmethod
     def start(cls, job_for: Callable[[str], worker.Job], method: str, entry) -> WorkerProcess:
-        workdir = tempfile.mkdtemp(prefix="ipguard-suspect-")
+        _remove_stale_folders(tempfile.gettempdir())
+        workdir = tempfile.mkdtemp(prefix=_PREFIX, suffix=_SUFFIX)
+        lock = _locked(workdir)
         mine, theirs = socket.socketpair()
         try:
             job = job_for(workdir)
             pid = _fork(theirs, job, entry) if method == "fork" else _spawn(theirs, job)
         except BaseException:
             mine.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove_folder((workdir, lock))
             raise
         finally:
             theirs.close()
-        return cls(pid, mine, workdir)
+        return cls(pid, mine, workdir, lock)
 
     def stop(self, grace: float) -> int | None:
         """Close the channel, wait up to ``grace`` s, kill; returns the wait status (None if unknown)."""
-        self._finalizer.detach()
-        return _stop_process(self.pid, self.sock, self.workdir, grace)
+        if self._finalizer.detach() is None:   # stopped already: the lock's number may be another file's now
+            return None
+        return _stop_process(self.pid, self.sock, self._folder, grace)
 
 
-def _stop_process(pid: int, sock: socket.socket, workdir: str, grace: float) -> int | None:
+def _locked(workdir: str) -> int:
+    """A descriptor of ``workdir`` holding an exclusive flock on it while this process lives."""
+    try:
+        lock = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except BaseException:
+        os.rmdir(workdir)
+        raise
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a fresh folder: ours alone
+    except OSError:   # a file system without flock: no later start can lock it either, so none removes it
+        pass
+    return lock
+
+
+def _remove_folder(folder: tuple[str, int]) -> None:
+    shutil.rmtree(folder[0], ignore_errors=True)
+    os.close(folder[1])   # the lock goes with the folder, never before it
+
+
+def _remove_stale_folders(parent: str) -> None:
+    """Remove the worker folders in ``parent`` that a verifier killed outright left: only this
+    user's, a folder and no link, unlocked (its verifier is dead, in whatever pid namespace),
+    a minute old and empty. Best effort: anything else is left as it is."""
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(_PREFIX) and n.endswith(_SUFFIX)]
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if names else None
+    except OSError:
+        return
+    for name in names:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if info.st_uid == os.geteuid() and time.time() - info.st_mtime > _STALE_AFTER:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # held by a live verifier: BlockingIOError
+                os.rmdir(name, dir_fd=parent_fd)                  # a folder with anything in it: OSError
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    if parent_fd is not None:
+        os.close(parent_fd)
+
+
+def _stop_process(pid: int, sock: socket.socket, folder: tuple[str, int], grace: float) -> int | None:
     sock.close()
     status = None
     try:
@@ -72,7 +127,7 @@ def _stop_process(pid: int, sock: socket.socket, workdir: str, grace: float) -> 
             time.sleep(0.002)
     except ChildProcessError:  # someone else reaped it
         status = None
-    shutil.rmtree(workdir, ignore_errors=True)
+    _remove_folder(folder)
     return status
 
 
