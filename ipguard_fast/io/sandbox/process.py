@@ -39,6 +39,7 @@ class WorkerProcess:
 
     def __init__(self, pid: int, sock: socket.socket, workdir: str, lock: int):
         self.pid, self.sock, self.workdir, self._folder = pid, sock, workdir, (workdir, lock)
+        self.killed = False   # by stop(), once the grace period ran out
         self._finalizer = weakref.finalize(self, _stop_process, pid, sock, self._folder, 0.0)
 
     @classmethod
@@ -62,7 +63,8 @@ class WorkerProcess:
         """Close the channel, wait up to ``grace`` s, kill; returns the wait status (None if unknown)."""
         if self._finalizer.detach() is None:   # stopped already: the lock's number may be another file's now
             return None
-        return _stop_process(self.pid, self.sock, self._folder, grace)
+        status, self.killed = _stop_process(self.pid, self.sock, self._folder, grace)
+        return status
 
 
 def _locked(workdir: str) -> int:
@@ -111,9 +113,10 @@ def _remove_stale_folders(parent: str) -> None:
         os.close(parent_fd)
 
 
-def _stop_process(pid: int, sock: socket.socket, folder: tuple[str, int], grace: float) -> int | None:
+def _stop_process(pid: int, sock: socket.socket, folder: tuple[str, int], grace: float) -> tuple[int | None, bool]:
+    """The wait status (None if unknown), and whether the worker was killed here."""
     sock.close()
-    status = None
+    status, killed = None, False
     try:
         end = time.monotonic() + grace
         while True:
@@ -122,13 +125,14 @@ def _stop_process(pid: int, sock: socket.socket, folder: tuple[str, int], grace:
                 break
             if time.monotonic() >= end:
                 os.kill(pid, signal.SIGKILL)
+                killed = True
                 status = os.waitpid(pid, 0)[1]
                 break
             time.sleep(0.002)
     except ChildProcessError:  # someone else reaped it
         status = None
     _remove_folder(folder)
-    return status
+    return status, killed
 
 
 def _fork(sock: socket.socket, job: worker.Job, entry) -> int:

@@ -135,7 +135,7 @@ class IsolatedSuspect:
                 raise self._stop(SuspectResourceError(f"did not answer within {self.isolation.timeout:g} s {doing} "
                                                       "(the wall-clock limit); the worker was stopped")) from None
             except wire.ChannelClosed:
-                raise self._failed(self._named(self._ended(self.close(), doing))) from None
+                raise self._failed(self._named(self._ended(self.close(), doing, process.killed))) from None
             except wire.ChannelError as exc:
                 raise self._stop(SuspectFailed(f"answered malformed data {doing}: {exc}; the worker was "
                                                "stopped")) from None
@@ -160,16 +160,21 @@ class IsolatedSuspect:
             return SuspectFailed(f"failed {doing}: {message}")
         return SuspectFailed(f"answered malformed data {doing}: an error of unknown kind")
 
-    def _ended(self, status: int | None, doing: str) -> SuspectFailed:
-        """The exception for a worker that closed its channel; ``status``: its wait status."""
+    def _ended(self, status: int | None, doing: str, killed_here: bool) -> SuspectFailed:
+        """The exception for a worker that closed its channel; ``status``: its wait status;
+        ``killed_here``: the verifier killed it, as it had not exited in the grace period."""
         code = None if status is None else os.waitstatus_to_exitcode(status)
         if code is None or code >= 0:
             return SuspectFailed(f"its worker exited (code {code}) {doing} without answering")
         name = signal_name(-code)
         if -code == signal.SIGXCPU:
             return SuspectResourceError(f"used up its {self.isolation.cpu_time} s of CPU time {doing}")
-        if -code == signal.SIGKILL:
-            return SuspectFailed(f"its worker was killed (SIGKILL) {doing}; the system may have run out of memory")
+        if -code == signal.SIGKILL and killed_here:
+            return SuspectFailed(f"its worker closed its channel {doing} and was killed when it had not exited "
+                                 f"{_GRACE:g} s later")
+        if -code == signal.SIGKILL:   # not by us: a user, a service manager or the kernel's out-of-memory killer
+            return SuspectFailed(f"its worker was killed by signal {-code} (SIGKILL) from outside {doing} "
+                                 "(by a user or a service manager, or possibly the system's out-of-memory killer)")
         return SuspectFailed(f"its worker crashed ({name}) {doing}")
 
     def _stop(self, exc: Exception) -> Exception:
