@@ -93,6 +93,12 @@ inline void check_adam_args(const at::Tensor& x, const at::Tensor& grad,
   TORCH_CHECK_VALUE(std::isfinite(lr) && lr >= 0, "lr: must be finite and >= 0, got ", lr);
   TORCH_CHECK_VALUE(beta1 >= 0 && beta1 < 1, "beta1: must be in [0, 1), got ", beta1);
   TORCH_CHECK_VALUE(beta2 >= 0 && beta2 < 1, "beta2: must be in [0, 1), got ", beta2);
+  // The first step's size as the kernels compute it (adam_sample_scalars, step 1), the
+  // largest of any step: inf in float32 would make a zero gradient's update inf * 0 = NaN.
+  TORCH_CHECK_VALUE(std::isfinite(static_cast<float>(lr / (1.0 - beta1))), "lr: ", lr,
+                    " with beta1 = ", beta1,
+                    " makes the first step's size lr / (1 - beta1) overflow float32 (the kernels' "
+                    "type); need lr / (1 - beta1) <= 3.402823e+38");
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, "eps: must be finite and > 0, got ", eps);
   TORCH_CHECK_VALUE(static_cast<float>(eps) > 0, "eps: ", eps,
                     " is 0 in float32 (the kernels' type); need at least 1.4e-45");

@@ -157,6 +157,9 @@ def adam_args(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps,
     for name, b in (("beta1", beta1), ("beta2", beta2)):
         if not 0 <= b < 1:
             raise ValueError(f"{name}: must be in [0, 1), got {b}")
+    if lr / (1 - beta1) >= FLOAT32_MAX + 2.0 ** 103:  # the first step's size, inf in float32: inf * 0 is NaN
+        raise ValueError(f"lr: {lr} with beta1 = {beta1} makes the first step's size lr / (1 - beta1) overflow "
+                         f"float32 (the kernels' type); need lr / (1 - beta1) <= {FLOAT32_MAX:.7g}")
     eps = _finite("eps", eps)
     if eps <= 0:
         raise ValueError(f"eps: must be > 0, got {eps}")
