@@ -272,7 +272,7 @@ class DistributedRun:
         import torch
         import torch.distributed as dist
 
-        from ..search.distributed import torchrun_ranks
+        from ..search.distributed import join_process_group, torchrun_ranks
 
         self.rank, self.world = torchrun_ranks()   # checked: a rank outside the world would wait forever
         self.device, self.started = device, False
@@ -282,7 +282,7 @@ class DistributedRun:
                 local = int(os.environ.get("LOCAL_RANK", "0"))
                 torch.cuda.set_device(local)
                 self.device = f"cuda:{local}"
-            dist.init_process_group("nccl" if use_cuda else "gloo")
+            join_process_group("nccl" if use_cuda else "gloo")   # within IPGUARD_FAST_JOIN_TIMEOUT s
             self.started = True
 
     @property

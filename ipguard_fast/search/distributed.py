@@ -11,13 +11,21 @@ fingerprint images travel once, at the end.
 """
 from __future__ import annotations
 
+import math
 import os
+from datetime import timedelta
 
 import torch.distributed as dist
 
+from .._files import short_error
 from .._validate import ArgumentError
 
-__all__ = ["Communicator", "SingleProcess", "TorchDistributed", "communicator", "torchrun_ranks"]
+__all__ = ["JOIN_TIMEOUT_VARIABLE", "Communicator", "SingleProcess", "TorchDistributed", "communicator",
+           "join_process_group", "join_timeout", "torchrun_ranks"]
+
+JOIN_TIMEOUT_VARIABLE = "IPGUARD_FAST_JOIN_TIMEOUT"
+DEFAULT_JOIN_TIMEOUT = 300.0   # seconds; torch's own wait is the collectives' (30 min with gloo)
+_MAX_JOIN_TIMEOUT = 7 * 86400.0
 
 
 class Communicator:
@@ -95,3 +103,38 @@ def torchrun_ranks() -> tuple[int, int]:
     if not 0 <= values["RANK"] < values["WORLD_SIZE"]:
         raise ArgumentError("RANK", f"expected a rank in [0, WORLD_SIZE={values['WORLD_SIZE']}), got {values['RANK']}")
     return values["RANK"], values["WORLD_SIZE"]
+
+
+def join_timeout() -> float:
+    """Seconds a rank waits for all the others to join the process group: IPGUARD_FAST_JOIN_TIMEOUT,
+    default 300 (a rank that never starts ends the run then, not after torch's 30 minutes)."""
+    text = os.environ.get(JOIN_TIMEOUT_VARIABLE)
+    if text is None:
+        return DEFAULT_JOIN_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= _MAX_JOIN_TIMEOUT:
+        raise ArgumentError(JOIN_TIMEOUT_VARIABLE, f"expected seconds in (0, {_MAX_JOIN_TIMEOUT:g}] in this "
+                                                   f"environment variable, got {text!r}")
+    return value
+
+
+def join_process_group(backend: str) -> None:
+    """``init_process_group(backend)``, its rendezvous bounded by `join_timeout`; the collectives then
+    keep torch's default timeout for the backend (30 min with gloo, 10 with nccl), since a rank may
+    wait long for another legitimately (rank 0 measuring the plan, an uneven share of references)."""
+    from torch.distributed.constants import default_pg_nccl_timeout, default_pg_timeout
+
+    collectives = (default_pg_nccl_timeout if backend == "nccl" else None) or default_pg_timeout
+    seconds = join_timeout()
+    set_timeout = getattr(dist, "set_timeout", None)   # an older torch without it: the collectives' wait throughout
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=seconds) if set_timeout else collectives)
+    except getattr(dist, "DistError", RuntimeError) as exc:
+        raise RuntimeError(f"torchrun: the {os.environ.get('WORLD_SIZE')} ranks did not all join within "
+                           f"{seconds:g} s (a rank that never started? {JOIN_TIMEOUT_VARIABLE} sets the wait): "
+                           f"{short_error(exc)}") from exc
+    if set_timeout:
+        set_timeout(collectives)
