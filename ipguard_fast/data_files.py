@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +51,18 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     against the file before its data is read."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        head = handle.read(4 + 4 * ndim)
-        if len(head) < 4 + 4 * ndim or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES or head[3] != ndim:
-            raise ArgumentError("data", f"{path}: not an IDX file of {ndim} dimension(s) of unsigned bytes")
-        dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-        size = int(np.prod(dims))
-        if not 0 < dims[0] <= _MAX_ITEMS or any(d == 0 or d > 4096 for d in dims[1:]) or size > _MAX_BYTES:
-            raise ArgumentError("data", f"{path}: implausible IDX dimensions {dims}")
-        data = _read_at_most(handle, size + 1)   # one byte more than declared: a longer file is refused
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(4 + 4 * ndim)
+            if len(head) < 4 + 4 * ndim or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES or head[3] != ndim:
+                raise ArgumentError("data", f"{path}: not an IDX file of {ndim} dimension(s) of unsigned bytes")
+            dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+            size = int(np.prod(dims))
+            if not 0 < dims[0] <= _MAX_ITEMS or any(d == 0 or d > 4096 for d in dims[1:]) or size > _MAX_BYTES:
+                raise ArgumentError("data", f"{path}: implausible IDX dimensions {dims}")
+            data = _read_at_most(handle, size + 1)   # one byte more than declared: a longer file is refused
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:   # a truncated or damaged .gz: bad input, not a crash
+        raise ArgumentError("data", f"{path}: not a whole gzip file ({exc})") from None
     if len(data) != size:
         raise ArgumentError("data", f"{path}: holds {len(data)} data bytes where its header declares {size}")
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
