@@ -144,11 +144,25 @@ def load_imagefolder(root: str | os.PathLike, size: int | tuple[int, int] = 224,
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"root {root!r} is not a directory (expected one sub-folder per class)")
+    _check_folders_once(root)
     transform = transforms.Compose([*steps, transforms.ToTensor()])
     try:
         return datasets.ImageFolder(root, transform=transform)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"root {root!r} has no class sub-folders with images: {exc}") from exc
+
+
+def _check_folders_once(root: str) -> None:
+    """Refuses a tree that reaches a folder twice: ImageFolder follows symbolic links, so a link
+    back up the tree read its images again at every turn (a link to '.' 41 times over, two such
+    links 2^40 times: a hang), and two links to one folder read its images twice."""
+    seen: dict[str, str] = {}
+    for top, _, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            raise ValueError(f"root {root!r}: {top!r} is the folder {seen[real]!r} again (a symbolic link loop, "
+                             "or two links to one folder): its images would be read more than once")
+        seen[real] = top
 
 
 DATA_SPECS = "digits, mnist:ROOT, cifar10:ROOT, cifar100:ROOT or imagefolder:ROOT[:SIZE or :HxW]"

@@ -43,3 +43,51 @@ def test_a_damaged_gzip_idx_file_is_bad_input_naming_it(tmp_path, capsys, how):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err   # was exit 1, "failed: EOFError: ..."
     assert "--data:" in err and str(path) in err and "Traceback" not in err
+
+
+def _image(path, size=(20, 20), seed=0):
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def _folder(root, classes="ab"):
+    for i, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        _image(root / name / "x.png", seed=i)
+    return root
+
+
+@pytest.mark.parametrize("links", [["self"], ["s1", "s2"]])
+def test_an_imagefolder_with_a_symlink_loop_is_refused_not_read_again_and_again(tmp_path, links):
+    import os
+    import subprocess
+    import sys
+
+    from ipguard_fast.data import load_data
+
+    root = _folder(tmp_path / "images")
+    for name in links:   # one link to '.': class a read 41 times over; two: 2^40 walks (a hang)
+        os.symlink(".", root / "a" / name)
+    if len(links) == 1:
+        with pytest.raises(ValueError, match="symbolic link loop"):   # was 42 items where 2 are
+            load_data(f"imagefolder:{root}:16", "train")
+    argv = ["protect", "--model", "ipguard_fast.models:resnet20", "--data", f"imagefolder:{root}:32",
+            "--out", str(tmp_path / "fp.safetensors"), "--no-cache", "--no-progress"]
+    done = subprocess.run([sys.executable, "-m", "ipguard_fast", *argv], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--data:" in done.stderr and "symbolic link loop" in done.stderr, done.stderr
+
+
+def test_an_imagefolder_whose_class_folder_is_a_link_elsewhere_still_loads(tmp_path):
+    import os
+
+    from ipguard_fast.data import load_data
+
+    root = _folder(tmp_path / "images", "a")
+    _folder(tmp_path / "elsewhere", "b")
+    os.symlink(tmp_path / "elsewhere" / "b", root / "b")
+    data = load_data(f"imagefolder:{root}:16", "train")
+    assert len(data) == 2 and [int(data[i][1]) for i in range(2)] == [0, 1]
