@@ -147,9 +147,21 @@ def load_imagefolder(root: str | os.PathLike, size: int | tuple[int, int] = 224,
     _check_folders_once(root)
     transform = transforms.Compose([*steps, transforms.ToTensor()])
     try:
-        return datasets.ImageFolder(root, transform=transform)
+        return datasets.ImageFolder(root, transform=transform, loader=_read_image)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"root {root!r} has no class sub-folders with images: {exc}") from exc
+
+
+def _read_image(path: str):
+    """torchvision's loader (an RGB image), with a file it cannot read (not an image, truncated,
+    a decompression bomb) bad input naming the file rather than PIL's own error mid-training."""
+    from PIL import Image
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
 
 
 def _check_folders_once(root: str) -> None:

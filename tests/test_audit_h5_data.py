@@ -91,3 +91,22 @@ def test_an_imagefolder_whose_class_folder_is_a_link_elsewhere_still_loads(tmp_p
     os.symlink(tmp_path / "elsewhere" / "b", root / "b")
     data = load_data(f"imagefolder:{root}:16", "train")
     assert len(data) == 2 and [int(data[i][1]) for i in range(2)] == [0, 1]
+
+
+@pytest.mark.parametrize("option", ["--data", "--held-out-data"])
+def test_an_unreadable_image_in_an_imagefolder_is_bad_input_naming_the_option(tmp_path, capsys, option):
+    from ipguard_fast.data import load_data
+
+    good, bad = _folder(tmp_path / "good"), _folder(tmp_path / "bad")
+    (bad / "b" / "y.png").write_bytes(b"not a png")
+    data = load_data(f"imagefolder:{bad}:16", "train")
+    with pytest.raises(ValueError, match="y.png: not a readable image"):   # was PIL's UnidentifiedImageError
+        data[2]
+    specs = {"--data": f"imagefolder:{good}:32", "--held-out-data": f"imagefolder:{good}:32"}
+    specs[option] = f"imagefolder:{bad}:32"
+    code = main(["protect", "--model", "ipguard_fast.models:resnet20", "--data", specs["--data"],
+                 "--held-out-data", specs["--held-out-data"], "--out", str(tmp_path / "fp.safetensors"),
+                 "--no-cache", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err   # was exit 1, "failed: UnidentifiedImageError: ..."
+    assert err.startswith(f"ipguard protect: error: {option}: ") and "y.png: not a readable image" in err, err

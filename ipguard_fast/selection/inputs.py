@@ -41,7 +41,7 @@ def training_data(train_data, argument: str = "train_data") -> Dataset:
                                       f"{type(train_data).__name__}")
     if len(data) == 0:
         raise ArgumentError(argument, "is empty")
-    item = data[0]
+    item = _item(data, 0, argument)
     if not isinstance(item, (tuple, list)) or len(item) < 2 or not isinstance(item[0], torch.Tensor):
         raise ArgumentError(argument, "items must be (image tensor, label) pairs")
     if not item[0].is_floating_point():   # uint8 pixels (torchvision's read_image, PILToTensor): 0-255
@@ -51,10 +51,18 @@ def training_data(train_data, argument: str = "train_data") -> Dataset:
         return data
     if isinstance(data, UInt8Images):   # MNIST IDX and CIFAR binary files: one conversion, not 60,000 items
         return data.as_tensor_dataset()
-    items = [data[i] for i in range(len(data))]
+    items = [_item(data, i, argument) for i in range(len(data))]
     images = torch.stack([torch.as_tensor(image).float() for image, _ in items])
     labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
     return TensorDataset(images, labels)
+
+
+def _item(data: Dataset, index: int, argument: str):
+    """data[index], an item it cannot read (an ImageFolder's damaged image) reported against `argument`."""
+    try:
+        return data[index]
+    except ValueError as exc:
+        raise ArgumentError(argument, str(exc)) from exc
 
 
 def held_out_data(value, input_shape: tuple, lo: float = 0.0, hi: float = 1.0) -> Dataset:
