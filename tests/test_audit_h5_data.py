@@ -110,3 +110,42 @@ def test_an_unreadable_image_in_an_imagefolder_is_bad_input_naming_the_option(tm
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err   # was exit 1, "failed: UnidentifiedImageError: ..."
     assert err.startswith(f"ipguard protect: error: {option}: ") and "y.png: not a readable image" in err, err
+
+
+def _mnist_split(root, prefix, labels):
+    root.mkdir(exist_ok=True)
+    rng = np.random.default_rng(len(labels))
+    _idx(root / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (len(labels), 28, 28)))
+    _idx(root / f"{prefix}-labels-idx1-ubyte", np.asarray(labels))
+
+
+@pytest.mark.parametrize("command, option", [("protect", "--data"), ("protect", "--held-out-data"),
+                                             ("evaluate", "--data"), ("evaluate", "--test-data")])
+def test_labels_past_the_owners_classes_are_bad_input_naming_the_option(tmp_path, capsys, command, option):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for prefix in ("train", "t10k"):
+        _mnist_split(good, prefix, [i % 10 for i in range(20)])
+        _mnist_split(bad, prefix, [i % 10 for i in range(19)] + [131])   # LeNet5 has 10 classes
+    first, second = ("--data", "--held-out-data") if command == "protect" else ("--data", "--test-data")
+    roots = {first: good, second: good, option: bad}
+    argv = [command, "--model", "ipguard_fast.models:LeNet5", first, f"mnist:{roots[first]}", second,
+            f"mnist:{roots[second]}", "--out", str(tmp_path / "out"), "-n", "4"]
+    argv += ["--no-cache", "--no-progress"] if command == "protect" else ["--methods", "ipguard"]
+    code = main(argv)   # was exit 1, "failed: IndexError: Target 131 is out of bounds." a minute in
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"ipguard {command}: error: {option}: labels span [0, 131]") and "10 classes" in err, err
+
+
+def test_an_imagefolder_with_more_classes_than_the_owner_is_refused(tmp_path):
+    import torch
+
+    from ipguard_fast.data import load_data
+    from ipguard_fast.selection.inputs import checked_labels
+
+    data = load_data(f"imagefolder:{_folder(tmp_path / 'images', 'abc')}:16", "train")
+    assert checked_labels(data, 3, "train_data") is data
+    with pytest.raises(ValueError, match=r"train_data: labels span \[0, 2\]; the owner has 2 classes"):
+        checked_labels(data, 2, "train_data")
+    soft = torch.utils.data.TensorDataset(torch.zeros(2, 1, 4, 4), torch.rand(2, 5))   # soft labels: not classes
+    assert checked_labels(soft, 2, "train_data") is soft

@@ -118,6 +118,7 @@ def _run(args, ranks, negatives) -> int:
     from ..evaluation.suspects import Suspect
     from ..io import load_trainable_model
     from ..selection.cache import ReferenceCacheWarning
+    from ..selection.inputs import checked_labels
 
     methods = tuple(filter(None, args.methods.split(",")))
     owner = load_trainable_model(args.model, args.weights, "--model")
@@ -127,12 +128,17 @@ def _run(args, ranks, negatives) -> int:
     shape = tuple(train_set[0][0].shape)
     with torch.no_grad():
         num_classes = owner(train_set[0][0][None]).shape[1]
+    checked_labels(train_set, num_classes, "--data")   # labels past the owner's classes: before any training
+    if test_set is not None:
+        checked_labels(test_set, num_classes, "--test-data" if args.test_data else "--data")
     architectures = None if args.negative_arch is None else list(filter(None, args.negative_arch.split(",")))
     with named_as_options(_OPTIONS):
         bed = make_bed(args.bed, digits=args.data == "digits", input_shape=shape, num_classes=num_classes,
                        architectures=architectures, negative_epochs=args.negative_epochs,
                        negative_lr=args.negative_lr, full=args.full)
     attacker = data_arg("--attacker-data", args.attacker_data, "train") if args.attacker_data else None
+    if attacker is not None:
+        checked_labels(attacker, num_classes, "--attacker-data")
     with one_line_warnings("evaluate", ReferenceCacheWarning):
         suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker,
                                 suspect_cache=_suspect_cache(args))

@@ -13,7 +13,7 @@ from ..search.api import float32_mismatch
 from .references import Reference
 from .select import named_references
 
-__all__ = ["checked_owner", "checked_pixels", "given_negatives", "given_references", "held_out_data", "owner_shapes",
+__all__ = ["checked_labels", "checked_owner", "checked_pixels", "given_negatives", "given_references", "held_out_data", "owner_shapes",
            "training_data"]
 
 # Data sets up to this many bytes of float32 images are gathered into one TensorDataset:
@@ -85,6 +85,24 @@ def checked_pixels(data: Dataset, argument: str, lo: float = 0.0, hi: float = 1.
     if not lo <= low <= high <= hi:
         raise ArgumentError(argument, f"pixels span [{low:g}, {high:g}], outside the pixel box [{lo:g}, {hi:g}] "
                                       "(normalisation belongs inside the model: ipguard_fast.Normalized)")
+    return data
+
+
+def checked_labels(data: Dataset, num_classes: int, argument: str) -> Dataset:
+    """`data` when its labels are classes of the owner (0 to num_classes - 1): every label of a
+    TensorDataset, of MNIST / CIFAR files or of an ImageFolder (its targets), else the first;
+    refused naming `argument` before any work (a label past the owner's classes failed the first
+    training minutes in, and no held-out prediction could ever match it)."""
+    tensors = getattr(data, "tensors", None)
+    labels = (tensors[1] if tensors is not None and len(tensors) > 1 else
+              data.labels if isinstance(data, UInt8Images) else getattr(data, "targets", None))
+    labels = torch.as_tensor(labels if labels is not None else data[0][1])
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or not labels.numel():
+        return data   # soft labels or none: nothing to compare with the owner's classes
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ArgumentError(argument, f"labels span [{low}, {high}]; the owner has {num_classes} classes "
+                                      f"(labels 0 to {num_classes - 1})")
     return data
 
 

@@ -30,7 +30,7 @@ from ..precision import chosen_precision
 from ..search.distributed import communicator
 from .cache import CacheLocation
 from .config import ProtectConfig
-from .inputs import checked_owner, checked_pixels, given_negatives, held_out_data, owner_shapes, training_data
+from .inputs import checked_labels, checked_owner, checked_pixels, given_negatives, held_out_data, owner_shapes, training_data
 from .pool import K_FACTORS, POOL_FACTOR
 from .references import Reference
 from .refine import RefineConfig
@@ -101,8 +101,10 @@ def plan_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referen
     """The plan run_protect would follow (what `ipguard protect --dry-run` prints), from unit
     costs measured now on the owner; nothing else runs."""
     owner, data = checked_owner(owner), _pixels(training_data(train_data), config)
+    shapes = owner_shapes(owner, data)
+    checked_labels(data, shapes[1], "train_data")
     agree_between_ranks(owner, data, config)
-    return make_plan(owner, data, config, owner_shapes(owner, data), built=not references_given)
+    return make_plan(owner, data, config, shapes, built=not references_given)
 
 
 def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references=None, negatives=None,
@@ -114,6 +116,7 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     say = log or (lambda message: None)
     owner, data = checked_owner(owner), _pixels(training_data(train_data), config)
     shapes = owner_shapes(owner, data)
+    checked_labels(data, shapes[1], "train_data")
     timings: dict[str, float] = {}
 
     def timed(stage: str, call: Callable[[], Any]) -> Any:
@@ -123,7 +126,8 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
         return result
 
     extra = given_negatives(negatives) if negatives is not None else []   # checked before any training
-    held_out = held_out_data(held_out, shapes[0], *_box(config)) if held_out is not None else None
+    held_out = (checked_labels(held_out_data(held_out, shapes[0], *_box(config)), shapes[1], "held_out_data")
+                if held_out is not None else None)
     agree_between_ranks(owner, data, config, held_out=held_out, negatives=extra)
     plan = timed("plan", lambda: make_plan(owner, data, config, shapes, built=references is None))
     for line in plan_lines(plan):
