@@ -149,3 +149,19 @@ def test_an_imagefolder_with_more_classes_than_the_owner_is_refused(tmp_path):
         checked_labels(data, 2, "train_data")
     soft = torch.utils.data.TensorDataset(torch.zeros(2, 1, 4, 4), torch.rand(2, 5))   # soft labels: not classes
     assert checked_labels(soft, 2, "train_data") is soft
+
+
+@pytest.mark.parametrize("option", ["--test-data", "--attacker-data"])
+def test_evaluate_refuses_data_of_another_image_shape_before_the_suspects_train(tmp_path, capsys, option):
+    _mnist_split(tmp_path / "mnist", "train", [i % 10 for i in range(20)])
+    _mnist_split(tmp_path / "mnist", "t10k", [i % 10 for i in range(20)])
+    images = _folder(tmp_path / "images")   # 3 x 28 x 28 images for a 1 x 28 x 28 owner
+    specs = {"--test-data": f"mnist:{tmp_path / 'mnist'}", "--attacker-data": f"mnist:{tmp_path / 'mnist'}"}
+    specs[option] = f"imagefolder:{images}:28"
+    code = main(["evaluate", "--model", "ipguard_fast.models:LeNet5", "--data", f"mnist:{tmp_path / 'mnist'}",
+                 "--test-data", specs["--test-data"], "--attacker-data", specs["--attacker-data"],
+                 "--out", str(tmp_path / "out"), "--methods", "ipguard", "-n", "4"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1, captured.err   # was exit 1, "failed: RuntimeError"
+    assert captured.err.startswith(f"ipguard evaluate: error: {option}: holds images of shape (3, 28, 28)")
+    assert "suspects" not in captured.out   # refused before any suspect was built

@@ -130,6 +130,7 @@ def _run(args, ranks, negatives) -> int:
         num_classes = owner(train_set[0][0][None]).shape[1]
     checked_labels(train_set, num_classes, "--data")   # labels past the owner's classes: before any training
     if test_set is not None:
+        _same_shape("--test-data" if args.test_data else "--data", test_set, shape)
         checked_labels(test_set, num_classes, "--test-data" if args.test_data else "--data")
     architectures = None if args.negative_arch is None else list(filter(None, args.negative_arch.split(",")))
     with named_as_options(_OPTIONS):
@@ -138,6 +139,7 @@ def _run(args, ranks, negatives) -> int:
                        negative_lr=args.negative_lr, full=args.full)
     attacker = data_arg("--attacker-data", args.attacker_data, "train") if args.attacker_data else None
     if attacker is not None:
+        _same_shape("--attacker-data", attacker, shape)
         checked_labels(attacker, num_classes, "--attacker-data")
     with one_line_warnings("evaluate", ReferenceCacheWarning):
         suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker,
@@ -163,6 +165,14 @@ def _run(args, ranks, negatives) -> int:
 def _suspect_cache(args):
     """Where the suspects are kept: --suspect-cache, else OUT/suspects; None with --no-suspect-cache."""
     return None if args.no_suspect_cache else args.suspect_cache or f"{args.out}/suspects"
+
+
+def _same_shape(option: str, data, shape: tuple) -> None:
+    """Data of another image shape than --data's, refused before the suspects train (the owner
+    failed on it only after every suspect was built)."""
+    got = tuple(data[0][0].shape)
+    if got != shape:
+        raise ValueError(f"{option}: holds images of shape {got}; --data's (the owner's) are {shape}")
 
 
 # the library's argument names -> the options that set them
