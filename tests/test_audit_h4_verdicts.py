@@ -166,3 +166,22 @@ def test_a_given_selected_set_with_a_bad_threshold_is_refused_before_the_plain_r
     with pytest.raises(ValueError, match="^selected: fingerprints.meta\\['threshold"):
         ig.evaluate(owner, small, input_shape=(1, 8, 8), suspects=suspects, ks=(2.0,), n=4,
                     methods=("ipguard", "selected"), selected=bad, log=lambda *a: None)
+
+
+def test_evaluate_refuses_a_repeated_k_before_any_work():
+    # Each plain run is named by its k ("plain k=1"): a repeat ran the same search twice and
+    # reported two rows of one name.
+    from ipguard_fast.evaluation import EvaluationConfig
+
+    with pytest.raises(ValueError, match=r"^ks: has repeated values \[1.0, 1.0\]"):
+        EvaluationConfig(ks=(1.0, 1.0), n=10)
+    assert EvaluationConfig(ks=(1.0, 3.0), n=10).ks == (1.0, 3.0)
+
+
+def test_the_command_line_refuses_a_repeated_k_naming_the_option(tmp_path, capsys):
+    from ipguard_fast.cli import main
+
+    code = main(["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--k", "1,1", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "--k: has repeated values" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -42,6 +42,8 @@ class EvaluationConfig:
         ks = tuple(finite_number("ks", k, minimum=0.0) for k in self.ks)
         if "ipguard" in methods and not ks:
             raise ArgumentError("ks", "need at least one k")
+        if len(set(ks)) != len(ks):   # one run per k, its rows named by k: a repeat is the same run twice
+            raise ArgumentError("ks", f"has repeated values {list(ks)}")
         object.__setattr__(self, "ks", ks)
         search = check_search_options("search", self.search, ("n", "k", "input_shape", "seed"))
         object.__setattr__(self, "search", search)
