@@ -57,3 +57,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class BuildInterrupted(Exception):
+    """What the `builds` fixture's builder raises in place of Ctrl-C."""
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """Counts Attack.run calls (suspects trained); `stop_after` makes the next one past it raise
+    BuildInterrupted (an evaluate interrupted part way, tests of the suspect cache)."""
+    from ipguard_fast.attacks.registry import Attack
+
+    real = Attack.run
+    state = {"count": 0, "stop_after": None}
+
+    def counted(self, context, settings):
+        if state["stop_after"] is not None and state["count"] >= state["stop_after"]:
+            raise BuildInterrupted("interrupted after the suspects before")
+        state["count"] += 1
+        return real(self, context, settings)
+
+    monkeypatch.setattr(Attack, "run", counted)
+    return state

@@ -11,36 +11,16 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from conftest import BuildInterrupted
 import ipguard_fast as ig
 from ipguard_fast._validate import ArgumentError
 from ipguard_fast.attacks import FineTune, Independent, Preprocess
-from ipguard_fast.attacks.registry import Attack
 from ipguard_fast.evaluation import Variant, build_variants, make_bed
 from ipguard_fast.models import DigitsMLP
 from ipguard_fast.selection.cache import CacheLocation, ReferenceCacheWarning
 
 EVALUATE = dict(input_shape=(1, 8, 8), negative_factories={"mlp": DigitsMLP}, negative_seeds=(1, 2),
                 negative_epochs=1, ks=(2.0,), n=8, seed=0, log=lambda *a: None)
-
-
-class Interrupted(Exception):
-    """What the monkeypatched builder raises in place of Ctrl-C."""
-
-
-@pytest.fixture
-def builds(monkeypatch):
-    """Counts Attack.run calls (suspects trained); `stop_after` makes the next one past it raise."""
-    real = Attack.run
-    state = {"count": 0, "stop_after": None}
-
-    def counted(self, context, settings):
-        if state["stop_after"] is not None and state["count"] >= state["stop_after"]:
-            raise Interrupted("interrupted after the suspects before")
-        state["count"] += 1
-        return real(self, context, settings)
-
-    monkeypatch.setattr(Attack, "run", counted)
-    return state
 
 
 def numbers(result) -> list:
@@ -65,7 +45,7 @@ def cached(owner, small, tmp_path_factory):
 def test_an_interrupted_evaluate_resumes_to_the_uninterrupted_report(owner, small, uninterrupted, builds, tmp_path):
     where = CacheLocation(tmp_path / "cache", tmp_path / "key")
     builds["stop_after"] = 2
-    with pytest.raises(Interrupted):
+    with pytest.raises(BuildInterrupted):
         ig.evaluate(owner, small, suspect_cache=where, **EVALUATE)
     builds.update(count=0, stop_after=None)
     resumed = ig.evaluate(owner, small, suspect_cache=where, **EVALUATE)

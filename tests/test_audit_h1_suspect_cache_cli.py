@@ -4,28 +4,7 @@ import json
 
 import pytest
 
-from ipguard_fast.attacks.registry import Attack
 from ipguard_fast.cli import main
-
-
-class Interrupted(Exception):
-    """What the monkeypatched builder raises in place of Ctrl-C."""
-
-
-@pytest.fixture
-def builds(monkeypatch):
-    """Counts Attack.run calls (suspects trained); `stop_after` makes the next one past it raise."""
-    real = Attack.run
-    state = {"count": 0, "stop_after": None}
-
-    def counted(self, context, settings):
-        if state["stop_after"] is not None and state["count"] >= state["stop_after"]:
-            raise Interrupted("interrupted after the suspects before")
-        state["count"] += 1
-        return real(self, context, settings)
-
-    monkeypatch.setattr(Attack, "run", counted)
-    return state
 
 
 @pytest.mark.parametrize("extra, message", [(["--suspect-cache", "S", "--no-suspect-cache"], "--no-suspect-cache: "),
