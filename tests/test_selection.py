@@ -366,8 +366,9 @@ def test_no_evaluated_suspect_is_or_shares_weights_with_a_reference(protected, o
 def test_protect_reuses_cached_references(protected, owner, small):
     result, cache = protected
     fps = result.fingerprints
-    files = list(cache.rglob("*.safetensors"))
+    files = [p for p in cache.rglob("*.safetensors") if not p.name.startswith("pool-")]
     assert len(files) == len(result.references)
+    assert len(list(cache.rglob("pool-*.safetensors"))) == len(fps.meta["protect"]["k_grid"])   # one per k
     again = run_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1),
                         progress=False, cache=CacheLocation(cache))
     assert all(r.cached for r in again.references)

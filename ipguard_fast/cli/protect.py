@@ -34,15 +34,16 @@ def add_arguments(p) -> None:
                         "as torchvision.models:resnet18=r18.safetensors), used as negative references beside the "
                         "trained ones: free, and by construction not copies")
     p.add_argument("--cache", default=None,
-                   help="folder for the reference models (safetensors, reused by later runs; default: "
+                   help="folder for the reference models and the pool's finished parts and checkpoints "
+                        "(safetensors, reused by later runs and by a rerun after an interruption; default: "
                         "ipguard-references next to --out)")
-    p.add_argument("--no-cache", action="store_true", help="build the references in memory only")
+    p.add_argument("--no-cache", action="store_true", help="build the references and the pool in memory only")
     p.add_argument("--cache-key", default=None, metavar="FILE",
                    help="the key that authenticates the cache's manifest (default: the progress key, "
                         "$IPGUARD_FAST_PROGRESS_KEY or ~/.config/ipguard_fast/progress.key; made when missing)")
     p.add_argument("--cache-readonly", action="store_true",
-                   help="refuse a cached reference that fails its checks instead of rebuilding it, and write "
-                        "nothing to the cache (references it lacks are built in memory)")
+                   help="refuse a cached reference or pool part that fails its checks instead of rebuilding it, and "
+                        "write nothing to the cache (what it lacks is built in memory)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (knobs and each stage's estimated time) and stop; --out is not written")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

@@ -34,7 +34,8 @@ from torch import nn
 from .._validate import ArgumentError
 from ..remote.keystore import progress_key
 from .cache_key import data_digest, reference_cache_key
-from .cache_manifest import MANIFEST, UntrustedFile, locked, mac_key, read_manifest, read_regular, write_record
+from .cache_manifest import (MANIFEST, UntrustedFile, locked, mac_key, read_manifest, read_regular, remove_record,
+                             write_record)
 
 __all__ = ["CacheLocation", "ReferenceCache", "ReferenceCacheWarning", "cache_secret", "check_cache_dir",
            "data_digest", "reference_cache_key"]
@@ -78,15 +79,22 @@ class ReferenceCache:
 
     def load(self, name: str, skeleton: Callable[[], nn.Module]) -> nn.Module | None:
         """The cached model `name`, or None when it is not cached or not trusted (then rebuilt)."""
+        return self.load_verified(name, lambda data: _model_from(data, skeleton))
+
+    def load_verified(self, name: str, read: Callable[[bytes], Any], action: str = "rebuilt") -> Any:
+        """`read` of the cached file `name`'s bytes once the manifest vouches for them (`read`
+        raises UntrustedFile for a content it refuses), or None when it is not cached or not
+        trusted (then a warning says it is `action`; refused when read-only)."""
         path = self.path(name)
         if path is None or not os.path.lexists(self.folder):
             return None
         try:
             _check_folder(self.folder)
             with locked(self.folder, exclusive=False):
-                return self._verified(path, skeleton)
+                data = self._verified(path)
+            return None if data is None else read(data)
         except UntrustedFile as exc:
-            self._distrust(path, str(exc), "rebuilt")
+            self._distrust(path, str(exc), action)
             return None
 
     def save(self, name: str, model: nn.Module) -> None:
@@ -99,17 +107,39 @@ class ReferenceCache:
             tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
         try:
             _check_finite(tensors)
+        except UntrustedFile as exc:
+            self._warn(f"{self.label}: {path}: {exc}; {name} is not cached")
+            return
+        self.save_bytes(name, save_safetensors(tensors, metadata={"name": name}))
+
+    def save_bytes(self, name: str, data: bytes) -> None:
+        """Cache `data` as the file `name` and record it in the manifest (nothing for a
+        read-only cache; a warning when it cannot)."""
+        path = self.path(name)
+        if path is None or self.readonly:
+            return
+        try:
             if os.path.lexists(self.folder):
                 _check_folder(self.folder)
             if os.path.isdir(path) and not os.path.islink(path):
                 raise UntrustedFile("is a directory (left alone)")
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_record(self.folder, self.key, self._mac, path.name,
-                         save_safetensors(tensors, metadata={"name": name}))
+            write_record(self.folder, self.key, self._mac, path.name, data)
         except (OSError, UntrustedFile) as exc:
             self._warn(f"{self.label}: {path}: {exc}; {name} is not cached")
 
-    def _verified(self, path: Path, skeleton: Callable[[], nn.Module]) -> nn.Module | None:
+    def remove(self, name: str) -> None:
+        """The file `name` and its record removed (nothing for a read-only cache; a warning when it cannot)."""
+        path = self.path(name)
+        if path is None or self.readonly or not os.path.lexists(self.folder):
+            return
+        try:
+            _check_folder(self.folder)
+            remove_record(self.folder, self.key, self._mac, path.name)
+        except (OSError, UntrustedFile) as exc:
+            self._warn(f"{self.label}: {path}: {exc}; not removed")
+
+    def _verified(self, path: Path) -> bytes | None:
         try:
             files = read_manifest(self.folder, self.key, self._mac)
         except UntrustedFile as exc:
@@ -128,7 +158,7 @@ class ReferenceCache:
             raise UntrustedFile(f"is not the size the manifest records ({entry['size']} bytes)")
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise UntrustedFile("its SHA-256 does not match the manifest")
-        return _model_from(data, skeleton)
+        return data
 
     def _distrust(self, path: Path, reason: str, action: str) -> None:
         if self.readonly:

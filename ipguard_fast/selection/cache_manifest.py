@@ -27,7 +27,8 @@ from pathlib import Path
 
 from .._atomic import atomic_write_bytes
 
-__all__ = ["MANIFEST", "UntrustedFile", "locked", "mac_key", "read_manifest", "read_regular", "write_record"]
+__all__ = ["MANIFEST", "UntrustedFile", "locked", "mac_key", "read_manifest", "read_regular", "remove_record",
+           "write_record"]
 
 MANIFEST = "manifest.json"
 LOCK = ".manifest.lock"
@@ -83,9 +84,22 @@ def write_record(folder: Path, key: str, mac: bytes, file_name: str, data: bytes
         except UntrustedFile:   # replaced: its records vouch for nothing
             files = {}
         files[file_name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-        document = {"format": _FORMAT, "version": _VERSION, "key": key, "files": files}
-        document["mac"] = _mac(document, mac)
-        atomic_write_bytes(folder / MANIFEST, json.dumps(document, sort_keys=True, indent=1).encode())
+        _write_manifest(folder, key, mac, files)
+
+
+def remove_record(folder: Path, key: str, mac: bytes, file_name: str) -> None:
+    """Remove `folder/file_name` and its record from the manifest, both under the exclusive
+    lock (the record first: a file without a record is never trusted). Raises OSError when
+    the manifest cannot be written."""
+    with locked(folder, exclusive=True):
+        try:
+            files = read_manifest(folder, key, mac)
+        except UntrustedFile:   # replaced: there is no record to remove
+            files = {}
+        if files.pop(file_name, None) is not None:
+            _write_manifest(folder, key, mac, files)
+        if os.path.lexists(folder / file_name) and not os.path.isdir(folder / file_name):
+            os.remove(folder / file_name)
 
 
 @contextlib.contextmanager
@@ -141,6 +155,12 @@ def read_regular(path: Path, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _write_manifest(folder: Path, key: str, mac: bytes, files: dict) -> None:
+    document = {"format": _FORMAT, "version": _VERSION, "key": key, "files": files}
+    document["mac"] = _mac(document, mac)
+    atomic_write_bytes(folder / MANIFEST, json.dumps(document, sort_keys=True, indent=1).encode())
 
 
 def _mac(document: dict, mac: bytes) -> str:

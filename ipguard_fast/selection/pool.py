@@ -19,7 +19,7 @@ The measurements behind these choices: benchmarks/results/README.md (selection r
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -29,7 +29,8 @@ from ..fingerprints import FingerprintSet
 from ..modules import eval_mode, module_device
 from ..search import extract_fingerprints
 
-__all__ = ["K_FACTORS", "POOL_FACTOR", "extract_pool", "k_grid", "median_margin", "merge_pools", "start_images"]
+__all__ = ["K_FACTORS", "POOL_FACTOR", "extract_pool", "k_grid", "median_margin", "merge_pools", "pool_parts",
+           "start_images"]
 
 K_FACTORS = (0.2, 0.3, 0.4, 0.55, 0.7)
 POOL_FACTOR = 30   # pool points per k, as a multiple of n
@@ -65,13 +66,21 @@ def extract_pool(owner: nn.Module, data: Dataset, *, input_shape, ks: Sequence[f
                  labels: str = "predicted", init: str = "data", progress: bool = True,
                  options: dict | None = None) -> FingerprintSet:
     """per_k fingerprints at every k (data or uniform starts), merged."""
-    parts = []
+    return merge_pools([extract_fingerprints(owner, **settings) for settings in pool_parts(
+        data, input_shape=input_shape, ks=ks, per_k=per_k, seed=seed, labels=labels, init=init, progress=progress,
+        options=options)])
+
+
+def pool_parts(data: Dataset, *, input_shape, ks: Sequence[float], per_k: int, seed: int, labels: str = "predicted",
+               init: str = "data", progress: bool = True, options: dict | None = None) -> Iterator[dict]:
+    """extract_pool's parts, one per k: each its extract_fingerprints keywords (the model aside),
+    its start images drawn as it is reached (one part's in memory at a time; protect's
+    pool_cache.PoolStore extracts or loads each)."""
     for index, k in enumerate(ks):
         part_seed = seed + index
         start = start_images(data, per_k, part_seed) if init == "data" else "uniform"
-        parts.append(extract_fingerprints(owner, per_k, k=float(k), input_shape=input_shape, init=start,
-                                          labels=labels, seed=part_seed, progress=progress, **(options or {})))
-    return merge_pools(parts)
+        yield dict(n=per_k, k=float(k), input_shape=input_shape, init=start, labels=labels, seed=part_seed,
+                   progress=progress, **(options or {}))
 
 
 def merge_pools(parts: Sequence[FingerprintSet]) -> FingerprintSet:

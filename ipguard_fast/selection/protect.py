@@ -32,6 +32,7 @@ from .cache import CacheLocation
 from .config import ProtectConfig
 from .inputs import checked_labels, checked_owner, checked_pixels, given_negatives, held_out_data, owner_shapes, training_data
 from .pool import K_FACTORS, POOL_FACTOR
+from .pool_cache import pool_store
 from .references import Reference
 from .refine import RefineConfig
 from .refining import Calibration, calibrate_threshold, fingerprint_set, refine_selection, unrefined_selection
@@ -76,7 +77,9 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     matching_rate accepts, at least two of each. cache_key_file: the key that
     authenticates the cache (default: the progress files' key, remote/keystore.py);
     cache_readonly: refuse a cached file that fails its checks instead of rebuilding it,
-    and write nothing (cache.py). The result's meta["selection"] says what
+    and write nothing (cache.py). cache_dir also keeps the pool's finished parts and the
+    running part's checkpoint, so that a rerun after an interruption resumes the pool
+    (pool_cache.py). The result's meta["selection"] says what
     was selected from what, meta["protect"] holds the ProtectReport, meta["threshold"]
     is what verify() uses. budget: seconds this machine may spend (plan.py: fewer
     reference images, replicas, pool points and refinement steps until the estimate fits;
@@ -112,7 +115,7 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
                 log: Callable[[str], None] | None = None) -> ProtectResult:
     """protect() with its settings in one ProtectConfig; the stages in order, as planned
     for config.budget (the plan's knobs replace the config's). held_out: protect's
-    held_out_data; cache: where the references are kept (None: in memory only)."""
+    held_out_data; cache: where the references and the pool's parts are kept (None: in memory only)."""
     say = log or (lambda message: None)
     owner, data = checked_owner(owner), _pixels(training_data(train_data), config)
     shapes = owner_shapes(owner, data)
@@ -145,8 +148,9 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
             + (f", {yours} of yours" if yours else "") + f") in {timings['references']:.1f} s")
     plan = _refit(plan, timings, len(data), built=references is None, say=say)
     config = plan.config
+    store = pool_store(owner, data, config, cache, refs.cache_key)   # None without a cache folder
     pool = timed("pool", lambda: make_pool(owner, data, config, shapes[0], held_out=held_out, progress=progress,
-                                           log=say))
+                                           log=say, store=store))
     with _layout(plan, owner, refs):
         outputs = timed("reference_outputs", lambda: score_pool(refs, pool.points, config.batch_size, progress))
     choice = timed("choice", lambda: choose_configuration(pool, refs, outputs, config))

@@ -25,7 +25,7 @@ from .inputs import given_references
 from .plan import Plan, fit_plan
 from .plan_costs import measure_unit_costs
 from .mistakes import mistakes_fingerprints
-from .pool import extract_pool, k_grid, median_margin, merge_pools, start_images
+from .pool import extract_pool, k_grid, median_margin, merge_pools, pool_parts, start_images
 from .references import Reference, build_references, protect_seed
 from .scores import ReferenceOutputs, reference_outputs
 
@@ -132,10 +132,11 @@ def make_references(owner: nn.Module, data: Dataset, config: ProtectConfig, shap
 
 
 def make_pool(owner: nn.Module, data: Dataset, config: ProtectConfig, input_shape: tuple, *,
-              held_out: Dataset | None = None, progress: bool = True, log=None) -> Pool:
+              held_out: Dataset | None = None, progress: bool = True, log=None, store=None) -> Pool:
     """IPGuard fingerprints from each start kind at each k of the grid, merged; with
     `held_out` (data the owner never trained on; inputs.held_out_data checks it) the owner's
-    mistakes on it too, which the choice may add to each start kind's points (_candidates)."""
+    mistakes on it too, which the choice may add to each start kind's points (_candidates).
+    store: a pool_cache.PoolStore that keeps each finished part (None: nothing is kept)."""
     ks, margin = config.fixed_ks, None
     if ks is None:
         images = start_images(data, min(len(data), 2048), protect_seed(config.seed, "margin"))
@@ -147,9 +148,15 @@ def make_pool(owner: nn.Module, data: Dataset, config: ProtectConfig, input_shap
             f"{config.labels} labels)")
     # Every start kind uses the same seeds: a pool from data starts is the same whether or
     # not uniform starts are tried beside it.
-    parts = [extract_pool(owner, data, input_shape=input_shape, ks=ks, per_k=config.pool_factor * config.n,
-                          seed=protect_seed(config.seed, "pool"), labels=config.labels, init=start,
-                          progress=progress, options=config.search) for start in inits]
+    settings = dict(input_shape=input_shape, ks=ks, per_k=config.pool_factor * config.n,
+                    seed=protect_seed(config.seed, "pool"), labels=config.labels, progress=progress,
+                    options=config.search)
+    parts = [extract_pool(owner, data, init=start, **settings) if store is None else
+             merge_pools([store.part(owner, part) for part in pool_parts(data, init=start, **settings)])
+             for start in inits]
+    if store is not None and log is not None and (store.counts["cached"] or store.counts["resumed"]):
+        log(f"pool: {store.counts['cached']} of {len(ks) * len(inits)} parts from the cache, "
+            f"{store.counts['resumed']} resumed from a checkpoint")
     mistakes = (mistakes_fingerprints(owner, held_out, len(held_out), argument="held_out_data")
                 if held_out is not None else None)
     if mistakes is not None and log is not None:
