@@ -93,6 +93,7 @@ def _check_script_writes(graph: Any, label: str) -> None:
 def _script_write_pass(graph: Any, label: str, trusted_containers: bool) -> bool:
     """One pass of the write check; whether a container received a tensor the graph did not make."""
     local: set[int] = set()  # unique() of the values the graph made
+    fresh: set[int] = set()  # unique() of the lists and dicts the graph made, whatever they hold
     where, foreign = "the TorchScript forward (inlined)", False
     for node in _script_nodes(graph):
         kind, inputs = node.kind(), list(node.inputs())
@@ -103,13 +104,16 @@ def _script_write_pass(graph: Any, label: str, trusted_containers: bool) -> bool
             raise ModelLoadError(f"{label}: refused: {where} sets the model's attribute "
                                  f"{node.s('name')!r}, which would keep state from one query to the next")
         schema = _script_schema(node)
-        made = _check_writes(kind, schema, inputs, lambda value: value.unique() in local, where, label)
+        made = _check_writes(kind, schema, inputs, lambda value: value.unique() in local, where, label,
+                             writable=lambda value: value.unique() in fresh)
         foreign = foreign or _puts_foreign_into_container(schema, inputs, local)
         if made is None and kind in _PASS_THROUGH:   # a container of (or taken out of) the graph's own tensors
             made = all(value.unique() in local for value in inputs if _may_hold_tensors(value.type()))
         made = (made or kind in _FRESH) and (trusted_containers or not _takes_out(kind, schema, node))
         if made:
             local.update(value.unique() for value in node.outputs())
+        if kind in ("prim::ListConstruct", "prim::DictConstruct"):
+            fresh.update(value.unique() for value in node.outputs())
     return foreign
 
 
@@ -161,9 +165,12 @@ def _script_schema(node: Any) -> torch._C.FunctionSchema | None:
 
 
 def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: list[Any],
-                  is_local: Callable[[Any], bool], where: str, label: str) -> bool | None:
+                  is_local: Callable[[Any], bool], where: str, label: str,
+                  writable: Callable[[Any], bool] | None = None) -> bool | None:
     """Refuse a write into a value the graph did not make; whether the outputs are the graph's own
-    (None: no schema, the caller decides)."""
+    (None: no schema, the caller decides). `writable`: containers the graph made (``[x]``), which a
+    generic list or dict operator (append, insert, item assignment: it never writes an element's
+    data) may change although they hold what the graph did not make."""
     if schema is None:
         return None
     aliased = []
@@ -171,7 +178,8 @@ def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: l
         info = argument.alias_info
         if info is None or value is None:
             continue
-        if info.is_write and not is_local(value):
+        if info.is_write and not is_local(value) and not (writable is not None and _generic_container(argument.type)
+                                                          and writable(value)):
             raise ModelLoadError(f"{label}: refused: {where} calls {operator}, which writes into "
                                  f"{argument.name!r}: an input, a weight or a constant, not a tensor the graph made")
         aliased.append(value)
@@ -188,6 +196,13 @@ def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: l
     if not all(isinstance(ret.type, torch._C.TensorType) for ret in schema.returns):  # list(l): its elements
         return all(is_local(value) for value in holding)
     return True
+
+
+def _generic_container(kind: Any) -> bool:
+    """Whether a schema argument of this type is a list or dict of a type variable (``t[]``,
+    ``Dict(str, t)``): its operator restructures the container, never its elements' data."""
+    contained = kind.containedTypes() if isinstance(kind, (torch._C.ListType, torch._C.DictType)) else []
+    return bool(contained) and contained[-1].kind() == "VarType"
 
 
 def _holds_tensors(kind: Any) -> bool:
