@@ -71,3 +71,29 @@ def test_the_join_timeout_is_checked_and_named(monkeypatch, capsys, tmp_path):
         code = main(["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--out", str(tmp_path / "e")])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("ipguard evaluate: error: IPGUARD_FAST_JOIN_TIMEOUT: expected seconds"), err
+
+
+def test_a_join_that_fails_at_once_is_not_called_a_timeout(monkeypatch):
+    # A rendezvous that fails for another reason (the port in use) was reported as "did not all
+    # join within 300 s (a rank that never started?)", which sent the user after the wrong cause.
+    import pytest
+    import torch.distributed as dist
+
+    from ipguard_fast.search import distributed
+
+    def refuse(*args, **kwargs):
+        raise dist.DistNetworkError("The server socket has failed to listen on any local network address. "
+                                    "port: 29500, useIpv6: false, code: -98, name: EADDRINUSE")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "init_process_group", refuse)
+    with pytest.raises(RuntimeError, match=r"^torchrun: the 2 ranks could not join: .*EADDRINUSE") as caught:
+        distributed.join_process_group("gloo")
+    assert "within" not in str(caught.value)
+
+    def time_out(*args, **kwargs):
+        raise dist.DistStoreError("Timed out after 3 seconds waiting for clients. 1/2 clients joined.")
+
+    monkeypatch.setattr(dist, "init_process_group", time_out)
+    with pytest.raises(RuntimeError, match=r"did not all join within .* IPGUARD_FAST_JOIN_TIMEOUT"):
+        distributed.join_process_group("gloo")

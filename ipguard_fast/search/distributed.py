@@ -133,8 +133,10 @@ def join_process_group(backend: str) -> None:
     try:
         dist.init_process_group(backend, timeout=timedelta(seconds=seconds) if set_timeout else collectives)
     except getattr(dist, "DistError", RuntimeError) as exc:
-        raise RuntimeError(f"torchrun: the {os.environ.get('WORLD_SIZE')} ranks did not all join within "
-                           f"{seconds:g} s (a rank that never started? {JOIN_TIMEOUT_VARIABLE} sets the wait): "
-                           f"{short_error(exc)}") from exc
+        ranks = os.environ.get("WORLD_SIZE")
+        if not any(word in str(exc).lower() for word in ("timeout", "timed out")):   # e.g. the port in use
+            raise RuntimeError(f"torchrun: the {ranks} ranks could not join: {short_error(exc)}") from exc
+        raise RuntimeError(f"torchrun: the {ranks} ranks did not all join within {seconds:g} s (a rank that "
+                           f"never started? {JOIN_TIMEOUT_VARIABLE} sets the wait): {short_error(exc)}") from exc
     if set_timeout:
         set_timeout(collectives)
