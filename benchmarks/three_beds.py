@@ -62,6 +62,9 @@ def main(argv=None) -> int:
     p.add_argument("--contiguous", action="store_true",
                    help="protect's pool, scoring and refinement with contiguous conv weights, whatever its plan "
                         "measures (with IPGUARD_FAST_TRAIN_PRECISION=fp32: protect as before channels_last)")
+    p.add_argument("--bf16", action="store_true",
+                   help="protect's pool under bf16 autocast and, on a CPU with AMX, its references at bf16 "
+                        "(`ipguard protect --bf16`)")
     p.add_argument("--refine", default="",
                    help="protect's refinement settings other than the default, KEY=VALUE,... of RefineConfig "
                         "(for example steps=25 or cap=1); the references and their cache are the same")
@@ -137,7 +140,8 @@ def _one_seed(args, seed: int):
                              args.positive_twins, args.add_distill, args.add_negatives)
             config = ProtectConfig(n=args.n, seed=seed, budget=args.budget, recipe=recipe,
                                    label_share=args.label_share, init=args.init, refine=_refine_config(args.refine),
-                                   search={"channels_last": False} if args.contiguous else {},
+                                   search={**({"channels_last": False} if args.contiguous else {}),
+                                           **({"amp": "bf16"} if args.bf16 else {})},
                                    **({"pool_factor": args.pool_factor} if args.pool_factor else {}))
             fps = run_protect(owner, data, config, progress=False, log=print,
                               cache=CacheLocation(Path(args.cache) / f"{key}-seed{seed}"),

@@ -1,14 +1,17 @@
 """The precision a training runs at: float32, float32 with channels_last images and conv
-weights ("fp32-cl": oneDNN's fast layout on CPU), or on CUDA bf16 autocast with
-channels_last (tensor cores).
+weights ("fp32-cl": oneDNN's fast layout on CPU), or bf16 autocast with channels_last where
+the device multiplies bf16 natively (`native_bf16`: a CUDA GPU's tensor cores, a CPU's AMX
+tiles).
 
 Which is faster depends on the model: measured on an H200, bf16 + channels_last trains
 ResNet-50 at 224x224 1.18-1.56x faster, and small CNNs and ResNet-20 at 32x32 (launch-bound
 at batch 64) 0.76-0.96x as fast (benchmarks/results/protect-costs-2026-12-04); on CPU
 fp32-cl trains the digits CNN 1.1-1.3x faster on an AVX2 EPYC and 1.5-2.1x on an AVX-512
-Xeon. float32 is the default; protect's references train at fp32-cl where its pool runs
-channels_last (a conv owner on CPU), else at float32 (`chosen_precision`; why a rule and not
-the fastest: selection/plan_costs.py). IPGUARD_FAST_TRAIN_PRECISION=fp32|fp32-cl|bf16 forces one.
+Xeon; on a CPU with AMX (that Xeon) bf16 trains it 1.5-2.1x faster than fp32-cl. float32
+is the default; protect's references train at fp32-cl where its pool runs channels_last (a
+conv owner on CPU), else at float32, and at bf16 on a CPU with AMX when the caller asks for a
+bf16 pool (`chosen_precision`; why a rule and not the fastest, and why bf16 is not the
+default: selection/plan_costs.py). IPGUARD_FAST_TRAIN_PRECISION=fp32|fp32-cl|bf16 forces one.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from ._validate import ArgumentError
 from .modules import canonical_layout
 
 __all__ = ["PRECISIONS", "TrainingPrecision", "chosen_precision", "current_precision", "effective_precision",
-           "training_precision"]
+           "native_bf16", "training_precision"]
 
 PRECISIONS = ("fp32", "fp32-cl", "bf16")
 _CHOSEN: contextvars.ContextVar[str | None] = contextvars.ContextVar("ipguard_fast_train_precision", default=None)
@@ -35,12 +38,12 @@ class TrainingPrecision:
     format (`channels_last`), and the model's memory format restored afterwards (a trained
     model leaves as it came)."""
 
-    def __init__(self, enabled: bool, converted: bool, channels_last: bool | None = None):
-        self.enabled, self.converted = enabled, converted
+    def __init__(self, enabled: bool, converted: bool, channels_last: bool | None = None, device_type: str = "cuda"):
+        self.enabled, self.converted, self.device_type = enabled, converted, device_type
         self.channels_last = enabled if channels_last is None else channels_last
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.enabled else contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.enabled else contextlib.nullcontext()
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
@@ -52,17 +55,29 @@ class TrainingPrecision:
 
 def training_precision(model: nn.Module, device: torch.device, precision: str | None = None) -> TrainingPrecision:
     """The precision `model` trains at on `device`: `precision`, else the environment's, else
-    the one chosen for the enclosing block, else float32. bf16 applies on CUDA only; with it
-    and with fp32-cl `model`'s conv weights become channels_last until `restore`."""
+    the one chosen for the enclosing block, else float32. bf16 applies where the device
+    multiplies it natively (`native_bf16`), else float32 as given; with it and with fp32-cl
+    `model`'s conv weights become channels_last until `restore`."""
     name = precision or current_precision()
     if name not in PRECISIONS:
         raise ArgumentError("precision", f"expected one of {PRECISIONS}, got {name!r}")
-    enabled = name == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    enabled = name == "bf16" and native_bf16(device)
     layout = enabled or name == "fp32-cl"
     converted = layout and any(isinstance(m, nn.Conv2d) for m in model.modules())
     if converted:
         model.to(memory_format=torch.channels_last)
-    return TrainingPrecision(enabled, converted, channels_last=layout)
+    return TrainingPrecision(enabled, converted, channels_last=layout, device_type=device.type)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 natively: a CUDA GPU that supports it, or a CPU with
+    AMX tiles (Intel Xeon since Sapphire Rapids), where oneDNN's bf16 kernels trained the
+    digits CNN 1.5-2.1x and ran its input gradient 2-3x faster than fp32-cl. Elsewhere bf16
+    is emulated and slower than float32, so a training asked for bf16 runs at float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)   # private in torch 2.x: absent means unknown, so no
+    return device.type == "cpu" and probe is not None and bool(probe())
 
 
 def current_precision() -> str:
@@ -86,3 +101,4 @@ def chosen_precision(name: str) -> Iterator[None]:
         yield
     finally:
         _CHOSEN.reset(token)
+

@@ -91,7 +91,7 @@ def test_estimates_scale_with_the_work():
     assert half["pool"] == full["pool"]
     # twice as slow a machine, twice the estimate; two ranks, half of it
     slow = dataclasses.replace(COSTS, **{f.name: 2 * getattr(COSTS, f.name) for f in dataclasses.fields(COSTS)
-                                         if f.name not in ("device", "precision")})
+                                         if f.name not in ("device", "precision", "amp")})
     assert estimate_stages(ProtectConfig(), slow, 60000) == pytest.approx({k: 2 * v for k, v in full.items()})
     assert estimate_stages(ProtectConfig(), COSTS, 60000, world=2) == pytest.approx(
         {k: v / 2 for k, v in full.items()})
@@ -238,8 +238,9 @@ def test_plan_protect_measures_without_changing_the_owner(owner, small):
     assert all(torch.equal(before[k], v) for k, v in owner.state_dict().items())
     costs = plan.costs
     assert all(getattr(costs, f.name) > 0 for f in dataclasses.fields(costs)
-               if f.name not in ("device", "precision", "channels_last"))
+               if f.name not in ("device", "precision", "channels_last", "amp"))
     assert costs.precision == ("fp32-cl" if costs.channels_last else "fp32")   # the layout the pool runs in; bf16 when asked
+    assert costs.amp is None and "amp" not in plan.config.search   # float32 unless asked (test_bf16_cpu.py)
     assert plan.config.search.get("channels_last", False) == costs.channels_last
     lines = plan_lines(plan)
     assert lines[0].startswith("plan (full recipe): replicas 1 + 1 validation") and lines[-1].lstrip().startswith("total")

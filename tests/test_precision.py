@@ -1,6 +1,6 @@
 """The precision a training runs at (precision.py): float32 unless chosen, bf16 +
-channels_last only on CUDA, the model left in the memory format it came in; and pruning
-of a channels_last model."""
+channels_last only where native (CUDA, a CPU with AMX: test_bf16_cpu.py), the model left in
+the memory format it came in; and pruning of a channels_last model."""
 import copy
 
 import pytest
@@ -15,13 +15,14 @@ from ipguard_fast.train import train_classifier
 CUDA = torch.cuda.is_available()
 
 
-def test_float32_unless_chosen_and_bf16_only_on_cuda(monkeypatch):
+def test_float32_unless_chosen_and_bf16_only_where_native(monkeypatch):
     monkeypatch.delenv("IPGUARD_FAST_TRAIN_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)   # a CPU without AMX
     model = seeded(DigitsCNN, 0)
     assert not training_precision(model, torch.device("cpu")).enabled
     with chosen_precision("bf16"):
         cpu = training_precision(model, torch.device("cpu"))
-        assert not cpu.enabled and not cpu.converted        # CPU trains at float32 whatever is chosen
+        assert not cpu.enabled and not cpu.converted        # such a CPU trains at float32 whatever is chosen
     assert all(p.is_contiguous() for p in model.parameters())
     with pytest.raises(ValueError, match="^precision: "):
         training_precision(model, torch.device("cpu"), "fp16")

@@ -46,6 +46,9 @@ def add_arguments(p) -> None:
                         "write nothing to the cache (what it lacks is built in memory)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (knobs and each stage's estimated time) and stop; --out is not written")
+    p.add_argument("--bf16", action="store_true",
+                   help="search the pool under bf16 autocast, and on a CPU with AMX train a conv owner's references "
+                        "at bf16: faster, another draw of the recipe (not the default: README, precision)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="the fingerprint file to write (.safetensors)")
@@ -116,7 +119,8 @@ def run(args) -> int:
           one_line_warnings("protect", ReferenceCacheWarning)):
         config = ProtectConfig(n=args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas, score=args.score,
                                init=args.init, seed=args.seed, refine=refine, train_recipe=train_recipe,
-                               budget=budget, threshold_significance=significance)
+                               budget=budget, threshold_significance=significance,
+                               search={"amp": "bf16"} if args.bf16 else {})
         if args.dry_run:   # every rank measures (the pilot extraction is shared); rank 0 prints
             lines = plan_lines(plan_protect(owner, train_set, config))
             if ranks.is_main:

@@ -200,6 +200,11 @@ def apply_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConf
     return dataclasses.replace(config, **changes)
 
 
+def _autocast(config: ProtectConfig) -> bool:
+    """Whether the pool searches under an autocast (search option "amp")."""
+    return config.search.get("amp") not in (None, "none")
+
+
 def plan_lines(plan: Plan) -> list[str]:
     """The plan as a user reads it: the knobs, then each stage's estimate."""
     c = plan.config
@@ -215,7 +220,8 @@ def plan_lines(plan: Plan) -> list[str]:
     worst = f", at most ~{_duration(plan.worst)}" if plan.worst is not None and plan.worst > 1.01 * plan.total else ""
     lines.append(f"  {'total':18s} ~{_duration(plan.total)}{worst} (unit costs measured on {plan.costs.device}; "
                  f"references train at {effective_precision(plan.costs.precision)}"
-                 f"{', conv weights channels_last' if c.search.get('channels_last') else ''})")
+                 f"{', conv weights channels_last' if c.search.get('channels_last') else ''}"
+                 f"{', the pool under ' + c.search['amp'] + ' autocast' if _autocast(c) else ''})")
     if plan.weakened:
         lines.append("warning: this budget trains the negative references less than the full recipe, so the "
                      "points are less unique and the threshold is set against weaker independents (measured at a "

@@ -5,7 +5,7 @@ owner before any of it runs (plan.py turns these into a plan and stage estimates
   the references' precision -- see _reference_precision -- or the one
   IPGUARD_FAST_TRAIN_PRECISION forces),
 * the layout the pool, scoring and refinement run the conv weights in (a rule, not a timing:
-  see _layout),
+  see _layout), and the autocast the pool searches under (the caller's: see _search_amp),
 * a forward of each (per image: scoring the pool with a reference),
 * a forward and backward to the input of each (per image: a refinement step against a
   reference),
@@ -33,7 +33,7 @@ from ..modules import canonical_layout, channels_last, frozen, has_conv_weights,
 from ..nn import seeded
 from ..search import extract_fingerprints
 from ..search.distributed import communicator
-from ..precision import effective_precision, training_precision
+from ..precision import effective_precision, native_bf16, training_precision
 
 __all__ = ["UnitCosts", "measure_unit_costs", "train_step_seconds"]
 
@@ -60,9 +60,10 @@ class UnitCosts:
     device: str
     precision: str = "fp32"       # what the references train at unless the environment forces another
     channels_last: bool = False   # the pool, scoring and refinement run conv weights channels_last
+    amp: str | None = None        # the pool searches under this autocast (None: float32)
 
     def to_meta(self) -> dict:
-        return {key: (value if isinstance(value, (str, bool)) else float(f"{value:.4g}"))
+        return {key: (value if value is None or isinstance(value, (str, bool)) else float(f"{value:.4g}"))
                 for key, value in asdict(self).items()}
 
 
@@ -80,21 +81,37 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     score_x = _batch(images, _SCORE_BATCH).to(device)
     refine_x = _batch(images, _REFINE_BATCH).to(device)
     layout, inference = _layout(owner, generic, score_x, refine_x, device, input_shape, search_options)
-    options = {**search_options, "channels_last": layout}
+    amp = _search_amp(device, search_options, layout)
+    options = {**search_options, "channels_last": layout, "amp": amp}
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed, pilot_limit)
-    precision, owner_train = _reference_precision(owner_copy, train_x, train_y, device, layout)
+    bf16 = amp in ("bf16", "bfloat16") and layout and device.type == "cpu" and native_bf16(device)
+    precision, owner_train = _reference_precision(owner_copy, train_x, train_y, device, layout, bf16)
     return UnitCosts(owner_train=owner_train,
                      generic_train=train_step_seconds(generic, train_x, train_y, device, effective_precision(precision)),
-                     pool_point=pilot, device=str(device), precision=precision, channels_last=layout,
+                     pool_point=pilot, device=str(device), precision=precision, channels_last=layout, amp=amp,
                      **inference)
 
 
-def _reference_precision(owner_copy: nn.Module, x, y, device, layout: bool) -> tuple[str, float]:
+def _search_amp(device: torch.device, search_options: dict, layout: bool) -> str | None:
+    """The autocast the pool searches under: the caller's search option "amp" (None:
+    float32, the default). The search accepts a point at float32 whatever it steps at, and
+    scoring and refinement run at float32, so a point's label and every agreement are what a
+    float32 suspect gives. bf16 asked for a conv owner run channels_last (`layout`) on a CPU
+    that multiplies it natively also trains the references at bf16 (_reference_precision;
+    `ipguard protect --bf16`). Not the default: on an AMX Xeon it made protect 1.35x faster
+    on the digits owner, but over the three beds at owner seeds 0-2 its draws accused more
+    innocents (benchmarks/results/bf16-cpu-2026-12-06)."""
+    return search_options.get("amp")
+
+
+def _reference_precision(owner_copy: nn.Module, x, y, device, layout: bool, bf16: bool = False
+                         ) -> tuple[str, float]:
     """The precision the references train at, and the owner's training step at it (per
-    image): float32 in the layout the pool, scoring and refinement run the conv weights in
-    -- "fp32-cl" when that is channels_last (on CPU oneDNN's channels_last kernels trained
-    the digits CNN 1.5-2.1x faster on an AVX-512 Xeon, 1.1-1.3x on an AVX2 EPYC), else
-    "fp32" -- unless the owner's code cannot train in that layout.
+    image): bf16 when the caller asked the pool for it on a CPU that multiplies it natively
+    (`bf16`, see _search_amp; AMX: the digits CNN 1.5-2.1x faster than fp32-cl), else
+    float32 in the layout the pool, scoring and refinement run the conv weights in -- "fp32-cl" when that is channels_last (on CPU oneDNN's channels_last kernels
+    trained the digits CNN 1.5-2.1x faster on an AVX-512 Xeon, 1.1-1.3x on an AVX2 EPYC), else
+    "fp32" -- unless the owner's code cannot train so.
 
     A rule, not a timing: a reference trained at another precision is another draw of its
     recipe (every step's rounding differs), and two runs of protect on one machine must
@@ -104,6 +121,13 @@ def _reference_precision(owner_copy: nn.Module, x, y, device, layout: bool) -> t
     references gave the float32 ones' ARUC and verdicts within the seeds' spread
     (benchmarks/results/three-beds-fp32-cl-references-2026-12-05). bf16 only when the
     environment asks for it (IPGUARD_FAST_TRAIN_PRECISION), which also overrides this."""
+    if bf16:
+        try:
+            return "bf16", train_step_seconds(owner_copy, x, y, device, effective_precision("bf16"))
+        except RuntimeError as exc:   # an owner whose code cannot train under autocast or in that layout
+            if ran_out_of_memory(exc):
+                raise
+            canonical_layout(owner_copy)
     if layout:
         try:
             return "fp32-cl", train_step_seconds(owner_copy, x, y, device, effective_precision("fp32-cl"))
