@@ -101,4 +101,3 @@ def chosen_precision(name: str) -> Iterator[None]:
         yield
     finally:
         _CHOSEN.reset(token)
-

@@ -81,7 +81,7 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     score_x = _batch(images, _SCORE_BATCH).to(device)
     refine_x = _batch(images, _REFINE_BATCH).to(device)
     layout, inference = _layout(owner, generic, score_x, refine_x, device, input_shape, search_options)
-    amp = _search_amp(device, search_options, layout)
+    amp = _search_amp(search_options)
     options = {**search_options, "channels_last": layout, "amp": amp}
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed, pilot_limit)
     bf16 = amp in ("bf16", "bfloat16") and layout and device.type == "cpu" and native_bf16(device)
@@ -92,15 +92,15 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
                      **inference)
 
 
-def _search_amp(device: torch.device, search_options: dict, layout: bool) -> str | None:
+def _search_amp(search_options: dict) -> str | None:
     """The autocast the pool searches under: the caller's search option "amp" (None:
     float32, the default). The search accepts a point at float32 whatever it steps at, and
     scoring and refinement run at float32, so a point's label and every agreement are what a
-    float32 suspect gives. bf16 asked for a conv owner run channels_last (`layout`) on a CPU
-    that multiplies it natively also trains the references at bf16 (_reference_precision;
-    `ipguard protect --bf16`). Not the default: on an AMX Xeon it made protect 1.35x faster
-    on the digits owner, but over the three beds at owner seeds 0-2 its draws accused more
-    innocents (benchmarks/results/bf16-cpu-2026-12-06)."""
+    float32 suspect gives. bf16 asked for a conv owner run channels_last on a CPU that
+    multiplies it natively also trains the references at bf16 (_reference_precision;
+    `ipguard protect --bf16`). Not the default: on an AMX Xeon it made the digits owner's
+    protect 1.18x faster (117 s against 138 s), but over the three beds at owner seeds 0-2
+    its draws accused 4 innocents against 2 (benchmarks/results/bf16-cpu-2026-12-06)."""
     return search_options.get("amp")
 
 
@@ -109,9 +109,10 @@ def _reference_precision(owner_copy: nn.Module, x, y, device, layout: bool, bf16
     """The precision the references train at, and the owner's training step at it (per
     image): bf16 when the caller asked the pool for it on a CPU that multiplies it natively
     (`bf16`, see _search_amp; AMX: the digits CNN 1.5-2.1x faster than fp32-cl), else
-    float32 in the layout the pool, scoring and refinement run the conv weights in -- "fp32-cl" when that is channels_last (on CPU oneDNN's channels_last kernels
-    trained the digits CNN 1.5-2.1x faster on an AVX-512 Xeon, 1.1-1.3x on an AVX2 EPYC), else
-    "fp32" -- unless the owner's code cannot train so.
+    float32 in the layout the pool, scoring and refinement run the conv weights in --
+    "fp32-cl" when that is channels_last (on CPU oneDNN's channels_last kernels trained the
+    digits CNN 1.5-2.1x faster on an AVX-512 Xeon, 1.1-1.3x on an AVX2 EPYC), else "fp32" --
+    unless the owner's code cannot train so.
 
     A rule, not a timing: a reference trained at another precision is another draw of its
     recipe (every step's rounding differs), and two runs of protect on one machine must
@@ -119,8 +120,9 @@ def _reference_precision(owner_copy: nn.Module, x, y, device, layout: bool, bf16
     0.85 in the next, protect-costs-2026-12-04: no margin keeps a timed choice stable).
     Another draw is not a worse one: on the three beds x three owner seeds the fp32-cl
     references gave the float32 ones' ARUC and verdicts within the seeds' spread
-    (benchmarks/results/three-beds-fp32-cl-references-2026-12-05). bf16 only when the
-    environment asks for it (IPGUARD_FAST_TRAIN_PRECISION), which also overrides this."""
+    (benchmarks/results/three-beds-fp32-cl-references-2026-12-05). bf16 only when the caller
+    asks for a bf16 pool (above) or the environment for bf16 (IPGUARD_FAST_TRAIN_PRECISION,
+    which also overrides this)."""
     if bf16:
         try:
             return "bf16", train_step_seconds(owner_copy, x, y, device, effective_precision("bf16"))
