@@ -99,8 +99,8 @@ def _search_amp(search_options: dict) -> str | None:
     float32 suspect gives. bf16 asked for a conv owner run channels_last on a CPU that
     multiplies it natively also trains the references at bf16 (_reference_precision;
     `ipguard protect --bf16`). Not the default: on an AMX Xeon it made the digits owner's
-    protect 1.18x faster (117 s against 138 s), but over the three beds at owner seeds 0-2
-    its draws accused 4 innocents against 2 (benchmarks/results/bf16-cpu-2026-12-06)."""
+    protect 1.18x faster (117 s against 138 s), but over the three beds at owner seeds 0-5
+    its draws accused 5 innocents against 3 for the same ARUC (benchmarks/results/bf16-cpu-2026-12-06)."""
     return search_options.get("amp")
 
 
