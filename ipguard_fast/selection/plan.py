@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from .._validate import ArgumentError, finite_number
 from ..precision import effective_precision
+from ..search.config import AMP_DTYPES
 from .config import ProtectConfig
 from .plan_costs import UnitCosts
 from .plan_estimate import estimate_stages
@@ -201,8 +202,8 @@ def apply_knobs(config: ProtectConfig, knobs: dict, n_items: int) -> ProtectConf
 
 
 def _autocast(config: ProtectConfig) -> bool:
-    """Whether the pool searches under an autocast (search option "amp")."""
-    return config.search.get("amp") not in (None, "none")
+    """Whether the pool searches under an autocast (search option "amp", a name of AMP_DTYPES)."""
+    return AMP_DTYPES.get(config.search.get("amp")) is not None
 
 
 def plan_lines(plan: Plan) -> list[str]:

@@ -32,6 +32,7 @@ from ..attacks.architectures import factory_for
 from ..modules import canonical_layout, channels_last, frozen, has_conv_weights, module_device
 from ..nn import seeded
 from ..search import extract_fingerprints
+from ..search.config import AMP_DTYPES
 from ..search.distributed import communicator
 from ..precision import effective_precision, native_bf16, training_precision
 
@@ -84,7 +85,7 @@ def measure_unit_costs(owner: nn.Module, images: torch.Tensor, labels: torch.Ten
     amp = _search_amp(search_options)
     options = {**search_options, "channels_last": layout, "amp": amp}
     pilot = _pilot_seconds(owner, images, input_shape, pilot_k, options, seed, pilot_limit)
-    bf16 = amp in ("bf16", "bfloat16") and layout and device.type == "cpu" and native_bf16(device)
+    bf16 = AMP_DTYPES.get(amp) == torch.bfloat16 and layout and device.type == "cpu" and native_bf16(device)
     precision, owner_train = _reference_precision(owner_copy, train_x, train_y, device, layout, bf16)
     return UnitCosts(owner_train=owner_train,
                      generic_train=train_step_seconds(generic, train_x, train_y, device, effective_precision(precision)),
