@@ -152,16 +152,34 @@ def load_imagefolder(root: str | os.PathLike, size: int | tuple[int, int] = 224,
         raise FileNotFoundError(f"root {root!r} has no class sub-folders with images: {exc}") from exc
 
 
+# Pillow's 16-bit grayscale modes. Its convert("RGB") clips them at 255 rather than scaling
+# (a 16-bit PNG came out white: a silent wrong image); 48-bit RGB it scales itself.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# 32-bit integer and floating-point images carry no range to scale from: refused, named.
+_UNSCALED_MODES = frozenset({"I", "F"})
+
+
 def _read_image(path: str):
-    """torchvision's loader (an RGB image), with a file it cannot read (not an image, truncated,
-    a decompression bomb) bad input naming the file rather than PIL's own error mid-training."""
+    """An RGB image at 8 bits per channel, as torchvision's loader gives it, but with 16-bit
+    grayscale scaled (v / 257, so 65535 is 255) instead of clipped, an image without a known
+    range refused, and a file it cannot read (not an image, truncated, a decompression bomb)
+    bad input naming the file rather than PIL's own error mid-training."""
     from PIL import Image
-    from torchvision.datasets.folder import default_loader
 
     try:
-        return default_loader(path)
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image.load()
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from None
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
+    elif image.mode in _UNSCALED_MODES:
+        raise ValueError(f"{path}: a {'32-bit integer' if image.mode == 'I' else 'floating-point'} image "
+                         f"(mode {image.mode}) has no pixel range to read it by; save it with 8 or 16 bits per "
+                         "channel")
+    return image.convert("RGB")
 
 
 def _check_folders_once(root: str) -> None:

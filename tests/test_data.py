@@ -97,6 +97,31 @@ def test_load_imagefolder(tmp_path):
     assert y == 1 and float(x[2].mean()) == pytest.approx(1.0) and float(x[0].max()) == 0.0
 
 
+def test_a_16_bit_grayscale_image_is_scaled_not_clipped(tmp_path):
+    # Pillow's convert("RGB") clipped 16-bit grayscale at 255: a dark 16-bit PNG came out white.
+    from PIL import Image
+
+    levels = np.array([[0, 257 * 40], [257 * 128, 65535]], dtype=np.uint16)
+    for label in ("dark", "light"):
+        (tmp_path / label).mkdir()
+        Image.fromarray(levels).save(tmp_path / label / "a.png")
+        assert Image.open(tmp_path / label / "a.png").mode == "I;16"
+    x, _ = load_imagefolder(tmp_path, size=(2, 2))[0]
+    expected = torch.tensor([[0, 40], [128, 255]]) / 255
+    for channel in x:
+        torch.testing.assert_close(channel, expected)
+
+
+def test_an_image_without_a_pixel_range_is_refused_naming_it(tmp_path):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32), mode="F").save(tmp_path / label / "x.tif")
+    with pytest.raises(ValueError, match=r"x\.tif: a floating-point image \(mode F\)"):
+        load_imagefolder(tmp_path, size=4)[0]
+
+
 def test_an_imagefolder_spec_takes_the_owners_image_size(tmp_path):
     # imagefolder:ROOT was always 224 x 224: an owner trained on 24 x 32 images had no way in.
     from PIL import Image
