@@ -1,5 +1,6 @@
 """torchrun with 2 gloo ranks on the CPU finds the same fingerprints as one process."""
 import os
+import re
 import subprocess
 import sys
 
@@ -54,23 +55,34 @@ def test_a_failing_rank_fails_the_run_without_a_file(tmp_path):
     assert not out.exists()
 
 
-def test_evaluate_under_two_ranks(tmp_path):
+def test_evaluate_under_two_ranks_equals_one_process(tmp_path):
+    """Each rank trains and scores its share of the suspects (every rank used to train them all):
+    the table equals one process's."""
+    import json
+
     from safetensors.torch import save_file
     weights = tmp_path / "owner.safetensors"
     save_file(train_digits_model("cnn", seed=0, epochs=3).state_dict(), weights)
-    out = tmp_path / "eval"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "ipguard_fast", "evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--weights",
-                           str(weights), "--data", "digits",
-                           "--negative-arch", "digits_mlp", "--negative-epochs", "2", "--k", "2", "--num-fingerprints", "12",
-                           "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    import json
-    result = json.loads((out / "results.json").read_text())
-    roles = {s["role"] for s in result["runs"][0]["suspects"]}
-    assert roles == {"positive", "negative"} and result["runs"][0]["n_fingerprints"] == 12
+
+    def evaluate(out, *launcher):
+        proc = subprocess.run([sys.executable, *launcher, "-m", "ipguard_fast", "evaluate", "--model",
+                               "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
+                               "--negative-arch", "digits_mlp", "--negative-epochs", "2", "--k", "2",
+                               "--num-fingerprints", "12", "--out", str(out)],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout, json.loads((out / "results.json").read_text())
+
+    log, double = evaluate(tmp_path / "double", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+    _, single = evaluate(tmp_path / "single")
+    built = [int(n) for n in re.findall(r"suspects \(this rank built (\d+)\)", log)]
+    total = len(single["runs"][0]["suspects"])
+    assert len(built) == 2 and sum(built) == total and min(built) >= total // 2, log
+    rows = lambda result: [(s["name"], s["role"], s["accuracy"], s["matching_rate"])  # noqa: E731
+                           for run in result["runs"] for s in run["suspects"]]
+    assert {s["role"] for s in single["runs"][0]["suspects"]} == {"positive", "negative"}
+    assert rows(double) == rows(single) and double["runs"][0]["n_fingerprints"] == 12
 
 
 def test_protect_under_two_ranks_equals_one_process(tmp_path):

@@ -214,12 +214,12 @@ def test_build_suspects_trains_independents_away_from_the_owners_seed(monkeypatc
 
     seen = {}
 
-    def fake_negatives(train_set, factories, *, seeds, **kw):
-        seen["seeds"] = tuple(seeds)
+    def fake_build(owner, train_set, variants, **kw):   # records the negatives' seeds, trains nothing
+        if variants and variants[0].role == "negative":
+            seen["seeds"] = tuple(dict.fromkeys(v.seed for v in variants))
         return []
 
-    monkeypatch.setattr(pipeline, "positive_suspects", lambda *a, **kw: [])
-    monkeypatch.setattr(pipeline, "negative_suspects", fake_negatives)
+    monkeypatch.setattr(pipeline, "build_variants", fake_build)
     pipeline.build_suspects(owner, data[0], negative_factories=DIGITS_ARCHITECTURES, negative_epochs=1, seed=1,
                             log=lambda message: None)
     assert seen["seeds"] == (2, 3, 4)
@@ -255,3 +255,34 @@ def test_prune_model_with_finetune_on_an_attention_owner():
     names = [name for name, _ in pruned.named_parameters()] + [name for name, _ in pruned.named_buffers()]
     assert not any(name.endswith(("_mask", "_orig")) for name in names)
     assert pruned(data.tensors[0][:5]).shape == (5, 3)
+
+
+def test_ranks_each_build_their_share_of_the_same_models(owner, data, by_name):
+    # Under torchrun every rank used to train every suspect; now rank r trains the i-th with
+    # i % world == r, each the very model one process builds (its seed comes from its name).
+    from ipguard_fast.evaluation.suspects import _positive_variants, build_variants
+
+    variants = _positive_variants(True, None, None, ["RTLL", "FTAL", "prune", "fp16"])
+    whole = build_variants(owner, data[0], variants, seed=0)
+    shares = [build_variants(owner, data[0], variants, seed=0, share=(r, 2)) for r in (0, 1)]
+    for index, suspect in enumerate(whole):
+        holder = index % 2
+        for rank, share in enumerate(shares):
+            mine = share[index]
+            assert (mine.name, mine.family, mine.role, mine.rank) == (suspect.name, suspect.family, suspect.role,
+                                                                      holder)
+            assert (mine.model is not None) == (rank == holder)
+        built = shares[holder][index].model
+        for a, b in zip(built.state_dict().values(), suspect.model.state_dict().values()):
+            assert torch.equal(a, b)
+    for share in ((2, 2), (-1, 2), (0, 0), (0,), "01", (0.5, 2)):
+        with pytest.raises(ValueError, match="^share: "):
+            build_variants(owner, data[0], variants, share=share)
+
+
+def test_a_suspect_without_a_model_is_another_ranks():
+    Suspect("x", "FTLL", "positive", None, rank=1)
+    with pytest.raises(ValueError, match="^model: "):
+        Suspect("x", "FTLL", "positive", None)
+    with pytest.raises(ValueError, match="^rank: "):
+        Suspect("x", "FTLL", "positive", None, rank=-1)

@@ -5,8 +5,9 @@ suspects; --bed hard trains the independents like the owner and uses the wider a
 grid; --bed foreign trains them by recipes protect() never uses. Every bed also builds the
 field's hard families (extraction students, adversarial fine-tuning, preprocessing) on
 the attacker's data (--attacker-data, default a seeded half of --data). Under torchrun
-the ranks share the extraction and the suspects' scoring; every rank builds the same
-(seeded) suspects (and runs the same seeded protect), and rank 0 writes the report.
+the ranks share the extraction, and the suspects: each rank trains and scores its share
+(the same seeded models as one process; --negatives files are loaded by every rank, their
+scoring shared); they run protect together, and rank 0 writes the report.
 Each suspect is kept in --suspect-cache (default OUT/suspects) as soon as it is trained:
 a rerun of the same command after an interruption trains only the missing ones.
 """
@@ -143,7 +144,8 @@ def _run(args, ranks, negatives) -> int:
         checked_labels(attacker, num_classes, "--attacker-data")
     with one_line_warnings("evaluate", ReferenceCacheWarning):
         suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker,
-                                suspect_cache=_suspect_cache(args))
+                                suspect_cache=_suspect_cache(args),
+                                share=(ranks.rank, ranks.world) if ranks.world > 1 else None)
     suspects += [Suspect(path, "independent-given", "negative", model) for path, model in negatives]
     with named_as_options(_OPTIONS):
         result = evaluate(owner, train_set, input_shape=shape, ks=args.k, n=args.n, test_set=test_set,

@@ -61,19 +61,21 @@ class Bed:
         return positives + hard + [v for group in self.negatives for v in group.variants(seed)]
 
     def suspects(self, owner: nn.Module, train_set: Dataset, *, seed: int = 0, attacker_data: Dataset | None = None,
-                 log=print, suspect_cache=None) -> list[Suspect]:
+                 log=print, suspect_cache=None, share: tuple[int, int] | None = None) -> list[Suspect]:
         """The bed's positives (copies of `owner`) and negatives, all seeded from `seed`;
         attacker_data: the attacker's own data (default attacker_half(train_set, seed));
         suspect_cache: where each is kept once built, so that a rerun after an interruption
-        trains only the missing ones (a folder or a CacheLocation; None: in memory only)."""
+        trains only the missing ones (a folder or a CacheLocation; None: in memory only);
+        share: (rank, world) under torchrun, each rank building its share (build_variants)."""
         start = time.perf_counter()
         attacker = attacker_data if attacker_data is not None else attacker_half(train_set, seed)
         cache = open_suspect_cache(owner, suspect_cache)
         out = build_variants(owner, train_set, self.variants(seed), seed=seed, attacker_data=attacker,
-                             suspect_cache=cache)
+                             suspect_cache=cache, share=share)
         roles = [s.role for s in out]
         cached = "" if cache is None else f" ({cache.hits} of them from the cache)"
-        log(f"built {roles.count('positive')} positive and {roles.count('negative')} negative suspects in "
+        here = "" if share is None else f" (this rank built {sum(s.model is not None for s in out)})"
+        log(f"built {roles.count('positive')} positive and {roles.count('negative')} negative suspects{here} in "
             f"{time.perf_counter() - start:.1f} s{cached}")
         return out
 

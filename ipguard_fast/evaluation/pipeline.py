@@ -68,8 +68,10 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
         if train_set is None or not negative_factories:
             raise ValueError("suspects: pass suspects, or train_set and negative_factories to build them")
         negatives = {"factories": negative_factories, "epochs": negative_epochs, "seeds": negative_seeds}
+        comm = communicator()   # under torchrun each rank trains its share of the suspects
         suspects = paper_suspects(owner, train_set, negatives, small_factory=small_factory, seed=seed, quick=quick,
-                                  log=log, suspect_cache=suspect_cache)
+                                  log=log, suspect_cache=suspect_cache,
+                                  share=(comm.rank, comm.world) if comm.world > 1 else None)
     return run_evaluation(owner, suspects, config, train_set=train_set, test_set=test_set, input_shape=input_shape,
                           owner_name=owner_name, selected=selected, log=log)
 
@@ -89,11 +91,12 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
         raise ValueError("test_set: the mistakes method takes the owner's mistakes on held-out data")
     if "selected" in config.methods and selected is not None:
         _check_selected(selected)
-    # Under torchrun each rank scores its share of the suspects (extraction is shared by
-    # extract_fingerprints itself); every rank ends with the whole table.
+    # Under torchrun each rank scores its share of the suspects: those it built
+    # (build_variants(share=...)) and a share of those every rank holds (extraction is
+    # shared by extract_fingerprints itself); every rank ends with the whole table.
     comm = communicator()
     _agree(comm, owner, suspects, config, train_set, test_set)
-    mine = list(suspects)[comm.rank::comm.world]
+    mine = _scored_here(suspects, comm)
     gathered = lambda score: comm.gather_dict({s.name: score(s) for s in mine})  # noqa: E731
     accuracies = gathered(lambda s: accuracy(s.model, test_set) if test_set is not None else None)
 
@@ -112,7 +115,7 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     runs = [_plain_run(owner, k, config, input_shape, judge, log) for k in
             (config.ks if "ipguard" in config.methods else ())]
     if "selected" in config.methods:
-        runs.append(_selected_run(owner, train_set, test_set, suspects, config, selected, judge, log))
+        runs.append(_selected_run(owner, train_set, test_set, mine, comm, config, selected, judge, log))
     if "mistakes" in config.methods:
         runs.append(_mistakes_run(owner, test_set, config, judge, log))
     return EvaluationResult({"name": owner_name, "accuracy": owner_acc}, config.as_meta(), runs)
@@ -127,11 +130,25 @@ def _agree(comm, owner: nn.Module, suspects: Sequence[Suspect], config: Evaluati
     def weights(model) -> str:
         return state_dict_sha256(model)[:16] if isinstance(model, nn.Module) else type(model).__name__
 
+    def described(s: Suspect) -> str:   # a model one rank built is that rank's alone to compare
+        return f"{s.name}: {weights(s.model)}" if s.rank is None else f"{s.name}: built by rank {s.rank}"
+
     def digest(data) -> str | None:
         return None if data is None else f"data of digest {data_digest(data)[:16]}"
 
     comm.agree({**config.as_meta(), "owner": f"weights of SHA-256 {weights(owner)}", "train_set": digest(train_set),
-                "test_set": digest(test_set), "suspects": [f"{s.name}: {weights(s.model)}" for s in suspects]})
+                "test_set": digest(test_set), "suspects": [described(s) for s in suspects]})
+
+
+def _scored_here(suspects: Sequence[Suspect], comm) -> list[Suspect]:
+    """The suspects this rank scores: those it built, and every world-th of those that every
+    rank holds. A suspect built for another run's ranks is refused, naming it."""
+    for s in suspects:
+        if s.rank is not None and (s.rank >= comm.world or (s.rank == comm.rank) != (s.model is not None)):
+            raise ValueError(f"suspects: {s.name} was built for rank {s.rank} of a torchrun run (build_variants' "
+                             f"share), and this is rank {comm.rank} of {comm.world}: build the suspects in this run")
+    everyone = [s for s in suspects if s.rank is None]
+    return [s for s in suspects if s.rank == comm.rank] + everyone[comm.rank::comm.world]
 
 
 def _plain_run(owner, k: float, config: EvaluationConfig, input_shape, judge, log) -> RunResult:
@@ -144,17 +161,25 @@ def _plain_run(owner, k: float, config: EvaluationConfig, input_shape, judge, lo
     return run
 
 
-def _selected_run(owner, train_set, test_set, suspects, config: EvaluationConfig, selected, judge,
+def _selected_run(owner, train_set, test_set, mine, comm, config: EvaluationConfig, selected, judge,
                   log) -> RunResult:
     """protect's set (or the one given) judged; protect also gets the test set as held-out
-    data, so that its selection may take the owner's mistakes (the baseline) beside its points."""
+    data, so that its selection may take the owner's mistakes (the baseline) beside its points.
+    Each rank checks the suspects it scores (`mine`), and all refuse alike."""
     start = time.perf_counter()
     references = ()
     if selected is None:
         result = run_protect(owner, train_set, config.protect_config(), cache=CacheLocation(config.reference_cache),
                              held_out=test_set, progress=False, log=log)
         selected, references = result.fingerprints, result.references
-    check_disjoint(suspects, selected, references)
+    try:
+        check_disjoint(mine, selected, references)
+        problem = None
+    except ValueError as exc:
+        problem = str(exc)
+    problem = next((p for p in comm.exchange(problem) if p), None)
+    if problem is not None:
+        raise ValueError(problem)
     run = judge(selected, time.perf_counter() - start, **selected_fields(selected))
     log(f"{run.label}: ARUC {run.aruc:.3f}, ROC AUC {run.roc_auc:.3f}")
     return run
@@ -210,7 +235,7 @@ def check_disjoint(suspects: Sequence[Suspect], selected: FingerprintSet, refere
     hashes = {entry.get("sha256") for role in recorded.values() for entry in role} - {None}
     storages = {t.untyped_storage().data_ptr() for ref in references
                 for t in list(ref.model.parameters()) + list(ref.model.buffers()) if t.numel()}
-    for suspect in suspects:
+    for suspect in (s for s in suspects if s.model is not None):   # another rank's: checked there
         try:
             same = state_dict_sha256(suspect.model) in hashes
         except ValueError:   # non-tensor state: compared by storage only

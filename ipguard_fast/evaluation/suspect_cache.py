@@ -24,8 +24,9 @@ fails or gives no module with tensor weights), or that is built on or from anoth
 is built as without a cache. The registry's wrappers (Preprocessed, HalfPrecision) are
 cached: their skeletons rebuild them around the owner. Suspects the
 caller gives (evaluate(suspects=...), ipguard evaluate --negatives) are never cached.
-Under torchrun every rank builds or loads every suspect, as without a cache: ranks that
-share the folder write it safely (cache_manifest.py) and reuse what another finished.
+Under torchrun each rank builds or loads its share of the suspects (build_variants'
+`share`), as without a cache; ranks that share the folder write it safely
+(cache_manifest.py).
 """
 from __future__ import annotations
 

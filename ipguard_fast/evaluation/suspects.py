@@ -11,6 +11,7 @@ never meets a seed of protect()'s reference models.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,18 +40,23 @@ class Suspect:
 
     ``name`` is unique within a list (e.g. ``"FTAL-lr0.001-e3"``), ``family`` groups
     variants of one attack (one of :data:`FAMILIES` for positives, ``"independent-<arch>"``
-    for negatives), ``role`` is the ground truth.
+    for negatives), ``role`` is the ground truth. ``rank``: under torchrun, the rank that
+    built the model and alone scores it (build_variants(share=...)); on the other ranks
+    ``model`` is None. None: every rank holds the model.
     """
 
     name: str
     family: str
     role: str
-    model: nn.Module = field(repr=False)
+    model: nn.Module | None = field(repr=False)
+    rank: int | None = None
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
             raise ArgumentError("role", f"must be one of {_ROLES}, got {self.role!r}")
-        if not isinstance(self.model, nn.Module):
+        if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 0):
+            raise ArgumentError("rank", f"must be a rank (an int >= 0) or None, got {self.rank!r}")
+        if not isinstance(self.model, nn.Module) and not (self.model is None and self.rank is not None):
             raise ArgumentError("model", f"must be an nn.Module, got {type(self.model).__name__}")
 
 
@@ -70,14 +76,25 @@ class Variant:
 
 def build_variants(owner: nn.Module, data: Dataset, variants: Sequence[Variant], *, seed: int = 0,
                    batch_size: int = 64, device: str | torch.device = "cpu",
-                   attacker_data: Dataset | None = None, suspect_cache=None) -> list[Suspect]:
+                   attacker_data: Dataset | None = None, suspect_cache=None,
+                   share: tuple[int, int] | None = None) -> list[Suspect]:
     """Every variant's model, in order, in eval mode; the owner is never modified. Variants
     of the attacker's data train on `attacker_data`. suspect_cache: where each model is kept
     as soon as it is built, and found by a rerun (a folder, a selection.CacheLocation or a
-    suspect_cache.SuspectCache; None: in memory only), see suspect_cache.py."""
+    suspect_cache.SuspectCache; None: in memory only), see suspect_cache.py.
+    share: (rank, world) of a torchrun run: rank r builds the variants i with i % world == r
+    (the others are Suspects without a model, marked with the rank that holds them), so the
+    ranks train the suspects once between them instead of each training all; evaluate then
+    scores each on the rank that holds it. Every suspect is the same model whichever rank
+    builds it (its seed comes from its name)."""
+    rank, world = _checked_share(share)
     cache = open_suspect_cache(owner, suspect_cache)
     out = []
-    for v in variants:
+    for index, v in enumerate(variants):
+        holder = index % world
+        if holder != rank:
+            out.append(Suspect(v.name, v.family, v.role, None, rank=holder))
+            continue
         s = v.seed if v.seed is not None else evaluation_seed(seed, v.name)
         if v.data == "attacker" and attacker_data is None:
             raise ArgumentError("attacker_data", f"{v.name} trains on the attacker's data: give it")
@@ -87,8 +104,21 @@ def build_variants(owner: nn.Module, data: Dataset, variants: Sequence[Variant],
             model = cache.build(v, context)
         else:
             (model,) = get_attack(v.attack).run(context, v.settings)
-        out.append(Suspect(v.name, v.family, v.role, model))
+        out.append(Suspect(v.name, v.family, v.role, model, rank=None if share is None else rank))
     return out
+
+
+def _checked_share(share) -> tuple[int, int]:
+    """(rank, world) from build_variants' `share` ((0, 1) for None)."""
+    if share is None:
+        return 0, 1
+    try:
+        rank, world = (operator.index(x) for x in share)
+    except (TypeError, ValueError):
+        raise ArgumentError("share", f"expected (rank, world) as two ints, got {share!r}") from None
+    if not 0 <= rank < world:
+        raise ArgumentError("share", f"expected 0 <= rank < world, got rank {rank} of {world}")
+    return rank, world
 
 
 def positive_suspects(owner: nn.Module, train_set: Dataset, *, seed: int = 0, quick: bool = True,
@@ -106,17 +136,26 @@ def positive_suspects(owner: nn.Module, train_set: Dataset, *, seed: int = 0, qu
     ``quick`` picks a short grid of settings; ``quick=False`` a wider one.
     ``suspect_cache``: where they are kept (build_variants).
     """
+    _check_owner_and_data(owner, train_set)
+    variants = _positive_variants(quick, student_factory, small_factory, families)
+    return build_variants(owner, train_set, variants, seed=seed, batch_size=batch_size, device=device,
+                          suspect_cache=suspect_cache)
+
+
+def _check_owner_and_data(owner, train_set) -> None:
     if not isinstance(owner, nn.Module):
         raise ArgumentError("owner", f"must be an nn.Module, got {type(owner).__name__}")
     if len(train_set) == 0:
         raise ArgumentError("train_set", "must not be empty")
+
+
+def _positive_variants(quick: bool, student_factory, small_factory, families) -> list[Variant]:
+    """The paper's copies (positive_suspects' settings), checked."""
     wanted = set(FAMILIES if families is None else families)
     unknown = wanted - set(FAMILIES)
     if unknown:
         raise ArgumentError("families", f"has unknown entries {sorted(unknown)}; choose from {FAMILIES}")
-    variants = [v for v in positive_variants(quick, student_factory, small_factory) if v.family in wanted]
-    return build_variants(owner, train_set, variants, seed=seed, batch_size=batch_size, device=device,
-                          suspect_cache=suspect_cache)
+    return [v for v in positive_variants(quick, student_factory, small_factory) if v.family in wanted]
 
 
 def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], nn.Module]], *,
@@ -131,6 +170,18 @@ def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], n
     weights. Family names are ``"independent-<key>"``; names add ``"-seed<s>"``.
     ``suspect_cache``: where they are kept (build_variants).
     """
+    if len(train_set) == 0:
+        raise ArgumentError("train_set", "must not be empty")
+    variants = _negative_variants(factories, seeds, epochs=epochs, lr=lr, optimizer=optimizer,
+                                  weight_decay=weight_decay)
+    return build_variants(nn.Identity(), train_set, variants, batch_size=batch_size, device=device,
+                          suspect_cache=suspect_cache)
+
+
+def _negative_variants(factories: Mapping[str, Callable[[], nn.Module]], seeds: Sequence[int],
+                       **training) -> list[Variant]:
+    """Every architecture of `factories` x every seed, trained by `training` (Independent's
+    keywords), checked."""
     if not factories:
         raise ArgumentError("factories", "must map at least one architecture name to a model factory")
     seeds = list(seeds)
@@ -141,17 +192,14 @@ def negative_suspects(train_set: Dataset, factories: Mapping[str, Callable[[], n
     if any(not 0 <= int(s) < EVALUATION_SEED_LIMIT for s in seeds):
         raise ArgumentError("seeds", f"must lie in [0, 2**62) (larger seeds belong to the selection's references), "
                                      f"got {seeds}")
-    if len(train_set) == 0:
-        raise ArgumentError("train_set", "must not be empty")
     variants = []
     for arch, factory in factories.items():
         if not callable(factory):
             raise ArgumentError(f"factories[{arch!r}]", f"must be callable, got {type(factory).__name__}")
-        settings = Independent(factory, lr, epochs, optimizer, weight_decay)
+        settings = Independent(factory, **training)
         variants += [Variant(f"independent-{arch}-seed{s}", f"independent-{arch}", "independent", settings,
                              role="negative", seed=int(s)) for s in seeds]
-    return build_variants(nn.Identity(), train_set, variants, batch_size=batch_size, device=device,
-                          suspect_cache=suspect_cache)
+    return variants
 
 
 def build_suspects(owner: nn.Module, train_set: Dataset, *,
@@ -170,16 +218,26 @@ def build_suspects(owner: nn.Module, train_set: Dataset, *,
 
 
 def paper_suspects(owner: nn.Module, train_set: Dataset, negatives: Mapping, *, small_factory=None, seed: int = 0,
-                   quick: bool = True, log=print, suspect_cache=None) -> list[Suspect]:
+                   quick: bool = True, log=print, suspect_cache=None,
+                   share: tuple[int, int] | None = None) -> list[Suspect]:
     """build_suspects with the negatives' settings in one mapping (`factories`, `epochs`, and
-    optionally `seeds` and `lr`), each suspect kept in `suspect_cache` (build_variants)."""
-    start = time.perf_counter()
-    positives = positive_suspects(owner, train_set, seed=seed, quick=quick, small_factory=small_factory,
-                                  suspect_cache=suspect_cache)
-    log(f"built {len(positives)} positive suspects in {time.perf_counter() - start:.1f} s")
-    start = time.perf_counter()
+    optionally `seeds` and `lr`), each suspect kept in `suspect_cache`, this torchrun rank's
+    `share` built (build_variants)."""
+    _check_owner_and_data(owner, train_set)
     seeds = independent_seeds(seed) if negatives.get("seeds") is None else negatives["seeds"]
-    built = negative_suspects(train_set, negatives["factories"], seeds=seeds, epochs=negatives["epochs"],
-                              lr=negatives.get("lr", 1e-3), suspect_cache=suspect_cache)
-    log(f"trained {len(built)} negative suspects in {time.perf_counter() - start:.1f} s")
+    independents = _negative_variants(negatives["factories"], seeds, epochs=negatives["epochs"],
+                                      lr=negatives.get("lr", 1e-3))
+    start = time.perf_counter()
+    positives = build_variants(owner, train_set, _positive_variants(quick, None, small_factory, None), seed=seed,
+                               suspect_cache=suspect_cache, share=share)
+    log(f"built {built_here(positives)} positive suspects in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    built = build_variants(nn.Identity(), train_set, independents, suspect_cache=suspect_cache, share=share)
+    log(f"trained {built_here(built)} negative suspects in {time.perf_counter() - start:.1f} s")
     return positives + built
+
+
+def built_here(suspects: Sequence[Suspect]) -> str:
+    """How many of `suspects` this process built: "12", or "6 of 12 (this rank's share)"."""
+    here = sum(s.model is not None for s in suspects)
+    return str(here) if here == len(suspects) else f"{here} of {len(suspects)} (this rank's share)"
