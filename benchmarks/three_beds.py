@@ -83,6 +83,9 @@ def main(argv=None) -> int:
                    help="protect's pool points per k as a multiple of n (default: ProtectConfig's); the references "
                         "and their cache are the same")
     p.add_argument("--cache", default="ipguard-three-beds-cache", help="protect's reference cache (not committed)")
+    p.add_argument("--suspect-cache", default=None,
+                   help="keep the beds' suspects here (evaluation/suspect_cache.py): a second run of other protect "
+                        "settings on the same owners trains none of them again (default: none, built in memory)")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
     out, command = prepare_run(args, argv)
@@ -148,7 +151,7 @@ def _one_seed(args, seed: int):
                               held_out=test if args.held_out_mistakes else None).fingerprints
             selected[key] = (fps, time.perf_counter() - start)
         bed = make_bed(bed_name, digits=True, input_shape=shape, num_classes=10, small_factory=DigitsMLP)
-        suspects = bed.suspects(owner, data, seed=seed, attacker_data=attacker)
+        suspects = bed.suspects(owner, data, seed=seed, attacker_data=attacker, suspect_cache=args.suspect_cache)
         result = evaluate(owner, data, suspects=suspects, input_shape=shape, ks=ks, n=args.n, test_set=test,
                           owner_name=f"DigitsCNN ({key}, seed {seed})", seed=seed,
                           methods=("ipguard", "selected", "mistakes"), selected=selected[key][0])
