@@ -130,6 +130,12 @@ def _objective_with_grad(owner, x, j, positives, negatives, config, weight=1.0):
     return keep - weight * share - config.penalty * torch.relu(config.min_margin - _margins(owner, x, j))
 
 
+def test_the_negatives_are_pushed_further_than_the_copies_by_default():
+    # 6 logits against the copies' 3: the setting that accused the fewest innocents on the
+    # three beds (benchmarks/results/three-beds-seeds-6-8-2026-12-06).
+    assert (RefineConfig().cap, RefineConfig().negative_cap) == (3.0, 6.0)
+
+
 def test_a_negative_cap_of_its_own_follows_its_definition(owner, models, pool):
     # Oracle: the objective written out, the negatives capped at negative_cap, the copies at cap.
     positives, negatives = models
@@ -138,7 +144,7 @@ def test_a_negative_cap_of_its_own_follows_its_definition(owner, models, pool):
     assert torch.allclose(got, _refined_by_hand(owner, pool, positives, negatives, config), atol=1e-6, rtol=0)
     same = dict(steps=15, cap=0.1, min_margin=0.5, batch_size=8)
     shared = refine_points(owner, pool.images, pool.labels, positives, negatives, negative_weight=1.0,
-                           config=RefineConfig(**same))
+                           config=RefineConfig(**same, negative_cap=None))   # None: the copies' cap
     assert torch.equal(shared, refine_points(owner, pool.images, pool.labels, positives, negatives,
                                              negative_weight=1.0, config=RefineConfig(**same, negative_cap=0.1)))
     assert not torch.allclose(got, shared, atol=1e-4)   # the negatives pushed further: other points
