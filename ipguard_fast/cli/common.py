@@ -112,9 +112,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
                              "independent models too (README, three beds; default: off, every copy weighs the same)")
     parser.add_argument("--negative-cap", type=float, default=None, metavar="C",
                         help=f"{prefix}refinement pushes the independent references C logits from the owner's label "
-                             "(the copies stay at 3; default 6: on the three beds at nine owner seeds it accused 2 "
-                             "innocents where 3 accused 8, README); 3 is the earlier default, which keeps more of the "
-                             "retrained and distilled copies on the demo bed")
+                             "(copies: 3; default 6, which accused 2 innocents on the three beds at nine owner seeds "
+                             "where 3 accused 8, README; 3 keeps more retrained and distilled copies on the demo bed)")
     parser.add_argument("--reference-fraction", type=float, default=None, metavar="F",
                         help=f"{prefix}each refinement step draws this share (0 < F <= 1) of the references: about F "
                              "of the refinement's time (0.5: 0.007 less mean ARUC on the three beds; default: off)")
