@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     from safetensors.torch import save_file
 
     from ipguard_fast.models import train_digits_model
+    from protect_ranks import launchers   # this folder: the same three runs as protect's benchmark
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -40,12 +41,7 @@ def main(argv=None) -> int:
         common = ["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
                   "--bed", args.bed, "--k", "3", "--no-suspect-cache"]
         runs, tables = {}, {}
-        for label, threads, launcher in (
-                ("single-1-thread", 1, [sys.executable, "-m", "ipguard_fast"]),
-                (f"{args.ranks}-ranks-1-thread", 1,
-                 [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ranks}",
-                  "-m", "ipguard_fast"]),
-                (f"single-{args.ranks}-threads", args.ranks, [sys.executable, "-m", "ipguard_fast"])):
+        for label, threads, launcher in launchers(args.ranks):
             out = tmp / label
             env = dict(os.environ, OMP_NUM_THREADS=str(threads))
             start = time.perf_counter()

@@ -42,12 +42,7 @@ def main(argv=None) -> int:
         common = ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
                   "--no-progress", "--cache-key", str(tmp / "cache.key"), *args.extra.split()]
         runs = {}
-        for label, threads, launcher in (
-                ("single-1-thread", 1, [sys.executable, "-m", "ipguard_fast"]),
-                (f"{args.ranks}-ranks-1-thread", 1,
-                 [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ranks}",
-                  "-m", "ipguard_fast"]),
-                (f"single-{args.ranks}-threads", args.ranks, [sys.executable, "-m", "ipguard_fast"])):
+        for label, threads, launcher in launchers(args.ranks):
             out = tmp / f"{label}.safetensors"
             env = dict(os.environ, OMP_NUM_THREADS=str(threads))
             start = time.perf_counter()
@@ -77,6 +72,17 @@ def main(argv=None) -> int:
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"speedups": speedups, "same": same}, indent=1))
     return 0
+
+
+def launchers(ranks: int) -> list[tuple[str, int, list[str]]]:
+    """The three runs to compare, as (label, threads per process, the command's launcher): one
+    process of one thread, `ranks` torchrun ranks of one thread each, one process of `ranks`
+    threads (benchmarks/evaluate_ranks.py runs the same three)."""
+    command = [sys.executable, "-m", "ipguard_fast"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+                "-m", "ipguard_fast"]
+    return [("single-1-thread", 1, command), (f"{ranks}-ranks-1-thread", 1, torchrun),
+            (f"single-{ranks}-threads", ranks, command)]
 
 
 def _ratios(before: dict, after: dict) -> dict:
