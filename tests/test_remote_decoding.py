@@ -34,6 +34,16 @@ def test_a_large_body_decodes_to_the_same_images(images):
     assert torch.equal(parse_labels_request(bytearray(plain)), images)  # as the server reads it
 
 
+@pytest.mark.parametrize("count", [1, 20, 100, 200])  # bodies below, between and above WINDOW and SMALL_BODY
+def test_a_body_joined_from_chunks_as_the_server_reads_it_decodes(count):
+    from ipguard_fast.remote import buffers
+
+    images = torch.rand(count, 1, 32, 32)
+    body = json.dumps(protocol.encode_images(images)).encode()
+    chunks = [body[at:at + 65536] for at in range(0, len(body), 65536)]
+    assert torch.equal(parse_labels_request(buffers.joined(chunks)), images)
+
+
 def test_escapes_across_window_edges(monkeypatch):
     from ipguard_fast.remote import buffers
 

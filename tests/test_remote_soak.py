@@ -1,8 +1,8 @@
 """Soak test: 200 honest verifications from one address while 20 abusive connections hold on.
 
 Three processes besides this one, all on 127.0.0.1: the server (as `ipguard serve` would
-run, at normal priority), a health prober, and the load (tests/remote_load.py, at nice 10,
-as clients on other machines would be):
+run, at normal priority), a health prober, and the load (tests/remote_load.py, at the lowest
+priority, as clients on other machines would be):
 
 - 200 honest clients at once (threads, each its own `verify_remote` with retries and a
   run deadline), more than the address's connection limit (128 here), so part of them are

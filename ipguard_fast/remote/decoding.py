@@ -40,7 +40,9 @@ MAX_STRUCTURE = 64 * 1024
 def parse_labels_request(body: bytes | bytearray, *, input_shape=None, max_batch=None) -> torch.Tensor:
     """The images of a labels request body; ProtocolError (400/413) for anything else."""
     if len(body) <= SMALL_BODY:
-        return decode_images(_loads(body), input_shape=input_shape, max_batch=max_batch)
+        # bytes(): the server's joined() gives a memory map for any body over buffers.WINDOW,
+        # which json.loads does not take.
+        return decode_images(_loads(bytes(body)), input_shape=input_shape, max_batch=max_batch)
     start, end = _long_string(body)
     placeholder = "\0" + secrets.token_hex(8)  # no client can guess it, and JSON text cannot hold \0 raw
     payload = _loads(bytes(body[:start]) + json.dumps(placeholder).encode() + bytes(body[end + 1:]))
