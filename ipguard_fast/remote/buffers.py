@@ -14,8 +14,8 @@ so while a worker decodes, each of the loop's calls waits for the worker's curre
 With 1 MiB windows (5-6 ms for one ``replace`` of an escaped body) and ``time.sleep(0)``
 (which releases the lock and usually takes it straight back before the waiting loop
 wakes), one accept burst stalled health for 100-250 ms; 256 KiB windows and a real 100 us
-pause brought the health p99 from 26-100 ms to 21-55 ms over 14 runs. A 26 MB body
-decodes 9% slower (187 -> 204 ms).
+pause took the soak's health p99 from 9-137 ms (3 of 8 runs over 100 ms) to 14-54 ms (0 of
+8; benchmarks/results/soak-health-2026-12-07/). A 26 MB body decodes 9% slower.
 """
 from __future__ import annotations
 
