@@ -37,8 +37,9 @@ MAX_STRUCTURE = 64 * 1024
 """A larger body may hold at most this many bytes besides its long 'data' string."""
 
 
-def parse_labels_request(body: bytes | bytearray, *, input_shape=None, max_batch=None) -> torch.Tensor:
-    """The images of a labels request body; ProtocolError (400/413) for anything else."""
+def parse_labels_request(body, *, input_shape=None, max_batch=None) -> torch.Tensor:
+    """The images of a labels request body (bytes, bytearray or a memory map); ProtocolError (400/413)
+    for anything else."""
     if len(body) <= SMALL_BODY:
         # bytes(): the server's joined() gives a memory map for any body over buffers.WINDOW,
         # which json.loads does not take.
