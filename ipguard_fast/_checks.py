@@ -1,9 +1,9 @@
 """Argument checks shared by ipguard_fast.ops and ipguard_fast.reference.
 
 They mirror csrc/checks.h: a ValueError naming the argument. Metadata checks
-are free; value checks (labels in range, i != j) read the labels, which costs a
-host sync on CUDA, so callers that validated their labels once (the search
-engine) pass check=False.
+are free; value checks (labels in range, i != j; step counts that can advance) read
+the tensors, which costs a host sync on CUDA, so callers that own those values (the
+search engine) pass check=False.
 """
 from __future__ import annotations
 
@@ -169,3 +169,19 @@ def adam_args(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps,
     if math.isnan(lo) or math.isnan(hi) or lo > hi:
         raise ValueError(f"lo, hi: need lo <= hi, got lo = {lo}, hi = {hi}")
     return lr, beta1, beta2, eps, lo, hi
+
+
+def adam_step_values(step: torch.Tensor, active: torch.Tensor) -> None:
+    """Every active sample's step count must advance to a count Adam can use: from >= 0 to
+    at most the dtype's maximum. A negative count makes the bias corrections 1 - beta^t zero
+    or negative, so the update is NaN in all three implementations; at the maximum the
+    increment wraps to a negative one. Inactive samples are not advanced, so not checked.
+    Reads the values: a host sync on CUDA (callers that own the counts pass check=False)."""
+    if torch.compiler.is_compiling() or step.numel() == 0 or is_fake(step):
+        return
+    top = torch.iinfo(step.dtype).max
+    for bad, problem in ((active & (step < 0), "is negative; Adam's step counts start at 0 (the update would be NaN)"),
+                         (active & (step == top), f"cannot advance: the next count overflows {step.dtype}")):
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(f"step: count {int(step[row])} at row {row} {problem}")

@@ -66,19 +66,26 @@ def logit_gap_loss(logits: torch.Tensor, i: torch.Tensor, j: torch.Tensor, k: fl
 
 
 def boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active, lr=0.01, beta1=0.9,
-                        beta2=0.999, eps=1e-8, lo=0.0, hi=1.0) -> None:
+                        beta2=0.999, eps=1e-8, lo=0.0, hi=1.0, *, check: bool = True) -> None:
     """Per-sample Adam step on the input batch x, then clamp to [lo, hi]; in place.
 
     x, grad, exp_avg, exp_avg_sq: float32 [B, ...] (grad any strides); step [B]
     int64/int32; active [B] bool. Active samples advance step and take
     torch.optim.Adam's update with their own step count; inactive samples stay
-    bit-identical. No host sync: safe inside a CUDA graph.
+    bit-identical.
+
+    check=False skips the step-count check (every active count >= 0 and able to
+    advance), which costs a host sync on CUDA: so called, the op never syncs and is
+    safe inside a CUDA graph, and an active negative count gives that sample NaN in x
+    (the kernels compute Adam's formula as given, as torch.ops.ipguard's op always does).
     """
     if not use_compiled():
         return reference.boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active,
-                                             lr, beta1, beta2, eps, lo, hi)
+                                             lr, beta1, beta2, eps, lo, hi, check=check)
     lr, beta1, beta2, eps, lo, hi = _checks.adam_args(
         x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi, aliasing=False)
+    if check:
+        _checks.adam_step_values(step, active)
     torch.ops.ipguard.boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active,
                                           lr, beta1, beta2, eps, lo, hi)
     if not torch.compiler.is_compiling():

@@ -83,13 +83,16 @@ def _boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, 
 
 
 def boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active, lr=0.01, beta1=0.9,
-                        beta2=0.999, eps=1e-8, lo=0.0, hi=1.0) -> None:
+                        beta2=0.999, eps=1e-8, lo=0.0, hi=1.0, *, check: bool = True) -> None:
     """One Adam step on the input batch x, per sample, then clamp to [lo, hi]; in place.
 
     For every b with active[b]: step[b] += 1, then torch.optim.Adam's update of x[b]
     with step count step[b] (no weight decay), then clamp. Inactive samples are left
-    untouched bit for bit.
+    untouched bit for bit. check=False skips the step-count check (an active count below
+    0 then gives x[b] NaN, as the compiled kernels do).
     """
     lr, beta1, beta2, eps, lo, hi = _checks.adam_args(
         x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi)
+    if check:
+        _checks.adam_step_values(step, active)
     _boundary_adam_step_(x, grad, exp_avg, exp_avg_sq, step, active, lr, beta1, beta2, eps, lo, hi)

@@ -107,6 +107,23 @@ def test_step_parity_cuda(shape, channels_last, step_dtype):
             assert torch.equal(gpu[k][inactive], before[k][inactive]), k
 
 
+def test_checked_negative_count_is_refused_on_cuda_and_unchecked_gives_the_references_nan():
+    B = 3
+    gen = torch.Generator().manual_seed(2)
+    cpu = dict(x=torch.rand(B, 4, generator=gen), m=torch.zeros(B, 4), v=torch.zeros(B, 4),
+               step=torch.tensor([4, -2, 0]))
+    grad, active = torch.randn(B, 4, generator=gen), torch.ones(B, dtype=torch.bool)
+    gpu = {k: t.cuda() for k, t in cpu.items()}
+    with pytest.raises(ValueError, match="^step: count -2 at row 1 is negative"):
+        ops.boundary_adam_step_(gpu["x"], grad.cuda(), gpu["m"], gpu["v"], gpu["step"], active.cuda(), 0.1)
+    assert torch.equal(gpu["x"].cpu(), cpu["x"]) and torch.equal(gpu["step"].cpu(), cpu["step"])
+    ops.boundary_adam_step_(gpu["x"], grad.cuda(), gpu["m"], gpu["v"], gpu["step"], active.cuda(), 0.1, check=False)
+    reference.boundary_adam_step_(cpu["x"], grad, cpu["m"], cpu["v"], cpu["step"], active, 0.1, check=False)
+    assert torch.isnan(gpu["x"][1]).all()
+    torch.testing.assert_close(gpu["x"].cpu(), cpu["x"], rtol=2e-6, atol=1e-7, equal_nan=True)
+    assert torch.equal(gpu["step"].cpu(), cpu["step"])
+
+
 def test_unaligned_step_uses_scalar_path():
     # An offset view breaks 16-byte alignment: the kernel must fall back, not fault.
     base = torch.rand(1, 3 * 10 * 10 + 1, device="cuda")
@@ -140,7 +157,7 @@ def test_cuda_graph_capture_equals_eager():
         logits = model(x)
         loss, g_logits = ops.logit_gap_loss(logits, i, j, 1.0, check=False)
         (g_x,) = torch.autograd.grad(logits, x, g_logits)
-        ops.boundary_adam_step_(s["x"], g_x, s["m"], s["v"], s["step"], s["active"], 0.01)
+        ops.boundary_adam_step_(s["x"], g_x, s["m"], s["v"], s["step"], s["active"], 0.01, check=False)
         s["active"] &= loss > 0
 
     eager, graphed = make_state(), make_state()

@@ -92,7 +92,7 @@ class SearchStep:
         # NaN loss (non-finite logits) fails the comparison and stops the candidate too.
         active &= (loss > 0) & (step < self.max_steps)
         ops.boundary_adam_step_(x, g_x, m, v, step, active, self.lr, self.betas[0], self.betas[1],
-                                self.eps, self.lo, self.hi)
+                                self.eps, self.lo, self.hi, check=False)   # the slots' counts start at 0
 
     def __call__(self) -> None:
         if not self.cuda_graph:
