@@ -113,6 +113,7 @@ class FingerprintSet:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"FingerprintSet.meta: must be JSON-serialisable (no NaN, string keys): {exc}") from exc
 
+        self._check_recorded_shape()
         if not torch.isfinite(self.images).all():
             raise ValueError("FingerprintSet.images: contains NaN or infinite values")
         self._check_pixel_box()
@@ -123,6 +124,19 @@ class FingerprintSet:
             raise ArgumentError("FingerprintSet.meta['num_classes']", f"must be an int >= 2, got {num_classes!r}")
         for name in ("labels", "source_labels"):
             _check_label_range(name, getattr(self, name), num_classes)
+
+    def _check_recorded_shape(self) -> None:
+        """The images must have the shape the search recorded (meta input_shape): a file whose
+        images were swapped for others the suspect also takes would give a rate of nothing."""
+        recorded = self.meta.get("input_shape")
+        if recorded is None:
+            return
+        if not isinstance(recorded, list) or not recorded or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in recorded):
+            raise ArgumentError("FingerprintSet.meta['input_shape']", f"must be a list of positive ints, got {recorded!r}")
+        if tuple(recorded) != self.input_shape:
+            raise ValueError(f"FingerprintSet.images: one image has shape {list(self.input_shape)} but "
+                             f"meta['input_shape'] records {recorded}")
 
     def _check_pixel_box(self) -> None:
         """Fingerprints are pixels in the box the search clamped to (meta lo/hi, default [0, 1])."""

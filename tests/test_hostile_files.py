@@ -104,6 +104,21 @@ def test_pixels_outside_the_box_and_empty_images_are_refused(fp_file, tmp_path):
                        steps=torch.zeros(100, dtype=torch.int64), meta={"num_classes": 10})
 
 
+def test_images_of_another_shape_than_the_search_recorded_are_refused(fp_file):
+    """9x9 images where the search recorded 8x8: a TorchScript CNN with a global pool takes both,
+    and the owner's own model verified at 0.50 on such a file, reported as no copy."""
+    rewrite(fp_file, meta_edit=lambda meta: meta.update(input_shape=list(SHAPE)))
+    assert FingerprintSet.load(fp_file).input_shape == SHAPE   # the recorded shape, kept, loads
+    rewrite(fp_file, tensors={"images": torch.rand(20, 1, 9, 9)})
+    with pytest.raises(FingerprintFileError, match=r"one image has shape \[1, 9, 9\] but meta\['input_shape'\] "
+                                                   r"records \[1, 8, 8\]"):
+        FingerprintSet.load(fp_file)
+    for odd in ([1, "8", 8], [], [1, 0, 8], "1x8x8", [True, 8, 8]):
+        rewrite(fp_file, tensors={"images": torch.rand(20, *SHAPE)}, meta_edit=lambda meta: meta.update(input_shape=odd))
+        with pytest.raises(FingerprintFileError, match="input_shape"):
+            FingerprintSet.load(fp_file)
+
+
 def test_an_output_name_that_cannot_be_read_back_is_refused(tmp_path):
     fps = half_matching_fingerprints(tiny_model(), 4)
     bad = os.path.join(str(tmp_path), "fp-\udcff.safetensors")  # a byte that is not UTF-8
