@@ -22,7 +22,7 @@ from torch import nn
 
 from ._errors import ran_out_of_memory
 from ._files import short_error
-from ._validate import positive_int, probability
+from ._validate import ArgumentError, positive_int, probability
 from .fingerprints import FingerprintSet
 from .modules import call_in_fixed_batches, device_and_dtype, eval_mode, static_batch_size
 
@@ -281,12 +281,18 @@ def _check_fingerprints(fingerprints: FingerprintSet) -> int:
 def resolve_threshold(threshold: Any, fingerprints: FingerprintSet) -> float:
     """The threshold a verdict uses: ``threshold``, else the file's calibrated one, else the default."""
     if threshold is not None:
-        return probability("threshold", threshold)
-    stored = probability("fingerprints.meta['threshold']", fingerprints.meta.get("threshold", DEFAULT_THRESHOLD))
-    if stored == 0:   # every rate reaches it: no calibration gives 0, and a copy would be any model
-        raise ValueError("fingerprints.meta['threshold']: must be above 0 (at 0 every suspect, one matching "
-                         "no fingerprint included, would be called pirated), got 0")
-    return stored
+        return _above_zero("threshold", threshold)
+    return _above_zero("fingerprints.meta['threshold']", fingerprints.meta.get("threshold", DEFAULT_THRESHOLD))
+
+
+def _above_zero(name: str, threshold: Any) -> float:
+    """A threshold in (0, 1]: at 0 every rate reaches it, so any model would be a copy (no
+    calibration gives 0; a caller who typed it gets this, not a false accusation)."""
+    value = probability(name, threshold)
+    if value == 0:
+        raise ArgumentError(name, "must be above 0 (at 0 every suspect, one matching no fingerprint included, "
+                                  "would be called pirated), got 0")
+    return value
 
 
 def conclusive_threshold(fingerprints: FingerprintSet) -> bool:

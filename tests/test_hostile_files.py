@@ -212,3 +212,18 @@ def test_a_stored_threshold_of_zero_accuses_no_one(fp_file):
     with pytest.raises(ValueError, match=r"^fingerprints.meta\['threshold'\]: must be above 0"):
         ig.verify(never, fps)
     assert ig.verify(never, fps, threshold=0.5).matching_rate == 0.0
+
+
+@pytest.mark.parametrize("zero", [0, 0.0, -0.0])
+def test_a_threshold_of_zero_given_by_the_caller_accuses_no_one_either(fp_file, zero, capsys):
+    fps = FingerprintSet.load(fp_file)
+    never = lambda images: (fps.labels[:len(images)] + 1) % 10  # noqa: E731 - matches nothing
+    with pytest.raises(ValueError, match=r"^threshold: must be above 0"):
+        ig.verify(never, fps, threshold=zero)
+    model = tiny_model()
+    path = fp_file.parent / "suspect.pt"
+    save_torchscript(model, torch.rand(2, *SHAPE), path)
+    code = main(["verify", "--fingerprints", str(fp_file), "--model", str(path), "--no-isolate",
+                     "--threshold", str(zero)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--threshold: must be above 0" in err and "PIRATED" not in err
