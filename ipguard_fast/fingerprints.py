@@ -33,7 +33,8 @@ from safetensors import safe_open
 from ._atomic import atomic_save
 from ._files import check_safetensors_header, check_writable_output, no_json_constant, short_error
 from ._hashing import tensors_sha256, update_framed
-from ._validate import ArgumentError, finite_number, non_negative_int, positive_int
+from ._validate import ArgumentError, non_negative_int, positive_int
+from .fingerprint_fields import check_label_range, check_pixel_box, check_recorded_shape
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FingerprintFileError", "FingerprintSet", "state_dict_sha256"]
 
@@ -42,7 +43,6 @@ FORMAT_NAME = "ipguard_fast.fingerprints"
 # set adds a score per fingerprint); anything far larger is refused before it is parsed.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 # Pixels may sit this far outside the stored box (float noise of the clamp).
-_BOX_TOLERANCE = 1e-5
 # Domain string of the tensor hashes (content and weights); changing it invalidates every file.
 _TENSORS_DOMAIN = b"ipguard_fast-tensors-v1"
 FORMAT_VERSION = "1"
@@ -113,42 +113,17 @@ class FingerprintSet:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"FingerprintSet.meta: must be JSON-serialisable (no NaN, string keys): {exc}") from exc
 
-        self._check_recorded_shape()
+        check_recorded_shape(self.images, self.meta)
         if not torch.isfinite(self.images).all():
             raise ValueError("FingerprintSet.images: contains NaN or infinite values")
-        self._check_pixel_box()
+        check_pixel_box(self.images, self.meta)
         if "requested" in self.meta:   # read by `requested` / `complete` and by the extraction's checks
             non_negative_int("FingerprintSet.meta['requested']", self.meta["requested"])
         num_classes = self.num_classes
         if num_classes is not None and positive_int("FingerprintSet.meta['num_classes']", num_classes) < 2:
             raise ArgumentError("FingerprintSet.meta['num_classes']", f"must be an int >= 2, got {num_classes!r}")
         for name in ("labels", "source_labels"):
-            _check_label_range(name, getattr(self, name), num_classes)
-
-    def _check_recorded_shape(self) -> None:
-        """The images must have the shape the search recorded (meta input_shape): a file whose
-        images were swapped for others the suspect also takes would give a rate of nothing."""
-        recorded = self.meta.get("input_shape")
-        if recorded is None:
-            return
-        if not isinstance(recorded, list) or not recorded or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in recorded):
-            raise ArgumentError("FingerprintSet.meta['input_shape']", f"must be a list of positive ints, got {recorded!r}")
-        if tuple(recorded) != self.input_shape:
-            raise ValueError(f"FingerprintSet.images: one image has shape {list(self.input_shape)} but "
-                             f"meta['input_shape'] records {recorded}")
-
-    def _check_pixel_box(self) -> None:
-        """Fingerprints are pixels in the box the search clamped to (meta lo/hi, default [0, 1])."""
-        lo = finite_number("FingerprintSet.meta['lo']", self.meta.get("lo", 0.0))
-        hi = finite_number("FingerprintSet.meta['hi']", self.meta.get("hi", 1.0))
-        if not lo < hi:
-            raise ArgumentError("FingerprintSet.meta", f"'lo' and 'hi' must be numbers with lo < hi, got {lo!r}, "
-                                                       f"{hi!r}")
-        low, high = (float(self.images.min()), float(self.images.max())) if len(self) else (lo, hi)
-        if low < lo - _BOX_TOLERANCE or high > hi + _BOX_TOLERANCE:
-            raise ValueError(f"FingerprintSet.images: pixels span [{low:g}, {high:g}], outside the box "
-                             f"[{lo:g}, {hi:g}] of meta lo/hi")
+            check_label_range(name, getattr(self, name), num_classes)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -298,13 +273,3 @@ def _content_sha256(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> s
 def _meta_json(meta: dict[str, Any]) -> str:
     """Canonical JSON of meta: sorted keys, no whitespace, strict (no NaN), so the hash is stable."""
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def _check_label_range(name: str, labels: torch.Tensor, num_classes: int | None) -> None:
-    if labels.numel() == 0:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0:
-        raise ValueError(f"FingerprintSet.{name}: has negative label {low}")
-    if num_classes is not None and high >= num_classes:
-        raise ValueError(f"FingerprintSet.{name}: has label {high} but meta['num_classes'] is {num_classes}")

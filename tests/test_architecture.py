@@ -20,8 +20,8 @@ LAYERS = [
     ["_extension", "_checks", "reference", "ops", "_atomic", "_validate", "_optional", "_hashing", "_version",
      "_files", "_progress", "_errors", "_startup"],
     ["modules", "nn", "data", "data_files", "augment", "precision"],   # 1: helpers on a caller's module; layers; data sets
-    ["fingerprints", "train", "search"],       # 2: the fingerprint set; the search; training
-    ["verdicts", "metrics"],                   # 3: verdicts on objects (never a file); ARUC and ROC AUC
+    ["fingerprint_fields", "fingerprints", "train", "search"],   # 2: the fingerprint set; the search; training
+    ["verdict_threshold", "verdicts", "metrics"],   # 3: verdicts on objects (never a file); ARUC and ROC AUC
     ["io", "models"],                          # 4: files and formats into objects; architectures
     ["remote", "attacks"],                     # 5: the label-only HTTP API; the post-processing attacks
     ["selection"],                             # 6: fingerprint selection against reference models, protect

@@ -259,3 +259,83 @@ def test_onnx_suspect_through_the_cli(tmp_path, capsys):
     assert '"matching_rate": 0.5' in capsys.readouterr().out
     with pytest.raises(ModelLoadError, match="ONNX"):
         load_model(onnx_path)
+
+
+def _reading_beside(where: str, location: str = "fp.safetensors"):
+    """A suspect whose 64x10 weight reads its bytes from `location` beside the model, the
+    tensor placed `where`: an initializer, a Constant node, an If's branch, a local function."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((64, 10), dtype=np.float32), name="W")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(64 * 10 * 4))):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", *SHAPE])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 10])
+    flat = helper.make_node("Flatten", ["x"], ["f"], axis=1)
+    nodes, initializers, functions = [flat], [], []
+    if where == "initializer":
+        initializers = [weight]
+    elif where == "constant":
+        nodes.append(helper.make_node("Constant", [], ["W"], value=weight))
+    elif where == "subgraph":
+        w_out = helper.make_tensor_value_info("W", TensorProto.FLOAT, [64, 10])
+        branch = helper.make_graph([helper.make_node("Constant", [], ["W"], value=weight)], "b", [], [w_out])
+        cond = helper.make_tensor("c", TensorProto.BOOL, [], [True])
+        nodes += [helper.make_node("Constant", [], ["cond"], value=cond),
+                  helper.make_node("If", ["cond"], ["W"], then_branch=branch, else_branch=branch)]
+    elif where == "function":
+        body = [helper.make_node("Constant", [], ["W"], value=weight)]
+        functions = [helper.make_function("local", "weights", [], ["W"], body, [helper.make_opsetid("", 17)])]
+        nodes.append(helper.make_node("weights", [], ["W"], domain="local"))
+    nodes.append(helper.make_node("MatMul", ["f", "W"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [x], [y], initializers)
+    model = helper.make_model(graph, functions=functions,
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    model.ir_version = 8
+    return model
+
+
+@needs_onnx
+@pytest.mark.parametrize("where", ["initializer", "constant", "subgraph", "function"])
+def test_a_suspect_that_reads_a_file_beside_it_is_refused(tmp_path, where, monkeypatch):
+    """It read the verifier's own fingerprint file as its weights (onnxruntime refuses only
+    absolute and escaping paths): refused before onnxruntime sees it."""
+    import onnxruntime
+
+    make_fingerprints(make_model(), n=8).save(tmp_path / "fp.safetensors")
+    path = tmp_path / "suspect.onnx"
+    path.write_bytes(_reading_beside(where).SerializeToString())
+    sessions = []
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: sessions.append(a))
+    with pytest.raises(ValueError, match=r"suspect.onnx is refused: its tensor 'W' would read its data from the "
+                                         r"file 'fp.safetensors' beside it"):
+        OnnxSuspect(path)
+    assert sessions == []
+
+
+@needs_onnx
+def test_a_suspect_reading_a_file_beside_it_is_refused_by_verify_in_the_worker_too(tmp_path, capsys):
+    fp_path = make_fingerprints(make_model(), n=8).save(tmp_path / "fp.safetensors")
+    path = tmp_path / "suspect.onnx"
+    path.write_bytes(_reading_beside("initializer").SerializeToString())
+    for isolation in ([], ["--no-isolate"]):
+        capsys.readouterr()
+        assert main(["verify", "--fingerprints", str(fp_path), "--model", str(path), *isolation]) == 2
+        err = capsys.readouterr().err
+        assert "would read its data from the file 'fp.safetensors'" in err and "matching rate" not in err
+
+
+@needs_onnx
+def test_a_self_contained_file_saved_by_onnx_still_loads(tmp_path):
+    import onnx
+
+    model = make_model()
+    export_onnx(model, SHAPE, tmp_path / "m.onnx")
+    resaved = tmp_path / "resaved.onnx"
+    onnx.save_model(onnx.load(str(tmp_path / "m.onnx")), str(resaved), save_as_external_data=False)
+    images = torch.rand(5, *SHAPE)
+    assert torch.equal(labels_of(OnnxSuspect(resaved), images), labels_of(model, images))

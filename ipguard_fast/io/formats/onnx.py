@@ -33,6 +33,7 @@ from ..._validate import ArgumentError, image_shape
 from ...modules import call_in_fixed_batches, eval_mode, refuses_train_mode
 from ..weights import ModelLoadError
 from .base import DEFAULT_OPSET, ExportOptions, ModelFormat, example_input, model_file, trace_exported
+from .onnx_external import external_tensors
 
 __all__ = ["DEFAULT_OPSET", "FORMAT", "OnnxFormat", "OnnxSuspect", "check_opset", "export_onnx"]
 
@@ -150,13 +151,14 @@ class OnnxSuspect:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        model_bytes = self._self_contained_bytes()
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 4  # fatal only: a failure's message is in the exception, reported once
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options,
+        try:   # the bytes just checked, never the path: nothing else is read
+            self.session = ort.InferenceSession(model_bytes, sess_options=options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"{self.path} is not a loadable ONNX model: {exc}") from exc
@@ -170,6 +172,21 @@ class OnnxSuspect:
         self._dtype = _ORT_TYPES.get(first.type)
         if self._dtype is None:
             raise ValueError(f"{self.path}: input {first.name!r} has type {first.type}; only float inputs are supported")
+
+    def _self_contained_bytes(self) -> bytes:
+        """The file's bytes, refused when any tensor reads its data from another file
+        (onnx_external.py: a suspect must not read the verifier's files)."""
+        onnx = require("onnx", "onnx", "OnnxSuspect")
+        model_bytes = self.path.read_bytes()
+        try:
+            model = onnx.load_model_from_string(model_bytes)
+        except Exception as exc:  # protobuf's DecodeError and onnx's own
+            raise ValueError(f"{self.path} is not a loadable ONNX model: {short_error(exc)}") from exc
+        for name, location in external_tensors(model):
+            raise ValueError(f"{self.path} is refused: its tensor {name!r} would read its data from the file "
+                             f"{location!r} beside it, and a suspect may read no file of this machine; save it "
+                             "with every weight inside (onnx.save_model(model, path, save_as_external_data=False))")
+        return model_bytes
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
@@ -206,7 +223,9 @@ class OnnxFormat(ModelFormat):
     suspect_only = True
 
     def inspect(self, spec: str, weights=None) -> Path:
-        return model_file(spec, weights)  # onnxruntime parses the file; nothing in it runs Python
+        # onnxruntime runs no Python; what it could read beyond the file (external data) is
+        # refused by OnnxSuspect itself, which public callers construct directly too.
+        return model_file(spec, weights)
 
     def read(self, path: Path, spec: str, weights, device) -> OnnxSuspect:
         return OnnxSuspect(path)
