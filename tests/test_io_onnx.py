@@ -318,6 +318,22 @@ def test_a_suspect_that_reads_a_file_beside_it_is_refused(tmp_path, where, monke
 
 
 @needs_onnx
+def test_an_external_tensor_in_a_training_graph_is_found_too():
+    import onnx
+    from onnx import helper
+
+    from ipguard_fast.io.formats.onnx_external import external_tensors
+
+    model = _reading_beside("initializer")
+    info = onnx.TrainingInfoProto()
+    info.initialization.CopyFrom(helper.make_graph([], "init", [], [], [model.graph.initializer[0]]))
+    model.graph.ClearField("initializer")
+    assert list(external_tensors(model)) == []
+    model.training_info.append(info)
+    assert list(external_tensors(model)) == [("W", "fp.safetensors")]
+
+
+@needs_onnx
 def test_a_suspect_reading_a_file_beside_it_is_refused_by_verify_in_the_worker_too(tmp_path, capsys):
     fp_path = make_fingerprints(make_model(), n=8).save(tmp_path / "fp.safetensors")
     path = tmp_path / "suspect.onnx"

@@ -4,8 +4,8 @@ A suspect's ONNX file comes from the accused party. onnxruntime refuses absolute
 escaping external-data paths, but reads any file beside the model: a suspect whose weights
 are `fingerprints.safetensors` read the verifier's own fingerprints while it was judged.
 OnnxSuspect therefore parses the file's bytes, refuses it when any tensor anywhere in it
-(initializers, sparse ones, node attributes, subgraphs of If/Loop/Scan, local functions)
-is external, and hands onnxruntime those same bytes, never the path.
+(initializers, sparse ones, node attributes, subgraphs of If/Loop/Scan, local functions,
+training graphs) is external, and hands onnxruntime those same bytes, never the path.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def external_tensors(model) -> Iterator[tuple[str, str]]:
     from onnx import TensorProto
 
     pending: list = [("graph", model.graph)] + [("node", node) for f in model.functions for node in f.node]
+    pending += [("graph", g) for info in model.training_info for g in (info.initialization, info.algorithm)]
     while pending:
         kind, item = pending.pop()
         if kind == "tensor":
