@@ -11,6 +11,7 @@ from ._validate import ArgumentError, finite_number
 
 __all__ = ["check_label_range", "check_pixel_box", "check_recorded_shape"]
 
+# Pixels may sit this far outside the stored box (float noise of the clamp).
 _BOX_TOLERANCE = 1e-5
 
 

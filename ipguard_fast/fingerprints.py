@@ -42,7 +42,6 @@ FORMAT_NAME = "ipguard_fast.fingerprints"
 # A fingerprint file's header is a few tensors and a JSON meta of some kilobytes (a selected
 # set adds a score per fingerprint); anything far larger is refused before it is parsed.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-# Pixels may sit this far outside the stored box (float noise of the clamp).
 # Domain string of the tensor hashes (content and weights); changing it invalidates every file.
 _TENSORS_DOMAIN = b"ipguard_fast-tensors-v1"
 FORMAT_VERSION = "1"

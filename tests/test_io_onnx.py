@@ -355,3 +355,16 @@ def test_a_self_contained_file_saved_by_onnx_still_loads(tmp_path):
     onnx.save_model(onnx.load(str(tmp_path / "m.onnx")), str(resaved), save_as_external_data=False)
     images = torch.rand(5, *SHAPE)
     assert torch.equal(labels_of(OnnxSuspect(resaved), images), labels_of(model, images))
+
+
+@needs_onnx
+def test_a_file_past_protobufs_limit_is_refused_without_reading_it_all(tmp_path, monkeypatch):
+    import ipguard_fast.io.formats.onnx as onnx_format
+
+    export_onnx(make_model(), SHAPE, tmp_path / "m.onnx")
+    size = (tmp_path / "m.onnx").stat().st_size
+    monkeypatch.setattr(onnx_format, "_LARGEST_SELF_CONTAINED", size - 1)
+    with pytest.raises(ValueError, match="m.onnx is refused: over 2 GiB, protobuf's limit"):
+        OnnxSuspect(tmp_path / "m.onnx")
+    monkeypatch.setattr(onnx_format, "_LARGEST_SELF_CONTAINED", size)
+    assert OnnxSuspect(tmp_path / "m.onnx").input_shape == SHAPE

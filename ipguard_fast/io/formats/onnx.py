@@ -40,6 +40,9 @@ __all__ = ["DEFAULT_OPSET", "FORMAT", "OnnxFormat", "OnnxSuspect", "check_opset"
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
+# protobuf refuses messages of 2 GiB or more: an ONNX file with every weight inside is smaller.
+_LARGEST_SELF_CONTAINED = 2**31 - 1
+
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -177,7 +180,11 @@ class OnnxSuspect:
         """The file's bytes, refused when any tensor reads its data from another file
         (onnx_external.py: a suspect must not read the verifier's files)."""
         onnx = require("onnx", "onnx", "OnnxSuspect")
-        model_bytes = self.path.read_bytes()
+        with open(self.path, "rb") as f:   # at most one byte past the largest protobuf: never unbounded
+            model_bytes = f.read(_LARGEST_SELF_CONTAINED + 1)
+        if len(model_bytes) > _LARGEST_SELF_CONTAINED:
+            raise ValueError(f"{self.path} is refused: over 2 GiB, protobuf's limit, so no ONNX model that keeps "
+                             "all its weights inside it (external data is refused)")
         try:
             model = onnx.load_model_from_string(model_bytes)
         except Exception as exc:  # protobuf's DecodeError and onnx's own
