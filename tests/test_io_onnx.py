@@ -368,3 +368,17 @@ def test_a_file_past_protobufs_limit_is_refused_without_reading_it_all(tmp_path,
         OnnxSuspect(tmp_path / "m.onnx")
     monkeypatch.setattr(onnx_format, "_LARGEST_SELF_CONTAINED", size)
     assert OnnxSuspect(tmp_path / "m.onnx").input_shape == SHAPE
+
+
+@needs_onnx
+def test_a_small_onnx_suspect_loads_in_a_worker_with_little_memory(tmp_path, capsys):
+    """The size bound once reserved a 2 GiB buffer up front: under --memory-limit 0.5 every
+    ONNX model ran out of memory while loading."""
+    model = make_model()
+    export_onnx(model, SHAPE, tmp_path / "m.onnx")
+    fp_path = make_fingerprints(model, n=8).save(tmp_path / "fp.safetensors")
+    capsys.readouterr()
+    code = main(["verify", "--fingerprints", str(fp_path), "--model", str(tmp_path / "m.onnx"), "--memory-limit", "0.5"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "matching rate 0.5000 (4/8)" in out.out   # make_fingerprints: half of them the model's labels

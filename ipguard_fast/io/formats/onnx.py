@@ -31,6 +31,7 @@ from ..._files import short_error
 from ..._optional import require
 from ..._validate import ArgumentError, image_shape
 from ...modules import call_in_fixed_batches, eval_mode, refuses_train_mode
+from ..archive import ArchiveLimits, read_archive_file
 from ..weights import ModelLoadError
 from .base import DEFAULT_OPSET, ExportOptions, ModelFormat, example_input, model_file, trace_exported
 from .onnx_external import external_tensors
@@ -180,11 +181,12 @@ class OnnxSuspect:
         """The file's bytes, refused when any tensor reads its data from another file
         (onnx_external.py: a suspect must not read the verifier's files)."""
         onnx = require("onnx", "onnx", "OnnxSuspect")
-        with open(self.path, "rb") as f:   # at most one byte past the largest protobuf: never unbounded
-            model_bytes = f.read(_LARGEST_SELF_CONTAINED + 1)
-        if len(model_bytes) > _LARGEST_SELF_CONTAINED:
+        if self.path.stat().st_size > _LARGEST_SELF_CONTAINED:
             raise ValueError(f"{self.path} is refused: over 2 GiB, protobuf's limit, so no ONNX model that keeps "
                              "all its weights inside it (external data is refused)")
+        # The zip reader's bounded read: the file's own size, never a 2 GiB buffer reserved up
+        # front (a worker under --memory-limit 1 refused every ONNX model so).
+        model_bytes = read_archive_file(self.path, str(self.path), ArchiveLimits(max_file_bytes=_LARGEST_SELF_CONTAINED))
         try:
             model = onnx.load_model_from_string(model_bytes)
         except Exception as exc:  # protobuf's DecodeError and onnx's own
