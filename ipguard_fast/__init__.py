@@ -1,13 +1,17 @@
 """ipguard_fast: fast IPGuard fingerprinting of image classifiers.
 
     fps = ipguard_fast.extract_fingerprints(model, 100, k=10, input_shape=(3, 32, 32))
+    fps = ipguard_fast.calibrate_fingerprints(fps, independent_models)   # a threshold: verify needs one
     fps.save("owner.fingerprints.safetensors")
     verdict = ipguard_fast.verify(suspect, ipguard_fast.FingerprintSet.load("owner.fingerprints.safetensors"))
+
+(or ``ipguard_fast.protect``, which selects the points and calibrates the threshold itself).
 
 Importing the package loads the core only (ops, search, fingerprints, verification and
 model I/O; torch, numpy and safetensors). The evaluation -- ``evaluate`` and its plots,
 which need the ``eval`` extra (scikit-learn, matplotlib) -- and fingerprint selection
-(``select_fingerprints``, ``protect``, ``run_protect`` and their configs) load on first use.
+(``select_fingerprints``, ``protect``, ``run_protect``, ``calibrate_fingerprints`` and their
+configs) load on first use.
 """
 
 from ._startup import quiet_interrupts_while_starting
@@ -29,7 +33,7 @@ __all__ = [
     "FingerprintSet", "FingerprintFileError",
     "matching_rate", "verify", "Verdict", "calibrate_threshold", "load_model", "load_suspect",
     "evaluate", "run_evaluation", "EvaluationConfig", "select_fingerprints", "protect", "run_protect",
-    "ProtectConfig", "Normalized",
+    "ProtectConfig", "calibrate_fingerprints", "Normalized",
 ]
 
 # name -> (module, attribute), imported on first use so `import ipguard_fast` stays light.
@@ -39,7 +43,8 @@ _LAZY = {"evaluate": ("ipguard_fast.evaluation.pipeline", "evaluate"),
          "select_fingerprints": ("ipguard_fast.selection.select", "select_fingerprints"),
          "protect": ("ipguard_fast.selection.protect", "protect"),
          "run_protect": ("ipguard_fast.selection.protect", "run_protect"),
-         "ProtectConfig": ("ipguard_fast.selection.config", "ProtectConfig")}
+         "ProtectConfig": ("ipguard_fast.selection.config", "ProtectConfig"),
+         "calibrate_fingerprints": ("ipguard_fast.selection.calibration", "calibrate_fingerprints")}
 
 
 def __getattr__(name: str):

@@ -7,21 +7,46 @@ from typing import Any
 from ._validate import ArgumentError, probability
 from .fingerprints import FingerprintSet
 
-__all__ = ["DEFAULT_THRESHOLD", "conclusive_threshold", "resolve_threshold"]
+__all__ = ["DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "conclusive_threshold", "inconclusive_reason",
+           "resolve_threshold"]
 
-# IPGuard declares a suspect pirated when its matching rate reaches a threshold. The right
-# threshold depends on how often *independent* models agree with the fingerprints, so the
-# recommended way to set it is calibrate_threshold() on a few negative (independently
-# trained) models. When no negatives are available, 0.5 is the documented default: a copy
-# typically matches far more than half the fingerprints, an independent model far fewer.
+# Why a verdict is inconclusive (Verdict.reason).
+NO_THRESHOLD = "no_threshold"            # neither the caller nor the file gives a threshold
+NOT_SHOWN = "threshold_not_shown"        # the file's own threshold can show no copy (protect said so)
+
+# A fingerprint set with no calibrated threshold gets no verdict from verify(): which rate
+# separates copies from innocents depends on how often *independent* models agree with the
+# points, and for plain IPGuard points that is anything up to all of them. On this project's
+# three beds at owner seeds 0-2 independents kept up to 0.83 of the plain points at k = 3 and
+# 1.00 at k = 10, so a fixed 0.5 called 36 of 90 innocent models pirated at k = 3 and 84 of 90
+# at k = 10 (benchmarks/results/three-beds-negative-cap-2026-12-06/seeds-0-2); three digits
+# CNNs trained like the owner at other seeds kept 0.51-0.77 of 100 plain points at k = 5,
+# the value `ipguard extract --help` suggests for digits. Calibrate the file
+# against independent models (`ipguard calibrate`, or protect) or give a threshold.
+# DEFAULT_THRESHOLD is only what evaluate() judges such a set at, reported as uncalibrated,
+# to show what a caller who typed --threshold 0.5 would get.
 DEFAULT_THRESHOLD = 0.5
 
 
-def resolve_threshold(threshold: Any, fingerprints: FingerprintSet) -> float:
-    """The threshold a verdict uses: ``threshold``, else the file's calibrated one, else the default."""
+def resolve_threshold(threshold: Any, fingerprints: FingerprintSet) -> float | None:
+    """The threshold a verdict uses: ``threshold``, else the file's calibrated one, else None
+    (no verdict: see DEFAULT_THRESHOLD's comment)."""
     if threshold is not None:
         return _above_zero("threshold", threshold)
-    return _above_zero("fingerprints.meta['threshold']", fingerprints.meta.get("threshold", DEFAULT_THRESHOLD))
+    if "threshold" not in fingerprints.meta:
+        return None
+    return _above_zero("fingerprints.meta['threshold']", fingerprints.meta["threshold"])
+
+
+def inconclusive_reason(threshold: Any, fingerprints: FingerprintSet) -> str | None:
+    """Why verify() can call no suspect a copy with this threshold and file (NO_THRESHOLD,
+    NOT_SHOWN), or None when its verdicts are conclusive. A caller's threshold always decides."""
+    if threshold is not None:
+        return None
+    shown = conclusive_threshold(fingerprints)   # checked (a bad flag is refused) even in a file with no threshold
+    if "threshold" not in fingerprints.meta:
+        return NO_THRESHOLD
+    return None if shown else NOT_SHOWN
 
 
 def _above_zero(name: str, threshold: Any) -> float:

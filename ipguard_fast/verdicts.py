@@ -25,9 +25,10 @@ from ._files import short_error
 from ._validate import positive_int
 from .fingerprints import FingerprintSet
 from .modules import call_in_fixed_batches, device_and_dtype, eval_mode, static_batch_size
-from .verdict_threshold import DEFAULT_THRESHOLD, conclusive_threshold, resolve_threshold
+from .verdict_threshold import (DEFAULT_THRESHOLD, NO_THRESHOLD, NOT_SHOWN, conclusive_threshold, inconclusive_reason,
+                                resolve_threshold)
 
-__all__ = ["DEFAULT_THRESHOLD", "LabelFn", "Verdict", "as_label_fn", "as_output_fn", "calibrate_threshold",
+__all__ = ["DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "Verdict", "as_label_fn", "as_output_fn", "calibrate_threshold",
            "conclusive_threshold", "matching_rate", "resolve_threshold", "verify"]
 
 LabelFn = Callable[[torch.Tensor], torch.Tensor]
@@ -37,14 +38,17 @@ LabelFn = Callable[[torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class Verdict:
     """Outcome of :func:`verify`. ``to_dict`` gives the JSON the CLI prints. ``conclusive``
-    False: the file's own threshold can show no copy, and ``pirated`` is False at any rate."""
+    False: no rate shows a copy, ``pirated`` is False at any rate, and ``reason`` says why --
+    NO_THRESHOLD (neither the caller nor the file gives a threshold; ``threshold`` is None)
+    or NOT_SHOWN (the file's own threshold can show no copy)."""
 
     matching_rate: float
     pirated: bool
-    threshold: float
+    threshold: float | None
     matches: int
     total: int
     conclusive: bool = True
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,19 +192,22 @@ def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None =
            batch_size: int = 256) -> Verdict:
     """Decide whether ``suspect`` is a copy of the fingerprinted model.
 
-    ``threshold`` defaults to ``fingerprints.meta["threshold"]`` when the fingerprints carry a
-    calibrated one, else :data:`DEFAULT_THRESHOLD`. The suspect is judged pirated when its
-    matching rate is at least the threshold, unless the file's own threshold can show no
-    copy (:func:`conclusive_threshold`): the verdict is then inconclusive.
+    ``threshold`` defaults to ``fingerprints.meta["threshold"]``, the one protect or
+    ``ipguard calibrate`` stored. The suspect is judged pirated when its matching rate is at
+    least the threshold. The verdict is inconclusive (``pirated`` False, ``reason`` set) when
+    the file carries no threshold and none is given -- how many plain points an independent
+    model keeps depends on the owner, k and the task, anything up to all of them, so no fixed
+    rate is evidence (see :data:`DEFAULT_THRESHOLD`) -- or when the file's own threshold can
+    show no copy (:func:`conclusive_threshold`).
     """
     _check_fingerprints(fingerprints)
-    conclusive = threshold is not None or conclusive_threshold(fingerprints)
-    threshold = resolve_threshold(threshold, fingerprints)
+    reason = inconclusive_reason(threshold, fingerprints)
+    threshold = resolve_threshold(threshold, fingerprints)   # None: the file has none and none is given
     matches = _count_matches(suspect, fingerprints, batch_size)
     total = len(fingerprints)
     rate = matches / total
-    return Verdict(matching_rate=rate, pirated=conclusive and rate >= threshold, threshold=threshold,
-                   matches=matches, total=total, conclusive=conclusive)
+    return Verdict(matching_rate=rate, pirated=reason is None and rate >= threshold, threshold=threshold,
+                   matches=matches, total=total, conclusive=reason is None, reason=reason)
 
 
 def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: FingerprintSet,

@@ -30,9 +30,19 @@ def test_extract_then_verify(owner_file, tmp_path, capsys):
     assert len(fps) == 10 and fps.meta["k"] == 2.0 and fps.meta["seed"] == 3
     assert not (tmp_path / "fp.safetensors.checkpoint").exists()  # the resume file goes on success
     capsys.readouterr()
+    # A plain file carries no threshold: no verdict, the rate reported, until one is given.
     assert main(["verify", "--fingerprints", str(out), "--model", str(owner_file), "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)
-    assert verdict["matching_rate"] == 1.0 and verdict["pirated"] is True and verdict["total"] == 10
+    assert verdict["matching_rate"] == 1.0 and verdict["total"] == 10
+    assert verdict["pirated"] is False and verdict["conclusive"] is False and verdict["reason"] == "no_threshold"
+    assert verdict["threshold"] is None
+    assert main(["verify", "--fingerprints", str(out), "--model", str(owner_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "no threshold: inconclusive" in printed and "ipguard calibrate" in printed and "PIRATED" not in printed
+    assert main(["verify", "--fingerprints", str(out), "--model", str(owner_file), "--threshold", "0.5",
+                 "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["pirated"] is True and verdict["conclusive"] is True and verdict["threshold"] == 0.5
     # A file whose own threshold can show no copy (protect's threshold_shown False): even the
     # owner, which matches every point, gets an inconclusive verdict, said in words.
     fps.meta.update(threshold=1.0, threshold_shown=False)

@@ -184,7 +184,7 @@ def test_relative_model_paths_are_the_callers_not_the_workers(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert main(["extract", "--model", "m.pt", "--input-shape", "1,8,8", "-n", "4", "--k", "1", "--no-progress",
                  "--out", "fp.safetensors"]) == 0
-    assert main(["verify", "--fingerprints", "fp.safetensors", "--model", "m.pt"]) == 0
+    assert main(["verify", "--fingerprints", "fp.safetensors", "--model", "m.pt", "--threshold", "0.5"]) == 0
     assert "PIRATED" in capsys.readouterr().out
 
 

@@ -10,6 +10,8 @@ from ipguard_fast.fingerprints import FingerprintSet
 from ipguard_fast.io import save_torchscript
 from ipguard_fast.verdicts import (
     DEFAULT_THRESHOLD,
+    NO_THRESHOLD,
+    NOT_SHOWN,
     Verdict,
     as_label_fn,
     calibrate_threshold,
@@ -174,16 +176,32 @@ def test_verdict_at_and_below_threshold():
     below = verify(copier(4, fps.labels), fps, threshold=0.5, batch_size=N)
     assert not below.pirated and below.matches == 4
     assert below.to_dict() == {"matching_rate": 0.4, "pirated": False, "threshold": 0.5, "matches": 4, "total": N,
-                               "conclusive": True}
+                               "conclusive": True, "reason": None}
 
 
 def test_threshold_defaults(owner_fps):
     fps = fingerprints_for(owner_fps.labels)
     suspect = copier(3, fps.labels)
-    assert verify(suspect, fps, batch_size=N).threshold == DEFAULT_THRESHOLD
     calibrated = fingerprints_for(owner_fps.labels, threshold=0.25)
     verdict = verify(suspect, calibrated, batch_size=N)
-    assert verdict.threshold == 0.25 and verdict.pirated
+    assert verdict.threshold == 0.25 and verdict.pirated and verdict.conclusive and verdict.reason is None
+    assert verify(suspect, fps, threshold=DEFAULT_THRESHOLD, batch_size=N).conclusive
+
+
+def test_a_file_without_threshold_gives_no_verdict():
+    """A plain file records no threshold. It used to be judged at 0.5, at which independent
+    digits CNNs kept 0.51-0.77 of the points (k = 5) and were called pirated; now the verdict
+    is inconclusive at every rate, the rate still reported, until a threshold is given."""
+    fps = fingerprints_for(torch.arange(N) % 10)
+    assert "threshold" not in fps.meta
+    for matches in (0, 6, N):
+        verdict = verify(copier(matches, fps.labels), fps, batch_size=N)
+        assert verdict.matching_rate == matches / N and verdict.matches == matches
+        assert not verdict.pirated and not verdict.conclusive
+        assert verdict.threshold is None and verdict.reason == NO_THRESHOLD
+    assert verify(copier(6, fps.labels), fps, threshold=0.5, batch_size=N).pirated
+    shown = fingerprints_for(torch.arange(N) % 10, threshold=1.0, threshold_shown=False)
+    assert verify(copier(N, fps.labels), shown, batch_size=N).reason == NOT_SHOWN
 
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan"), True, "0.5"])

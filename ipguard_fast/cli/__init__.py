@@ -20,7 +20,7 @@ import warnings
 
 from .._files import short_error
 from .._startup import resume_interrupts
-from . import bench, demo, evaluate, export, extract, protect, serve, verify
+from . import bench, calibrate, demo, evaluate, export, extract, protect, serve, verify
 from .common import OneLineParser
 
 # name -> (module, help)
@@ -28,6 +28,7 @@ COMMANDS = {
     "demo": (demo, "train a digits owner and suspects, extract, verify, report ARUC"),
     "extract": (extract, "extract fingerprints from a model"),
     "protect": (protect, "select fingerprints with reference models and calibrate a threshold (the owner's job)"),
+    "calibrate": (calibrate, "store a threshold in a fingerprint file, from independent models' matching rates"),
     "verify": (verify, "verify a suspect model (local or HTTP endpoint) against fingerprints"),
     "evaluate": (evaluate, "robustness/uniqueness evaluation with post-processed suspects"),
     "serve": (serve, "serve a model behind a label-only HTTP API"),

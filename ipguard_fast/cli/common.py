@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 from typing import Iterator, Mapping
 
 __all__ = ["DistributedRun", "OneLineParser", "add_count_argument", "add_isolation_arguments", "add_model_arguments",
            "add_selection_arguments", "add_token_arguments", "budget_arg", "check_margins", "floats_arg",
-           "isolation_from_args", "named_as_options", "one_line_warnings", "print_verdict", "resolve_token", "shape_arg",
+           "isolation_from_args", "named_as_options", "one_line_warnings", "resolve_token", "shape_arg",
            "significance_arg"]
 
 
@@ -247,19 +246,6 @@ def resolve_token(args: argparse.Namespace) -> str | None:
     if token is not None and not token.strip():
         raise ValueError("--token: is empty")
     return check_token("--token", token.strip()) if token is not None else None
-
-
-def print_verdict(verdict, as_json: bool) -> None:
-    """The one way the CLI prints a verdict: JSON with the Python field names, or one line."""
-    if as_json:
-        print(json.dumps(verdict.to_dict()))
-        return
-    word = "PIRATED" if verdict.pirated else "not pirated"
-    if not verdict.conclusive:
-        word = ("inconclusive (independent models agree with nearly every fingerprint of this file, so no rate "
-                "shows a copy; protect warned when it wrote the file)")
-    print(f"matching rate {verdict.matching_rate:.4f} ({verdict.matches}/{verdict.total}) vs threshold "
-          f"{verdict.threshold:.4f}: {word}")
 
 
 class DistributedRun:

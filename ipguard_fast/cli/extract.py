@@ -81,6 +81,8 @@ def run(args) -> int:
             remove_checkpoint(checkpoint)
             print(f"wrote {len(fps)} fingerprints (of {args.n} requested, {fps.meta['candidates_tried']} "
                   f"candidates tried on {fps.meta['world_size']} rank(s)) to {path}")
+            print("no threshold yet: `ipguard verify` gives this file inconclusive verdicts until it is calibrated "
+                  "against independent models (`ipguard calibrate --negatives ...`) or given --threshold")
     return 0 if fps.complete else 1
 
 

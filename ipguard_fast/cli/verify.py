@@ -3,10 +3,11 @@ confined worker process unless --no-isolate), or a label-only HTTP endpoint (res
 --progress)."""
 from __future__ import annotations
 
+import json
 import sys
 
 from .common import (add_isolation_arguments, add_model_arguments, add_token_arguments, isolation_from_args,
-                     named_as_options, print_verdict, resolve_token)
+                     named_as_options, resolve_token)
 
 DEFAULT_BATCH_SIZE = 256
 ENDPOINT_TIMEOUT = 30.0
@@ -33,7 +34,8 @@ def add_arguments(p) -> None:
                    help=f"with --endpoint: seconds the whole verification may take (default {ENDPOINT_DEADLINE:g}); "
                         "the answered batches are kept in --progress")
     p.add_argument("--threshold", type=float, default=None,
-                   help="matching-rate threshold (default: the file's calibrated one, else 0.5)")
+                   help="matching-rate threshold (default: the file's calibrated one; a file with none gives an "
+                        "inconclusive verdict: calibrate it with `ipguard calibrate`)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"fingerprints per batch (per request with --endpoint; default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--device", default="cpu")
@@ -92,6 +94,26 @@ def _verify_endpoint(args, fingerprints):
         return run_remote_verification(args.endpoint, fingerprints, config, token=token,
                                        progress_file=args.progress, key_file=args.progress_key,
                                        threshold=args.threshold, on_batch=report)
+
+
+def print_verdict(verdict, as_json: bool) -> None:
+    """The one way the CLI prints a verdict: JSON with the Python field names, or one line."""
+    if as_json:
+        print(json.dumps(verdict.to_dict()))
+        return
+    from ..verdicts import NO_THRESHOLD
+
+    rate = f"matching rate {verdict.matching_rate:.4f} ({verdict.matches}/{verdict.total})"
+    if verdict.reason == NO_THRESHOLD:
+        print(f"{rate}, no threshold: inconclusive (this file carries no calibrated threshold, and independent "
+              "models keep anything up to all of a plain file's points: calibrate it against independent models "
+              "with `ipguard calibrate`, or give --threshold)")
+        return
+    word = "PIRATED" if verdict.pirated else "not pirated"
+    if not verdict.conclusive:
+        word = ("inconclusive (independent models agree with nearly every fingerprint of this file, so no rate "
+                "shows a copy; protect warned when it wrote the file)")
+    print(f"{rate} vs threshold {verdict.threshold:.4f}: {word}")
 
 
 _OPTIONS = {"url": "--endpoint", "token": "--token", "key_file": "--progress-key", "progress_file": "--progress",

@@ -6,18 +6,24 @@ from __future__ import annotations
 from typing import Sequence
 
 from .. import metrics
+from ..verdict_threshold import DEFAULT_THRESHOLD
 
 __all__ = ["judged"]
 
 
-def judged(rows: Sequence[dict], threshold: float, owner_accuracy: float | None,
+def judged(rows: Sequence[dict], threshold: float | None, owner_accuracy: float | None,
            useful_drop: float | None, conclusive: bool = True) -> tuple[float, float, dict]:
     """(ARUC, ROC AUC, verdicts) of suspect `rows` (name, role, accuracy, matching_rate);
     each row gains "counted". A positive whose accuracy is more than `useful_drop` below
     the owner's is reported in verdicts["not_useful"] and left out of the rest (ARUC and
     ROC AUC are NaN when no counted suspect of a role is left).
     conclusive False (verdicts.conclusive_threshold): verify calls no suspect a copy at this
-    set's threshold, so nobody is accused and every counted copy is missed."""
+    set's threshold, so nobody is accused and every counted copy is missed.
+    threshold None: the set carries no calibrated threshold, to which verify gives no verdict;
+    the verdicts are those at DEFAULT_THRESHOLD, what a caller who typed --threshold 0.5 gets,
+    marked verdicts["calibrated"] False (what an uncalibrated rate would do is worth seeing)."""
+    calibrated = threshold is not None
+    threshold = threshold if calibrated else DEFAULT_THRESHOLD
     for row in rows:
         useless = (row["role"] == "positive" and useful_drop is not None and owner_accuracy is not None
                    and row["accuracy"] is not None and row["accuracy"] < owner_accuracy - useful_drop)
@@ -26,7 +32,8 @@ def judged(rows: Sequence[dict], threshold: float, owner_accuracy: float | None,
     neg = [r for r in rows if r["role"] == "negative"]
     accused = [r["name"] for r in neg if conclusive and r["matching_rate"] >= threshold]
     missed = [r["name"] for r in pos if not conclusive or r["matching_rate"] < threshold]
-    verdicts = {"threshold": threshold, "conclusive": conclusive, "positives": len(pos), "negatives": len(neg),
+    verdicts = {"threshold": threshold, "calibrated": calibrated, "conclusive": conclusive,
+                "positives": len(pos), "negatives": len(neg),
                 "tpr": (len(pos) - len(missed)) / len(pos) if pos else None,
                 "false_accusations": accused, "missed": missed,
                 "not_useful": [r["name"] for r in rows if not r["counted"]]}

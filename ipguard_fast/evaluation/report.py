@@ -82,6 +82,8 @@ def verdict_summary(verdicts: Mapping[str, Any]) -> str:
         text += f" ({len(verdicts['not_useful'])} not useful)"
     if verdicts.get("conclusive") is False:
         text += " (inconclusive: the set's threshold can show no copy)"
+    if verdicts.get("calibrated") is False:
+        text += " (t uncalibrated, as if typed: verify gives such a set no verdict without --threshold)"
     return text
 
 

@@ -69,8 +69,8 @@ def run_remote_verification(url: str | RemoteLabelModel, fingerprints: Fingerpri
             else ``~/.config/ipguard_fast/progress.key`` (``$XDG_CONFIG_HOME`` respected),
             created on first use. A missing key file is created atomically (mode 0600); an
             unsafe one (empty, short, not a regular file, open to others) is refused.
-        threshold: as in :func:`verdicts.verify` (default: ``fingerprints.meta["threshold"]`` or
-            :data:`verdicts.DEFAULT_THRESHOLD`).
+        threshold: as in :func:`verdicts.verify` (default: ``fingerprints.meta["threshold"]``;
+            a file with none gives an inconclusive verdict).
         on_batch: called as ``on_batch(batch_index, batches_done, batches_total)`` after each
             batch is answered (and saved).
 
