@@ -8,7 +8,9 @@ sampling noise of the file's n points (significance.significant_threshold): a ra
 above it is unlikely for a model that agrees no more than the most agreeable independent.
 A file that already carries a threshold (protect's, or an earlier calibration's) keeps it
 when it is higher: more independents can show that innocents keep more points, never that
-they keep fewer than the ones measured before.
+they keep fewer than the ones measured before. The negatives must be models the points were
+not chosen against: select_fingerprints keeps the points its negatives lose, so those
+negatives would set the threshold far below what an unseen independent keeps.
 """
 from __future__ import annotations
 
