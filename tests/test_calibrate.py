@@ -100,6 +100,17 @@ def test_an_independent_that_keeps_every_point_leaves_no_conclusive_verdict(bed)
     assert verdict.matching_rate == 1.0 and not verdict.pirated and verdict.reason == NOT_SHOWN
 
 
+@pytest.mark.parametrize("meta,needle", [({"threshold": "0.9"}, "fingerprints.meta\\['threshold'\\]"),
+                                         ({"threshold": 2}, "fingerprints.meta\\['threshold'\\]"),
+                                         ({"threshold": 0.5, "threshold_shown": "no"}, "threshold_shown")])
+def test_a_bad_threshold_already_in_the_file_is_named_before_any_model_runs(bed, meta, needle):
+    _, _, fps, _, _ = bed
+    edited = FingerprintSet(fps.images, fps.labels, fps.source_labels, fps.margins, fps.steps, dict(fps.meta, **meta))
+    never = [lambda images: pytest.fail("a model ran before the file was checked")]
+    with pytest.raises(ValueError, match=needle):
+        calibrate_fingerprints(edited, never)
+
+
 def test_few_independents_are_warned_about(bed):
     _, _, fps, negatives, _ = bed
     with pytest.warns(UserWarning, match="low estimate"):

@@ -25,6 +25,7 @@ from .._validate import ArgumentError
 from ..fingerprints import FingerprintSet
 from ..io.sandbox import Isolation
 from ..io.suspects import matching_rate
+from ..verdict_threshold import conclusive_threshold, resolve_threshold
 from .significance import SIGNIFICANCE, significant_threshold
 
 __all__ = ["FEW_NEGATIVES", "calibrate_fingerprints"]
@@ -54,16 +55,17 @@ def calibrate_fingerprints(fingerprints: FingerprintSet, negatives: Sequence[Any
     n = len(fingerprints)
     if n == 0:
         raise ArgumentError("fingerprints", "is empty; a threshold needs at least one fingerprint")
+    previous = resolve_threshold(None, fingerprints)        # the file's own, checked before any model runs
+    previous_shown = conclusive_threshold(fingerprints)
     measured = []
     for negative in negatives:   # the rate first: a file the worker cannot load is refused before it is hashed
         rate = matching_rate(negative, fingerprints, batch_size, isolate)
         measured.append({**_described(negative), "matching_rate": rate})
     level = max(entry["matching_rate"] for entry in measured)
     threshold, shown = significant_threshold(level, n, significance)
-    previous = fingerprints.meta.get("threshold")
     meta = dict(fingerprints.meta)
     if previous is not None and previous >= threshold:   # never lowered; a tie keeps the more cautious flag
-        shown = bool(meta.get("threshold_shown", True)) and (previous > threshold or shown)
+        shown = previous_shown and (previous > threshold or shown)
         threshold = previous
     meta.update(threshold=threshold, threshold_shown=shown,
                 calibration={"negatives": measured, "level": level, "significance": significance,
