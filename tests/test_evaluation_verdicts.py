@@ -36,6 +36,12 @@ def test_verdicts_name_false_accusations_misses_and_useless_copies():
     assert inconclusive["false_accusations"] == [] and inconclusive["missed"] == ["copy", "weak copy"]
     assert inconclusive["conclusive"] is False and verdicts["conclusive"] is True and aruc_again == aruc
     assert "inconclusive" in verdict_summary(inconclusive) and "inconclusive" not in verdict_summary(verdicts)
+    # A set with no calibrated threshold (plain, mistakes): verify gives it no verdict; the
+    # report shows what a typed 0.5 would do, and says that it is uncalibrated.
+    _, _, typed = judged([dict(r) for r in rows], None, owner_accuracy=0.95, useful_drop=0.10)
+    assert typed["threshold"] == 0.5 and typed["calibrated"] is False and verdicts["calibrated"] is True
+    assert typed["false_accusations"] == ["innocent"] and typed["missed"] == ["weak copy"]
+    assert "uncalibrated" in verdict_summary(typed) and "uncalibrated" not in verdict_summary(verdicts)
 
 
 def test_mistakes_are_the_owners_wrong_answers_on_held_out_data(owner):
@@ -61,6 +67,7 @@ def test_evaluate_runs_the_baseline_and_reports_verdicts(owner, small):
     assert [r.method for r in result.runs] == ["ipguard", "mistakes"]
     mistakes = result.run("mistakes")
     assert mistakes.label == "mistakes" and mistakes.verdicts["threshold"] == 0.5
+    assert mistakes.verdicts["calibrated"] is False and result.run("ipguard").verdicts["calibrated"] is False
     assert "copy" not in mistakes.verdicts["missed"]           # the owner itself matches all its mistakes
     assert "wrong verdicts" in summary_table(result)
     with pytest.raises(ValueError, match="^test_set: "):
