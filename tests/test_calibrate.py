@@ -140,6 +140,7 @@ def test_refusals_are_one_line_and_change_nothing(bed, tmp_path, capsys):
         (base + ["--out", str(given)], "--out"),                               # would destroy the input
         (base + ["--out", str(paths[0])], "--out"),                            # or a negative
         (base + ["--out", str(tmp_path / "o.safetensors"), "--significance", "0.6"], "--significance"),
+        (base + ["--out", str(tmp_path / "o.safetensors"), "--batch-size", "0"], "--batch-size"),
         (["calibrate", "--fingerprints", str(given), "--negatives", str(tmp_path / "missing.pt"),
           "--out", str(tmp_path / "o.safetensors")], "missing.pt"),
         (["calibrate", "--fingerprints", str(given), "--negatives", str(fifo),   # never waited on

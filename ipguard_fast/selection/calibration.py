@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .._validate import ArgumentError
+from .._validate import ArgumentError, positive_int
 from ..fingerprints import FingerprintSet
 from ..io.sandbox import Isolation
 from ..io.suspects import matching_rate
@@ -52,6 +52,7 @@ def calibrate_fingerprints(fingerprints: FingerprintSet, negatives: Sequence[Any
     if isinstance(significance, bool) or not isinstance(significance, (int, float)) \
             or not 0.0 < significance < 0.5:
         raise ArgumentError("significance", f"must be in (0, 0.5), got {significance!r}")
+    positive_int("batch_size", batch_size)
     n = len(fingerprints)
     if n == 0:
         raise ArgumentError("fingerprints", "is empty; a threshold needs at least one fingerprint")
