@@ -224,7 +224,8 @@ def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: Fingerpr
     few negatives (``fpr * len(negatives) < 1``, the usual case) that is
     ``min(1, max_negative_rate + 1/n)``: every negative falls below the threshold. If the
     needed rate is already 1.0 no threshold in [0, 1] achieves the target; 1.0 is returned
-    with a warning.
+    with a warning. To store a threshold in a file, with the sampling margin of its n points
+    that protect uses, see ``ipguard_fast.calibrate_fingerprints`` (``ipguard calibrate``).
     """
     if isinstance(false_positive_rate, bool) or not isinstance(false_positive_rate, numbers.Real) \
             or not 0 <= false_positive_rate < 1:
