@@ -1,7 +1,7 @@
 """How high can the selected set's ARUC go while the students keep what they keep?
 
 Read from the committed three-bed results at owner seeds 0-8 (cap 6, the default since
-2026-12-06). For each bed-seed, the selected set's ARUC is recomputed with every counted
+2026-12-06) and the 28x28 owner's foreign bed at seeds 0-2 (foreign-bed-28-cap6-2026-12-07). For each bed-seed, the selected set's ARUC is recomputed with every counted
 copy that is *not* a student set to 1.00 and every innocent set to 0.00 -- a set no method
 could beat -- while the students keep their measured rates. "Students" are the suspects
 trained on the owner's outputs rather than copied from its weights: the label-only and
@@ -18,7 +18,8 @@ from ipguard_fast import metrics
 
 RESULTS = Path(__file__).resolve().parent.parent
 FILES = sorted(glob.glob(str(RESULTS / "three-beds-negative-cap-2026-12-06" / "seeds-*" / "*-seed*.json"))) + \
-    sorted(glob.glob(str(RESULTS / "three-beds-seeds-6-8-2026-12-06" / "cap-6" / "*-seed*.json")))
+    sorted(glob.glob(str(RESULTS / "three-beds-seeds-6-8-2026-12-06" / "cap-6" / "*-seed*.json"))) + \
+    sorted(glob.glob(str(RESULTS / "foreign-bed-28-cap6-2026-12-07" / "foreign28-seed*.json")))
 STUDENTS = ("extract-labels", "extract-probabilities", "distill", "distill-small")
 
 
@@ -40,7 +41,7 @@ def bounds(path: str) -> dict:
 if __name__ == "__main__":
     cells = [bounds(f) for f in FILES]
     summary = {}
-    for bed in ("demo", "hard", "foreign"):
+    for bed in ("demo", "hard", "foreign", "foreign28"):
         mine = [c for c in cells if c["bed"] == bed]
         summary[bed] = {key: [round(min(c[key] for c in mine), 3), round(max(c[key] for c in mine), 3)]
                         for key in ("selected_aruc", "bound_students_as_measured",
