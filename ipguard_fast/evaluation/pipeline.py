@@ -25,7 +25,7 @@ from ..selection.config import ProtectConfig
 from ..selection.mistakes import mistakes_fingerprints
 from ..selection.protect import run_protect
 from ..train import accuracy
-from ..verdicts import NOT_SHOWN, conclusive_threshold, inconclusive_reason, matching_rate, resolve_threshold
+from ..verdicts import conclusive_threshold, matching_rate, resolve_threshold
 from .config import METHODS, EvaluationConfig, EvaluationResult, RunResult
 from .judging import judged
 from .suspects import Suspect, build_suspects, paper_suspects
@@ -107,7 +107,7 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
         rows = [{"name": s.name, "family": s.family, "role": s.role, "accuracy": accuracies[s.name],
                  "matching_rate": rates[s.name]} for s in suspects]
         aruc, roc_auc, verdicts = judged(rows, resolve_threshold(None, fps), owner_acc, config.useful_drop,
-                                         inconclusive_reason(None, fps) != NOT_SHOWN)
+                                         conclusive_threshold(fps))
         return RunResult(n_fingerprints=len(fps), extract_seconds=seconds,
                          candidates_tried=fps.meta["candidates_tried"], suspects=rows, aruc=aruc, roc_auc=roc_auc,
                          verdicts=verdicts, **fields)

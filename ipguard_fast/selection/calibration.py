@@ -94,9 +94,10 @@ def _described(negative: Any) -> dict:
 
 
 def _file_sha256(path: str) -> str | None:
-    """SHA-256 of a regular file; None for anything else (a package.module:factory spec). Opened
-    without blocking and checked on the open descriptor, so a FIFO put in the file's place
-    after it was measured is never waited on."""
+    """SHA-256 of a regular file, read after the worker measured it (a record of the owner's own
+    calibration, not a proof of the bytes measured); None for anything else (a
+    package.module:factory spec). Opened without blocking and checked on the open descriptor,
+    so a FIFO put in the file's place after it was measured is never waited on."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
