@@ -77,6 +77,7 @@ def test_every_operator_of_the_packages_own_models_is_allowed(tmp_path):
     "aten::set_rng_state", "aten::_set_rng_state", "prim::Print", "aten::warn", "aten::set_", "aten::resize_",
     "aten::empty", "aten::as_strided", "profiler::_record_function_enter_new", "prim::PythonOp", "prim::Enter",
     "ipguard::boundary_adam_step_", "higher_order::cond", "myns::anything", "aten::_pin_memory",
+    "aten::_reshape_alias",   # sizes and strides unchecked against the storage: reads and writes past it
 ])
 def test_unsafe_or_unknown_operators_are_refused(operator):
     assert refusal(operator) is not None

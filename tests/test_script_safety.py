@@ -96,7 +96,50 @@ class KeepsCount(Prints):
         return self.lin(x.flatten(1))
 
 
+def _count_the_call(mod: nn.Module, inputs: Tuple[torch.Tensor]) -> None:
+    mod.seen.add_(1)
+
+
+def _keep_the_output(mod: nn.Module, inputs: Tuple[torch.Tensor], output: torch.Tensor) -> None:
+    mod.last = output
+
+
+class HookCountsCalls(WritesItsBuffer):
+    """The top-level module's own hook runs outside forward's graph on every call: a copy that
+    answers honestly on the first query only (forward reads the count the hook keeps)."""
+
+    def __init__(self, victim: str):
+        super().__init__(victim)
+        self.register_forward_pre_hook(_count_the_call)
+
+    def forward(self, x):
+        logits = self.lin(x.flatten(1))
+        return torch.where(self.seen > 1, logits.roll(1, 1), logits)
+
+
+class HookKeepsOutput(Prints):
+    def __init__(self, victim: str):
+        super().__init__(victim)
+        self.last = torch.zeros(1)
+        self.register_forward_hook(_keep_the_output)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+class ViewsPastItsStorage(Prints):
+    """_reshape_alias takes sizes and strides unchecked: a view past its 16 bytes reads (and
+    with fill_ writes) the worker's heap."""
+
+    def forward(self, x):
+        window = torch.ops.aten._reshape_alias(torch.zeros(4), [262144], [1])
+        return self.lin(x.flatten(1)) + (window != 0).sum() * 0
+
+
 HOSTILE = {
+    "write into its buffer from a hook": (HookCountsCalls, "hook '_count_the_call' (inlined) calls aten::add_"),
+    "attribute set in a hook": (HookKeepsOutput, "sets the model's attribute 'last'"),
+    "view past its storage": (ViewsPastItsStorage, "aten::_reshape_alias"),
     "from_file in forward": (FileWriter, "aten::from_file"),
     "from_file in a helper": (CallsAHelper, "aten::from_file"),
     "from_file in __setstate__": (WritesOnLoad, "__setstate__"),
@@ -226,3 +269,27 @@ def test_writes_into_what_the_model_made_through_those_operators_still_load(tmp_
     x = torch.rand(3, *SHAPE)
     given = x.clone()
     assert torch.equal(load_suspect(path)(given), honest(x)) and torch.equal(given, x)
+
+
+def _scale_the_input(mod: nn.Module, inputs: Tuple[torch.Tensor]) -> Tuple[torch.Tensor]:
+    return (inputs[0] * 2,)
+
+
+class HookScalesInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+        self.register_forward_pre_hook(_scale_the_input)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+def test_a_hook_that_writes_nothing_still_loads(tmp_path):
+    """The hooks' check refuses writes, not hooks: one that returns new inputs loads and runs."""
+    torch.manual_seed(0)
+    model = HookScalesInput()
+    path = tmp_path / "hooked.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    images = torch.rand(3, *SHAPE)
+    assert torch.equal(load_model(path)(images), model(images))

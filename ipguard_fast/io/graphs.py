@@ -9,7 +9,8 @@ write into a tensor the graph made itself, or a view of one. Writing into an inp
 change the verifier's own tensors (the fingerprint images); writing into a weight, a buffer,
 a constant or a module attribute would give the model a memory from one query to the next.
 TorchScript's forward is checked with every call inlined, so a submodule's ``relu_`` on what
-its caller computed is a local write; a call that cannot be inlined is refused. (Writes no
+its caller computed is a local write; a call that cannot be inlined is refused; the top-level
+module's forward hooks, which run outside forward's graph, are checked each on its own graph. (Writes no
 schema declares, such as batch norm's running statistics in training mode, are not seen.)
 """
 from __future__ import annotations
@@ -65,7 +66,14 @@ def check_script_module(unit: torch._C.CompilationUnit, module: torch.jit.Script
         raise ModelLoadError(f"{label}: refused: the TorchScript module has no forward method")
     forward = module._c._get_method("forward").graph.copy()
     torch._C._jit_pass_inline(forward)
-    _check_script_writes(forward, label)
+    _check_script_writes(forward, label, "the TorchScript forward (inlined)")
+    # The top-level module's own hooks run on every call, outside forward's graph (a submodule's
+    # are called from its caller's graph, so inlined above): their writes are checked on their
+    # own graphs, where the module and the call's inputs and outputs are not the hook's to write.
+    for hook in module._c._get_forward_pre_hooks() + module._c._get_forward_hooks():
+        graph = hook.graph.copy()
+        torch._C._jit_pass_inline(graph)
+        _check_script_writes(graph, label, f"the TorchScript hook {hook.name!r} (inlined)")
 
 
 # Operators whose schema declares no alias but which return their input itself or a view of it:
@@ -81,20 +89,20 @@ _PASS_THROUGH = {"prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruc
 _FRESH = {"prim::CreateObject", "prim::NumToTensor"}
 
 
-def _check_script_writes(graph: Any, label: str) -> None:
+def _check_script_writes(graph: Any, label: str, where: str) -> None:
     """Refuse writes into what the forward did not make. A list or dict the graph made may be
     written, but once one receives a tensor the graph did not make (``l.append(self.buffer)``,
     ``d[k] = x``, ``l += [w]``), nothing taken out of a container counts as the graph's own: the
     check runs again so (a loop may read an element before the node that puts it there)."""
-    if _script_write_pass(graph, label, trusted_containers=True):
-        _script_write_pass(graph, label, trusted_containers=False)
+    if _script_write_pass(graph, label, where, trusted_containers=True):
+        _script_write_pass(graph, label, where, trusted_containers=False)
 
 
-def _script_write_pass(graph: Any, label: str, trusted_containers: bool) -> bool:
+def _script_write_pass(graph: Any, label: str, where: str, trusted_containers: bool) -> bool:
     """One pass of the write check; whether a container received a tensor the graph did not make."""
     local: set[int] = set()  # unique() of the values the graph made
     fresh: set[int] = set()  # unique() of the lists and dicts the graph made, whatever they hold
-    where, foreign = "the TorchScript forward (inlined)", False
+    foreign = False
     for node in _script_nodes(graph):
         kind, inputs = node.kind(), list(node.inputs())
         if kind in ("prim::CallMethod", "prim::CallFunction"):

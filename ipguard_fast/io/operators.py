@@ -39,7 +39,7 @@ _COMPUTE = """
     to _to_copy type_as contiguous detach alias lift_fresh_copy
 """
 _SHAPES = """
-    view reshape _reshape_alias _unsafe_view permute transpose t flatten unflatten squeeze unsqueeze expand
+    view reshape _unsafe_view permute transpose t flatten unflatten squeeze unsqueeze expand
     expand_as view_as reshape_as movedim cat concat stack split split_with_sizes chunk unbind narrow slice
     select index_select gather index flip roll repeat tile pad constant_pad_nd reflection_pad1d
     reflection_pad2d replication_pad1d replication_pad2d broadcast_tensors
@@ -84,7 +84,7 @@ _REASONS = (
     (re.compile(r"seed|rng|generator", re.I), "it sets the global random state"),
     (re.compile(r"print|warn|log_api", re.I), "it prints"),
     (re.compile(r"profil|record|trace|enter|exit", re.I), "it drives the profiler or a global mode"),
-    (re.compile(r"^set_|resize|storage|as_strided|^empty", re.I), "it re-points or exposes raw tensor memory"),
+    (re.compile(r"^set_|resize|storage|as_strided|_reshape_alias|^empty", re.I), "it re-points or exposes raw tensor memory"),
     (re.compile(r"python|interpreter|fusion|differentiable", re.I), "it calls out of the graph"),
 )
 
