@@ -7,12 +7,13 @@ from typing import Any
 from ._validate import ArgumentError, probability
 from .fingerprints import FingerprintSet
 
-__all__ = ["DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "conclusive_threshold", "inconclusive_reason",
-           "resolve_threshold"]
+__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "above_chance", "chance_rate",
+           "conclusive_threshold", "inconclusive_reason", "resolve_threshold"]
 
 # Why a verdict is inconclusive (Verdict.reason).
 NO_THRESHOLD = "no_threshold"            # neither the caller nor the file gives a threshold
 NOT_SHOWN = "threshold_not_shown"        # the file's own threshold can show no copy (protect said so)
+AT_CHANCE = "threshold_at_chance"        # a model that ignores its input reaches the threshold (chance_rate)
 
 # A fingerprint set with no calibrated threshold gets no verdict from verify(): which rate
 # separates copies from innocents depends on how often *independent* models agree with the
@@ -40,13 +41,34 @@ def resolve_threshold(threshold: Any, fingerprints: FingerprintSet) -> float | N
 
 def inconclusive_reason(threshold: Any, fingerprints: FingerprintSet) -> str | None:
     """Why verify() can call no suspect a copy with this threshold and file (NO_THRESHOLD,
-    NOT_SHOWN), or None when its verdicts are conclusive. A caller's threshold always decides."""
-    if threshold is not None:
-        return None
-    shown = conclusive_threshold(fingerprints)   # checked (a bad flag is refused) even in a file with no threshold
-    if "threshold" not in fingerprints.meta:
-        return NO_THRESHOLD
-    return None if shown else NOT_SHOWN
+    NOT_SHOWN, AT_CHANCE), or None when its verdicts are conclusive. A caller's threshold
+    decides unless a model that ignores its input would reach it."""
+    if threshold is None:
+        shown = conclusive_threshold(fingerprints)   # checked (a bad flag is refused) even in a file with no threshold
+        if "threshold" not in fingerprints.meta:
+            return NO_THRESHOLD
+        if not shown:
+            return NOT_SHOWN
+    return None if above_chance(resolve_threshold(threshold, fingerprints), fingerprints) else AT_CHANCE
+
+
+def chance_rate(fingerprints: FingerprintSet) -> float:
+    """The matching rate of a model that ignores its input and answers the file's most common
+    label for every image: the most a suspect reaches without looking at the points (0.0 for
+    an empty set). A threshold at or below it accuses such a model, whatever it is; any other
+    model that ignores its input (random answers from any distribution over the labels)
+    agrees less on average."""
+    n = len(fingerprints)
+    if n == 0:
+        return 0.0
+    return int(fingerprints.labels.bincount().max()) / n
+
+
+def above_chance(threshold: float, fingerprints: FingerprintSet) -> bool:
+    """Whether a rate of at least ``threshold`` says more than chance_rate: a threshold of 1e-9
+    (a file's, or a typed one) is above 0, yet one matching point of n would reach it, and a
+    model answering one label everywhere matches that label's share of the points."""
+    return threshold > chance_rate(fingerprints)
 
 
 def _above_zero(name: str, threshold: Any) -> float:

@@ -25,10 +25,10 @@ from ._files import short_error
 from ._validate import positive_int
 from .fingerprints import FingerprintSet
 from .modules import call_in_fixed_batches, device_and_dtype, eval_mode, static_batch_size
-from .verdict_threshold import (DEFAULT_THRESHOLD, NO_THRESHOLD, NOT_SHOWN, conclusive_threshold, inconclusive_reason,
-                                resolve_threshold)
+from .verdict_threshold import (AT_CHANCE, DEFAULT_THRESHOLD, NO_THRESHOLD, NOT_SHOWN, conclusive_threshold,
+                                inconclusive_reason, resolve_threshold)
 
-__all__ = ["DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "Verdict", "as_label_fn", "as_output_fn", "calibrate_threshold",
+__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "Verdict", "as_label_fn", "as_output_fn", "calibrate_threshold",
            "conclusive_threshold", "matching_rate", "resolve_threshold", "verify"]
 
 LabelFn = Callable[[torch.Tensor], torch.Tensor]
@@ -39,8 +39,10 @@ LabelFn = Callable[[torch.Tensor], torch.Tensor]
 class Verdict:
     """Outcome of :func:`verify`. ``to_dict`` gives the JSON the CLI prints. ``conclusive``
     False: no rate shows a copy, ``pirated`` is False at any rate, and ``reason`` says why --
-    NO_THRESHOLD (neither the caller nor the file gives a threshold; ``threshold`` is None)
-    or NOT_SHOWN (the file's own threshold can show no copy)."""
+    NO_THRESHOLD (neither the caller nor the file gives a threshold; ``threshold`` is None),
+    NOT_SHOWN (the file's own threshold can show no copy) or AT_CHANCE (the threshold, the
+    caller's or the file's, is at or below the rate of a model that answers one label for
+    every image: verdict_threshold.chance_rate)."""
 
     matching_rate: float
     pirated: bool
@@ -197,8 +199,9 @@ def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None =
     least the threshold. The verdict is inconclusive (``pirated`` False, ``reason`` set) when
     the file carries no threshold and none is given -- how many plain points an independent
     model keeps depends on the owner, k and the task, anything up to all of them, so no fixed
-    rate is evidence (see :data:`DEFAULT_THRESHOLD`) -- or when the file's own threshold can
-    show no copy (:func:`conclusive_threshold`).
+    rate is evidence (see :data:`DEFAULT_THRESHOLD`) --, when the file's own threshold can
+    show no copy (:func:`conclusive_threshold`), or when the threshold is so low that a model
+    answering the file's most common label for every image would reach it (``AT_CHANCE``).
     """
     _check_fingerprints(fingerprints)
     reason = inconclusive_reason(threshold, fingerprints)

@@ -121,7 +121,8 @@ def test_without_a_margin_a_negative_that_kept_every_point_makes_the_threshold_i
     from ipguard_fast.selection.refining import calibrate_threshold
     from ipguard_fast.verdicts import verify
 
-    selection, choice = _case(held_out_negatives=held_out, refined_negatives=refined)
+    labels = torch.zeros(100, dtype=torch.int64)   # the zeros model below matches every point
+    selection, choice = _case(held_out_negatives=held_out, refined_negatives=refined, labels=labels)
     with pytest.warns(UserWarning, match="inconclusive"):
         margin = calibrate_threshold(selection, choice, significance=0.05)
     with pytest.warns(UserWarning, match="inconclusive"):

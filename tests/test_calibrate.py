@@ -18,6 +18,7 @@ from ipguard_fast.fingerprints import FingerprintSet
 from ipguard_fast.io import save_torchscript
 from ipguard_fast.selection.calibration import calibrate_fingerprints
 from ipguard_fast.selection.significance import significant_threshold
+from ipguard_fast.verdict_threshold import chance_rate
 from ipguard_fast.verdicts import NOT_SHOWN, matching_rate, verify
 
 N = 40
@@ -55,14 +56,16 @@ def test_the_command_stores_the_highest_rate_plus_sampling_noise(bed, capsys):
                  "--out", str(out)]) == 0
     assert digest(folder / "fp.safetensors") == before   # the given file is never changed
     rates = [matching_rate(model, fps) for model in negatives]   # in-process: the worker's labels are the same
-    expected, shown = significant_threshold(max(rates), N)
+    level = max(chance_rate(fps), *rates)   # these random linear models keep fewer points than one label's share
+    expected, shown = significant_threshold(level, N)
     calibrated = FingerprintSet.load(out)
     assert calibrated.meta["threshold"] == expected and calibrated.meta["threshold_shown"] is shown is True
     record = calibrated.meta["calibration"]
     assert [entry["matching_rate"] for entry in record["negatives"]] == rates
     assert [entry["model"] for entry in record["negatives"]] == [p.name for p in paths]
     assert [entry["sha256"] for entry in record["negatives"]] == [digest(p) for p in paths]
-    assert record["level"] == max(rates) and record["previous_threshold"] is None
+    assert record["level"] == level and record["chance_rate"] == chance_rate(fps)
+    assert record["previous_threshold"] is None
     assert torch.equal(calibrated.images, fps.images) and torch.equal(calibrated.labels, fps.labels)
     printed = capsys.readouterr().out
     assert f"threshold {expected:.4f}" in printed
@@ -73,7 +76,7 @@ def test_the_command_stores_the_highest_rate_plus_sampling_noise(bed, capsys):
 
 def test_a_threshold_is_never_lowered(bed):
     _, _, fps, negatives, _ = bed
-    level = max(matching_rate(model, fps) for model in negatives)
+    level = max(chance_rate(fps), *(matching_rate(model, fps) for model in negatives))
     fresh, _ = significant_threshold(level, N)
     high = FingerprintSet(fps.images, fps.labels, fps.source_labels, fps.margins, fps.steps,
                           dict(fps.meta, threshold=0.975, threshold_shown=True))
@@ -85,6 +88,24 @@ def test_a_threshold_is_never_lowered(bed):
     assert kept.meta["threshold"] == 0.975 and kept.meta["calibration"]["previous_threshold"] == 0.975
     assert low.meta["threshold"] == fresh > 0.025
     assert high.meta["threshold"] == 0.975 and "calibration" not in high.meta   # the caller's set unchanged
+
+
+def test_negatives_that_keep_nothing_leave_the_threshold_above_chance():
+    """Independents that keep none of the points would put the threshold at one match of n;
+    a model that answers the file's most common label everywhere then keeps that label's
+    share and would be called a copy. The level is floored at that share."""
+    labels = torch.tensor([3] * 12 + [1] * 8 + list(range(10)) * 2)   # 40 points, 14 of label 3: chance 0.35
+    fps = FingerprintSet(torch.rand(N, 1, 8, 8), labels, (labels + 1) % 10, torch.ones(N),
+                         torch.zeros(N, dtype=torch.int64), {"num_classes": 10})
+    never = lambda images: (fps.labels[:len(images)] + 5) % 10      # noqa: E731 - agrees with no point
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calibrated = calibrate_fingerprints(fps, [never, never, never])
+    assert chance_rate(fps) == 14 / N == calibrated.meta["calibration"]["chance_rate"]
+    assert calibrated.meta["threshold"] == significant_threshold(14 / N, N)[0] > 14 / N
+    constant = lambda images: torch.full((len(images),), 3)          # noqa: E731 - ignores its input
+    verdict = verify(constant, calibrated, batch_size=N)
+    assert verdict.matching_rate == 14 / N and not verdict.pirated and verdict.conclusive
 
 
 def test_an_independent_that_keeps_every_point_leaves_no_conclusive_verdict(bed):

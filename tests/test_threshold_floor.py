@@ -14,9 +14,10 @@ from ipguard_fast.selection.stages import Choice
 N = 100
 
 
-def _case(held_out_negatives, refined_negatives):
+def _case(held_out_negatives, refined_negatives, labels=None):
     zeros = torch.zeros(N, dtype=torch.int64)
-    points = FingerprintSet(images=torch.zeros(N, 1, 2, 2), labels=zeros, source_labels=zeros.clone(),
+    labels = torch.arange(N) % 10 if labels is None else labels   # chance rate 0.1 by default
+    points = FingerprintSet(images=torch.zeros(N, 1, 2, 2), labels=labels, source_labels=zeros.clone(),
                             margins=torch.ones(N), steps=zeros.clone())
     outputs = ReferenceOutputs(torch.zeros(0, N), torch.zeros(0, N, dtype=torch.bool))
     sources = ["validation replica"] + [f"kind{i} (held out of the selection)"
@@ -62,3 +63,14 @@ def test_without_held_out_negatives_there_is_no_floor():
     result = calibrate_threshold(selection, choice, significance=None)
     assert (result.floor, result.floor_source) == (0.0, None)
     assert result.level == pytest.approx(threshold_between([0.95, 1.0, 1.0], [0.0, 0.2], N))
+
+
+def test_the_level_is_never_below_the_chance_rate():
+    """Negatives that keep little of the points put the level low; a model that answers the kept
+    points' most common label everywhere keeps that label's share, so the level is floored there
+    (verify calls a threshold at or below it inconclusive)."""
+    labels = torch.where(torch.arange(N) < 70, 0, torch.arange(N) % 10)   # label 0 on 70 (+3) points
+    selection, choice = _case(held_out_negatives=[0.1, 0.2], refined_negatives=[0.0, 0.17], labels=labels)
+    result = calibrate_threshold(selection, choice, significance=0.05)
+    assert threshold_between([0.95, 1.0, 1.0], [0.0, 0.17], N) < 0.73
+    assert result.level == 0.73 and result.threshold == significant_threshold(0.73, N)[0] > 0.73

@@ -6,9 +6,11 @@ import torch
 from torch import nn
 
 import ipguard_fast
+from ipguard_fast.cli import main
 from ipguard_fast.fingerprints import FingerprintSet
 from ipguard_fast.io import save_torchscript
 from ipguard_fast.verdicts import (
+    AT_CHANCE,
     DEFAULT_THRESHOLD,
     NO_THRESHOLD,
     NOT_SHOWN,
@@ -179,13 +181,44 @@ def test_verdict_at_and_below_threshold():
                                "conclusive": True, "reason": None}
 
 
-def test_threshold_defaults(owner_fps):
-    fps = fingerprints_for(owner_fps.labels)
+def test_threshold_defaults():
+    labels = torch.arange(N) % 10       # one point per label: chance rate 0.1, below 0.25
+    fps = fingerprints_for(labels)
     suspect = copier(3, fps.labels)
-    calibrated = fingerprints_for(owner_fps.labels, threshold=0.25)
+    calibrated = fingerprints_for(labels, threshold=0.25)
     verdict = verify(suspect, calibrated, batch_size=N)
     assert verdict.threshold == 0.25 and verdict.pirated and verdict.conclusive and verdict.reason is None
     assert verify(suspect, fps, threshold=DEFAULT_THRESHOLD, batch_size=N).conclusive
+
+
+def test_a_threshold_a_constant_model_reaches_gives_no_verdict(tmp_path, capsys):
+    """A threshold above 0 can still be one a model ignoring its input passes: 1e-300 (typed, or
+    in a file) is reached by one match, and a model answering label 3 everywhere matches every
+    point labelled 3. Such a verdict is inconclusive, whatever the rate; one above the share of
+    the most common label decides."""
+    labels = torch.tensor([3, 3, 3, 3, 0, 1, 2, 4, 5, 6])    # chance rate 0.4
+    constant = lambda images: torch.full((len(images),), 3)   # noqa: E731
+    for fps, typed in ((fingerprints_for(labels), 1e-300), (fingerprints_for(labels), 0.4),
+                       (fingerprints_for(labels, threshold=1e-300), None),
+                       (fingerprints_for(labels, threshold=0.4), None)):
+        verdict = verify(constant, fps, threshold=typed, batch_size=N)
+        assert verdict.matches == 4 and not verdict.pirated and not verdict.conclusive
+        assert verdict.reason == AT_CHANCE
+        assert not verify(copier(N, labels), fps, threshold=typed, batch_size=N).pirated   # even n of n
+    decided = verify(copier(5, labels), fingerprints_for(labels), threshold=0.5, batch_size=N)
+    assert decided.conclusive and decided.pirated
+    assert not verify(constant, fingerprints_for(labels), threshold=0.5, batch_size=N).pirated
+    # The command prints the threshold in full (0.0000 would hide it) and the reason.
+    fps_path, model_path = tmp_path / "fp.safetensors", tmp_path / "constant.pt"
+    fingerprints_for(labels, threshold=1e-300).save(fps_path)
+    constant_module = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        constant_module[1].weight.zero_()
+        constant_module[1].bias.copy_(torch.arange(10.0) == 3)
+    save_torchscript(constant_module, torch.rand(2, 1, 8, 8), model_path)
+    assert main(["verify", "--fingerprints", str(fps_path), "--model", str(model_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "vs threshold 1e-300: inconclusive" in printed and "PIRATED" not in printed
 
 
 def test_a_file_without_threshold_gives_no_verdict():

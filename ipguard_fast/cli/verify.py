@@ -101,13 +101,18 @@ def print_verdict(verdict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(verdict.to_dict()))
         return
-    from ..verdicts import NO_THRESHOLD
+    from ..verdicts import AT_CHANCE, NO_THRESHOLD
 
     rate = f"matching rate {verdict.matching_rate:.4f} ({verdict.matches}/{verdict.total})"
     if verdict.reason == NO_THRESHOLD:
         print(f"{rate}, no threshold: inconclusive (this file carries no calibrated threshold, and independent "
               "models keep anything up to all of a plain file's points: calibrate it against independent models "
               "with `ipguard calibrate`, or give --threshold)")
+        return
+    if verdict.reason == AT_CHANCE:   # the threshold in full: a tiny one must not print as 0.0000
+        print(f"{rate} vs threshold {verdict.threshold!r}: inconclusive (a model that answers this file's most "
+              "common label for every image would reach that threshold, so a rate above it is no evidence of a "
+              "copy: give a higher --threshold, or calibrate the file with `ipguard calibrate`)")
         return
     word = "PIRATED" if verdict.pirated else "not pirated"
     if not verdict.conclusive:

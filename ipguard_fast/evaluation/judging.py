@@ -17,7 +17,7 @@ def judged(rows: Sequence[dict], threshold: float | None, owner_accuracy: float 
     each row gains "counted". A positive whose accuracy is more than `useful_drop` below
     the owner's is reported in verdicts["not_useful"] and left out of the rest (ARUC and
     ROC AUC are NaN when no counted suspect of a role is left).
-    conclusive False (verdicts.conclusive_threshold): verify calls no suspect a copy at this
+    conclusive False (verdicts.conclusive_threshold, or a threshold at chance): verify calls no suspect a copy at this
     set's threshold, so nobody is accused and every counted copy is missed.
     threshold None: the set carries no calibrated threshold, to which verify gives no verdict;
     the verdicts are those at DEFAULT_THRESHOLD, what a caller who typed --threshold 0.5 gets,

@@ -25,6 +25,7 @@ from ..selection.config import ProtectConfig
 from ..selection.mistakes import mistakes_fingerprints
 from ..selection.protect import run_protect
 from ..train import accuracy
+from ..verdict_threshold import DEFAULT_THRESHOLD, above_chance
 from ..verdicts import conclusive_threshold, matching_rate, resolve_threshold
 from .config import METHODS, EvaluationConfig, EvaluationResult, RunResult
 from .judging import judged
@@ -106,8 +107,11 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
         rates = gathered(lambda s: matching_rate(s.model, fps))
         rows = [{"name": s.name, "family": s.family, "role": s.role, "accuracy": accuracies[s.name],
                  "matching_rate": rates[s.name]} for s in suspects]
-        aruc, roc_auc, verdicts = judged(rows, resolve_threshold(None, fps), owner_acc, config.useful_drop,
-                                         conclusive_threshold(fps))
+        threshold = resolve_threshold(None, fps)
+        # As verify: no verdict where a model answering one label everywhere reaches the threshold.
+        conclusive = conclusive_threshold(fps) and above_chance(
+            DEFAULT_THRESHOLD if threshold is None else threshold, fps)
+        aruc, roc_auc, verdicts = judged(rows, threshold, owner_acc, config.useful_drop, conclusive)
         return RunResult(n_fingerprints=len(fps), extract_seconds=seconds,
                          candidates_tried=fps.meta["candidates_tried"], suspects=rows, aruc=aruc, roc_auc=roc_auc,
                          verdicts=verdicts, **fields)

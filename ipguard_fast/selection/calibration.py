@@ -6,6 +6,9 @@ all of the plain points). `calibrate_fingerprints` measures how many points each
 independent model keeps and stores, as protect does, the highest of those rates plus the
 sampling noise of the file's n points (significance.significant_threshold): a rate at or
 above it is unlikely for a model that agrees no more than the most agreeable independent.
+The level is never below the file's chance rate (verdict_threshold.chance_rate: a model that
+answers the most common label for every image), so negatives that keep none of the points
+cannot put the threshold where such a model passes it.
 A file that already carries a threshold (protect's, or an earlier calibration's) keeps it
 when it is higher: more independents can show that innocents keep more points, never that
 they keep fewer than the ones measured before. The negatives must be models the points were
@@ -25,7 +28,7 @@ from .._validate import ArgumentError, positive_int
 from ..fingerprints import FingerprintSet
 from ..io.sandbox import Isolation
 from ..io.suspects import matching_rate
-from ..verdict_threshold import conclusive_threshold, resolve_threshold
+from ..verdict_threshold import chance_rate, conclusive_threshold, resolve_threshold
 from .significance import SIGNIFICANCE, significant_threshold
 
 __all__ = ["FEW_NEGATIVES", "calibrate_fingerprints"]
@@ -62,14 +65,17 @@ def calibrate_fingerprints(fingerprints: FingerprintSet, negatives: Sequence[Any
     for negative in negatives:   # the rate first: a file the worker cannot load is refused before it is hashed
         rate = matching_rate(negative, fingerprints, batch_size, isolate)
         measured.append({**_described(negative), "matching_rate": rate})
-    level = max(entry["matching_rate"] for entry in measured)
+    # Never below chance: negatives that keep none of the points would put the threshold at one
+    # match of n, which a model answering one label for every image passes.
+    chance = chance_rate(fingerprints)
+    level = max(chance, *(entry["matching_rate"] for entry in measured))
     threshold, shown = significant_threshold(level, n, significance)
     meta = dict(fingerprints.meta)
     if previous is not None and previous >= threshold:   # never lowered; a tie keeps the more cautious flag
         shown = previous_shown and (previous > threshold or shown)
         threshold = previous
     meta.update(threshold=threshold, threshold_shown=shown,
-                calibration={"negatives": measured, "level": level, "significance": significance,
+                calibration={"negatives": measured, "chance_rate": chance, "level": level, "significance": significance,
                              "previous_threshold": previous})
     if len(measured) < FEW_NEGATIVES:
         warnings.warn(f"{len(measured)} independent model(s) give a low estimate of what another "
