@@ -114,6 +114,18 @@ def no_json_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json.loads' object_pairs_hook: a key given twice is refused. json keeps the last one and
+    other readers the first, so one file would say two things (a threshold of 0.99 to one tool,
+    0.01 to this one); the files here are written with each key once."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"the key {key!r} is given more than once")
+        found[key] = value
+    return found
+
+
 def not_a_file(what: str, label: str, path: str | os.PathLike[str]) -> FileNotFoundError:
     """The error for a `what` (e.g. "model file") at `path` that is no regular file: missing, or
     something else (a folder, a device such as /dev/zero, a pipe), which "not found" would misname."""

@@ -31,7 +31,7 @@ import torch
 from safetensors import safe_open
 
 from ._atomic import atomic_save
-from ._files import check_safetensors_header, check_writable_output, no_json_constant, short_error
+from ._files import check_safetensors_header, check_writable_output, no_json_constant, short_error, unique_keys
 from ._hashing import tensors_sha256, update_framed
 from ._validate import ArgumentError, non_negative_int, positive_int
 from .fingerprint_fields import check_label_range, check_pixel_box, check_recorded_shape
@@ -228,7 +228,7 @@ def _checked_layout(path: Path, metadata: dict[str, str], tensors: dict[str, tor
             f"{path} is corrupted or tampered with: missing tensors {missing}, unexpected tensors {extra}"
         )
     try:
-        meta = json.loads(metadata["ipguard_meta"], parse_constant=no_json_constant)
+        meta = json.loads(metadata["ipguard_meta"], parse_constant=no_json_constant, object_pairs_hook=unique_keys)
     except (KeyError, ValueError, RecursionError) as exc:
         raise FingerprintFileError(f"{path} is corrupted or tampered with: unreadable ipguard_meta "
                                    f"({short_error(exc)})") from None

@@ -146,6 +146,19 @@ def test_changed_meta_is_detected(tmp_path):
         FingerprintSet.load(path)
 
 
+def test_a_meta_key_given_twice_is_refused(tmp_path):
+    """json keeps the last of two equal keys and other readers the first: a file that shows a
+    threshold of 0.99 to one tool and holds 0.5 for this one passed the hash, which covers the
+    parsed meta. It is refused."""
+    path = make_set(threshold=0.5).save(tmp_path / "fp.safetensors")
+    _, metadata = rewrite(path)
+    text = metadata["ipguard_meta"]
+    assert text.startswith("{") and json.loads(text)["threshold"] == 0.5
+    rewrite(path, metadata={**metadata, "ipguard_meta": '{"threshold": 0.99, ' + text[1:]})
+    with pytest.raises(FingerprintFileError, match="'threshold' is given more than once"):
+        FingerprintSet.load(path)
+
+
 def test_missing_tensor_is_detected(tmp_path):
     path = make_set().save(tmp_path / "fp.safetensors")
     tensors, _ = rewrite(path)

@@ -263,7 +263,8 @@ def test_onnx_suspect_through_the_cli(tmp_path, capsys):
 
 def _reading_beside(where: str, location: str = "fp.safetensors"):
     """A suspect whose 64x10 weight reads its bytes from `location` beside the model, the
-    tensor placed `where`: an initializer, a Constant node, an If's branch, a local function."""
+    tensor placed `where`: an initializer, a Constant node, an If's branch, a local function,
+    a local function's default attribute value."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -291,6 +292,16 @@ def _reading_beside(where: str, location: str = "fp.safetensors"):
         body = [helper.make_node("Constant", [], ["W"], value=weight)]
         functions = [helper.make_function("local", "weights", [], ["W"], body, [helper.make_opsetid("", 17)])]
         nodes.append(helper.make_node("weights", [], ["W"], domain="local"))
+    elif where == "function default":   # the function's Constant takes its value from a default attribute
+        import onnx
+
+        constant = helper.make_node("Constant", [], ["W"])
+        constant.attribute.append(onnx.AttributeProto(name="value", ref_attr_name="value",
+                                                       type=onnx.AttributeProto.TENSOR))
+        function = helper.make_function("local", "weights", [], ["W"], [constant], [helper.make_opsetid("", 17)])
+        function.attribute_proto.append(helper.make_attribute("value", weight))
+        functions = [function]
+        nodes.append(helper.make_node("weights", [], ["W"], domain="local"))
     nodes.append(helper.make_node("MatMul", ["f", "W"], ["y"]))
     graph = helper.make_graph(nodes, "g", [x], [y], initializers)
     model = helper.make_model(graph, functions=functions,
@@ -300,7 +311,7 @@ def _reading_beside(where: str, location: str = "fp.safetensors"):
 
 
 @needs_onnx
-@pytest.mark.parametrize("where", ["initializer", "constant", "subgraph", "function"])
+@pytest.mark.parametrize("where", ["initializer", "constant", "subgraph", "function", "function default"])
 def test_a_suspect_that_reads_a_file_beside_it_is_refused(tmp_path, where, monkeypatch):
     """It read the verifier's own fingerprint file as its weights (onnxruntime refuses only
     absolute and escaping paths): refused before onnxruntime sees it."""

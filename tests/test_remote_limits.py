@@ -327,3 +327,14 @@ def test_health_answers_fast_while_two_60mb_bodies_decode():
             return
         slowest.append(latencies[-5:])
     raise AssertionError(f"the slowest health answers of each attempt: {slowest}")
+
+
+def test_a_batch_the_model_cannot_take_is_one_log_line(caplog):
+    """Any client can send images of a shape the model cannot take (a server without a declared
+    shape answers 400): the server's log says so in one line, never with a traceback."""
+    caplog.set_level(logging.WARNING, logger="ipguard_fast.remote")
+    with serve(make_model()) as running:
+        with connect(running) as sock:
+            assert exchange(sock, labels_request(torch.rand(2, 1, 5, 5))).startswith(b"HTTP/1.1 400")
+    lines = [r for r in caplog.records if "the model failed on a batch" in r.getMessage()]
+    assert len(lines) == 1 and not lines[0].exc_info and "[2, 1, 5, 5]" in lines[0].getMessage()

@@ -23,6 +23,7 @@ import concurrent.futures
 import time
 from typing import Any
 
+from .._files import short_error
 from .admission import BodyBudget, Busy, Turns
 from .buffers import joined
 from .config import ServerLimits
@@ -173,8 +174,9 @@ class LabelApp:
             raise HttpError(exc.status, str(exc)) from None
         try:
             return service.predict(images), int(images.shape[0])
-        except Exception:
-            self.log.warning("model", "the model failed on a batch of shape %s", list(images.shape), exc_info=True)
+        except Exception as exc:   # one line: any client can send a batch the model cannot take
+            self.log.warning("model", "the model failed on a batch of shape %s: %s", list(images.shape),
+                             short_error(exc))
             if service.input_shape is None:
                 # No declared shape: most likely the client sent a shape the model cannot take.
                 raise HttpError(400, f"the model could not process images of shape {list(images.shape)}") from None

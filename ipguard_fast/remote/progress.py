@@ -18,11 +18,13 @@ import hmac
 import json
 import math
 import os
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .._atomic import atomic_write_bytes
+from .._files import short_error
 from .._hashing import tensors_sha256
 from .._validate import ArgumentError
 from ..fingerprints import FingerprintSet
@@ -54,13 +56,21 @@ def public_url(url: str) -> str:
 
 
 def check_progress_path(path) -> None:
-    """Refuses a progress file's path that is empty or in a folder that does not exist (else the
-    run queries a batch, then fails to save it)."""
+    """Refuses a progress file's path that is empty or in a folder that does not exist or takes
+    no new file (else the run queries a batch, then fails to save it). Whether a folder takes a
+    file is tried, not read from its mode: root passes every permission check, yet /proc or a
+    read-only mount refuse the file; the probe, an empty file of its own name, is removed at once."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
         raise ArgumentError("progress_file", f"must be a non-empty path, got {path!r}")
     folder = Path(path).absolute().parent
     if not folder.is_dir():
         raise ArgumentError("progress_file", f"its folder {folder} does not exist")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".ipguard-progress-probe-", dir=folder)
+    except OSError as exc:
+        raise ArgumentError("progress_file", f"its folder {folder} takes no new file ({short_error(exc)})") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 class ProgressFile:
