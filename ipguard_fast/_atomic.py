@@ -1,17 +1,22 @@
 """Atomic file writes: a temp file beside the target, fsync'd, then one os.replace.
 
-An interrupted write leaves the old file or the new one, never half of one.
+An interrupted write leaves the old file or the new one, never half of one. The bytes go
+through the descriptor that created the temp file (O_EXCL, this process's own), never through
+its name: a folder others can write (a shared cache, an output folder) is one where the name
+can be swapped for a link to another file between its creation and a reopen, and a reopen
+by name then wrote the cache's bytes over that file.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 
-def atomic_save(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path) on a temp file next to `path`, make it durable, move it into place.
+def atomic_save(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Call write(handle) with the open binary handle of a temp file next to `path`, make it
+    durable, move it into place.
 
     The temp file's name carries the writer's process id: a writer killed outright (kill -9)
     cannot remove its own, so the next save of the same file removes the temp files of
@@ -20,14 +25,14 @@ def atomic_save(path: str | os.PathLike[str], write: Callable[[str], None]) -> P
     directory, prefix, suffix = _temp_names(path)
     _remove_orphans(directory, prefix, suffix)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=suffix, dir=directory)
-    os.close(fd)
     try:
-        write(tmp_name)
-        with open(tmp_name, "rb") as handle:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp_name, path)   # a rename moves whatever is at the name; it follows no link
     except BaseException:
-        if os.path.exists(tmp_name):
+        if os.path.lexists(tmp_name):
             os.remove(tmp_name)
         raise
     return path
@@ -81,4 +86,4 @@ def _alive(pid: int) -> bool:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    return atomic_save(path, lambda tmp: Path(tmp).write_bytes(data))
+    return atomic_save(path, lambda handle: handle.write(data))

@@ -164,7 +164,7 @@ class FingerprintSet:
             "ipguard_meta": _meta_json(self.meta),
             "content_sha256": _content_sha256(tensors, self.meta),
         }
-        return atomic_save(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
+        return atomic_save(path, lambda handle: handle.write(safetensors.torch.save(tensors, metadata=metadata)))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "FingerprintSet":

@@ -174,6 +174,19 @@ def test_a_damaged_checkpoint_is_refused_naming_the_option(model_file, tmp_path,
         assert checkpoint.read_bytes() == cut and not out.exists()
 
 
+def test_a_relative_checkpoint_is_the_callers_in_the_worker_too(model_file, tmp_path, capsys, monkeypatch):
+    """The worker runs in a folder of its own: a relative --checkpoint was looked for there,
+    never found, the run started afresh and the caller's file (here a text file given by
+    mistake) was replaced, then deleted. It is the caller's file, read and refused as above."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("my own notes")
+    argv = ["extract", "--model", model_file, "--input-shape", "1,8,8", "--n", "4", "--k", "1", "--no-progress",
+            "--out", "fp.safetensors", "--checkpoint", "notes.txt"]
+    assert main(argv) == 2
+    assert "--checkpoint: " in capsys.readouterr().err and not (tmp_path / "fp.safetensors").exists()
+    assert (tmp_path / "notes.txt").read_text() == "my own notes"
+
+
 def test_a_callers_sigterm_handler_is_left_alone(capsys):
     def mine(signum, frame):
         pass

@@ -227,3 +227,29 @@ def test_a_threshold_of_zero_given_by_the_caller_accuses_no_one_either(fp_file, 
                      "--threshold", str(zero)])
     err = capsys.readouterr().err
     assert code == 2 and "--threshold: must be above 0" in err and "PIRATED" not in err
+
+
+def test_a_temp_name_swapped_for_a_link_writes_no_other_file(tmp_path):
+    """In a folder others can write (a shared cache), the temp file's name can be swapped for a
+    link to another file while it is written. The bytes went through a reopen by name and so
+    over the linked file (an audit's race reached it in 4 cache saves); they now go through the
+    descriptor that created the temp file, and the other file keeps its bytes."""
+    from ipguard_fast._atomic import atomic_save
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's own file")
+    target = tmp_path / "cache" / "ref.safetensors"
+    target.parent.mkdir()
+
+    def swapped_while_written(handle):
+        (name,) = [n for n in os.listdir(target.parent) if n.startswith(".ref.")]
+        os.remove(target.parent / name)
+        os.symlink(victim, target.parent / name)
+        handle.write(b"the cache's bytes")
+
+    atomic_save(target, swapped_while_written)
+    assert victim.read_text() == "the user's own file"
+    fps = FingerprintSet(torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0]), torch.ones(3),
+                         torch.zeros(3, dtype=torch.int64), {"num_classes": 10})
+    assert_same = FingerprintSet.load(fps.save(tmp_path / "fp.safetensors"))   # every writer writes so
+    assert torch.equal(assert_same.images, fps.images) and assert_same.meta["num_classes"] == 10

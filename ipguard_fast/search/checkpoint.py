@@ -39,7 +39,7 @@ def save_checkpoint(path, settings: dict, finished: dict[int, bool], outcomes: d
 
 def write_checkpoint(path, data: bytes) -> None:
     """A checkpoint's bytes written to ``path`` atomically."""
-    atomic_save(path, lambda tmp: Path(tmp).write_bytes(data))
+    atomic_save(path, lambda handle: handle.write(data))
 
 
 def checkpoint_bytes(settings: dict, finished: dict[int, bool], outcomes: dict[int, Outcome]) -> bytes:

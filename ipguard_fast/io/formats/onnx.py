@@ -16,6 +16,7 @@ Importing this module needs neither.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -78,10 +79,8 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, input_shape: Se
         # export a TorchScript trace of them instead (same graph, batch axis stays dynamic).
         target = trace_exported(model, example) if refuses_train_mode(model) else model
 
-        def write(tmp: str) -> None:
-            _onnx_export(target, example, tmp, opset)
-
-        atomic_save(path, write)
+        data = _onnx_export(target, example, opset)
+        atomic_save(path, lambda handle: handle.write(data))
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # keep the file for inspection, but say it is invalid
@@ -102,7 +101,8 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def _onnx_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+def _onnx_export(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
+    """The ONNX file's bytes (kept in memory: atomic_save writes them through its own descriptor)."""
     common = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
     try:
         with warnings.catch_warnings():
@@ -112,9 +112,10 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, path: str, opset: int)
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"The feature will be removed")
             warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
             warnings.filterwarnings("ignore", category=UserWarning, message=r"no signature found for <torch\.ScriptMethod")
-            torch.onnx.export(model, (example,), path, dynamo=False, do_constant_folding=True,
+            buffer = io.BytesIO()
+            torch.onnx.export(model, (example,), buffer, dynamo=False, do_constant_folding=True,
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **common)
-        return
+        return buffer.getvalue()
     except (ImportError, TypeError) as exc:
         # Only a torch without the TorchScript exporter (the module or the dynamo= flag gone)
         # falls through to the dynamo exporter; any other failure is the model's and is raised.
@@ -128,7 +129,8 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, path: str, opset: int)
         raise ImportError(f"this torch's TorchScript ONNX exporter failed ({legacy_error}); the dynamo exporter "
                           "needs onnxscript: pip install onnxscript") from exc
     batch = torch.export.Dim("batch")
-    torch.onnx.export(model, (example,), path, dynamo=True, dynamic_shapes=({0: batch},), **common)
+    program = torch.onnx.export(model, (example,), None, dynamo=True, dynamic_shapes=({0: batch},), **common)
+    return program.model_proto.SerializeToString()
 
 
 class OnnxSuspect:

@@ -76,5 +76,5 @@ def save_exported(model: nn.Module, example: torch.Tensor, path: str | os.PathLi
     with eval_mode(model):
         batch = torch.export.Dim("batch")
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        atomic_save(path, lambda tmp: torch.export.save(program, tmp))
+        atomic_save(path, lambda handle: torch.export.save(program, handle))
     return path

@@ -74,7 +74,7 @@ class TorchScriptFormat(ModelFormat):
             with torch.no_grad():
                 traced = trace_exported(model, example)
         with quiet_jit_deprecation():
-            return atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
+            return atomic_save(path, lambda handle: torch.jit.save(traced, handle))
 
 
 FORMAT = TorchScriptFormat()
@@ -106,5 +106,5 @@ def save_torchscript(model: nn.Module, example: torch.Tensor, path: str | os.Pat
     path = Path(path)
     with eval_mode(model), torch.no_grad(), quiet_jit_deprecation():
         traced = torch.jit.trace(model, example)
-        atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
+        atomic_save(path, lambda handle: torch.jit.save(traced, handle))
     return path

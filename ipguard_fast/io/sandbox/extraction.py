@@ -47,8 +47,11 @@ def run_isolated_extraction(spec: str | os.PathLike[str], config: ExtractConfig,
     as in-process (the worker reads it; this process writes it)."""
     if not isinstance(config, ExtractConfig):
         raise ArgumentError("config", f"expected an ExtractConfig, got {type(config).__name__}")
+    # The worker runs in a folder of its own: a relative checkpoint is the caller's, so it goes
+    # absolute (relative, the worker found none, started afresh, and the file was replaced).
+    checkpoint = None if checkpoint is None else os.path.abspath(os.fspath(checkpoint))
     request = {"op": OP, "config": dataclasses.asdict(config), "device": None if device is None else str(device),
-               "checkpoint": None if checkpoint is None else os.fspath(checkpoint)}
+               "checkpoint": checkpoint}
     worker = IsolatedSuspect(spec, weights=weights, device="cpu" if device is None else device, isolation=isolation,
                              load="model")
     with worker, progress_bar(config.n, "fingerprints", "fp", progress) as bar, \
