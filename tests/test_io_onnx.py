@@ -393,3 +393,35 @@ def test_a_small_onnx_suspect_loads_in_a_worker_with_little_memory(tmp_path, cap
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "matching rate 0.5000 (4/8)" in out.out   # make_fingerprints: half of them the model's labels
+
+
+@needs_onnx
+def test_an_onnx_suspect_that_asks_for_petabytes_runs_out_of_memory(tmp_path, capsys):
+    """onnxruntime's arena says "Failed to allocate memory", which was taken for bad input (exit
+    2, "fails on images"): it is a resource running out, exit 1, as for any other format."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    import ipguard_fast as ig
+    from ipguard_fast.io import SuspectResourceError
+
+    def constant(name, values, dtype):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(values, dtype=dtype)))
+
+    nodes = [constant("shape", [2 ** 50], np.int64), constant("one", [1.0], np.float32),
+             helper.make_node("Expand", ["one", "shape"], ["big"]),   # 4 PiB of float32
+             helper.make_node("ReduceSum", ["big"], ["sum"], keepdims=0),
+             helper.make_node("Flatten", ["x"], ["flat"]),
+             constant("start", [0], np.int64), constant("end", [10], np.int64), constant("axis", [1], np.int64),
+             helper.make_node("Slice", ["flat", "start", "end", "axis"], ["ten"]),
+             helper.make_node("Mul", ["ten", "sum"], ["y"])]
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", *SHAPE])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 10])])
+    path = tmp_path / "bomb.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    fps = make_fingerprints(make_model(), n=8)
+    with pytest.raises(SuspectResourceError, match="ran out of memory"):
+        ig.verify(path, fps, threshold=0.5)   # the package's verify: the file in a confined worker
+    fps_path = fps.save(tmp_path / "fp.safetensors")
+    assert main(["verify", "--fingerprints", str(fps_path), "--model", str(path), "--threshold", "0.5"]) == 1
+    assert "ran out of memory" in capsys.readouterr().err

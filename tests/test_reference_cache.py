@@ -290,3 +290,44 @@ def test_bad_cache_folders_and_keys_are_refused_before_any_work(owner, small, tm
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(ArgumentError, match="^cache_key_file: "):
         cache_secret(tmp_path / "fifo")
+
+
+def test_the_data_key_sees_a_change_past_the_first_items(tmp_path):
+    """The key hashed a data set's length and first 64 items only: data whose later items were
+    relabelled reused references trained on the old ones, without a word. A TensorDataset and
+    the uint8 storage are hashed whole, an ImageFolder by every file, anything else by items
+    spread over it too."""
+    from PIL import Image
+    from torch.utils.data import Dataset, TensorDataset
+    from torchvision import datasets, transforms
+
+    from ipguard_fast.data_files import UInt8Images
+    from ipguard_fast.selection.cache_key import data_digest
+
+    images, labels = torch.rand(640, 1, 8, 8), torch.arange(640) % 10
+    relabelled = labels.clone()
+    relabelled[300] = (relabelled[300] + 1) % 10
+
+    class Items(Dataset):   # no tensors at hand: only its items say what it holds
+        def __init__(self, labels):
+            self.labels_list = labels
+
+        def __len__(self):
+            return len(self.labels_list)
+
+        def __getitem__(self, index):
+            return images[index], self.labels_list[index]
+
+    assert data_digest(TensorDataset(images, labels)) != data_digest(TensorDataset(images, relabelled))
+    stored = (images * 255).to(torch.uint8)
+    assert data_digest(UInt8Images(stored, labels)) != data_digest(UInt8Images(stored, relabelled))
+    assert data_digest(Items(labels)) != data_digest(Items(relabelled))   # index 300 is one of the spread
+    assert data_digest(TensorDataset(images, labels)) == data_digest(TensorDataset(images.clone(), labels.clone()))
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for index in range(70):
+            Image.new("RGB", (4, 4), (index, 0, 0)).save(tmp_path / cls / f"{index:03d}.png")
+    folder = lambda: datasets.ImageFolder(str(tmp_path), transform=transforms.ToTensor())   # noqa: E731
+    before = data_digest(folder())
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(tmp_path / "b" / "069.png")   # the last image of the last class
+    assert data_digest(folder()) != before

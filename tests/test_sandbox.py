@@ -155,6 +155,30 @@ def test_bad_input_keeps_its_in_process_class_and_message(files, tmp_path):
         IsolatedSuspect(files["honest"], isolation={"timeout": 5})
 
 
+class ExtraClasses(nn.Module):
+    """The owner's logits and five classes more, in float64 too large for float32: the worker
+    answers with labels (float32 logits would change them), and the class count went unchecked."""
+
+    def __init__(self, owner: nn.Module):
+        super().__init__()
+        self.owner = owner
+
+    def forward(self, x):
+        logits = self.owner(x)
+        return torch.cat([logits, logits[:, :5] * 0.0 - 1000.0], 1).double() * 1e300
+
+
+def test_a_class_count_unlike_the_fingerprints_is_refused_when_labels_stand_for_logits(files, tmp_path, capsys):
+    path = script(ExtraClasses(torch.jit.load(files["honest"])), tmp_path, "extra.pt")
+    for isolate in (True, False):
+        with pytest.raises(ValueError, match="^suspect: returns 15 classes, the fingerprints have 10"):
+            ig.verify(path, files["fps"], threshold=0.5, isolate=isolate)
+    fps_path = files["fps"].save(tmp_path / "fp.safetensors")
+    assert main(["verify", "--fingerprints", str(fps_path), "--model", path, "--threshold", "0.5"]) == 2
+    assert "returns 15 classes" in capsys.readouterr().err
+    assert ig.verify(files["honest"], files["fps"], threshold=0.5).matching_rate == 0.5   # a right count passes
+
+
 # ---------------------------------------------------------------------- hostile models
 
 

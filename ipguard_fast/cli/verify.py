@@ -72,7 +72,8 @@ def _verify_model(args, fingerprints, isolation):
         if isolation is None:
             suspect = load_suspect(args.model, weights=args.weights, device=args.device)
             return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
-        suspect = IsolatedSuspect(args.model, weights=args.weights, device=args.device, isolation=isolation)
+        suspect = IsolatedSuspect(args.model, weights=args.weights, device=args.device, isolation=isolation,
+                                  num_classes=fingerprints.num_classes)
         with suspect:
             return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
 

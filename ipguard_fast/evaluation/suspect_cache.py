@@ -14,9 +14,8 @@ suspect's file is named by its variant's name and a digest of everything else it
 on (suspect_digest): the attack and its settings (a model factory by the architecture and
 the initial weights it gives at the suspect's seed), the seed, the data it trains on, the
 batch size and the device type. A changed owner, data, seed or setting finds no file and
-trains anew. The data are known by selection.cache_key.data_digest, as protect's are
-(their length and first 64 items), and a TensorDataset (digits, MNIST, CIFAR) by all its
-tensors too.
+trains anew. The data are known by selection.cache_key.data_digest, as protect's are (a
+TensorDataset such as digits, MNIST or CIFAR by all its tensors, an ImageFolder by its files).
 
 Only models the registry builds on the CPU are cached: a variant whose attack returns
 several models, whose settings cannot be described (not a dataclass, or a factory that
@@ -38,9 +37,8 @@ import warnings
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
-from .._hashing import tensor_bytes, update_framed
+from .._hashing import tensor_bytes
 from .._version import __version__
 from ..attacks import AttackContext, get_attack
 from ..fingerprints import state_dict_sha256
@@ -96,16 +94,9 @@ class SuspectCache:
 
 
 def _data_digest(data) -> str:
-    """protect's digest of `data` (its length and first 64 items); a TensorDataset's every
-    tensor too (cheap next to training on it), so a change anywhere in it trains anew."""
-    digest = data_digest(data)
-    if not isinstance(data, TensorDataset):
-        return digest
-    whole = hashlib.sha256(digest.encode())
-    for tensor in data.tensors:
-        update_framed(whole, f"{tuple(tensor.shape)} {tensor.dtype}".encode())
-        update_framed(whole, tensor_bytes(tensor))
-    return whole.hexdigest()
+    """protect's digest of `data` (selection.cache_key.data_digest: a TensorDataset's every
+    tensor, an ImageFolder's every file), so a change anywhere in it trains anew."""
+    return data_digest(data)
 
 
 def _on_cpu(context: AttackContext) -> bool:

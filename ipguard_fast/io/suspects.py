@@ -39,7 +39,7 @@ def matching_rate(suspect: Any, fingerprints: FingerprintSet, batch_size: int = 
                   isolate: bool | Isolation = True) -> float:
     """ipguard_fast.verdicts.matching_rate, the suspect also given as a model file (see ``isolate``
     in the module's docstring)."""
-    with _suspect(suspect, _isolation(isolate)) as resolved:
+    with _suspect(suspect, _isolation(isolate), fingerprints) as resolved:
         return _verdicts.matching_rate(resolved, fingerprints, batch_size=batch_size)
 
 
@@ -47,7 +47,7 @@ def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None =
            batch_size: int = 256, isolate: bool | Isolation = True) -> _verdicts.Verdict:
     """ipguard_fast.verdicts.verify, the suspect also given as a model file (see ``isolate``
     in the module's docstring)."""
-    with _suspect(suspect, _isolation(isolate)) as resolved:
+    with _suspect(suspect, _isolation(isolate), fingerprints) as resolved:
         return _verdicts.verify(resolved, fingerprints, threshold=threshold, batch_size=batch_size)
 
 
@@ -59,7 +59,7 @@ def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: Fingerpr
     isolation = _isolation(isolate)
     with ExitStack() as stack:
         if not isinstance(negative_suspects, (str, os.PathLike)) and hasattr(negative_suspects, "__iter__"):
-            negative_suspects = [stack.enter_context(_suspect(s, isolation)) for s in negative_suspects]
+            negative_suspects = [stack.enter_context(_suspect(s, isolation, fingerprints)) for s in negative_suspects]
         return _verdicts.calibrate_threshold(negative_suspects, fingerprints,
                                              false_positive_rate=false_positive_rate, batch_size=batch_size)
 
@@ -74,13 +74,15 @@ def _isolation(isolate: Any) -> Isolation | None:
     raise ArgumentError("isolate", f"must be True, False or an Isolation, got {isolate!r}")
 
 
-def _suspect(suspect: Any, isolation: Isolation | None) -> AbstractContextManager[Any]:
-    """The suspect as verdicts takes it, for the length of a `with` block."""
+def _suspect(suspect: Any, isolation: Isolation | None, fingerprints: Any) -> AbstractContextManager[Any]:
+    """The suspect as verdicts takes it, for the length of a `with` block (a file's worker told the
+    fingerprints' class count, when they are a set: verdicts checks the rest)."""
     if not isinstance(suspect, (str, os.PathLike)):
         return nullcontext(suspect)
     if isolation is None:
         return nullcontext(load_suspect(suspect))
-    return IsolatedSuspect(suspect, isolation=isolation)
+    classes = fingerprints.num_classes if isinstance(fingerprints, FingerprintSet) else None
+    return IsolatedSuspect(suspect, isolation=isolation, num_classes=classes)
 
 
 matching_rate.__doc__ += "\n\n" + (_verdicts.matching_rate.__doc__ or "")

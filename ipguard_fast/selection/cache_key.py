@@ -19,11 +19,12 @@ import functools
 import hashlib
 import inspect
 import json
+import os
 import types
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from .._hashing import tensor_bytes, update_framed
 from .._version import __version__
@@ -61,15 +62,45 @@ def reference_cache_key(owner: nn.Module, data: Dataset, config: ProtectConfig) 
 
 
 def data_digest(data: Dataset) -> str:
-    """SHA-256 of a data set's length and its first 64 (image, label) items: cheap, and
-    enough to tell the data sets one owner protects with apart."""
-    digest = hashlib.sha256(b"ipguard_fast-protect-data-v1")
-    update_framed(digest, str(len(data)).encode())
-    for index in range(min(len(data), _DATA_ITEMS_HASHED)):
+    """SHA-256 of a data set: its length, its first 64 (image, label) items and 64 spread over
+    it, and what it is made of where that is at hand -- every tensor of a TensorDataset or of
+    the uint8 storage data_files reads (hashing them costs little next to training on them),
+    every file of an ImageFolder by path, label, size and modification time. Only the first 64
+    items were hashed once: data whose later items changed reused references trained on the
+    old ones, without a word."""
+    digest = hashlib.sha256(b"ipguard_fast-protect-data-v2")
+    length = len(data)
+    update_framed(digest, str(length).encode())
+    spread = range(0, length, max(1, length // _DATA_ITEMS_HASHED))
+    for index in sorted(set(range(min(length, _DATA_ITEMS_HASHED))) | set(spread)):
         image, label = data[index][0], data[index][1]
         update_framed(digest, tensor_bytes(torch.as_tensor(image)))
         update_framed(digest, str(int(label)).encode())
+    for part in _stored_parts(data):
+        update_framed(digest, part)
     return digest.hexdigest()
+
+
+def _stored_parts(data: Dataset):
+    """The bytes the data set is read from, where it says: tensors, or files by their stat."""
+    if isinstance(data, TensorDataset):
+        tensors = data.tensors
+    elif isinstance(getattr(data, "images", None), torch.Tensor) and isinstance(getattr(data, "labels", None),
+                                                                                 torch.Tensor):
+        tensors = (data.images, data.labels)   # data_files.UInt8Images
+    else:
+        tensors = ()
+    for tensor in tensors:
+        yield f"{tuple(tensor.shape)} {tensor.dtype}".encode()
+        yield tensor_bytes(tensor)
+    samples = getattr(data, "samples", None)   # torchvision's ImageFolder: (path, class index) pairs
+    if isinstance(samples, list):
+        for path, label in samples:
+            try:
+                stat = os.stat(path)
+                yield f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode("utf-8", "backslashreplace")
+            except (OSError, TypeError, ValueError):
+                yield f"{path!r} {label!r} unreadable".encode("utf-8", "backslashreplace")
 
 
 def architecture_sha256(owner: nn.Module) -> str:

@@ -54,10 +54,13 @@ class IsolatedSuspect:
 
     def __init__(self, spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
                  device: str | torch.device = "cpu", isolation: Isolation | None = None,
-                 entry: Callable[[socket.socket, worker.Job], int] | None = None, load: str = "suspect"):
+                 entry: Callable[[socket.socket, worker.Job], int] | None = None, load: str = "suspect",
+                 num_classes: int | None = None):
         """``load``: "suspect" (io.load_suspect: any format, ONNX included) or "model" (io.load_model: a
         module the worker can take gradients through, for an extraction). ``entry``: what the worker runs
-        once confined, instead of loading and serving (tests)."""
+        once confined, instead of loading and serving (tests). ``num_classes``: the class count the
+        fingerprints have; an answer sent as labels (its logits did not fit, or float32 would change
+        them) whose logits had another count is refused as the in-process path refuses such logits."""
         if load not in worker.LOADERS:
             raise ArgumentError("load", f"must be one of {tuple(worker.LOADERS)}, got {load!r}")
         # The worker runs in a temporary folder of its own: relative paths are the caller's.
@@ -68,6 +71,7 @@ class IsolatedSuspect:
         if not isinstance(self.isolation, Isolation):
             raise ArgumentError("isolation", f"must be an Isolation, got {type(isolation).__name__}")
         self._entry = entry
+        self.num_classes = num_classes
         self._process: WorkerProcess | None = None
         self._lock = threading.Lock()  # one exchange at a time on the channel
         self.failure: Exception | None = None  # what stopped the worker, once something has (a server checks)
@@ -94,6 +98,9 @@ class IsolatedSuspect:
             images = images.float()
         header, payload = self._exchange(wire.tensor_message(images), f"on a batch of {len(images)} images",
                                          batch=len(images))
+        classes = header.get("classes")   # set where labels stand for logits: their class count
+        if self.num_classes is not None and classes is not None and classes != self.num_classes:
+            raise ValueError(f"suspect: returns {classes} classes, the fingerprints have {self.num_classes}")
         return wire.decode_tensor(header, payload)
 
     def close(self, grace: float = _GRACE) -> int | None:

@@ -117,11 +117,14 @@ def _request_size(header: dict[str, Any]) -> int:
 
 
 def _answer(labels: torch.Tensor, logits: torch.Tensor | None) -> tuple[dict[str, Any], memoryview]:
-    """Logits where they give the same labels and fit an answer; else the labels."""
+    """Logits where they give the same labels and fit an answer; else the labels, with the
+    logits' class count (the verifier checks it against the fingerprints', as it checks logits)."""
     if logits is not None and logits.numel() * 4 <= wire.REPLY_LIMIT and torch.equal(logits.argmax(dim=1), labels):
         header, payload = wire.tensor_message(logits)
     else:
         header, payload = wire.tensor_message(labels)
+        if logits is not None:
+            header["classes"] = int(logits.shape[1])
     return {"ok": True, **header}, payload
 
 
