@@ -171,6 +171,50 @@ def test_a_forged_checkpoint_cannot_slip_points_into_the_result(tmp_path):
         ig.extract_fingerprints(Stop(owner, -1), 12, checkpoint=ckpt, **args)
 
 
+def test_a_forged_checkpoint_cannot_relabel_natural_images_or_claim_margins(tmp_path):
+    """Natural digits the owner labels j by k or more, with i its runner-up, pass the acceptance
+    rule: a forged checkpoint holding them, their margins set high, was resumed into the set.
+    Each point's labels must be its candidate's own draw, and its margin must be the one measured again."""
+    from ipguard_fast.data import load_digits
+
+    owner = train_digits_model("cnn", seed=0, epochs=2)
+    ckpt = tmp_path / "run.checkpoint"
+    args = dict(k=2.0, input_shape=SHAPE, progress=False, batch_size=8, max_steps=300)
+
+    class Stop(nn.Module):   # the owner, interrupted at its calls-th call (never at -1)
+        def __init__(self, calls):
+            super().__init__()
+            self.model, self.calls = owner, calls
+
+        def forward(self, x):
+            self.calls -= 1
+            if self.calls == 0:
+                raise KeyboardInterrupt
+            return self.model(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        ig.extract_fingerprints(Stop(60), 12, checkpoint=ckpt, **args)
+    with safe_open(str(ckpt), "pt") as f:
+        metadata, honest = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
+    m = honest["index"].numel()
+    assert m > 0, "the interrupted run saved no fingerprint to forge"
+    digits = torch.stack([load_digits("train")[n][0] for n in range(200)])
+    with torch.no_grad():
+        top = owner(digits).topk(2, dim=1)
+    sure = (top.values[:, 0] - top.values[:, 1] >= 2.5).nonzero().flatten()[:m]
+    assert len(sure) == m
+    forged = dict(honest, images=digits[sure].contiguous(), j=top.indices[sure, 0].contiguous(),
+                  i=top.indices[sure, 1].contiguous(), margins=torch.full((m,), 50.0))
+    safetensors.torch.save_file(forged, str(ckpt), metadata=metadata)
+    with pytest.raises(ValueError, match="^checkpoint:.*not its candidates' own draws"):
+        ig.extract_fingerprints(Stop(-1), 12, checkpoint=ckpt, **args)
+    safetensors.torch.save_file(dict(honest, margins=torch.full((m,), 50.0)), str(ckpt), metadata=metadata)
+    with pytest.raises(ValueError, match="^checkpoint:.*margins this model does not give"):
+        ig.extract_fingerprints(Stop(-1), 12, checkpoint=ckpt, **args)
+    safetensors.torch.save_file(honest, str(ckpt), metadata=metadata)
+    assert len(ig.extract_fingerprints(Stop(-1), 12, checkpoint=ckpt, **args)) == 12   # the honest one resumes
+
+
 def test_temp_files_of_a_killed_writer_are_removed_by_the_next_save(tmp_path):
     target = tmp_path / "run.checkpoint"
     # A writer killed outright leaves its temp file; the pid in its name is of a dead process.

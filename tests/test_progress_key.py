@@ -170,3 +170,16 @@ def test_verify_remote_and_the_cli_take_the_key_file(tmp_path, capsys):
         assert "--progress-key: " in capsys.readouterr().err
         assert main([*argv, "--progress-key", str(key_a)]) == 2
         assert "--progress-key: " in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_key_file_of_another_user_is_refused(tmp_path):
+    """Its owner knows the key, so could forge the progress files and caches it authenticates
+    (mode 600 says nothing about that: an audit's key file of uid 12345 was taken)."""
+    path = tmp_path / "k.key"
+    path.write_bytes(b"k" * 64)
+    path.chmod(0o600)
+    os.chown(path, 12345, 12345)
+    with pytest.raises(ArgumentError, match="belongs to another user") as info:
+        load_or_create_key(path)
+    assert info.value.argument == "key_file"

@@ -331,3 +331,16 @@ def test_the_data_key_sees_a_change_past_the_first_items(tmp_path):
     before = data_digest(folder())
     Image.new("RGB", (4, 4), (0, 0, 255)).save(tmp_path / "b" / "069.png")   # the last image of the last class
     assert data_digest(folder()) != before
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a folder away needs root")
+def test_a_key_folder_of_another_user_is_not_written(tmp_path):
+    """Whoever can write the cache's folder can rename this user's key folder away and put one
+    of their own in its place, with links in it: a key folder another user owns is neither
+    written nor read (a warning says so; the reference is built as without a cache)."""
+    cache = ReferenceCache(tmp_path / "c", key="a" * 32, key_file=tmp_path / "k")
+    cache.folder.mkdir(parents=True)
+    os.chown(cache.folder, 12345, 12345)
+    with pytest.warns(ReferenceCacheWarning, match="another user"):
+        cache.save_bytes("ref0", b"bytes")
+    assert os.listdir(cache.folder) == []

@@ -109,6 +109,9 @@ def _read(path: Path) -> bytes | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ArgumentError(_ARGUMENT, f"{path} is not a regular file; a key file must be one")
+        if os.name == "posix" and info.st_uid != os.geteuid():   # its owner knows the key: can forge what it MACs
+            raise ArgumentError(_ARGUMENT, f"{path} belongs to another user (uid {info.st_uid}); a key file must be "
+                                           "your own: delete it to have a new key made")
         if os.name == "posix" and info.st_mode & 0o077:
             raise ArgumentError(_ARGUMENT, f"{path} is open to group or others (mode {info.st_mode & 0o777:o}); "
                                            "run chmod 600 on it, or delete it to have a new key made")

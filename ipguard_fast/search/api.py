@@ -149,7 +149,7 @@ def run_extraction(model: torch.nn.Module, config: ExtractConfig, *, init="unifo
         resume = None
         if checkpoint is not None and os.path.exists(checkpoint):
             resume = load_checkpoint(checkpoint, resume_key)
-            verify_resumed(resume[1], model, config.k, config.lo, config.hi, device, checkpoint)
+            verify_resumed(resume[1], model, config.k, config.lo, config.hi, device, checkpoint, source)
         on_checkpoint = None if checkpoint is None else (
             lambda finished, outcomes: save_checkpoint(checkpoint, resume_key, finished, outcomes, checkpoint_writer))
         search_model = torch.compile(model, dynamic=False) if config.compile_model else model

@@ -128,9 +128,13 @@ def remove_checkpoint(path) -> None:
 
 
 def verify_resumed(outcomes: dict[int, Outcome], acceptance_model, k: float, lo: float, hi: float,
-                   device, path) -> None:
+                   device, path, source=None) -> None:
     """Re-run float32 acceptance on every image a checkpoint claims: a forged or foreign
-    checkpoint cannot slip points into the result that the owner does not accept."""
+    checkpoint cannot slip points into the result that the owner does not accept. With the
+    run's CandidateSource (``source``), each point's labels must be its candidate's own draw
+    (a forged checkpoint relabelled natural images as boundary points), and its margin is the
+    one measured here (to float noise: the search measured it in other batches). Steps are
+    taken as written: nothing recomputes them."""
     if not outcomes:
         return
     from .acceptance import accept  # the same rule the engine applies
@@ -146,8 +150,19 @@ def verify_resumed(outcomes: dict[int, Outcome], acceptance_model, k: float, lo:
         num_classes = acceptance_model(images[:1].to(device)).shape[1]
     if int(torch.cat([i, j]).min()) < 0 or int(torch.cat([i, j]).max()) >= num_classes or bool((i == j).any()):
         raise ArgumentError("checkpoint", f"{path} holds labels that do not fit this model")
-    ok, _ = accept(acceptance_model, images.to(device), i.to(device), j.to(device), k)
+    if source is not None:
+        _, drawn_i, drawn_j = source.make(order)
+        if not (torch.equal(drawn_i.cpu(), i) and torch.equal(drawn_j.cpu(), j)):
+            raise ArgumentError("checkpoint", f"{path} holds labels that are not its candidates' own draws: it was "
+                                              "not made by this extraction; delete it to start over")
+    ok, margins = accept(acceptance_model, images.to(device), i.to(device), j.to(device), k)
     if not bool(ok.all()):
         raise ArgumentError("checkpoint", f"{path} holds {int((~ok).sum())} images this model does not accept "
                                           "as fingerprints: it was not made by this extraction; delete it to "
                                           "start over")
+    # The search measured them in other batches, so they agree to float noise, not to the bit;
+    # the file's are kept when they agree (a resumed run gives the uninterrupted run's set).
+    written = torch.tensor([outcomes[c].margin for c in order], dtype=torch.float32)
+    if not torch.allclose(written, margins.cpu().float(), rtol=1e-3, atol=1e-3):
+        raise ArgumentError("checkpoint", f"{path} holds margins this model does not give: it was not made by "
+                                          "this extraction; delete it to start over")

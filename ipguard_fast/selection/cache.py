@@ -197,11 +197,16 @@ def _check_finite(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def _check_folder(folder: Path) -> None:
-    """The key's folder: made by the cache, so a link or a file in its place is not trusted."""
+    """The key's folder: made by the cache, so a link, a file or another user's folder in its
+    place is not trusted (whoever can write the cache's folder could rename this user's key
+    folder away and put one of their own, with links in it, in its place)."""
     if os.path.islink(folder):
         raise UntrustedFile(f"is in a folder that is a symbolic link ({folder})")
     if not os.path.isdir(folder):
         raise UntrustedFile(f"is in {folder}, which is not a folder")
+    owner = os.lstat(folder).st_uid
+    if os.name == "posix" and owner != os.geteuid():
+        raise UntrustedFile(f"is in {folder}, which another user (uid {owner}) owns")
 
 
 def check_cache_dir(folder, *, readonly: bool = False, argument: str = "cache_dir") -> Path | None:
