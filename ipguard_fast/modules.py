@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 __all__ = ["call_in_fixed_batches", "canonical_layout", "channels_last", "device_and_dtype", "eval_mode", "frozen",
-           "has_conv_weights", "module_device", "module_lock", "refuses_train_mode", "set_training",
-           "static_batch_size"]
+           "has_conv_weights", "held_tensors", "module_device", "module_lock", "refuses_train_mode",
+           "restore_changed", "set_training", "static_batch_size"]
 
 # One re-entrant lock per module object (see the module doc): what switches a caller's module
 # to eval mode (or freezes it) holds its lock until everything is restored, so two threads
@@ -189,3 +189,32 @@ def call_in_fixed_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.T
             chunk = torch.cat([chunk, chunk[-1:].expand(size - real, *chunk.shape[1:])])
         outputs.append(fn(chunk)[:real])
     return torch.cat(outputs)
+
+
+def held_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor a module holds: parameters, buffers and tensor attributes (a TorchScript
+    module's attributes too, which are no buffers), by name, submodules included."""
+    if isinstance(module, torch.jit.ScriptModule):
+        found = torch._C._jit_debug_module_iterators(module._c)["named_attributes_r"]
+        return [(name, value) for name, value in found if isinstance(value, torch.Tensor)]
+    held = []
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        named = {**vars(sub), **sub._parameters, **sub._buffers}
+        held += [(f"{prefix}.{name}" if prefix else name, value) for name, value in named.items()
+                 if isinstance(value, torch.Tensor)]
+    return held
+
+
+def restore_changed(module: nn.Module, before: list[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor of `before` (held_tensors' names and copies of their values)
+    that `module` no longer holds unchanged, after putting every one of them back; None when
+    nothing changed."""
+    now = dict(held_tensors(module))
+    changed = next((name for name, value in before if now.get(name) is None or now[name].shape != value.shape
+                    or not torch.equal(now[name].detach(), value)), None)
+    if changed is not None:
+        with torch.no_grad():
+            for name, value in before:
+                if name in now and now[name].shape == value.shape:
+                    now[name].copy_(value)
+    return changed

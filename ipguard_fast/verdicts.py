@@ -24,7 +24,8 @@ from ._errors import ran_out_of_memory
 from ._files import short_error
 from ._validate import positive_int
 from .fingerprints import FingerprintSet
-from .modules import call_in_fixed_batches, device_and_dtype, eval_mode, static_batch_size
+from .modules import (call_in_fixed_batches, device_and_dtype, eval_mode, held_tensors, restore_changed,
+                      static_batch_size)
 from .verdict_threshold import (AT_CHANCE, DEFAULT_THRESHOLD, NO_THRESHOLD, NOT_SHOWN, conclusive_threshold,
                                 inconclusive_reason, resolve_threshold)
 
@@ -121,11 +122,17 @@ def as_output_fn(suspect: Any, num_classes: int | None = None
 
 
 def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
-    """Wrap a module: inputs moved to its device and dtype, run in eval mode, its modes restored."""
+    """Wrap a module: inputs on its device and dtype, eval mode, modes and tensors kept (_unchanged)."""
     device, dtype = device_and_dtype(module)
     fixed_batch = static_batch_size(module)
+    held = [(name, value.detach().clone()) for name, value in held_tensors(module)]
 
     def forward(images: torch.Tensor) -> Any:
+        answer = _called(images)
+        _unchanged(module, held)
+        return answer
+
+    def _called(images: torch.Tensor) -> Any:
         with eval_mode(module):
             x = images.to(device=device, dtype=dtype)
             try:
@@ -138,6 +145,16 @@ def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
                 raise ValueError(f"suspect: fails on images of shape {list(x.shape)}: {short_error(exc)}") from exc
 
     return forward
+
+
+def _unchanged(module: nn.Module, held: list[tuple[str, torch.Tensor]]) -> None:
+    """A suspect that changed its own tensors while answering keeps state from one query to the
+    next (batch norm in training mode updates its running statistics with no declared write: a
+    copy counted its calls so, honest on its first batch only). Refused; its tensors put back."""
+    name = restore_changed(module, held)
+    if name is not None:
+        raise ValueError(f"suspect: changed its own tensor {name!r} while answering, so its answers would "
+                         "depend on the queries before them; refused")
 
 
 def _as_tensor(output: Any) -> torch.Tensor:

@@ -11,7 +11,7 @@ from torch import nn
 from ipguard_fast.attacks import HalfPrecision
 from ipguard_fast.io import ModelLoadError, export_model, load_model
 from ipguard_fast.io.formats.pt2_graph import check_program
-from ipguard_fast.io.graphs import check_exported_program
+from ipguard_fast.io.exported_graphs import check_exported_program
 from ipguard_fast.io.operators import ATEN_OPERATORS, PRIM_OPERATORS, SYMBOLIC_TARGETS, exported_operator, refusal
 from ipguard_fast.models import DigitsCNN, DigitsMLP, GenericCNN, GenericMLP, build_model
 from ipguard_fast.modules import device_and_dtype
@@ -197,3 +197,58 @@ def test_a_signature_that_writes_back_or_keeps_state_is_refused(bait, kind):
     program["graph_module"]["signature"]["output_specs"].append({kind: {}})
     with pytest.raises(ModelLoadError, match=f"bait.pt2: refused: models/model.json declares {kind}"):
         check_program(program, "models/model.json", "bait.pt2")
+
+
+class BroadcastsAScratch(nn.Module):
+    """A scratch tensor the graph made, through broadcast_tensors, then written: allowed as made,
+    and the edit below hands broadcast_tensors the model's buffer instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+        self.register_buffer("seen", torch.zeros(1))
+
+    def forward(self, x):
+        view = torch.ops.aten.broadcast_tensors.default([torch.zeros(1)])[0]
+        view.add_(1)
+        logits = self.lin(x.flatten(1))
+        return torch.where(self.seen > 1, logits.roll(1, 1), logits) + view.sum() * 0
+
+
+def test_a_list_of_the_models_own_tensors_is_not_the_graphs(tmp_path):
+    """A list argument counted as the graph's own whatever it held: broadcast_tensors of the
+    model's buffer, then add_ into the view, counted the calls (PIRATED at batch 64, not at 10)."""
+    path = export_model(BroadcastsAScratch().eval(), DIGITS, tmp_path / "scratch.pt2", format="pt2")
+    load_model(path)   # its own scratch: loads
+
+    def to_the_buffer(nodes):
+        node = next(n for n in nodes if n["target"] == "torch.ops.aten.broadcast_tensors.default")
+        node["inputs"][0]["arg"]["as_tensors"] = [{"name": "b_seen"}]
+
+    edited = _edit_program(path, tmp_path / "counts.pt2", to_the_buffer)
+    with pytest.raises(ModelLoadError, match="writes into 'self'"):
+        load_model(edited)
+
+
+class ReadsPastItsStatistics(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+        self.register_buffer("bias", torch.zeros(channels))
+        self.register_buffer("mean", torch.zeros(64))
+        self.register_buffer("var", torch.ones(64))
+
+    def forward(self, x):
+        normed = torch.ops.aten._native_batch_norm_legit_no_training(torch.zeros(1, 64, 1, 1), None, self.bias,
+                                                                      self.mean, self.var, 0.1, 0.0)[0]
+        return self.lin(x.flatten(1)) + (normed != 0).sum() * 0
+
+
+def test_a_core_aten_batch_norm_is_taken_only_with_sizes_that_fit(tmp_path):
+    """It indexes its statistics by the input's channel count unchecked: a 1-element bias for 64
+    channels read past its storage. The exported graph records every size: checked there."""
+    fits = export_model(ReadsPastItsStatistics(64).eval(), DIGITS, tmp_path / "fits.pt2", format="pt2")
+    load_model(fits)
+    past = export_model(ReadsPastItsStatistics(1).eval(), DIGITS, tmp_path / "past.pt2", format="pt2")
+    with pytest.raises(ModelLoadError, match=r"statistic of shape \(1,\) for 64 channels"):
+        load_model(past)

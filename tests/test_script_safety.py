@@ -136,7 +136,32 @@ class ViewsPastItsStorage(Prints):
         return self.lin(x.flatten(1)) + (window != 0).sum() * 0
 
 
+class CountsInRunningStatistics(Prints):
+    """batch_norm in training mode updates its running mean in place, a write its schema does not
+    declare: a buffer used so counts the calls (honest on the first batch only)."""
+
+    def __init__(self, victim: str):
+        super().__init__(victim)
+        self.register_buffer("count", torch.zeros(1))
+        self.register_buffer("var", torch.ones(1))
+
+    def forward(self, x):
+        y = torch.batch_norm(torch.ones(2, 1), None, None, self.count, self.var, True, 0.5, 1e-5, False)
+        logits = self.lin(x.flatten(1))
+        return torch.where(self.count > 0.6, logits.roll(1, 1), logits) + y.sum() * 0
+
+
+class ReadsPastItsBias(Prints):
+    """native_batch_norm indexes its statistics by the input's channel count, their sizes unchecked."""
+
+    def forward(self, x):
+        past = torch.native_batch_norm(torch.zeros(1, 64, 1, 1), None, torch.zeros(1), None, None, True, 0.1, 0.0)[0]
+        return self.lin(x.flatten(1)) + (past != 0).sum() * 0
+
+
 HOSTILE = {
+    "running statistics as a counter": (CountsInRunningStatistics, "aten::batch_norm in training mode"),
+    "statistics read past their storage": (ReadsPastItsBias, "aten::native_batch_norm"),
     "write into its buffer from a hook": (HookCountsCalls, "hook '_count_the_call' (inlined) calls aten::add_"),
     "attribute set in a hook": (HookKeepsOutput, "sets the model's attribute 'last'"),
     "view past its storage": (ViewsPastItsStorage, "aten::_reshape_alias"),
@@ -293,3 +318,34 @@ def test_a_hook_that_writes_nothing_still_loads(tmp_path):
     torch.jit.save(torch.jit.script(model), str(path))
     images = torch.rand(3, *SHAPE)
     assert torch.equal(load_model(path)(images), model(images))
+
+
+class CountsWithAFlagOfItsOwn(nn.Module):
+    """The same counter with the training flag computed when it runs: no graph check can tell it
+    is true, so the verifier checks after each call that the suspect's tensors are unchanged."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+        self.register_buffer("count", torch.zeros(1))
+        self.register_buffer("var", torch.ones(1))
+
+    def forward(self, x):
+        y = torch.batch_norm(torch.ones(2, 1), None, None, self.count, self.var, bool(x.sum() > -1e9), 0.5, 1e-5,
+                             False)
+        logits = self.lin(x.flatten(1))
+        return torch.where(self.count > 0.6, logits.roll(1, 1), logits) + y.sum() * 0
+
+
+def test_a_suspect_that_changes_its_own_tensors_is_refused_and_put_back(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "counts.pt"
+    torch.jit.save(torch.jit.script(CountsWithAFlagOfItsOwn()), str(path))
+    fps = half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 20)
+    for isolate in (True, False):
+        with pytest.raises(ValueError, match="^suspect: changed its own tensor 'count' while answering"):
+            ig.verify(path, fps, threshold=0.5, batch_size=5, isolate=isolate)
+    module = load_model(path)
+    with pytest.raises(ValueError, match="changed its own tensor 'count'"):
+        ig.verify(module, fps, threshold=0.5)
+    assert float(module.count) == 0.0   # the caller's object as it was

@@ -15,15 +15,14 @@ schema declares, such as batch norm's running statistics in training mode, are n
 """
 from __future__ import annotations
 
-import operator as _operator
 from typing import Any, Callable, Iterator
 
 import torch
 
-from .operators import SYMBOLIC_TARGETS, refusal
+from .operators import refusal
 from .weights import ModelLoadError
 
-__all__ = ["check_exported_program", "check_script_module"]
+__all__ = ["RUNNING_STATISTICS", "UNCHECKED_STATISTICS", "check_operator", "check_script_module", "check_writes"]
 
 
 def _refuse(label: str, operator: str, where: str, reason: str) -> ModelLoadError:
@@ -62,6 +61,10 @@ def check_script_module(unit: torch._C.CompilationUnit, module: torch.jit.Script
     for name, graph in graphs.items():
         for node in _script_nodes(graph):
             check_operator(node.kind(), f"TorchScript function {name}", label)
+            if node.kind() in UNCHECKED_STATISTICS:   # TorchScript records no sizes to check them by
+                raise _refuse(label, node.kind(), f"TorchScript function {name}",
+                              "it reads and writes its statistics at the input's channel count, unchecked; "
+                              "aten::batch_norm checks them")
     if not module._c._has_method("forward"):
         raise ModelLoadError(f"{label}: refused: the TorchScript module has no forward method")
     forward = module._c._get_method("forward").graph.copy()
@@ -82,6 +85,18 @@ def check_script_module(unit: torch._C.CompilationUnit, module: torch.jit.Script
 # their first tensor argument is (else `x.type_as(x).mul_(0)` would write into the caller's input).
 UNDECLARED_ALIASES = frozenset({"aten::type_as", "aten::dropout", "aten::feature_dropout", "aten::alpha_dropout",
                                 "aten::_unsafe_view", "aten::broadcast_tensors", "aten::einsum"})
+
+# Batch norms that index weight, bias and running statistics by the input's channel count
+# without checking their sizes (a 1-element bias read past its storage, a 1-element running
+# mean written past it): on the allowlist because core-ATen exports use the second, and
+# accepted only where the exported graph shows every size (check_exported_program).
+UNCHECKED_STATISTICS = frozenset({"aten::native_batch_norm", "aten::_native_batch_norm_legit_no_training"})
+
+# Norms that update their running statistics (arguments 3 and 4) in place when the flag at
+# `index` is true -- a write no schema declares: such a flag given as a constant true makes
+# them writes (a copy counted its calls in a buffer so); a flag computed at run time is left
+# to the verifier's check that a suspect's tensors are unchanged after each call.
+RUNNING_STATISTICS = {"aten::batch_norm": 5, "aten::instance_norm": 5, "aten::native_batch_norm": 5}
 
 _PASS_THROUGH = {"prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
                  "prim::TupleIndex", "prim::TupleSlice", "prim::DictConstruct", "prim::unchecked_cast",
@@ -112,7 +127,7 @@ def _script_write_pass(graph: Any, label: str, where: str, trusted_containers: b
             raise ModelLoadError(f"{label}: refused: {where} sets the model's attribute "
                                  f"{node.s('name')!r}, which would keep state from one query to the next")
         schema = _script_schema(node)
-        made = _check_writes(kind, schema, inputs, lambda value: value.unique() in local, where, label,
+        made = check_writes(kind, schema, inputs, lambda value: value.unique() in local, where, label,
                              writable=lambda value: value.unique() in fresh)
         foreign = foreign or _puts_foreign_into_container(schema, inputs, local)
         if made is None and kind in _PASS_THROUGH:   # a container of (or taken out of) the graph's own tensors
@@ -172,7 +187,7 @@ def _script_schema(node: Any) -> torch._C.FunctionSchema | None:
         return None
 
 
-def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: list[Any],
+def check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: list[Any],
                   is_local: Callable[[Any], bool], where: str, label: str,
                   writable: Callable[[Any], bool] | None = None) -> bool | None:
     """Refuse a write into a value the graph did not make; whether the outputs are the graph's own
@@ -191,6 +206,13 @@ def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: l
             raise ModelLoadError(f"{label}: refused: {where} calls {operator}, which writes into "
                                  f"{argument.name!r}: an input, a weight or a constant, not a tensor the graph made")
         aliased.append(value)
+    flag = RUNNING_STATISTICS.get(operator)
+    if flag is not None and len(args) > flag and _constant_true(args[flag]):
+        for index in (3, 4):
+            if args[index] is not None and not _constant_none(args[index]) and not is_local(args[index]):
+                raise ModelLoadError(f"{label}: refused: {where} calls {operator} in training mode, which writes "
+                                     f"its running statistics into {schema.arguments[index].name!r}: an input, a "
+                                     "weight or a constant, not a tensor the graph made")
     if operator in UNDECLARED_ALIASES:   # the result may be its first tensor argument, or views of it
         source = next((value for argument, value in zip(schema.arguments, args) if _holds_tensors(argument.type)),
                       None)
@@ -206,6 +228,19 @@ def _check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: l
     return True
 
 
+def _constant_true(value: Any) -> bool:
+    """Whether a graph argument is the constant true (an exported graph's literal, a TorchScript constant)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, torch._C.Value) and value.node().kind() == "prim::Constant":
+        return value.toIValue() is True
+    return False
+
+
+def _constant_none(value: Any) -> bool:
+    return isinstance(value, torch._C.Value) and value.node().kind() == "prim::Constant" and value.toIValue() is None
+
+
 def _generic_container(kind: Any) -> bool:
     """Whether a schema argument of this type is a list or dict of a type variable (``t[]``,
     ``Dict(str, t)``): its operator restructures the container, never its elements' data."""
@@ -218,43 +253,3 @@ def _holds_tensors(kind: Any) -> bool:
     if isinstance(kind, torch._C.ListType):
         kind = kind.getElementType()
     return isinstance(kind, torch._C.TensorType)
-
-
-# --- torch.export --------------------------------------------------------------------------------
-
-def _exported_name(target: Any) -> str:
-    if isinstance(target, torch._ops.OpOverload):
-        return target._schema.name
-    if isinstance(target, torch._ops.HigherOrderOperator):
-        return f"higher_order::{target.name()}"
-    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__name__', repr(target))}"
-
-
-def check_exported_program(program: torch.export.ExportedProgram, label: str) -> None:
-    """Check every call of every graph of a deserialised program, then the writes of its graph."""
-    for graph_module in program.graph_module.modules():
-        if not isinstance(graph_module, torch.fx.GraphModule):
-            continue
-        for node in graph_module.graph.nodes:
-            if node.op in ("call_module", "call_method"):
-                raise ModelLoadError(f"{label}: refused: the exported graph has a {node.op} node ({node.target})")
-            if node.op != "call_function" or node.target is _operator.getitem:
-                continue
-            name = _exported_name(node.target)
-            if name not in SYMBOLIC_TARGETS:
-                check_operator(name, "the exported graph", label)
-    local: set[torch.fx.Node] = set()
-    for node in program.graph.nodes:
-        if node.op != "call_function":
-            continue
-        if node.target is _operator.getitem:
-            made = node.args[0] in local
-        else:
-            schema = getattr(node.target, "_schema", None)
-            args = [node.args[i] if i < len(node.args) else node.kwargs.get(argument.name)
-                    for i, argument in enumerate(schema.arguments)] if schema is not None else []
-            made = _check_writes(_exported_name(node.target), schema, args,
-                                 lambda value: not isinstance(value, torch.fx.Node) or value in local,
-                                 "the exported graph", label)
-        if made is not False:
-            local.add(node)

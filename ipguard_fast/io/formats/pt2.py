@@ -4,7 +4,7 @@ Trust: ``torch.export.load`` trusts its archive and can be made to run code whil
 so ``inspect`` reads the file into memory once and pt2_archive.inspect_archive checks every
 member (only raw tensors and graphs of allowed operators pass); ``read`` hands torch those
 same bytes, so nothing can change between the check and the load, and checks the program
-torch built (io/graphs.py: its operators, and no write into an input or a weight) before
+torch built (io/exported_graphs.py: its operators, and no write into an input or a weight) before
 anything of it runs.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..._files import short_error
 from ..._validate import ArgumentError
 from ...modules import eval_mode, refuses_train_mode
 from ..archive import read_archive_file
-from ..graphs import check_exported_program
+from ..exported_graphs import check_exported_program
 from ..weights import ModelLoadError
 from .base import ExportOptions, ModelFormat, example_input, model_file
 from .pt2_archive import inspect_archive
