@@ -51,7 +51,7 @@ def check_exported_program(program: torch.export.ExportedProgram, label: str) ->
             if name in UNCHECKED_STATISTICS:
                 _check_statistics_sizes(name, args, label)
             made = check_writes(name, schema, args, lambda value: _exported_local(value, local),
-                                 "the exported graph", label)
+                                "the exported graph", label)
         if made is not False:
             local.add(node)
 

@@ -10,8 +10,10 @@ change the verifier's own tensors (the fingerprint images); writing into a weigh
 a constant or a module attribute would give the model a memory from one query to the next.
 TorchScript's forward is checked with every call inlined, so a submodule's ``relu_`` on what
 its caller computed is a local write; a call that cannot be inlined is refused; the top-level
-module's forward hooks, which run outside forward's graph, are checked each on its own graph. (Writes no
-schema declares, such as batch norm's running statistics in training mode, are not seen.)
+module's forward hooks, which run outside forward's graph, are checked each on its own graph.
+Writes no schema declares -- a norm's running statistics in training mode -- are seen where
+the training flag is a constant (RUNNING_STATISTICS); for a flag computed at run time the
+verifier checks after every call that a suspect's tensors are unchanged (verdicts.py).
 """
 from __future__ import annotations
 
@@ -128,7 +130,7 @@ def _script_write_pass(graph: Any, label: str, where: str, trusted_containers: b
                                  f"{node.s('name')!r}, which would keep state from one query to the next")
         schema = _script_schema(node)
         made = check_writes(kind, schema, inputs, lambda value: value.unique() in local, where, label,
-                             writable=lambda value: value.unique() in fresh)
+                            writable=lambda value: value.unique() in fresh)
         foreign = foreign or _puts_foreign_into_container(schema, inputs, local)
         if made is None and kind in _PASS_THROUGH:   # a container of (or taken out of) the graph's own tensors
             made = all(value.unique() in local for value in inputs if _may_hold_tensors(value.type()))
@@ -188,8 +190,8 @@ def _script_schema(node: Any) -> torch._C.FunctionSchema | None:
 
 
 def check_writes(operator: str, schema: torch._C.FunctionSchema | None, args: list[Any],
-                  is_local: Callable[[Any], bool], where: str, label: str,
-                  writable: Callable[[Any], bool] | None = None) -> bool | None:
+                 is_local: Callable[[Any], bool], where: str, label: str,
+                 writable: Callable[[Any], bool] | None = None) -> bool | None:
     """Refuse a write into a value the graph did not make; whether the outputs are the graph's own
     (None: no schema, the caller decides). `writable`: containers the graph made (``[x]``), which a
     generic list or dict operator (append, insert, item assignment: it never writes an element's
