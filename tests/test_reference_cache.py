@@ -344,3 +344,28 @@ def test_a_key_folder_of_another_user_is_not_written(tmp_path):
     with pytest.warns(ReferenceCacheWarning, match="another user"):
         cache.save_bytes("ref0", b"bytes")
     assert os.listdir(cache.folder) == []
+
+
+def test_a_key_folder_swapped_for_a_link_after_the_check_takes_no_write(tmp_path, monkeypatch):
+    """Whoever can write the cache's folder can swap the key's folder for a link to another
+    folder of the user's between the check and the write (an audit's race put the manifest
+    into it within 0.1 s). The folder is opened once and every write goes through it."""
+    import ipguard_fast.selection.cache as cache_module
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "manifest.json").write_text("the user's own file")
+    cache = ReferenceCache(tmp_path / "c", key="a" * 32, key_file=tmp_path / "k")
+    real_write = cache_module.write_record
+
+    def swapped_first(folder, *args):
+        os.rename(cache.folder, tmp_path / "moved")   # the real key folder, renamed away ...
+        os.symlink(victim, cache.folder)              # ... and a link in its place
+        return real_write(folder, *args)
+
+    monkeypatch.setattr(cache_module, "write_record", swapped_first)
+    cache.folder.mkdir(parents=True)
+    cache.save_bytes("ref0", b"bytes")
+    assert sorted(os.listdir(victim)) == ["manifest.json"]
+    assert (victim / "manifest.json").read_text() == "the user's own file"
+    assert (tmp_path / "moved" / "ref0.safetensors").read_bytes() == b"bytes"   # written where it was opened

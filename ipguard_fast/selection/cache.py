@@ -20,7 +20,8 @@ import hashlib
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,8 @@ class ReferenceCache:
             if os.path.isdir(path) and not os.path.islink(path):
                 raise UntrustedFile("is a directory (left alone)")
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_record(self.folder, self.key, self._mac, path.name, data)
+            with _pinned(self.folder) as folder:
+                write_record(folder, self.key, self._mac, path.name, data)
         except (OSError, UntrustedFile) as exc:
             self._warn(f"{self.label}: {path}: {exc}; {name} is not cached")
 
@@ -134,8 +136,8 @@ class ReferenceCache:
         if path is None or self.readonly or not os.path.lexists(self.folder):
             return
         try:
-            _check_folder(self.folder)
-            remove_record(self.folder, self.key, self._mac, path.name)
+            with _pinned(self.folder) as folder:
+                remove_record(folder, self.key, self._mac, path.name)
         except (OSError, UntrustedFile) as exc:
             self._warn(f"{self.label}: {path}: {exc}; not removed")
 
@@ -207,6 +209,27 @@ def _check_folder(folder: Path) -> None:
     owner = os.lstat(folder).st_uid
     if os.name == "posix" and owner != os.geteuid():
         raise UntrustedFile(f"is in {folder}, which another user (uid {owner}) owns")
+
+
+@contextmanager
+def _pinned(folder: Path) -> Iterator[Path]:
+    """The key's folder opened once, no link followed, and checked as _check_folder checks it;
+    the path to work in is /proc/self/fd/N, the folder opened, where Linux has it: whoever can
+    write the cache's folder could swap the key's folder for a link after a check by name, and
+    the manifest was then written into another folder of the user's."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        _check_folder(folder)   # says what is there instead (a link, a file) ...
+        raise                   # ... or the open's own error
+    try:
+        owner = os.fstat(fd).st_uid
+        if os.name == "posix" and owner != os.geteuid():
+            raise UntrustedFile(f"is in {folder}, which another user (uid {owner}) owns")
+        opened = Path(f"/proc/self/fd/{fd}")
+        yield opened if opened.is_dir() else folder
+    finally:
+        os.close(fd)
 
 
 def check_cache_dir(folder, *, readonly: bool = False, argument: str = "cache_dir") -> Path | None:
