@@ -42,8 +42,8 @@ class Verdict:
     False: no rate shows a copy, ``pirated`` is False at any rate, and ``reason`` says why --
     NO_THRESHOLD (neither the caller nor the file gives a threshold; ``threshold`` is None),
     NOT_SHOWN (the file's own threshold can show no copy) or AT_CHANCE (the threshold, the
-    caller's or the file's, is at or below the rate of a model that answers one label for
-    every image: verdict_threshold.chance_rate)."""
+    caller's or the file's, is at or below the rate of a model that guesses, 1 / the number
+    of classes: verdict_threshold.chance_rate)."""
 
     matching_rate: float
     pirated: bool
@@ -218,7 +218,7 @@ def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None =
     model keeps depends on the owner, k and the task, anything up to all of them, so no fixed
     rate is evidence (see :data:`DEFAULT_THRESHOLD`) --, when the file's own threshold can
     show no copy (:func:`conclusive_threshold`), or when the threshold is so low that a model
-    answering the file's most common label for every image would reach it (``AT_CHANCE``).
+    that guesses its answers would reach it on average (``AT_CHANCE``).
     """
     _check_fingerprints(fingerprints)
     reason = inconclusive_reason(threshold, fingerprints)

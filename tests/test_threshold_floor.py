@@ -1,6 +1,8 @@
 """protect's level never sits below what an independent kind held out of the selection kept
 (refining.calibrate_threshold): the validation and threshold negatives are siblings of the
 kinds that refined the points and can keep far less than an innocent of an unseen recipe."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -66,11 +68,15 @@ def test_without_held_out_negatives_there_is_no_floor():
 
 
 def test_the_level_is_never_below_the_chance_rate():
-    """Negatives that keep little of the points put the level low; a model that answers the kept
-    points' most common label everywhere keeps that label's share, so the level is floored there
-    (verify calls a threshold at or below it inconclusive)."""
-    labels = torch.where(torch.arange(N) < 70, 0, torch.arange(N) % 10)   # label 0 on 70 (+3) points
-    selection, choice = _case(held_out_negatives=[0.1, 0.2], refined_negatives=[0.0, 0.17], labels=labels)
+    """Copies that keep little (here 0.2-0.3) and negatives that keep nothing put the level low;
+    a model that guesses keeps 1 / the number of classes, so the level is floored there (verify
+    calls a threshold at or below it inconclusive)."""
+    selection, choice = _case(held_out_negatives=[0.0, 0.02], refined_negatives=[0.0, 0.01])
+    selection = dataclasses.replace(selection, held=([0.2, 0.25, 0.3], [0.0, 0.01]))
+    assert threshold_between([0.2, 0.25, 0.3], [0.0, 0.01], N) < 0.25
+    selection.points.meta["num_classes"] = 4
     result = calibrate_threshold(selection, choice, significance=0.05)
-    assert threshold_between([0.95, 1.0, 1.0], [0.0, 0.17], N) < 0.73
-    assert result.level == 0.73 and result.threshold == significant_threshold(0.73, N)[0] > 0.73
+    assert result.level == 0.25 and result.threshold == significant_threshold(0.25, N)[0]
+    selection.points.meta["num_classes"] = 10   # a tenth: below the references' level, which stands
+    assert calibrate_threshold(selection, choice, significance=None).level == threshold_between(
+        [0.2, 0.25, 0.3], [0.0, 0.01], N)

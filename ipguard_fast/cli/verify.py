@@ -111,9 +111,9 @@ def print_verdict(verdict, as_json: bool) -> None:
               "with `ipguard calibrate`, or give --threshold)")
         return
     if verdict.reason == AT_CHANCE:   # the threshold in full: a tiny one must not print as 0.0000
-        print(f"{rate} vs threshold {verdict.threshold!r}: inconclusive (a model that answers this file's most "
-              "common label for every image would reach that threshold, so a rate above it is no evidence of a "
-              "copy: give a higher --threshold, or calibrate the file with `ipguard calibrate`)")
+        print(f"{rate} vs threshold {verdict.threshold!r}: inconclusive (a model that guesses its answers "
+              "reaches that threshold on average, so a rate above it is no evidence of a copy: give a higher "
+              "--threshold, or calibrate the file with `ipguard calibrate`)")
         return
     word = "PIRATED" if verdict.pirated else "not pirated"
     if not verdict.conclusive:

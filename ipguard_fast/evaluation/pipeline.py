@@ -108,7 +108,7 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
         rows = [{"name": s.name, "family": s.family, "role": s.role, "accuracy": accuracies[s.name],
                  "matching_rate": rates[s.name]} for s in suspects]
         threshold = resolve_threshold(None, fps)
-        # As verify: no verdict where a model answering one label everywhere reaches the threshold.
+        # As verify: no verdict at a threshold a model that guesses reaches (verdict_threshold.chance_rate).
         conclusive = conclusive_threshold(fps) and above_chance(
             DEFAULT_THRESHOLD if threshold is None else threshold, fps)
         aruc, roc_auc, verdicts = judged(rows, threshold, owner_acc, config.useful_drop, conclusive)

@@ -6,9 +6,9 @@ all of the plain points). `calibrate_fingerprints` measures how many points each
 independent model keeps and stores, as protect does, the highest of those rates plus the
 sampling noise of the file's n points (significance.significant_threshold): a rate at or
 above it is unlikely for a model that agrees no more than the most agreeable independent.
-The level is never below the file's chance rate (verdict_threshold.chance_rate: a model that
-answers the most common label for every image), so negatives that keep none of the points
-cannot put the threshold where such a model passes it.
+The level is never below the file's chance rate (verdict_threshold.chance_rate: what a model
+that guesses agrees with), so negatives that keep none of the points cannot put the threshold
+at one match of n, where a guessing model passes it.
 A file that already carries a threshold (protect's, or an earlier calibration's) keeps it
 when it is higher: more independents can show that innocents keep more points, never that
 they keep fewer than the ones measured before. The negatives must be models the points were
@@ -66,7 +66,7 @@ def calibrate_fingerprints(fingerprints: FingerprintSet, negatives: Sequence[Any
         rate = matching_rate(negative, fingerprints, batch_size, isolate)
         measured.append({**_described(negative), "matching_rate": rate})
     # Never below chance: negatives that keep none of the points would put the threshold at one
-    # match of n, which a model answering one label for every image passes.
+    # match of n, which a model that guesses passes.
     chance = chance_rate(fingerprints)
     level = max(chance, *(entry["matching_rate"] for entry in measured))
     threshold, shown = significant_threshold(level, n, significance)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..fingerprints import FingerprintSet
+from ..verdict_threshold import chance_rate
 from .choice import threshold_between
 from .config import ProtectConfig
 from .refine import duplicate_rows, refined_pool
@@ -121,16 +122,15 @@ def calibrate_threshold(selection: Selection, choice: Choice, significance: floa
     the held-out kinds kept 0.68-0.82 where the validation and threshold negatives, siblings
     of the kinds that refined the points, kept 0.16-0.54, and the innocents accused at the
     lower level kept 0.70-1.00 (benchmarks/results/threshold-unseen-kinds-2026-12-05). Nor is
-    it below the kept points' chance rate, what a model answering their most common label for
-    every image keeps (verify calls a threshold at or below it inconclusive)."""
+    it below the chance rate, what a model that guesses keeps (verify calls a threshold at or
+    below it inconclusive)."""
     positives, negatives = selection.held or (choice.chosen.held_out["positives"], choice.chosen.held_out["negatives"])
     extra = refs.rows("negative", "threshold") if refs is not None else []
     if extra:
         negatives = list(negatives) + selection.outputs.rows(extra).columns(selection.kept).rates().tolist()
     n = len(selection.kept)
     floor, source = _floor(choice.chosen.held_out)
-    kept_labels = selection.points.labels[selection.kept]
-    chance = int(kept_labels.bincount().max()) / n if n else 0.0   # verdict_threshold.chance_rate of the file
+    chance = chance_rate(selection.points)   # what a model that guesses keeps
     level = max(threshold_between(positives, negatives, n), floor, chance)
     if significance is None:   # the level itself, which shows nothing once a held-out independent kept every point
         shown = max([*negatives, floor, chance]) < 1.0
