@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 __all__ = ["call_in_fixed_batches", "canonical_layout", "channels_last", "device_and_dtype", "eval_mode", "frozen",
-           "has_conv_weights", "held_tensors", "module_device", "module_lock", "refuses_train_mode",
+           "has_conv_weights", "held_tensors", "kept_unchanged", "module_device", "module_lock", "refuses_train_mode",
            "restore_changed", "set_training", "static_batch_size"]
 
 # One re-entrant lock per module object (see the module doc): what switches a caller's module
@@ -218,3 +218,22 @@ def restore_changed(module: nn.Module, before: list[tuple[str, torch.Tensor]]) -
                 if name in now and now[name].shape == value.shape:
                     now[name].copy_(value)
     return changed
+
+
+@contextlib.contextmanager
+def kept_unchanged(module: nn.Module, held: list[tuple[str, torch.Tensor]]) -> Iterator[None]:
+    """A block (a suspect answering a batch) that must leave `module`'s tensors as `held` has
+    them (held_tensors' names and copies): they are put back afterwards, also when the block
+    fails, and a block that changed one raises ValueError naming it. A model that changes its
+    own tensors while answering keeps state from one query to the next, so its verdict would
+    depend on the batch size (batch norm in training mode updates its running statistics with
+    no write its schema declares: a copy counted its calls so, honest on its first batch only)."""
+    try:
+        yield
+    except BaseException:
+        restore_changed(module, held)
+        raise
+    name = restore_changed(module, held)
+    if name is not None:
+        raise ValueError(f"suspect: changed its own tensor {name!r} while answering, so its answers would "
+                         "depend on the queries before them; refused")

@@ -24,13 +24,13 @@ from ._errors import ran_out_of_memory
 from ._files import short_error
 from ._validate import positive_int
 from .fingerprints import FingerprintSet
-from .modules import (call_in_fixed_batches, device_and_dtype, eval_mode, held_tensors, restore_changed,
+from .modules import (call_in_fixed_batches, device_and_dtype, eval_mode, held_tensors, kept_unchanged,
                       static_batch_size)
 from .verdict_threshold import (AT_CHANCE, DEFAULT_THRESHOLD, NO_THRESHOLD, NOT_SHOWN, conclusive_threshold,
                                 inconclusive_reason, resolve_threshold)
 
-__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "Verdict", "as_label_fn", "as_output_fn", "calibrate_threshold",
-           "conclusive_threshold", "matching_rate", "resolve_threshold", "verify"]
+__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "Verdict", "as_label_fn",
+           "as_output_fn", "calibrate_threshold", "conclusive_threshold", "matching_rate", "resolve_threshold", "verify"]
 
 LabelFn = Callable[[torch.Tensor], torch.Tensor]
 """A function from a float32 image batch ``[B, *input_shape]`` to int64 labels ``[B]`` on the CPU."""
@@ -122,15 +122,14 @@ def as_output_fn(suspect: Any, num_classes: int | None = None
 
 
 def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
-    """Wrap a module: inputs on its device and dtype, eval mode, modes and tensors kept (_unchanged)."""
+    """Wrap a module: inputs on its device and dtype, eval mode, modes and tensors kept (kept_unchanged)."""
     device, dtype = device_and_dtype(module)
     fixed_batch = static_batch_size(module)
     held = [(name, value.detach().clone()) for name, value in held_tensors(module)]
 
     def forward(images: torch.Tensor) -> Any:
-        answer = _called(images)
-        _unchanged(module, held)
-        return answer
+        with kept_unchanged(module, held):   # a suspect that changes its tensors keeps state between queries
+            return _called(images)
 
     def _called(images: torch.Tensor) -> Any:
         with eval_mode(module):
@@ -145,16 +144,6 @@ def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
                 raise ValueError(f"suspect: fails on images of shape {list(x.shape)}: {short_error(exc)}") from exc
 
     return forward
-
-
-def _unchanged(module: nn.Module, held: list[tuple[str, torch.Tensor]]) -> None:
-    """A suspect that changed its own tensors while answering keeps state from one query to the
-    next (batch norm in training mode updates its running statistics with no declared write: a
-    copy counted its calls so, honest on its first batch only). Refused; its tensors put back."""
-    name = restore_changed(module, held)
-    if name is not None:
-        raise ValueError(f"suspect: changed its own tensor {name!r} while answering, so its answers would "
-                         "depend on the queries before them; refused")
 
 
 def _as_tensor(output: Any) -> torch.Tensor:

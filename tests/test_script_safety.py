@@ -349,3 +349,23 @@ def test_a_suspect_that_changes_its_own_tensors_is_refused_and_put_back(tmp_path
     with pytest.raises(ValueError, match="changed its own tensor 'count'"):
         ig.verify(module, fps, threshold=0.5)
     assert float(module.count) == 0.0   # the caller's object as it was
+
+
+class CountsThenFails(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+        self.register_buffer("count", torch.zeros(1))
+
+    def forward(self, x):
+        self.count.add_(1)
+        raise RuntimeError("gives up after counting")
+
+
+def test_a_suspect_that_changes_its_tensors_and_fails_is_put_back_too():
+    """The caller's model is left as it was found, also when the call fails."""
+    module = CountsThenFails()
+    fps = half_matching_fingerprints(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 20)
+    with pytest.raises(ValueError, match="^suspect: fails on images"):
+        ig.verify(module, fps, threshold=0.5)
+    assert float(module.count) == 0.0
