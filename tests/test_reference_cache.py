@@ -323,6 +323,10 @@ def test_the_data_key_sees_a_change_past_the_first_items(tmp_path):
     assert data_digest(UInt8Images(stored, labels)) != data_digest(UInt8Images(stored, relabelled))
     assert data_digest(Items(labels)) != data_digest(Items(relabelled))   # index 300 is one of the spread
     assert data_digest(TensorDataset(images, labels)) == data_digest(TensorDataset(images.clone(), labels.clone()))
+    # A data set of the caller's own with a `samples` list of other things is known by its items.
+    other = Items(labels)
+    other.samples = [{"id": index} for index in range(640)]
+    assert data_digest(other) != data_digest(Items(relabelled))
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()
         for index in range(70):

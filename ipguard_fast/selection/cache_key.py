@@ -95,7 +95,13 @@ def _stored_parts(data: Dataset):
         yield tensor_bytes(tensor)
     samples = getattr(data, "samples", None)   # torchvision's ImageFolder: (path, class index) pairs
     if isinstance(samples, list):
-        for path, label in samples:
+        for sample in samples:
+            if not (isinstance(sample, (tuple, list)) and len(sample) == 2):
+                # A data set of the caller's own whose `samples` hold something else: its items
+                # (hashed above) are what it is known by.
+                yield f"samples item {type(sample).__name__}".encode()
+                continue
+            path, label = sample
             try:
                 stat = os.stat(path)
                 yield f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode("utf-8", "backslashreplace")
