@@ -7,13 +7,14 @@ from typing import Any
 from ._validate import ArgumentError, probability
 from .fingerprints import FingerprintSet
 
-__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "above_chance", "chance_rate",
+__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "LABEL_BIAS", "NOT_SHOWN", "NO_THRESHOLD", "above_chance", "chance_rate",
            "conclusive_threshold", "inconclusive_reason", "resolve_threshold"]
 
 # Why a verdict is inconclusive (Verdict.reason).
 NO_THRESHOLD = "no_threshold"            # neither the caller nor the file gives a threshold
 NOT_SHOWN = "threshold_not_shown"        # the file's own threshold can show no copy (protect said so)
 AT_CHANCE = "threshold_at_chance"        # a model that guesses reaches the threshold on average (chance_rate)
+LABEL_BIAS = "explained_by_label_bias"   # the suspect's matches are what its own label frequencies give (label_bias.py)
 
 # A fingerprint set with no calibrated threshold gets no verdict from verify(): which rate
 # separates copies from innocents depends on how often *independent* models agree with the

@@ -14,26 +14,20 @@ import numbers
 import os
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
-from torch import nn
 
-from ._errors import ran_out_of_memory
-from ._files import short_error
 from ._validate import positive_int
 from .fingerprints import FingerprintSet
-from .modules import (call_in_fixed_batches, device_and_dtype, eval_mode, held_tensors, kept_unchanged,
-                      static_batch_size)
-from .verdict_threshold import (AT_CHANCE, DEFAULT_THRESHOLD, NO_THRESHOLD, NOT_SHOWN, conclusive_threshold,
+from .label_bias import beyond_label_bias, label_bias_rate
+from .suspect_calls import LabelFn, as_label_fn, as_output_fn
+from .verdict_threshold import (AT_CHANCE, DEFAULT_THRESHOLD, LABEL_BIAS, NO_THRESHOLD, NOT_SHOWN, conclusive_threshold,
                                 inconclusive_reason, resolve_threshold)
 
-__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "Verdict", "as_label_fn",
-           "as_output_fn", "calibrate_threshold", "conclusive_threshold", "matching_rate", "resolve_threshold", "verify"]
-
-LabelFn = Callable[[torch.Tensor], torch.Tensor]
-"""A function from a float32 image batch ``[B, *input_shape]`` to int64 labels ``[B]`` on the CPU."""
+__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "LABEL_BIAS", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "Verdict", "as_label_fn",
+           "as_output_fn", "calibrate_threshold", "conclusive_threshold", "matching_rate", "resolve_threshold", "suspect_answers",
+           "verify"]
 
 
 @dataclass(frozen=True)
@@ -41,9 +35,11 @@ class Verdict:
     """Outcome of :func:`verify`. ``to_dict`` gives the JSON the CLI prints. ``conclusive``
     False: no rate shows a copy, ``pirated`` is False at any rate, and ``reason`` says why --
     NO_THRESHOLD (neither the caller nor the file gives a threshold; ``threshold`` is None),
-    NOT_SHOWN (the file's own threshold can show no copy) or AT_CHANCE (the threshold, the
+    NOT_SHOWN (the file's own threshold can show no copy), AT_CHANCE (the threshold, the
     caller's or the file's, is at or below the rate of a model that guesses, 1 / the number
-    of classes: verdict_threshold.chance_rate)."""
+    of classes: verdict_threshold.chance_rate) or LABEL_BIAS (the suspect reaches the
+    threshold, but no more often than its own label frequencies explain: label_bias.py).
+    ``label_bias_rate``: the rate those frequencies give on average."""
 
     matching_rate: float
     pirated: bool
@@ -52,139 +48,10 @@ class Verdict:
     total: int
     conclusive: bool = True
     reason: str | None = None
+    label_bias_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------- suspects
-
-
-def as_label_fn(suspect: Any, num_classes: int | None = None) -> LabelFn:
-    """Turn any supported suspect into a :data:`LabelFn`.
-
-    Supported suspects:
-      * ``nn.Module`` (including TorchScript modules): run in eval mode under ``no_grad`` on
-        the module's device and floating dtype; every submodule's mode is restored after each call;
-      * ``torch.export.ExportedProgram`` (its ``.module()`` is used); exported modules with a
-        fixed batch size are fed padded batches of exactly that size;
-      * any other callable from images to logits ``[B, C]`` (floating) or labels ``[B]``
-        (integer tensor, numpy array or list).
-
-    The returned function raises ValueError when the suspect's output has the wrong batch
-    length or rank, a class count different from ``num_classes`` (when given), integer
-    labels outside ``[0, num_classes)`` or non-finite logits.
-    """
-    outputs = as_output_fn(suspect, num_classes)
-
-    def label_fn(images: torch.Tensor) -> torch.Tensor:
-        labels, logits = outputs(images)
-        if logits is not None:  # the suspect's class count, for callers that lack one
-            label_fn.classes_seen = int(logits.shape[1])
-        return labels
-
-    label_fn.classes_seen = None
-    return label_fn
-
-
-def as_output_fn(suspect: Any, num_classes: int | None = None
-                 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
-    """Like :func:`as_label_fn`, but the function returns ``(labels [B], logits [B, C] or None)``:
-    the float32 CPU logits when the suspect gives logits, None when it gives labels only
-    (what fingerprint selection needs to score by margin where it can)."""
-    if num_classes is not None:
-        positive_int("num_classes", num_classes)
-    if isinstance(suspect, (str, os.PathLike)):
-        raise ValueError(f"suspect: {os.fspath(suspect)!r} is a path; this layer takes objects: load it with "
-                         "ipguard_fast.load_suspect, or call ipguard_fast.matching_rate / verify, which accept paths")
-    if isinstance(suspect, torch.export.ExportedProgram):
-        suspect = suspect.module()
-
-    if isinstance(suspect, nn.Module):
-        forward = _module_forward(suspect)
-    elif callable(suspect):
-        forward = suspect
-    else:
-        raise ValueError(
-            f"suspect: must be an nn.Module, ExportedProgram, model path or callable, got {type(suspect).__name__}"
-        )
-
-    def output_fn(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
-            raise ValueError("images: must be a floating tensor of shape [B, *input_shape]")
-        with torch.no_grad():
-            # A copy: a suspect that writes into its input (`x.sub_(mean)`) must not change the
-            # caller's images (the fingerprints, judged again for the next suspect).
-            output = forward(images.clone())
-        return _checked_output(output, batch=images.shape[0], num_classes=num_classes)
-
-    return output_fn
-
-
-def _module_forward(module: nn.Module) -> Callable[[torch.Tensor], Any]:
-    """Wrap a module: inputs on its device and dtype, eval mode, modes and tensors kept (kept_unchanged)."""
-    device, dtype = device_and_dtype(module)
-    fixed_batch = static_batch_size(module)
-    held = [(name, value.detach().clone()) for name, value in held_tensors(module)]
-
-    def forward(images: torch.Tensor) -> Any:
-        with kept_unchanged(module, held):   # a suspect that changes its tensors keeps state between queries
-            return _called(images)
-
-    def _called(images: torch.Tensor) -> Any:
-        with eval_mode(module):
-            x = images.to(device=device, dtype=dtype)
-            try:
-                if fixed_batch is None:
-                    return module(x)
-                return call_in_fixed_batches(lambda chunk: _as_tensor(module(chunk)), x, fixed_batch)
-            except Exception as exc:  # the suspect cannot take these images: our caller's bad input ...
-                if ran_out_of_memory(exc):
-                    raise   # ... unless a resource ran out: that is no mistake of the caller's
-                raise ValueError(f"suspect: fails on images of shape {list(x.shape)}: {short_error(exc)}") from exc
-
-    return forward
-
-
-def _as_tensor(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    try:
-        return torch.as_tensor(np.asarray(output))
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(
-            f"suspect: output must be a tensor, numpy array or list of logits/labels, got {type(output).__name__}"
-        ) from exc
-
-
-def _checked_output(output: Any, batch: int, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Validate a suspect's raw output: (int64 labels ``[batch]``, float32 logits or None), on the CPU."""
-    out = _as_tensor(output).detach().cpu()
-    if out.dim() not in (1, 2):
-        raise ValueError(
-            f"suspect: output must be logits [B, C] or labels [B], got shape {tuple(out.shape)}"
-        )
-    if out.shape[0] != batch:
-        raise ValueError(f"suspect: returned {out.shape[0]} outputs for a batch of {batch} images")
-
-    if out.dim() == 2:
-        if not out.is_floating_point():
-            raise ValueError(f"suspect: 2-D output must be floating logits [B, C], got dtype {out.dtype}")
-        if num_classes is not None and out.shape[1] != num_classes:
-            raise ValueError(f"suspect: returns {out.shape[1]} classes, the fingerprints have {num_classes}")
-        if not torch.isfinite(out).all():
-            raise ValueError("suspect: returned non-finite logits (NaN or inf)")
-        return out.argmax(dim=1).to(torch.int64), out.float()
-
-    if out.is_floating_point() or out.is_complex() or out.dtype == torch.bool:
-        raise ValueError(f"suspect: 1-D output must be integer labels [B], got dtype {out.dtype}")
-    labels = out.to(torch.int64)
-    if labels.numel():
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or (num_classes is not None and high >= num_classes):
-            bound = f"[0, {num_classes})" if num_classes is not None else "non-negative"
-            raise ValueError(f"suspect: returned label {low if low < 0 else high}, labels must be {bound}")
-    return labels, None
 
 
 # ---------------------------------------------------------------------- matching
@@ -207,16 +74,22 @@ def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None =
     model keeps depends on the owner, k and the task, anything up to all of them, so no fixed
     rate is evidence (see :data:`DEFAULT_THRESHOLD`) --, when the file's own threshold can
     show no copy (:func:`conclusive_threshold`), or when the threshold is so low that a model
-    that guesses its answers would reach it on average (``AT_CHANCE``).
+    that guesses its answers would reach it on average (``AT_CHANCE``); and when the suspect
+    reaches the threshold but its label frequencies explain its matches (``LABEL_BIAS``:
+    a model answering one label everywhere on a set crowded onto that label).
     """
     _check_fingerprints(fingerprints)
     reason = inconclusive_reason(threshold, fingerprints)
     threshold = resolve_threshold(threshold, fingerprints)   # None: the file has none and none is given
-    matches = _count_matches(suspect, fingerprints, batch_size)
+    answers = suspect_answers(suspect, fingerprints, batch_size)
+    matches = int((answers == fingerprints.labels).sum())
     total = len(fingerprints)
     rate = matches / total
+    if reason is None and rate >= threshold and not beyond_label_bias(fingerprints.labels, answers):
+        reason = LABEL_BIAS
     return Verdict(matching_rate=rate, pirated=reason is None and rate >= threshold, threshold=threshold,
-                   matches=matches, total=total, conclusive=reason is None, reason=reason)
+                   matches=matches, total=total, conclusive=reason is None, reason=reason,
+                   label_bias_rate=label_bias_rate(fingerprints.labels, answers))
 
 
 def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: FingerprintSet,
@@ -264,11 +137,16 @@ def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: Fingerpr
 
 
 def _count_matches(suspect: Any, fingerprints: FingerprintSet, batch_size: int) -> int:
-    """Number of fingerprints on which the suspect predicts ``fingerprints.labels``, in batches."""
+    """Number of fingerprints on which the suspect predicts ``fingerprints.labels``."""
+    return int((suspect_answers(suspect, fingerprints, batch_size) == fingerprints.labels).sum())
+
+
+def suspect_answers(suspect: Any, fingerprints: FingerprintSet, batch_size: int = 256) -> torch.Tensor:
+    """The suspect's label for every fingerprint (int64 on the CPU), queried in batches."""
     n = _check_fingerprints(fingerprints)
     positive_int("batch_size", batch_size)
     label_fn = as_label_fn(suspect, num_classes=fingerprints.num_classes)
-    matches = 0
+    answers = []
     for start in range(0, n, batch_size):
         predicted = label_fn(fingerprints.images[start:start + batch_size])
         if start == 0 and fingerprints.num_classes is None and label_fn.classes_seen is not None:
@@ -277,8 +155,8 @@ def _count_matches(suspect: Any, fingerprints: FingerprintSet, batch_size: int) 
             if highest >= label_fn.classes_seen:
                 raise ValueError(f"fingerprints: owner label {highest} is outside the suspect's "
                                  f"{label_fn.classes_seen} classes (the set records no num_classes)")
-        matches += int((predicted == fingerprints.labels[start:start + batch_size]).sum())
-    return matches
+        answers.append(predicted)
+    return torch.cat(answers)
 
 
 def _check_fingerprints(fingerprints: FingerprintSet) -> int:

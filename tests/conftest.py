@@ -16,11 +16,21 @@ def distinct_labels(B: int, C: int, generator: torch.Generator, device="cpu"):
 
 def half_matching_fingerprints(model, n: int = 40, seed: int = 1, shape=(1, 8, 8), num_classes: int = 10):
     """Random images as fingerprints: the owner labels are the model's own for the first
-    half and wrong for the rest, so the model's matching rate is exactly 0.5."""
+    half and wrong for the rest, so the model's matching rate is exactly 0.5. The images are
+    drawn from 16 n random ones in turn over the labels the model gives them, so the labels
+    spread as real fingerprints' do: a random model gives one label to most random images,
+    and on a set crowded onto one label verify calls nothing a copy (label_bias.py)."""
     from ipguard_fast.fingerprints import FingerprintSet
 
     generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, *shape, generator=generator)
+    drawn = torch.rand(16 * n, *shape, generator=generator)
+    with torch.no_grad():
+        given = model(drawn).argmax(1)
+    by_label = torch.argsort(given, stable=True)
+    rank = torch.empty_like(by_label)
+    rank[by_label] = torch.arange(len(given)) - torch.searchsorted(given[by_label], given[by_label])
+    turns = torch.argsort(rank * (int(given.max()) + 1) + given, stable=True)[:n]   # one of each label, in turn
+    images = drawn[turns]
     with torch.no_grad():
         own = model(images).argmax(1)
     labels = own.clone()

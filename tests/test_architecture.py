@@ -18,10 +18,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ipguard_fast"
 LAYERS = [
     # 0: the ops, and leaf utilities that import nothing of the package's
     ["_extension", "_checks", "reference", "ops", "_atomic", "_validate", "_optional", "_hashing", "_version",
-     "_files", "_progress", "_errors", "_startup"],
+     "_files", "_progress", "_errors", "_startup", "binomial"],
     ["modules", "nn", "data", "data_files", "augment", "precision"],   # 1: helpers on a caller's module; layers; data sets
     ["fingerprint_fields", "fingerprints", "train", "search"],   # 2: the fingerprint set; the search; training
-    ["verdict_threshold", "verdicts", "metrics"],   # 3: verdicts on objects (never a file); ARUC and ROC AUC
+    ["verdict_threshold", "suspect_calls", "label_bias", "verdicts", "metrics"],   # 3: verdicts on objects (never a file); ARUC and ROC AUC
     ["io", "models"],                          # 4: files and formats into objects; architectures
     ["remote", "attacks"],                     # 5: the label-only HTTP API; the post-processing attacks
     ["selection"],                             # 6: fingerprint selection against reference models, protect

@@ -12,6 +12,7 @@ from ipguard_fast.io import save_torchscript
 from ipguard_fast.verdicts import (
     AT_CHANCE,
     DEFAULT_THRESHOLD,
+    LABEL_BIAS,
     NO_THRESHOLD,
     NOT_SHOWN,
     Verdict,
@@ -174,21 +175,26 @@ def test_matching_rate_argument_checks(owner, owner_fps):
 def test_verdict_at_and_below_threshold():
     fps = fingerprints_for(torch.arange(N) % 10)
     at = verify(copier(5, fps.labels), fps, threshold=0.5, batch_size=N)
-    assert at == Verdict(matching_rate=0.5, pirated=True, threshold=0.5, matches=5, total=N)
+    # One point per label, answered one per label: its frequencies explain a tenth (0.1).
+    assert at == Verdict(matching_rate=0.5, pirated=True, threshold=0.5, matches=5, total=N, label_bias_rate=0.1)
     below = verify(copier(4, fps.labels), fps, threshold=0.5, batch_size=N)
     assert not below.pirated and below.matches == 4
     assert below.to_dict() == {"matching_rate": 0.4, "pirated": False, "threshold": 0.5, "matches": 4, "total": N,
-                               "conclusive": True, "reason": None}
+                               "conclusive": True, "reason": None, "label_bias_rate": 0.1}
 
 
 def test_threshold_defaults():
     labels = torch.arange(N) % 10       # one point per label: chance rate 0.1, below 0.25
     fps = fingerprints_for(labels)
-    suspect = copier(3, fps.labels)
+    suspect = copier(5, fps.labels)
     calibrated = fingerprints_for(labels, threshold=0.25)
     verdict = verify(suspect, calibrated, batch_size=N)
     assert verdict.threshold == 0.25 and verdict.pirated and verdict.conclusive and verdict.reason is None
     assert verify(suspect, fps, threshold=DEFAULT_THRESHOLD, batch_size=N).conclusive
+    # 3 of 10 reaches 0.25, but a model answering at its own label frequencies (a tenth
+    # here) matches 3 or more of 10 points 7 % of the time: no copy shown (label_bias.py).
+    weak = verify(copier(3, fps.labels), calibrated, batch_size=N)
+    assert weak.matching_rate >= weak.threshold and not weak.pirated and weak.reason == LABEL_BIAS
 
 
 def test_a_threshold_a_guessing_model_reaches_gives_no_verdict(tmp_path, capsys):
@@ -205,9 +211,12 @@ def test_a_threshold_a_guessing_model_reaches_gives_no_verdict(tmp_path, capsys)
         assert verdict.matches == 4 and not verdict.pirated and not verdict.conclusive
         assert verdict.reason == AT_CHANCE
         assert not verify(copier(N, labels), fps, threshold=typed, batch_size=N).pirated   # even n of n
-    decided = verify(copier(5, labels), fingerprints_for(labels), threshold=0.5, batch_size=N)
+    decided = verify(copier(7, labels), fingerprints_for(labels), threshold=0.5, batch_size=N)
     assert decided.conclusive and decided.pirated
-    assert verify(constant, fingerprints_for(labels), threshold=0.2, batch_size=N).conclusive
+    # Above chance the threshold decides, but the constant model's 4 of 10 are what answering 3
+    # everywhere gives on a set 4 of whose 10 labels are 3: no copy (it was PIRATED at 0.2).
+    above = verify(constant, fingerprints_for(labels), threshold=0.2, batch_size=N)
+    assert above.matching_rate == 0.4 and not above.pirated and above.reason == LABEL_BIAS
     # The command prints the threshold in full (0.0000 would hide it) and the reason.
     fps_path, model_path = tmp_path / "fp.safetensors", tmp_path / "constant.pt"
     fingerprints_for(labels, threshold=1e-300).save(fps_path)
@@ -280,7 +289,8 @@ def test_calibrate_few_negatives_is_one_step_above_the_largest(calibration_fps):
     assert threshold == pytest.approx(0.4)
     # No negative passes the threshold, and it is the smallest one with that property.
     assert not any(verify(s, calibration_fps, threshold, batch_size=N).pirated for s in negatives)
-    assert verify(negatives[1], calibration_fps, 0.3, batch_size=N).pirated
+    at = verify(negatives[1], calibration_fps, 0.3, batch_size=N)   # 3 of 10 reach 0.3 (too few to accuse: label_bias)
+    assert at.matching_rate >= at.threshold and at.reason == LABEL_BIAS
 
 
 def test_calibrate_allows_the_requested_share_of_false_positives(calibration_fps):

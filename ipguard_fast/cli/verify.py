@@ -102,7 +102,7 @@ def print_verdict(verdict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(verdict.to_dict()))
         return
-    from ..verdicts import AT_CHANCE, NO_THRESHOLD
+    from ..verdicts import AT_CHANCE, LABEL_BIAS, NO_THRESHOLD
 
     rate = f"matching rate {verdict.matching_rate:.4f} ({verdict.matches}/{verdict.total})"
     if verdict.reason == NO_THRESHOLD:
@@ -114,6 +114,12 @@ def print_verdict(verdict, as_json: bool) -> None:
         print(f"{rate} vs threshold {verdict.threshold!r}: inconclusive (a model that guesses its answers "
               "reaches that threshold on average, so a rate above it is no evidence of a copy: give a higher "
               "--threshold, or calibrate the file with `ipguard calibrate`)")
+        return
+    if verdict.reason == LABEL_BIAS:
+        print(f"{rate} vs threshold {verdict.threshold:.4f}: inconclusive (the suspect's own label frequencies "
+              f"explain its matches: answering at those frequencies whatever the image, a model matches "
+              f"{verdict.label_bias_rate:.2f} of these points on average, and {verdict.matches} of {verdict.total} "
+              "is not unlikely at that rate; a file whose points spread over the labels can tell more)")
         return
     word = "PIRATED" if verdict.pirated else "not pirated"
     if not verdict.conclusive:

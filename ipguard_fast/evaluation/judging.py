@@ -19,6 +19,8 @@ def judged(rows: Sequence[dict], threshold: float | None, owner_accuracy: float 
     ROC AUC are NaN when no counted suspect of a role is left).
     conclusive False (verdicts.conclusive_threshold, or a threshold at chance): verify calls no suspect a copy at this
     set's threshold, so nobody is accused and every counted copy is missed.
+    A row whose matches its label frequencies explain (row["beyond_label_bias"] False) is
+    called no copy at any rate, as verify calls it (listed in verdicts["label_bias"]).
     threshold None: the set carries no calibrated threshold, to which verify gives no verdict;
     the verdicts are those at DEFAULT_THRESHOLD, what a caller who typed --threshold 0.5 gets,
     marked verdicts["calibrated"] False (what an uncalibrated rate would do is worth seeing)."""
@@ -30,14 +32,22 @@ def judged(rows: Sequence[dict], threshold: float | None, owner_accuracy: float 
         row["counted"] = not useless
     pos = [r for r in rows if r["role"] == "positive" and r["counted"]]
     neg = [r for r in rows if r["role"] == "negative"]
-    accused = [r["name"] for r in neg if conclusive and r["matching_rate"] >= threshold]
-    missed = [r["name"] for r in pos if not conclusive or r["matching_rate"] < threshold]
+    accused = [r["name"] for r in neg if conclusive and _called_a_copy(r, threshold)]
+    missed = [r["name"] for r in pos if not conclusive or not _called_a_copy(r, threshold)]
     verdicts = {"threshold": threshold, "calibrated": calibrated, "conclusive": conclusive,
                 "positives": len(pos), "negatives": len(neg),
                 "tpr": (len(pos) - len(missed)) / len(pos) if pos else None,
                 "false_accusations": accused, "missed": missed,
-                "not_useful": [r["name"] for r in rows if not r["counted"]]}
+                "not_useful": [r["name"] for r in rows if not r["counted"]],
+                "label_bias": [r["name"] for r in rows if r["matching_rate"] >= threshold
+                               and not r.get("beyond_label_bias", True)]}
     pos_rates, neg_rates = [r["matching_rate"] for r in pos], [r["matching_rate"] for r in neg]
     if not pos_rates or not neg_rates:   # e.g. every copy no longer useful: no curve, the verdicts stand
         return float("nan"), float("nan"), verdicts
     return metrics.aruc(pos_rates, neg_rates), metrics.roc_auc(pos_rates, neg_rates), verdicts
+
+
+def _called_a_copy(row: dict, threshold: float) -> bool:
+    """As verify: at or above the threshold, and more matches than the suspect's own label
+    frequencies explain (label_bias.py; a row from before that test carries no flag)."""
+    return row["matching_rate"] >= threshold and row.get("beyond_label_bias", True)

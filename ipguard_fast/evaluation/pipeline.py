@@ -26,7 +26,8 @@ from ..selection.mistakes import mistakes_fingerprints
 from ..selection.protect import run_protect
 from ..train import accuracy
 from ..verdict_threshold import DEFAULT_THRESHOLD, above_chance
-from ..verdicts import conclusive_threshold, matching_rate, resolve_threshold
+from ..label_bias import beyond_label_bias
+from ..verdicts import conclusive_threshold, resolve_threshold, suspect_answers
 from .config import METHODS, EvaluationConfig, EvaluationResult, RunResult
 from .judging import judged
 from .suspects import Suspect, build_suspects, paper_suspects
@@ -104,9 +105,9 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     owner_acc = accuracy(owner, test_set) if test_set is not None else None
 
     def judge(fps: FingerprintSet, seconds: float, **fields) -> RunResult:
-        rates = gathered(lambda s: matching_rate(s.model, fps))
+        outcomes = gathered(lambda s: _outcome(s.model, fps))
         rows = [{"name": s.name, "family": s.family, "role": s.role, "accuracy": accuracies[s.name],
-                 "matching_rate": rates[s.name]} for s in suspects]
+                 "matching_rate": outcomes[s.name][0], "beyond_label_bias": outcomes[s.name][1]} for s in suspects]
         threshold = resolve_threshold(None, fps)
         # As verify: no verdict at a threshold a model that guesses reaches (verdict_threshold.chance_rate).
         conclusive = conclusive_threshold(fps) and above_chance(
@@ -123,6 +124,13 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     if "mistakes" in config.methods:
         runs.append(_mistakes_run(owner, test_set, config, judge, log))
     return EvaluationResult({"name": owner_name, "accuracy": owner_acc}, config.as_meta(), runs)
+
+
+def _outcome(model, fps: FingerprintSet) -> tuple[float, bool]:
+    """(matching rate, whether the matches go beyond the suspect's label frequencies: what
+    verify asks before it calls a suspect a copy, label_bias.py)."""
+    answers = suspect_answers(model, fps)
+    return int((answers == fps.labels).sum()) / len(fps), beyond_label_bias(fps.labels, answers)
 
 
 def _agree(comm, owner: nn.Module, suspects: Sequence[Suspect], config: EvaluationConfig, train_set,

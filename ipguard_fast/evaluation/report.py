@@ -80,6 +80,8 @@ def verdict_summary(verdicts: Mapping[str, Any]) -> str:
             f"{len(missed)}/{verdicts['positives']} missed")
     if verdicts.get("not_useful"):
         text += f" ({len(verdicts['not_useful'])} not useful)"
+    if verdicts.get("label_bias"):
+        text += f" ({len(verdicts['label_bias'])} at t no copy: their label frequencies explain their matches)"
     if verdicts.get("conclusive") is False:
         text += " (inconclusive: the set's threshold can show no copy)"
     if verdicts.get("calibrated") is False:

@@ -20,7 +20,7 @@ from .._files import short_error
 from .._validate import ArgumentError
 from ..io import SuspectFailed
 from ..modules import device_and_dtype, eval_mode, static_batch_size
-from ..verdicts import as_label_fn
+from ..suspect_calls import as_label_fn
 from .config import ServeConfig
 from .protocol import encode_health
 

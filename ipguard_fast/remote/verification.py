@@ -15,6 +15,7 @@ import torch
 from .._validate import ArgumentError
 from ..fingerprints import FingerprintSet
 from ..verdicts import Verdict, conclusive_threshold, resolve_threshold, verify
+from ..verdict_threshold import above_chance, chance_rate
 from .client import RemoteError, RemoteLabelModel
 from .config import RemoteVerifyConfig
 from .progress import ProgressFile, check_progress_path
@@ -69,7 +70,8 @@ def run_remote_verification(url: str | RemoteLabelModel, fingerprints: Fingerpri
             else ``~/.config/ipguard_fast/progress.key`` (``$XDG_CONFIG_HOME`` respected),
             created on first use. A missing key file is created atomically (mode 0600); an
             unsafe one (empty, short, not a regular file, open to others) is refused.
-        threshold: as in :func:`verdicts.verify` (default: ``fingerprints.meta["threshold"]``;
+        threshold: as in :func:`verdicts.verify` (default: ``fingerprints.meta["threshold"]``; one at
+            or below the chance rate is refused before any query;
             a file with none gives an inconclusive verdict).
         on_batch: called as ``on_batch(batch_index, batches_done, batches_total)`` after each
             batch is answered (and saved).
@@ -87,9 +89,15 @@ def run_remote_verification(url: str | RemoteLabelModel, fingerprints: Fingerpri
         raise ArgumentError("fingerprints", f"must be a FingerprintSet, got {type(fingerprints).__name__}")
     if len(fingerprints) == 0:
         raise ArgumentError("fingerprints", "is empty; a matching rate needs at least one fingerprint")
-    resolve_threshold(threshold, fingerprints)   # a bad threshold is refused before any query
+    resolved = resolve_threshold(threshold, fingerprints)   # a bad threshold is refused before any query
     if threshold is None:
         conclusive_threshold(fingerprints)
+    if resolved is not None and not above_chance(resolved, fingerprints):
+        # verify would call it inconclusive whatever the server answers: no query is spent on it.
+        name = "threshold" if threshold is not None else "fingerprints.meta['threshold']"
+        raise ArgumentError(name, f"{resolved!r} is at or below the rate a model that guesses reaches "
+                                  f"({chance_rate(fingerprints):.4g}, 1 / the number of classes), so no "
+                                  "answer could show a copy; nothing was sent to the server")
     end = None if config.deadline is None else time.monotonic() + config.deadline
     if progress_file is not None:   # checked before any query: the first batch's answer would be lost
         check_progress_path(progress_file)

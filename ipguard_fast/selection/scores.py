@@ -29,7 +29,7 @@ import torch
 
 from ..fingerprints import FingerprintSet
 from ..search.acceptance import owner_label_margin
-from ..verdicts import as_output_fn
+from ..suspect_calls import as_output_fn
 
 __all__ = ["SCORES", "TEMPERATURE", "ReferenceOutputs", "owner_label_margin", "reference_outputs", "separation_scores",
            "soft_agreement"]

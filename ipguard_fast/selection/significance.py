@@ -13,20 +13,11 @@ copy that keeps nearly every point is caught as before.
 """
 from __future__ import annotations
 
-import math
+from ..binomial import binomial_pmf, binomial_tail
 
 __all__ = ["SIGNIFICANCE", "binomial_tail", "significant_threshold"]
 
 SIGNIFICANCE = 0.05
-
-
-def binomial_tail(n: int, p: float, k: int) -> float:
-    """P(X >= k) for X ~ Binomial(n, p)."""
-    if k <= 0 or p >= 1.0:
-        return 1.0 if k <= n else 0.0
-    if k > n or p <= 0.0:
-        return 0.0
-    return min(1.0, sum(_pmf(n, count, p) for count in range(n, k - 1, -1)))
 
 
 def significant_threshold(level: float, n: int, significance: float = SIGNIFICANCE) -> tuple[float, bool]:
@@ -44,7 +35,7 @@ def significant_threshold(level: float, n: int, significance: float = SIGNIFICAN
         return 1 / n, True            # a model that never agrees cannot reach one match by chance
     count, tail = n, 0.0
     while count >= 0:                 # P(X = count) from the top (small terms first) until the tail passes
-        tail += _pmf(n, count, level)
+        tail += binomial_pmf(n, count, level)
         if tail > significance:
             break
         count -= 1
@@ -52,10 +43,3 @@ def significant_threshold(level: float, n: int, significance: float = SIGNIFICAN
         return 1.0, False
     return (count + 1) / n, True
 
-
-def _pmf(n: int, count: int, p: float) -> float:
-    """P(X = count), in log space so that no binomial coefficient overflows at any n."""
-    if p >= 1.0:
-        return 1.0 if count == n else 0.0
-    log_choose = math.lgamma(n + 1) - math.lgamma(count + 1) - math.lgamma(n - count + 1)
-    return math.exp(log_choose + count * math.log(p) + (n - count) * math.log1p(-p))

@@ -24,7 +24,7 @@ import torch
 from ..._errors import ran_out_of_memory
 from ..._files import short_error
 from ..._validate import ArgumentError
-from ...verdicts import as_output_fn
+from ...suspect_calls import as_output_fn
 from ..formats import load_model, load_suspect
 from ..weights import ModelLoadError
 from . import wire, worker_extraction
