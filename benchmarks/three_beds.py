@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--init", default="data", choices=("data", "uniform", "auto"),
                    help="protect's pool starts (ProtectConfig.init; default: data)")
     p.add_argument("--label-share", type=float, default=None,
-                   help="protect's label_share (selection/spread.py; default: none, the plain top n)")
+                   help="protect's label_share (selection/spread.py; default: none, at most half the points on one label; the number of classes: the plain top n)")
     p.add_argument("--drop-kinds", default="",
                    help="comma-separated reference kinds left out of protect's recipe (an ablation)")
     p.add_argument("--threshold-twins", type=int, default=0,

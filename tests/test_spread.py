@@ -33,11 +33,15 @@ def test_labels_that_run_out_are_filled_with_the_best_of_the_rest():
     assert spread_top_n(scores, 8, labels, 10, 1.0).tolist() == [0, 1, 2, 3, 4, 5, 6, 8]
 
 
-def test_non_finite_scores_come_last_and_no_share_is_the_plain_top_n():
+def test_non_finite_scores_come_last_and_no_share_caps_one_label_at_half():
     scores = torch.tensor([9., 8, 7, 6, float("-inf"), 4, 3, 2])
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
     assert spread_top_n(scores, 3, labels, 3, 1.0).tolist() == [0, 5, 6]
-    assert spread_top_n(scores, 3, labels, 3, None).tolist() == top_n(scores, 3).tolist() == [0, 1, 2]
+    # No share: at most half of the 3 (rounded up, 2) on label 0; the best other fills.
+    assert spread_top_n(scores, 3, labels, 3, None).tolist() == [0, 1, 5]
+    assert spread_top_n(scores, 4, labels, 3, None).tolist() == [0, 1, 5, 6]
+    # A share of the number of classes lifts every cap: the plain top n.
+    assert spread_top_n(scores, 3, labels, 3, 3.0).tolist() == top_n(scores, 3).tolist() == [0, 1, 2]
     assert spread_top_n(scores, 3, None, 3, 1.0).tolist() == [0, 1, 2]
 
 
@@ -49,7 +53,7 @@ def test_the_choice_selects_with_the_spread():
     margins = torch.where(agree, 2.0, -2.0)
     positives = ReferenceOutputs(margins, agree)
     negatives = ReferenceOutputs(torch.full((3, p), -2.0), torch.zeros(3, p, dtype=torch.bool))
-    for share, most in ((None, 8), (1.0, 2)):
+    for share, most in ((None, 4), (4.0, 8), (1.0, 2)):
         refs = References(positives, negatives, ["a", "b", "c"], ["x", "y", "z"], labels=labels, num_classes=4,
                           label_share=share)
         chosen = choose([Candidate("all", torch.arange(p))], refs, 8, "separation")

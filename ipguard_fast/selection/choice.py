@@ -55,7 +55,7 @@ class References:
     validation_negatives: ReferenceOutputs | None = None
     labels: torch.Tensor | None = None       # the owner's label of each pool point (spread.py)
     num_classes: int | None = None
-    label_share: float | None = None         # None: the plain top n
+    label_share: float | None = None         # None: at most half on one label
 
     def top(self, scores: torch.Tensor, count: int, columns: torch.Tensor) -> torch.Tensor:
         """Positions in `columns` of the `count` points a selection keeps by `scores` (over

@@ -45,8 +45,10 @@ class ProtectConfig:
     the training images (None: all of them); the plan's first knob (plan.py). budget:
     seconds this machine may spend; the plan cuts knobs until its estimate fits (None:
     the full recipe, estimated only). label_share: at most this multiple of an even share
-    of the n points may carry one label (spread.py; None, the default: the plain top n,
-    which measured better over the three beds). threshold_significance: the stored
+    of the n points may carry one label (spread.py; None, the default: the top n with at
+    most half of them on one label, spread.MOST_ONE_LABEL, which a set needs for verify to
+    tell a copy from a model answering one label; label_share = the number of classes: the
+    plain top n). threshold_significance: the stored
     threshold is the smallest count of n that a model agreeing at the calibrated level
     reaches with at most this probability, below 0.5 (significance.py; None: the level itself).
     """

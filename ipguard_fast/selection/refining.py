@@ -16,7 +16,7 @@ from .refine import duplicate_rows, refined_pool
 from .scores import ReferenceOutputs, separation_scores
 from .select import describe_reference, selected_set
 from .significance import significant_threshold
-from .spread import spread_top_n
+from .spread import MOST_ONE_LABEL, spread_top_n
 from .stages import Choice, ReferenceSet, score_pool
 
 __all__ = ["Calibration", "Selection", "calibrate_threshold", "fingerprint_set", "refine_selection",
@@ -170,6 +170,7 @@ def fingerprint_set(selection: Selection, refs: ReferenceSet, choice: Choice, co
     every = list(range(len(references)))
     rates = selection.outputs.rows(every).columns(selection.kept).rates().tolist()
     extra = {"negative_weight": choice.chosen.negative_weight, "label_share": config.label_share,
+             "most_one_label": MOST_ONE_LABEL if config.label_share is None else None,
              "refined": selection.meta if config.refine is not None else None}
     if selection.pool_size is not None:
         extra.update(pool_size=selection.pool_size, pool_indices=selection.meta["pool_indices"])

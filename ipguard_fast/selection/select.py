@@ -41,7 +41,7 @@ def select_fingerprints(pool: FingerprintSet, n: int, *, positives: Sequence[Any
     so the result is deterministic. owner: when given, the pool must have been extracted
     from it (its recorded weight hash). label_share: at most this multiple of an even
     share of the n points per label (spread.py; spread.LABEL_SHARE is the share measured);
-    None, the default: the plain top n.
+    None, the default: at most half of them on one label (spread.MOST_ONE_LABEL).
     """
     n = check_pool(pool, n, owner)
     pos_refs = named_references("positives", positives)
