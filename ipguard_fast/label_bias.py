@@ -47,9 +47,12 @@ def label_bias_rate(owner_labels: torch.Tensor, answers: torch.Tensor) -> float:
         raise ValueError("answers: no fingerprints, no rate")
     if int(min(owner_labels.min(), answers.min())) < 0:
         raise ValueError("answers: labels must be 0 or more")
-    size = int(max(owner_labels.max(), answers.max())) + 1
-    owner = torch.bincount(owner_labels, minlength=size).double()
-    suspect = torch.bincount(answers, minlength=size).double()
+    # Counted over the labels present, not up to the largest: a suspect (or a server) may
+    # answer any label when the set records no class count, and 10**15 must not size a tensor.
+    _, index = torch.unique(torch.cat([owner_labels, answers]), return_inverse=True)
+    size = int(index.max()) + 1
+    owner = torch.bincount(index[:n], minlength=size).double()
+    suspect = torch.bincount(index[n:], minlength=size).double()
     return float((owner * suspect).sum()) / (n * n)
 
 

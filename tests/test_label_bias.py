@@ -45,6 +45,9 @@ def test_the_rate_a_suspects_label_frequencies_give():
     assert label_bias_rate(owner, torch.tensor([4, 4, 4, 4])) == 0.75            # 3/4 x 4/4
     assert label_bias_rate(owner, torch.tensor([1, 1, 0, 0])) == pytest.approx(0.125)   # 1/4 x 2/4
     assert label_bias_rate(torch.arange(10), torch.arange(10).flip(0)) == pytest.approx(0.1)
+    # A label far past the classes (a set with no class count lets a suspect answer any) is
+    # counted, not used as a size: 10**15 allocated nothing.
+    assert label_bias_rate(owner, torch.tensor([4, 10**15, 4, 10**15])) == pytest.approx(0.375)
     for bad in (torch.tensor([4, 4]), torch.tensor([4, 4, 4, -1])):
         with pytest.raises(ValueError, match="^answers: "):
             label_bias_rate(owner, bad)
