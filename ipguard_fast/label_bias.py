@@ -13,22 +13,20 @@ called pirated (measured, ipguard demo at e13acd9). The same holds for an innoce
 that falls back to one class on unusual inputs.
 
 So verify calls a suspect a copy only when its matches are also unlikely for a suspect
-that agrees at that rate by its label frequencies alone: a one-sided binomial test at
-LABEL_BIAS_SIGNIFICANCE. The binomial at that rate stands in for the exact null, the
-suspect's answers shuffled over the points (same mean; the shuffles' variance is mostly
-smaller, not always): against 40,000 shuffles in 1,615 random cases of 10-100 points near
-the boundary, it called one case significant at 1 % that the shuffles put at 1.6 % (20
-points, two labels). An exact shuffle test is the better form (see the closing note of
-2026-12-07). On spread sets it never binds for a copy; on a crowded set it says that the
-set cannot tell a copy from a biased model, which is the truth.
+whose answers ignore the points: the exact test of its answers shuffled over the points
+(shuffle_test.py), one-sided, at LABEL_BIAS_SIGNIFICANCE. (Until 2026-12-07 a binomial at
+label_bias_rate stood in for the shuffles; it was looser in some cases near the boundary:
+20 points, owner 13/7 and suspect 11/9 over two labels, 16 matches -- 0.85 % by the
+binomial, 1.24 % exactly.) On spread sets it never binds for a copy; on a crowded set it
+says that the set cannot tell a copy from a biased model, which is the truth.
 """
 from __future__ import annotations
 
 import torch
 
-from .binomial import binomial_tail
+from .shuffle_test import shuffled_matches_tail
 
-__all__ = ["LABEL_BIAS_SIGNIFICANCE", "beyond_label_bias", "label_bias_rate"]
+__all__ = ["LABEL_BIAS_SIGNIFICANCE", "beyond_label_bias", "label_bias_chance", "label_bias_rate"]
 
 # One in a hundred: a suspect whose answers ignore the points reaches its matches this
 # seldom. Stricter than protect's threshold margin (0.05) because this test stands alone:
@@ -39,14 +37,8 @@ LABEL_BIAS_SIGNIFICANCE = 0.01
 def label_bias_rate(owner_labels: torch.Tensor, answers: torch.Tensor) -> float:
     """The matching rate a suspect giving `answers` reaches, on average, if its answers are
     shuffled over the points: sum over labels of the owner's share times the suspect's."""
-    owner_labels, answers = owner_labels.reshape(-1).long().cpu(), answers.reshape(-1).long().cpu()
-    if len(owner_labels) != len(answers):
-        raise ValueError(f"answers: {len(answers)} labels for {len(owner_labels)} fingerprints")
+    owner_labels, answers = _checked(owner_labels, answers)
     n = len(owner_labels)
-    if n == 0:
-        raise ValueError("answers: no fingerprints, no rate")
-    if int(min(owner_labels.min(), answers.min())) < 0:
-        raise ValueError("answers: labels must be 0 or more")
     # Counted over the labels present, not up to the largest: a suspect (or a server) may
     # answer any label when the set records no class count, and 10**15 must not size a tensor.
     _, index = torch.unique(torch.cat([owner_labels, answers]), return_inverse=True)
@@ -56,9 +48,27 @@ def label_bias_rate(owner_labels: torch.Tensor, answers: torch.Tensor) -> float:
     return float((owner * suspect).sum()) / (n * n)
 
 
+def label_bias_chance(owner_labels: torch.Tensor, answers: torch.Tensor) -> float:
+    """How often `answers` shuffled over the points match `owner_labels` at least as often as
+    they do: the p-value of "its label frequencies explain its matches"."""
+    owner_labels, answers = _checked(owner_labels, answers)
+    return shuffled_matches_tail(owner_labels, answers, int((owner_labels == answers).sum()))
+
+
 def beyond_label_bias(owner_labels: torch.Tensor, answers: torch.Tensor,
                       significance: float = LABEL_BIAS_SIGNIFICANCE) -> bool:
-    """True when `answers` match `owner_labels` on more points than a suspect agreeing at its
-    label_bias_rate reaches with probability `significance` (one-sided binomial test)."""
-    matches = int((owner_labels.reshape(-1).cpu() == answers.reshape(-1).cpu()).sum())
-    return binomial_tail(len(owner_labels), label_bias_rate(owner_labels, answers), matches) <= significance
+    """True when `answers` match `owner_labels` more often than shuffled answers do, but in
+    a share `significance` of the shufflings (label_bias_chance)."""
+    return label_bias_chance(owner_labels, answers) <= significance
+
+
+def _checked(owner_labels: torch.Tensor, answers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both label vectors flat, int64 and on the CPU: one length, at least one point, no label below 0."""
+    owner_labels, answers = owner_labels.reshape(-1).long().cpu(), answers.reshape(-1).long().cpu()
+    if len(owner_labels) != len(answers):
+        raise ValueError(f"answers: {len(answers)} labels for {len(owner_labels)} fingerprints")
+    if len(owner_labels) == 0:
+        raise ValueError("answers: no fingerprints, no rate")
+    if int(min(owner_labels.min(), answers.min())) < 0:
+        raise ValueError("answers: labels must be 0 or more")
+    return owner_labels, answers

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ipguard_fast"
 LAYERS = [
     # 0: the ops, and leaf utilities that import nothing of the package's
     ["_extension", "_checks", "reference", "ops", "_atomic", "_validate", "_optional", "_hashing", "_version",
-     "_files", "_progress", "_errors", "_startup", "binomial"],
+     "_files", "_progress", "_errors", "_startup", "binomial", "shuffle_test"],
     ["modules", "nn", "data", "data_files", "augment", "precision"],   # 1: helpers on a caller's module; layers; data sets
     ["fingerprint_fields", "fingerprints", "train", "search"],   # 2: the fingerprint set; the search; training
     ["verdict_threshold", "suspect_calls", "label_bias", "verdicts", "metrics"],   # 3: verdicts on objects (never a file); ARUC and ROC AUC
