@@ -159,8 +159,16 @@ def _one_seed(args, seed: int):
                    "load": os.getloadavg()}
         report = selected[key][0].meta["protect"]
         result.settings.update(bed=bed_name, protect_plan=report.get("plan"), protect_timings=report["timings"],
-                               machine=machine, protect_references=_reference_rates(selected[key][0]))
+                               machine=machine, protect_references=_reference_rates(selected[key][0]),
+                               selected_label_counts=_label_counts(selected[key][0]))
         yield bed_name, result, selected[key][1]
+
+
+def _label_counts(fps) -> dict[str, int]:
+    """How many of the selected points carry each owner label: a set crowded onto one label
+    lets a model answering it everywhere keep that share (label_bias.py)."""
+    labels, counts = fps.labels.unique(return_counts=True)
+    return {str(int(label)): int(count) for label, count in zip(labels, counts)}
 
 
 def _reference_rates(fps) -> dict:
