@@ -54,8 +54,9 @@ def test_disabled_changes_nothing_and_has_conv_weights():
 def test_the_search_in_channels_last_leaves_the_model_as_it_came():
     model = seeded(DigitsCNN, 0)
     before = [t.data for t in _conv_tensors(model)]
+    # 300 steps: every candidate of seed 0 lands by 246 (1,000 cost 3x the time for the same points)
     fps = extract_fingerprints(model, 8, k=0.01, input_shape=(1, 8, 8), channels_last=True, seed=0, progress=False,
-                               max_steps=1000)
+                               max_steps=300)
     assert len(fps) == 8
     assert _same(_conv_tensors(model), before)
 

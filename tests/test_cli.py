@@ -100,8 +100,9 @@ def test_demo_smoke(tmp_path):
     # The real entry point, in a subprocess, on tiny settings.
     # One thread: on a 2-core machine shared with other jobs, two threads contend (measured 10x slower).
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # --epoch-cap 10: the negatives train at most 10 epochs (references 124 -> 57 s alone on the EPYC).
     proc = subprocess.run([sys.executable, "-m", "ipguard_fast", "demo", "--out", str(tmp_path), "--n", "20",
-                           "--k", "1,5", "--replicas", "1", "--pool-factor", "3", "--threads", "1"],
+                           "--k", "1,5", "--replicas", "1", "--pool-factor", "3", "--threads", "1", "--epoch-cap", "10"],
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "ARUC" in proc.stdout and "| FTAL | positive |" in proc.stdout
@@ -114,6 +115,7 @@ def test_demo_smoke(tmp_path):
     assert [r["method"] for r in result["runs"]] == ["ipguard", "ipguard", "selected", "mistakes"]
     assert "mistakes baseline ARUC" in proc.stdout and "wrong verdicts" in proc.stdout
     assert "mistakes of the owner on 360 held-out inputs" in proc.stdout   # protect's pool took them too
+    assert "negatives at most 10 epochs" in proc.stdout
     assert all(0.0 <= r["aruc"] <= 1.0 for r in result["runs"])
     selected = FingerprintSet.load(tmp_path / "fingerprints_selected.safetensors")
     assert selected.meta["selection"]["selected"] and len(selected) == 20

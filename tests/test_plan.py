@@ -343,6 +343,11 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(owner, tmp_path, capsys,
     assert not (tmp_path / "ipguard-references").exists()
     assert main(args + ["--budget", "soon"]) == 2
     assert "--budget: expected seconds or a duration" in capsys.readouterr().err
+    # --epoch-cap sets the negatives' cap on any machine; a budget only lowers it
+    assert main(args + ["--epoch-cap", "7", "--budget", "10h"]) == 0
+    assert "negatives at most 7 epochs" in capsys.readouterr().out
+    assert main(args + ["--epoch-cap", "0"]) == 2
+    assert "--epoch-cap" in capsys.readouterr().err
 
 
 def test_a_rung_that_cuts_images_uses_the_budget_it_has():

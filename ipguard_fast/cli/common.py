@@ -116,6 +116,11 @@ def add_selection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
     parser.add_argument("--reference-fraction", type=float, default=None, metavar="F",
                         help=f"{prefix}each refinement step draws this share (0 < F <= 1) of the references: about F "
                              "of the refinement's time (0.5: 0.007 less mean ARUC on the three beds; default: off)")
+    parser.add_argument("--epoch-cap", type=int, default=None, metavar="N",
+                        help=f"{prefix}every independent reference trains at most N epochs: cheaper, and the same "
+                             "references on any machine (--budget's cuts follow this machine's speed); weaker "
+                             "negatives leave fewer points unique and the threshold lower, and a budget never cuts "
+                             "below 10 (README, the plan; default: the recipe's, up to 60)")
     parser.add_argument("--budget", default=None, metavar="DURATION",
                         help=f"{prefix}time protect may spend on this machine, e.g. 90s, 30m, 2h: it measures the "
                              "owner's step costs, then cuts reference images, replicas, the pool and the refinement "

@@ -42,9 +42,10 @@ def check_arguments(args):
     from ..selection import ProtectConfig
 
     positive_int("-n", args.n)
-    with named_as_options({"pool_factor": "--pool-factor", "replicas": "--replicas"}):   # as protect() takes them
+    with named_as_options({"pool_factor": "--pool-factor", "replicas": "--replicas",   # as protect() takes them
+                           "epoch_cap": "--epoch-cap"}):
         ProtectConfig(n=args.n, pool_factor=args.pool_factor, replicas=args.replicas, refine=refine_arg(args),
-                      budget=budget_arg(args), threshold_significance=significance_arg(args))
+                      budget=budget_arg(args), epoch_cap=args.epoch_cap, threshold_significance=significance_arg(args))
     check_margins("--k", args.k)
     check_output_folder("--out", args.out)
     if args.threads is not None:
@@ -81,7 +82,8 @@ def run(args) -> int:
     # mistakes on its test split, as evaluate gives them), selection, refinement, a threshold.
     protect_start = time.perf_counter()
     selected = protect(owner, train_set, args.n, replicas=args.replicas, pool_factor=args.pool_factor,
-                       budget=budget_arg(args), held_out_data=test_set, threshold_significance=significance_arg(args),
+                       budget=budget_arg(args), epoch_cap=args.epoch_cap, held_out_data=test_set,
+                       threshold_significance=significance_arg(args),
                        refine=refine_arg(args), seed=args.seed, cache_dir=out / "references", progress=False,
                        log=print)
     print(f"protect finished in {time.perf_counter() - protect_start:.0f} s")

@@ -95,7 +95,8 @@ def _check_settings(args) -> None:
 
     methods = tuple(filter(None, args.methods.split(",")))
     protect = ProtectConfig(n=args.n, pool_factor=args.pool_factor, replicas=args.replicas, refine=refine_arg(args),
-                            budget=budget_arg(args), threshold_significance=significance_arg(args))
+                            budget=budget_arg(args), epoch_cap=args.epoch_cap,
+                            threshold_significance=significance_arg(args))
     EvaluationConfig(ks=args.k, n=args.n, methods=methods, protect=protect)
     if "mistakes" in methods and not (args.test_data or args.data == "digits"):
         raise ValueError("--methods: mistakes takes the owner's mistakes on held-out data: give --test-data")
@@ -152,6 +153,7 @@ def _run(args, ranks, negatives) -> int:
                           owner_name=args.model, seed=args.seed, suspects=suspects, methods=methods,
                           selection_options={"pool_factor": args.pool_factor, "replicas": args.replicas,
                                              "refine": refine_arg(args), "budget": budget_arg(args),
+                                             "epoch_cap": args.epoch_cap,
                                              "threshold_significance": significance_arg(args),
                                              "cache_dir": args.cache or f"{args.out}/references"})
     result.settings.update(command="ipguard evaluate", bed=bed.name,
@@ -181,4 +183,4 @@ def _same_shape(option: str, data, shape: tuple) -> None:
 _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
             "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
             "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache", "name": "--negative-arch",
-            "seed": "--seed", "suspect_cache": "--suspect-cache"}
+            "seed": "--seed", "suspect_cache": "--suspect-cache", "epoch_cap": "--epoch-cap"}

@@ -119,7 +119,7 @@ def run(args) -> int:
           one_line_warnings("protect", ReferenceCacheWarning)):
         config = ProtectConfig(n=args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas, score=args.score,
                                init=args.init, seed=args.seed, refine=refine, train_recipe=train_recipe,
-                               budget=budget, threshold_significance=significance,
+                               budget=budget, epoch_cap=args.epoch_cap, threshold_significance=significance,
                                search={"amp": "bf16"} if args.bf16 else {})
         if args.dry_run:   # every rank measures (the pilot extraction is shared); rank 0 prints
             lines = plan_lines(plan_protect(owner, train_set, config))
@@ -155,6 +155,7 @@ def _print_result(fps, path) -> None:
 _OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
             "init": "--init", "train_data": "--data", "owner": "--model", "cache_dir": "--cache",
             "cache_key_file": "--cache-key", "held_out_data": "--held-out-data", "budget": "--budget",
+            "epoch_cap": "--epoch-cap",
             "epochs": "--negative-epochs", "seed": "--seed", "negatives": "--negatives"}
 
 

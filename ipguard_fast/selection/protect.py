@@ -60,7 +60,7 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
             refine: bool | RefineConfig = True, init: str = "data", labels: str = "predicted", seed: int = 0,
             cache_dir=None, cache_key_file=None, cache_readonly: bool = False, batch_size: int = 256,
             progress: bool = True, log=None, extract_options: dict | None = None, train_recipe=None,
-            negatives=None, budget: float | None = None, held_out_data=None,
+            negatives=None, budget: float | None = None, epoch_cap: int | None = None, held_out_data=None,
             threshold_significance: float | None = SIGNIFICANCE) -> FingerprintSet:
     """n fingerprints of `owner`, selected from a pool so that copies keep them and
     independent models do not, with a threshold calibrated on held-out references.
@@ -84,6 +84,8 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     is what verify() uses. budget: seconds this machine may spend (plan.py: fewer
     reference images, replicas, pool points and refinement steps until the estimate fits;
     None: the full recipe); the plan is printed through `log` and kept in meta["protect"]["plan"].
+    epoch_cap: every independent reference trains at most this many epochs (None: the
+    recipe's own), the same on any machine; a budget only ever lowers it.
     held_out_data: data the owner never trained on (a test split, a Dataset of (image,
     label)): the owner's mistakes on it join the pool, and the held-out references choose
     whether the selection takes them beside the boundary points (the mistakes baseline
@@ -94,7 +96,8 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     config = ProtectConfig(n=n, k=k, pool_factor=pool_factor, score=score, replicas=replicas,
                            validation_replicas=validation_replicas, refine=refine, init=init, labels=labels,
                            seed=seed, batch_size=batch_size, search=dict(extract_options or {}),
-                           train_recipe=train_recipe, budget=budget, threshold_significance=threshold_significance)
+                           train_recipe=train_recipe, budget=budget, epoch_cap=epoch_cap,
+                           threshold_significance=threshold_significance)
     return run_protect(owner, data, config, references=references, negatives=negatives, held_out=held_out_data,
                        cache=CacheLocation(cache_dir, cache_key_file, cache_readonly), progress=progress,
                        log=log).fingerprints
