@@ -15,6 +15,16 @@ from ipguard_fast.selection import ProtectConfig, plan_protect
 from ipguard_fast.train import train_classifier
 
 
+@pytest.fixture(autouse=True)
+def _short_pilot(monkeypatch):
+    """These tests ask which precision and layout the plan picks, not how long a point takes:
+    a pilot of 32 points, not 256 (bf16 autocast is emulated, slowly, on a CPU without AMX;
+    the three plans of the protect test took 72 s)."""
+    from ipguard_fast.selection import plan_costs
+
+    monkeypatch.setattr(plan_costs, "_PILOT_POINTS", 32)
+
+
 def _amx(monkeypatch, present: bool) -> None:
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: present)
     monkeypatch.delenv("IPGUARD_FAST_TRAIN_PRECISION", raising=False)
