@@ -49,6 +49,7 @@ def test_an_interrupted_cli_evaluate_resumes_from_out_suspects(builds, tmp_path,
     save_file(train_digits_model("cnn", seed=0, epochs=2).state_dict(), weights)
     args = ["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
             "--negative-arch", "digits_mlp", "--negative-epochs", "1", "--k", "2", "-n", "8",
+            "--families", "FTLL,prune,extract-labels",
             "--out", str(tmp_path / "out")]
     builds["stop_after"] = 3
     assert main(args) != 0

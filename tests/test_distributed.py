@@ -69,7 +69,8 @@ def test_evaluate_under_two_ranks_equals_one_process(tmp_path):
         proc = subprocess.run([sys.executable, *launcher, "-m", "ipguard_fast", "evaluate", "--model",
                                "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
                                "--negative-arch", "digits_mlp", "--negative-epochs", "2", "--k", "2",
-                               "--num-fingerprints", "12", "--out", str(out)],
+                               "--num-fingerprints", "12", "--families", "FTLL,prune,extract-labels",
+                               "--out", str(out)],
                               capture_output=True, text=True, timeout=600, env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout, json.loads((out / "results.json").read_text())

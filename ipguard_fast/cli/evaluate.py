@@ -45,6 +45,11 @@ def add_arguments(p) -> None:
                         "by recipes protect never uses: SGD with momentum, augmentation, other widths) or hard "
                         "(the wider grid incl. "
                         "RTAL for 10 epochs and 80%% pruning; independents trained like the owner)")
+    p.add_argument("--families", default=None, metavar="F1,F2",
+                   help="build only the copies of these families, comma-separated (the paper's: "
+                        "FTLL, FTAL, RTLL, RTAL, prune, quant-int8, fp16, distill, distill-small; the field's: "
+                        "extract-labels, extract-probabilities, adversarial-ft, preprocess, fine-tune-other-data); "
+                        "every independent is still built (default: every family of the bed)")
     p.add_argument("--methods", default="ipguard",
                    help="ipguard (plain, at each --k), selected (protect's selection) and/or mistakes (the owner's "
                         "held-out mistakes, the baseline; needs test data), comma-separated")
@@ -68,13 +73,15 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .._files import check_output_folder
     from .._validate import ArgumentError, positive_int
-    from ..evaluation.beds import check_bed
+    from ..evaluation.beds import check_bed, check_families
 
     check_output_folder("--out", args.out)   # everything before minutes of training
     check_margins("--k", args.k)
     positive_int("-n", args.n)
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
+        if args.families is not None:
+            check_families(args.families.split(","))
         _check_settings(args)
     repeated = next((spec for spec in args.negatives if args.negatives.count(spec) > 1), None)
     if repeated is not None:   # a suspect's rate is reported by its name, here the spec
@@ -146,6 +153,7 @@ def _run(args, ranks, negatives) -> int:
     with one_line_warnings("evaluate", ReferenceCacheWarning):
         suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker,
                                 suspect_cache=_suspect_cache(args),
+                                families=args.families.split(",") if args.families is not None else None,
                                 share=(ranks.rank, ranks.world) if ranks.world > 1 else None)
     suspects += [Suspect(path, "independent-given", "negative", model) for path, model in negatives]
     with named_as_options(_OPTIONS):
@@ -183,4 +191,4 @@ def _same_shape(option: str, data, shape: tuple) -> None:
 _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "--negative-epochs",
             "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
             "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache", "name": "--negative-arch",
-            "seed": "--seed", "suspect_cache": "--suspect-cache", "epoch_cap": "--epoch-cap"}
+            "seed": "--seed", "suspect_cache": "--suspect-cache", "epoch_cap": "--epoch-cap", "families": "--families"}

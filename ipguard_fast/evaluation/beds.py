@@ -32,11 +32,11 @@ from ..models import (DIGITS_ARCHITECTURES, DIGITS_EPOCHS, DIGITS_HARD_ARCHITECT
                       check_model_name)
 from .foreign import FOREIGN_DIGITS_NEGATIVES, foreign_negatives
 from .negatives import NegativeGroup
-from .grids import field_variants, positive_variants
+from .grids import FAMILIES, FIELD_FAMILIES, field_variants, positive_variants
 from .suspect_cache import open_suspect_cache
 from .suspects import Suspect, Variant, build_variants
 
-__all__ = ["BEDS", "Bed", "NegativeGroup", "attacker_half", "check_bed", "make_bed", "owner_half"]
+__all__ = ["BEDS", "Bed", "NegativeGroup", "attacker_half", "check_bed", "check_families", "make_bed", "owner_half"]
 
 BEDS = ("demo", "hard", "foreign")
 _DEMO_EPOCHS, _DEMO_LR = 5, 1e-3
@@ -54,15 +54,22 @@ class Bed:
     small_factory: Callable[[], nn.Module] | None = None
     field: bool = True
 
-    def variants(self, seed: int = 0) -> list[Variant]:
-        """Every suspect to build, positives first."""
+    def variants(self, seed: int = 0, families: Sequence[str] | None = None) -> list[Variant]:
+        """Every suspect to build, positives first; `families`: only the positives of these
+        (FAMILIES, FIELD_FAMILIES; None: all of them), every independent still."""
+        wanted = set(check_families(families)) if families is not None else None
         positives = positive_variants(not self.wide_grid, small_factory=self.small_factory)
-        hard = field_variants(self.small_factory) if self.field else []
-        return positives + hard + [v for group in self.negatives for v in group.variants(seed)]
+        positives += field_variants(self.small_factory) if self.field else []
+        positives = [v for v in positives if wanted is None or v.family in wanted]
+        if not positives:
+            raise ArgumentError("families", f"none of {sorted(wanted)} is built on the {self.name} bed")
+        return positives + [v for group in self.negatives for v in group.variants(seed)]
 
     def suspects(self, owner: nn.Module, train_set: Dataset, *, seed: int = 0, attacker_data: Dataset | None = None,
-                 log=print, suspect_cache=None, share: tuple[int, int] | None = None) -> list[Suspect]:
+                 log=print, suspect_cache=None, share: tuple[int, int] | None = None,
+                 families: Sequence[str] | None = None) -> list[Suspect]:
         """The bed's positives (copies of `owner`) and negatives, all seeded from `seed`;
+        families: only the positives of these families (variants);
         attacker_data: the attacker's own data (default attacker_half(train_set, seed));
         suspect_cache: where each is kept once built, so that a rerun after an interruption
         trains only the missing ones (a folder or a CacheLocation; None: in memory only);
@@ -70,7 +77,7 @@ class Bed:
         start = time.perf_counter()
         attacker = attacker_data if attacker_data is not None else attacker_half(train_set, seed)
         cache = open_suspect_cache(owner, suspect_cache)
-        out = build_variants(owner, train_set, self.variants(seed), seed=seed, attacker_data=attacker,
+        out = build_variants(owner, train_set, self.variants(seed, families), seed=seed, attacker_data=attacker,
                              suspect_cache=cache, share=share)
         roles = [s.role for s in out]
         cached = "" if cache is None else f" ({cache.hits} of them from the cache)"
@@ -94,6 +101,19 @@ def _halves(data: Dataset, seed: int) -> tuple[Dataset, Dataset]:
     if len(data) < 2:
         raise ArgumentError("train_set", "needs at least 2 items to split between owner and attacker")
     return seeded_split(data, int(seed) + 7919, len(data) // 2)
+
+
+def check_families(families: Sequence[str]) -> tuple[str, ...]:
+    """`families` as a tuple of known positive families (FAMILIES and FIELD_FAMILIES), at least one."""
+    known = FAMILIES + FIELD_FAMILIES
+    if isinstance(families, str) or not all(isinstance(f, str) for f in families):
+        raise ArgumentError("families", f"expected a sequence of family names, got {families!r}")
+    families = tuple(dict.fromkeys(families))
+    unknown = [f for f in families if f not in known]
+    if unknown or not families:
+        raise ArgumentError("families", f"{'has unknown entries ' + str(unknown) if unknown else 'is empty'}; "
+                                        f"choose from {', '.join(known)}")
+    return families
 
 
 def check_bed(name: str) -> str:
