@@ -57,8 +57,8 @@ def label_bias_chance(owner_labels: torch.Tensor, answers: torch.Tensor) -> floa
 
 def beyond_label_bias(owner_labels: torch.Tensor, answers: torch.Tensor,
                       significance: float = LABEL_BIAS_SIGNIFICANCE) -> bool:
-    """True when `answers` match `owner_labels` more often than shuffled answers do, but in
-    a share `significance` of the shufflings (label_bias_chance)."""
+    """True when the suspect's answers shuffled over the points match `owner_labels` as often
+    as `answers` do in at most a share `significance` of the shufflings (label_bias_chance)."""
     return label_bias_chance(owner_labels, answers) <= significance
 
 
