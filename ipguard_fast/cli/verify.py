@@ -102,6 +102,7 @@ def print_verdict(verdict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(verdict.to_dict()))
         return
+    from ..label_bias import LABEL_BIAS_SIGNIFICANCE
     from ..verdicts import AT_CHANCE, LABEL_BIAS, NO_THRESHOLD
 
     rate = f"matching rate {verdict.matching_rate:.4f} ({verdict.matches}/{verdict.total})"
@@ -118,8 +119,9 @@ def print_verdict(verdict, as_json: bool) -> None:
     if verdict.reason == LABEL_BIAS:
         print(f"{rate} vs threshold {verdict.threshold:.4f}: inconclusive (the suspect's own label frequencies "
               f"explain its matches: answering at those frequencies whatever the image, a model matches "
-              f"{verdict.label_bias_rate:.2f} of these points on average, and {verdict.matches} of {verdict.total} "
-              "is not unlikely at that rate; a file whose points spread over the labels can tell more)")
+              f"{verdict.label_bias_rate:.2f} of these points on average, and its own answers shuffled over the "
+              f"points reach {verdict.matches} of {verdict.total} in more than {LABEL_BIAS_SIGNIFICANCE:.0%} of the "
+              "shufflings; a file with more points, spread over the labels, can tell more)")
         return
     word = "PIRATED" if verdict.pirated else "not pirated"
     if not verdict.conclusive:
