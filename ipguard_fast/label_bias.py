@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .shuffle_test import shuffled_matches_tail
+from .shuffle_test import shared_label_counts, shuffled_matches_tail
 
 __all__ = ["LABEL_BIAS_SIGNIFICANCE", "beyond_label_bias", "label_bias_chance", "label_bias_rate"]
 
@@ -39,13 +39,7 @@ def label_bias_rate(owner_labels: torch.Tensor, answers: torch.Tensor) -> float:
     shuffled over the points: sum over labels of the owner's share times the suspect's."""
     owner_labels, answers = _checked(owner_labels, answers)
     n = len(owner_labels)
-    # Counted over the labels present, not up to the largest: a suspect (or a server) may
-    # answer any label when the set records no class count, and 10**15 must not size a tensor.
-    _, index = torch.unique(torch.cat([owner_labels, answers]), return_inverse=True)
-    size = int(index.max()) + 1
-    owner = torch.bincount(index[:n], minlength=size).double()
-    suspect = torch.bincount(index[n:], minlength=size).double()
-    return float((owner * suspect).sum()) / (n * n)
+    return sum(a * b for a, b in shared_label_counts(owner_labels, answers)) / (n * n)
 
 
 def label_bias_chance(owner_labels: torch.Tensor, answers: torch.Tensor) -> float:

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-__all__ = ["EXACT_UP_TO", "SHUFFLES", "shuffled_matches_tail"]
+__all__ = ["EXACT_UP_TO", "SHUFFLES", "shared_label_counts", "shuffled_matches_tail"]
 
 EXACT_UP_TO = 500
 SHUFFLES = 9_999
@@ -45,8 +45,10 @@ def shuffled_matches_tail(owner_labels: torch.Tensor, answers: torch.Tensor, mat
     return _sampled_tail(owner_labels, answers, matches)
 
 
-def _label_counts(owner_labels: torch.Tensor, answers: torch.Tensor) -> list[tuple[int, int]]:
-    """(owner's count, suspect's count) of every label both give."""
+def shared_label_counts(owner_labels: torch.Tensor, answers: torch.Tensor) -> list[tuple[int, int]]:
+    """(owner's count, suspect's count) of every label both give, counted over the labels
+    present (a suspect may answer 10**15 when a set records no class count: no tensor is
+    sized by a label)."""
     n = len(owner_labels)
     _, index = torch.unique(torch.cat([owner_labels, answers]), return_inverse=True)
     size = int(index.max()) + 1
@@ -57,7 +59,7 @@ def _label_counts(owner_labels: torch.Tensor, answers: torch.Tensor) -> list[tup
 
 def _exact_tail(owner_labels: torch.Tensor, answers: torch.Tensor, matches: int) -> float:
     rooks = [1]   # rook numbers of the board so far: rooks[k] ways to place k non-attacking rooks
-    for a, b in _label_counts(owner_labels, answers):
+    for a, b in shared_label_counts(owner_labels, answers):
         block = [math.comb(a, k) * math.comb(b, k) * math.factorial(k) for k in range(min(a, b) + 1)]
         product = [0] * (len(rooks) + len(block) - 1)
         for i, r in enumerate(rooks):
