@@ -10,7 +10,7 @@ import torch
 from ipguard_fast import shuffle_test
 from ipguard_fast.binomial import binomial_tail
 from ipguard_fast.label_bias import LABEL_BIAS_SIGNIFICANCE, beyond_label_bias, label_bias_rate
-from ipguard_fast.shuffle_test import EXACT_UP_TO, SHUFFLES, shuffled_matches_tail
+from ipguard_fast.shuffle_test import EXACT_UP_TO, SAMPLED_UP_TO, SHUFFLES, shuffled_matches_tail
 
 
 def by_every_permutation(owner, answers, matches):
@@ -88,6 +88,33 @@ def test_the_sampled_test_works_in_bounded_chunks(monkeypatch):
     whole = shuffle_test._sampled_tail(owner, answers, 180)
     monkeypatch.undo()
     assert whole == shuffle_test._sampled_tail(owner, answers, 180)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_bound_for_large_files_is_never_below_the_exact_tail(seed):
+    # The bound that replaces the shuffles past SAMPLED_UP_TO, checked where the exact tail is
+    # known: random label sets of 60-400 points over 2-10 labels, every match count.
+    g = torch.Generator().manual_seed(seed)
+    n, labels = int(torch.randint(60, 401, (1,), generator=g)), 2 + seed * 2
+    owner = torch.randint(0, labels, (n,), generator=g)
+    answers = torch.where(torch.rand(n, generator=g) < 0.5, owner, torch.randint(0, labels, (n,), generator=g))
+    for matches in range(0, n + 1, max(1, n // 40)):
+        exact = shuffle_test._exact_tail(owner, answers, matches) if matches > 0 else 1.0
+        assert shuffle_test._bounded_tail(owner, answers, matches) >= exact - 1e-12
+
+
+def test_a_huge_file_is_judged_in_linear_time_and_still_shows_a_copy():
+    # A fingerprint file comes from anyone: 2 million points must not cost 9,999 shuffles of
+    # each (hours), and a copy on spread labels is still shown; answers that ignore the points
+    # are not.
+    n = 2_000_000
+    assert n > SAMPLED_UP_TO
+    owner = torch.arange(n) % 10
+    copy = owner.clone()
+    copy[: n // 2] = (copy[: n // 2] + 1) % 10                       # half the points lost
+    assert shuffled_matches_tail(owner, copy, int((copy == owner).sum())) < 1e-300
+    shuffled = owner[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
+    assert shuffled_matches_tail(owner, shuffled, int((shuffled == owner).sum())) > LABEL_BIAS_SIGNIFICANCE
 
 
 def test_edges():
