@@ -26,7 +26,7 @@ import torch
 
 from .shuffle_test import shared_label_counts, shuffled_matches_tail
 
-__all__ = ["LABEL_BIAS_SIGNIFICANCE", "beyond_label_bias", "label_bias_chance", "label_bias_rate"]
+__all__ = ["LABEL_BIAS_SIGNIFICANCE", "beyond_label_bias", "copy_can_be_shown", "label_bias_chance", "label_bias_rate"]
 
 # One in a hundred: a suspect whose answers ignore the points reaches its matches this
 # seldom. Stricter than protect's threshold margin (0.05) because this test stands alone:
@@ -54,6 +54,14 @@ def beyond_label_bias(owner_labels: torch.Tensor, answers: torch.Tensor,
     """True when the suspect's answers shuffled over the points match `owner_labels` as often
     as `answers` do in at most a share `significance` of the shufflings (label_bias_chance)."""
     return label_bias_chance(owner_labels, answers) <= significance
+
+
+def copy_can_be_shown(owner_labels: torch.Tensor, significance: float = LABEL_BIAS_SIGNIFICANCE) -> bool:
+    """Whether a suspect that matches every point passes this test: False when the labels are
+    too few or too crowded for any copy to be told from a model that ignores the points (4
+    points on 4 labels: shuffled answers match all four once in 24), so no verdict on a file
+    with these labels can accuse anyone, whatever its threshold."""
+    return beyond_label_bias(owner_labels, owner_labels, significance)
 
 
 def _checked(owner_labels: torch.Tensor, answers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -121,6 +121,21 @@ def test_an_independent_that_keeps_every_point_leaves_no_conclusive_verdict(bed)
     assert verdict.matching_rate == 1.0 and not verdict.pirated and verdict.reason == NOT_SHOWN
 
 
+def test_labels_too_few_for_any_copy_to_show_leave_no_conclusive_verdict():
+    """Four points on four labels: an exact copy's answers, shuffled, match all four once in 24,
+    so verify's label-bias test explains any suspect; the file says so whatever the negatives keep."""
+    labels = torch.arange(4)
+    fps = FingerprintSet(torch.rand(4, 1, 8, 8), labels, (labels + 1) % 4, torch.ones(4),
+                         torch.zeros(4, dtype=torch.int64), {"num_classes": 10})
+    never = lambda images: (fps.labels[:len(images)] + 1) % 10      # noqa: E731 - agrees with no point
+    with pytest.warns(UserWarning, match="too few or too crowded"):
+        calibrated = calibrate_fingerprints(fps, [never, never, never])
+    assert calibrated.meta["threshold_shown"] is False
+    copy = lambda images: fps.labels[:len(images)]                   # noqa: E731 - the owner's every label
+    verdict = verify(copy, calibrated)
+    assert verdict.matching_rate == 1.0 and not verdict.pirated and verdict.reason == NOT_SHOWN
+
+
 @pytest.mark.parametrize("meta,needle", [({"threshold": "0.9"}, "fingerprints.meta\\['threshold'\\]"),
                                          ({"threshold": 2}, "fingerprints.meta\\['threshold'\\]"),
                                          ({"threshold": 0.5, "threshold_shown": "no"}, "threshold_shown")])

@@ -80,3 +80,16 @@ def test_the_level_is_never_below_the_chance_rate():
     selection.points.meta["num_classes"] = 10   # a tenth: below the references' level, which stands
     assert calibrate_threshold(selection, choice, significance=None).level == threshold_between(
         [0.2, 0.25, 0.3], [0.0, 0.01], N)
+
+
+@pytest.mark.parametrize("significance", [0.05, None])
+def test_labels_no_copy_can_be_told_by_make_the_threshold_inconclusive(significance):
+    """All 100 kept points on one label: an exact copy's matches are what a model answering
+    that label everywhere gets, so verify's label-bias test would explain every suspect. The
+    file says so (threshold_shown False) instead of storing a threshold that can accuse nobody."""
+    selection, choice = _case(held_out_negatives=[0.1, 0.3], refined_negatives=[0.0, 0.2],
+                              labels=torch.full((N,), 4))
+    with pytest.warns(UserWarning, match="too few or too crowded"):
+        assert not calibrate_threshold(selection, choice, significance=significance).shown
+    spread = _case(held_out_negatives=[0.1, 0.3], refined_negatives=[0.0, 0.2])
+    assert calibrate_threshold(*spread, significance=significance).shown

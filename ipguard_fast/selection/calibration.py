@@ -28,6 +28,7 @@ from .._validate import ArgumentError, positive_int
 from ..fingerprints import FingerprintSet
 from ..io.sandbox import Isolation
 from ..io.suspects import matching_rate
+from ..label_bias import copy_can_be_shown
 from ..verdict_threshold import chance_rate, conclusive_threshold, resolve_threshold
 from .significance import SIGNIFICANCE, significant_threshold
 
@@ -74,6 +75,8 @@ def calibrate_fingerprints(fingerprints: FingerprintSet, negatives: Sequence[Any
     if previous is not None and previous >= threshold:   # never lowered; a tie keeps the more cautious flag
         shown = previous_shown and (previous > threshold or shown)
         threshold = previous
+    labels_allow = copy_can_be_shown(fingerprints.labels)   # verify's label-bias test, for an exact copy
+    shown = shown and labels_allow
     meta.update(threshold=threshold, threshold_shown=shown,
                 calibration={"negatives": measured, "chance_rate": chance, "level": level, "significance": significance,
                              "previous_threshold": previous})
@@ -82,7 +85,11 @@ def calibrate_fingerprints(fingerprints: FingerprintSet, negatives: Sequence[Any
                       "keeps (independents trained like the owner kept 0.38-0.94 of one file's points from one "
                       f"seed to the next); give {FEW_NEGATIVES} or more, of the owner's architecture and recipe too",
                       stacklevel=2)
-    if not shown:
+    if not labels_allow:
+        warnings.warn(f"the {n} points' labels are too few or too crowded for even an exact copy's matches to be "
+                      "told from a model that ignores the points (verify's label-bias test): verify calls no suspect "
+                      "a copy with this file; extract more points, spread over more labels", stacklevel=2)
+    elif not shown:
         warnings.warn(f"an independent model kept {level:.2f} of the {n} points, so not even {n} of {n} "
                       "matches shows a copy: verify calls no suspect a copy with this file's threshold (its verdicts "
                       "are inconclusive); extract at a smaller k, or use protect", stacklevel=2)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..fingerprints import FingerprintSet
+from ..label_bias import copy_can_be_shown
 from ..verdict_threshold import chance_rate
 from .choice import threshold_between
 from .config import ProtectConfig
@@ -138,7 +139,8 @@ def calibrate_threshold(selection: Selection, choice: Choice, significance: floa
             warnings.warn(f"protect: an independent model held out of the selection matched all {n} fingerprints, "
                           "so the level (threshold_significance=None) is no evidence of a copy: verify calls no "
                           "suspect a copy with this file's threshold, its verdicts are inconclusive", stacklevel=3)
-        return Calibration(level, level, floor, positives, negatives, source, shown)
+        return Calibration(level, level, floor, positives, negatives, source,
+                           shown and _labels_can_show_a_copy(selection))
     threshold, shown = significant_threshold(level, n, significance)
     if not shown:
         warnings.warn(f"protect: {n} fingerprints cannot show agreement above the calibrated level {level:.3f} "
@@ -146,7 +148,22 @@ def calibrate_threshold(selection: Selection, choice: Choice, significance: floa
                       f"{significance}: verify calls no suspect a copy with this file's threshold, its verdicts are "
                       f"inconclusive (keep more fingerprints; independents trained like the owner share its points)",
                       stacklevel=3)
-    return Calibration(threshold, level, floor, positives, negatives, source, shown)
+    return Calibration(threshold, level, floor, positives, negatives, source,
+                       shown and _labels_can_show_a_copy(selection))
+
+
+def _labels_can_show_a_copy(selection: Selection) -> bool:
+    """Whether verify's label-bias test lets even an exact copy through on the kept points'
+    labels (label_bias.copy_can_be_shown); warns when it does not, as verify would then call
+    every suspect's matches explained by its label frequencies."""
+    labels = selection.points.labels[torch.as_tensor(selection.kept, dtype=torch.long)]
+    if copy_can_be_shown(labels):
+        return True
+    warnings.warn(f"protect: the {len(labels)} fingerprints carry {len(torch.unique(labels))} label(s), too few or too "
+                  "crowded for even an exact copy's matches to be told from a model that ignores the points "
+                  "(verify's label-bias test): verify calls no suspect a copy with this file, its verdicts are "
+                  "inconclusive (keep more fingerprints, spread over more labels)", stacklevel=4)
+    return False
 
 
 def _floor(held_out: dict) -> tuple[float, str | None]:
