@@ -41,3 +41,14 @@ def test_the_command_refuses_an_unknown_family_before_any_training(tmp_path, cap
     assert code == 2
     err = capsys.readouterr().err
     assert "--families" in err and "nope" in err and not (tmp_path / "out" / "suspects").exists()
+
+
+def test_the_command_reads_families_as_it_reads_methods(tmp_path, capsys):
+    # A trailing comma is dropped, as --methods drops it; nothing but commas is an empty list.
+    from ipguard_fast.cli.family_args import listed as _listed
+    assert _listed("FTLL,") == ("FTLL",) == _listed(",FTLL,,")
+    code = main(["evaluate", "--model", "ipguard_fast.models:DigitsCNN", "--data", "digits", "--families", ",",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--families" in err and "empty" in err and not (tmp_path / "out" / "suspects").exists()

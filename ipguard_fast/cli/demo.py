@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .common import (add_count_argument, add_selection_arguments, budget_arg, check_margins, floats_arg,
                      named_as_options, significance_arg)
+from .family_args import add_families_argument, families_arg
 from .refine_args import refine_arg
 
 
@@ -27,6 +28,7 @@ def add_arguments(p) -> None:
                    help="the suspects: demo (default), foreign (independents trained by recipes protect never uses) "
                         "or hard (independents trained like the owner over five architectures; the wider grid)")
     p.add_argument("--full", action="store_true", help="the wider grid of post-processing attacks (slower)")
+    add_families_argument(p)
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for the whole demo (default: torch's; 1 when other jobs share the cores)")
     add_selection_arguments(p, "protect: ")
@@ -50,9 +52,11 @@ def check_arguments(args):
     check_output_folder("--out", args.out)
     if args.threads is not None:
         thread_count("--threads", args.threads)
-    with named_as_options({"bed": "--bed"}):
-        return make_bed(args.bed, digits=True, input_shape=digits_input_shape(), num_classes=10, full=args.full,
-                        small_factory=DigitsMLP)
+    with named_as_options({"bed": "--bed", "families": "--families"}):
+        bed = make_bed(args.bed, digits=True, input_shape=digits_input_shape(), num_classes=10, full=args.full,
+                       small_factory=DigitsMLP)
+        bed.variants(args.seed, families_arg(args))   # a family this bed does not build: refused here
+    return bed
 
 
 def run(args) -> int:
@@ -77,7 +81,7 @@ def run(args) -> int:
     print(f"owner DigitsCNN: test accuracy {accuracy(owner, test_set):.4f}")
     save_torchscript(owner, train_set.tensors[0][:2], out / "owner.pt")
 
-    suspects = bed.suspects(owner, train_set, seed=args.seed)
+    suspects = bed.suspects(owner, train_set, seed=args.seed, families=families_arg(args))
     # The owner's job: references of its own (cached under --out), a pool (with the owner's
     # mistakes on its test split, as evaluate gives them), selection, refinement, a threshold.
     protect_start = time.perf_counter()
@@ -99,7 +103,8 @@ def run(args) -> int:
 
     # After release: the selected file, its threshold calibrated on held-out references, verdicts.
     fp_path = selected.save(out / "fingerprints_selected.safetensors")
-    stolen = next(s for s in suspects if s.family == "FTAL")
+    positives = [s for s in suspects if s.role == "positive"]
+    stolen = next((s for s in positives if s.family == "FTAL"), positives[0])   # FTAL unless --families left it out
     fresh_independent = train_digits_model("mlp", seed=99)
     print(f"\nselected fingerprints (threshold {selected.meta['threshold']:.2f}, calibrated on held-out "
           f"reference models): {fp_path}")

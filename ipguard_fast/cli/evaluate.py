@@ -16,6 +16,7 @@ from __future__ import annotations
 from .common import (DistributedRun, add_count_argument, add_model_arguments, add_selection_arguments, budget_arg,
                      check_margins, floats_arg, load_negative_models, named_as_options, one_line_warnings,
                      significance_arg)
+from .family_args import add_families_argument, families_arg, listed
 from .protect import data_arg
 from .refine_args import refine_arg
 
@@ -45,11 +46,7 @@ def add_arguments(p) -> None:
                         "by recipes protect never uses: SGD with momentum, augmentation, other widths) or hard "
                         "(the wider grid incl. "
                         "RTAL for 10 epochs and 80%% pruning; independents trained like the owner)")
-    p.add_argument("--families", default=None, metavar="F1,F2",
-                   help="build only the copies of these families, comma-separated (the paper's: "
-                        "FTLL, FTAL, RTLL, RTAL, prune, quant-int8, fp16, distill, distill-small; the field's: "
-                        "extract-labels, extract-probabilities, adversarial-ft, preprocess, fine-tune-other-data); "
-                        "every independent is still built (default: every family of the bed)")
+    add_families_argument(p)
     p.add_argument("--methods", default="ipguard",
                    help="ipguard (plain, at each --k), selected (protect's selection) and/or mistakes (the owner's "
                         "held-out mistakes, the baseline; needs test data), comma-separated")
@@ -73,15 +70,14 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .._files import check_output_folder
     from .._validate import ArgumentError, positive_int
-    from ..evaluation.beds import check_bed, check_families
+    from ..evaluation.beds import check_bed
 
     check_output_folder("--out", args.out)   # everything before minutes of training
     check_margins("--k", args.k)
     positive_int("-n", args.n)
     with named_as_options(_OPTIONS):
         check_bed(args.bed)
-        if args.families is not None:
-            check_families(args.families.split(","))
+        families_arg(args)
         _check_settings(args)
     repeated = next((spec for spec in args.negatives if args.negatives.count(spec) > 1), None)
     if repeated is not None:   # a suspect's rate is reported by its name, here the spec
@@ -100,7 +96,7 @@ def _check_settings(args) -> None:
     from ..selection import ProtectConfig
     from ..selection.cache import cache_secret, check_cache_dir
 
-    methods = tuple(filter(None, args.methods.split(",")))
+    methods = listed(args.methods)
     protect = ProtectConfig(n=args.n, pool_factor=args.pool_factor, replicas=args.replicas, refine=refine_arg(args),
                             budget=budget_arg(args), epoch_cap=args.epoch_cap,
                             threshold_significance=significance_arg(args))
@@ -129,7 +125,7 @@ def _run(args, ranks, negatives) -> int:
     from ..selection.cache import ReferenceCacheWarning
     from ..selection.inputs import checked_labels
 
-    methods = tuple(filter(None, args.methods.split(",")))
+    methods = listed(args.methods)
     owner = load_trainable_model(args.model, args.weights, "--model")
     train_set = data_arg("--data", args.data, "train")
     test_set = (data_arg("--test-data" if args.test_data else "--data", args.test_data or args.data, "test")
@@ -153,7 +149,7 @@ def _run(args, ranks, negatives) -> int:
     with one_line_warnings("evaluate", ReferenceCacheWarning):
         suspects = bed.suspects(owner, train_set, seed=args.seed, attacker_data=attacker,
                                 suspect_cache=_suspect_cache(args),
-                                families=args.families.split(",") if args.families is not None else None,
+                                families=families_arg(args),
                                 share=(ranks.rank, ranks.world) if ranks.world > 1 else None)
     suspects += [Suspect(path, "independent-given", "negative", model) for path, model in negatives]
     with named_as_options(_OPTIONS):
@@ -192,3 +188,4 @@ _OPTIONS = {"bed": "--bed", "negative_lr": "--negative-lr", "negative_epochs": "
             "methods": "--methods", "ks": "--k", "test_set": "--test-data", "n": "-n", "pool_factor": "--pool-factor",
             "replicas": "--replicas", "held_out_data": "--test-data", "cache_dir": "--cache", "name": "--negative-arch",
             "seed": "--seed", "suspect_cache": "--suspect-cache", "epoch_cap": "--epoch-cap", "families": "--families"}
+
