@@ -100,9 +100,11 @@ def test_demo_smoke(tmp_path):
     # The real entry point, in a subprocess, on tiny settings.
     # One thread: on a 2-core machine shared with other jobs, two threads contend (measured 10x slower).
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    # --epoch-cap 10: the negatives train at most 10 epochs (references 124 -> 57 s alone on the EPYC).
+    # --epoch-cap 2: the negatives train at most 2 epochs (references 124 -> 30 s alone on the EPYC);
+    # --families FTAL,prune: two families of copies, every independent (the demo 107 -> 80 s).
     proc = subprocess.run([sys.executable, "-m", "ipguard_fast", "demo", "--out", str(tmp_path), "--n", "20",
-                           "--k", "1,5", "--replicas", "1", "--pool-factor", "3", "--threads", "1", "--epoch-cap", "10"],
+                           "--k", "1,5", "--replicas", "1", "--pool-factor", "3", "--threads", "1", "--epoch-cap", "2",
+                           "--families", "FTAL,prune"],
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "ARUC" in proc.stdout and "| FTAL | positive |" in proc.stdout
@@ -115,7 +117,8 @@ def test_demo_smoke(tmp_path):
     assert [r["method"] for r in result["runs"]] == ["ipguard", "ipguard", "selected", "mistakes"]
     assert "mistakes baseline ARUC" in proc.stdout and "wrong verdicts" in proc.stdout
     assert "mistakes of the owner on 360 held-out inputs" in proc.stdout   # protect's pool took them too
-    assert "negatives at most 10 epochs" in proc.stdout
+    assert "negatives at most 2 epochs" in proc.stdout
+    assert {r["family"] for r in result["runs"][0]["suspects"] if r["role"] == "positive"} == {"FTAL", "prune"}
     assert all(0.0 <= r["aruc"] <= 1.0 for r in result["runs"])
     selected = FingerprintSet.load(tmp_path / "fingerprints_selected.safetensors")
     assert selected.meta["selection"]["selected"] and len(selected) == 20
@@ -142,7 +145,8 @@ def test_protect_writes_a_selected_file(tmp_path, monkeypatch, capsys):
     save_file(train_digits_model("cnn", seed=0, epochs=2).state_dict(), weights)
     out = tmp_path / "fp.safetensors"
     argv = ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
-            "-n", "6", "--pool-factor", "2", "--replicas", "1", "--no-progress", "--threads", "1", "--out", str(out)]
+            "-n", "6", "--pool-factor", "2", "--replicas", "1", "--no-progress", "--threads", "1", "--epoch-cap", "2",
+            "--out", str(out)]
     assert main(argv) == 0
     fps = FingerprintSet.load(out)
     assert len(fps) == 6 and fps.meta["selection"]["selected"] and 0 < fps.meta["threshold"] <= 1

@@ -99,7 +99,7 @@ def test_protect_under_two_ranks_equals_one_process(tmp_path):
     def protect_args(out, cache):
         return ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
                 "--num-fingerprints", "25", "--replicas", "1", "--pool-factor", "2", "--no-progress",
-                "--epoch-cap", "10",   # negatives at most 10 epochs: the same comparison at half the time
+                "--epoch-cap", "2",   # negatives at most 2 epochs: the same comparison at a third of the time
                 "--cache", str(cache), "--cache-key", str(key), "--out", str(out)]
 
     env = dict(os.environ, OMP_NUM_THREADS="1")

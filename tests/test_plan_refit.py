@@ -108,7 +108,7 @@ def test_a_raise_never_passes_the_callers_own_settings():
     assert refit_later_stages(unrefined, -1e9, N_ITEMS).config.refine is None
 
 
-CONFIG = ProtectConfig(n=8, pool_factor=12, replicas=1, validation_replicas=1)
+CONFIG = ProtectConfig(n=8, pool_factor=12, replicas=1, validation_replicas=1, epoch_cap=2)   # negatives: 2 epochs (the test is the refit)
 
 
 def test_protect_cuts_its_pool_when_the_references_run_long(owner, small, tmp_path, monkeypatch):

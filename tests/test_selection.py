@@ -222,7 +222,7 @@ def test_protect_refuses_an_owner_not_in_float32_by_name(owner, small, refs, dty
 def protected(owner, small, tmp_path_factory):
     """protect() building its own references (1 replica selects, 1 more is only measured) on 160 images."""
     cache = tmp_path_factory.mktemp("refs")
-    config = ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1)
+    config = ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1, epoch_cap=2)   # negatives: 2 epochs
     result = run_protect(owner, DataLoader(small, batch_size=32), config, progress=False,
                          cache=CacheLocation(cache))
     return result, cache
@@ -369,7 +369,7 @@ def test_protect_reuses_cached_references(protected, owner, small):
     files = [p for p in cache.rglob("*.safetensors") if not p.name.startswith("pool-")]
     assert len(files) == len(result.references)
     assert len(list(cache.rglob("pool-*.safetensors"))) == len(fps.meta["protect"]["k_grid"])   # one per k
-    again = run_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1),
+    again = run_protect(owner, small, ProtectConfig(n=8, pool_factor=2, replicas=1, validation_replicas=1, epoch_cap=2),
                         progress=False, cache=CacheLocation(cache))
     assert all(r.cached for r in again.references)
     assert torch.equal(again.fingerprints.images, fps.images)
