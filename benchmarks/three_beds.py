@@ -86,6 +86,9 @@ def main(argv=None) -> int:
     p.add_argument("--suspect-cache", default=None,
                    help="keep the beds' suspects here (evaluation/suspect_cache.py): a second run of other protect "
                         "settings on the same owners trains none of them again (default: none, built in memory)")
+    p.add_argument("--students", type=int, default=0,
+                   help="protect's student part of this many points (ProtectConfig.students), judged beside the "
+                        "main part: a suspect is a copy when either part calls it one")
     p.add_argument("--summarize", action="store_true", help="only join the folder's results into summary.*")
     args = p.parse_args(argv)
     out, command = prepare_run(args, argv)
@@ -145,16 +148,25 @@ def _one_seed(args, seed: int):
                                    label_share=args.label_share, init=args.init, refine=_refine_config(args.refine),
                                    search={**({"channels_last": False} if args.contiguous else {}),
                                            **({"amp": "bf16"} if args.bf16 else {})},
+                                   students=args.students,
                                    **({"pool_factor": args.pool_factor} if args.pool_factor else {}))
-            fps = run_protect(owner, data, config, progress=False, log=print,
-                              cache=CacheLocation(Path(args.cache) / f"{key}-seed{seed}"),
-                              held_out=test if args.held_out_mistakes else None).fingerprints
-            selected[key] = (fps, time.perf_counter() - start)
+            protected = run_protect(owner, data, config, progress=False, log=print,
+                                    cache=CacheLocation(Path(args.cache) / f"{key}-seed{seed}"),
+                                    held_out=test if args.held_out_mistakes else None)
+            selected[key] = (protected.fingerprints, time.perf_counter() - start, protected.students)
         bed = make_bed(bed_name, digits=True, input_shape=shape, num_classes=10, small_factory=DigitsMLP)
         suspects = bed.suspects(owner, data, seed=seed, attacker_data=attacker, suspect_cache=args.suspect_cache)
         result = evaluate(owner, data, suspects=suspects, input_shape=shape, ks=ks, n=args.n, test_set=test,
                           owner_name=f"DigitsCNN ({key}, seed {seed})", seed=seed,
                           methods=("ipguard", "selected", "mistakes"), selected=selected[key][0])
+        if selected[key][2] is not None:   # the student part, judged on the same suspects
+            part = evaluate(owner, data, suspects=suspects, input_shape=shape, ks=ks, n=args.n, test_set=test,
+                            owner_name=f"DigitsCNN ({key}, seed {seed}), student part", seed=seed,
+                            methods=("selected",), selected=selected[key][2]).run("selected")
+            result.settings["student_part"] = {
+                "aruc": part.aruc, "roc_auc": part.roc_auc, "verdicts": part.verdicts, "points": len(selected[key][2]),
+                "level": selected[key][2].meta["student_part"]["level"],
+                "rates": {s["name"]: s["matching_rate"] for s in part.suspects}}
         machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                    "load": os.getloadavg()}
         report = selected[key][0].meta["protect"]
@@ -309,6 +321,18 @@ def _summary(bed: str, seed: int, result, protect_seconds: float) -> dict:
                      "aruc_paper_families": metrics.aruc(paper, negatives), "verdicts": run.verdicts,
                      "field_families": {s["name"]: s["matching_rate"] for s in counted
                                         if s["role"] == "positive" and s["family"] not in PAPER_FAMILIES}}
+    part = result.settings.get("student_part")
+    if part is not None:   # a copy when either part calls it one
+        main, own = row["selected"]["verdicts"], part["verdicts"]
+        row["students"] = {"aruc": part["aruc"], "roc_auc": part["roc_auc"], "k": None, "verdicts": own,
+                           "aruc_paper_families": float("nan"), "rates": part["rates"]}
+        combined = {"threshold": float("nan"), "tpr": float("nan"),
+                    "false_accusations": sorted(set(main["false_accusations"]) | set(own["false_accusations"])),
+                    "missed": sorted(set(main["missed"]) & set(own["missed"]))}
+        counted = main["positives"]
+        combined["tpr"] = (counted - len(combined["missed"])) / counted if counted else float("nan")
+        row["combined"] = {"aruc": float("nan"), "roc_auc": float("nan"), "k": None, "verdicts": combined,
+                           "aruc_paper_families": float("nan")}
     return row
 
 
@@ -322,7 +346,9 @@ def _write_summary(out: Path) -> None:
     lines = ["| bed | seed | method | ARUC | ARUC (paper families) | ROC AUC | threshold | false accusations | "
              "missed | TPR |", "|---|---:|---|---:|---:|---:|---:|---|---|---:|"]
     for row in rows:
-        for name in ("plain", "selected", "mistakes"):
+        for name in ("plain", "selected", "mistakes", "students", "combined"):
+            if name not in row:
+                continue
             r, v = row[name], row[name]["verdicts"]
             lines.append(f"| {row['bed']} | {row['seed']} | {name}{_k(r['k'])} "
                          f"| {r['aruc']:.3f} | {r['aruc_paper_families']:.3f} | {r['roc_auc']:.3f} | "

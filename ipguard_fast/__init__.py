@@ -22,16 +22,16 @@ from . import ops, reference
 from ._version import __version__
 from ._extension import has_extension
 from .fingerprints import FingerprintFileError, FingerprintSet
-from .io import calibrate_threshold, load_model, load_suspect, matching_rate, verify
+from .io import calibrate_threshold, load_model, load_suspect, matching_rate, verify, verify_parts
 from .nn import Normalized
 from .search import ExtractConfig, IncompleteFingerprintsWarning, IPGuard, extract_fingerprints
-from .verdicts import Verdict
+from .verdicts import PartsVerdict, Verdict
 
 __all__ = [
     "__version__", "has_extension", "ops", "reference",
     "extract_fingerprints", "ExtractConfig", "IPGuard", "IncompleteFingerprintsWarning",
     "FingerprintSet", "FingerprintFileError",
-    "matching_rate", "verify", "Verdict", "calibrate_threshold", "load_model", "load_suspect",
+    "matching_rate", "verify", "Verdict", "verify_parts", "PartsVerdict", "calibrate_threshold", "load_model", "load_suspect",
     "evaluate", "run_evaluation", "EvaluationConfig", "select_fingerprints", "protect", "run_protect",
     "ProtectConfig", "calibrate_fingerprints", "Normalized",
 ]

@@ -25,9 +25,9 @@ from .suspect_calls import LabelFn, as_label_fn, as_output_fn
 from .verdict_threshold import (AT_CHANCE, DEFAULT_THRESHOLD, LABEL_BIAS, NO_THRESHOLD, NOT_SHOWN, conclusive_threshold,
                                 inconclusive_reason, resolve_threshold)
 
-__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "LABEL_BIAS", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "Verdict", "as_label_fn",
-           "as_output_fn", "calibrate_threshold", "conclusive_threshold", "matching_rate", "resolve_threshold", "suspect_answers",
-           "verify"]
+__all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "LABEL_BIAS", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "PartsVerdict", "Verdict",
+           "as_label_fn", "as_output_fn", "calibrate_threshold", "conclusive_threshold", "matching_rate", "resolve_threshold",
+           "suspect_answers", "verify", "verify_parts"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,42 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PartsVerdict:
+    """A suspect judged on each part of the owner's fingerprints (protect's points and its
+    student part, `ipguard protect --students`), each part against its own threshold: a copy
+    when any part shows it -- each part's threshold took its share of the significance, so
+    that the chance of a wrong call stays within the whole. ``parts``: each part's Verdict
+    by name, in the order given."""
+
+    parts: dict[str, Verdict]
+
+    @property
+    def pirated(self) -> bool:
+        return any(v.pirated for v in self.parts.values())
+
+    @property
+    def shown_by(self) -> list[str]:
+        """The parts that show a copy."""
+        return [name for name, v in self.parts.items() if v.pirated]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pirated": self.pirated, "shown_by": self.shown_by,
+                "parts": {name: v.to_dict() for name, v in self.parts.items()}}
+
+
+def verify_parts(suspect: Any, parts: dict[str, FingerprintSet], batch_size: int = 256) -> PartsVerdict:
+    """``suspect`` judged on every part (name -> FingerprintSet), each at its own stored
+    threshold (:func:`verify`); pirated when any part shows a copy."""
+    if not isinstance(parts, dict) or not parts:
+        raise ValueError("parts: expected a non-empty dict of name -> FingerprintSet")
+    for name, fingerprints in parts.items():
+        if not isinstance(fingerprints, FingerprintSet):
+            raise ValueError(f"parts: {name!r} is a {type(fingerprints).__name__}, not a FingerprintSet")
+    return PartsVerdict({name: verify(suspect, fingerprints, batch_size=batch_size)
+                         for name, fingerprints in parts.items()})
 
 
 # ---------------------------------------------------------------------- matching

@@ -146,12 +146,16 @@ def test_protect_writes_a_selected_file(tmp_path, monkeypatch, capsys):
     out = tmp_path / "fp.safetensors"
     argv = ["protect", "--model", "ipguard_fast.models:DigitsCNN", "--weights", str(weights), "--data", "digits",
             "-n", "6", "--pool-factor", "2", "--replicas", "1", "--no-progress", "--threads", "1", "--epoch-cap", "2",
-            "--out", str(out)]
+            "--students", "6", "--out", str(out)]
     assert main(argv) == 0
     fps = FingerprintSet.load(out)
+    part = FingerprintSet.load(tmp_path / "fp.students.safetensors")   # the student part, beside --out
+    assert len(part) == 6 and part.meta["part"] == "students" and 0 < part.meta["threshold"] <= 1
+    assert fps.meta["student_part"] == {"points": 6, "threshold": part.meta["threshold"]}
     assert len(fps) == 6 and fps.meta["selection"]["selected"] and 0 < fps.meta["threshold"] <= 1
     printed = capsys.readouterr().out
     assert "threshold" in printed and "refined from the top 18" in printed   # 3n candidates refined
+    assert "6 student-part fingerprints" in printed
     assert fps.meta["selection"]["refined"]["candidates"] == 18
     assert any((tmp_path / "ipguard-references").rglob("*.safetensors"))
     assert main(argv[:-2] + ["--k", "big", "--out", str(out)]) == 2

@@ -51,6 +51,11 @@ def add_arguments(p) -> None:
                         "at bf16: faster, another draw of the recipe (not the default: README, precision)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--students", type=int, default=0, metavar="N",
+                   help="also a student part of N points (its own file, OUT's name with .students before the "
+                        "suffix, and its own threshold): points that extraction students of the model's outputs "
+                        "keep and models of the same data do not; verify a suspect with both files, a copy when "
+                        "either says so (each file's threshold then takes half the significance)")
     p.add_argument("--out", required=True, help="the fingerprint file to write (.safetensors)")
 
 
@@ -85,7 +90,6 @@ def _train_recipe(args):
 def run(args) -> int:
     import torch
 
-    from .._files import check_writable_output
     from .._validate import thread_count
     from ..io import load_trainable_model
     from ..selection import CacheLocation, ProtectConfig, plan_protect, run_protect
@@ -94,8 +98,7 @@ def run(args) -> int:
 
     start = time.perf_counter()
     if not args.dry_run:
-        check_writable_output("--out", args.out, [args.model, args.weights, args.data, args.held_out_data,
-                                                  args.cache_key])
+        _check_outputs(args)
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "ipguard-references"
     with named_as_options(_OPTIONS):   # the cache and its key before any work
@@ -120,21 +123,41 @@ def run(args) -> int:
         config = ProtectConfig(n=args.n, k=k, pool_factor=args.pool_factor, replicas=args.replicas, score=args.score,
                                init=args.init, seed=args.seed, refine=refine, train_recipe=train_recipe,
                                budget=budget, epoch_cap=args.epoch_cap, threshold_significance=significance,
-                               search={"amp": "bf16"} if args.bf16 else {})
+                               students=args.students, search={"amp": "bf16"} if args.bf16 else {})
         if args.dry_run:   # every rank measures (the pilot extraction is shared); rank 0 prints
             lines = plan_lines(plan_protect(owner, train_set, config))
             if ranks.is_main:
                 print("\n".join(lines))
             return 0
-        fps = run_protect(owner, train_set, config, cache=CacheLocation(cache, args.cache_key, args.cache_readonly),
-                          negatives=negatives or None, held_out=held_out,
-                          progress=not args.no_progress and ranks.is_main,
-                          log=print if ranks.is_main else None).fingerprints
+        result = run_protect(owner, train_set, config,
+                             cache=CacheLocation(cache, args.cache_key, args.cache_readonly),
+                             negatives=negatives or None, held_out=held_out,
+                             progress=not args.no_progress and ranks.is_main, log=print if ranks.is_main else None)
     if not ranks.is_main:
         return 0
+    fps = result.fingerprints
     _print_result(fps, fps.save(out))
+    if result.students is not None:
+        part = result.students
+        print(f"{len(part)} student-part fingerprints, threshold {part.meta['threshold']:.3f}: "
+              f"{part.save(student_part_path(out))}")
     print(f"protect finished in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _check_outputs(args) -> None:
+    """--out, and the student part's file beside it, writable and none of the inputs."""
+    from .._files import check_writable_output
+
+    inputs = [args.model, args.weights, args.data, args.held_out_data, args.cache_key]
+    check_writable_output("--out", args.out, inputs)
+    if args.students:
+        check_writable_output("--students", str(student_part_path(Path(args.out))), inputs + [args.out])
+
+
+def student_part_path(out: Path) -> Path:
+    """Where the student part goes: OUT's name with .students before its suffix."""
+    return out.with_name(f"{out.stem}.students{out.suffix or '.safetensors'}")
 
 
 def _print_result(fps, path) -> None:
@@ -155,7 +178,7 @@ def _print_result(fps, path) -> None:
 _OPTIONS = {"n": "-n", "k": "--k", "pool_factor": "--pool-factor", "replicas": "--replicas", "score": "--score",
             "init": "--init", "train_data": "--data", "owner": "--model", "cache_dir": "--cache",
             "cache_key_file": "--cache-key", "held_out_data": "--held-out-data", "budget": "--budget",
-            "epoch_cap": "--epoch-cap",
+            "epoch_cap": "--epoch-cap", "students": "--students",
             "epochs": "--negative-epochs", "seed": "--seed", "negatives": "--negatives"}
 
 

@@ -17,6 +17,9 @@ ENDPOINT_DEADLINE = 3600.0
 
 def add_arguments(p) -> None:
     p.add_argument("--fingerprints", required=True, help="fingerprint file from `ipguard extract`")
+    p.add_argument("--student-part", metavar="FILE", default=None,
+                   help="the student part protect wrote beside --fingerprints (`ipguard protect --students`): each "
+                        "file judged at its own threshold, the suspect a copy when either shows it")
     add_model_arguments(p, required=False, onnx=True)
     p.add_argument("--endpoint", metavar="URL", help="a label-only HTTP endpoint (see `ipguard serve`) instead of --model")
     add_token_arguments(p, "of the endpoint")
@@ -55,6 +58,8 @@ def run(args) -> int:
                 raise ValueError(f"--{option.replace('_', '-')}: applies to --endpoint only, not to a local --model")
     isolation = isolation_from_args(args, remote=args.endpoint is not None)
     fingerprints = FingerprintSet.load(args.fingerprints)
+    if args.student_part is not None:
+        return _verify_parts(args, fingerprints, FingerprintSet.load(args.student_part), isolation)
     if args.endpoint is None:
         verdict = _verify_model(args, fingerprints, isolation)
     else:
@@ -63,19 +68,54 @@ def run(args) -> int:
     return 0
 
 
+def _verify_parts(args, main, students, isolation) -> int:
+    """The suspect judged on both files, each at its own threshold (verdicts.PartsVerdict)."""
+    from ..verdicts import PartsVerdict
+
+    if args.threshold is not None:
+        raise ValueError("--threshold: sets one file's threshold; with --student-part each file is judged at its own")
+    if args.progress is not None:
+        raise ValueError("--student-part: not with --progress (one progress file per fingerprint file): verify "
+                         "each file in its own run, a copy when either says so")
+    if students.meta.get("part") != "students":
+        raise ValueError(f"--student-part: {args.student_part} is no student part (`ipguard protect --students N` "
+                         "writes one beside its --out)")
+    if (students.num_classes, students.images.shape[1:]) != (main.num_classes, main.images.shape[1:]):
+        raise ValueError("--student-part: its classes or image shape differ from --fingerprints: not the same owner's")
+    parts = {"main": main, "students": students}
+    if args.endpoint is None:
+        verdicts = _verify_model(args, parts, isolation)
+    else:
+        verdicts = {name: _verify_endpoint(args, part) for name, part in parts.items()}
+    verdict = PartsVerdict(verdicts)
+    if args.json:
+        print(json.dumps(verdict.to_dict()))
+        return 0
+    for name, part in verdict.parts.items():
+        print(f"{'main part' if name == 'main' else 'student part'}: ", end="")
+        print_verdict(part, False)
+    print("PIRATED (shown by the " + " and the ".join(f"{name} part" for name in verdict.shown_by) + ")"
+          if verdict.pirated else "not pirated (neither part shows a copy)")
+    return 0
+
+
 def _verify_model(args, fingerprints, isolation):
-    """The local model file, in a confined worker (``isolation``) or, with --no-isolate, here."""
+    """The local model file, in a confined worker (``isolation``) or, with --no-isolate, here;
+    `fingerprints` one set (a Verdict) or a dict of parts (a Verdict each, one model load)."""
     from ..io import IsolatedSuspect, load_suspect
     from ..verdicts import verify
 
+    parts = fingerprints if isinstance(fingerprints, dict) else {None: fingerprints}
+    judge = lambda suspect: {name: verify(suspect, fps, threshold=args.threshold,  # noqa: E731
+                                          batch_size=args.batch_size) for name, fps in parts.items()}
     with named_as_options(_OPTIONS):
         if isolation is None:
-            suspect = load_suspect(args.model, weights=args.weights, device=args.device)
-            return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
-        suspect = IsolatedSuspect(args.model, weights=args.weights, device=args.device, isolation=isolation,
-                                  num_classes=fingerprints.num_classes)
-        with suspect:
-            return verify(suspect, fingerprints, threshold=args.threshold, batch_size=args.batch_size)
+            verdicts = judge(load_suspect(args.model, weights=args.weights, device=args.device))
+        else:
+            with IsolatedSuspect(args.model, weights=args.weights, device=args.device, isolation=isolation,
+                                 num_classes=next(iter(parts.values())).num_classes) as suspect:
+                verdicts = judge(suspect)
+    return verdicts if isinstance(fingerprints, dict) else verdicts[None]
 
 
 def _verify_endpoint(args, fingerprints):

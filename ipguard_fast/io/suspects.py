@@ -24,7 +24,7 @@ from ..fingerprints import FingerprintSet
 from .formats import load_suspect
 from .sandbox import IsolatedSuspect, Isolation
 
-__all__ = ["calibrate_threshold", "matching_rate", "resolve_suspect", "verify"]
+__all__ = ["calibrate_threshold", "matching_rate", "resolve_suspect", "verify", "verify_parts"]
 
 
 def resolve_suspect(suspect: Any) -> Any:
@@ -49,6 +49,15 @@ def verify(suspect: Any, fingerprints: FingerprintSet, threshold: float | None =
     in the module's docstring)."""
     with _suspect(suspect, _isolation(isolate), fingerprints) as resolved:
         return _verdicts.verify(resolved, fingerprints, threshold=threshold, batch_size=batch_size)
+
+
+def verify_parts(suspect: Any, parts: dict[str, FingerprintSet], batch_size: int = 256,
+                 isolate: bool | Isolation = True) -> _verdicts.PartsVerdict:
+    """ipguard_fast.verdicts.verify_parts, the suspect also given as a model file (one worker for
+    every part; see ``isolate`` in the module's docstring)."""
+    first = next(iter(parts.values()), None) if isinstance(parts, dict) else None
+    with _suspect(suspect, _isolation(isolate), first) as resolved:
+        return _verdicts.verify_parts(resolved, parts, batch_size=batch_size)
 
 
 def calibrate_threshold(negative_suspects: Sequence[Any], fingerprints: FingerprintSet,
@@ -87,4 +96,5 @@ def _suspect(suspect: Any, isolation: Isolation | None, fingerprints: Any) -> Ab
 
 matching_rate.__doc__ += "\n\n" + (_verdicts.matching_rate.__doc__ or "")
 verify.__doc__ += "\n\n" + (_verdicts.verify.__doc__ or "")
+verify_parts.__doc__ += "\n\n" + (_verdicts.verify_parts.__doc__ or "")
 calibrate_threshold.__doc__ += "\n\n" + (_verdicts.calibrate_threshold.__doc__ or "")

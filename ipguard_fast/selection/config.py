@@ -10,7 +10,7 @@ from .._validate import ArgumentError, finite_number, non_negative_int, positive
 from ..search.candidates import LABEL_MODES
 from ..search.config import check_search_options
 from .pool import POOL_FACTOR
-from .recipe import RECIPE, ReferenceKind, capped_recipe, check_recipe, with_owner_recipe
+from .recipe import RECIPE, STUDENT_PAIRS, ReferenceKind, capped_recipe, check_recipe, with_owner_recipe
 from .refine import RefineConfig
 from .scores import SCORES
 from .significance import SIGNIFICANCE
@@ -51,6 +51,10 @@ class ProtectConfig:
     plain top n). threshold_significance: the stored
     threshold is the smallest count of n that a model agreeing at the calibrated level
     reaches with at most this probability, below 0.5 (significance.py; None: the level itself).
+    students: points of the student part (students.py; 0, the default: none), a second set
+    with its own threshold that extraction students of the owner's outputs keep and models
+    of the same data do not; the recipe then builds recipe.STUDENT_PAIRS (unless it holds
+    student kinds of its own), and each part's threshold takes half the significance.
     """
 
     n: int = 100
@@ -73,6 +77,7 @@ class ProtectConfig:
     threshold_significance: float | None = SIGNIFICANCE
     epoch_cap: int | None = None
     matched_epoch_cap: int | None = None
+    students: int = 0
 
     def __post_init__(self) -> None:
         positive_int("n", self.n)
@@ -104,6 +109,7 @@ class ProtectConfig:
                 raise ArgumentError("budget", f"must be seconds (a number), got {self.budget!r}")
             object.__setattr__(self, "budget", finite_number("budget", self.budget, positive=True))
         object.__setattr__(self, "recipe", check_recipe(self.recipe))
+        non_negative_int("students", self.students)
         for name in ("epoch_cap", "matched_epoch_cap"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, positive_int(name, getattr(self, name)))
@@ -118,6 +124,8 @@ class ProtectConfig:
         those that match the owner within matched_epoch_cap. Derived here only, from the
         caller's fields, so a config rebuilt by dataclasses.replace derives it afresh."""
         recipe = self.recipe
+        if self.students and not any(k.role == "student" for k in recipe):
+            recipe = recipe + STUDENT_PAIRS
         if self.train_recipe is not None:
             recipe = check_recipe(with_owner_recipe(recipe, self.train_recipe))
         if self.epoch_cap is not None:

@@ -99,7 +99,7 @@ def _work(settings, held: int, items: int, worst: bool = False) -> tuple[float, 
             epochs = cap if worst else min(cap, CONVERGED_EPOCHS)
             return epochs, arch, epochs * min(items, _FIT_SAMPLE), arch
         return cap, arch, 0.0, arch
-    if name == "Distill":   # the teacher's logits computed once
+    if name in ("Distill", "Extraction"):   # the teacher's outputs computed once
         return settings.epochs, _arch(settings.student), items, "owner"
     if name == "AdversarialFineTune":   # each step's attack: forward and backward per PGD step
         return settings.epochs * (settings.steps + 1), "owner", 0.0, "owner"

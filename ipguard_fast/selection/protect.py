@@ -14,6 +14,9 @@ as a short composition of the stages in stages.py and refining.py.
 6. Threshold: from the validation references' rates on the refined selection, or the
    held-out rates of the chosen selection, and the rates of the negatives that only set
    the threshold (independents trained to convergence, recipe.THRESHOLD_NEGATIVES).
+7. With ProtectConfig.students, the student part (students.py): pool points that students
+   of the owner's outputs keep and their twins and the owner-like negatives lose, with a
+   threshold of its own; both thresholds then take half the significance.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from .refine import RefineConfig
 from .refining import Calibration, calibrate_threshold, fingerprint_set, refine_selection, unrefined_selection
 from .report import ProtectReport
 from .significance import SIGNIFICANCE
+from .students import student_part
 from .plan import Plan, plan_lines
 from .plan_refit import refit_later_stages
 from .stages import agree_between_ranks, choose_configuration, make_plan, make_pool, make_references, score_pool
@@ -48,11 +52,13 @@ __all__ = ["ProtectResult", "plan_protect", "protect", "run_protect"]
 @dataclass
 class ProtectResult:
     """protect()'s fingerprints (what is saved), its report (also in their meta["protect"])
-    and the reference models (objects, never saved)."""
+    and the reference models (objects, never saved); with ProtectConfig.students, the
+    student part (a second file, judged against its own threshold: students.py)."""
 
     fingerprints: FingerprintSet
     report: ProtectReport
     references: list[Reference] = field(repr=False)
+    students: FingerprintSet | None = None
 
 
 def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor: int = POOL_FACTOR,
@@ -162,16 +168,39 @@ def run_protect(owner: nn.Module, train_data, config: ProtectConfig, *, referenc
     if config.refine is not None:
         with _layout(plan, owner, refs):
             selection = timed("refine", lambda: refine_selection(owner, selection, refs, choice, config, log=say))
-    calibration = calibrate_threshold(selection, choice, config.threshold_significance, refs)
+    significance = _part_significance(config, refs)
+    calibration = calibrate_threshold(selection, choice, significance, refs)
     floor = (f"the {calibration.floor:.3f} that {calibration.floor_source} kept" if calibration.floor_source
              else f"{calibration.floor:.3f}")
     say(f"threshold {calibration.threshold:.3f} (level {calibration.level:.3f}, at least {floor}; "
-        f"significance {config.threshold_significance})"
+        f"significance {significance})"
         + ("" if calibration.shown else ": no suspect can be shown to be a copy at it, verdicts are inconclusive"))
     fps = fingerprint_set(selection, refs, choice, config, calibration)
-    report = _report(config, pool, refs, choice, calibration, timings, plan)
+    part = timed("students", lambda: _student_part(pool, outputs, refs, config, significance, say))
+    report = _report(config, pool, refs, choice, calibration, timings, plan, significance)
     fps.meta["protect"] = report.to_meta()
-    return ProtectResult(fps, report, refs.references)
+    if part is not None:
+        fps.meta["student_part"] = {"points": len(part.fingerprints), "threshold": part.threshold}
+    return ProtectResult(fps, report, refs.references, part.fingerprints if part is not None else None)
+
+
+def _student_part(pool, outputs, refs, config: ProtectConfig, significance: float | None, say):
+    """The student part (students.py) when config.students asks for one, said in the log."""
+    part = student_part(pool.points, outputs, refs, config, significance) if config.students else None
+    if part is not None:
+        say(f"student part: {len(part.fingerprints)} points, threshold {part.threshold:.3f} (level "
+            f"{part.level:.3f}, the most an innocent held out of its choice kept)")
+    elif config.students:
+        say("student part: none (the references hold no student pairs)")
+    return part
+
+
+def _part_significance(config: ProtectConfig, refs) -> float | None:
+    """Each part's share of the significance: all of it for one part, half of it each when
+    a student part is made beside the main one (a suspect is a copy when either shows it)."""
+    two = config.students and refs.rows("student", "select") and refs.rows("twin", "select")
+    significance = config.threshold_significance
+    return significance / 2 if two and significance is not None else significance
 
 
 def _box(config: ProtectConfig) -> tuple[float, float]:
@@ -212,7 +241,7 @@ def _at_precision(plan: Plan, call: Callable[[], Any]) -> Any:
 
 
 def _report(config: ProtectConfig, pool, refs, choice, calibration: Calibration, timings: dict,
-            plan: Plan) -> ProtectReport:
+            plan: Plan, significance: float | None) -> ProtectReport:
     chosen, held = choice.chosen, (calibration.positives, calibration.negatives)
     return ProtectReport(
         k=config.k if config.k == "auto" else pool.ks, k_grid=pool.ks,
@@ -222,7 +251,7 @@ def _report(config: ProtectConfig, pool, refs, choice, calibration: Calibration,
         candidates=[{"name": c.name, **c.validation} for c in choice.candidates], threshold=calibration.threshold,
         threshold_level=calibration.level, threshold_floor=calibration.floor,
         threshold_floor_source=calibration.floor_source,
-        threshold_significance=config.threshold_significance,
+        threshold_significance=significance,
         held_out_rates={"positives": [round(r, 4) for r in held[0]], "negatives": [round(r, 4) for r in held[1]]},
         references_built=refs.built_here, reference_cache_key=refs.cache_key,
         reference_seconds={r.name: round(r.seconds, 3) for r in refs.references},

@@ -17,13 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._validate import ArgumentError
-from ..attacks import AdversarialFineTune, Distill, FineTune, Independent, Preprocess, Prune, Quantize, get_attack
+from ..attacks import (AdversarialFineTune, Distill, Extraction, FineTune, Independent, Preprocess, Prune, Quantize,
+                       get_attack)
 from ..train import TrainRecipe
 
-__all__ = ["NEGATIVES", "OPTIMIZERS", "RECIPE", "RECIPE_VERSION", "THRESHOLD_NEGATIVES", "ReferenceKind",
-           "capped_recipe", "check_recipe", "negative_epoch_cap", "negative_kind", "recipe_meta", "with_owner_recipe"]
+__all__ = ["NEGATIVES", "OPTIMIZERS", "RECIPE", "RECIPE_VERSION", "ROLES", "STUDENT_PAIRS", "THRESHOLD_NEGATIVES",
+           "ReferenceKind", "capped_recipe", "check_recipe", "negative_epoch_cap", "negative_kind", "recipe_meta",
+           "with_owner_recipe"]
 
 RECIPE_VERSION = 5
+
+# positive: a copy; negative: an independent model. student / twin: the student part's
+# pairs (STUDENT_PAIRS, students.py), which take no part in the main selection.
+ROLES = ("positive", "negative", "student", "twin")
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,21 @@ RECIPE: tuple[ReferenceKind, ...] = (
 )
 
 
+# The student part's pairs (students.py), added when ProtectConfig.students asks for one: per
+# architecture (the owner's and the generic MLP) a student of the owner's probabilities on
+# its data and a twin of the same architecture, seed (seed_name), images and recipe on
+# the true labels -- what the owner's function teaches beyond what the data does (CAE,
+# Lukas et al., ICLR 2021, pairs surrogates with references so;
+# benchmarks/results/students-paired-2026-12-07: Adam 1e-3, 20 epochs, as the beds' students).
+_STUDENT_TRAINING = dict(lr=1e-3, epochs=20)
+STUDENT_PAIRS: tuple[ReferenceKind, ...] = tuple(
+    kind for arch in ("owner", "generic") for kind in (
+        ReferenceKind(f"student-{arch}", "student", "extraction",
+                      Extraction(student=arch, answers="probabilities", **_STUDENT_TRAINING)),
+        ReferenceKind(f"twin-{arch}", "twin", "independent", Independent(arch, **_STUDENT_TRAINING),
+                      seed_name=f"student-{arch}")))
+
+
 def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> tuple[ReferenceKind, ...]:
     """`recipe` whose negatives are the owner's own recipe (`train`, for fixed epochs) on the
     owner's architecture and another, plus the default negatives of the other optimizer, so
@@ -145,7 +166,8 @@ def with_owner_recipe(recipe: tuple[ReferenceKind, ...], train: TrainRecipe) -> 
     others = tuple(k for k in recipe if k.role == "negative" and k.attack == "independent" and not k.threshold_only
                    and k.settings.optimizer != train.optimizer)
     return (tuple(k for k in recipe if k.role == "positive") + own + others
-            + tuple(k for k in recipe if k.threshold_only) + own_threshold)
+            + tuple(k for k in recipe if k.threshold_only) + own_threshold
+            + tuple(k for k in recipe if k.role in ("student", "twin")))
 
 
 def recipe_meta(recipe: tuple[ReferenceKind, ...] = RECIPE) -> list[dict]:
@@ -162,14 +184,17 @@ def check_recipe(recipe) -> tuple[ReferenceKind, ...]:
         raise ArgumentError("recipe", "expected a non-empty sequence of ReferenceKind")
     for k in kinds:
         get_attack(k.attack)
-        if k.role not in ("positive", "negative"):
-            raise ArgumentError("recipe", f"{k.kind}: role must be 'positive' or 'negative', got {k.role!r}")
+        if k.role not in ROLES:
+            raise ArgumentError("recipe", f"{k.kind}: role must be one of {ROLES}, got {k.role!r}")
         if k.threshold_only and (k.role != "negative" or not k.per_replica):
             raise ArgumentError("recipe", f"{k.kind}: a threshold_only kind is a negative built per replica")
     if len({k.kind for k in kinds}) != len(kinds):
         raise ArgumentError("recipe", "has repeated kinds")
-    if {k.role for k in kinds if not k.threshold_only} != {"positive", "negative"}:
+    if not {"positive", "negative"} <= {k.role for k in kinds if not k.threshold_only}:
         raise ArgumentError("recipe", "needs kinds of both roles")
+    roles = {k.role for k in kinds}
+    if ("student" in roles) != ("twin" in roles):   # a student part needs both halves of its pairs
+        raise ArgumentError("recipe", "student kinds need twin kinds and the other way round")
     return kinds
 
 
@@ -185,6 +210,9 @@ def _capped(kind: ReferenceKind, cap: int) -> ReferenceKind:
     """`kind` with an independent's epochs (its cap, its snapshots) at most `cap`: the
     negatives that train to a rule are the dearest references of a large owner."""
     settings = kind.settings
+    if isinstance(settings, Extraction):   # a student capped as its twin is, so that the pair stays a pair
+        return kind if settings.epochs <= cap else dataclasses.replace(
+            kind, settings=dataclasses.replace(settings, epochs=cap))
     if not isinstance(settings, Independent) or max(settings.epoch_list()) <= cap:
         return kind
     epochs = tuple(sorted({min(e, cap) for e in settings.epoch_list()}))

@@ -1,0 +1,133 @@
+"""protect()'s student part: a second fingerprint set, with a threshold of its own, that
+students of the owner's outputs keep and models of the same data do not.
+
+Why a second part. protect's points are boundary points that copies keep; an extraction
+student trained on the owner's probabilities of other data keeps few of them (0.0-0.5), and
+points chosen with such students alone are kept by any model of the students' data
+(benchmarks/results/students-control-2026-12-05). Pairs control for the data: per
+architecture a student of the owner's probabilities (role "student") and a twin of the
+same architecture, seed, images and recipe on the true labels (role "twin";
+recipe.STUDENT_PAIRS). A pool point scores
+
+    paired(p) = mean_students a(p) - mean_twins a(p) - mean_close a(p),
+
+a the hard agreement with the owner's label and "close" the selecting negatives of the
+owner's architecture (the innocents nearest the owner): what the owner's function teaches
+beyond its data, which independents lose. On the foreign bed's held-out students (trained
+on data no reference saw) such points were kept 0.51-0.86 by the probability and
+distillation students against 0.49-0.56 by the innocent that kept the most
+(benchmarks/results/students-paired-2026-12-07). The paper's copies keep only 0.72-0.78 of
+them, so they never replace protect's points: verify judges each part against its own
+threshold, and a suspect is a copy when either part shows it (each part's threshold at half
+the significance, so that the two chances together stay within it).
+
+The threshold: the highest rate, on the chosen points, of the innocents held out of this
+choice -- the validation replicas' twins and negatives and the threshold's own negatives
+(the selecting twins and negatives chose against the points and would understate it) --
+never below the chance rate, plus the points' sampling noise (significance.py).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..fingerprints import FingerprintSet
+from ..label_bias import copy_can_be_shown
+from ..verdict_threshold import chance_rate
+from .config import ProtectConfig
+from .scores import ReferenceOutputs
+from .select import describe_reference, selected_set
+from .significance import significant_threshold
+from .spread import spread_top_n
+from .stages import ReferenceSet
+
+__all__ = ["PART", "StudentPart", "paired_scores", "student_part"]
+
+PART = "students"   # meta["part"] of the student part's file
+
+
+@dataclass
+class StudentPart:
+    """The student part's points (a FingerprintSet with its threshold in meta), the level the
+    threshold adds the sampling noise to, and the held-out innocents' rates it came from."""
+
+    fingerprints: FingerprintSet
+    threshold: float
+    level: float
+    held_out: dict[str, float]
+    shown: bool
+
+
+def paired_scores(students: torch.Tensor, twins: torch.Tensor, close: torch.Tensor) -> torch.Tensor:
+    """paired(p) per point from the agreements [R, P] (bool or 0/1) of the students, their
+    twins and the owner-like negatives: float64 [P]."""
+    for name, rows in (("students", students), ("twins", twins), ("close", close)):
+        if rows.dim() != 2 or rows.shape[0] == 0:
+            raise ValueError(f"{name}: expected agreements [R >= 1, P], got shape {tuple(rows.shape)}")
+    if not students.shape[1] == twins.shape[1] == close.shape[1]:
+        raise ValueError(f"the agreements cover different points: {students.shape[1]}, {twins.shape[1]}, "
+                         f"{close.shape[1]}")
+    mean = lambda rows: rows.double().mean(dim=0)  # noqa: E731
+    return mean(students) - mean(twins) - mean(close)
+
+
+def student_part(points: FingerprintSet, outputs: ReferenceOutputs, refs: ReferenceSet, config: ProtectConfig,
+                 significance: float | None) -> StudentPart | None:
+    """The config.students points of the pool (`points`, every reference's `outputs` on
+    them) with the best paired scores, spread over labels as protect's are, and their
+    threshold; None when the references hold no student pairs."""
+    select = lambda role: refs.rows(role, "select")  # noqa: E731
+    students, twins = select("student"), select("twin")
+    if not students or not twins:
+        return None
+    close = _owner_like(refs, config) or select("negative")
+    scores = paired_scores(outputs.agrees[students], outputs.agrees[twins], outputs.agrees[close])
+    n = min(config.students, len(points))
+    kept = spread_top_n(scores, n, points.labels, points.num_classes, config.label_share)
+    held = {refs.references[i].name: float(rate) for i, rate in
+            zip(_held_out_innocents(refs), outputs.rows(_held_out_innocents(refs)).columns(kept).rates().tolist())}
+    chance = chance_rate(points)
+    level = max([*held.values(), chance])
+    if significance is None:
+        threshold, shown = level, level < 1.0
+    else:
+        threshold, shown = significant_threshold(level, len(kept), significance)
+    if not held:
+        warnings.warn("protect: the student part has no innocent held out of its choice (validation_replicas=0): "
+                      "its threshold rests on the chance rate alone", stacklevel=3)
+    shown = shown and copy_can_be_shown(points.labels[kept])
+    if not shown:
+        warnings.warn(f"protect: the student part's {len(kept)} points cannot show a copy above the level "
+                      f"{level:.3f} that innocents held out of its choice reach: verify calls no suspect a copy "
+                      "with that part, its verdicts are inconclusive", stacklevel=3)
+    every = list(range(len(refs.references)))
+    rates = outputs.rows(every).columns(kept).rates().tolist()
+    described = [dict(describe_reference(r.name, r.model), split=r.split, kind=r.kind, role=r.role)
+                 for r in refs.references if r.role in ("student", "twin", "negative")]
+    fps = selected_set(points, kept, scores, score="paired-students", references={"paired": described},
+                       rates={refs.references[i].name: round(rate, 4) for i, rate in zip(every, rates)},
+                       extra={"students": [refs.references[i].name for i in students],
+                              "twins": [refs.references[i].name for i in twins],
+                              "close": [refs.references[i].name for i in close],
+                              "label_share": config.label_share})
+    fps.meta.update(part=PART, threshold=threshold, threshold_shown=shown,
+                    student_part={"level": level, "significance": significance, "chance": chance,
+                                  "held_out_rates": {name: round(rate, 4) for name, rate in held.items()}})
+    return StudentPart(fps, threshold, level, held, shown)
+
+
+def _owner_like(refs: ReferenceSet, config: ProtectConfig) -> list[int]:
+    """The selecting negatives of the owner's architecture (the recipe's kinds whose
+    settings say arch="owner"): the innocents closest to the owner."""
+    kinds = {k.kind: k for k in config.effective_recipe}
+    return [i for i in refs.rows("negative", "select")
+            if getattr(getattr(kinds.get(refs.references[i].kind), "settings", None), "arch", None) == "owner"]
+
+
+def _held_out_innocents(refs: ReferenceSet) -> list[int]:
+    """Innocents that did not choose the points: twins and negatives of the validation
+    replicas, the threshold's own negatives, the caller's negatives."""
+    return [i for i, r in enumerate(refs.references)
+            if r.role in ("twin", "negative") and r.split in ("validate", "threshold")]
