@@ -104,7 +104,7 @@ def test_demo_smoke(tmp_path):
     # --families FTAL,prune: two families of copies, every independent (the demo 107 -> 80 s).
     proc = subprocess.run([sys.executable, "-m", "ipguard_fast", "demo", "--out", str(tmp_path), "--n", "20",
                            "--k", "1,5", "--replicas", "1", "--pool-factor", "3", "--threads", "1", "--epoch-cap", "2",
-                           "--families", "FTAL,prune"],
+                           "--families", "FTAL,prune", "--students", "10"],
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "ARUC" in proc.stdout and "| FTAL | positive |" in proc.stdout
@@ -113,8 +113,10 @@ def test_demo_smoke(tmp_path):
                  "fingerprints_selected.safetensors"):
         assert (tmp_path / name).stat().st_size > 0
     result = json.loads((tmp_path / "results.json").read_text())
-    assert [r["k"] for r in result["runs"]] == [1.0, 5.0, None, None]
-    assert [r["method"] for r in result["runs"]] == ["ipguard", "ipguard", "selected", "mistakes"]
+    assert [r["k"] for r in result["runs"]] == [1.0, 5.0, None, None, None]
+    assert [r["method"] for r in result["runs"]] == ["ipguard", "ipguard", "selected", "students", "mistakes"]
+    assert "selected set and student part together" in proc.stdout and "combined_verdicts" in result
+    assert FingerprintSet.load(tmp_path / "fingerprints_selected.students.safetensors").meta["part"] == "students"
     assert "mistakes baseline ARUC" in proc.stdout and "wrong verdicts" in proc.stdout
     assert "mistakes of the owner on 360 held-out inputs" in proc.stdout   # protect's pool took them too
     assert "negatives at most 2 epochs" in proc.stdout

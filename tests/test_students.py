@@ -77,15 +77,18 @@ def parted():
     return owner, result
 
 
-def test_protect_makes_a_student_part_with_a_threshold_over_held_out_innocents(parted):
+def test_protect_makes_a_student_part_with_a_threshold_over_every_innocent_reference(parted):
     owner, result = parted
     part = result.students
     assert isinstance(part, FingerprintSet) and len(part) == 12 and part.meta["part"] == PART
     recorded = part.meta["student_part"]
-    held = recorded["held_out_rates"]
-    assert held and all("/r1" in name for name in held)   # the validation replica's innocents only
-    assert any("twin-" in name for name in held) and not any("student-" in name for name in held)
-    assert recorded["level"] == max([*held.values(), recorded["chance"]])
+    innocents = recorded["innocent_rates"]
+    # every twin and negative of every split sets the level (the selecting ones can only raise it); no student
+    assert {name for name in innocents if "twin-" in name} == {r.name for r in result.references if r.role == "twin"}
+    assert {r.name for r in result.references if r.role == "negative"} <= set(innocents)
+    assert not any("student-" in name for name in innocents)
+    assert recorded["held_out"] and all("/r1" in name for name in recorded["held_out"])   # the validation replica
+    assert recorded["level"] == pytest.approx(max([*innocents.values(), recorded["chance"]]), abs=1e-4)
     threshold, shown = significant_threshold(recorded["level"], 12, 0.025)   # half of the default 0.05
     assert part.meta["threshold"] == threshold and part.meta["threshold_shown"] == shown
     selection = part.meta["selection"]
@@ -146,3 +149,33 @@ def test_the_command_verifies_both_files_and_refuses_a_main_file_as_the_student_
     assert "--student-part" in capsys.readouterr().err
     assert main(argv + ["--student-part", str(part_file), "--threshold", "0.5"]) == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+def test_evaluate_judges_the_student_part_and_both_parts_together(parted):
+    from ipguard_fast.evaluation.report import summary_table
+    from ipguard_fast.evaluation.suspects import negative_suspects, positive_suspects
+    from ipguard_fast.models import DigitsMLP
+
+    owner, result = parted
+    train = load_digits("train")
+    small = TensorDataset(train.tensors[0][:200], train.tensors[1][:200])
+    suspects = positive_suspects(owner, small, quick=True, families=("FTLL", "prune"))
+    suspects += negative_suspects(small, {"mlp": DigitsMLP}, seeds=(1, 2), epochs=1)
+    judged = ig.evaluate(owner, input_shape=(1, 8, 8), suspects=suspects, n=8, methods=("selected",),
+                         selected=result.fingerprints, student_part=result.students, log=lambda *a: None)
+    assert [r.method for r in judged.runs] == ["selected", "students"]
+    part = judged.run("students")
+    assert part.threshold == result.students.meta["threshold"] and part.n_fingerprints == 12
+    combined = judged.combined_verdicts()
+    main = judged.run("selected").verdicts
+    assert combined["false_accusations"] == sorted(set(main["false_accusations"]) |
+                                                   set(part.verdicts["false_accusations"]))
+    assert set(combined["missed"]) == set(main["missed"]) & set(part.verdicts["missed"])
+    assert judged.to_dict()["combined_verdicts"] == combined
+    assert "student part together" in summary_table(judged)
+    with pytest.raises(ValueError, match="student_part"):   # a student part judged alone, or a main file as one
+        ig.evaluate(owner, input_shape=(1, 8, 8), suspects=suspects, ks=(2.0,), n=8, student_part=result.students,
+                    log=lambda *a: None)
+    with pytest.raises(ValueError, match="student_part"):
+        ig.evaluate(owner, input_shape=(1, 8, 8), suspects=suspects, n=8, methods=("selected",),
+                    selected=result.fingerprints, student_part=result.fingerprints, log=lambda *a: None)

@@ -87,7 +87,7 @@ class RunResult:
         head = {"method": self.method, "k": self.k}
         if self.label is not None:
             head["label"] = self.label
-        if self.method == "selected":
+        if self.method in ("selected", "students"):
             head.update(threshold=self.threshold, selection=self.selection)
         return {**head, "n_fingerprints": self.n_fingerprints, "extract_seconds": self.extract_seconds,
                 "candidates_tried": self.candidates_tried, "suspects": self.suspects, "aruc": self.aruc,
@@ -104,8 +104,26 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         """The report's JSON form (report.write_report)."""
-        return {"owner": dict(self.owner), "settings": dict(self.settings), "runs": [r.to_dict() for r in self.runs]}
+        out = {"owner": dict(self.owner), "settings": dict(self.settings), "runs": [r.to_dict() for r in self.runs]}
+        combined = self.combined_verdicts()
+        if combined is not None:
+            out["combined_verdicts"] = combined
+        return out
 
     def run(self, method: str) -> RunResult:
         """The last run of `method`."""
         return [r for r in self.runs if r.method == method][-1]
+
+    def combined_verdicts(self) -> dict | None:
+        """The verdicts of the selected set and its student part together, as verify_parts
+        gives them (a copy when either part shows it): the innocents either part accuses, the
+        copies both miss; None without a student part's run."""
+        methods = {r.method for r in self.runs}
+        if not {"selected", "students"} <= methods:
+            return None
+        main, part = self.run("selected").verdicts, self.run("students").verdicts
+        accused = sorted(set(main["false_accusations"]) | set(part["false_accusations"]))
+        missed = [name for name in main["missed"] if name in set(part["missed"])]
+        counted = main["positives"]
+        return {"false_accusations": accused, "missed": missed, "positives": counted, "negatives": main["negatives"],
+                "tpr": (counted - len(missed)) / counted if counted else None}

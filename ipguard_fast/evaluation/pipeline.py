@@ -44,7 +44,7 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
              owner_name: str = "owner", seed: int = 0, extract_options: Mapping | None = None,
              methods: Sequence[str] = ("ipguard",), selected: FingerprintSet | None = None,
              selection_options: Mapping | None = None, useful_drop: float | None = 0.10,
-             log=print, suspect_cache=None) -> EvaluationResult:
+             log=print, suspect_cache=None, student_part: FingerprintSet | None = None) -> EvaluationResult:
     """Matching rates of every suspect on fingerprints extracted at each k, and ARUC / ROC AUC.
 
     Either pass `suspects`, or the owner's `train_set` and `negative_factories`
@@ -55,7 +55,10 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
     evaluate builds are kept as each is finished (a folder or a selection.CacheLocation;
     None: in memory only), so that a rerun after an interruption trains only the missing
     ones (evaluation/suspect_cache.py); suspects passed in are never cached. The keywords
-    are EvaluationConfig's; run_evaluation takes the config itself.
+    are EvaluationConfig's; run_evaluation takes the config itself. student_part: protect's
+    student part beside `selected` (`ProtectConfig.students`; protect run here makes one when
+    selection_options ask for it), judged as the run "students" and, with the selected run,
+    in the result's combined_verdicts (a copy when either part shows it).
     """
     options = {_PROTECT_KEYWORDS.get(key, key): value for key, value in (selection_options or {}).items()
                if key not in ("progress", "log")}
@@ -75,7 +78,7 @@ def evaluate(owner: nn.Module, train_set: Dataset | None = None, *, input_shape:
                                   log=log, suspect_cache=suspect_cache,
                                   share=(comm.rank, comm.world) if comm.world > 1 else None)
     return run_evaluation(owner, suspects, config, train_set=train_set, test_set=test_set, input_shape=input_shape,
-                          owner_name=owner_name, selected=selected, log=log)
+                          owner_name=owner_name, selected=selected, log=log, student_part=student_part)
 
 
 # protect()'s keywords that ProtectConfig names otherwise
@@ -84,7 +87,8 @@ _PROTECT_KEYWORDS = {"extract_options": "search"}
 
 def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: EvaluationConfig, *,
                    input_shape: Sequence[int], train_set: Dataset | None = None, test_set: Dataset | None = None,
-                   owner_name: str = "owner", selected: FingerprintSet | None = None, log=print) -> EvaluationResult:
+                   owner_name: str = "owner", selected: FingerprintSet | None = None, log=print,
+                   student_part: FingerprintSet | None = None) -> EvaluationResult:
     """evaluate() with its settings in one EvaluationConfig and the suspects built."""
     _check_suspects(suspects)
     if "selected" in config.methods and selected is None and train_set is None:
@@ -93,6 +97,8 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
         raise ValueError("test_set: the mistakes method takes the owner's mistakes on held-out data")
     if "selected" in config.methods and selected is not None:
         _check_selected(selected)
+    if student_part is not None:
+        _check_student_part(student_part, selected, config)
     # Under torchrun each rank scores its share of the suspects: those it built
     # (build_variants(share=...)) and a share of those every rank holds (extraction is
     # shared by extract_fingerprints itself); every rank ends with the whole table.
@@ -120,7 +126,11 @@ def run_evaluation(owner: nn.Module, suspects: Sequence[Suspect], config: Evalua
     runs = [_plain_run(owner, k, config, input_shape, judge, log) for k in
             (config.ks if "ipguard" in config.methods else ())]
     if "selected" in config.methods:
-        runs.append(_selected_run(owner, train_set, test_set, mine, comm, config, selected, judge, log))
+        run, part = _selected_run(owner, train_set, test_set, mine, comm, config, selected, judge, log)
+        runs.append(run)
+        part = student_part if student_part is not None else part
+        if part is not None:
+            runs.append(_student_run(part, judge, log))
     if "mistakes" in config.methods:
         runs.append(_mistakes_run(owner, test_set, config, judge, log))
     return EvaluationResult({"name": owner_name, "accuracy": owner_acc}, config.as_meta(), runs)
@@ -174,16 +184,17 @@ def _plain_run(owner, k: float, config: EvaluationConfig, input_shape, judge, lo
 
 
 def _selected_run(owner, train_set, test_set, mine, comm, config: EvaluationConfig, selected, judge,
-                  log) -> RunResult:
-    """protect's set (or the one given) judged; protect also gets the test set as held-out
+                  log) -> tuple[RunResult, FingerprintSet | None]:
+    """protect's set (or the one given) judged, and the student part protect made (None when
+    it made none or the set was given); protect also gets the test set as held-out
     data, so that its selection may take the owner's mistakes (the baseline) beside its points.
     Each rank checks the suspects it scores (`mine`), and all refuse alike."""
     start = time.perf_counter()
-    references = ()
+    references, part = (), None
     if selected is None:
         result = run_protect(owner, train_set, config.protect_config(), cache=CacheLocation(config.reference_cache),
                              held_out=test_set, progress=False, log=log)
-        selected, references = result.fingerprints, result.references
+        selected, references, part = result.fingerprints, result.references, result.students
     try:
         check_disjoint(mine, selected, references)
         problem = None
@@ -194,6 +205,14 @@ def _selected_run(owner, train_set, test_set, mine, comm, config: EvaluationConf
         raise ValueError(problem)
     run = judge(selected, time.perf_counter() - start, **selected_fields(selected))
     log(f"{run.label}: ARUC {run.aruc:.3f}, ROC AUC {run.roc_auc:.3f}")
+    return run, part
+
+
+def _student_run(part: FingerprintSet, judge, log) -> RunResult:
+    """protect's student part judged by the same suspects at its own threshold (its
+    references are protect's, seeded apart from every suspect, as the main part's are)."""
+    run = judge(part, 0.0, method="students", k=None, label="student part", threshold=part.meta.get("threshold"))
+    log(f"student part: ARUC {run.aruc:.3f}, ROC AUC {run.roc_auc:.3f}")
     return run
 
 
@@ -227,6 +246,16 @@ def _check_selected(selected) -> None:
         conclusive_threshold(selected)
     except ValueError as exc:
         raise ValueError(f"selected: {exc}") from exc
+
+
+def _check_student_part(part, selected, config: EvaluationConfig) -> None:
+    """A given student part: judged beside a selected set, a student part, with a threshold."""
+    if "selected" not in config.methods or selected is None:
+        raise ValueError("student_part: is judged beside the selected set it was made with: give selected= and the "
+                         "selected method")
+    _check_selected(part)
+    if part.meta.get("part") != "students":
+        raise ValueError("student_part: not a student part (protect's ProtectConfig.students makes one)")
 
 
 def selected_fields(fps: FingerprintSet) -> dict:

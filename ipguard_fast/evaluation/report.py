@@ -26,7 +26,7 @@ import numpy as np
 from .._atomic import atomic_write_bytes
 from .rows import as_dict, check_result, family_roles, fmt, is_number, role_rates, run_label
 
-__all__ = ["run_label", "summary_table", "verdict_summary", "write_report"]
+__all__ = ["combined_summary", "run_label", "summary_table", "verdict_summary", "write_report"]
 
 
 def summary_table(result: Mapping[str, Any]) -> str:
@@ -70,7 +70,19 @@ def summary_table(result: Mapping[str, Any]) -> str:
             f"negatives {_role_mean(run, 'negative')} mean matching rate; "
             f"ARUC {fmt(run['aruc'])}, ROC AUC {fmt(run['roc_auc'])}"
         )
+    combined = result.get("combined_verdicts")
+    if combined:
+        lines.append(f"- selected set and student part together (a copy when either shows it): "
+                     f"{combined_summary(combined)}")
     return "\n".join(lines) + "\n"
+
+
+def combined_summary(combined: Mapping[str, Any]) -> str:
+    """EvaluationResult.combined_verdicts in one line."""
+    accused, missed = combined["false_accusations"], combined["missed"]
+    text = (f"{len(accused)}/{combined['negatives']} accused, {len(missed)}/{combined['positives']} missed"
+            + (f"; falsely accused: {', '.join(accused)}" if accused else ""))
+    return text + (f"; missed: {', '.join(missed)}" if missed else "")
 
 
 def verdict_summary(verdicts: Mapping[str, Any]) -> str:

@@ -189,7 +189,7 @@ def _student_part(pool, outputs, refs, config: ProtectConfig, significance: floa
     part = student_part(pool.points, outputs, refs, config, significance) if config.students else None
     if part is not None:
         say(f"student part: {len(part.fingerprints)} points, threshold {part.threshold:.3f} (level "
-            f"{part.level:.3f}, the most an innocent held out of its choice kept)")
+            f"{part.level:.3f}, the most an innocent reference kept)")
     elif config.students:
         say("student part: none (the references hold no student pairs)")
     return part
