@@ -78,14 +78,19 @@ class PartsVerdict:
                 "parts": {name: v.to_dict() for name, v in self.parts.items()}}
 
 
-def verify_parts(suspect: Any, parts: dict[str, FingerprintSet], batch_size: int = 256) -> PartsVerdict:
-    """``suspect`` judged on every part (name -> FingerprintSet), each at its own stored
-    threshold (:func:`verify`); pirated when any part shows a copy."""
+def check_parts(parts: Any) -> None:
+    """`parts` as verify_parts takes it: a non-empty dict of name -> FingerprintSet."""
     if not isinstance(parts, dict) or not parts:
         raise ValueError("parts: expected a non-empty dict of name -> FingerprintSet")
     for name, fingerprints in parts.items():
         if not isinstance(fingerprints, FingerprintSet):
             raise ValueError(f"parts: {name!r} is a {type(fingerprints).__name__}, not a FingerprintSet")
+
+
+def verify_parts(suspect: Any, parts: dict[str, FingerprintSet], batch_size: int = 256) -> PartsVerdict:
+    """``suspect`` judged on every part (name -> FingerprintSet), each at its own stored
+    threshold (:func:`verify`); pirated when any part shows a copy."""
+    check_parts(parts)
     return PartsVerdict({name: verify(suspect, fingerprints, batch_size=batch_size)
                          for name, fingerprints in parts.items()})
 

@@ -179,3 +179,12 @@ def test_evaluate_judges_the_student_part_and_both_parts_together(parted):
     with pytest.raises(ValueError, match="student_part"):
         ig.evaluate(owner, input_shape=(1, 8, 8), suspects=suspects, n=8, methods=("selected",),
                     selected=result.fingerprints, student_part=result.fingerprints, log=lambda *a: None)
+
+
+def test_bad_parts_are_refused_before_a_worker_starts_for_a_file(monkeypatch, tmp_path):
+    import ipguard_fast.io.suspects as suspects
+
+    monkeypatch.setattr(suspects, "IsolatedSuspect", lambda *a, **k: pytest.fail("a worker started"))
+    for parts in ({}, {"main": "fp.safetensors"}, ["fp.safetensors"]):
+        with pytest.raises(ValueError, match="parts"):
+            ig.verify_parts(tmp_path / "suspect.pt", parts)

@@ -55,8 +55,8 @@ def verify_parts(suspect: Any, parts: dict[str, FingerprintSet], batch_size: int
                  isolate: bool | Isolation = True) -> _verdicts.PartsVerdict:
     """ipguard_fast.verdicts.verify_parts, the suspect also given as a model file (one worker for
     every part; see ``isolate`` in the module's docstring)."""
-    first = next(iter(parts.values()), None) if isinstance(parts, dict) else None
-    with _suspect(suspect, _isolation(isolate), first) as resolved:
+    _verdicts.check_parts(parts)   # before a worker starts for a file
+    with _suspect(suspect, _isolation(isolate), next(iter(parts.values()))) as resolved:
         return _verdicts.verify_parts(resolved, parts, batch_size=batch_size)
 
 
