@@ -126,6 +126,7 @@ def _after_release(owner, selected, part, suspects, out: Path) -> None:
     if part is not None:
         print(f"student part (threshold {part.meta['threshold']:.2f}): "
               f"{part.save(out / 'fingerprints_selected.students.safetensors')}")
+
     def judge(model) -> str:
         if part is None:
             return str(verify(model, selected))
