@@ -26,8 +26,8 @@ from .verdict_threshold import (AT_CHANCE, DEFAULT_THRESHOLD, LABEL_BIAS, NO_THR
                                 inconclusive_reason, resolve_threshold)
 
 __all__ = ["AT_CHANCE", "DEFAULT_THRESHOLD", "LABEL_BIAS", "NOT_SHOWN", "NO_THRESHOLD", "LabelFn", "PartsVerdict", "Verdict",
-           "as_label_fn", "as_output_fn", "calibrate_threshold", "conclusive_threshold", "matching_rate", "resolve_threshold",
-           "suspect_answers", "verify", "verify_parts"]
+           "as_label_fn", "as_output_fn", "calibrate_threshold", "check_parts", "conclusive_threshold", "matching_rate",
+           "resolve_threshold", "suspect_answers", "verify", "verify_parts"]
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,20 @@ class PartsVerdict:
 
 
 def check_parts(parts: Any) -> None:
-    """`parts` as verify_parts takes it: a non-empty dict of name -> FingerprintSet."""
+    """`parts` as verify_parts takes it: a non-empty dict of name -> FingerprintSet, every set of
+    the same owner (one class count, one input shape): one suspect answers them all."""
     if not isinstance(parts, dict) or not parts:
         raise ValueError("parts: expected a non-empty dict of name -> FingerprintSet")
     for name, fingerprints in parts.items():
         if not isinstance(fingerprints, FingerprintSet):
             raise ValueError(f"parts: {name!r} is a {type(fingerprints).__name__}, not a FingerprintSet")
+    (first, reference), *others = parts.items()
+    for name, fingerprints in others:
+        for what, ours, theirs in (("classes", reference.num_classes, fingerprints.num_classes),
+                                   ("input shape", reference.input_shape, fingerprints.input_shape)):
+            if ours != theirs:
+                raise ValueError(f"parts: {name!r} has {what} {theirs}, {first!r} has {ours}: "
+                                 "the parts of one owner agree")
 
 
 def verify_parts(suspect: Any, parts: dict[str, FingerprintSet], batch_size: int = 256) -> PartsVerdict:

@@ -188,3 +188,15 @@ def test_bad_parts_are_refused_before_a_worker_starts_for_a_file(monkeypatch, tm
     for parts in ({}, {"main": "fp.safetensors"}, ["fp.safetensors"]):
         with pytest.raises(ValueError, match="parts"):
             ig.verify_parts(tmp_path / "suspect.pt", parts)
+
+    def fingerprints(classes, shape):
+        labels = torch.arange(4) % classes
+        return FingerprintSet(images=torch.rand(4, *shape), labels=labels, source_labels=(labels + 1) % classes,
+                              margins=torch.ones(4), steps=torch.zeros(4, dtype=torch.int64),
+                              meta={"num_classes": classes})
+
+    main = fingerprints(10, (1, 8, 8))
+    ig.verdicts.check_parts({"main": main, "students": fingerprints(10, (1, 8, 8))})
+    for other, what in ((fingerprints(3, (1, 8, 8)), "classes 3"), (fingerprints(10, (1, 4, 4)), "input shape")):
+        with pytest.raises(ValueError, match=f"parts: 'students' has {what}"):
+            ig.verify_parts(tmp_path / "suspect.pt", {"main": main, "students": other})
