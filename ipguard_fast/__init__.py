@@ -5,12 +5,13 @@
     fps.save("owner.fingerprints.safetensors")
     verdict = ipguard_fast.verify(suspect, ipguard_fast.FingerprintSet.load("owner.fingerprints.safetensors"))
 
-(or ``ipguard_fast.protect``, which selects the points and calibrates the threshold itself).
+(or ``ipguard_fast.protect``, which selects the points and calibrates the threshold itself;
+``ipguard_fast.protect_parts`` adds the student part, for ``verify_parts``).
 
 Importing the package loads the core only (ops, search, fingerprints, verification and
 model I/O; torch, numpy and safetensors). The evaluation -- ``evaluate`` and its plots,
 which need the ``eval`` extra (scikit-learn, matplotlib) -- and fingerprint selection
-(``select_fingerprints``, ``protect``, ``run_protect``, ``calibrate_fingerprints`` and their
+(``select_fingerprints``, ``protect``, ``protect_parts``, ``run_protect``, ``calibrate_fingerprints`` and their
 configs) load on first use.
 """
 
@@ -32,8 +33,8 @@ __all__ = [
     "extract_fingerprints", "ExtractConfig", "IPGuard", "IncompleteFingerprintsWarning",
     "FingerprintSet", "FingerprintFileError",
     "matching_rate", "verify", "Verdict", "verify_parts", "PartsVerdict", "calibrate_threshold", "load_model", "load_suspect",
-    "evaluate", "run_evaluation", "EvaluationConfig", "select_fingerprints", "protect", "run_protect",
-    "ProtectConfig", "calibrate_fingerprints", "Normalized",
+    "evaluate", "run_evaluation", "EvaluationConfig", "select_fingerprints", "protect", "protect_parts",
+    "run_protect", "ProtectConfig", "calibrate_fingerprints", "Normalized",
 ]
 
 # name -> (module, attribute), imported on first use so `import ipguard_fast` stays light.
@@ -42,6 +43,7 @@ _LAZY = {"evaluate": ("ipguard_fast.evaluation.pipeline", "evaluate"),
          "EvaluationConfig": ("ipguard_fast.evaluation.config", "EvaluationConfig"),
          "select_fingerprints": ("ipguard_fast.selection.select", "select_fingerprints"),
          "protect": ("ipguard_fast.selection.protect", "protect"),
+         "protect_parts": ("ipguard_fast.selection.protect", "protect_parts"),
          "run_protect": ("ipguard_fast.selection.protect", "run_protect"),
          "ProtectConfig": ("ipguard_fast.selection.config", "ProtectConfig"),
          "calibrate_fingerprints": ("ipguard_fast.selection.calibration", "calibrate_fingerprints")}

@@ -200,3 +200,30 @@ def test_bad_parts_are_refused_before_a_worker_starts_for_a_file(monkeypatch, tm
     for other, what in ((fingerprints(3, (1, 8, 8)), "classes 3"), (fingerprints(10, (1, 4, 4)), "input shape")):
         with pytest.raises(ValueError, match=f"parts: 'students' has {what}"):
             ig.verify_parts(tmp_path / "suspect.pt", {"main": main, "students": other})
+
+
+def test_protect_parts_returns_both_files_from_protects_keywords(monkeypatch):
+    import importlib
+
+    protect_module = importlib.import_module("ipguard_fast.selection.protect")   # the package's `protect` is the function
+
+    owner = train_digits_model("cnn", seed=0, epochs=1)
+    train = load_digits("train")
+    data = TensorDataset(train.tensors[0][:40], train.tensors[1][:40])
+    seen = {}
+
+    def run(owner, data, config, **keywords):   # the run itself is the fixture's: here, what it is asked
+        seen.update(config=config, **keywords)
+        return protect_module.ProtectResult("main file", None, [], "student part")
+
+    monkeypatch.setattr(protect_module, "run_protect", run)
+    parts = ig.protect_parts(owner, data, 8, students=12, seed=3, epoch_cap=2, negatives=["model.pt"], progress=False)
+    assert parts == {"main": "main file", "students": "student part"}
+    config = seen["config"]
+    assert (config.n, config.students, config.seed, config.epoch_cap) == (8, 12, 3, 2)
+    assert seen["negatives"] == ["model.pt"] and seen["progress"] is False
+    assert ig.protect(owner, data, 8, progress=False) == "main file" and seen["config"].students == 0
+    for keywords, named in (({"students": 0}, "students"), ({"references": {"positives": []}}, "references"),
+                            ({"student": 12}, "student")):
+        with pytest.raises(ArgumentError, match=f"^{named}:"):
+            ig.protect_parts(owner, data, 8, **keywords)

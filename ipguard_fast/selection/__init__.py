@@ -11,7 +11,7 @@ from .cache import CacheLocation
 from .pool import extract_pool, k_grid, median_margin, merge_pools
 from .config import ProtectConfig
 from .plan import Plan
-from .protect import ProtectResult, plan_protect, protect, run_protect
+from .protect import ProtectResult, plan_protect, protect, protect_parts, run_protect
 from .refine import RefineConfig, refine_points
 from .recipe import RECIPE, ReferenceKind
 from .references import protect_seed
@@ -21,5 +21,5 @@ from .select import select_fingerprints, top_n
 
 __all__ = ["RECIPE", "SCORES", "CacheLocation", "Plan", "ProtectConfig", "ProtectReport", "ProtectResult",
            "ReferenceKind", "RefineConfig", "extract_pool", "k_grid", "median_margin", "merge_pools", "plan_protect",
-           "protect", "protect_seed", "reference_outputs", "run_protect", "refine_points", "select_fingerprints",
+           "protect", "protect_parts", "protect_seed", "reference_outputs", "run_protect", "refine_points", "select_fingerprints",
            "separation_scores", "top_n"]

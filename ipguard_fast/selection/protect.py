@@ -21,12 +21,14 @@ as a short composition of the stages in stages.py and refining.py.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
 
+from .._validate import ArgumentError, positive_int
 from ..fingerprints import FingerprintSet
 from ..modules import channels_last
 from ..precision import chosen_precision
@@ -46,7 +48,7 @@ from .plan import Plan, plan_lines
 from .plan_refit import refit_later_stages
 from .stages import agree_between_ranks, choose_configuration, make_plan, make_pool, make_references, score_pool
 
-__all__ = ["ProtectResult", "plan_protect", "protect", "run_protect"]
+__all__ = ["ProtectResult", "plan_protect", "protect", "protect_parts", "run_protect"]
 
 
 @dataclass
@@ -97,16 +99,49 @@ def protect(owner: nn.Module, train_data, n: int = 100, *, k="auto", pool_factor
     whether the selection takes them beside the boundary points (the mistakes baseline
     and IPGuard's points, one selection).
     """
+    keywords = dict(k=k, pool_factor=pool_factor, references=references, score=score, replicas=replicas,
+                    validation_replicas=validation_replicas, refine=refine, init=init, labels=labels, seed=seed,
+                    cache_dir=cache_dir, cache_key_file=cache_key_file, cache_readonly=cache_readonly,
+                    batch_size=batch_size, progress=progress, log=log, extract_options=extract_options,
+                    train_recipe=train_recipe, negatives=negatives, budget=budget, epoch_cap=epoch_cap,
+                    held_out_data=held_out_data, threshold_significance=threshold_significance)
+    return _keyword_run(owner, train_data, n, 0, keywords).fingerprints
+
+
+def protect_parts(owner: nn.Module, train_data, n: int = 100, *, students: int = 100,
+                  **keywords: Any) -> dict[str, FingerprintSet]:
+    """protect() with its student part (ProtectConfig.students, students.py), as
+    verify_parts takes them: {"main": protect's n points, "students": the part's `students`
+    points}; each file carries its own threshold, both at half the significance. keywords:
+    protect's. The part needs protect's own references (the student pairs are built with
+    them): `references=` is refused."""
+    positive_int("students", students)
+    if keywords.get("references") is not None:
+        raise ArgumentError("references", "protect_parts builds its references (the student part needs its "
+                                          "student pairs): give free negatives with negatives= instead")
+    unknown = sorted(set(keywords) - set(inspect.signature(protect).parameters))
+    if unknown:
+        raise ArgumentError(unknown[0], "not a keyword of protect()")
+    result = _keyword_run(owner, train_data, n, students, keywords)
+    return {"main": result.fingerprints, "students": result.students}
+
+
+# protect()'s keywords that are not ProtectConfig's fields: what run_protect takes beside the config.
+_RUN_KEYWORDS = ("references", "negatives", "held_out_data", "cache_dir", "cache_key_file", "cache_readonly",
+                 "progress", "log", "extract_options")
+
+
+def _keyword_run(owner: nn.Module, train_data, n: int, students: int, keywords: dict[str, Any]) -> ProtectResult:
+    """run_protect from protect()'s keywords: those of the run (_RUN_KEYWORDS), the rest ProtectConfig's fields."""
     checked_owner(owner)
     data = training_data(train_data)
-    config = ProtectConfig(n=n, k=k, pool_factor=pool_factor, score=score, replicas=replicas,
-                           validation_replicas=validation_replicas, refine=refine, init=init, labels=labels,
-                           seed=seed, batch_size=batch_size, search=dict(extract_options or {}),
-                           train_recipe=train_recipe, budget=budget, epoch_cap=epoch_cap,
-                           threshold_significance=threshold_significance)
-    return run_protect(owner, data, config, references=references, negatives=negatives, held_out=held_out_data,
-                       cache=CacheLocation(cache_dir, cache_key_file, cache_readonly), progress=progress,
-                       log=log).fingerprints
+    given = keywords.get
+    config = ProtectConfig(n=n, students=students, search=dict(given("extract_options") or {}),
+                           **{key: value for key, value in keywords.items() if key not in _RUN_KEYWORDS})
+    cache = CacheLocation(given("cache_dir"), given("cache_key_file"), given("cache_readonly", False))
+    return run_protect(owner, data, config, references=given("references"), negatives=given("negatives"),
+                       held_out=given("held_out_data"), cache=cache, progress=given("progress", True),
+                       log=given("log"))
 
 
 def plan_protect(owner: nn.Module, train_data, config: ProtectConfig, *, references_given: bool = False) -> Plan:
