@@ -18,7 +18,7 @@ from ipguard_fast.models import train_digits_model
 from ipguard_fast.selection import ProtectConfig, run_protect
 from ipguard_fast.selection.recipe import RECIPE, STUDENT_PAIRS, capped_recipe, check_recipe
 from ipguard_fast.selection.significance import significant_threshold
-from ipguard_fast.selection.students import PART, paired_scores
+from ipguard_fast.selection.students import PART, kind_left_out_floor, paired_scores
 from ipguard_fast.train import TrainRecipe
 
 
@@ -34,6 +34,23 @@ def test_paired_score_refuses_rows_that_do_not_cover_the_same_points():
         paired_scores(torch.ones(2, 3), torch.ones(2, 4), torch.ones(1, 3))
     with pytest.raises(ValueError, match="twins"):
         paired_scores(torch.ones(2, 3), torch.ones(0, 3), torch.ones(1, 3))
+
+
+def test_the_floor_is_what_a_close_kind_keeps_of_points_chosen_without_it():
+    # points 0-3; the students keep 0 and 1, kind "a" keeps 0 and kind "b" keeps 1: each kind
+    # alone pushes the choice to the point the other keeps, and keeps none of it
+    agrees = torch.tensor([[1, 1, 0, 0],    # student
+                           [0, 0, 0, 0],    # twin
+                           [1, 0, 0, 0],    # close, kind a
+                           [0, 1, 0, 0],    # close, kind b
+                           [1, 1, 1, 1]],   # not close: never in the floor
+                          dtype=torch.bool)
+    kinds = ["student", "twin", "a", "b", "other"]
+    take_one = lambda scores: torch.argsort(-scores, stable=True)[:1]  # noqa: E731
+    # without "a": b's penalty leaves point 0, which a keeps; without "b": point 1, which b keeps
+    assert kind_left_out_floor(agrees, [0], [1], [2, 3], kinds, take_one) == (1.0, "a")
+    assert kind_left_out_floor(agrees, [0], [1], [2], kinds, take_one) == (1.0, "a")   # alone: no close term left
+    assert kind_left_out_floor(agrees, [0], [1], [], kinds, take_one) == (0.0, None)
 
 
 def test_each_student_has_a_twin_of_its_architecture_seed_and_training():
@@ -88,7 +105,9 @@ def test_protect_makes_a_student_part_with_a_threshold_over_every_innocent_refer
     assert {r.name for r in result.references if r.role == "negative"} <= set(innocents)
     assert not any("student-" in name for name in innocents)
     assert recorded["held_out"] and all("/r1" in name for name in recorded["held_out"])   # the validation replica
-    assert recorded["level"] == pytest.approx(max([*innocents.values(), recorded["chance"]]), abs=1e-4)
+    assert recorded["level"] == pytest.approx(max([*innocents.values(), recorded["chance"], recorded["floor"]]),
+                                              abs=1e-4)
+    assert recorded["floor_kind"].startswith("independent-owner-")   # an owner-like kind, chosen without
     threshold, shown = significant_threshold(recorded["level"], 12, 0.025)   # half of the default 0.05
     assert part.meta["threshold"] == threshold and part.meta["threshold_shown"] == shown
     selection = part.meta["selection"]

@@ -223,8 +223,10 @@ def _student_part(pool, outputs, refs, config: ProtectConfig, significance: floa
     """The student part (students.py) when config.students asks for one, said in the log."""
     part = student_part(pool.points, outputs, refs, config, significance) if config.students else None
     if part is not None:
+        source = (f"the {part.floor:.3f} that {part.floor_kind} kept, held out of the choice"
+                  if part.floor_kind and part.floor >= part.level else "the most an innocent reference kept")
         say(f"student part: {len(part.fingerprints)} points, threshold {part.threshold:.3f} (level "
-            f"{part.level:.3f}, the most an innocent reference kept)")
+            f"{part.level:.3f}, {source})")
     elif config.students:
         say("student part: none (the references hold no student pairs)")
     return part

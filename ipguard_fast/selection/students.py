@@ -29,7 +29,12 @@ never lower it, and they were needed: with the held-out innocents alone (the val
 replica's and the threshold's own) the level let an innocent through at 1 of 9 bed-seeds
 (the hard bed at owner seed 2: a 16-channel CNN trained like the owner kept 0.65 against a
 threshold of 0.62), where a selecting twin kept 0.64 and raises it to 0.74
-(benchmarks/results/student-part-2026-12-07).
+(benchmarks/results/student-part-2026-12-07). Nor is the level below the leave-one-kind-out
+floor, as the main file's is (choice.py, refining.py): each owner-like kind dropped from the
+paired score in turn, the points chosen again, and that kind's highest rate on them -- what
+an innocent of a kind the choice never saw keeps. The maximum alone let an innocent through
+at a fresh owner seed (the hard bed at seed 4: a 256-unit MLP kept 0.62 against 0.59), where
+the floor was 0.60 and the threshold 0.70 (benchmarks/results/student-part-seeds345-2026-12-08).
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ from .significance import significant_threshold
 from .spread import spread_top_n
 from .stages import ReferenceSet
 
-__all__ = ["PART", "StudentPart", "paired_scores", "student_part"]
+__all__ = ["PART", "StudentPart", "kind_left_out_floor", "paired_scores", "student_part"]
 
 PART = "students"   # meta["part"] of the student part's file
 
@@ -63,6 +68,8 @@ class StudentPart:
     level: float
     innocents: dict[str, float]
     shown: bool
+    floor: float = 0.0
+    floor_kind: str | None = None   # the owner-like kind whose rate on points chosen without it is the floor
 
 
 def paired_scores(students: torch.Tensor, twins: torch.Tensor, close: torch.Tensor) -> torch.Tensor:
@@ -96,7 +103,10 @@ def student_part(points: FingerprintSet, outputs: ReferenceOutputs, refs: Refere
                  zip(innocent_rows, outputs.rows(innocent_rows).columns(kept).rates().tolist())}
     held = [name for i, name in zip(innocent_rows, innocents) if refs.references[i].split != "select"]
     chance = chance_rate(points)
-    level = max([*innocents.values(), chance])
+    floor, floor_kind = kind_left_out_floor(outputs.agrees, students, twins, close, [r.kind for r in refs.references],
+                                            lambda scores: spread_top_n(scores, n, points.labels, points.num_classes,
+                                                                        config.label_share))
+    level = max([*innocents.values(), chance, floor])
     if significance is None:
         threshold, shown = level, level < 1.0
     else:
@@ -122,9 +132,26 @@ def student_part(points: FingerprintSet, outputs: ReferenceOutputs, refs: Refere
                               "label_share": config.label_share})
     fps.meta.update(part=PART, threshold=threshold, threshold_shown=shown,
                     student_part={"level": level, "significance": significance, "chance": chance,
+                                  "floor": floor, "floor_kind": floor_kind,
                                   "innocent_rates": {name: round(rate, 4) for name, rate in innocents.items()},
                                   "held_out": held})
-    return StudentPart(fps, threshold, level, innocents, shown)
+    return StudentPart(fps, threshold, level, innocents, shown, floor, floor_kind)
+
+
+def kind_left_out_floor(agrees: torch.Tensor, students: list[int], twins: list[int], close: list[int],
+                        kinds: list[str], choose) -> tuple[float, str | None]:
+    """The highest rate of a close kind on the points `choose` (scores -> indices) takes
+    from the paired scores made without that kind, over the close kinds in turn, and that
+    kind (0.0 and None without close rows). agrees: [R, P] of every reference; kinds: per row."""
+    floor, source = 0.0, None
+    for kind in sorted({kinds[i] for i in close}):
+        rest = [i for i in close if kinds[i] != kind]
+        without = agrees[rest] if rest else torch.zeros((1, agrees.shape[1]), dtype=agrees.dtype)
+        kept = choose(paired_scores(agrees[students], agrees[twins], without))
+        rate = float(agrees[[i for i in close if kinds[i] == kind]][:, kept].double().mean(dim=1).max())
+        if rate > floor:
+            floor, source = rate, kind
+    return floor, source
 
 
 def _owner_like(refs: ReferenceSet, config: ProtectConfig) -> list[int]:
