@@ -1,0 +1,93 @@
+"""The student part at other sizes (ProtectConfig.students: 100, 150, 200 points), as
+committed otherwise (students.py: the level by every innocent reference, at half the
+significance); each judged by the bed's suspects. A larger part has a smaller sampling
+margin over its level, but its later points score lower. protect's references and pool
+come from a three-bed run's caches, the suspects from its suspect cache (nothing is trained
+again).
+
+    python benchmarks/results/student-part-seeds345-2026-12-08/part_size.py --owner demo|foreign --seed S \
+        --cache C --suspect-cache SC --out F
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--owner", choices=("demo", "foreign"), required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--suspect-cache", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from ipguard_fast.data import load_digits
+    from ipguard_fast.evaluation import make_bed
+    from ipguard_fast.evaluation.beds import attacker_half, owner_half
+    from ipguard_fast.evaluation.foreign import FOREIGN_OWNER_RECIPE
+    from ipguard_fast.models import DigitsCNN, DigitsMLP, train_digits_model
+    from ipguard_fast.nn import seeded
+    from ipguard_fast.precision import chosen_precision
+    from ipguard_fast.selection import CacheLocation, ProtectConfig, stages
+    from ipguard_fast.selection import students as parts
+    from ipguard_fast.selection.pool_cache import pool_store
+    from ipguard_fast.selection.scores import reference_outputs
+    from ipguard_fast.train import train_model
+
+    train, test = load_digits("train"), load_digits("test")
+    if args.owner == "foreign":
+        data, attacker = owner_half(train, args.seed), attacker_half(train, args.seed)
+        owner = train_model(seeded(DigitsCNN, args.seed), data, FOREIGN_OWNER_RECIPE, seed=args.seed)
+        key, beds = "foreign", ("foreign",)
+    else:
+        data, attacker, owner, key, beds = train, None, train_digits_model("cnn", seed=args.seed), "demo-owner", ("demo", "hard")
+    config = ProtectConfig(n=100, seed=args.seed, students=100)
+    shapes = ((1, 8, 8), 10)
+    cache = CacheLocation(Path(args.cache) / f"{key}-seed{args.seed}")
+    plan = stages.make_plan(owner, data, config, shapes)
+    with chosen_precision(plan.costs.precision):
+        refs = stages.make_references(owner, data, config, shapes, cache=cache, progress=False)
+    assert all(r.cached for r in refs.references), "references not all cached"
+    pool = stages.make_pool(owner, data, config, shapes[0], held_out=test, progress=False,
+                            store=pool_store(owner, data, config, cache, refs.cache_key))
+    outputs = stages.score_pool(refs, pool.points, config.batch_size, progress=False)
+    chosen = {}
+    for size in (100, 150, 200):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            chosen[f"{size} points"] = parts.student_part(pool.points, outputs, refs,
+                                                          dataclasses.replace(config, students=size), 0.025)
+    result = {"command": " ".join(sys.argv), "owner": key, "seed": args.seed, "beds": {}}
+    for bed_name in beds:
+        bed = make_bed(bed_name, digits=True, input_shape=shapes[0], num_classes=10, small_factory=DigitsMLP)
+        suspects = bed.suspects(owner, data, seed=args.seed, attacker_data=attacker, suspect_cache=args.suspect_cache)
+        rows = {}
+        for name, part in chosen.items():
+            rates = reference_outputs([s.model for s in suspects], part.fingerprints).rates().tolist()
+            by = {s.name: (s.role, s.family, round(r, 3)) for s, r in zip(suspects, rates)}
+            t = part.threshold
+            rows[name] = {"threshold": t, "level": part.level,
+                          "accused": [n for n, (role, _, r) in by.items() if role == "negative" and r >= t],
+                          "students": {n: r for n, (role, fam, r) in by.items()
+                                       if fam in ("distill", "distill-small", "extract-labels", "extract-probabilities")},
+                          "innocents_max": max(r for role, _, r in by.values() if role == "negative"),
+                          "rates": {n: r for n, (_, _, r) in by.items()}}
+        result["beds"][bed_name] = rows
+        for name, row in rows.items():
+            print(bed_name, args.seed, name, "threshold", row["threshold"], "accused", row["accused"],
+                  "innocents max", row["innocents_max"], "students", row["students"])
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
