@@ -3,11 +3,29 @@ references and pool loaded from that run's caches (nothing trained again), every
 outputs on the pool, and the bed's suspects from its suspect cache."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 SHAPES = ((1, 8, 8), 10)
+
+
+def parsed_arguments() -> argparse.Namespace:
+    """The scripts' common command line (--owner, --seed, --cache, --suspect-cache, --threads,
+    --out), with torch set to --threads."""
+    import torch
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--owner", choices=("demo", "foreign"), required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--suspect-cache", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
 
 
 @dataclass

@@ -10,27 +10,17 @@ again).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 import warnings
 from pathlib import Path
 
-import torch
-
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--owner", choices=("demo", "foreign"), required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--cache", required=True)
-    p.add_argument("--suspect-cache", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    from cached_protect import cached_protect   # this folder's helper (the script's folder is on sys.path)
+    from cached_protect import cached_protect, parsed_arguments   # this folder's helper (on sys.path)
+
+    args = parsed_arguments()
 
     from ipguard_fast.selection import students as parts
     from ipguard_fast.selection.scores import reference_outputs
